@@ -1,0 +1,4 @@
+//! # sipmesh-actors: the I/O shells
+//!
+//! Transport listeners and connections (UDP, TCP), the transaction shards that drive the sans-IO
+//! transaction machines of `sipmesh-protocol`, and the registrar/proxy transaction user.

@@ -1,0 +1,1 @@
+//! Benchmarks for sipmesh: criterion micro-benchmarks in `benches/`, SIPp load scripts beside.

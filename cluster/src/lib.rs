@@ -1,0 +1,4 @@
+//! # sipmesh-cluster: membership, placement, shared state and failover
+//!
+//! Empty until the clustering issue: a single node needs nothing from here yet, and nothing here
+//! pretends otherwise.

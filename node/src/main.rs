@@ -1,0 +1,2 @@
+//! The `sipmesh` binary.
+fn main() {}

@@ -1,0 +1,3 @@
+//! # sipmesh-simulations: multi-node chaos runs against real processes
+//!
+//! Empty until the clustering issue fills it.
