@@ -1,2 +1,20 @@
-//! The `sipmesh` binary.
-fn main() {}
+//! The `sipmesh` binary: parse the command line, set up logging, run a node until a signal.
+//!
+//! Everything of substance lives in the library (`sipmesh_node::run`) so that tests can start a
+//! node in-process; this file only wires the process to it.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use sipmesh_node::config::Cli;
+
+fn main() -> anyhow::Result<()> {
+    let config = Cli::parse().into_config()?;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_filter.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(sipmesh_node::run(config, sipmesh_node::shutdown_signal()))
+}

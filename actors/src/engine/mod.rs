@@ -1,0 +1,170 @@
+//! # The SIP engine of one node: transports → ingress → transaction shards → transports
+//!
+//! ```text
+//!  UDP/TCP readers ──► Ingress::deliver ──(hash of branch / Call-ID)──► Shard 0..N
+//!   (transport)        parse once, 400/513         bounded channels      proxy::Core (sans-IO)
+//!        ▲             or drop malformed input                            │  │
+//!        └────────────── TransportHandle::send ◄── Transmit ──────────────┘  └─► LocationStore
+//! ```
+//!
+//! A shard is a tokio task that owns one sans-IO [`Core`](sipmesh_protocol::proxy::Core): its
+//! transactions, response contexts and one timer (the core's earliest deadline). Requests of one
+//! transaction always reach the same shard because the shard is chosen from the top Via branch
+//! (or the Call-ID for RFC 2543 peers), and responses carry our own branch, which names the shard.
+
+mod ingress;
+mod shard;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use sipmesh_protocol::proxy::{CoreConfig, Listener, Transport};
+use sipmesh_protocol::registrar::RegistrarPolicy;
+use sipmesh_protocol::transaction::TimerConfig;
+
+use crate::location::MemoryLocationStore;
+use crate::transport::{self, TransportConfig, TransportError, TransportHandle, TransportKind};
+
+pub(crate) use ingress::Ingress;
+
+/// Capacity of each shard's inbound queue; beyond it datagrams are dropped (the peer
+/// retransmits) rather than buffered without bound.
+const SHARD_QUEUE: usize = 16_384;
+
+/// One listener to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenSpec {
+    /// Transport.
+    pub kind: TransportKind,
+    /// Address to bind (port 0 picks a free one).
+    pub addr: SocketAddr,
+}
+
+/// What to do with a request for a domain that is not ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayPolicy {
+    /// Answer 403 (the default: an open relay is a toll-fraud hole).
+    Refuse,
+    /// Forward it to the Request-URI's host.
+    Relay,
+}
+
+/// Settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Listeners.
+    pub listen: Vec<ListenSpec>,
+    /// Local domains (lowercase).
+    pub domains: Vec<String>,
+    /// Relay policy for foreign domains.
+    pub relay: RelayPolicy,
+    /// Largest message accepted.
+    pub max_message_size: usize,
+    /// Idle TCP connections are closed after this long.
+    pub tcp_idle_timeout: Duration,
+    /// Registrar rules.
+    pub registrar: RegistrarPolicy,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// A listener could not be opened.
+    #[error("opening transports: {0}")]
+    Transport(#[from] TransportError),
+}
+
+/// A running engine.
+pub struct Engine {
+    transport: TransportHandle,
+    shards: Vec<JoinHandle<()>>,
+    shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
+    local: Vec<(TransportKind, SocketAddr)>,
+}
+
+impl Engine {
+    /// Binds the listeners and starts one shard per worker thread.
+    pub async fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        let shard_count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..shard_count).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
+        let ingress = Arc::new(Ingress::new(senders.clone(), config.max_message_size));
+        let transport_config = TransportConfig {
+            listen: config.listen.iter().map(|l| (l.kind, l.addr)).collect(),
+            max_message_size: config.max_message_size,
+            tcp_idle_timeout: config.tcp_idle_timeout,
+            ..TransportConfig::default()
+        };
+        let (transport, _tasks) = transport::start(transport_config, ingress.clone()).await?;
+        let local = transport.local_addrs();
+        ingress.set_transport(transport.clone());
+        let listeners: Vec<Listener> = local
+            .iter()
+            .map(|(kind, addr)| Listener { transport: to_core_transport(*kind), addr: *addr })
+            .collect();
+        let store = Arc::new(MemoryLocationStore::new());
+        let shards = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(index, rx)| {
+                let core_config = CoreConfig {
+                    listeners: listeners.clone(),
+                    domains: config.domains.clone(),
+                    relay: config.relay == RelayPolicy::Relay,
+                    registrar: config.registrar.clone(),
+                    timers: TimerConfig::default(),
+                    shard: u8::try_from(index).unwrap_or(u8::MAX),
+                    rng_seed: rand::random(),
+                };
+                tokio::spawn(shard::run(core_config, rx, transport.clone(), store.clone()))
+            })
+            .collect();
+        Ok(Self { transport, shards, shutdown: senders, local })
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> Vec<(TransportKind, SocketAddr)> {
+        self.local.clone()
+    }
+
+    /// Stops taking new requests and lets running transactions finish for at most `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        for tx in &self.shutdown {
+            // A full queue means the shard is busy; it will see the channel close below anyway.
+            let _ = tx.try_send(shard::ShardInput::Drain);
+        }
+        drop(self.shutdown);
+        let all = futures_join_all(self.shards);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(?grace, "transactions still running at the end of the grace period");
+        }
+        self.transport.shutdown();
+    }
+}
+
+async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Maps the shell's transport kind to the core's.
+pub(crate) fn to_core_transport(kind: TransportKind) -> Transport {
+    match kind {
+        TransportKind::Udp => Transport::Udp,
+        TransportKind::Tcp => Transport::Tcp,
+    }
+}
+
+/// Maps the core's transport to the shell's.
+pub(crate) fn to_shell_transport(t: Transport) -> TransportKind {
+    match t {
+        Transport::Udp => TransportKind::Udp,
+        Transport::Tcp => TransportKind::Tcp,
+    }
+}

@@ -1,0 +1,124 @@
+//! A transaction shard: a tokio task that drives one sans-IO [`Core`].
+//!
+//! The loop does only glue: feed inbound messages and store results in, drain the core's outputs
+//! to the transport and the store, and sleep until the core's next deadline. It makes no SIP
+//! decision of its own.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use sipmesh_protocol::message::Message;
+use sipmesh_protocol::proxy::{Core, CoreConfig, Origin, Output, StoreFailure};
+
+use crate::location::{LocationStore, StoreError};
+use crate::transport::{Destination, TransportHandle};
+
+use super::to_shell_transport;
+
+/// Most inbound messages handled before the outputs are flushed.
+const BATCH: usize = 64;
+
+/// Input of a shard.
+#[derive(Debug)]
+pub(crate) enum ShardInput {
+    /// A parsed message from the network.
+    Message(Message, Origin),
+    /// Stop taking new requests; exit when the running transactions are done.
+    Drain,
+}
+
+/// Runs a shard until it is drained (or every sender is gone).
+pub(crate) async fn run<S: LocationStore>(
+    config: CoreConfig,
+    mut rx: mpsc::Receiver<ShardInput>,
+    transport: TransportHandle,
+    store: Arc<S>,
+) {
+    let shard = config.shard;
+    let mut core = Core::new(config, Instant::now());
+    let mut draining = false;
+    loop {
+        if draining && core.is_idle() {
+            debug!(shard, "drained");
+            return;
+        }
+        let deadline = core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(input) = input else {
+                    core.begin_shutdown();
+                    draining = true;
+                    continue;
+                };
+                handle(&mut core, input, &mut draining);
+                for _ in 1..BATCH {
+                    match rx.try_recv() {
+                        Ok(input) => handle(&mut core, input, &mut draining),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep => core.handle_timeout(Instant::now()),
+        }
+        flush(&mut core, &transport, store.as_ref()).await;
+    }
+}
+
+fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
+    match input {
+        ShardInput::Message(msg, origin) => core.handle_message(Instant::now(), msg, origin),
+        ShardInput::Drain => {
+            core.begin_shutdown();
+            *draining = true;
+        }
+    }
+}
+
+/// Drains the core's outputs. Store operations on the in-memory store complete at once, so
+/// they are awaited inline and their results fed straight back; a remote store will need them
+/// spawned with the result posted back to the shard.
+async fn flush<S: LocationStore>(core: &mut Core, transport: &TransportHandle, store: &S) {
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Transmit(t) => {
+                let d = t.destination;
+                transport.send(
+                    Destination {
+                        transport: to_shell_transport(d.transport),
+                        addr: d.addr,
+                        local: d.local,
+                        connection: d.connection.map(crate::transport::ConnectionId),
+                    },
+                    t.payload,
+                );
+            }
+            Output::Register { token, request, policy, now } => {
+                let result = store.register(request, &policy, now).await.map_err(store_failure);
+                core.handle_register_result(Instant::now(), token, result);
+            }
+            Output::Lookup { token, aor, now } => {
+                let result = store.lookup(&aor, now).await.map_err(store_failure);
+                core.handle_lookup_result(Instant::now(), token, result);
+            }
+        }
+    }
+}
+
+fn store_failure(e: StoreError) -> StoreFailure {
+    match e {
+        StoreError::Register(r) => StoreFailure::Rejected(r),
+        other => {
+            warn!(error = %other, "location store unavailable");
+            StoreFailure::Unavailable
+        }
+    }
+}
