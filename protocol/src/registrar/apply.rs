@@ -14,10 +14,14 @@
 //! `policy.default_expires`; 0 removes; `0 < e < min_expires` refuses the whole request with 423;
 //! `e > max_expires` is lowered to `max_expires` (§10.3 step 7).
 //!
-//! Ordering (§10.3 steps 6 and 7): when a matched stored binding has the request's Call-ID and a
-//! CSeq not lower than the request's, the whole request is refused (400 "CSeq out of order");
-//! with another Call-ID the binding is simply replaced or removed. Two Contacts of one request
-//! that name the same binding are applied in order (the last wins).
+//! Ordering (§10.3 steps 6 and 7): when any live binding of the AOR has the request's Call-ID
+//! and a CSeq not lower than the request's, the whole request is refused (400 "CSeq out of
+//! order"). This is slightly stricter than §10.3 step 7, which checks only the binding a Contact
+//! updates: it also refuses a stale REGISTER that would re-add a contact a later REGISTER of the
+//! same Call-ID removed. A UA that follows §10.2 (CSeq increases within a Call-ID) is never
+//! refused. Bindings with another Call-ID are simply replaced or removed. Queries (no Contact)
+//! are not checked. Two Contacts of one request that name the same binding are applied in order
+//! (the last wins).
 //!
 //! The contact limit applies only when the request would grow the AOR beyond
 //! `policy.max_contacts`, so refreshes and removals keep working after the limit is lowered.
@@ -105,20 +109,14 @@ pub fn apply_register(
         granted.push(asked.min(policy.max_expires));
     }
 
+    if out_of_order(&live, req) {
+        return Err(RegisterError::CSeqOutOfOrder);
+    }
     let before = live.len();
-    // (binding, written by this request)
-    let mut working: Vec<(Binding, bool)> = live.into_iter().map(|b| (b, false)).collect();
+    let mut working = live;
     let mut changed = pruned;
     for (c, &expires) in contacts.iter().zip(&granted) {
-        let found = working.iter().position(|(b, _)| same_binding(b, c));
-        if let Some(i) = found
-            && let Some((b, touched)) = working.get(i)
-            && !*touched
-            && b.call_id == req.call_id
-            && req.cseq <= b.cseq
-        {
-            return Err(RegisterError::CSeqOutOfOrder);
-        }
+        let found = working.iter().position(|b| same_binding(b, c));
         if expires == 0 {
             if let Some(i) = found {
                 working.remove(i);
@@ -141,8 +139,8 @@ pub fn apply_register(
             req.source,
         );
         match found.and_then(|i| working.get_mut(i)) {
-            Some(slot) => *slot = (binding, true),
-            None => working.push((binding, true)),
+            Some(slot) => *slot = binding,
+            None => working.push(binding),
         }
         changed = true;
     }
@@ -151,10 +149,7 @@ pub fn apply_register(
             max: policy.max_contacts,
         });
     }
-    Ok(outcome(
-        working.into_iter().map(|(b, _)| b).collect(),
-        changed,
-    ))
+    Ok(outcome(working, changed))
 }
 
 /// `Contact: *` (§10.3 step 6): checks `Expires: 0` and the CSeq order of every binding.
@@ -170,6 +165,13 @@ fn remove_all(live: Vec<Binding>, req: &RegisterRequest) -> Result<bool, Registe
         return Err(RegisterError::CSeqOutOfOrder);
     }
     Ok(!live.is_empty())
+}
+
+/// Whether a live binding of the AOR was written by a REGISTER with the same Call-ID and a CSeq
+/// not lower than `req`'s: then `req` is stale or reordered.
+fn out_of_order(live: &[Binding], req: &RegisterRequest) -> bool {
+    live.iter()
+        .any(|b| b.call_id == req.call_id && req.cseq <= b.cseq)
 }
 
 /// Whether Contact `c` names stored binding `b` (see the module documentation).

@@ -123,6 +123,20 @@ fn same_call_id_not_higher_cseq_is_rejected_whole() {
 }
 
 #[test]
+fn stale_request_cannot_readd_removed_contact() {
+    let stored = ok(&[], &req("c1", 1, list(vec![c("sip:a@h")])), t0());
+    let swapped = ok(
+        &stored,
+        &req("c1", 2, list(vec![ce("sip:a@h", 0), c("sip:b@h")])),
+        t0(),
+    );
+    assert_eq!(uris(&swapped), vec![&b"sip:b@h"[..]]);
+    // The delayed first REGISTER (CSeq 1) arrives again.
+    let err = apply(&swapped, &req("c1", 1, list(vec![c("sip:a@h")])), t0()).err();
+    assert_eq!(err, Some(RegisterError::CSeqOutOfOrder));
+}
+
+#[test]
 fn other_call_id_replaces_even_with_lower_cseq() {
     let stored = ok(&[], &req("c1", 50, list(vec![ce("sip:a@h", 600)])), t0());
     let out = ok(
