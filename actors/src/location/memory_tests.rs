@@ -409,3 +409,46 @@ fn many_aors_spread_over_shards() {
         size_of::<Binding>()
     );
 }
+
+/// Resident memory per registration at 100,000 AORs (one binding each, with instance and
+/// reg-id). Run with `cargo test -p sipmesh-actors --release -- --ignored --nocapture rss`.
+#[test]
+#[ignore = "measures process RSS; run alone"]
+fn rss_per_registration() {
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+    const N: usize = 100_000;
+    let store = MemoryLocationStore::new();
+    let before = rss_bytes();
+    for n in 0..N {
+        let a = aor(&format!("user{n:06}"));
+        let mut c = contact(
+            format!(
+                "sip:user{n:06}@192.0.2.{}:{};transport=tcp;ob",
+                n % 250,
+                10000 + n % 50000
+            ),
+            None,
+        );
+        c.instance = Some(Bytes::from(format!(
+            "\"<urn:uuid:00000000-0000-1000-8000-{n:012}>\""
+        )));
+        c.reg_id = Some(1);
+        let mut r = req(&a, &format!("{n:032x}@192.0.2.1"), 1, vec![c]);
+        r.source = source(Some(n as u64));
+        assert!(register(&store, r, t0()).is_ok());
+    }
+    let per = (rss_bytes() - before) / N;
+    println!(
+        "RSS per registration: {per} bytes (Binding is {} bytes)",
+        size_of::<Binding>()
+    );
+    assert_eq!(stats(&store).bindings, N);
+}
