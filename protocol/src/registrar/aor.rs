@@ -215,6 +215,17 @@ mod tests {
     }
 
     #[test]
+    fn canonical_form_is_a_fixed_point() {
+        for s in [
+            "sip:Alice@example.com",
+            "sip:a%3Bb@example.com:5070",
+            "sips:[2001:db8::1]",
+        ] {
+            assert_eq!(aor(s), s);
+        }
+    }
+
+    #[test]
     fn rejects() {
         assert_eq!(aor("alice@example.com"), "MissingScheme");
         assert_eq!(aor("tel:+123"), "UnsupportedScheme");
