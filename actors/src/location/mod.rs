@@ -1,0 +1,18 @@
+//! The location service: where the bindings of every AOR live (RFC 3261 §10.2, "location
+//! service").
+//!
+//! [`LocationStore`] is the async-ready interface the registrar transaction user and the proxy
+//! use; the registrar rules themselves are the pure
+//! [`apply_register`](sipmesh_protocol::registrar::apply_register), which a store runs while it
+//! holds the AOR exclusively, so two REGISTERs for one AOR are serialised.
+//!
+//! # Layout
+//! - [`store`]: the [`LocationStore`] trait, [`StoreError`] and [`StoreStats`].
+//! - [`memory`]: [`MemoryLocationStore`], the sharded in-process implementation (the default for
+//!   a single node; Redis implements the trait for clusters).
+
+pub mod memory;
+pub mod store;
+
+pub use memory::MemoryLocationStore;
+pub use store::{LocationStore, StoreError, StoreStats, UnavailableReason};
