@@ -14,3 +14,5 @@
 //! - [`proxy`]: RFC 3261 §16 proxy decisions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod transaction;

@@ -1,0 +1,1 @@
+//! Simulated-link tests of the transaction machines.
