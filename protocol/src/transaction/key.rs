@@ -250,7 +250,7 @@ mod tests {
         });
         assert_ne!(inv, cancel);
         let mut map = HashMap::new();
-        map.insert(inv.clone(), "invite");
+        map.insert(inv, "invite");
         map.insert(cancel.clone(), "cancel");
         assert_eq!(map.get(&ack), Some(&"invite"));
         assert_eq!(map.get(&cancel), Some(&"cancel"));
