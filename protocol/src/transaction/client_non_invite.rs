@@ -139,10 +139,10 @@ impl ClientNonInviteTx {
         if self.timers.expired(Timer::E, now) {
             match self.state {
                 S::Trying => {
-                    self.e_interval = self.e_interval.saturating_mul(2).min(self.cfg.t2);
+                    self.e_interval = self.e_interval.saturating_mul(2).min(self.cfg.t2());
                 }
                 // RFC 3261 §17.1.2.2: in Proceeding the interval is T2.
-                S::Proceeding => self.e_interval = self.cfg.t2,
+                S::Proceeding => self.e_interval = self.cfg.t2(),
                 S::Completed | S::Terminated => return,
             }
             self.transmits.push_back(self.request.clone());

@@ -17,18 +17,20 @@ pub const TRYING_DELAY: Duration = Duration::from_millis(200);
 ///
 /// The defaults are the values recommended by RFC 3261 §17.1.1.1 and Table 4 (Appendix A).
 /// Durations derived from them (see the methods) follow Table 4 and RFC 6026 §8.4 / §8.7.
+/// The fields are private so that every value has passed [`TimerConfig::new`]'s checks (a zero
+/// T1 would make the retransmission timers spin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimerConfig {
     /// T1, the round-trip time estimate: 500 ms by default (RFC 3261 §17.1.1.1, "T1 is an
     /// estimate of the round-trip time (RTT), and it defaults to 500 ms"). It is the initial
     /// interval of Timers A, E and G and the unit of the 64*T1 transaction timeouts.
-    pub t1: Duration,
+    t1: Duration,
     /// T2, the maximum retransmission interval for non-INVITE requests and INVITE responses:
     /// 4 s by default (RFC 3261 §17.1.2.2 and Table 4).
-    pub t2: Duration,
+    t2: Duration,
     /// T4, the maximum duration a message will remain in the network: 5 s by default (RFC 3261
     /// §17.1.2.2 and Table 4). It sizes Timers I and K on unreliable transports.
-    pub t4: Duration,
+    t4: Duration,
 }
 
 impl Default for TimerConfig {
@@ -75,6 +77,21 @@ impl TimerConfig {
             return Err(TimerConfigError::T2BelowT1 { t1, t2 });
         }
         Ok(Self { t1, t2, t4 })
+    }
+
+    /// T1, the RTT estimate.
+    pub fn t1(&self) -> Duration {
+        self.t1
+    }
+
+    /// T2, the retransmission interval cap.
+    pub fn t2(&self) -> Duration {
+        self.t2
+    }
+
+    /// T4, the maximum lifetime of a message in the network.
+    pub fn t4(&self) -> Duration {
+        self.t4
     }
 
     /// 64*T1, the common transaction timeout.
@@ -166,9 +183,9 @@ mod tests {
     #[test]
     fn defaults_match_rfc3261_table_4() {
         let cfg = TimerConfig::default();
-        assert_eq!(cfg.t1, Duration::from_millis(500));
-        assert_eq!(cfg.t2, Duration::from_secs(4));
-        assert_eq!(cfg.t4, Duration::from_secs(5));
+        assert_eq!(cfg.t1(), Duration::from_millis(500));
+        assert_eq!(cfg.t2(), Duration::from_secs(4));
+        assert_eq!(cfg.t4(), Duration::from_secs(5));
         for d in [
             cfg.timer_b(),
             cfg.timer_f(),

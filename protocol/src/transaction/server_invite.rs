@@ -202,7 +202,7 @@ impl ServerInviteTx {
             if let Some(response) = &self.last_response {
                 self.transmits.push_back(response.clone());
             }
-            self.g_interval = self.g_interval.saturating_mul(2).min(self.cfg.t2);
+            self.g_interval = self.g_interval.saturating_mul(2).min(self.cfg.t2());
             self.timers.set(Timer::G, now + self.g_interval);
         }
         if self.timers.expired(Timer::I, now) && self.state == S::Confirmed {

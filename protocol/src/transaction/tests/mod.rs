@@ -4,5 +4,6 @@
 mod client_invite;
 mod client_non_invite;
 mod harness;
+mod random_ops;
 mod server_invite;
 mod server_non_invite;
