@@ -51,7 +51,8 @@ use super::timer::{Timer, TimerTable};
 pub enum ClientInviteState {
     /// The INVITE has been sent; no response yet.
     Calling,
-    /// A provisional response has been received.
+    /// A provisional response has been received. No timer runs here: a proxy bounds this
+    /// state with its Timer C (RFC 3261 §16.6), a UA with its own policy (then CANCEL).
     Proceeding,
     /// A 2xx has been received; waiting out Timer M for retransmissions and forks (RFC 6026).
     Accepted,

@@ -1,11 +1,11 @@
 //! The four RFC 3261 §17 transaction state machines, sans-IO, with the RFC 6026 corrections.
 //!
-//! | Machine | RFC | States |
-//! |---|---|---|
-//! | [`ClientInviteTx`] | §17.1.1, RFC 6026 §8.4 | Calling, Proceeding, Accepted, Completed, Terminated |
-//! | [`ClientNonInviteTx`] | §17.1.2 | Trying, Proceeding, Completed, Terminated |
-//! | [`ServerInviteTx`] | §17.2.1, RFC 6026 §8.5-8.7 | Proceeding, Accepted, Completed, Confirmed, Terminated |
-//! | [`ServerNonInviteTx`] | §17.2.2 | Trying, Proceeding, Completed, Terminated |
+//! - [`ClientInviteTx`] (§17.1.1, RFC 6026 §8.4): Calling, Proceeding, Accepted, Completed,
+//!   Terminated.
+//! - [`ClientNonInviteTx`] (§17.1.2): Trying, Proceeding, Completed, Terminated.
+//! - [`ServerInviteTx`] (§17.2.1, RFC 6026 §8.5-§8.7): Proceeding, Accepted, Completed,
+//!   Confirmed, Terminated.
+//! - [`ServerNonInviteTx`] (§17.2.2): Trying, Proceeding, Completed, Terminated.
 //!
 //! Each machine's file carries its state diagram. The machines follow the quinn-proto
 //! `Connection` shape: `handle_*` methods take network input and timer expiry with the current
@@ -19,6 +19,36 @@
 //! `reliable` (TCP, TLS, WS) is fixed at construction: no request retransmissions (Timers A, E)
 //! or response retransmissions (Timer G), and zero Timers D, I, J and K, which the machines
 //! apply by terminating at once rather than arming a zero timer.
+//!
+//! A driver loop, with the network and the TU stubbed out:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use sipmesh_protocol::transaction::{ClientNonInviteTx, TimerConfig, TxEvent};
+//!
+//! let start = Instant::now();
+//! let mut tx = ClientNonInviteTx::new(start, Bytes::from_static(b"OPTIONS ..."), false,
+//!     &TimerConfig::default());
+//! let mut now = start;
+//! let mut sent = 0;
+//! loop {
+//!     while let Some(_datagram) = tx.poll_transmit() {
+//!         sent += 1; // hand to the socket
+//!     }
+//!     while let Some(event) = tx.poll_event() {
+//!         if event == TxEvent::Timeout {
+//!             // tell the TU: 408 Request Timeout (RFC 3261 §8.1.3.1)
+//!         }
+//!     }
+//!     let Some(deadline) = tx.poll_timeout() else { break };
+//!     now = deadline; // a real driver sleeps until `deadline` or until a response arrives
+//!     tx.handle_timeout(now);
+//! }
+//! assert!(tx.is_terminated());
+//! assert_eq!(sent, 11); // 0, 0.5, 1.5, 3.5, 7.5, then every 4 s up to 31.5 s
+//! assert_eq!(now - start, Duration::from_secs(32)); // Timer F
+//! ```
 //!
 //! [`key`] matches messages to transactions (§17.1.3, §17.2.3); [`TimerTable`] holds the
 //! deadlines; [`TimerConfig`] the RFC 3261 intervals.

@@ -50,7 +50,8 @@ use super::timer::{Timer, TimerTable};
 /// States of the INVITE server transaction, in RFC figure order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServerInviteState {
-    /// The INVITE was passed to the TU; no final response yet.
+    /// The INVITE was passed to the TU; no final response yet. No timer runs here: the TU must
+    /// answer (a proxy's Timer C, RFC 3261 §16.6, bounds its downstream wait).
     Proceeding,
     /// The TU sent a 2xx; absorbing INVITE retransmissions until Timer L (RFC 6026).
     Accepted,

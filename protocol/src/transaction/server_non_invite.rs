@@ -44,7 +44,8 @@ use super::timer::{Timer, TimerTable};
 /// States of the non-INVITE server transaction, in RFC figure order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServerNonInviteState {
-    /// The request was passed to the TU; nothing sent yet.
+    /// The request was passed to the TU; nothing sent yet. No timer runs in Trying or
+    /// Proceeding: the TU must answer.
     Trying,
     /// A provisional response was sent.
     Proceeding,
