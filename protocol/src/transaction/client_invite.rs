@@ -1,40 +1,43 @@
 //! The INVITE client transaction (RFC 3261 §17.1.1, as updated by RFC 6026 §8.4).
 //!
 //! ```text
-//!                     new(): send INVITE
-//!                     unreliable: Timer A := T1;  Timer B := 64*T1
-//!                              |
-//!                              v
-//!   Timer A: resend INVITE +-----------+
-//!   A := 2*A               |  Calling  |---------------------------------+
-//!            +------------>|           |-----------+                     |
-//!            |             +-----------+           |                     |
-//!            +-------------+  |  |  |              | 300-699: to TU,     |
-//!                             |  |  | 1xx: to TU   | send ACK            |
-//!       Timer B: Timeout,     |  |  v              |                     |
-//!       transport error:      |  | +------------+  |                     |
-//!       inform TU             |  | | Proceeding |--+                     |
-//!            +----------------+  | +------------+  |                     |
-//!            |                   |   |  ^  | 1xx:  |                     |
-//!            |       2xx: to TU  |   |  +--+ to TU |                     |
-//!            |                   v   v 2xx: to TU  v                     |
-//!            |            +------------+     +-----------+               |
-//!            |            |  Accepted  |     | Completed |<-+ 300-699:   |
-//!            |            +------------+     +-----------+  | resend ACK |
-//!            |   2xx: to TU |  ^   |            |  |  |     |            |
-//!            |              +--+   |            |  |  +-----+            |
-//!            |      Timer M fires  |  Timer D   |  | transport error:    |
-//!            |                     |  fires     |  | inform TU           |
-//!            v                     v            v  v                     |
-//!         +--------------------------------------------+                 |
-//!         |                 Terminated                 |<----------------+
-//!         +--------------------------------------------+
+//!                new(): send INVITE; Timer B := 64*T1; unreliable: Timer A := T1
+//!                                   |
+//!                                   v
+//!                           +--------------+  Timer A fires: resend INVITE,
+//!        +------------------|   Calling    |---+  A := 2*A
+//!        |                  +--------------+<--+
+//!        |                    |    |     |
+//!        |                    |    |     +-------------------------+
+//!        |    300-699: to TU, |    | 1xx: to TU                    |
+//!        |    send ACK        |    v                               |
+//!        |                    |  +--------------+  1xx: to TU      | 2xx: to TU
+//!        |                    |  |  Proceeding  |---+              |
+//!        |                    |  +--------------+<--+              |
+//!        |                    |    |         |                     |
+//!        |                    |    |         | 2xx: to TU          |
+//!        |                    |    | 300-699:+-------------------+ |
+//!        |                    |    | to TU, send ACK             | |
+//!        |                    v    v                             v v
+//!        |               +--------------+                 +--------------+
+//!        |               |  Completed   |---+             |   Accepted   |---+ 2xx: to TU
+//!        |               +--------------+<--+             +--------------+<--+
+//!        |                    |   300-699: resend ACK            |
+//!        | Timer B: Timeout;  | Timer D fires;                   | Timer M fires
+//!        | transport error:   | transport error: inform TU       |
+//!        | inform TU          |                                  |
+//!        v                    v                                  v
+//!      +----------------------------------------------------------------+
+//!      |                           Terminated                           |
+//!      +----------------------------------------------------------------+
 //! ```
 //!
-//! Timer D is zero on reliable transports, so Completed is left at once. Accepted (RFC 6026)
-//! replaces RFC 3261's direct Calling/Proceeding → Terminated on 2xx: the transaction lingers
-//! for Timer M so that 2xx retransmissions and 2xx from other forks reach the TU, which ACKs
-//! them itself (the ACK for a 2xx is not part of the transaction, RFC 3261 §13.2.2.4).
+//! Timer D is zero on reliable transports, so Completed is left at once. A transport error in
+//! Proceeding also terminates (RFC 3261 §17.1.4), though the RFC figure omits it. Accepted
+//! (RFC 6026) replaces RFC 3261's direct Calling/Proceeding → Terminated on 2xx: the
+//! transaction lingers for Timer M so that 2xx retransmissions and 2xx from other forks reach
+//! the TU, which ACKs them itself (the ACK for a 2xx is not part of the transaction, RFC 3261
+//! §13.2.2.4).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

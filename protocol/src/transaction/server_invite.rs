@@ -1,41 +1,44 @@
 //! The INVITE server transaction (RFC 3261 §17.2.1, as updated by RFC 6026 §8.5-§8.7).
 //!
 //! ```text
-//!                  new(): INVITE passed to TU (the TU sends 100 Trying itself, at once
-//!                  or after 200 ms, RFC 3261 §17.2.1)
-//!                              |
-//!                              v
-//!   INVITE retransmit:  +------------+
-//!   resend last 1xx     | Proceeding |-------------------------+
-//!         +------------>|            |---------+               |
-//!         |             +------------+         |               |
-//!         +-------------+  |  |  ^ 1xx from TU:|               | 300-699 from TU: send,
-//!                          |  |  | send        |               | unreliable: Timer G := T1
-//!   transport error:       |  |  +-------------+               | Timer H := 64*T1
-//!   inform TU              |  | 2xx from TU: send,             v
-//!        +-----------------+  | Timer L := 64*T1       +-----------+
-//!        |                    v                        | Completed |<-+ INVITE retransmit,
-//!        |             +------------+                  +-----------+  | Timer G: resend,
-//!        |             |  Accepted  |<-+ 2xx from TU:   |  |  |  |    | G := min(2*G, T2)
-//!        |             +------------+  | send;          |  |  |  +----+
-//!        |               |  |  |       | ACK: to TU;    |  |  |
-//!        |               |  |  +-------+ INVITE: absorb |  |  | ACK: Timer I := T4
-//!        |               |  | transport error: inform   |  |  v
-//!        |               |  | TU (stay)                 |  | +-----------+
-//!        |               |  |             Timer H:      |  | | Confirmed |<-+ ACK, INVITE:
-//!        |               |  |             Timeout       |  | +-----------+  | absorb
-//!        |               |  | Timer L                   |  |    |  |        |
-//!        |<--------------+  | fires   transport error:  |  |    |  +--------+
-//!        |                  |         inform TU --------+  |    | Timer I fires
-//!        v                  v                              v    v
-//!      +------------------------------------------------------------+
-//!      |                         Terminated                         |
-//!      +------------------------------------------------------------+
+//!                  new(): INVITE passed to TU (the TU sends 100 Trying itself,
+//!                  at once or within 200 ms, RFC 3261 §17.2.1)
+//!                                   |
+//!                                   v
+//!                           +--------------+  INVITE: resend last response;
+//!        +------------------|  Proceeding  |---+  1xx from TU: send
+//!        |                  +--------------+<--+
+//!        |                    |          |
+//!        |  300-699 from TU:  |          | 2xx from TU: send, Timer L := 64*T1
+//!        |  send, Timer H :=  |          +-------------------------+
+//!        |  64*T1, unreliable:|                                    |
+//!        |  Timer G := T1     v                                    v
+//!        |               +--------------+                   +--------------+
+//!        |               |  Completed   |---+               |   Accepted   |---+
+//!        |               +--------------+<--+               +--------------+<--+
+//!        |                 |  |  INVITE, Timer G: resend      |  2xx from TU: send;
+//!        |                 |  |  final, G := min(2*G, T2)     |  INVITE: absorb;
+//!        |                 |  |                               |  ACK: to TU
+//!        |                 |  | ACK: Timer I := T4            |
+//!        |                 |  v                               |
+//!        |                 | +--------------+                 |
+//!        |                 | |  Confirmed   |---+ ACK, INVITE:|
+//!        |                 | +--------------+<--+ absorb      |
+//!        |                 |        |                         |
+//!        | (a)             | (b)    | Timer I fires           | Timer L fires
+//!        v                 v        v                         v
+//!      +----------------------------------------------------------------+
+//!      |                           Terminated                           |
+//!      +----------------------------------------------------------------+
+//!
+//!      (a) transport error: inform TU
+//!      (b) Timer H fires: Timeout to TU; transport error: inform TU
 //! ```
 //!
 //! Timer I is zero on reliable transports, so Confirmed is left at once. 2xx retransmissions
 //! are the TU's job (a UAS core retransmits per RFC 3261 §13.3.1.4, a proxy only forwards); the
-//! transaction passes every 2xx the TU hands it in Accepted to the transport.
+//! transaction passes every 2xx the TU hands it in Accepted to the transport. A transport error
+//! in Accepted is reported to the TU without leaving the state, since the TU owns the 2xx.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
