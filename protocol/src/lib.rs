@@ -16,3 +16,4 @@
 #![warn(missing_docs)]
 
 pub mod registrar;
+pub mod transaction;

@@ -1,0 +1,77 @@
+//! The four RFC 3261 §17 transaction state machines, sans-IO, with the RFC 6026 corrections.
+//!
+//! - [`ClientInviteTx`] (§17.1.1, RFC 6026 §8.4): Calling, Proceeding, Accepted, Completed,
+//!   Terminated.
+//! - [`ClientNonInviteTx`] (§17.1.2): Trying, Proceeding, Completed, Terminated.
+//! - [`ServerInviteTx`] (§17.2.1, RFC 6026 §8.5-§8.7): Proceeding, Accepted, Completed,
+//!   Confirmed, Terminated.
+//! - [`ServerNonInviteTx`] (§17.2.2): Trying, Proceeding, Completed, Terminated.
+//!
+//! Each machine's file carries its state diagram. The machines follow the quinn-proto
+//! `Connection` shape: `handle_*` methods take network input and timer expiry with the current
+//! `Instant`; mutators (`send_response`, `cancel_requested`) carry TU commands; `poll_transmit`,
+//! `poll_timeout` and `poll_event` return output. After every call the driver drains
+//! `poll_transmit` (to the transport) and `poll_event` (to the TU), then arms one timer for
+//! `poll_timeout` and calls `handle_timeout(now)` when it fires. A transaction never reads a
+//! clock and never parses: it handles already-serialised messages as [`bytes::Bytes`] and the
+//! few facts it needs (status code, retransmission, ACK) as arguments.
+//!
+//! `reliable` (TCP, TLS, WS) is fixed at construction: no request retransmissions (Timers A, E)
+//! or response retransmissions (Timer G), and zero Timers D, I, J and K, which the machines
+//! apply by terminating at once rather than arming a zero timer.
+//!
+//! A driver loop, with the network and the TU stubbed out:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use bytes::Bytes;
+//! use sipmesh_protocol::transaction::{ClientNonInviteTx, TimerConfig, TxEvent};
+//!
+//! let start = Instant::now();
+//! let mut tx = ClientNonInviteTx::new(start, Bytes::from_static(b"OPTIONS ..."), false,
+//!     &TimerConfig::default());
+//! let mut now = start;
+//! let mut sent = 0;
+//! loop {
+//!     while let Some(_datagram) = tx.poll_transmit() {
+//!         sent += 1; // hand to the socket
+//!     }
+//!     while let Some(event) = tx.poll_event() {
+//!         if event == TxEvent::Timeout {
+//!             // tell the TU: 408 Request Timeout (RFC 3261 §8.1.3.1)
+//!         }
+//!     }
+//!     let Some(deadline) = tx.poll_timeout() else { break };
+//!     now = deadline; // a real driver sleeps until `deadline` or until a response arrives
+//!     tx.handle_timeout(now);
+//! }
+//! assert!(tx.is_terminated());
+//! assert_eq!(sent, 11); // 0, 0.5, 1.5, 3.5, 7.5, then every 4 s up to 31.5 s
+//! assert_eq!(now - start, Duration::from_secs(32)); // Timer F
+//! ```
+//!
+//! [`key`] matches messages to transactions (§17.1.3, §17.2.3); [`TimerTable`] holds the
+//! deadlines; [`TimerConfig`] the RFC 3261 intervals.
+
+mod client_invite;
+mod client_non_invite;
+mod config;
+mod error;
+mod event;
+pub mod key;
+mod server_invite;
+mod server_non_invite;
+mod timer;
+
+#[cfg(test)]
+mod tests;
+
+pub use client_invite::{CancelPermit, ClientInviteState, ClientInviteTx};
+pub use client_non_invite::{ClientNonInviteState, ClientNonInviteTx};
+pub use config::{TIMER_D_UNRELIABLE_MIN, TRYING_DELAY, TimerConfig, TimerConfigError};
+pub use error::TransactionError;
+pub use event::TxEvent;
+pub use key::{RequestFacts, TransactionKey, generate_branch};
+pub use server_invite::{ServerInviteState, ServerInviteTx};
+pub use server_non_invite::{ServerNonInviteState, ServerNonInviteTx};
+pub use timer::{Timer, TimerTable};
