@@ -14,3 +14,10 @@
 //! - [`proxy`]: RFC 3261 §16 proxy decisions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod header;
+pub mod message;
+pub mod uri;
+
+pub use header::HeaderName;
+pub use message::{Message, Method, ParseError, StatusCode};

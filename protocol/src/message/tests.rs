@@ -1,0 +1,3 @@
+//! Unit tests for message parsing, accessors, editing and building.
+
+use super::*;
