@@ -383,4 +383,6 @@ impl Message {
 }
 
 #[cfg(test)]
+mod corpus_tests;
+#[cfg(test)]
 mod tests;
