@@ -17,3 +17,9 @@
 
 pub mod registrar;
 pub mod transaction;
+pub mod header;
+pub mod message;
+pub mod uri;
+
+pub use header::HeaderName;
+pub use message::{Message, Method, ParseError, StatusCode};

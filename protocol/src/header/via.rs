@@ -1,0 +1,237 @@
+//! The Via header (RFC 3261 §20.42, §18.2.1; `rport` RFC 3581; IPv6 per RFC 5118).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use super::Params;
+use super::scan::{is_lws, is_token_char, parse_u64, trim};
+use crate::header::HeaderName;
+use crate::message::ParseError;
+use crate::uri::Host;
+
+/// One Via value: `SIP/2.0/UDP host:port;branch=...;received=...;rport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// The transport token as written (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`, unknown ones too).
+    pub transport: &'a str,
+    /// The sent-by host.
+    pub host: Host<'a>,
+    /// The sent-by port, if written.
+    pub port: Option<u16>,
+    /// The `branch` parameter (RFC 3261 §8.1.1.7).
+    pub branch: Option<&'a str>,
+    /// The `received` parameter (RFC 3261 §18.2.1), brackets kept for IPv6 (RFC 5118 §4.5).
+    pub received: Option<&'a str>,
+    /// `rport`: absent, present without value (`Some(None)`), or filled in (RFC 3581).
+    pub rport: Option<Option<u16>>,
+    /// The `maddr` parameter.
+    pub maddr: Option<&'a str>,
+    /// The `ttl` parameter.
+    pub ttl: Option<u8>,
+    /// All parameters, including the ones above.
+    pub params: Params<'a>,
+}
+
+/// The sent-by part of a Via (host and optional port), as used for transaction matching
+/// (RFC 3261 §17.2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SentBy<'a> {
+    /// The host.
+    pub host: Host<'a>,
+    /// The port, if written.
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for SentBy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}:{p}", self.host),
+            None => write!(f, "{}", self.host),
+        }
+    }
+}
+
+fn malformed() -> ParseError {
+    ParseError::Malformed(HeaderName::Via)
+}
+
+impl<'a> Via<'a> {
+    /// Parses one Via value (one element of a comma-separated Via header). LWS, including
+    /// folded lines, is allowed around the `/` separators.
+    pub fn parse(s: &'a str) -> Result<Self, ParseError> {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let skip = |i: &mut usize| {
+            while b.get(*i).is_some_and(|c| is_lws(*c)) {
+                *i += 1;
+            }
+        };
+        let token = |i: &mut usize| -> Result<&'a str, ParseError> {
+            let start = *i;
+            while b.get(*i).is_some_and(|c| is_token_char(*c)) {
+                *i += 1;
+            }
+            match s.get(start..*i) {
+                Some(t) if !t.is_empty() => Ok(t),
+                _ => Err(malformed()),
+            }
+        };
+        let slash = |i: &mut usize| -> Result<(), ParseError> {
+            skip(i);
+            if b.get(*i) != Some(&b'/') {
+                return Err(malformed());
+            }
+            *i += 1;
+            skip(i);
+            Ok(())
+        };
+        skip(&mut i);
+        let name = token(&mut i)?;
+        slash(&mut i)?;
+        let version = token(&mut i)?;
+        slash(&mut i)?;
+        let transport = token(&mut i)?;
+        if !name.eq_ignore_ascii_case("SIP") {
+            return Err(malformed());
+        }
+        if version != "2.0" {
+            return Err(ParseError::UnsupportedVersion);
+        }
+        let rest = s.get(i..).ok_or_else(malformed)?;
+        let (sent_by, params) = match rest.find(';') {
+            Some(p) => (rest.get(..p).unwrap_or_default(), rest.get(p + 1..)),
+            None => (rest, None),
+        };
+        let sent_by = trim(sent_by);
+        if sent_by.bytes().any(is_lws) {
+            return Err(malformed());
+        }
+        let (host, port) = Host::parse_hostport(sent_by).map_err(|_| malformed())?;
+        let params = Params::new(params.unwrap_or_default());
+        if params.raw().is_empty() && rest.contains(';') || !params.is_well_formed() {
+            return Err(malformed());
+        }
+        let mut via = Self {
+            transport,
+            host,
+            port,
+            branch: None,
+            received: None,
+            rport: None,
+            maddr: None,
+            ttl: None,
+            params,
+        };
+        for (n, v) in params.iter() {
+            if n.eq_ignore_ascii_case("branch") {
+                via.branch = Some(v.ok_or_else(malformed)?);
+            } else if n.eq_ignore_ascii_case("received") {
+                via.received = Some(v.ok_or_else(malformed)?);
+            } else if n.eq_ignore_ascii_case("rport") {
+                via.rport = Some(match v {
+                    None => None,
+                    Some(p) => Some(
+                        parse_u64(p)
+                            .and_then(|p| u16::try_from(p).ok())
+                            .ok_or_else(malformed)?,
+                    ),
+                });
+            } else if n.eq_ignore_ascii_case("maddr") {
+                via.maddr = Some(v.ok_or_else(malformed)?);
+            } else if n.eq_ignore_ascii_case("ttl") {
+                via.ttl = Some(
+                    v.and_then(parse_u64)
+                        .and_then(|t| u8::try_from(t).ok())
+                        .ok_or_else(malformed)?,
+                );
+            }
+        }
+        Ok(via)
+    }
+
+    /// The sent-by host and port.
+    pub fn sent_by(&self) -> SentBy<'a> {
+        SentBy {
+            host: self.host,
+            port: self.port,
+        }
+    }
+
+    /// The `received` parameter as an IP address (brackets around IPv6 accepted).
+    pub fn received_ip(&self) -> Option<IpAddr> {
+        let r = self.received?;
+        let r = r
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(r);
+        r.parse().ok()
+    }
+
+    /// A parameter by name (case-insensitive).
+    pub fn param(&self, name: &str) -> Option<Option<&'a str>> {
+        self.params.get(name)
+    }
+
+    /// True if the branch starts with the RFC 3261 magic cookie `z9hG4bK` (§8.1.1.7).
+    pub fn has_magic_cookie(&self) -> bool {
+        self.branch
+            .is_some_and(crate::message::is_magic_cookie_branch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple() {
+        let v =
+            Via::parse("SIP/2.0/UDP pc33.atlanta.com:5066;branch=z9hG4bK776asdhds;rport").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, Host::Domain("pc33.atlanta.com"));
+        assert_eq!(v.port, Some(5066));
+        assert_eq!(v.branch, Some("z9hG4bK776asdhds"));
+        assert_eq!(v.rport, Some(None));
+        assert!(v.has_magic_cookie());
+        assert_eq!(v.sent_by().to_string(), "pc33.atlanta.com:5066");
+    }
+
+    #[test]
+    fn folded_and_spaced() {
+        let v = Via::parse("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.host, Host::Ipv4("192.0.2.2".parse().unwrap()));
+        let v = Via::parse(
+            "SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8",
+        )
+        .unwrap();
+        assert_eq!(v.branch, Some("z9hG4bK9ikj8"));
+    }
+
+    #[test]
+    fn ipv6_and_received() {
+        let v = Via::parse(
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;received=[2001:db8::9:255];rport=7;ttl=16;maddr=x",
+        )
+        .unwrap();
+        assert_eq!(v.host, Host::Ipv6("2001:db8::9:1".parse().unwrap()));
+        assert_eq!(v.port, Some(6050));
+        assert_eq!(v.received_ip(), Some("2001:db8::9:255".parse().unwrap()));
+        assert_eq!(v.rport, Some(Some(7)));
+        assert_eq!(v.ttl, Some(16));
+        assert_eq!(v.maddr, Some("x"));
+    }
+
+    #[test]
+    fn errors() {
+        assert!(Via::parse("SIP/2.0/UDP 192.0.2.15;;").is_err());
+        assert!(Via::parse(";").is_err());
+        assert!(Via::parse("").is_err());
+        assert!(Via::parse("SIP/2.0/UDP").is_err());
+        assert_eq!(
+            Via::parse("SIP/7.0/UDP c.example.com"),
+            Err(ParseError::UnsupportedVersion)
+        );
+        assert!(Via::parse("SIP/2.0/UDP a.com;ttl=300").is_err());
+    }
+}
