@@ -18,6 +18,7 @@
 pub mod registrar;
 pub mod transaction;
 pub mod header;
+pub mod peer;
 pub mod message;
 pub mod uri;
 

@@ -23,8 +23,9 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
+use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::registrar::{
-    Aor, Binding, ConnectionId, RegisterOutcome, RegisterRequest, RegistrarPolicy, apply_register,
+    Aor, Binding, RegisterOutcome, RegisterRequest, RegistrarPolicy, apply_register,
 };
 
 use crate::location::store::{LocationStore, StoreError, StoreStats};

@@ -8,8 +8,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use sipmesh_protocol::peer::{ConnectionId, Transport};
 use sipmesh_protocol::registrar::{
-    ContactInput, RegisterError, RequestContacts, Source, TransportKind,
+    ContactInput, RegisterError, RequestContacts, Source,
 };
 
 use super::*;
@@ -34,9 +35,9 @@ fn source(connection: Option<u64>) -> Source {
     Source {
         remote: SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 40000)),
         transport: if connection.is_some() {
-            TransportKind::Tcp
+            Transport::Tcp
         } else {
-            TransportKind::Udp
+            Transport::Udp
         },
         local: SocketAddr::from((Ipv4Addr::new(198, 51, 100, 1), 5060)),
         connection: connection.map(ConnectionId),

@@ -3,8 +3,9 @@
 use std::future::Future;
 use std::time::SystemTime;
 
+use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::registrar::{
-    Aor, Binding, ConnectionId, RegisterError, RegisterOutcome, RegisterRequest, RegistrarPolicy,
+    Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest, RegistrarPolicy,
 };
 
 /// Storage of bindings per AOR.

@@ -136,7 +136,7 @@ pub(crate) mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
-    use crate::registrar::request::{ConnectionId, TransportKind};
+    use crate::peer::{ConnectionId, Transport as TransportKind};
 
     pub(crate) fn source() -> Source {
         Source {

@@ -35,6 +35,6 @@ pub use contact_uri::contact_uris_equivalent;
 pub use error::RegisterError;
 pub use policy::{PolicyError, RegistrarPolicy};
 pub use request::{
-    ConnectionId, ContactInput, RegisterRequest, RequestContacts, Source, TransportKind,
+    ContactInput, RegisterRequest, RequestContacts, Source,
 };
 pub use targets::targets_in_order;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+use crate::peer::{ConnectionId, Transport};
 use crate::registrar::aor::Aor;
 
 /// One REGISTER, as input to [`apply_register`](crate::registrar::apply_register).
@@ -73,27 +74,6 @@ impl ContactInput {
     }
 }
 
-/// Transport a REGISTER arrived over (RFC 3261 §18, RFC 7118 for WebSocket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportKind {
-    /// UDP.
-    Udp,
-    /// TCP.
-    Tcp,
-    /// TLS over TCP.
-    Tls,
-    /// SCTP.
-    Sctp,
-    /// WebSocket.
-    Ws,
-    /// Secure WebSocket.
-    Wss,
-}
-
-/// Identifier of a stream connection (TCP/TLS/WS), assigned by the transport layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub u64);
-
 /// Where a REGISTER came from, kept with the binding so the proxy can reach a NATed UA over the
 /// same path (RFC 5626 flows, RFC 3581 symmetric response routing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +82,7 @@ pub struct Source {
     /// NATed UA is reachable at.
     pub remote: SocketAddr,
     /// The transport the request arrived over.
-    pub transport: TransportKind,
+    pub transport: Transport,
     /// The local listener address that received it.
     pub local: SocketAddr,
     /// The stream connection it arrived on, if any.

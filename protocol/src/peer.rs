@@ -1,7 +1,7 @@
 //! Where a message came from and where one goes: transports, listeners, peers.
 //!
 //! These are plain values the I/O shell fills in; the core never opens a socket. A connection is
-//! named by an opaque `u64` the shell hands out, so a response or a request to a registered UA can
+//! named by an opaque [`ConnectionId`] the shell hands out, so a response or a request to a registered UA can
 //! go back over exactly the connection it came on.
 
 use std::fmt;
@@ -9,14 +9,26 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 
-/// A SIP transport the node speaks (RFC 3261 §18).
+/// A SIP transport (RFC 3261 §18; WebSocket per RFC 7118).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// Datagrams: unreliable, so transactions retransmit.
     Udp,
     /// A byte stream framed by Content-Length: reliable.
     Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// SCTP.
+    Sctp,
+    /// WebSocket (one SIP message per frame).
+    Ws,
+    /// Secure WebSocket.
+    Wss,
 }
+
+/// Identifier of a stream connection (TCP/TLS/WS), assigned by the transport layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
 
 impl Transport {
     /// The token used in Via (`SIP/2.0/UDP`).
@@ -24,28 +36,32 @@ impl Transport {
         match self {
             Self::Udp => "UDP",
             Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+            Self::Sctp => "SCTP",
+            Self::Ws => "WS",
+            Self::Wss => "WSS",
         }
     }
 
     /// True for stream transports: no retransmissions (§17.1.1.2, §17.1.2.2).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Self::Tcp)
+        !matches!(self, Self::Udp)
     }
 
     /// The transport named by a Via token or a `transport=` URI parameter, case-insensitively.
     pub fn from_token(token: &str) -> Option<Self> {
-        if token.eq_ignore_ascii_case("udp") {
-            Some(Self::Udp)
-        } else if token.eq_ignore_ascii_case("tcp") {
-            Some(Self::Tcp)
-        } else {
-            None
-        }
+        [Self::Udp, Self::Tcp, Self::Tls, Self::Sctp, Self::Ws, Self::Wss]
+            .into_iter()
+            .find(|t| t.via_token().eq_ignore_ascii_case(token))
     }
 
-    /// Default port for a `sip:` URI over this transport (RFC 3261 §19.1.2).
+    /// Default port for this transport (RFC 3261 §19.1.2: 5061 for TLS; RFC 7118 leaves
+    /// WebSocket ports to the HTTP defaults, which we do not assume).
     pub fn default_port(self) -> u16 {
-        5060
+        match self {
+            Self::Tls | Self::Wss => 5061,
+            _ => 5060,
+        }
     }
 }
 
@@ -74,7 +90,7 @@ pub struct Origin {
     /// The listener (local address) it arrived on.
     pub local: SocketAddr,
     /// The stream connection it arrived on, if any.
-    pub connection: Option<u64>,
+    pub connection: Option<ConnectionId>,
 }
 
 /// Where an outbound message goes.
@@ -88,7 +104,7 @@ pub struct Destination {
     pub local: Option<SocketAddr>,
     /// Use this connection when it is still open (responses, flows); otherwise the shell reuses or
     /// opens a connection to `addr`.
-    pub connection: Option<u64>,
+    pub connection: Option<ConnectionId>,
 }
 
 /// Bytes to send somewhere.
