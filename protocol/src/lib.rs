@@ -19,6 +19,7 @@ pub mod registrar;
 pub mod transaction;
 pub mod header;
 pub mod peer;
+pub mod proxy;
 pub mod message;
 pub mod uri;
 

@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-use super::peer::{Listener, Transport};
+use crate::peer::{Listener, Transport};
 
 /// The node's identity: listeners and local domains.
 #[derive(Debug, Clone)]

@@ -1,0 +1,30 @@
+//! Settings of the proxy core, validated by the node before they reach here.
+
+use std::time::Duration;
+
+use crate::peer::Listener;
+use crate::transaction::TimerConfig;
+
+/// RFC 3261 §16.6 step 11: Timer C must be larger than 3 minutes.
+pub const TIMER_C: Duration = Duration::from_secs(181);
+
+/// Max-Forwards put on requests that arrive without one (RFC 3261 §16.6 step 3).
+pub const DEFAULT_MAX_FORWARDS: u8 = 70;
+
+/// Settings of one [`Core`](super::Core).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The bound listeners (real ports).
+    pub listeners: Vec<Listener>,
+    /// Local domains, lowercase.
+    pub domains: Vec<String>,
+    /// Forward requests for foreign domains (otherwise 403).
+    pub relay: bool,
+    /// Transaction timers (T1, T2, T4).
+    pub timers: TimerConfig,
+    /// This core's shard number; it is written into every branch we create so that responses
+    /// reach the same shard.
+    pub shard: u8,
+    /// Seed of the branch/tag generator.
+    pub rng_seed: u64,
+}

@@ -1,0 +1,638 @@
+//! The proxy core: transaction tables, dispatch of inbound messages, timers and outputs.
+//!
+//! Request handling is split by concern: [`routing`](super::routing) decides where a request
+//! goes, [`forward`](super::forward) builds what is sent and runs the client side,
+//! [`local`](super::local) answers what the node itself answers. This file holds the tables and
+//! the glue that every one of them uses.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use crate::header::HeaderName;
+use crate::message::{Editor, Message, Method, StatusCode, response_to};
+use crate::peer::{Destination, Origin, Transmit};
+use crate::registrar::{Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest};
+use crate::transaction::{
+    ClientInviteTx, ClientNonInviteTx, RequestFacts, ServerInviteTx, ServerNonInviteTx,
+    TransactionKey, TxEvent,
+};
+
+use super::config::CoreConfig;
+use super::locality::Locality;
+use super::response_context::ResponseContext;
+use super::rng::IdGenerator;
+use super::timers::TimerQueue;
+
+/// Something the shell must do.
+#[derive(Debug)]
+pub enum Output {
+    /// Send bytes.
+    Transmit(Transmit),
+    /// Apply a REGISTER to the location store, then call
+    /// [`Core::handle_register_result`] with `token`.
+    Register {
+        /// Correlates the result.
+        token: u64,
+        /// The registration, already checked for syntax.
+        request: RegisterRequest,
+    },
+    /// Fetch the bindings of an AOR, then call [`Core::handle_lookup_result`] with `token`.
+    Lookup {
+        /// Correlates the result.
+        token: u64,
+        /// The address of record.
+        aor: Aor,
+    },
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// The registrar rules refused the request (the peer's fault: 400, 403, 423).
+    Rejected(RegisterError),
+    /// The store is unreachable (our fault: 503 + Retry-After).
+    Unavailable,
+}
+
+/// A server transaction of either kind.
+#[derive(Debug)]
+pub(super) enum ServerFsm {
+    Invite(ServerInviteTx),
+    NonInvite(ServerNonInviteTx),
+}
+
+/// A client transaction of either kind.
+#[derive(Debug)]
+pub(super) enum ClientFsm {
+    Invite(ClientInviteTx),
+    NonInvite(ClientNonInviteTx),
+}
+
+/// One server transaction and what the proxy knows about it.
+#[derive(Debug)]
+pub(super) struct ServerEntry {
+    pub(super) key: TransactionKey,
+    /// Second key under which an RFC 2543 ACK finds this INVITE transaction.
+    pub(super) ack_key: Option<TransactionKey>,
+    pub(super) fsm: ServerFsm,
+    /// Where responses go (RFC 3261 §18.2.2, RFC 3581).
+    pub(super) reply: Destination,
+    /// The request as received.
+    pub(super) request: Message,
+    /// The response context when the request was forwarded.
+    pub(super) context: Option<u64>,
+    /// To tag of responses the node generates itself.
+    pub(super) local_tag: String,
+    /// A CANCEL arrived before any branch existed (the lookup was still running).
+    pub(super) cancelled: bool,
+    /// A final response went out.
+    pub(super) finished: bool,
+}
+
+/// One client transaction (a branch of a forwarded request, or a CANCEL we sent).
+#[derive(Debug)]
+pub(super) struct ClientEntry {
+    pub(super) key: TransactionKey,
+    pub(super) fsm: ClientFsm,
+    pub(super) destination: Destination,
+    /// The request as sent, parsed back (kept for INVITEs: ACK and CANCEL are built from it).
+    pub(super) request: Option<Message>,
+    /// The response context and branch index this transaction serves (None for our CANCELs).
+    pub(super) branch: Option<(u64, usize)>,
+    /// A CANCEL was asked for before a provisional response arrived.
+    pub(super) cancel_pending: bool,
+    /// A CANCEL was sent for this branch.
+    pub(super) cancel_sent: bool,
+}
+
+/// The response context of a forwarded request.
+#[derive(Debug)]
+pub(super) struct ProxyContext {
+    pub(super) server: u64,
+    pub(super) rc: ResponseContext,
+    /// Client transaction id of each branch.
+    pub(super) branches: Vec<u64>,
+    /// The final response kept per branch for best-response selection.
+    pub(super) kept: Vec<Option<Message>>,
+    /// Timer C deadline per branch (INVITE only).
+    pub(super) timer_c: Vec<Option<Instant>>,
+}
+
+/// What a store operation was started for.
+#[derive(Debug)]
+pub(super) enum Pending {
+    Register { server: u64 },
+    Lookup { server: u64 },
+}
+
+/// Timer queue entries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum TimerRef {
+    Server(u64),
+    Client(u64),
+    TimerC { context: u64, branch: usize },
+}
+
+/// The sans-IO proxy and registrar front end of one shard.
+#[derive(Debug)]
+pub struct Core {
+    pub(super) cfg: CoreConfig,
+    pub(super) locality: Locality,
+    pub(super) ids: IdGenerator,
+    pub(super) next_id: u64,
+    pub(super) server_keys: HashMap<TransactionKey, u64>,
+    pub(super) servers: HashMap<u64, ServerEntry>,
+    pub(super) client_keys: HashMap<TransactionKey, u64>,
+    pub(super) clients: HashMap<u64, ClientEntry>,
+    pub(super) contexts: HashMap<u64, ProxyContext>,
+    pub(super) pending: HashMap<u64, Pending>,
+    /// Forwarding plans of requests waiting for a location lookup.
+    pub(super) plans: HashMap<u64, super::forward::ForwardPlan>,
+    pub(super) timers: TimerQueue<TimerRef>,
+    pub(super) outputs: VecDeque<Output>,
+    pub(super) draining: bool,
+}
+
+impl Core {
+    /// A core for one shard.
+    pub fn new(cfg: CoreConfig, _now: Instant) -> Self {
+        Self {
+            locality: Locality::new(cfg.listeners.clone(), &cfg.domains),
+            ids: IdGenerator::new(cfg.rng_seed),
+            cfg,
+            next_id: 1,
+            server_keys: HashMap::new(),
+            servers: HashMap::new(),
+            client_keys: HashMap::new(),
+            clients: HashMap::new(),
+            contexts: HashMap::new(),
+            pending: HashMap::new(),
+            plans: HashMap::new(),
+            timers: TimerQueue::default(),
+            outputs: VecDeque::new(),
+            draining: false,
+        }
+    }
+
+    /// The node's identity as this core sees it.
+    pub fn locality(&self) -> &Locality {
+        &self.locality
+    }
+
+    /// A message arrived from the network.
+    pub fn handle_message(&mut self, now: Instant, msg: Message, origin: Origin) {
+        if msg.is_request() {
+            self.handle_request(now, msg, origin);
+        } else {
+            self.handle_response(now, msg, origin);
+        }
+    }
+
+    /// The deadline returned by [`poll_timeout`](Self::poll_timeout) passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_expired(now) {
+            match timer {
+                TimerRef::Server(id) => {
+                    let Some(entry) = self.servers.get_mut(&id) else { continue };
+                    match &mut entry.fsm {
+                        ServerFsm::Invite(tx) => tx.handle_timeout(now),
+                        ServerFsm::NonInvite(tx) => tx.handle_timeout(now),
+                    }
+                    self.drive_server(now, id);
+                }
+                TimerRef::Client(id) => {
+                    let Some(entry) = self.clients.get_mut(&id) else { continue };
+                    match &mut entry.fsm {
+                        ClientFsm::Invite(tx) => tx.handle_timeout(now),
+                        ClientFsm::NonInvite(tx) => tx.handle_timeout(now),
+                    }
+                    self.drive_client(now, id, None);
+                }
+                TimerRef::TimerC { context, branch } => self.fire_timer_c(now, context, branch),
+            }
+        }
+    }
+
+    /// The next output, if any. Drain until `None` after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Stop taking new requests (they get 503); running transactions go on.
+    pub fn begin_shutdown(&mut self) {
+        self.draining = true;
+    }
+
+    /// True when no transaction and no store operation is running.
+    pub fn is_idle(&self) -> bool {
+        self.servers.is_empty() && self.clients.is_empty() && self.pending.is_empty()
+    }
+
+    /// Number of (server, client) transactions, for statistics and tests.
+    pub fn transaction_counts(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// The result of an [`Output::Register`]. `wall` is the wall-clock time used to express
+    /// the remaining expiry of each binding in the 200 OK.
+    pub fn handle_register_result(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        token: u64,
+        result: Result<RegisterOutcome, StoreFailure>,
+    ) {
+        let Some(Pending::Register { server }) = self.pending.remove(&token) else { return };
+        self.finish_register(now, wall, server, result);
+    }
+
+    /// The result of an [`Output::Lookup`].
+    pub fn handle_lookup_result(
+        &mut self,
+        now: Instant,
+        token: u64,
+        result: Result<Vec<Binding>, StoreFailure>,
+    ) {
+        let Some(Pending::Lookup { server }) = self.pending.remove(&token) else { return };
+        self.finish_lookup(now, server, result);
+    }
+
+    // ----- shared helpers -------------------------------------------------------------------
+
+    pub(super) fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    pub(super) fn transmit(&mut self, destination: Destination, payload: Bytes) {
+        self.outputs.push_back(Output::Transmit(Transmit { destination, payload }));
+    }
+
+    /// Handles a request: retransmission, ACK, CANCEL, or a new server transaction.
+    fn handle_request(&mut self, now: Instant, msg: Message, origin: Origin) {
+        let Some(method) = msg.method().cloned() else { return };
+        let Ok(via) = msg.top_via() else {
+            // Without a parsable Via there is nowhere RFC 3261 §18.2.2 lets us answer; the
+            // ingress already answered what it could.
+            debug!("request without a usable Via dropped");
+            return;
+        };
+        let reply = reply_destination(&origin, via.rport.is_some(), via.port);
+        let key = match server_key(&msg, method.as_str()) {
+            Ok(k) => k,
+            Err(e) => {
+                self.reply_stateless(&msg, reply, StatusCode(e.status().0), &e.reason_phrase());
+                return;
+            }
+        };
+        if method == Method::Ack {
+            self.handle_ack(now, msg, origin, key);
+            return;
+        }
+        if let Some(&id) = self.server_keys.get(&key) {
+            if let Some(entry) = self.servers.get_mut(&id) {
+                trace!("request retransmission");
+                match &mut entry.fsm {
+                    ServerFsm::Invite(tx) => tx.handle_retransmission(now),
+                    ServerFsm::NonInvite(tx) => tx.handle_retransmission(now),
+                }
+                self.drive_server(now, id);
+            }
+            return;
+        }
+        let id = self.open_server(now, key, msg, reply, method == Method::Invite);
+        if method == Method::Cancel {
+            self.handle_cancel(now, id);
+            return;
+        }
+        self.process_new_request(now, id, origin);
+    }
+
+    /// Creates a server transaction for a new request.
+    pub(super) fn open_server(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        request: Message,
+        reply: Destination,
+        invite: bool,
+    ) -> u64 {
+        let reliable = reply.transport.is_reliable();
+        let fsm = if invite {
+            ServerFsm::Invite(ServerInviteTx::new(now, reliable, &self.cfg.timers))
+        } else {
+            ServerFsm::NonInvite(ServerNonInviteTx::new(now, reliable, &self.cfg.timers))
+        };
+        let id = self.new_id();
+        let local_tag = self.ids.token();
+        self.server_keys.insert(key.clone(), id);
+        self.servers.insert(
+            id,
+            ServerEntry {
+                key,
+                ack_key: None,
+                fsm,
+                reply,
+                request,
+                context: None,
+                local_tag,
+                cancelled: false,
+                finished: false,
+            },
+        );
+        id
+    }
+
+    /// Sends a response on a server transaction (forwarded or generated).
+    pub(super) fn respond(&mut self, now: Instant, server: u64, code: u16, response: Bytes) {
+        let Some(entry) = self.servers.get_mut(&server) else { return };
+        let result = match &mut entry.fsm {
+            ServerFsm::Invite(tx) => tx.send_response(now, code, response.clone()),
+            ServerFsm::NonInvite(tx) => tx.send_response(now, code, response.clone()),
+        };
+        if code >= 200 {
+            entry.finished = true;
+        }
+        if let Err(e) = result {
+            // A 2xx after the transaction moved on (another fork's 2xx, §16.7 step 5) is still
+            // forwarded, statelessly, to the same place.
+            trace!(error = %e, code, "response outside the server transaction");
+            if (200..300).contains(&code) {
+                let reply = entry.reply;
+                self.transmit(reply, response);
+            }
+            return;
+        }
+        if code >= 300 && entry.request.method() == Some(&Method::Invite) && entry.key.is_rfc2543() {
+            let tag = entry.local_tag.clone();
+            if let Some(k) = entry.key.for_ack(&tag) {
+                self.server_keys.insert(k.clone(), server);
+                if let Some(e) = self.servers.get_mut(&server) {
+                    e.ack_key = Some(k);
+                }
+            }
+        }
+        self.drive_server(now, server);
+    }
+
+    /// Generates a response to the request of a server transaction and sends it.
+    pub(super) fn respond_local(
+        &mut self,
+        now: Instant,
+        server: u64,
+        code: StatusCode,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
+        let Some(entry) = self.servers.get(&server) else { return };
+        let mut b = response_to(&entry.request, code, reason);
+        if code.0 > 100 {
+            b = b.to_tag(&entry.local_tag);
+        }
+        for (name, value) in extra {
+            b = b.header(name, value);
+        }
+        let bytes = b.build();
+        self.respond(now, server, code.0, bytes);
+    }
+
+    /// Answers without a transaction (the request could not even be keyed).
+    fn reply_stateless(&mut self, req: &Message, reply: Destination, code: StatusCode, reason: &str) {
+        let tag = self.ids.token();
+        let bytes = response_to(req, code, reason).to_tag(&tag).build();
+        self.transmit(reply, bytes);
+    }
+
+    /// Drains a server transaction's outputs and re-arms its timer; forgets it once terminated.
+    pub(super) fn drive_server(&mut self, _now: Instant, id: u64) {
+        let Some(entry) = self.servers.get_mut(&id) else { return };
+        let mut sends = Vec::new();
+        let mut terminated = false;
+        match &mut entry.fsm {
+            ServerFsm::Invite(tx) => {
+                while let Some(b) = tx.poll_transmit() {
+                    sends.push(b);
+                }
+                while let Some(ev) = tx.poll_event() {
+                    if matches!(ev, TxEvent::Terminated) {
+                        terminated = true;
+                    }
+                }
+                terminated |= tx.is_terminated();
+                if let Some(at) = tx.poll_timeout() {
+                    self.timers.schedule(at, TimerRef::Server(id));
+                }
+            }
+            ServerFsm::NonInvite(tx) => {
+                while let Some(b) = tx.poll_transmit() {
+                    sends.push(b);
+                }
+                while let Some(ev) = tx.poll_event() {
+                    if matches!(ev, TxEvent::Terminated) {
+                        terminated = true;
+                    }
+                }
+                terminated |= tx.is_terminated();
+                if let Some(at) = tx.poll_timeout() {
+                    self.timers.schedule(at, TimerRef::Server(id));
+                }
+            }
+        }
+        let reply = entry.reply;
+        for b in sends {
+            self.transmit(reply, b);
+        }
+        if terminated {
+            self.forget_server(id);
+        }
+    }
+
+    fn forget_server(&mut self, id: u64) {
+        if let Some(entry) = self.servers.remove(&id) {
+            self.server_keys.remove(&entry.key);
+            if let Some(k) = entry.ack_key {
+                self.server_keys.remove(&k);
+            }
+            if let Some(ctx) = entry.context {
+                // Branches still running keep their own transactions; the context goes once
+                // they are all gone (see `forget_client`).
+                if let Some(c) = self.contexts.get(&ctx) {
+                    if c.branches.iter().all(|b| !self.clients.contains_key(b)) {
+                        self.contexts.remove(&ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn forget_client(&mut self, id: u64) {
+        if let Some(entry) = self.clients.remove(&id) {
+            self.client_keys.remove(&entry.key);
+            if let Some((ctx, _)) = entry.branch {
+                if let Some(c) = self.contexts.get(&ctx) {
+                    let server_alive = self.servers.contains_key(&c.server);
+                    if !server_alive && c.branches.iter().all(|b| !self.clients.contains_key(b)) {
+                        self.contexts.remove(&ctx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A response arrived: match it to a client transaction (§17.1.3) or forward it statelessly
+    /// when it is a stray 2xx to an INVITE we forwarded (§16.7 step 1, §16.11).
+    fn handle_response(&mut self, now: Instant, msg: Message, _origin: Origin) {
+        let (Ok(via), Ok(cseq)) = (msg.top_via(), msg.cseq()) else {
+            debug!("response without usable Via/CSeq dropped");
+            return;
+        };
+        let Some(branch) = via.branch else { return };
+        let key = TransactionKey::client(branch, cseq.method.as_str());
+        if let Some(&id) = self.client_keys.get(&key) {
+            self.client_response(now, id, msg);
+            return;
+        }
+        let ours = self.locality.is_self(&via.host.to_string(), via.port, None, false);
+        let code = msg.status().map_or(0, |s| s.0);
+        if ours && cseq.method == Method::Invite && (200..300).contains(&code) {
+            self.forward_response_statelessly(&msg);
+        } else {
+            trace!(code, "stray response dropped");
+        }
+    }
+
+    /// §16.11: pop our Via and send the response to the next one.
+    fn forward_response_statelessly(&mut self, msg: &Message) {
+        let mut vias = msg.vias();
+        let _ours = vias.next();
+        let Some(Ok(next)) = vias.next() else { return };
+        let Some(dest) = via_destination(&next) else { return };
+        let mut e = Editor::new(msg);
+        e.remove_first_value(&HeaderName::Via);
+        let bytes = e.finish();
+        self.transmit(dest, bytes);
+    }
+
+    /// Client transaction bookkeeping shared by responses and timeouts. `response` is the
+    /// message that caused the events, if any.
+    pub(super) fn drive_client(&mut self, now: Instant, id: u64, response: Option<&Message>) {
+        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let mut sends = Vec::new();
+        let mut events = Vec::new();
+        let terminated;
+        match &mut entry.fsm {
+            ClientFsm::Invite(tx) => {
+                while let Some(b) = tx.poll_transmit() {
+                    sends.push(b);
+                }
+                while let Some(ev) = tx.poll_event() {
+                    events.push(ev);
+                }
+                terminated = tx.is_terminated();
+                if let Some(at) = tx.poll_timeout() {
+                    self.timers.schedule(at, TimerRef::Client(id));
+                }
+            }
+            ClientFsm::NonInvite(tx) => {
+                while let Some(b) = tx.poll_transmit() {
+                    sends.push(b);
+                }
+                while let Some(ev) = tx.poll_event() {
+                    events.push(ev);
+                }
+                terminated = tx.is_terminated();
+                if let Some(at) = tx.poll_timeout() {
+                    self.timers.schedule(at, TimerRef::Client(id));
+                }
+            }
+        }
+        let dest = entry.destination;
+        for b in sends {
+            self.transmit(dest, b);
+        }
+        for ev in events {
+            self.client_event(now, id, ev, response);
+        }
+        if terminated {
+            self.forget_client(id);
+        }
+    }
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): over the same connection
+/// for streams; for UDP to the packet's source address, at the source port when the Via asked
+/// for `rport`, else at the Via's port (5060 by default).
+pub(super) fn reply_destination(origin: &Origin, rport: bool, via_port: Option<u16>) -> Destination {
+    if origin.transport.is_reliable() {
+        return Destination {
+            transport: origin.transport,
+            addr: origin.source,
+            local: Some(origin.local),
+            connection: origin.connection,
+        };
+    }
+    let port = if rport { origin.source.port() } else { via_port.unwrap_or(5060) };
+    Destination {
+        transport: origin.transport,
+        addr: std::net::SocketAddr::new(origin.source.ip(), port),
+        local: Some(origin.local),
+        connection: None,
+    }
+}
+
+/// The destination named by a Via value (for stateless response forwarding): `received` and
+/// `rport` when present, else sent-by. Never a broadcast, multicast or unspecified address.
+pub(super) fn via_destination(via: &crate::header::Via<'_>) -> Option<Destination> {
+    let transport = crate::peer::Transport::from_token(via.transport)?;
+    let ip = match via.received_ip() {
+        Some(ip) => ip,
+        None => match via.host {
+            crate::uri::Host::Ipv4(a) => std::net::IpAddr::V4(a),
+            crate::uri::Host::Ipv6(a) => std::net::IpAddr::V6(a),
+            crate::uri::Host::Domain(_) => return None,
+        },
+    };
+    if !super::routing::is_unicast(ip) {
+        return None;
+    }
+    let port = via.rport.flatten().or(via.port).unwrap_or(transport.default_port());
+    Some(Destination {
+        transport,
+        addr: std::net::SocketAddr::new(ip, port),
+        local: None,
+        connection: None,
+    })
+}
+
+/// The server-transaction key of a request (§17.2.3).
+pub(super) fn server_key(msg: &Message, method: &str) -> Result<TransactionKey, crate::ParseError> {
+    let via = msg.top_via()?;
+    let top_via_raw = msg.header(&HeaderName::Via).map_or(&[][..], |h| h.value);
+    let host = via.host.to_string();
+    let to_tag = msg.to().ok().and_then(|t| t.tag());
+    let from_tag = msg.from().ok().and_then(|f| f.tag());
+    let call_id = msg.call_id().unwrap_or("");
+    let cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
+    let facts = RequestFacts {
+        method,
+        branch: via.branch,
+        sent_by_host: &host,
+        sent_by_port: via.port,
+        request_uri: msg.request_uri_raw().unwrap_or_default(),
+        to_tag,
+        from_tag,
+        call_id,
+        cseq,
+        top_via: top_via_raw,
+    };
+    Ok(TransactionKey::server(&facts))
+}

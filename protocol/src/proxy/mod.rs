@@ -1,0 +1,42 @@
+//! # The stateful proxy and registrar front end (RFC 3261 §16, §10), sans-IO
+//!
+//! [`Core`] owns every server and client transaction of one shard, the response context of each
+//! forwarded request, and the decisions around them: validation (§16.3), Route processing
+//! (§16.4), target determination through the location service (§16.5), forwarding with
+//! Record-Route and parallel forking (§16.6), response selection (§16.7), CANCEL (§16.10) and
+//! the locally answered requests (OPTIONS to the node, REGISTER).
+//!
+//! It is driven like every machine in this crate:
+//!
+//! ```text
+//!  handle_message(now, msg, origin) ─┐                      ┌─► poll_output(): Transmit,
+//!  handle_timeout(now)               ├─► Core (no I/O) ─────┤   Register, Lookup
+//!  handle_register_result(..)        │                      └─► poll_timeout(): next deadline
+//!  handle_lookup_result(..) ─────────┘
+//! ```
+//!
+//! The location store is reached through [`Output::Register`] / [`Output::Lookup`]: the shell
+//! runs the operation (in memory or in Redis) and feeds the result back with the token. A
+//! REGISTER is answered only from that result, so a 200 is never sent for state the store did
+//! not take.
+
+mod config;
+mod core;
+mod forward;
+mod local;
+mod locality;
+mod response_context;
+mod rng;
+mod routing;
+mod timers;
+#[cfg(test)]
+mod tests;
+
+pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
+pub use self::core::{Core, Output, StoreFailure};
+pub use self::forward::shard_of_branch;
+pub use self::locality::Locality;
+pub use self::response_context::{ResponseAction, ResponseContext};
+pub use self::rng::IdGenerator;
+pub use self::timers::TimerQueue;
+pub use crate::peer::{ConnectionId, Destination, Listener, Origin, Transmit, Transport};

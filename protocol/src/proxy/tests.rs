@@ -1,0 +1,1 @@
+//! Deterministic tests of the proxy core: messages in, bytes out, virtual time.
