@@ -78,7 +78,7 @@ impl Core {
                 return;
             }
         };
-        let to_self = ruri.as_sip().is_some_and(|u| self.uri_is_self(u));
+        let to_self = ruri.as_sip().is_some_and(|u| u.user.is_none() && self.uri_is_self(u));
         if max_forwards == Some(0) {
             if method == Method::Options && to_self {
                 self.answer_options(now, server);

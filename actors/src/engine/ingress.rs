@@ -1,0 +1,154 @@
+//! Ingress: every byte the transports read passes here once, on the reader's task.
+//!
+//! It parses the message, answers what cannot go further (RFC 3261 §21.4.1 400 for a request
+//! whose first line and Via parse but whose framing does not; 513 for an oversized request),
+//! drops what RFC 3261 says to drop silently (malformed responses, requests with no usable Via),
+//! and hands every other message to the shard that owns its transaction.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+use sipmesh_protocol::message::{Message, StatusCode, response_to};
+use sipmesh_protocol::peer::{Origin, Transport};
+use sipmesh_protocol::proxy::shard_of_branch;
+
+use crate::transport::{Destination, Inbound, InboundEvent, InboundSink, TransportHandle};
+
+use super::shard::ShardInput;
+
+/// The parse-and-dispatch stage between the transports and the shards.
+pub(crate) struct Ingress {
+    shards: Vec<mpsc::Sender<ShardInput>>,
+    transport: OnceLock<TransportHandle>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Ingress {
+    pub(crate) fn new(shards: Vec<mpsc::Sender<ShardInput>>) -> Self {
+        Self { shards, transport: OnceLock::new(), hasher: std::collections::hash_map::RandomState::new() }
+    }
+
+    /// Gives the ingress the handle it answers errors through (set once, right after start).
+    pub(crate) fn set_transport(&self, handle: TransportHandle) {
+        let _ = self.transport.set(handle);
+    }
+
+    fn shard_for(&self, msg: &Message) -> usize {
+        let n = self.shards.len().max(1);
+        let via = msg.top_via().ok();
+        let branch = via.as_ref().and_then(|v| v.branch).filter(|b| b.starts_with("z9hG4bK"));
+        if !msg.is_request() {
+            if let Some(s) = branch.and_then(shard_of_branch) {
+                return usize::from(s) % n;
+            }
+        }
+        let mut h = self.hasher.build_hasher();
+        match branch {
+            Some(b) => b.hash(&mut h),
+            // RFC 2543 peers: every request of a transaction shares the Call-ID.
+            None => msg.call_id().unwrap_or_default().hash(&mut h),
+        }
+        usize::try_from(h.finish() % n as u64).unwrap_or(0)
+    }
+
+    fn handle(&self, inbound: Inbound) {
+        let origin = Origin {
+            transport: inbound.transport,
+            source: inbound.source,
+            local: inbound.local,
+            connection: inbound.connection,
+        };
+        match Message::parse(inbound.data.clone()) {
+            Ok(msg) => {
+                let shard = self.shard_for(&msg);
+                if let Some(tx) = self.shards.get(shard) {
+                    if tx.try_send(ShardInput::Message(msg, origin)).is_err() {
+                        debug!(shard, "shard queue full: message dropped");
+                    }
+                }
+            }
+            Err(e) => {
+                trace!(error = %e, "unparsable message");
+                self.answer_unparsable(&inbound.data, &origin, e.status(), &e.reason_phrase());
+            }
+        }
+    }
+
+    /// Answers a request that failed to parse when its start line and Via can still be read;
+    /// drops everything else (responses are never answered, §21.4.1 / RFC 4475 §3.1.2.19).
+    fn answer_unparsable(&self, data: &Bytes, origin: &Origin, code: StatusCode, reason: &str) {
+        let Some(head) = salvage_head(data) else { return };
+        let Ok(msg) = Message::parse(head) else { return };
+        if !msg.is_request() || msg.top_via().is_err() {
+            return;
+        }
+        self.reply(&msg, origin, code, reason);
+    }
+
+    fn reply(&self, msg: &Message, origin: &Origin, code: StatusCode, reason: &str) {
+        let Some(transport) = self.transport.get() else { return };
+        let Ok(via) = msg.top_via() else { return };
+        let port = if origin.transport == Transport::Udp {
+            if via.rport.is_some() { origin.source.port() } else { via.port.unwrap_or(5060) }
+        } else {
+            origin.source.port()
+        };
+        let bytes = response_to(msg, code, reason).to_tag("sm-ingress").build();
+        transport.send(
+            Destination {
+                transport: origin.transport,
+                addr: std::net::SocketAddr::new(origin.source.ip(), port),
+                connection: origin.connection,
+            },
+            bytes,
+        );
+    }
+}
+
+/// The header section of `data` with an empty body, so a request whose body or Content-Length
+/// is broken can still be answered. `None` when there is no complete header section.
+fn salvage_head(data: &Bytes) -> Option<Bytes> {
+    let end = memchr::memmem::find(data, b"\r\n\r\n")?;
+    let head = data.slice(..end + 2);
+    let mut out = Vec::with_capacity(head.len() + 24);
+    for line in head.split(|b| *b == b'\n') {
+        let l = line.strip_suffix(b"\r").unwrap_or(line);
+        if l.is_empty() {
+            continue;
+        }
+        let name = l.split(|b| *b == b':').next().unwrap_or_default();
+        let name = name.trim_ascii();
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            continue;
+        }
+        out.extend_from_slice(l);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    Some(Bytes::from(out))
+}
+
+impl InboundSink for std::sync::Arc<Ingress> {
+    fn deliver(&self, event: InboundEvent) {
+        match event {
+            InboundEvent::Message(inbound) => self.handle(inbound),
+            InboundEvent::TooLarge { partial, source, local, transport, connection } => {
+                let origin = Origin { transport, source, local, connection };
+                if let Some(head) = salvage_head(&partial) {
+                    if let Ok(msg) = Message::parse(head) {
+                        if msg.is_request() {
+                            self.reply(&msg, &origin, StatusCode(513), "Message Too Large");
+                        }
+                    }
+                }
+            }
+            InboundEvent::ConnectionClosed { connection, peer } => {
+                trace!(?connection, %peer, "connection closed");
+            }
+        }
+    }
+}
