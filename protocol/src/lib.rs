@@ -14,3 +14,4 @@
 //! - [`proxy`]: RFC 3261 §16 proxy decisions.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+pub mod framing;
