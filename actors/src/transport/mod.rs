@@ -274,6 +274,10 @@ impl TransportHandle {
 /// acceptors); connection tasks are spawned separately and end with their connections. Must be
 /// called inside a tokio runtime, whose handle is kept to spawn outgoing connections from
 /// [`TransportHandle::send`], which may itself be called from any thread.
+///
+/// Lifetime: dropping the returned `JoinSet` aborts the long-lived tasks, and dropping the last
+/// `TransportHandle` acts like [`TransportHandle::shutdown`]; keep both for as long as the
+/// transport should run.
 pub async fn start(
     config: TransportConfig,
     sink: impl InboundSink,

@@ -374,6 +374,7 @@ async fn tcp_too_large_lets_the_answer_out_then_closes() {
     );
     assert_eq!(read_exactly(&mut client, answer.len()).await, answer);
     expect_eof(&mut client).await;
+    drop(client);
     assert!(matches!(
         next(&mut rx).await,
         InboundEvent::ConnectionClosed { .. }

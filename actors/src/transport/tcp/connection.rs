@@ -5,7 +5,8 @@
 //!   §4.4.1), and ends on EOF, a read error, a framing error, or when nothing was read or
 //!   written for the idle timeout.
 //! - The writer takes everything queued (up to [`COALESCE_MAX`] messages), writes it with one
-//!   write, and ends on a write error, on shutdown, or when asked to close (after flushing).
+//!   write, and ends on a write error or a write stalled for [`WRITE_TIMEOUT`], on shutdown, or
+//!   when asked to close (after flushing).
 //! - Whichever ends first ends the connection, except after a too-large message: then the
 //!   writer gets up to the linger time to send the answer (a 513), the write side is shut down
 //!   (FIN) and input is discarded meanwhile, so that closing does not reset the connection
@@ -17,6 +18,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sipmesh_protocol::framing::{Frame, FramingError, StreamFramer};
@@ -32,6 +34,11 @@ use crate::transport::{ConnectionId, Inbound, InboundEvent, TransportKind, Trans
 
 /// Most messages written with one write.
 const COALESCE_MAX: usize = 64;
+
+/// Longest a single coalesced write may take before the connection is given up as stuck (the
+/// peer stopped reading). 64·T1, the lifetime of a non-INVITE transaction (RFC 3261 §17.1.2.2):
+/// anything queued behind a longer stall is useless anyway.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(32);
 
 /// The keep-alive pong (RFC 5626 §3.5.1).
 const PONG: &[u8] = b"\r\n";
@@ -67,7 +74,7 @@ impl Activity {
     }
 
     fn last(&self) -> Instant {
-        self.base + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -293,7 +300,9 @@ async fn write_loop(
             }
         }
         if !batch.is_empty() {
-            write_batch(wr, &batch).await?;
+            timeout(WRITE_TIMEOUT, write_batch(wr, &batch))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write stalled"))??;
             activity.touch();
             wrote.send_modify(|n| *n += 1);
             trace!(count = batch.len(), "messages written");
