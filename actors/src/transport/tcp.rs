@@ -171,8 +171,7 @@ impl TcpShared {
             }
             None => reg.by_peer.get(&addr).copied(),
         };
-        if let Some(entry) = target.and_then(|id| reg.conns.get(&id).map(|e| (id, e))) {
-            let (id, entry) = entry;
+        if let Some((id, entry)) = target.and_then(|id| reg.conns.get(&id).map(|e| (id, e))) {
             match entry.tx.try_send(payload) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {

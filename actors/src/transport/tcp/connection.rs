@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use super::{Channels, TcpShared};
 use crate::transport::{ConnectionId, Inbound, InboundEvent, TransportKind, TransportStats};
@@ -97,7 +97,7 @@ pub(super) async fn connect(
         &shared.stats.no_route,
         u64::try_from(dropped).unwrap_or(u64::MAX),
     );
-    tracing::warn!(%peer, error = %error, dropped, "TCP connect failed; queued messages dropped");
+    warn!(%peer, error = %error, dropped, "TCP connect failed; queued messages dropped");
     shared.closed(id, peer);
 }
 
