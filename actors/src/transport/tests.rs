@@ -480,3 +480,10 @@ fn config_validation() {
         Err(TransportError::InvalidConfig(_))
     ));
 }
+
+#[tokio::test]
+async fn close_of_unknown_connection_is_ignored() {
+    let (handle, _tasks, _rx) = start_with(TransportConfig::default()).await;
+    handle.close(ConnectionId(42));
+    assert_eq!(handle.connection_count(), 0);
+}

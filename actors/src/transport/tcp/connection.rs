@@ -30,7 +30,9 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, trace, warn};
 
 use super::{Channels, TcpShared};
-use crate::transport::{ConnectionId, Inbound, InboundEvent, TransportKind, TransportStats};
+use crate::transport::{
+    ConnectionId, Inbound, InboundEvent, TransportKind, TransportStats, set_or_gone,
+};
 
 /// Most messages written with one write.
 const COALESCE_MAX: usize = 64;
@@ -86,10 +88,17 @@ pub(super) async fn connect(
     channels: Channels,
 ) {
     debug!("connecting");
-    let error = match timeout(shared.settings.connect_timeout, TcpStream::connect(peer)).await {
-        Ok(Ok(stream)) => return run(shared, id, peer, stream, channels).await,
-        Ok(Err(e)) => e,
-        Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+    let mut shutdown = shared.shutdown.clone();
+    let mut close = channels.close.clone();
+    let connecting = timeout(shared.settings.connect_timeout, TcpStream::connect(peer));
+    let error = tokio::select! {
+        connected = connecting => match connected {
+            Ok(Ok(stream)) => return run(shared, id, peer, stream, channels).await,
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        },
+        () = set_or_gone(&mut close) => io::Error::other("closed while connecting"),
+        () = set_or_gone(&mut shutdown) => io::Error::other("shut down while connecting"),
     };
     TransportStats::incr(&shared.stats.connect_failures);
     let dropped = channels.rx.len();
@@ -288,8 +297,8 @@ async fn write_loop(
         let closing = tokio::select! {
             biased;
             n = rx.recv_many(&mut batch, COALESCE_MAX) => n == 0,
-            () = crate::transport::set_or_gone(close) => true,
-            () = crate::transport::set_or_gone(shutdown) => true,
+            () = set_or_gone(close) => true,
+            () = set_or_gone(shutdown) => true,
         };
         if closing {
             while batch.len() < COALESCE_MAX {
