@@ -8,11 +8,15 @@
 
 use std::io;
 use std::mem;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
 use bytes::Bytes;
 use socket2::SockAddr;
+
+/// Room for one `IP_PKTINFO` or `IPV6_PKTINFO` control message (header plus `in6_pktinfo`,
+/// 40 octets, rounded up), as `u64`s so that the buffer is aligned like a `cmsghdr`.
+const CONTROL_WORDS: usize = 8;
 
 /// Receive buffers for one batch, reused across calls.
 pub(super) struct RecvBatch {
@@ -20,8 +24,18 @@ pub(super) struct RecvBatch {
     bufs: Vec<Box<[u8]>>,
     /// Source address storage, one per datagram.
     addrs: Vec<libc::sockaddr_storage>,
-    /// Results of the last call: (length received, truncated, source).
-    results: Vec<(usize, bool, Option<SocketAddr>)>,
+    /// Control-message buffers, one per datagram, for the packet's destination address.
+    control: Vec<[u64; CONTROL_WORDS]>,
+    /// Results of the last call.
+    results: Vec<RecvResult>,
+}
+
+#[derive(Clone, Copy)]
+struct RecvResult {
+    len: usize,
+    truncated: bool,
+    source: Option<SocketAddr>,
+    destination: Option<IpAddr>,
 }
 
 /// One received datagram.
@@ -32,6 +46,8 @@ pub(super) struct Received<'a> {
     pub(super) truncated: bool,
     /// Its source.
     pub(super) source: Option<SocketAddr>,
+    /// The address it was sent to, when packet info is enabled ([`enable_packet_info`]).
+    pub(super) destination: Option<IpAddr>,
 }
 
 impl RecvBatch {
@@ -43,6 +59,7 @@ impl RecvBatch {
                 .collect(),
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             addrs: (0..batch).map(|_| unsafe { mem::zeroed() }).collect(),
+            control: vec![[0; CONTROL_WORDS]; batch],
             results: Vec::with_capacity(batch),
         }
     }
@@ -52,10 +69,11 @@ impl RecvBatch {
         self.results
             .iter()
             .zip(&self.bufs)
-            .map(|(&(len, truncated, source), buf)| Received {
-                data: buf.get(..len).unwrap_or(buf),
-                truncated,
-                source,
+            .map(|(r, buf)| Received {
+                data: buf.get(..r.len).unwrap_or(buf),
+                truncated: r.truncated,
+                source: r.source,
+                destination: r.destination,
             })
     }
 }
@@ -64,7 +82,11 @@ impl RecvBatch {
 /// (`MSG_DONTWAIT`). Returns the number read; `WouldBlock` when none is queued.
 pub(super) fn recv(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     batch.results.clear();
-    let n = batch.bufs.len().min(batch.addrs.len());
+    let n = batch
+        .bufs
+        .len()
+        .min(batch.addrs.len())
+        .min(batch.control.len());
     let mut iovecs: Vec<libc::iovec> = batch
         .bufs
         .iter_mut()
@@ -77,7 +99,8 @@ pub(super) fn recv(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     let mut hdrs: Vec<libc::mmsghdr> = iovecs
         .iter_mut()
         .zip(batch.addrs.iter_mut())
-        .map(|(iov, addr)| {
+        .zip(batch.control.iter_mut())
+        .map(|((iov, addr), control)| {
             // SAFETY: mmsghdr is plain old data; all-zero (null pointers, zero lengths) is
             // valid, and the fields that matter are set right after.
             let mut hdr: libc::mmsghdr = unsafe { mem::zeroed() };
@@ -85,14 +108,18 @@ pub(super) fn recv(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
             hdr.msg_hdr.msg_namelen = socklen_of::<libc::sockaddr_storage>();
             hdr.msg_hdr.msg_iov = iov;
             hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            // The field is size_t on glibc and socklen_t on musl; 64 fits both.
+            hdr.msg_hdr.msg_controllen = (CONTROL_WORDS * 8) as _;
             hdr
         })
         .collect();
     let vlen = libc::c_uint::try_from(hdrs.len()).unwrap_or(libc::c_uint::MAX);
-    // SAFETY: `hdrs` holds `vlen` initialised headers whose name and iovec pointers point into
-    // `batch.addrs`, `iovecs` and `batch.bufs`, all alive and not otherwise borrowed until the
-    // call returns; each iovec length is its buffer's length and each namelen the size of its
-    // sockaddr_storage, so the kernel writes only inside them. A null timeout is allowed.
+    // SAFETY: `hdrs` holds `vlen` initialised headers whose name, control and iovec pointers
+    // point into `batch.addrs`, `batch.control`, `iovecs` and `batch.bufs`, all alive and not
+    // otherwise borrowed until the call returns; each iovec length is its buffer's length, each
+    // namelen the size of its sockaddr_storage and each controllen the size of its control
+    // buffer, so the kernel writes only inside them. A null timeout is allowed.
     let ret = unsafe {
         libc::recvmmsg(
             fd,
@@ -107,12 +134,12 @@ pub(super) fn recv(fd: RawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     };
     for (hdr, addr) in hdrs.iter().zip(&batch.addrs).take(count) {
         let len = usize::try_from(hdr.msg_len).unwrap_or(usize::MAX);
-        let truncated = hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        batch.results.push((
+        batch.results.push(RecvResult {
             len,
-            truncated,
-            to_socket_addr(addr, hdr.msg_hdr.msg_namelen),
-        ));
+            truncated: hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+            source: to_socket_addr(addr, hdr.msg_hdr.msg_namelen),
+            destination: packet_destination(&hdr.msg_hdr),
+        });
     }
     Ok(count)
 }
@@ -155,6 +182,61 @@ pub(super) fn send(fd: RawFd, batch: &[(SocketAddr, Bytes)]) -> io::Result<usize
     // (it writes msg_len into the headers, which we own mutably).
     let ret = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), vlen, libc::MSG_DONTWAIT) };
     usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// Asks the kernel to report each datagram's destination address (`IP_PKTINFO`,
+/// `IPV6_RECVPKTINFO`), so that a socket bound to a wildcard address knows which local address
+/// a message arrived on.
+pub(super) fn enable_packet_info(fd: RawFd, ipv6: bool) -> io::Result<()> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: the option value is a live c_int and its exact size is passed.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            socklen_of::<libc::c_int>(),
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The destination address from an `IP_PKTINFO`/`IPV6_PKTINFO` control message, if present.
+fn packet_destination(msg: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: `msg` was filled by recvmmsg: msg_control points at a live buffer of which the
+    // kernel set msg_controllen octets. CMSG_FIRSTHDR/CMSG_NXTHDR stay within that length and
+    // return null at its end; the data of a control message is read unaligned, after checking
+    // its level and type say which struct it holds.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => cmsg = libc::CMSG_NXTHDR(msg, cmsg),
+            }
+        }
+    }
+    None
 }
 
 fn socklen_of<T>() -> libc::socklen_t {

@@ -103,8 +103,9 @@ pub struct Inbound {
     pub data: Bytes,
     /// The peer's address (datagram source or connection peer).
     pub source: SocketAddr,
-    /// The local address the message arrived on (the bound address of the socket or the local
-    /// end of the connection; for a wildcard-bound UDP socket, the wildcard address).
+    /// The local address the message arrived on: the local end of the connection, or for UDP
+    /// the datagram's destination address (from `IP_PKTINFO`/`IPV6_PKTINFO` on a wildcard-bound
+    /// socket on Linux, else the bound address) with the socket's port.
     pub local: SocketAddr,
     /// How the message arrived.
     pub transport: TransportKind,

@@ -487,3 +487,32 @@ async fn close_of_unknown_connection_is_ignored() {
     handle.close(ConnectionId(42));
     assert_eq!(handle.connection_count(), 0);
 }
+
+async fn wildcard_udp_reports_destination(wildcard: SocketAddr, loopback: std::net::IpAddr) {
+    let (handle, _tasks, mut rx) =
+        start_with(TransportConfig::new(vec![(TransportKind::Udp, wildcard)])).await;
+    let bound = handle.local_addr(TransportKind::Udp).unwrap();
+    assert!(bound.ip().is_unspecified());
+    let target = SocketAddr::new(loopback, bound.port());
+    let client = UdpSocket::bind(SocketAddr::new(loopback, 0)).await.unwrap();
+    client.send_to(&sip(1), target).await.unwrap();
+    assert_eq!(next_message(&mut rx).await.local, target);
+}
+
+#[tokio::test]
+async fn wildcard_udp_reports_destination_v4() {
+    wildcard_udp_reports_destination(
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        Ipv4Addr::LOCALHOST.into(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn wildcard_udp_reports_destination_v6() {
+    wildcard_udp_reports_destination(
+        SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        Ipv6Addr::LOCALHOST.into(),
+    )
+    .await;
+}

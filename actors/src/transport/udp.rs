@@ -72,6 +72,11 @@ pub(crate) fn spawn(
     };
     let socket = Arc::new(bind(addr, config.udp_socket_buffer).map_err(bind_err)?);
     let local = socket.local_addr().map_err(bind_err)?;
+    #[cfg(target_os = "linux")]
+    if local.ip().is_unspecified() {
+        use std::os::fd::AsRawFd;
+        super::mmsg::enable_packet_info(socket.as_raw_fd(), local.is_ipv6()).map_err(bind_err)?;
+    }
     let (tx, rx) = mpsc::channel(config.udp_send_queue);
     let span = debug_span!("udp", %local);
     let reader = Reader {
@@ -142,8 +147,10 @@ impl Reader {
     }
 
     fn deliver(&self, batch: &Batch) {
-        for (data, truncated, source) in batch.received() {
+        for (data, truncated, source, destination) in batch.received() {
             let Some(source) = source else { continue };
+            // On a wildcard-bound socket, the address the datagram was sent to.
+            let local = destination.map_or(self.local, |ip| SocketAddr::new(ip, self.local.port()));
             trace!(peer = %source, len = data.len(), "datagram received");
             let data = Bytes::copy_from_slice(data);
             let event = if truncated || data.len() > self.max_message_size {
@@ -152,7 +159,7 @@ impl Reader {
                 InboundEvent::TooLarge {
                     partial: data,
                     source,
-                    local: self.local,
+                    local,
                     transport: TransportKind::Udp,
                     connection: None,
                 }
@@ -160,7 +167,7 @@ impl Reader {
                 InboundEvent::Message(Inbound {
                     data,
                     source,
-                    local: self.local,
+                    local,
                     transport: TransportKind::Udp,
                     connection: None,
                 })
@@ -185,8 +192,12 @@ impl Batch {
         super::mmsg::recv(socket.as_raw_fd(), &mut self.0).map(drop)
     }
 
-    fn received(&self) -> impl Iterator<Item = (&[u8], bool, Option<SocketAddr>)> {
-        self.0.received().map(|r| (r.data, r.truncated, r.source))
+    fn received(
+        &self,
+    ) -> impl Iterator<Item = (&[u8], bool, Option<SocketAddr>, Option<std::net::IpAddr>)> {
+        self.0
+            .received()
+            .map(|r| (r.data, r.truncated, r.source, r.destination))
     }
 }
 
@@ -213,10 +224,12 @@ impl Batch {
         Ok(())
     }
 
-    fn received(&self) -> impl Iterator<Item = (&[u8], bool, Option<SocketAddr>)> {
+    fn received(
+        &self,
+    ) -> impl Iterator<Item = (&[u8], bool, Option<SocketAddr>, Option<std::net::IpAddr>)> {
         self.last.iter().map(|&(len, source)| {
             let data = self.buf.get(..len).unwrap_or_default();
-            (data, len >= self.buf.len(), Some(source))
+            (data, len >= self.buf.len(), Some(source), None)
         })
     }
 }
