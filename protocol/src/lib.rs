@@ -25,3 +25,4 @@ pub mod uri;
 
 pub use header::HeaderName;
 pub use message::{Message, Method, ParseError, StatusCode};
+pub mod framing;

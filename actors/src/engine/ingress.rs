@@ -13,12 +13,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 use sipmesh_protocol::message::{Message, StatusCode, response_to};
-use sipmesh_protocol::peer::{Origin, Transport};
+use sipmesh_protocol::peer::{ConnectionId, Origin, Transport};
 use sipmesh_protocol::proxy::shard_of_branch;
 
 use crate::transport::{Destination, Inbound, InboundEvent, InboundSink, TransportHandle};
 
 use super::shard::ShardInput;
+use super::{to_core_transport, to_shell_transport};
 
 /// The parse-and-dispatch stage between the transports and the shards.
 pub(crate) struct Ingress {
@@ -57,10 +58,10 @@ impl Ingress {
 
     fn handle(&self, inbound: Inbound) {
         let origin = Origin {
-            transport: inbound.transport,
+            transport: to_core_transport(inbound.transport),
             source: inbound.source,
             local: inbound.local,
-            connection: inbound.connection,
+            connection: inbound.connection.map(|c| ConnectionId(c.0)),
         };
         match Message::parse(inbound.data.clone()) {
             Ok(msg) => {
@@ -100,9 +101,9 @@ impl Ingress {
         let bytes = response_to(msg, code, reason).to_tag("sm-ingress").build();
         transport.send(
             Destination {
-                transport: origin.transport,
+                transport: to_shell_transport(origin.transport),
                 addr: std::net::SocketAddr::new(origin.source.ip(), port),
-                connection: origin.connection,
+                connection: origin.connection.map(|c| crate::transport::ConnectionId(c.0)),
             },
             bytes,
         );
@@ -137,7 +138,12 @@ impl InboundSink for std::sync::Arc<Ingress> {
         match event {
             InboundEvent::Message(inbound) => self.handle(inbound),
             InboundEvent::TooLarge { partial, source, local, transport, connection } => {
-                let origin = Origin { transport, source, local, connection };
+                let origin = Origin {
+                    transport: to_core_transport(transport),
+                    source,
+                    local,
+                    connection: connection.map(|c| ConnectionId(c.0)),
+                };
                 if let Some(head) = salvage_head(&partial) {
                     if let Ok(msg) = Message::parse(head) {
                         if msg.is_request() {

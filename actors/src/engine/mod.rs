@@ -93,7 +93,7 @@ impl Engine {
         let shard_count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
-        let ingress = Arc::new(Ingress::new(senders.clone(), config.max_message_size));
+        let ingress = Arc::new(Ingress::new(senders.clone()));
         let transport_config = TransportConfig {
             listen: config.listen.iter().map(|l| (l.kind, l.addr)).collect(),
             max_message_size: config.max_message_size,
@@ -116,12 +116,11 @@ impl Engine {
                     listeners: listeners.clone(),
                     domains: config.domains.clone(),
                     relay: config.relay == RelayPolicy::Relay,
-                    registrar: config.registrar.clone(),
                     timers: TimerConfig::default(),
                     shard: u8::try_from(index).unwrap_or(u8::MAX),
                     rng_seed: rand::random(),
                 };
-                tokio::spawn(shard::run(core_config, rx, transport.clone(), store.clone()))
+                tokio::spawn(shard::run(core_config, rx, transport.clone(), store.clone(), config.registrar.clone()))
             })
             .collect();
         Ok(Self { transport, shards, shutdown: senders, local })

@@ -5,13 +5,14 @@
 //! decision of its own.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use sipmesh_protocol::message::Message;
 use sipmesh_protocol::proxy::{Core, CoreConfig, Origin, Output, StoreFailure};
+use sipmesh_protocol::registrar::RegistrarPolicy;
 
 use crate::location::{LocationStore, StoreError};
 use crate::transport::{Destination, TransportHandle};
@@ -36,6 +37,7 @@ pub(crate) async fn run<S: LocationStore>(
     mut rx: mpsc::Receiver<ShardInput>,
     transport: TransportHandle,
     store: Arc<S>,
+    policy: RegistrarPolicy,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
@@ -69,7 +71,7 @@ pub(crate) async fn run<S: LocationStore>(
             }
             () = sleep => core.handle_timeout(Instant::now()),
         }
-        flush(&mut core, &transport, store.as_ref()).await;
+        flush(&mut core, &transport, store.as_ref(), &policy).await;
     }
 }
 
@@ -86,7 +88,12 @@ fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
 /// Drains the core's outputs. Store operations on the in-memory store complete at once, so
 /// they are awaited inline and their results fed straight back; a remote store will need them
 /// spawned with the result posted back to the shard.
-async fn flush<S: LocationStore>(core: &mut Core, transport: &TransportHandle, store: &S) {
+async fn flush<S: LocationStore>(
+    core: &mut Core,
+    transport: &TransportHandle,
+    store: &S,
+    policy: &RegistrarPolicy,
+) {
     while let Some(out) = core.poll_output() {
         match out {
             Output::Transmit(t) => {
@@ -95,18 +102,17 @@ async fn flush<S: LocationStore>(core: &mut Core, transport: &TransportHandle, s
                     Destination {
                         transport: to_shell_transport(d.transport),
                         addr: d.addr,
-                        local: d.local,
-                        connection: d.connection.map(crate::transport::ConnectionId),
+                        connection: d.connection.map(|c| crate::transport::ConnectionId(c.0)),
                     },
                     t.payload,
                 );
             }
-            Output::Register { token, request, policy, now } => {
-                let result = store.register(request, &policy, now).await.map_err(store_failure);
-                core.handle_register_result(Instant::now(), token, result);
+            Output::Register { token, request } => {
+                let result = store.register(request, policy, SystemTime::now()).await.map_err(store_failure);
+                core.handle_register_result(Instant::now(), SystemTime::now(), token, result);
             }
-            Output::Lookup { token, aor, now } => {
-                let result = store.lookup(&aor, now).await.map_err(store_failure);
+            Output::Lookup { token, aor } => {
+                let result = store.lookup(&aor, SystemTime::now()).await.map_err(store_failure);
                 core.handle_lookup_result(Instant::now(), token, result);
             }
         }

@@ -1,0 +1,341 @@
+//! The SIP transport layer: UDP sockets and TCP listeners/connections on tokio.
+//!
+//! The transport moves bytes, never SIP semantics. Upward it hands each received message as raw
+//! bytes ([`Inbound`]) to an [`InboundSink`]; on streams the message boundaries come from the
+//! sans-IO [`StreamFramer`](sipmesh_protocol::framing::StreamFramer), on UDP a datagram is a
+//! message (RFC 3261 §18.3). Downward it takes a payload and a [`Destination`] through the
+//! cloneable [`TransportHandle`] and never blocks the caller: every socket and connection has a
+//! bounded queue, and a full queue drops the message with a `warn` trace and a counter
+//! ([`TransportStats`]).
+//!
+//! ```text
+//!            InboundSink::deliver(InboundEvent)            TransportHandle::send(dest, bytes)
+//!                      ▲                                               │
+//!   ┌──────────────────┴──────────────────┐        ┌───────────────────┴───────────────────┐
+//!   │ UDP reader (recvmmsg batch)         │        │ UDP writer queue → sendmmsg batch     │
+//!   │ TCP connection reader → StreamFramer│        │ TCP connection queue → coalesced write│
+//!   └─────────────────────────────────────┘        └───────────────────────────────────────┘
+//! ```
+//!
+//! # Layout
+//! - `config`: [`TransportConfig`] and its defaults.
+//! - `sink`: the [`InboundSink`] trait and its implementations.
+//! - `udp`: UDP sockets, one reader and one writer task per socket.
+//! - `mmsg`: the audited `recvmmsg`/`sendmmsg` wrappers (the only `unsafe` code).
+//! - `tcp`: TCP listeners, connection registry, and `tcp/connection.rs`, the per-connection
+//!   reader and writer.
+//! - `stats`: drop and error counters.
+
+mod config;
+#[cfg(target_os = "linux")]
+mod mmsg;
+mod sink;
+mod stats;
+mod tcp;
+mod udp;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+pub use self::config::TransportConfig;
+pub use self::sink::{FnSink, InboundSink};
+pub use self::stats::{StatsSnapshot, TransportStats};
+
+/// The transport protocol of a listener, message or destination (RFC 3261 §18).
+///
+/// Only UDP and TCP exist today; TLS, WS and WSS (RFC 7118) will be further variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Datagrams; one SIP message per datagram.
+    Udp,
+    /// A byte stream framed by `Content-Length`.
+    Tcp,
+}
+
+impl TransportKind {
+    /// The transport token used in a Via header (RFC 3261 §20.42).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+
+    /// Whether the transport is a stream that needs framing.
+    pub fn is_stream(self) -> bool {
+        match self {
+            Self::Udp => false,
+            Self::Tcp => true,
+        }
+    }
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via_token())
+    }
+}
+
+/// Identifies one stream connection (incoming or outgoing) for the life of the process.
+/// Identifiers are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// One received SIP message, unparsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The message octets (a whole datagram, or one framed message of a stream).
+    pub data: Bytes,
+    /// The peer's address (datagram source or connection peer).
+    pub source: SocketAddr,
+    /// The local address the message arrived on: the local end of the connection, or for UDP
+    /// the datagram's destination address (from `IP_PKTINFO`/`IPV6_PKTINFO` on a wildcard-bound
+    /// socket on Linux, else the bound address) with the socket's port.
+    pub local: SocketAddr,
+    /// How the message arrived.
+    pub transport: TransportKind,
+    /// The connection it arrived on, for stream transports; responses should go back on it
+    /// (RFC 3261 §18.2.2).
+    pub connection: Option<ConnectionId>,
+}
+
+/// What the transport reports upward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundEvent {
+    /// A complete message.
+    Message(Inbound),
+    /// A message larger than `max_message_size`. `partial` holds the complete header section
+    /// when it was available, otherwise the first `max_message_size` octets, so the core can try
+    /// to answer 513 Message Too Large (RFC 3261 §21.5.14). On TCP the connection is closed
+    /// shortly after (see [`TransportConfig::too_large_linger`]).
+    TooLarge {
+        /// The beginning of the message.
+        partial: Bytes,
+        /// The peer's address.
+        source: SocketAddr,
+        /// The local address the message arrived on.
+        local: SocketAddr,
+        /// How the message arrived.
+        transport: TransportKind,
+        /// The connection, for stream transports.
+        connection: Option<ConnectionId>,
+    },
+    /// A stream connection ended (closed by either side, idle, failed, or never established).
+    ConnectionClosed {
+        /// The connection that ended.
+        connection: ConnectionId,
+        /// Its peer.
+        peer: SocketAddr,
+    },
+}
+
+/// Where to send a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// Which transport to use.
+    pub transport: TransportKind,
+    /// The peer address. For TCP without `connection` (or when that connection is gone), an
+    /// existing connection to this address is reused, or a new one is opened.
+    pub addr: SocketAddr,
+    /// The stream connection to use, normally the one a request arrived on (RFC 3261 §18.2.2).
+    pub connection: Option<ConnectionId>,
+}
+
+/// Errors starting the transport.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Creating, configuring or binding a socket failed.
+    #[error("cannot bind {transport} on {addr}: {source}")]
+    Bind {
+        /// The transport of the listener.
+        transport: TransportKind,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `start` was called outside a tokio runtime.
+    #[error("the transport must be started inside a tokio runtime")]
+    NoRuntime,
+    /// The configuration is unusable.
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(&'static str),
+}
+
+/// A cheap, cloneable handle for sending through the transport.
+#[derive(Clone)]
+pub struct TransportHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    /// One sender per UDP socket, with its bound address.
+    udp: Vec<udp::UdpSender>,
+    /// The TCP connection registry (present even without TCP listeners, for outgoing
+    /// connections).
+    tcp: Arc<tcp::TcpShared>,
+    /// What was bound, in configuration order.
+    local: Vec<(TransportKind, SocketAddr)>,
+    stats: Arc<TransportStats>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl fmt::Debug for TransportHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TransportHandle")
+            .field("local", &self.inner.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransportHandle {
+    /// Queues `payload` for `dest`. Never blocks: when the queue of the chosen socket or
+    /// connection is full, or no socket can reach the destination, the message is dropped with a
+    /// `warn` trace and a counter in [`stats`](Self::stats).
+    pub fn send(&self, dest: Destination, payload: Bytes) {
+        match dest.transport {
+            TransportKind::Udp => self.send_udp(dest.addr, payload),
+            TransportKind::Tcp => self.inner.tcp.send(dest.connection, dest.addr, payload),
+        }
+    }
+
+    fn send_udp(&self, addr: SocketAddr, payload: Bytes) {
+        // Prefer a socket of the destination's address family.
+        let sender = self
+            .inner
+            .udp
+            .iter()
+            .find(|s| s.local().is_ipv4() == addr.is_ipv4());
+        match sender {
+            Some(sender) => sender.send(addr, payload, &self.inner.stats),
+            None => {
+                TransportStats::incr(&self.inner.stats.no_route);
+                warn!(peer = %addr, "no UDP socket for this address family; message dropped");
+            }
+        }
+    }
+
+    /// Closes a stream connection after flushing what is already queued on it. Unknown or
+    /// already closed connections are ignored.
+    pub fn close(&self, connection: ConnectionId) {
+        self.inner.tcp.close(connection);
+    }
+
+    /// The bound addresses, in configuration order (with the real port when port 0 was asked).
+    pub fn local_addrs(&self) -> &[(TransportKind, SocketAddr)] {
+        &self.inner.local
+    }
+
+    /// The first bound address of a transport, if any.
+    pub fn local_addr(&self, transport: TransportKind) -> Option<SocketAddr> {
+        self.inner
+            .local
+            .iter()
+            .find(|(kind, _)| *kind == transport)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Drop and error counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Number of open (or connecting) stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.inner.tcp.connection_count()
+    }
+
+    /// Stops listeners, socket tasks and connections. Tasks end soon after; await the
+    /// [`JoinSet`] returned by [`start`] to wait for the long-lived ones.
+    pub fn shutdown(&self) {
+        debug!("transport shutdown requested");
+        self.inner.shutdown.send_replace(true);
+    }
+}
+
+/// Binds every configured listener and starts the reader, writer and accept tasks.
+///
+/// Returns the send handle and the set of long-lived tasks (UDP readers and writers, TCP
+/// acceptors); connection tasks are spawned separately and end with their connections. Must be
+/// called inside a tokio runtime, whose handle is kept to spawn outgoing connections from
+/// [`TransportHandle::send`], which may itself be called from any thread.
+///
+/// Lifetime: dropping the returned `JoinSet` aborts the long-lived tasks, and dropping the last
+/// `TransportHandle` acts like [`TransportHandle::shutdown`]; keep both for as long as the
+/// transport should run.
+pub async fn start(
+    config: TransportConfig,
+    sink: impl InboundSink,
+) -> Result<(TransportHandle, JoinSet<()>), TransportError> {
+    config.validate()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+    let sink: Arc<dyn InboundSink> = Arc::new(sink);
+    let stats = Arc::new(TransportStats::default());
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let tcp = Arc::new(tcp::TcpShared::new(
+        &config,
+        Arc::clone(&sink),
+        Arc::clone(&stats),
+        runtime,
+        shutdown_rx.clone(),
+    ));
+    let mut udp_senders = Vec::new();
+    let mut local = Vec::new();
+    for &(kind, addr) in &config.listen {
+        match kind {
+            TransportKind::Udp => {
+                let sender = udp::spawn(
+                    addr,
+                    &config,
+                    Arc::clone(&sink),
+                    Arc::clone(&stats),
+                    shutdown_rx.clone(),
+                    &mut tasks,
+                )?;
+                local.push((kind, sender.local()));
+                udp_senders.push(sender);
+            }
+            TransportKind::Tcp => {
+                let bound = tcp::listen(addr, Arc::clone(&tcp), &mut tasks)?;
+                local.push((kind, bound));
+            }
+        }
+    }
+    debug!(?local, "transport started");
+    let inner = HandleInner {
+        udp: udp_senders,
+        tcp,
+        local,
+        stats,
+        shutdown,
+    };
+    Ok((
+        TransportHandle {
+            inner: Arc::new(inner),
+        },
+        tasks,
+    ))
+}
+
+/// Resolves once `flag` is set to `true` or its sender is gone (which also means stop). The
+/// watch guard is dropped at once, so callers stay `Send`.
+async fn set_or_gone(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await;
+}

@@ -1,0 +1,337 @@
+//! One TCP connection: a reader feeding a [`StreamFramer`] and a writer draining the send queue,
+//! run together in one task.
+//!
+//! - The reader delivers each framed message, answers a CRLFCRLF ping with a CRLF pong (RFC 5626
+//!   §4.4.1), and ends on EOF, a read error, a framing error, or when nothing was read or
+//!   written for the idle timeout.
+//! - The writer takes everything queued (up to [`COALESCE_MAX`] messages), writes it with one
+//!   write, and ends on a write error or a write stalled for [`WRITE_TIMEOUT`], on shutdown, or
+//!   when asked to close (after flushing).
+//! - Whichever ends first ends the connection, except after a too-large message: then the
+//!   writer gets up to the linger time to send the answer (a 513), the write side is shut down
+//!   (FIN) and input is discarded meanwhile, so that closing does not reset the connection
+//!   before the peer has read the answer.
+//!
+//! When the connection ends it is unregistered and `ConnectionClosed` is delivered.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use sipmesh_protocol::framing::{Frame, FramingError, StreamFramer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::{debug, trace, warn};
+
+use super::{Channels, TcpShared};
+use crate::transport::{
+    ConnectionId, Inbound, InboundEvent, TransportKind, TransportStats, set_or_gone,
+};
+
+/// Most messages written with one write.
+const COALESCE_MAX: usize = 64;
+
+/// Longest a single coalesced write may take before the connection is given up as stuck (the
+/// peer stopped reading). 64·T1, the lifetime of a non-INVITE transaction (RFC 3261 §17.1.2.2):
+/// anything queued behind a longer stall is useless anyway.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// The keep-alive pong (RFC 5626 §3.5.1).
+const PONG: &[u8] = b"\r\n";
+
+/// Why the reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    Eof,
+    Idle,
+    ReadError,
+    FramingError,
+    TooLarge,
+}
+
+/// The last time anything was read or written, for the idle timeout. An atomic (not a `Cell`)
+/// because the reader and writer futures share it and the task must be `Send`.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Opens an outgoing connection, then runs it. On failure, drops what was queued for it.
+pub(super) async fn connect(
+    shared: Arc<TcpShared>,
+    id: ConnectionId,
+    peer: SocketAddr,
+    channels: Channels,
+) {
+    debug!("connecting");
+    let mut shutdown = shared.shutdown.clone();
+    let mut close = channels.close.clone();
+    let connecting = timeout(shared.settings.connect_timeout, TcpStream::connect(peer));
+    let error = tokio::select! {
+        connected = connecting => match connected {
+            Ok(Ok(stream)) => return run(shared, id, peer, stream, channels).await,
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        },
+        () = set_or_gone(&mut close) => io::Error::other("closed while connecting"),
+        () = set_or_gone(&mut shutdown) => io::Error::other("shut down while connecting"),
+    };
+    TransportStats::incr(&shared.stats.connect_failures);
+    let dropped = channels.rx.len();
+    TransportStats::add(
+        &shared.stats.no_route,
+        u64::try_from(dropped).unwrap_or(u64::MAX),
+    );
+    warn!(%peer, error = %error, dropped, "TCP connect failed; queued messages dropped");
+    shared.closed(id, peer);
+}
+
+/// Runs an established connection until it ends.
+pub(super) async fn run(
+    shared: Arc<TcpShared>,
+    id: ConnectionId,
+    peer: SocketAddr,
+    stream: TcpStream,
+    channels: Channels,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    let Channels {
+        mut rx,
+        tx,
+        mut close,
+    } = channels;
+    let (mut rd, mut wr) = stream.into_split();
+    let activity = Activity::new();
+    let (wrote_tx, mut wrote_rx) = watch::channel(0u64);
+    let mut shutdown = shared.shutdown.clone();
+    let conn = Conn {
+        shared: &shared,
+        id,
+        peer,
+        local,
+    };
+    let mut too_large = false;
+    {
+        let reader = conn.read_loop(&mut rd, &tx, &activity);
+        let writer = write_loop(
+            &mut wr,
+            &mut rx,
+            &mut close,
+            &mut shutdown,
+            &activity,
+            &wrote_tx,
+        );
+        tokio::pin!(reader, writer);
+        tokio::select! {
+            end = &mut reader => {
+                debug!(?end, "reader ended");
+                if end == ReadEnd::TooLarge {
+                    too_large = true;
+                    conn.linger(&mut writer, &mut wrote_rx).await;
+                }
+            }
+            result = &mut writer => debug!(?result, "writer ended"),
+        }
+    }
+    drop(tx);
+    if too_large {
+        // Send FIN, then read and discard until the peer closes or the linger time passes:
+        // closing with unread input would reset the connection and could destroy the answer
+        // before the peer reads it.
+        let deadline = Instant::now() + shared.settings.linger;
+        let _ = timeout_at(deadline, wr.shutdown()).await;
+        let _ = timeout_at(deadline, discard(&mut rd)).await;
+    }
+    shared.closed(id, peer);
+}
+
+/// Reads and drops input until EOF or an error.
+async fn discard(rd: &mut OwnedReadHalf) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = rd.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+struct Conn<'a> {
+    shared: &'a TcpShared,
+    id: ConnectionId,
+    peer: SocketAddr,
+    local: SocketAddr,
+}
+
+impl Conn<'_> {
+    async fn read_loop(
+        &self,
+        rd: &mut OwnedReadHalf,
+        pong: &mpsc::Sender<Bytes>,
+        activity: &Activity,
+    ) -> ReadEnd {
+        let settings = &self.shared.settings;
+        let mut framer = StreamFramer::new(settings.max_message_size);
+        let mut buf = vec![0u8; settings.read_chunk];
+        loop {
+            let deadline = activity.last() + settings.idle_timeout;
+            let n = match timeout_at(deadline, rd.read(&mut buf)).await {
+                Err(_) if activity.last() + settings.idle_timeout <= Instant::now() => {
+                    debug!("idle timeout");
+                    return ReadEnd::Idle;
+                }
+                // The writer was active meanwhile: wait again from its last write.
+                Err(_) => continue,
+                Ok(Ok(0)) => return ReadEnd::Eof,
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    debug!(error = %e, "read failed");
+                    return ReadEnd::ReadError;
+                }
+            };
+            activity.touch();
+            framer.push(buf.get(..n).unwrap_or_default());
+            loop {
+                match framer.next_frame() {
+                    Ok(Some(Frame::Message(data))) => self.deliver(data),
+                    Ok(Some(Frame::KeepAlivePing)) => {
+                        trace!("keep-alive ping");
+                        if pong.try_send(Bytes::from_static(PONG)).is_err() {
+                            debug!("send queue full; pong dropped");
+                        }
+                    }
+                    Ok(Some(Frame::KeepAlivePong)) => trace!("keep-alive pong"),
+                    Ok(None) => break,
+                    Err(FramingError::TooLarge { partial, .. }) => {
+                        TransportStats::incr(&self.shared.stats.too_large);
+                        debug!("message too large");
+                        self.shared.sink.deliver(InboundEvent::TooLarge {
+                            partial,
+                            source: self.peer,
+                            local: self.local,
+                            transport: TransportKind::Tcp,
+                            connection: Some(self.id),
+                        });
+                        return ReadEnd::TooLarge;
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "framing error");
+                        return ReadEnd::FramingError;
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, data: Bytes) {
+        trace!(len = data.len(), "message received");
+        self.shared.sink.deliver(InboundEvent::Message(Inbound {
+            data,
+            source: self.peer,
+            local: self.local,
+            transport: TransportKind::Tcp,
+            connection: Some(self.id),
+        }));
+    }
+
+    /// After a too-large message: let the writer run until it wrote something more (the answer)
+    /// or the linger time passed, then ask it to flush and close.
+    async fn linger<W>(&self, writer: &mut std::pin::Pin<&mut W>, wrote: &mut watch::Receiver<u64>)
+    where
+        W: Future<Output = io::Result<()>>,
+    {
+        let before = *wrote.borrow_and_update();
+        let deadline = Instant::now() + self.shared.settings.linger;
+        tokio::select! {
+            _ = writer.as_mut() => return,
+            () = async {
+                let _ = wrote.wait_for(|n| *n > before).await;
+            } => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        self.shared.close(self.id);
+        let _ = timeout_at(deadline, writer.as_mut()).await;
+    }
+}
+
+/// Writes queued messages, coalescing whatever is queued into one write, until closed.
+async fn write_loop(
+    wr: &mut OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Bytes>,
+    close: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
+    activity: &Activity,
+    wrote: &watch::Sender<u64>,
+) -> io::Result<()> {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(COALESCE_MAX);
+    loop {
+        batch.clear();
+        let closing = tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, COALESCE_MAX) => n == 0,
+            () = set_or_gone(close) => true,
+            () = set_or_gone(shutdown) => true,
+        };
+        if closing {
+            while batch.len() < COALESCE_MAX {
+                match rx.try_recv() {
+                    Ok(b) => batch.push(b),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !batch.is_empty() {
+            timeout(WRITE_TIMEOUT, write_batch(wr, &batch))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write stalled"))??;
+            activity.touch();
+            wrote.send_modify(|n| *n += 1);
+            trace!(count = batch.len(), "messages written");
+        }
+        if closing {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_batch(wr: &mut OwnedWriteHalf, batch: &[Bytes]) -> io::Result<()> {
+    match batch {
+        [one] => wr.write_all(one).await,
+        many => {
+            let total = many.iter().map(Bytes::len).sum();
+            let mut joined = BytesMut::with_capacity(total);
+            for b in many {
+                joined.extend_from_slice(b);
+            }
+            wr.write_all(&joined).await
+        }
+    }
+}
