@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use sipmesh_protocol::framing::DEFAULT_MAX_MESSAGE_SIZE;
+
 use super::{TransportError, TransportKind};
 
 /// What to bind and how to bound resources.
@@ -53,7 +55,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             listen: Vec::new(),
-            max_message_size: 65_536,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             tcp_idle_timeout: Duration::from_secs(600),
             max_connections: 4_096,
             connect_timeout: Duration::from_secs(5),
