@@ -13,12 +13,16 @@ use clap::Parser;
 use serde::Deserialize;
 
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
-use sipmesh_actors::transport::TransportKind;
+use sipmesh_actors::transport::Transport;
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
 /// Command line of the `sipmesh` binary.
 #[derive(Debug, Parser)]
-#[command(name = "sipmesh", version, about = "Clustered SIP registrar and stateful proxy")]
+#[command(
+    name = "sipmesh",
+    version,
+    about = "Clustered SIP registrar and stateful proxy"
+)]
 pub struct Cli {
     /// A listener, `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 as `udp:[::1]:5060`). Repeatable.
     /// Default: `udp:127.0.0.1:5060` and `tcp:127.0.0.1:5060`.
@@ -125,15 +129,25 @@ impl TryFrom<RawConfig> for NodeConfig {
             .collect::<anyhow::Result<Vec<_>>>()?;
         if listen.is_empty() {
             let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5060);
-            listen.push(ListenSpec { kind: TransportKind::Udp, addr: local });
-            listen.push(ListenSpec { kind: TransportKind::Tcp, addr: local });
+            listen.push(ListenSpec {
+                kind: Transport::Udp,
+                addr: local,
+            });
+            listen.push(ListenSpec {
+                kind: Transport::Tcp,
+                addr: local,
+            });
         }
         let defaults = RegistrarPolicy::default();
         let registrar = RegistrarPolicy {
             min_expires: raw.registrar.min_expires.unwrap_or(defaults.min_expires),
             max_expires: raw.registrar.max_expires.unwrap_or(defaults.max_expires),
-            default_expires: raw.registrar.default_expires.unwrap_or(defaults.default_expires),
+            default_expires: raw
+                .registrar
+                .default_expires
+                .unwrap_or(defaults.default_expires),
             max_contacts: raw.registrar.max_contacts.unwrap_or(defaults.max_contacts),
+            default_q: defaults.default_q,
         };
         if registrar.min_expires > registrar.max_expires {
             bail!(
@@ -179,8 +193,8 @@ pub fn parse_listen(spec: &str) -> anyhow::Result<ListenSpec> {
         bail!("listen spec {spec:?} is not TRANSPORT:IP:PORT");
     };
     let kind = match kind.to_ascii_lowercase().as_str() {
-        "udp" => TransportKind::Udp,
-        "tcp" => TransportKind::Tcp,
+        "udp" => Transport::Udp,
+        "tcp" => Transport::Tcp,
         other => bail!("listen spec {spec:?}: transport {other:?} is not supported (udp, tcp)"),
     };
     let addr: SocketAddr = addr
@@ -196,10 +210,10 @@ mod tests {
     #[test]
     fn listen_specs_parse_v4_and_v6() {
         let s = parse_listen("udp:127.0.0.1:5060").unwrap();
-        assert_eq!(s.kind, TransportKind::Udp);
+        assert_eq!(s.kind, Transport::Udp);
         assert_eq!(s.addr, "127.0.0.1:5060".parse().unwrap());
         let s = parse_listen("TCP:[::1]:5070").unwrap();
-        assert_eq!(s.kind, TransportKind::Tcp);
+        assert_eq!(s.kind, Transport::Tcp);
         assert_eq!(s.addr, "[::1]:5070".parse().unwrap());
         assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
         assert!(parse_listen("udp:127.0.0.1").is_err());

@@ -14,7 +14,10 @@ use tracing::info;
 use sipmesh_actors::engine::Engine;
 
 /// Runs a node until `shutdown` completes, then shuts down gracefully.
-pub async fn run(config: config::NodeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: config::NodeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let engine = Engine::start(config.engine.clone())
         .await
         .context("starting the SIP engine")?;

@@ -15,12 +15,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod registrar;
-pub mod transaction;
 pub mod header;
+pub mod message;
 pub mod peer;
 pub mod proxy;
-pub mod message;
+pub mod registrar;
+pub mod transaction;
 pub mod uri;
 
 pub use header::HeaderName;

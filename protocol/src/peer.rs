@@ -50,9 +50,16 @@ impl Transport {
 
     /// The transport named by a Via token or a `transport=` URI parameter, case-insensitively.
     pub fn from_token(token: &str) -> Option<Self> {
-        [Self::Udp, Self::Tcp, Self::Tls, Self::Sctp, Self::Ws, Self::Wss]
-            .into_iter()
-            .find(|t| t.via_token().eq_ignore_ascii_case(token))
+        [
+            Self::Udp,
+            Self::Tcp,
+            Self::Tls,
+            Self::Sctp,
+            Self::Ws,
+            Self::Wss,
+        ]
+        .into_iter()
+        .find(|t| t.via_token().eq_ignore_ascii_case(token))
     }
 
     /// Default port for this transport (RFC 3261 §19.1.2: 5061 for TLS; RFC 7118 leaves
@@ -78,6 +85,12 @@ pub struct Listener {
     pub transport: Transport,
     /// The bound address (with the real port when the shell bound port 0).
     pub addr: SocketAddr,
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
 }
 
 /// Where an inbound message came from.

@@ -13,13 +13,12 @@ use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 use sipmesh_protocol::message::{Message, StatusCode, response_to};
-use sipmesh_protocol::peer::{ConnectionId, Origin, Transport};
+use sipmesh_protocol::peer::{Origin, Transport};
 use sipmesh_protocol::proxy::shard_of_branch;
 
 use crate::transport::{Destination, Inbound, InboundEvent, InboundSink, TransportHandle};
 
 use super::shard::ShardInput;
-use super::{to_core_transport, to_shell_transport};
 
 /// The parse-and-dispatch stage between the transports and the shards.
 pub(crate) struct Ingress {
@@ -30,7 +29,11 @@ pub(crate) struct Ingress {
 
 impl Ingress {
     pub(crate) fn new(shards: Vec<mpsc::Sender<ShardInput>>) -> Self {
-        Self { shards, transport: OnceLock::new(), hasher: std::collections::hash_map::RandomState::new() }
+        Self {
+            shards,
+            transport: OnceLock::new(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
     }
 
     /// Gives the ingress the handle it answers errors through (set once, right after start).
@@ -41,7 +44,10 @@ impl Ingress {
     fn shard_for(&self, msg: &Message) -> usize {
         let n = self.shards.len().max(1);
         let via = msg.top_via().ok();
-        let branch = via.as_ref().and_then(|v| v.branch).filter(|b| b.starts_with("z9hG4bK"));
+        let branch = via
+            .as_ref()
+            .and_then(|v| v.branch)
+            .filter(|b| b.starts_with("z9hG4bK"));
         if !msg.is_request() {
             if let Some(s) = branch.and_then(shard_of_branch) {
                 return usize::from(s) % n;
@@ -58,10 +64,10 @@ impl Ingress {
 
     fn handle(&self, inbound: Inbound) {
         let origin = Origin {
-            transport: to_core_transport(inbound.transport),
+            transport: inbound.transport,
             source: inbound.source,
             local: inbound.local,
-            connection: inbound.connection.map(|c| ConnectionId(c.0)),
+            connection: inbound.connection,
         };
         match Message::parse(inbound.data.clone()) {
             Ok(msg) => {
@@ -82,8 +88,12 @@ impl Ingress {
     /// Answers a request that failed to parse when its start line and Via can still be read;
     /// drops everything else (responses are never answered, §21.4.1 / RFC 4475 §3.1.2.19).
     fn answer_unparsable(&self, data: &Bytes, origin: &Origin, code: StatusCode, reason: &str) {
-        let Some(head) = salvage_head(data) else { return };
-        let Ok(msg) = Message::parse(head) else { return };
+        let Some(head) = salvage_head(data) else {
+            return;
+        };
+        let Ok(msg) = Message::parse(head) else {
+            return;
+        };
         if !msg.is_request() || msg.top_via().is_err() {
             return;
         }
@@ -91,19 +101,26 @@ impl Ingress {
     }
 
     fn reply(&self, msg: &Message, origin: &Origin, code: StatusCode, reason: &str) {
-        let Some(transport) = self.transport.get() else { return };
+        let Some(transport) = self.transport.get() else {
+            return;
+        };
         let Ok(via) = msg.top_via() else { return };
         let port = if origin.transport == Transport::Udp {
-            if via.rport.is_some() { origin.source.port() } else { via.port.unwrap_or(5060) }
+            if via.rport.is_some() {
+                origin.source.port()
+            } else {
+                via.port.unwrap_or(5060)
+            }
         } else {
             origin.source.port()
         };
         let bytes = response_to(msg, code, reason).to_tag("sm-ingress").build();
         transport.send(
             Destination {
-                transport: to_shell_transport(origin.transport),
+                transport: origin.transport,
                 addr: std::net::SocketAddr::new(origin.source.ip(), port),
-                connection: origin.connection.map(|c| crate::transport::ConnectionId(c.0)),
+                connection: origin.connection,
+                local: Some(origin.local),
             },
             bytes,
         );
@@ -137,12 +154,18 @@ impl InboundSink for std::sync::Arc<Ingress> {
     fn deliver(&self, event: InboundEvent) {
         match event {
             InboundEvent::Message(inbound) => self.handle(inbound),
-            InboundEvent::TooLarge { partial, source, local, transport, connection } => {
+            InboundEvent::TooLarge {
+                partial,
+                source,
+                local,
+                transport,
+                connection,
+            } => {
                 let origin = Origin {
-                    transport: to_core_transport(transport),
+                    transport,
                     source,
                     local,
-                    connection: connection.map(|c| ConnectionId(c.0)),
+                    connection,
                 };
                 if let Some(head) = salvage_head(&partial) {
                     if let Ok(msg) = Message::parse(head) {

@@ -23,12 +23,12 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use sipmesh_protocol::proxy::{CoreConfig, Listener, Transport};
+use sipmesh_protocol::proxy::{CoreConfig, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
 use crate::location::MemoryLocationStore;
-use crate::transport::{self, TransportConfig, TransportError, TransportHandle, TransportKind};
+use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
 pub(crate) use ingress::Ingress;
 
@@ -40,7 +40,7 @@ const SHARD_QUEUE: usize = 16_384;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenSpec {
     /// Transport.
-    pub kind: TransportKind,
+    pub kind: Transport,
     /// Address to bind (port 0 picks a free one).
     pub addr: SocketAddr,
 }
@@ -84,13 +84,15 @@ pub struct Engine {
     transport: TransportHandle,
     shards: Vec<JoinHandle<()>>,
     shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
-    local: Vec<(TransportKind, SocketAddr)>,
+    local: Vec<(Transport, SocketAddr)>,
 }
 
 impl Engine {
     /// Binds the listeners and starts one shard per worker thread.
     pub async fn start(config: EngineConfig) -> Result<Self, EngineError> {
-        let shard_count = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
+        let shard_count = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 16);
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
         let ingress = Arc::new(Ingress::new(senders.clone()));
@@ -101,11 +103,14 @@ impl Engine {
             ..TransportConfig::default()
         };
         let (transport, _tasks) = transport::start(transport_config, ingress.clone()).await?;
-        let local = transport.local_addrs();
+        let local = transport.local_addrs().to_vec();
         ingress.set_transport(transport.clone());
         let listeners: Vec<Listener> = local
             .iter()
-            .map(|(kind, addr)| Listener { transport: to_core_transport(*kind), addr: *addr })
+            .map(|(kind, addr)| Listener {
+                transport: *kind,
+                addr: *addr,
+            })
             .collect();
         let store = Arc::new(MemoryLocationStore::new());
         let shards = receivers
@@ -120,14 +125,25 @@ impl Engine {
                     shard: u8::try_from(index).unwrap_or(u8::MAX),
                     rng_seed: rand::random(),
                 };
-                tokio::spawn(shard::run(core_config, rx, transport.clone(), store.clone(), config.registrar.clone()))
+                tokio::spawn(shard::run(
+                    core_config,
+                    rx,
+                    transport.clone(),
+                    store.clone(),
+                    config.registrar.clone(),
+                ))
             })
             .collect();
-        Ok(Self { transport, shards, shutdown: senders, local })
+        Ok(Self {
+            transport,
+            shards,
+            shutdown: senders,
+            local,
+        })
     }
 
     /// The addresses actually bound.
-    pub fn local_addrs(&self) -> Vec<(TransportKind, SocketAddr)> {
+    pub fn local_addrs(&self) -> Vec<(Transport, SocketAddr)> {
         self.local.clone()
     }
 
@@ -140,7 +156,10 @@ impl Engine {
         drop(self.shutdown);
         let all = futures_join_all(self.shards);
         if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!(?grace, "transactions still running at the end of the grace period");
+            tracing::warn!(
+                ?grace,
+                "transactions still running at the end of the grace period"
+            );
         }
         self.transport.shutdown();
     }
@@ -149,21 +168,5 @@ impl Engine {
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.await;
-    }
-}
-
-/// Maps the shell's transport kind to the core's.
-pub(crate) fn to_core_transport(kind: TransportKind) -> Transport {
-    match kind {
-        TransportKind::Udp => Transport::Udp,
-        TransportKind::Tcp => Transport::Tcp,
-    }
-}
-
-/// Maps the core's transport to the shell's.
-pub(crate) fn to_shell_transport(t: Transport) -> TransportKind {
-    match t {
-        Transport::Udp => TransportKind::Udp,
-        Transport::Tcp => TransportKind::Tcp,
     }
 }

@@ -17,8 +17,6 @@ use sipmesh_protocol::registrar::RegistrarPolicy;
 use crate::location::{LocationStore, StoreError};
 use crate::transport::{Destination, TransportHandle};
 
-use super::to_shell_transport;
-
 /// Most inbound messages handled before the outputs are flushed.
 const BATCH: usize = 64;
 
@@ -100,19 +98,26 @@ async fn flush<S: LocationStore>(
                 let d = t.destination;
                 transport.send(
                     Destination {
-                        transport: to_shell_transport(d.transport),
+                        transport: d.transport,
                         addr: d.addr,
-                        connection: d.connection.map(|c| crate::transport::ConnectionId(c.0)),
+                        connection: d.connection,
+                        local: d.local,
                     },
                     t.payload,
                 );
             }
             Output::Register { token, request } => {
-                let result = store.register(request, policy, SystemTime::now()).await.map_err(store_failure);
+                let result = store
+                    .register(request, policy, SystemTime::now())
+                    .await
+                    .map_err(store_failure);
                 core.handle_register_result(Instant::now(), SystemTime::now(), token, result);
             }
             Output::Lookup { token, aor } => {
-                let result = store.lookup(&aor, SystemTime::now()).await.map_err(store_failure);
+                let result = store
+                    .lookup(&aor, SystemTime::now())
+                    .await
+                    .map_err(store_failure);
                 core.handle_lookup_result(Instant::now(), token, result);
             }
         }

@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use sipmesh_protocol::peer::{ConnectionId, Transport};
-use sipmesh_protocol::registrar::{
-    ContactInput, RegisterError, RequestContacts, Source,
-};
+use sipmesh_protocol::registrar::{ContactInput, RegisterError, RequestContacts, Source};
 
 use super::*;
 

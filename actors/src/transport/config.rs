@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sipmesh_protocol::framing::DEFAULT_MAX_MESSAGE_SIZE;
 
-use super::{TransportError, TransportKind};
+use super::{Transport, TransportError};
 
 /// What to bind and how to bound resources.
 ///
@@ -16,7 +16,7 @@ pub struct TransportConfig {
     /// Listeners to open: UDP sockets and TCP listeners, IPv4 or IPv6 (IPv6 sockets are
     /// `IPV6_V6ONLY`, so bind `0.0.0.0` and `[::]` separately). Port 0 picks a free port; see
     /// [`TransportHandle::local_addrs`](super::TransportHandle::local_addrs).
-    pub listen: Vec<(TransportKind, SocketAddr)>,
+    pub listen: Vec<(Transport, SocketAddr)>,
     /// Largest accepted message (datagram, or header section plus body on a stream), in octets.
     /// Larger ones are reported as [`InboundEvent::TooLarge`](super::InboundEvent::TooLarge).
     /// Default 65,536: above the largest UDP payload, and generous for SIP.
@@ -71,7 +71,7 @@ impl Default for TransportConfig {
 
 impl TransportConfig {
     /// A default configuration listening on `listen`.
-    pub fn new(listen: Vec<(TransportKind, SocketAddr)>) -> Self {
+    pub fn new(listen: Vec<(Transport, SocketAddr)>) -> Self {
         Self {
             listen,
             ..Self::default()

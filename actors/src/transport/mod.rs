@@ -50,51 +50,9 @@ pub use self::config::TransportConfig;
 pub use self::sink::{FnSink, InboundSink};
 pub use self::stats::{StatsSnapshot, TransportStats};
 
-/// The transport protocol of a listener, message or destination (RFC 3261 §18).
-///
-/// Only UDP and TCP exist today; TLS, WS and WSS (RFC 7118) will be further variants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransportKind {
-    /// Datagrams; one SIP message per datagram.
-    Udp,
-    /// A byte stream framed by `Content-Length`.
-    Tcp,
-}
-
-impl TransportKind {
-    /// The transport token used in a Via header (RFC 3261 §20.42).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Self::Udp => "UDP",
-            Self::Tcp => "TCP",
-        }
-    }
-
-    /// Whether the transport is a stream that needs framing.
-    pub fn is_stream(self) -> bool {
-        match self {
-            Self::Udp => false,
-            Self::Tcp => true,
-        }
-    }
-}
-
-impl fmt::Display for TransportKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.via_token())
-    }
-}
-
-/// Identifies one stream connection (incoming or outgoing) for the life of the process.
-/// Identifiers are never reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub u64);
-
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}", self.0)
-    }
-}
+/// Transports and connection identifiers are the protocol crate's, so the shells and the core
+/// share one vocabulary (only UDP and TCP have listeners today).
+pub use sipmesh_protocol::peer::{ConnectionId, Transport};
 
 /// One received SIP message, unparsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +66,7 @@ pub struct Inbound {
     /// socket on Linux, else the bound address) with the socket's port.
     pub local: SocketAddr,
     /// How the message arrived.
-    pub transport: TransportKind,
+    pub transport: Transport,
     /// The connection it arrived on, for stream transports; responses should go back on it
     /// (RFC 3261 §18.2.2).
     pub connection: Option<ConnectionId>,
@@ -131,7 +89,7 @@ pub enum InboundEvent {
         /// The local address the message arrived on.
         local: SocketAddr,
         /// How the message arrived.
-        transport: TransportKind,
+        transport: Transport,
         /// The connection, for stream transports.
         connection: Option<ConnectionId>,
     },
@@ -148,12 +106,14 @@ pub enum InboundEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// Which transport to use.
-    pub transport: TransportKind,
+    pub transport: Transport,
     /// The peer address. For TCP without `connection` (or when that connection is gone), an
     /// existing connection to this address is reused, or a new one is opened.
     pub addr: SocketAddr,
     /// The stream connection to use, normally the one a request arrived on (RFC 3261 §18.2.2).
     pub connection: Option<ConnectionId>,
+    /// UDP: send from the socket bound to this address when there is one.
+    pub local: Option<SocketAddr>,
 }
 
 /// Errors starting the transport.
@@ -163,7 +123,7 @@ pub enum TransportError {
     #[error("cannot bind {transport} on {addr}: {source}")]
     Bind {
         /// The transport of the listener.
-        transport: TransportKind,
+        transport: Transport,
         /// The configured address.
         addr: SocketAddr,
         /// The operating system's error.
@@ -191,7 +151,7 @@ struct HandleInner {
     /// connections).
     tcp: Arc<tcp::TcpShared>,
     /// What was bound, in configuration order.
-    local: Vec<(TransportKind, SocketAddr)>,
+    local: Vec<(Transport, SocketAddr)>,
     stats: Arc<TransportStats>,
     shutdown: watch::Sender<bool>,
 }
@@ -210,18 +170,22 @@ impl TransportHandle {
     /// `warn` trace and a counter in [`stats`](Self::stats).
     pub fn send(&self, dest: Destination, payload: Bytes) {
         match dest.transport {
-            TransportKind::Udp => self.send_udp(dest.addr, payload),
-            TransportKind::Tcp => self.inner.tcp.send(dest.connection, dest.addr, payload),
+            Transport::Udp => self.send_udp(dest.local, dest.addr, payload),
+            Transport::Tcp => self.inner.tcp.send(dest.connection, dest.addr, payload),
+            other => {
+                TransportStats::incr(&self.inner.stats.no_route);
+                warn!(transport = %other, peer = %dest.addr, "no listener for this transport; message dropped");
+            }
         }
     }
 
-    fn send_udp(&self, addr: SocketAddr, payload: Bytes) {
-        // Prefer a socket of the destination's address family.
-        let sender = self
-            .inner
-            .udp
-            .iter()
-            .find(|s| s.local().is_ipv4() == addr.is_ipv4());
+    fn send_udp(&self, local: Option<SocketAddr>, addr: SocketAddr, payload: Bytes) {
+        // The socket the caller named (so replies leave from the address the request reached),
+        // else one of the destination's address family.
+        let udp = &self.inner.udp;
+        let sender = local
+            .and_then(|l| udp.iter().find(|s| s.local() == l))
+            .or_else(|| udp.iter().find(|s| s.local().is_ipv4() == addr.is_ipv4()));
         match sender {
             Some(sender) => sender.send(addr, payload, &self.inner.stats),
             None => {
@@ -238,12 +202,12 @@ impl TransportHandle {
     }
 
     /// The bound addresses, in configuration order (with the real port when port 0 was asked).
-    pub fn local_addrs(&self) -> &[(TransportKind, SocketAddr)] {
+    pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
         &self.inner.local
     }
 
     /// The first bound address of a transport, if any.
-    pub fn local_addr(&self, transport: TransportKind) -> Option<SocketAddr> {
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
         self.inner
             .local
             .iter()
@@ -300,7 +264,7 @@ pub async fn start(
     let mut local = Vec::new();
     for &(kind, addr) in &config.listen {
         match kind {
-            TransportKind::Udp => {
+            Transport::Udp => {
                 let sender = udp::spawn(
                     addr,
                     &config,
@@ -312,9 +276,14 @@ pub async fn start(
                 local.push((kind, sender.local()));
                 udp_senders.push(sender);
             }
-            TransportKind::Tcp => {
+            Transport::Tcp => {
                 let bound = tcp::listen(addr, Arc::clone(&tcp), &mut tasks)?;
                 local.push((kind, bound));
+            }
+            _ => {
+                return Err(TransportError::InvalidConfig(
+                    "only udp and tcp listeners exist yet",
+                ));
             }
         }
     }

@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::{
-    ConnectionId, InboundEvent, InboundSink, TransportConfig, TransportError, TransportKind,
+    ConnectionId, InboundEvent, InboundSink, Transport, TransportConfig, TransportError,
     TransportStats,
 };
 
@@ -240,7 +240,7 @@ pub(crate) fn listen(
     tasks: &mut JoinSet<()>,
 ) -> Result<SocketAddr, TransportError> {
     let bind_err = |source| TransportError::Bind {
-        transport: TransportKind::Tcp,
+        transport: Transport::Tcp,
         addr,
         source,
     };

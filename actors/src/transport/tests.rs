@@ -81,16 +81,17 @@ async fn expect_eof(stream: &mut TcpStream) {
 
 fn tcp_dest(addr: SocketAddr, connection: Option<ConnectionId>) -> Destination {
     Destination {
-        transport: TransportKind::Tcp,
+        transport: Transport::Tcp,
         addr,
         connection,
+        local: None,
     }
 }
 
 async fn udp_roundtrip(bind: SocketAddr) {
     let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Udp, bind)])).await;
-    let server = handle.local_addr(TransportKind::Udp).expect("bound");
+        start_with(TransportConfig::new(vec![(Transport::Udp, bind)])).await;
+    let server = handle.local_addr(Transport::Udp).expect("bound");
     assert_ne!(server.port(), 0);
     let client = UdpSocket::bind(SocketAddr::new(bind.ip(), 0))
         .await
@@ -105,15 +106,16 @@ async fn udp_roundtrip(bind: SocketAddr) {
         assert_eq!(m.data, sip(i));
         assert_eq!(m.source, client_addr);
         assert_eq!(m.local, server);
-        assert_eq!(m.transport, TransportKind::Udp);
+        assert_eq!(m.transport, Transport::Udp);
         assert_eq!(m.connection, None);
     }
     // Replies are queued without awaiting and go out in sendmmsg batches; rounds of 100 keep
     // the client's default receive buffer from overflowing.
     let dest = Destination {
-        transport: TransportKind::Udp,
+        transport: Transport::Udp,
         addr: client_addr,
         connection: None,
+        local: None,
     };
     let mut buf = vec![0u8; 2048];
     for round in 0..N / 100 {
@@ -144,10 +146,10 @@ async fn udp_roundtrip_v6() {
 
 #[tokio::test]
 async fn udp_too_large_datagram_is_reported() {
-    let mut config = TransportConfig::new(vec![(TransportKind::Udp, v4())]);
+    let mut config = TransportConfig::new(vec![(Transport::Udp, v4())]);
     config.max_message_size = 100;
     let (handle, _tasks, mut rx) = start_with(config).await;
-    let server = handle.local_addr(TransportKind::Udp).unwrap();
+    let server = handle.local_addr(Transport::Udp).unwrap();
     let client = UdpSocket::bind(v4()).await.unwrap();
     client.send_to(&[b'a'; 100], server).await.unwrap();
     client.send_to(&[b'b'; 101], server).await.unwrap();
@@ -155,7 +157,7 @@ async fn udp_too_large_datagram_is_reported() {
     match next(&mut rx).await {
         InboundEvent::TooLarge {
             partial,
-            transport: TransportKind::Udp,
+            transport: Transport::Udp,
             connection: None,
             ..
         } => assert_eq!(partial, Bytes::from_static(&[b'b'; 100])),
@@ -168,14 +170,15 @@ async fn udp_too_large_datagram_is_reported() {
 async fn udp_full_queue_drops_without_blocking() {
     // On the current-thread runtime the writer cannot run while this test sends, so the
     // one-slot queue overflows deterministically.
-    let mut config = TransportConfig::new(vec![(TransportKind::Udp, v4())]);
+    let mut config = TransportConfig::new(vec![(Transport::Udp, v4())]);
     config.udp_send_queue = 1;
     let (handle, _tasks, _rx) = start_with(config).await;
     let client = UdpSocket::bind(v4()).await.unwrap();
     let dest = Destination {
-        transport: TransportKind::Udp,
+        transport: Transport::Udp,
         addr: client.local_addr().unwrap(),
         connection: None,
+        local: None,
     };
     for i in 0..10 {
         handle.send(dest, Bytes::from(sip(i)));
@@ -189,11 +192,12 @@ async fn udp_full_queue_drops_without_blocking() {
 #[tokio::test]
 async fn udp_no_socket_for_family_is_counted() {
     let (handle, _tasks, _rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Udp, v4())])).await;
+        start_with(TransportConfig::new(vec![(Transport::Udp, v4())])).await;
     let dest = Destination {
-        transport: TransportKind::Udp,
+        transport: Transport::Udp,
         addr: "[::1]:5060".parse().unwrap(),
         connection: None,
+        local: None,
     };
     handle.send(dest, Bytes::from_static(b"x"));
     assert_eq!(handle.stats().no_route, 1);
@@ -201,8 +205,8 @@ async fn udp_no_socket_for_family_is_counted() {
 
 async fn tcp_pipelined_split_and_reply(bind: SocketAddr) {
     let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Tcp, bind)])).await;
-    let server = handle.local_addr(TransportKind::Tcp).unwrap();
+        start_with(TransportConfig::new(vec![(Transport::Tcp, bind)])).await;
+    let server = handle.local_addr(Transport::Tcp).unwrap();
     let mut client = TcpStream::connect(server).await.unwrap();
     let client_addr = client.local_addr().unwrap();
     // Three pipelined messages in one write.
@@ -220,7 +224,7 @@ async fn tcp_pipelined_split_and_reply(bind: SocketAddr) {
     let first = next_message(&mut rx).await;
     assert_eq!(first.data, sip(0));
     assert_eq!(first.source, client_addr);
-    assert_eq!(first.transport, TransportKind::Tcp);
+    assert_eq!(first.transport, Transport::Tcp);
     let id = first
         .connection
         .expect("stream messages carry a connection");
@@ -259,11 +263,9 @@ async fn tcp_pipelined_split_and_reply_v6() {
 
 #[tokio::test]
 async fn tcp_reuses_connection_toward_peer() {
-    let (a, _ta, mut a_rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Tcp, v4())])).await;
-    let (b, _tb, mut b_rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Tcp, v4())])).await;
-    let b_addr = b.local_addr(TransportKind::Tcp).unwrap();
+    let (a, _ta, mut a_rx) = start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let (b, _tb, mut b_rx) = start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let b_addr = b.local_addr(Transport::Tcp).unwrap();
     // Two sends without a connection id: one outgoing connection, opened on demand.
     a.send(tcp_dest(b_addr, None), Bytes::from(sip(1)));
     a.send(tcp_dest(b_addr, None), Bytes::from(sip(2)));
@@ -328,10 +330,10 @@ async fn tcp_connect_failure_reports_closed() {
 
 #[tokio::test]
 async fn tcp_idle_timeout_closes() {
-    let mut config = TransportConfig::new(vec![(TransportKind::Tcp, v4())]);
+    let mut config = TransportConfig::new(vec![(Transport::Tcp, v4())]);
     config.tcp_idle_timeout = Duration::from_millis(300);
     let (handle, _tasks, mut rx) = start_with(config).await;
-    let mut client = TcpStream::connect(handle.local_addr(TransportKind::Tcp).unwrap())
+    let mut client = TcpStream::connect(handle.local_addr(Transport::Tcp).unwrap())
         .await
         .unwrap();
     client.write_all(&sip(1)).await.unwrap();
@@ -347,10 +349,10 @@ async fn tcp_idle_timeout_closes() {
 
 #[tokio::test]
 async fn tcp_too_large_lets_the_answer_out_then_closes() {
-    let mut config = TransportConfig::new(vec![(TransportKind::Tcp, v4())]);
+    let mut config = TransportConfig::new(vec![(Transport::Tcp, v4())]);
     config.max_message_size = 200;
     let (handle, _tasks, mut rx) = start_with(config).await;
-    let mut client = TcpStream::connect(handle.local_addr(TransportKind::Tcp).unwrap())
+    let mut client = TcpStream::connect(handle.local_addr(Transport::Tcp).unwrap())
         .await
         .unwrap();
     let head = b"MESSAGE sip:n@example.com SIP/2.0\r\nContent-Length: 1000\r\n\r\n";
@@ -360,7 +362,7 @@ async fn tcp_too_large_lets_the_answer_out_then_closes() {
         InboundEvent::TooLarge {
             partial,
             source,
-            transport: TransportKind::Tcp,
+            transport: Transport::Tcp,
             connection: Some(connection),
             ..
         } => (partial, source, connection),
@@ -385,8 +387,8 @@ async fn tcp_too_large_lets_the_answer_out_then_closes() {
 #[tokio::test]
 async fn tcp_missing_content_length_closes() {
     let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Tcp, v4())])).await;
-    let mut client = TcpStream::connect(handle.local_addr(TransportKind::Tcp).unwrap())
+        start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let mut client = TcpStream::connect(handle.local_addr(Transport::Tcp).unwrap())
         .await
         .unwrap();
     client
@@ -403,8 +405,8 @@ async fn tcp_missing_content_length_closes() {
 #[tokio::test]
 async fn tcp_keepalive_ping_gets_pong() {
     let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Tcp, v4())])).await;
-    let mut client = TcpStream::connect(handle.local_addr(TransportKind::Tcp).unwrap())
+        start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let mut client = TcpStream::connect(handle.local_addr(Transport::Tcp).unwrap())
         .await
         .unwrap();
     client.write_all(b"\r\n\r\n").await.unwrap();
@@ -417,10 +419,10 @@ async fn tcp_keepalive_ping_gets_pong() {
 
 #[tokio::test]
 async fn tcp_max_connections_refuses_extra() {
-    let mut config = TransportConfig::new(vec![(TransportKind::Tcp, v4())]);
+    let mut config = TransportConfig::new(vec![(Transport::Tcp, v4())]);
     config.max_connections = 1;
     let (handle, _tasks, mut rx) = start_with(config).await;
-    let server = handle.local_addr(TransportKind::Tcp).unwrap();
+    let server = handle.local_addr(Transport::Tcp).unwrap();
     let mut first = TcpStream::connect(server).await.unwrap();
     first.write_all(&sip(1)).await.unwrap();
     assert_eq!(next_message(&mut rx).await.data, sip(1));
@@ -440,11 +442,11 @@ async fn tcp_max_connections_refuses_extra() {
 async fn bind_conflict_is_an_error() {
     let taken = std::net::UdpSocket::bind(v4()).unwrap();
     let (tx, _rx) = mpsc::unbounded_channel();
-    let config = TransportConfig::new(vec![(TransportKind::Udp, taken.local_addr().unwrap())]);
+    let config = TransportConfig::new(vec![(Transport::Udp, taken.local_addr().unwrap())]);
     assert!(matches!(
         start(config, tx).await,
         Err(TransportError::Bind {
-            transport: TransportKind::Udp,
+            transport: Transport::Udp,
             ..
         })
     ));
@@ -453,8 +455,8 @@ async fn bind_conflict_is_an_error() {
 #[tokio::test]
 async fn shutdown_stops_long_lived_tasks() {
     let (handle, mut tasks, _rx) = start_with(TransportConfig::new(vec![
-        (TransportKind::Udp, v4()),
-        (TransportKind::Tcp, v4()),
+        (Transport::Udp, v4()),
+        (Transport::Tcp, v4()),
     ]))
     .await;
     assert_eq!(handle.local_addrs().len(), 2);
@@ -490,8 +492,8 @@ async fn close_of_unknown_connection_is_ignored() {
 
 async fn wildcard_udp_reports_destination(wildcard: SocketAddr, loopback: std::net::IpAddr) {
     let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(TransportKind::Udp, wildcard)])).await;
-    let bound = handle.local_addr(TransportKind::Udp).unwrap();
+        start_with(TransportConfig::new(vec![(Transport::Udp, wildcard)])).await;
+    let bound = handle.local_addr(Transport::Udp).unwrap();
     assert!(bound.ip().is_unspecified());
     let target = SocketAddr::new(loopback, bound.port());
     let client = UdpSocket::bind(SocketAddr::new(loopback, 0)).await.unwrap();

@@ -23,8 +23,7 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, trace, warn};
 
 use super::{
-    Inbound, InboundEvent, InboundSink, TransportConfig, TransportError, TransportKind,
-    TransportStats,
+    Inbound, InboundEvent, InboundSink, Transport, TransportConfig, TransportError, TransportStats,
 };
 
 /// The sending side of one UDP socket.
@@ -66,7 +65,7 @@ pub(crate) fn spawn(
     tasks: &mut JoinSet<()>,
 ) -> Result<UdpSender, TransportError> {
     let bind_err = |source| TransportError::Bind {
-        transport: TransportKind::Udp,
+        transport: Transport::Udp,
         addr,
         source,
     };
@@ -160,7 +159,7 @@ impl Reader {
                     partial: data,
                     source,
                     local,
-                    transport: TransportKind::Udp,
+                    transport: Transport::Udp,
                     connection: None,
                 }
             } else {
@@ -168,7 +167,7 @@ impl Reader {
                     data,
                     source,
                     local,
-                    transport: TransportKind::Udp,
+                    transport: Transport::Udp,
                     connection: None,
                 })
             };

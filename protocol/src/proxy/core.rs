@@ -196,7 +196,9 @@ impl Core {
         while let Some(timer) = self.timers.pop_expired(now) {
             match timer {
                 TimerRef::Server(id) => {
-                    let Some(entry) = self.servers.get_mut(&id) else { continue };
+                    let Some(entry) = self.servers.get_mut(&id) else {
+                        continue;
+                    };
                     match &mut entry.fsm {
                         ServerFsm::Invite(tx) => tx.handle_timeout(now),
                         ServerFsm::NonInvite(tx) => tx.handle_timeout(now),
@@ -204,7 +206,9 @@ impl Core {
                     self.drive_server(now, id);
                 }
                 TimerRef::Client(id) => {
-                    let Some(entry) = self.clients.get_mut(&id) else { continue };
+                    let Some(entry) = self.clients.get_mut(&id) else {
+                        continue;
+                    };
                     match &mut entry.fsm {
                         ClientFsm::Invite(tx) => tx.handle_timeout(now),
                         ClientFsm::NonInvite(tx) => tx.handle_timeout(now),
@@ -250,7 +254,9 @@ impl Core {
         token: u64,
         result: Result<RegisterOutcome, StoreFailure>,
     ) {
-        let Some(Pending::Register { server }) = self.pending.remove(&token) else { return };
+        let Some(Pending::Register { server }) = self.pending.remove(&token) else {
+            return;
+        };
         self.finish_register(now, wall, server, result);
     }
 
@@ -261,7 +267,9 @@ impl Core {
         token: u64,
         result: Result<Vec<Binding>, StoreFailure>,
     ) {
-        let Some(Pending::Lookup { server }) = self.pending.remove(&token) else { return };
+        let Some(Pending::Lookup { server }) = self.pending.remove(&token) else {
+            return;
+        };
         self.finish_lookup(now, server, result);
     }
 
@@ -274,12 +282,17 @@ impl Core {
     }
 
     pub(super) fn transmit(&mut self, destination: Destination, payload: Bytes) {
-        self.outputs.push_back(Output::Transmit(Transmit { destination, payload }));
+        self.outputs.push_back(Output::Transmit(Transmit {
+            destination,
+            payload,
+        }));
     }
 
     /// Handles a request: retransmission, ACK, CANCEL, or a new server transaction.
     fn handle_request(&mut self, now: Instant, msg: Message, origin: Origin) {
-        let Some(method) = msg.method().cloned() else { return };
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
         let Ok(via) = msg.top_via() else {
             // Without a parsable Via there is nowhere RFC 3261 §18.2.2 lets us answer; the
             // ingress already answered what it could.
@@ -354,7 +367,9 @@ impl Core {
 
     /// Sends a response on a server transaction (forwarded or generated).
     pub(super) fn respond(&mut self, now: Instant, server: u64, code: u16, response: Bytes) {
-        let Some(entry) = self.servers.get_mut(&server) else { return };
+        let Some(entry) = self.servers.get_mut(&server) else {
+            return;
+        };
         let result = match &mut entry.fsm {
             ServerFsm::Invite(tx) => tx.send_response(now, code, response.clone()),
             ServerFsm::NonInvite(tx) => tx.send_response(now, code, response.clone()),
@@ -372,7 +387,8 @@ impl Core {
             }
             return;
         }
-        if code >= 300 && entry.request.method() == Some(&Method::Invite) && entry.key.is_rfc2543() {
+        if code >= 300 && entry.request.method() == Some(&Method::Invite) && entry.key.is_rfc2543()
+        {
             let tag = entry.local_tag.clone();
             if let Some(k) = entry.key.for_ack(&tag) {
                 self.server_keys.insert(k.clone(), server);
@@ -393,7 +409,9 @@ impl Core {
         reason: &str,
         extra: &[(&str, String)],
     ) {
-        let Some(entry) = self.servers.get(&server) else { return };
+        let Some(entry) = self.servers.get(&server) else {
+            return;
+        };
         let mut b = response_to(&entry.request, code, reason);
         if code.0 > 100 {
             b = b.to_tag(&entry.local_tag);
@@ -406,7 +424,13 @@ impl Core {
     }
 
     /// Answers without a transaction (the request could not even be keyed).
-    fn reply_stateless(&mut self, req: &Message, reply: Destination, code: StatusCode, reason: &str) {
+    fn reply_stateless(
+        &mut self,
+        req: &Message,
+        reply: Destination,
+        code: StatusCode,
+        reason: &str,
+    ) {
         let tag = self.ids.token();
         let bytes = response_to(req, code, reason).to_tag(&tag).build();
         self.transmit(reply, bytes);
@@ -414,7 +438,9 @@ impl Core {
 
     /// Drains a server transaction's outputs and re-arms its timer; forgets it once terminated.
     pub(super) fn drive_server(&mut self, _now: Instant, id: u64) {
-        let Some(entry) = self.servers.get_mut(&id) else { return };
+        let Some(entry) = self.servers.get_mut(&id) else {
+            return;
+        };
         let mut sends = Vec::new();
         let mut terminated = false;
         match &mut entry.fsm {
@@ -501,7 +527,9 @@ impl Core {
             self.client_response(now, id, msg);
             return;
         }
-        let ours = self.locality.is_self(&via.host.to_string(), via.port, None, false);
+        let ours = self
+            .locality
+            .is_self(&via.host.to_string(), via.port, None, false);
         let code = msg.status().map_or(0, |s| s.0);
         if ours && cseq.method == Method::Invite && (200..300).contains(&code) {
             self.forward_response_statelessly(&msg);
@@ -515,7 +543,9 @@ impl Core {
         let mut vias = msg.vias();
         let _ours = vias.next();
         let Some(Ok(next)) = vias.next() else { return };
-        let Some(dest) = via_destination(&next) else { return };
+        let Some(dest) = via_destination(&next) else {
+            return;
+        };
         let mut e = Editor::new(msg);
         e.remove_first_value(&HeaderName::Via);
         let bytes = e.finish();
@@ -525,7 +555,9 @@ impl Core {
     /// Client transaction bookkeeping shared by responses and timeouts. `response` is the
     /// message that caused the events, if any.
     pub(super) fn drive_client(&mut self, now: Instant, id: u64, response: Option<&Message>) {
-        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return;
+        };
         let mut sends = Vec::new();
         let mut events = Vec::new();
         let terminated;
@@ -571,7 +603,11 @@ impl Core {
 /// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): over the same connection
 /// for streams; for UDP to the packet's source address, at the source port when the Via asked
 /// for `rport`, else at the Via's port (5060 by default).
-pub(super) fn reply_destination(origin: &Origin, rport: bool, via_port: Option<u16>) -> Destination {
+pub(super) fn reply_destination(
+    origin: &Origin,
+    rport: bool,
+    via_port: Option<u16>,
+) -> Destination {
     if origin.transport.is_reliable() {
         return Destination {
             transport: origin.transport,
@@ -580,7 +616,11 @@ pub(super) fn reply_destination(origin: &Origin, rport: bool, via_port: Option<u
             connection: origin.connection,
         };
     }
-    let port = if rport { origin.source.port() } else { via_port.unwrap_or(5060) };
+    let port = if rport {
+        origin.source.port()
+    } else {
+        via_port.unwrap_or(5060)
+    };
     Destination {
         transport: origin.transport,
         addr: std::net::SocketAddr::new(origin.source.ip(), port),
@@ -604,7 +644,11 @@ pub(super) fn via_destination(via: &crate::header::Via<'_>) -> Option<Destinatio
     if !super::routing::is_unicast(ip) {
         return None;
     }
-    let port = via.rport.flatten().or(via.port).unwrap_or(transport.default_port());
+    let port = via
+        .rport
+        .flatten()
+        .or(via.port)
+        .unwrap_or(transport.default_port());
     Some(Destination {
         transport,
         addr: std::net::SocketAddr::new(ip, port),

@@ -12,7 +12,9 @@ use crate::header::HeaderName;
 use crate::message::{Editor, Message, Method, RequestBuilder, StatusCode};
 use crate::peer::{Destination, Listener, Origin, Transport};
 use crate::registrar::Binding;
-use crate::transaction::{CancelPermit, ClientInviteTx, ClientNonInviteTx, TransactionKey, TxEvent};
+use crate::transaction::{
+    CancelPermit, ClientInviteTx, ClientNonInviteTx, TransactionKey, TxEvent,
+};
 use crate::uri::Uri;
 
 use super::config::{DEFAULT_MAX_FORWARDS, TIMER_C};
@@ -78,8 +80,18 @@ pub(super) fn loop_hash(msg: &Message) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     };
     eat(msg.request_uri_raw().unwrap_or_default());
-    eat(msg.from().ok().and_then(|f| f.tag()).unwrap_or_default().as_bytes());
-    eat(msg.to().ok().and_then(|t| t.tag()).unwrap_or_default().as_bytes());
+    eat(msg
+        .from()
+        .ok()
+        .and_then(|f| f.tag())
+        .unwrap_or_default()
+        .as_bytes());
+    eat(msg
+        .to()
+        .ok()
+        .and_then(|t| t.tag())
+        .unwrap_or_default()
+        .as_bytes());
     eat(msg.call_id().unwrap_or_default().as_bytes());
     eat(&msg.cseq().map(|c| c.seq).unwrap_or(0).to_be_bytes());
     for route in msg.header_values(&HeaderName::Route) {
@@ -107,7 +119,11 @@ fn record_route_value(l: &Listener) -> String {
     v.push_str("<sip:");
     push_hostport(&mut v, l.addr);
     if l.transport != Transport::Udp {
-        let _ = write!(v, ";transport={}", l.transport.via_token().to_ascii_lowercase());
+        let _ = write!(
+            v,
+            ";transport={}",
+            l.transport.via_token().to_ascii_lowercase()
+        );
     }
     v.push_str(";lr>");
     v
@@ -126,7 +142,11 @@ fn push_hostport(v: &mut String, addr: std::net::SocketAddr) {
 
 impl Core {
     fn branch_id(&mut self, hash: u64) -> String {
-        format!("{OUR_BRANCH_PREFIX}{:02x}{hash:016x}{:012x}", self.cfg.shard, self.ids.next_u64() >> 16)
+        format!(
+            "{OUR_BRANCH_PREFIX}{:02x}{hash:016x}{:012x}",
+            self.cfg.shard,
+            self.ids.next_u64() >> 16
+        )
     }
 
     fn inbound_listener(&self, origin: &Origin) -> Option<Listener> {
@@ -138,7 +158,14 @@ impl Core {
     }
 
     /// Forwards the request of `server` to every target in parallel (§16.6, §16.7).
-    pub(super) fn forward(&mut self, now: Instant, server: u64, msg: &Message, plan: ForwardPlan, targets: Vec<Target>) {
+    pub(super) fn forward(
+        &mut self,
+        now: Instant,
+        server: u64,
+        msg: &Message,
+        plan: ForwardPlan,
+        targets: Vec<Target>,
+    ) {
         let is_invite = msg.method() == Some(&Method::Invite);
         let ctx_id = self.new_id();
         let mut ctx = ProxyContext {
@@ -152,7 +179,11 @@ impl Core {
         let inbound = self.inbound_listener(&plan.origin);
         let mut created = Vec::new();
         for (index, target) in targets.into_iter().enumerate() {
-            let Some(out) = self.locality.outbound_listener(target.destination.transport, target.destination.addr.ip(), inbound.as_ref()) else {
+            let Some(out) = self.locality.outbound_listener(
+                target.destination.transport,
+                target.destination.addr.ip(),
+                inbound.as_ref(),
+            ) else {
                 debug!(dest = %target.destination.addr, "no listener for the target's transport");
                 ctx.rc.on_branch_failed(index);
                 ctx.branches.push(0);
@@ -165,15 +196,39 @@ impl Core {
             let key = TransactionKey::client(&branch, msg.method().map_or("", Method::as_str));
             let reliable = destination.transport.is_reliable();
             let (fsm, request) = if is_invite {
-                (ClientFsm::Invite(ClientInviteTx::new(now, bytes.clone(), reliable, &self.cfg.timers)), Message::parse(bytes).ok())
+                (
+                    ClientFsm::Invite(ClientInviteTx::new(
+                        now,
+                        bytes.clone(),
+                        reliable,
+                        &self.cfg.timers,
+                    )),
+                    Message::parse(bytes).ok(),
+                )
             } else {
-                (ClientFsm::NonInvite(ClientNonInviteTx::new(now, bytes, reliable, &self.cfg.timers)), None)
+                (
+                    ClientFsm::NonInvite(ClientNonInviteTx::new(
+                        now,
+                        bytes,
+                        reliable,
+                        &self.cfg.timers,
+                    )),
+                    None,
+                )
             };
             let id = self.new_id();
             self.client_keys.insert(key.clone(), id);
             self.clients.insert(
                 id,
-                ClientEntry { key, fsm, destination, request, branch: Some((ctx_id, index)), cancel_pending: false, cancel_sent: false },
+                ClientEntry {
+                    key,
+                    fsm,
+                    destination,
+                    request,
+                    branch: Some((ctx_id, index)),
+                    cancel_pending: false,
+                    cancel_sent: false,
+                },
             );
             ctx.branches.push(id);
             if is_invite {
@@ -181,7 +236,13 @@ impl Core {
                 if let Some(slot) = ctx.timer_c.get_mut(index) {
                     *slot = Some(at);
                 }
-                self.timers.schedule(at, TimerRef::TimerC { context: ctx_id, branch: index });
+                self.timers.schedule(
+                    at,
+                    TimerRef::TimerC {
+                        context: ctx_id,
+                        branch: index,
+                    },
+                );
             }
             created.push(id);
         }
@@ -197,12 +258,18 @@ impl Core {
 
     /// A response matched client transaction `id`.
     pub(super) fn client_response(&mut self, now: Instant, id: u64, msg: Message) {
-        let Some(code) = msg.status().map(|s| s.0) else { return };
-        let Some(entry) = self.clients.get_mut(&id) else { return };
+        let Some(code) = msg.status().map(|s| s.0) else {
+            return;
+        };
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return;
+        };
         match &mut entry.fsm {
             ClientFsm::Invite(tx) => {
                 let request = entry.request.as_ref();
-                tx.handle_response(now, code, || request.map(|r| build_ack(r, &msg)).unwrap_or_default());
+                tx.handle_response(now, code, || {
+                    request.map(|r| build_ack(r, &msg)).unwrap_or_default()
+                });
             }
             ClientFsm::NonInvite(tx) => tx.handle_response(now, code),
         }
@@ -210,11 +277,21 @@ impl Core {
     }
 
     /// One event of client transaction `id`.
-    pub(super) fn client_event(&mut self, now: Instant, id: u64, ev: TxEvent, response: Option<&Message>) {
-        let Some(entry) = self.clients.get(&id) else { return };
+    pub(super) fn client_event(
+        &mut self,
+        now: Instant,
+        id: u64,
+        ev: TxEvent,
+        response: Option<&Message>,
+    ) {
+        let Some(entry) = self.clients.get(&id) else {
+            return;
+        };
         let branch = entry.branch;
         match ev {
-            TxEvent::Provisional(code) | TxEvent::Final(code) | TxEvent::RetransmittedSuccess(code) => {
+            TxEvent::Provisional(code)
+            | TxEvent::Final(code)
+            | TxEvent::RetransmittedSuccess(code) => {
                 if let (Some((ctx, index)), Some(msg)) = (branch, response) {
                     self.branch_response(now, ctx, index, code, msg);
                 }
@@ -229,7 +306,11 @@ impl Core {
                 }
             }
             TxEvent::CancelAllowed => {
-                if self.clients.get(&id).is_some_and(|e| e.cancel_pending && !e.cancel_sent) {
+                if self
+                    .clients
+                    .get(&id)
+                    .is_some_and(|e| e.cancel_pending && !e.cancel_sent)
+                {
                     self.send_cancel(now, id);
                 }
             }
@@ -237,14 +318,29 @@ impl Core {
         }
     }
 
-    fn branch_response(&mut self, now: Instant, ctx_id: u64, index: usize, code: u16, msg: &Message) {
-        let Some(ctx) = self.contexts.get_mut(&ctx_id) else { return };
+    fn branch_response(
+        &mut self,
+        now: Instant,
+        ctx_id: u64,
+        index: usize,
+        code: u16,
+        msg: &Message,
+    ) {
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
         if let Some(slot) = ctx.timer_c.get_mut(index) {
             if code < 200 && slot.is_some() {
                 // §16.7 step 2: a provisional response restarts Timer C.
                 let at = now + TIMER_C;
                 *slot = Some(at);
-                self.timers.schedule(at, TimerRef::TimerC { context: ctx_id, branch: index });
+                self.timers.schedule(
+                    at,
+                    TimerRef::TimerC {
+                        context: ctx_id,
+                        branch: index,
+                    },
+                );
             } else if code >= 200 {
                 *slot = None;
             }
@@ -271,8 +367,12 @@ impl Core {
 
     /// Sends the best response once every branch is final (§16.7 step 6).
     fn maybe_finish(&mut self, now: Instant, ctx_id: u64) {
-        let Some(ctx) = self.contexts.get_mut(&ctx_id) else { return };
-        let Some((index, code)) = ctx.rc.best() else { return };
+        let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
+            return;
+        };
+        let Some((index, code)) = ctx.rc.best() else {
+            return;
+        };
         ctx.rc.mark_final_forwarded();
         let server = ctx.server;
         let kept = ctx.kept.get_mut(index).and_then(Option::take);
@@ -296,7 +396,9 @@ impl Core {
 
     /// Cancels branches still pending when the context asks for it (§16.10, §16.7 step 10).
     pub(super) fn cancel_pending(&mut self, now: Instant, ctx_id: u64) {
-        let Some(ctx) = self.contexts.get(&ctx_id) else { return };
+        let Some(ctx) = self.contexts.get(&ctx_id) else {
+            return;
+        };
         if !ctx.rc.should_cancel_pending() {
             return;
         }
@@ -306,11 +408,15 @@ impl Core {
             .filter_map(|(i, proceeding)| ctx.branches.get(i).map(|id| (*id, proceeding)))
             .collect();
         for (id, _proceeding) in pending {
-            let Some(entry) = self.clients.get_mut(&id) else { continue };
+            let Some(entry) = self.clients.get_mut(&id) else {
+                continue;
+            };
             if entry.cancel_sent || entry.cancel_pending {
                 continue;
             }
-            let ClientFsm::Invite(tx) = &mut entry.fsm else { continue };
+            let ClientFsm::Invite(tx) = &mut entry.fsm else {
+                continue;
+            };
             match tx.cancel_requested() {
                 CancelPermit::SendNow => self.send_cancel(now, id),
                 CancelPermit::AfterProvisional => entry.cancel_pending = true,
@@ -322,28 +428,61 @@ impl Core {
     /// Sends a CANCEL for the INVITE of client transaction `id` (§9.1: same Request-URI,
     /// Call-ID, From, To, CSeq number, Route and top Via).
     pub(super) fn send_cancel(&mut self, now: Instant, id: u64) {
-        let Some(entry) = self.clients.get_mut(&id) else { return };
-        let Some(req) = entry.request.as_ref() else { return };
+        let Some(entry) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let Some(req) = entry.request.as_ref() else {
+            return;
+        };
         entry.cancel_sent = true;
-        let Some(bytes) = build_cancel(req) else { return };
-        let Ok(branch) = req.top_via().map(|v| v.branch.unwrap_or_default().to_owned()) else { return };
+        let Some(bytes) = build_cancel(req) else {
+            return;
+        };
+        let Ok(branch) = req
+            .top_via()
+            .map(|v| v.branch.unwrap_or_default().to_owned())
+        else {
+            return;
+        };
         let destination = entry.destination;
         let key = TransactionKey::client(&branch, "CANCEL");
-        let tx = ClientNonInviteTx::new(now, bytes, destination.transport.is_reliable(), &self.cfg.timers);
+        let tx = ClientNonInviteTx::new(
+            now,
+            bytes,
+            destination.transport.is_reliable(),
+            &self.cfg.timers,
+        );
         let cid = self.new_id();
         self.client_keys.insert(key.clone(), cid);
         self.clients.insert(
             cid,
-            ClientEntry { key, fsm: ClientFsm::NonInvite(tx), destination, request: None, branch: None, cancel_pending: false, cancel_sent: false },
+            ClientEntry {
+                key,
+                fsm: ClientFsm::NonInvite(tx),
+                destination,
+                request: None,
+                branch: None,
+                cancel_pending: false,
+                cancel_sent: false,
+            },
         );
         self.drive_client(now, cid, None);
     }
 
     /// Timer C fired for a branch: cancel it if it is ringing (§16.8).
     pub(super) fn fire_timer_c(&mut self, now: Instant, ctx_id: u64, index: usize) {
-        let Some(ctx) = self.contexts.get(&ctx_id) else { return };
-        let due = ctx.timer_c.get(index).copied().flatten().is_some_and(|at| at <= now);
-        let Some(&id) = ctx.branches.get(index) else { return };
+        let Some(ctx) = self.contexts.get(&ctx_id) else {
+            return;
+        };
+        let due = ctx
+            .timer_c
+            .get(index)
+            .copied()
+            .flatten()
+            .is_some_and(|at| at <= now);
+        let Some(&id) = ctx.branches.get(index) else {
+            return;
+        };
         if !due {
             return;
         }
@@ -360,15 +499,27 @@ impl Core {
 
     /// A CANCEL arrived and has its own server transaction `cancel_id` (§16.10).
     pub(super) fn handle_cancel(&mut self, now: Instant, cancel_id: u64) {
-        let Some(entry) = self.servers.get(&cancel_id) else { return };
+        let Some(entry) = self.servers.get(&cancel_id) else {
+            return;
+        };
         let invite_key = server_key(&entry.request, "INVITE");
-        let invite = invite_key.ok().and_then(|k| self.server_keys.get(&k).copied());
+        let invite = invite_key
+            .ok()
+            .and_then(|k| self.server_keys.get(&k).copied());
         let Some(invite) = invite else {
-            self.respond_local(now, cancel_id, StatusCode(481), "Call/Transaction Does Not Exist", &[]);
+            self.respond_local(
+                now,
+                cancel_id,
+                StatusCode(481),
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
             return;
         };
         self.respond_local(now, cancel_id, StatusCode::OK, "OK", &[]);
-        let Some(inv) = self.servers.get_mut(&invite) else { return };
+        let Some(inv) = self.servers.get_mut(&invite) else {
+            return;
+        };
         if inv.finished {
             return;
         }
@@ -388,7 +539,13 @@ impl Core {
 
     /// An ACK: hop-by-hop for a non-2xx we sent (absorbed by its transaction), otherwise the
     /// end-to-end ACK for a 2xx, forwarded statelessly along its route set.
-    pub(super) fn handle_ack(&mut self, now: Instant, msg: Message, origin: Origin, key: TransactionKey) {
+    pub(super) fn handle_ack(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        origin: Origin,
+        key: TransactionKey,
+    ) {
         if let Some(&id) = self.server_keys.get(&key) {
             if let Some(entry) = self.servers.get_mut(&id) {
                 if let super::core::ServerFsm::Invite(tx) = &mut entry.fsm {
@@ -420,11 +577,22 @@ impl Core {
         if routes.get(popped).is_none() && self.uri_is_self(&sip) {
             return; // an ACK for a response we generated ourselves
         }
-        let Resolve::Ok(transport, addr) = resolve(&sip) else { return };
+        let Resolve::Ok(transport, addr) = resolve(&sip) else {
+            return;
+        };
         let inbound = self.inbound_listener(&origin);
-        let Some(out) = self.locality.outbound_listener(transport, addr.ip(), inbound.as_ref()) else { return };
+        let Some(out) = self
+            .locality
+            .outbound_listener(transport, addr.ip(), inbound.as_ref())
+        else {
+            return;
+        };
         // The same ACK retransmitted must get the same branch (stateless forwarding, §16.11).
-        let incoming = msg.top_via().ok().and_then(|v| v.branch).unwrap_or_default();
+        let incoming = msg
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch)
+            .unwrap_or_default();
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in incoming.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -432,16 +600,32 @@ impl Core {
         let branch = format!("{OUR_BRANCH_PREFIX}{:02x}{:016x}ack", self.cfg.shard, h);
         let mut plan = ForwardPlan::new(origin);
         plan.pop_routes = popped;
-        let destination = Destination { transport, addr, local: Some(out.addr), connection: None };
-        let target = Target { request_uri: None, destination, path: Vec::new() };
+        let destination = Destination {
+            transport,
+            addr,
+            local: Some(out.addr),
+            connection: None,
+        };
+        let target = Target {
+            request_uri: None,
+            destination,
+            path: Vec::new(),
+        };
         let bytes = build_forwarded(&msg, &plan, &target, &branch, out, inbound);
         self.transmit(destination, bytes);
     }
 
     /// Location lookup finished for the request of `server` (§16.5): fork to every binding.
-    pub(super) fn finish_lookup(&mut self, now: Instant, server: u64, result: Result<Vec<Binding>, StoreFailure>) {
+    pub(super) fn finish_lookup(
+        &mut self,
+        now: Instant,
+        server: u64,
+        result: Result<Vec<Binding>, StoreFailure>,
+    ) {
         let plan = self.plans.remove(&server);
-        let Some(entry) = self.servers.get(&server) else { return };
+        let Some(entry) = self.servers.get(&server) else {
+            return;
+        };
         if entry.cancelled || entry.finished {
             return;
         }
@@ -450,7 +634,13 @@ impl Core {
         let bindings = match result {
             Ok(b) => b,
             Err(_) => {
-                self.respond_local(now, server, StatusCode(503), "Service Unavailable: location store unreachable", &[("Retry-After", "5".to_owned())]);
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(503),
+                    "Service Unavailable: location store unreachable",
+                    &[("Retry-After", "5".to_owned())],
+                );
                 return;
             }
         };
@@ -460,7 +650,13 @@ impl Core {
         }
         let targets: Vec<Target> = bindings.iter().filter_map(binding_target).collect();
         if targets.is_empty() {
-            self.respond_local(now, server, StatusCode(480), "Temporarily Unavailable: no reachable contact", &[]);
+            self.respond_local(
+                now,
+                server,
+                StatusCode(480),
+                "Temporarily Unavailable: no reachable contact",
+                &[],
+            );
             return;
         }
         self.forward(now, server, &msg, plan, targets);
@@ -475,20 +671,30 @@ fn binding_target(b: &Binding) -> Option<Target> {
         Some(p) => {
             let p = std::str::from_utf8(p).ok()?;
             let p = p.trim();
-            let inner = p.strip_prefix('<').and_then(|x| x.split_once('>')).map_or(p, |(u, _)| u);
+            let inner = p
+                .strip_prefix('<')
+                .and_then(|x| x.split_once('>'))
+                .map_or(p, |(u, _)| u);
             inner.to_owned()
         }
         None => contact.to_owned(),
     };
     let hop = Uri::parse(&first_hop).ok()?;
     let sip = hop.as_sip()?;
-    let Resolve::Ok(transport, addr) = resolve(sip) else { return None };
+    let Resolve::Ok(transport, addr) = resolve(sip) else {
+        return None;
+    };
     let connection = (b.source.transport == transport && b.source.remote == addr)
         .then_some(b.source.connection)
         .flatten();
     Some(Target {
         request_uri: Some(b.contact.clone()),
-        destination: Destination { transport, addr, local: None, connection },
+        destination: Destination {
+            transport,
+            addr,
+            local: None,
+            connection,
+        },
         path: b.path.clone(),
     })
 }
@@ -506,15 +712,24 @@ pub(super) fn build_forwarded(
 ) -> Bytes {
     let mut e = Editor::new(msg);
     let routes: Vec<&[u8]> = msg.header_values(&HeaderName::Route).collect();
-    let mut remaining: Vec<Bytes> = routes.iter().skip(plan.pop_routes).map(|r| Bytes::copy_from_slice(r)).collect();
+    let mut remaining: Vec<Bytes> = routes
+        .iter()
+        .skip(plan.pop_routes)
+        .map(|r| Bytes::copy_from_slice(r))
+        .collect();
     if plan.drop_last_route {
         remaining.pop();
     }
-    let mut request_uri = target.request_uri.clone().or_else(|| plan.new_request_uri.clone());
+    let mut request_uri = target
+        .request_uri
+        .clone()
+        .or_else(|| plan.new_request_uri.clone());
     if let Some(strict) = &plan.strict_next_hop {
         // §16.6 step 6: the strict router's URI becomes the Request-URI and the current
         // Request-URI goes last in the route set.
-        let current = request_uri.clone().unwrap_or_else(|| Bytes::copy_from_slice(msg.request_uri_raw().unwrap_or_default()));
+        let current = request_uri
+            .clone()
+            .unwrap_or_else(|| Bytes::copy_from_slice(msg.request_uri_raw().unwrap_or_default()));
         if !remaining.is_empty() {
             remaining.remove(0);
         }
@@ -526,12 +741,17 @@ pub(super) fn build_forwarded(
         request_uri = Some(strict.clone());
     }
     let mut route_set: Vec<Bytes> = target.path.clone();
-    let rewrite_routes = plan.drop_last_route || plan.strict_next_hop.is_some() || !target.path.is_empty();
+    let rewrite_routes =
+        plan.drop_last_route || plan.strict_next_hop.is_some() || !target.path.is_empty();
     if rewrite_routes {
         route_set.extend(remaining);
         e.remove_header(&HeaderName::Route);
         if !route_set.is_empty() {
-            let joined = route_set.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect::<Vec<_>>().join(", ");
+            let joined = route_set
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ");
             e.append_header("Route", joined);
         }
     } else {
@@ -542,7 +762,11 @@ pub(super) fn build_forwarded(
     if let Some(uri) = request_uri {
         e.set_request_uri(uri);
     }
-    let mf = msg.max_forwards().ok().flatten().map_or(DEFAULT_MAX_FORWARDS, |m| m.saturating_sub(1));
+    let mf = msg
+        .max_forwards()
+        .ok()
+        .flatten()
+        .map_or(DEFAULT_MAX_FORWARDS, |m| m.saturating_sub(1));
     e.set_header("Max-Forwards", mf.to_string());
     // Prepends come out last-first: Record-Route values, then the rewritten previous Via, then
     // ours, so that ours ends on top.
@@ -608,7 +832,10 @@ fn annotated_top_via(msg: &Message, origin: &Origin) -> Option<String> {
 
 /// The ACK for a non-2xx final response, built from the INVITE we sent (§17.1.1.3).
 pub(super) fn build_ack(req: &Message, resp: &Message) -> Bytes {
-    let mut b = RequestBuilder::new(Method::Ack, Bytes::copy_from_slice(req.request_uri_raw().unwrap_or_default()));
+    let mut b = RequestBuilder::new(
+        Method::Ack,
+        Bytes::copy_from_slice(req.request_uri_raw().unwrap_or_default()),
+    );
     if let Some(v) = req.header_values(&HeaderName::Via).next() {
         b = b.header("Via", v);
     }
@@ -632,7 +859,10 @@ pub(super) fn build_ack(req: &Message, resp: &Message) -> Bytes {
 
 /// The CANCEL for an INVITE we sent (§9.1).
 fn build_cancel(req: &Message) -> Option<Bytes> {
-    let mut b = RequestBuilder::new(Method::Cancel, Bytes::copy_from_slice(req.request_uri_raw()?));
+    let mut b = RequestBuilder::new(
+        Method::Cancel,
+        Bytes::copy_from_slice(req.request_uri_raw()?),
+    );
     b = b.header("Via", req.header_values(&HeaderName::Via).next()?);
     b = b.header("Max-Forwards", "70");
     for r in req.header_values(&HeaderName::Route) {

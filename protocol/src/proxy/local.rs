@@ -9,7 +9,8 @@ use crate::header::{Contacts, HeaderName};
 use crate::message::{Message, StatusCode};
 use crate::peer::Origin;
 use crate::registrar::{
-    Aor, ContactInput, RegisterOutcome, RegisterRequest, RequestContacts, Source, contact_header_values,
+    Aor, ContactInput, RegisterOutcome, RegisterRequest, RequestContacts, Source,
+    contact_header_values,
 };
 
 use super::core::{Core, Output, Pending, StoreFailure, reply_destination};
@@ -34,7 +35,9 @@ impl Core {
 
     /// 420 + Unsupported when `Require` names an extension we lack (§8.2.2.3). True if sent.
     fn reject_unsupported_require(&mut self, now: Instant, server: u64) -> bool {
-        let Some(entry) = self.servers.get(&server) else { return true };
+        let Some(entry) = self.servers.get(&server) else {
+            return true;
+        };
         let unsupported: Vec<String> = entry
             .request
             .option_tags(&HeaderName::Require)
@@ -44,13 +47,25 @@ impl Core {
         if unsupported.is_empty() {
             return false;
         }
-        self.respond_local(now, server, StatusCode(420), "Bad Extension", &[("Unsupported", unsupported.join(", "))]);
+        self.respond_local(
+            now,
+            server,
+            StatusCode(420),
+            "Bad Extension",
+            &[("Unsupported", unsupported.join(", "))],
+        );
         true
     }
 
     /// Checks a REGISTER and hands it to the store (§10.3 steps 1-6; the binding rules of
     /// steps 6-8 run in the store, atomically per AOR).
-    pub(super) fn start_register(&mut self, now: Instant, server: u64, msg: &Message, origin: Origin) {
+    pub(super) fn start_register(
+        &mut self,
+        now: Instant,
+        server: u64,
+        msg: &Message,
+        origin: Origin,
+    ) {
         if self.reject_unsupported_require(now, server) {
             return;
         }
@@ -92,7 +107,13 @@ impl Core {
                 if let Some(min) = e.min_expires() {
                     extra.push(("Min-Expires", min.to_string()));
                 }
-                self.respond_local(now, server, StatusCode(e.status_code()), e.reason_phrase(), &extra);
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(e.status_code()),
+                    e.reason_phrase(),
+                    &extra,
+                );
             }
             Err(StoreFailure::Unavailable) => {
                 self.respond_local(
@@ -108,12 +129,23 @@ impl Core {
 }
 
 /// Turns a parsed REGISTER into the registrar's input, or a (status, reason) for the peer.
-fn register_request(msg: &Message, origin: &Origin) -> Result<RegisterRequest, (u16, &'static str)> {
+fn register_request(
+    msg: &Message,
+    origin: &Origin,
+) -> Result<RegisterRequest, (u16, &'static str)> {
     let to = msg.to().map_err(|_| (400, "Bad Request: malformed To"))?;
-    let aor = Aor::from_uri(to.uri_raw.as_bytes()).map_err(|_| (404, "Not Found: To is not a SIP AOR of ours"))?;
-    let call_id = msg.call_id().map_err(|_| (400, "Bad Request: missing Call-ID"))?;
-    let cseq = msg.cseq().map_err(|_| (400, "Bad Request: malformed CSeq"))?;
-    let contacts = match msg.contacts().map_err(|_| (400, "Bad Request: malformed Contact"))? {
+    let aor = Aor::from_uri(to.uri_raw.as_bytes())
+        .map_err(|_| (404, "Not Found: To is not a SIP AOR of ours"))?;
+    let call_id = msg
+        .call_id()
+        .map_err(|_| (400, "Bad Request: missing Call-ID"))?;
+    let cseq = msg
+        .cseq()
+        .map_err(|_| (400, "Bad Request: malformed CSeq"))?;
+    let contacts = match msg
+        .contacts()
+        .map_err(|_| (400, "Bad Request: malformed Contact"))?
+    {
         Contacts::Star => RequestContacts::Star,
         Contacts::List(list) if list.is_empty() => RequestContacts::None,
         Contacts::List(list) => RequestContacts::List(
@@ -122,16 +154,27 @@ fn register_request(msg: &Message, origin: &Origin) -> Result<RegisterRequest, (
                     uri: Bytes::copy_from_slice(c.name_addr.uri_raw.as_bytes()),
                     q: c.q,
                     expires: c.expires,
-                    instance: c.sip_instance().map(|i| Bytes::copy_from_slice(i.as_bytes())),
+                    instance: c
+                        .sip_instance()
+                        .map(|i| Bytes::copy_from_slice(i.as_bytes())),
                     reg_id: c.reg_id(),
                 })
                 .collect(),
         ),
     };
-    let expires_header = msg.expires().map_err(|_| (400, "Bad Request: malformed Expires"))?;
-    let path: Vec<Bytes> = msg.header_values(&HeaderName::Path).map(|p| Bytes::copy_from_slice(trim(p))).collect();
-    let supports_path = msg.option_tags(&HeaderName::Supported).any(|t| t.eq_ignore_ascii_case("path"));
-    let via = msg.top_via().map_err(|_| (400, "Bad Request: malformed Via"))?;
+    let expires_header = msg
+        .expires()
+        .map_err(|_| (400, "Bad Request: malformed Expires"))?;
+    let path: Vec<Bytes> = msg
+        .header_values(&HeaderName::Path)
+        .map(|p| Bytes::copy_from_slice(trim(p)))
+        .collect();
+    let supports_path = msg
+        .option_tags(&HeaderName::Supported)
+        .any(|t| t.eq_ignore_ascii_case("path"));
+    let via = msg
+        .top_via()
+        .map_err(|_| (400, "Bad Request: malformed Via"))?;
     let reply = reply_destination(origin, via.rport.is_some(), via.port);
     Ok(RegisterRequest {
         aor,
@@ -141,12 +184,23 @@ fn register_request(msg: &Message, origin: &Origin) -> Result<RegisterRequest, (
         expires_header,
         path,
         supports_path,
-        source: Source { remote: reply.addr, transport: origin.transport, local: origin.local, connection: origin.connection },
+        source: Source {
+            remote: reply.addr,
+            transport: origin.transport,
+            local: origin.local,
+            connection: origin.connection,
+        },
     })
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     b.get(start..end).unwrap_or_default()
 }

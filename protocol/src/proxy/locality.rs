@@ -22,7 +22,10 @@ pub struct Locality {
 impl Locality {
     /// From the bound listeners and the configured domains (any case).
     pub fn new(listeners: Vec<Listener>, domains: &[String]) -> Self {
-        Self { listeners, domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect() }
+        Self {
+            listeners,
+            domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        }
     }
 
     /// The listeners.
@@ -35,7 +38,10 @@ impl Locality {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
             return self.listeners.iter().any(|l| l.addr.ip() == ip)
-                || self.domains.iter().any(|d| d.parse::<IpAddr>().is_ok_and(|d| d == ip));
+                || self
+                    .domains
+                    .iter()
+                    .any(|d| d.parse::<IpAddr>().is_ok_and(|d| d == ip));
         }
         self.domains.iter().any(|d| d.eq_ignore_ascii_case(host))
     }
@@ -43,7 +49,13 @@ impl Locality {
     /// True when the URI host/port names this node: the host is a listener IP or a local domain,
     /// and the port (default 5060, or 5061 for `sips:`) is a listener's port for a transport
     /// allowed by `transport` (`None` = any).
-    pub fn is_self(&self, host: &str, port: Option<u16>, transport: Option<Transport>, secure: bool) -> bool {
+    pub fn is_self(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Option<Transport>,
+        secure: bool,
+    ) -> bool {
         let port = port.unwrap_or(if secure { 5061 } else { 5060 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let ip = bare.parse::<IpAddr>().ok();
@@ -51,7 +63,9 @@ impl Locality {
         self.listeners.iter().any(|l| {
             l.addr.port() == port
                 && transport.is_none_or(|t| t == l.transport)
-                && (named || ip.is_some_and(|ip| ip == l.addr.ip() || self.is_unspecified_listener(l, ip)))
+                && (named
+                    || ip
+                        .is_some_and(|ip| ip == l.addr.ip() || self.is_unspecified_listener(l, ip)))
         })
     }
 
@@ -63,7 +77,12 @@ impl Locality {
 
     /// The listener to send from toward `transport` for the given address family, preferring
     /// `preferred` (the listener a request came in on) when it fits.
-    pub fn outbound_listener(&self, transport: Transport, remote: IpAddr, preferred: Option<&Listener>) -> Option<Listener> {
+    pub fn outbound_listener(
+        &self,
+        transport: Transport,
+        remote: IpAddr,
+        preferred: Option<&Listener>,
+    ) -> Option<Listener> {
         let fits = |l: &Listener| l.transport == transport && l.addr.is_ipv4() == remote.is_ipv4();
         if let Some(p) = preferred.filter(|p| fits(p)) {
             return Some(*p);
@@ -79,9 +98,18 @@ mod tests {
     fn locality() -> Locality {
         Locality::new(
             vec![
-                Listener { transport: Transport::Udp, addr: "127.0.0.1:5060".parse().unwrap() },
-                Listener { transport: Transport::Tcp, addr: "127.0.0.1:5060".parse().unwrap() },
-                Listener { transport: Transport::Udp, addr: "[::1]:5070".parse().unwrap() },
+                Listener {
+                    transport: Transport::Udp,
+                    addr: "127.0.0.1:5060".parse().unwrap(),
+                },
+                Listener {
+                    transport: Transport::Tcp,
+                    addr: "127.0.0.1:5060".parse().unwrap(),
+                },
+                Listener {
+                    transport: Transport::Udp,
+                    addr: "[::1]:5070".parse().unwrap(),
+                },
             ],
             &["Example.com".to_owned()],
         )
@@ -102,20 +130,33 @@ mod tests {
         let l = locality();
         assert!(l.is_self("127.0.0.1", None, None, false));
         assert!(l.is_self("127.0.0.1", Some(5060), Some(Transport::Tcp), false));
-        assert!(!l.is_self("127.0.0.1", Some(5070), None, false), "a phone on our IP is not us");
+        assert!(
+            !l.is_self("127.0.0.1", Some(5070), None, false),
+            "a phone on our IP is not us"
+        );
         assert!(l.is_self("[::1]", Some(5070), Some(Transport::Udp), false));
         assert!(!l.is_self("[::1]", Some(5070), Some(Transport::Tcp), false));
         assert!(l.is_self("example.com", None, None, false));
-        assert!(!l.is_self("127.0.0.1", None, None, true), "sips defaults to 5061");
+        assert!(
+            !l.is_self("127.0.0.1", None, None, true),
+            "sips defaults to 5061"
+        );
     }
 
     #[test]
     fn outbound_listener_matches_family_and_transport() {
         let l = locality();
-        let v6 = l.outbound_listener(Transport::Udp, "::1".parse().unwrap(), None).unwrap();
+        let v6 = l
+            .outbound_listener(Transport::Udp, "::1".parse().unwrap(), None)
+            .unwrap();
         assert_eq!(v6.addr.port(), 5070);
-        let tcp = l.outbound_listener(Transport::Tcp, "127.0.0.9".parse().unwrap(), None).unwrap();
+        let tcp = l
+            .outbound_listener(Transport::Tcp, "127.0.0.9".parse().unwrap(), None)
+            .unwrap();
         assert_eq!(tcp.transport, Transport::Tcp);
-        assert!(l.outbound_listener(Transport::Tcp, "::1".parse().unwrap(), None).is_none());
+        assert!(
+            l.outbound_listener(Transport::Tcp, "::1".parse().unwrap(), None)
+                .is_none()
+        );
     }
 }

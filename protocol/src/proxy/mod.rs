@@ -28,9 +28,9 @@ mod locality;
 mod response_context;
 mod rng;
 mod routing;
-mod timers;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
 pub use self::core::{Core, Output, StoreFailure};

@@ -75,7 +75,11 @@ impl ResponseContext {
             if self.is_invite {
                 let first = !self.final_forwarded;
                 self.final_forwarded = true;
-                return if first { ResponseAction::ForwardFinal } else { ResponseAction::Forward };
+                return if first {
+                    ResponseAction::ForwardFinal
+                } else {
+                    ResponseAction::Forward
+                };
             }
             if self.final_forwarded || !first_final_on_branch {
                 return ResponseAction::Absorb;
@@ -112,17 +116,23 @@ impl ResponseContext {
         }
         self.cancel_requested
             || self.final_forwarded
-            || self.branches.iter().any(|b| matches!(b, Branch::Final(c) if *c >= 600))
+            || self
+                .branches
+                .iter()
+                .any(|b| matches!(b, Branch::Final(c) if *c >= 600))
     }
 
     /// Branches that have not ended; those in `Proceeding` can be cancelled now, the others once
     /// they send a provisional response.
     pub fn pending_branches(&self) -> impl Iterator<Item = (usize, bool)> + '_ {
-        self.branches.iter().enumerate().filter_map(|(i, b)| match b {
-            Branch::Waiting => Some((i, false)),
-            Branch::Proceeding => Some((i, true)),
-            Branch::Final(_) => None,
-        })
+        self.branches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b {
+                Branch::Waiting => Some((i, false)),
+                Branch::Proceeding => Some((i, true)),
+                Branch::Final(_) => None,
+            })
     }
 
     /// True when a final response has gone upstream.
@@ -144,16 +154,22 @@ impl ResponseContext {
         if self.final_forwarded || !self.all_final() {
             return None;
         }
-        let codes = self.branches.iter().enumerate().filter_map(|(i, b)| match b {
-            Branch::Final(c) => Some((i, *c)),
-            _ => None,
-        });
+        let codes = self
+            .branches
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b {
+                Branch::Final(c) => Some((i, *c)),
+                _ => None,
+            });
         let rank = |code: u16| -> (u16, u16) {
             let class = if code >= 600 { 0 } else { code / 100 };
             let preferred = matches!(code, 401 | 407 | 415 | 420 | 484);
             (class, u16::from(!preferred))
         };
-        codes.min_by_key(|&(i, c)| (rank(c), i)).map(|(i, c)| (i, if c == 503 { 500 } else { c }))
+        codes
+            .min_by_key(|&(i, c)| (rank(c), i))
+            .map(|(i, c)| (i, if c == 503 { 500 } else { c }))
     }
 
     /// Marks the best response as sent.
@@ -171,7 +187,10 @@ mod tests {
         let mut ctx = ResponseContext::new(true, 2);
         assert_eq!(ctx.on_response(0, 100), ResponseAction::Absorb);
         assert_eq!(ctx.on_response(0, 180), ResponseAction::Forward);
-        assert_eq!(ctx.pending_branches().collect::<Vec<_>>(), vec![(0, true), (1, false)]);
+        assert_eq!(
+            ctx.pending_branches().collect::<Vec<_>>(),
+            vec![(0, true), (1, false)]
+        );
     }
 
     #[test]

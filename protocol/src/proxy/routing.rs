@@ -36,9 +36,13 @@ pub(super) enum Resolve {
 impl Core {
     /// A new request has its server transaction: decide what to do with it.
     pub(super) fn process_new_request(&mut self, now: Instant, server: u64, origin: Origin) {
-        let Some(entry) = self.servers.get(&server) else { return };
+        let Some(entry) = self.servers.get(&server) else {
+            return;
+        };
         let msg = entry.request.clone();
-        let Some(method) = msg.method().cloned() else { return };
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
         if method == Method::Invite {
             self.respond_local(now, server, StatusCode(100), "Trying", &[]);
         }
@@ -78,7 +82,9 @@ impl Core {
                 return;
             }
         };
-        let to_self = ruri.as_sip().is_some_and(|u| u.user.is_none() && self.uri_is_self(u));
+        let to_self = ruri
+            .as_sip()
+            .is_some_and(|u| u.user.is_none() && self.uri_is_self(u));
         if max_forwards == Some(0) {
             if method == Method::Options && to_self {
                 self.answer_options(now, server);
@@ -96,14 +102,27 @@ impl Core {
         let unsupported: Vec<&str> = msg.option_tags(&HeaderName::ProxyRequire).collect();
         if !unsupported.is_empty() {
             let list = unsupported.join(", ");
-            self.respond_local(now, server, StatusCode(420), "Bad Extension", &[("Unsupported", list)]);
+            self.respond_local(
+                now,
+                server,
+                StatusCode(420),
+                "Bad Extension",
+                &[("Unsupported", list)],
+            );
             return;
         }
         self.route_request(now, server, &msg, &ruri, origin);
     }
 
     /// §16.4 and §16.5: Route pre-processing, then the target.
-    fn route_request(&mut self, now: Instant, server: u64, msg: &Message, ruri: &Uri<'_>, origin: Origin) {
+    fn route_request(
+        &mut self,
+        now: Instant,
+        server: u64,
+        msg: &Message,
+        ruri: &Uri<'_>,
+        origin: Origin,
+    ) {
         let routes: Vec<NameAddr<'_>> = match msg.routes() {
             Ok(r) => r,
             Err(e) => {
@@ -143,7 +162,13 @@ impl Core {
         if let Some(next) = routes.first() {
             // A Route remains: it is the next hop; the Request-URI stays (§16.6 step 6/7).
             let Some(sip) = next.uri.as_sip() else {
-                self.respond_local(now, server, StatusCode(416), "Unsupported URI Scheme in Route", &[]);
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(416),
+                    "Unsupported URI Scheme in Route",
+                    &[],
+                );
                 return;
             };
             if !sip.lr() {
@@ -155,7 +180,13 @@ impl Core {
         }
         let Some(sip) = target_uri.as_sip() else {
             // tel: URIs and the like: we have no ENUM/gateway routing.
-            self.respond_local(now, server, StatusCode(404), "Not Found: no route for this URI", &[]);
+            self.respond_local(
+                now,
+                server,
+                StatusCode(404),
+                "Not Found: no route for this URI",
+                &[],
+            );
             return;
         };
         let host = host_text(&sip.host);
@@ -169,7 +200,13 @@ impl Core {
             if method == Method::Options {
                 self.answer_options(now, server);
             } else {
-                self.respond_local(now, server, StatusCode(404), "Not Found: request addressed to the proxy", &[]);
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(404),
+                    "Not Found: request addressed to the proxy",
+                    &[],
+                );
             }
             return;
         }
@@ -198,13 +235,20 @@ impl Core {
             return;
         }
         debug!(%host, "request for a foreign domain refused");
-        self.respond_local(now, server, StatusCode(403), "Forbidden: relaying denied", &[]);
+        self.respond_local(
+            now,
+            server,
+            StatusCode(403),
+            "Forbidden: relaying denied",
+            &[],
+        );
     }
 
     /// True when the SIP URI names this node (host and port match a listener).
     pub(super) fn uri_is_self(&self, uri: &SipUri<'_>) -> bool {
         let transport = uri.transport().and_then(Transport::from_token);
-        self.locality.is_self(&host_text(&uri.host), uri.port, transport, uri.secure)
+        self.locality
+            .is_self(&host_text(&uri.host), uri.port, transport, uri.secure)
     }
 
     /// §16.3 step 4: the request carries one of our Via values whose loop hash equals the hash
@@ -215,16 +259,43 @@ impl Core {
             via.branch
                 .and_then(parse_our_branch)
                 .is_some_and(|(_, h)| h == hash)
-                && self.locality.is_self(&host_text(&via.host), via.port, Transport::from_token(via.transport), false)
+                && self.locality.is_self(
+                    &host_text(&via.host),
+                    via.port,
+                    Transport::from_token(via.transport),
+                    false,
+                )
         })
     }
 
     /// Forwards to the single next hop named by `uri`.
-    pub(super) fn forward_to_uri(&mut self, now: Instant, server: u64, msg: &Message, plan: ForwardPlan, uri: &SipUri<'_>) {
+    pub(super) fn forward_to_uri(
+        &mut self,
+        now: Instant,
+        server: u64,
+        msg: &Message,
+        plan: ForwardPlan,
+        uri: &SipUri<'_>,
+    ) {
         match resolve(uri) {
             Resolve::Ok(transport, addr) => {
-                let dest = Destination { transport, addr, local: None, connection: None };
-                self.forward(now, server, msg, plan, vec![super::forward::Target { request_uri: None, destination: dest, path: Vec::new() }]);
+                let dest = Destination {
+                    transport,
+                    addr,
+                    local: None,
+                    connection: None,
+                };
+                self.forward(
+                    now,
+                    server,
+                    msg,
+                    plan,
+                    vec![super::forward::Target {
+                        request_uri: None,
+                        destination: dest,
+                        path: Vec::new(),
+                    }],
+                );
             }
             Resolve::Unreachable(why) => {
                 self.respond_local(now, server, StatusCode(502), why, &[]);
@@ -235,7 +306,10 @@ impl Core {
 
 /// Requests that create a dialog and so get a Record-Route (RFC 3261 §12, RFC 6665, RFC 3515).
 fn is_dialog_creating(method: &Method) -> bool {
-    matches!(method, Method::Invite | Method::Subscribe | Method::Refer | Method::Notify)
+    matches!(
+        method,
+        Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+    )
 }
 
 /// The host as text without IPv6 brackets (what [`Locality`](super::Locality) takes).
@@ -272,11 +346,17 @@ pub(super) fn resolve(uri: &SipUri<'_>) -> Resolve {
         return Resolve::Unreachable("Bad Gateway: transport not served by this node");
     }
     let ip = match uri.maddr() {
-        Some(m) => m.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok(),
+        Some(m) => m
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok(),
         None => match uri.host {
             Host::Ipv4(a) => Some(IpAddr::V4(a)),
             Host::Ipv6(a) => Some(IpAddr::V6(a)),
-            Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => Some(IpAddr::from([127, 0, 0, 1])),
+            Host::Domain(d) if d.eq_ignore_ascii_case("localhost") => {
+                Some(IpAddr::from([127, 0, 0, 1]))
+            }
             Host::Domain(_) => None,
         },
     };

@@ -36,8 +36,14 @@ impl Harness {
     fn new() -> Self {
         let cfg = CoreConfig {
             listeners: vec![
-                Listener { transport: Transport::Udp, addr: addr(PROXY) },
-                Listener { transport: Transport::Tcp, addr: addr(PROXY) },
+                Listener {
+                    transport: Transport::Udp,
+                    addr: addr(PROXY),
+                },
+                Listener {
+                    transport: Transport::Tcp,
+                    addr: addr(PROXY),
+                },
             ],
             domains: vec!["example.com".to_owned()],
             relay: false,
@@ -57,8 +63,16 @@ impl Harness {
     }
 
     fn recv(&mut self, from: &str, text: &str) {
-        let msg = Message::parse(Bytes::from(text.replace("\r\n", "\n").replace('\n', "\r\n"))).expect("test message parses");
-        let origin = Origin { transport: Transport::Udp, source: addr(from), local: addr(PROXY), connection: None };
+        let msg = Message::parse(Bytes::from(
+            text.replace("\r\n", "\n").replace('\n', "\r\n"),
+        ))
+        .expect("test message parses");
+        let origin = Origin {
+            transport: Transport::Udp,
+            source: addr(from),
+            local: addr(PROXY),
+            connection: None,
+        };
         self.core.handle_message(self.now, msg, origin);
         self.pump();
     }
@@ -75,19 +89,30 @@ impl Harness {
                         Err(StoreFailure::Unavailable)
                     } else {
                         let current = self.lookup(&request.aor);
-                        match apply_register(&current, &request, &RegistrarPolicy::default(), self.wall) {
+                        match apply_register(
+                            &current,
+                            &request,
+                            &RegistrarPolicy::default(),
+                            self.wall,
+                        ) {
                             Ok(outcome) => {
                                 self.bindings.retain(|(a, _)| *a != request.aor);
-                                self.bindings.push((request.aor.clone(), outcome.bindings.clone()));
+                                self.bindings
+                                    .push((request.aor.clone(), outcome.bindings.clone()));
                                 Ok(outcome)
                             }
                             Err(e) => Err(StoreFailure::Rejected(e)),
                         }
                     };
-                    self.core.handle_register_result(self.now, self.wall, token, result);
+                    self.core
+                        .handle_register_result(self.now, self.wall, token, result);
                 }
                 Output::Lookup { token, aor } => {
-                    let result = if self.store_down { Err(StoreFailure::Unavailable) } else { Ok(self.lookup(&aor)) };
+                    let result = if self.store_down {
+                        Err(StoreFailure::Unavailable)
+                    } else {
+                        Ok(self.lookup(&aor))
+                    };
                     self.core.handle_lookup_result(self.now, token, result);
                 }
             }
@@ -95,7 +120,11 @@ impl Harness {
     }
 
     fn lookup(&self, aor: &crate::registrar::Aor) -> Vec<Binding> {
-        self.bindings.iter().find(|(a, _)| a == aor).map(|(_, b)| b.clone()).unwrap_or_default()
+        self.bindings
+            .iter()
+            .find(|(a, _)| a == aor)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
     }
 
     fn advance(&mut self, d: Duration) {
@@ -122,7 +151,12 @@ impl Harness {
             ),
         );
         let out = self.take();
-        assert_eq!(status(&out[0].1), 200, "REGISTER answered 200: {:?}", text(&out[0].1));
+        assert_eq!(
+            status(&out[0].1),
+            200,
+            "REGISTER answered 200: {:?}",
+            text(&out[0].1)
+        );
     }
 }
 
@@ -148,8 +182,11 @@ fn answer(req: &Message, code: u16, to_tag: &str) -> String {
     for h in req.headers() {
         let n = h.name_str();
         let v = h.value_str().unwrap();
-        if n.eq_ignore_ascii_case("Via") || n.eq_ignore_ascii_case("From") || n.eq_ignore_ascii_case("Call-ID")
-            || n.eq_ignore_ascii_case("CSeq") || n.eq_ignore_ascii_case("Record-Route")
+        if n.eq_ignore_ascii_case("Via")
+            || n.eq_ignore_ascii_case("From")
+            || n.eq_ignore_ascii_case("Call-ID")
+            || n.eq_ignore_ascii_case("CSeq")
+            || n.eq_ignore_ascii_case("Record-Route")
         {
             s.push_str(&format!("{n}: {v}\r\n"));
         } else if n.eq_ignore_ascii_case("To") {
@@ -171,9 +208,22 @@ fn register_then_query_lists_the_binding_with_remaining_expiry() {
     );
     let out = h.take();
     assert_eq!(status(&out[0].1), 200);
-    let contact = out[0].1.header(&crate::header::HeaderName::Contact).unwrap().value_str().unwrap().to_owned();
-    assert!(contact.contains("sip:bob@127.0.0.3:5080") && contact.contains("expires=600"), "{contact}");
-    assert_eq!(out[0].0.addr, addr(BOB), "UDP response goes to the Via port on the source IP");
+    let contact = out[0]
+        .1
+        .header(&crate::header::HeaderName::Contact)
+        .unwrap()
+        .value_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        contact.contains("sip:bob@127.0.0.3:5080") && contact.contains("expires=600"),
+        "{contact}"
+    );
+    assert_eq!(
+        out[0].0.addr,
+        addr(BOB),
+        "UDP response goes to the Via port on the source IP"
+    );
 }
 
 #[test]
@@ -206,15 +256,25 @@ fn invite_is_forwarded_with_via_record_route_and_responses_come_back() {
     h.register("bob", BOB, 1);
     h.recv(ALICE, &invite("bob", "z9hG4bKinv1"));
     let out = h.take();
-    assert_eq!(out.len(), 2, "100 Trying upstream and the INVITE downstream");
+    assert_eq!(
+        out.len(),
+        2,
+        "100 Trying upstream and the INVITE downstream"
+    );
     assert_eq!(status(&out[0].1), 100);
     let (dest, fwd) = &out[1];
     assert_eq!(dest.addr, addr(BOB));
     let t = text(fwd);
-    assert!(t.starts_with("INVITE sip:bob@127.0.0.3:5080 SIP/2.0\r\n"), "{t}");
+    assert!(
+        t.starts_with("INVITE sip:bob@127.0.0.3:5080 SIP/2.0\r\n"),
+        "{t}"
+    );
     assert!(t.contains("Record-Route: <sip:127.0.0.1:5060;lr>"), "{t}");
     assert!(t.contains("Max-Forwards: 69"), "{t}");
-    assert!(t.ends_with("\r\n\r\nv=0\r\n"), "body copied as it came: {t}");
+    assert!(
+        t.ends_with("\r\n\r\nv=0\r\n"),
+        "body copied as it came: {t}"
+    );
     let vias: Vec<_> = fwd.vias().map(|v| v.unwrap()).collect();
     assert_eq!(vias.len(), 2);
     assert!(vias[0].branch.unwrap().starts_with("z9hG4bKsm03"));
@@ -250,7 +310,10 @@ fn ack_and_bye_follow_the_route_set_without_lookup() {
     let out = h.take();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0.addr, addr(BOB));
-    assert!(out[0].1.header(&crate::header::HeaderName::Route).is_none(), "our Route popped");
+    assert!(
+        out[0].1.header(&crate::header::HeaderName::Route).is_none(),
+        "our Route popped"
+    );
     h.recv(
         ALICE,
         &format!(
@@ -278,7 +341,11 @@ fn a_phone_on_the_proxy_ip_but_another_port_is_not_the_proxy() {
     );
     let out = h.take();
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].0.addr, addr("127.0.0.1:5099"), "forwarded to the phone, not looped into the proxy");
+    assert_eq!(
+        out[0].0.addr,
+        addr("127.0.0.1:5099"),
+        "forwarded to the phone, not looped into the proxy"
+    );
 }
 
 #[test]
@@ -295,21 +362,47 @@ fn forking_cancels_the_losing_branch() {
     h.recv(ALICE, &invite("bob", "z9hG4bKfork"));
     let out = h.take();
     assert_eq!(out.len(), 3, "100 + two branches");
-    let to_bob = out.iter().find(|(d, _)| d.addr == addr(BOB)).unwrap().1.clone();
-    let to_carol = out.iter().find(|(d, _)| d.addr == addr(CAROL)).unwrap().1.clone();
+    let to_bob = out
+        .iter()
+        .find(|(d, _)| d.addr == addr(BOB))
+        .unwrap()
+        .1
+        .clone();
+    let to_carol = out
+        .iter()
+        .find(|(d, _)| d.addr == addr(CAROL))
+        .unwrap()
+        .1
+        .clone();
     h.recv(CAROL, &answer(&to_carol, 180, "c1"));
     h.recv(BOB, &answer(&to_bob, 200, "b1"));
     let out = h.take();
-    let codes: Vec<_> = out.iter().filter(|(_, m)| !m.is_request()).map(|(_, m)| status(m)).collect();
+    let codes: Vec<_> = out
+        .iter()
+        .filter(|(_, m)| !m.is_request())
+        .map(|(_, m)| status(m))
+        .collect();
     assert_eq!(codes, vec![180, 200]);
-    let cancel = out.iter().find(|(_, m)| m.method() == Some(&crate::message::Method::Cancel)).expect("CANCEL sent");
+    let cancel = out
+        .iter()
+        .find(|(_, m)| m.method() == Some(&crate::message::Method::Cancel))
+        .expect("CANCEL sent");
     assert_eq!(cancel.0.addr, addr(CAROL));
-    assert_eq!(cancel.1.top_via().unwrap().branch, to_carol.top_via().unwrap().branch, "same branch as the INVITE");
+    assert_eq!(
+        cancel.1.top_via().unwrap().branch,
+        to_carol.top_via().unwrap().branch,
+        "same branch as the INVITE"
+    );
     // Carol answers the CANCEL and the INVITE with 487: absorbed; we ACK the 487 ourselves.
     h.recv(CAROL, &answer(&cancel.1, 200, "c1"));
     h.recv(CAROL, &answer(&to_carol, 487, "c1"));
     let out = h.take();
-    assert_eq!(out.len(), 1, "only our ACK for the 487: {:?}", out.iter().map(|(_, m)| text(m)).collect::<Vec<_>>());
+    assert_eq!(
+        out.len(),
+        1,
+        "only our ACK for the 487: {:?}",
+        out.iter().map(|(_, m)| text(m)).collect::<Vec<_>>()
+    );
     assert_eq!(out[0].1.method(), Some(&crate::message::Method::Ack));
 }
 
@@ -333,7 +426,11 @@ fn cancel_before_answer_gives_200_and_487() {
     h.recv(BOB, &answer(cancel, 200, "b1"));
     h.recv(BOB, &answer(&fwd, 487, "b1"));
     let out = h.take();
-    let upstream: Vec<_> = out.iter().filter(|(d, _)| d.addr == addr(ALICE)).map(|(_, m)| status(m)).collect();
+    let upstream: Vec<_> = out
+        .iter()
+        .filter(|(d, _)| d.addr == addr(ALICE))
+        .map(|(_, m)| status(m))
+        .collect();
     assert_eq!(upstream, vec![487]);
 }
 
@@ -368,9 +465,15 @@ fn validation_errors() {
     let out = h.take();
     assert_eq!(status(&out[0].1), 200);
     assert!(text(&out[0].1).contains("Allow: INVITE"));
-    h.recv(ALICE, &base("", "nobodyKnowsThisScheme:totallyopaquecontent", "70"));
+    h.recv(
+        ALICE,
+        &base("", "nobodyKnowsThisScheme:totallyopaquecontent", "70"),
+    );
     assert_eq!(status(&h.take()[0].1), 416);
-    h.recv(ALICE, &base("Proxy-Require: foo\n", "sip:bob@example.com", "70"));
+    h.recv(
+        ALICE,
+        &base("Proxy-Require: foo\n", "sip:bob@example.com", "70"),
+    );
     let out = h.take();
     assert_eq!(status(&out[0].1), 420);
     assert!(text(&out[0].1).contains("Unsupported: foo"));
@@ -386,8 +489,17 @@ fn a_looping_request_gets_482() {
     );
     let (_, fwd) = h.take().pop().unwrap();
     // The next hop sends it straight back, unchanged apart from its own Via.
-    let back = text(&fwd).replacen("Via: ", "Via: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKother\r\nVia: ", 1)
-        .replacen("Route: <sip:127.0.0.9;lr>", "Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.9;lr>", 1);
+    let back = text(&fwd)
+        .replacen(
+            "Via: ",
+            "Via: SIP/2.0/UDP 127.0.0.9;branch=z9hG4bKother\r\nVia: ",
+            1,
+        )
+        .replacen(
+            "Route: <sip:127.0.0.9;lr>",
+            "Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.9;lr>",
+            1,
+        );
     h.recv("127.0.0.9:5060", &back.replace("\r\n", "\n"));
     let out = h.take();
     assert_eq!(status(&out[0].1), 482, "{}", text(&out[0].1));
@@ -407,7 +519,11 @@ fn unanswered_branch_times_out_with_408_and_retransmits() {
     let out = h.take();
     let retransmits = out.iter().filter(|(_, m)| m.is_request()).count();
     assert!(retransmits >= 8, "Timer E retransmissions: {retransmits}");
-    let last = out.iter().rev().find(|(_, m)| !m.is_request()).expect("a response upstream");
+    let last = out
+        .iter()
+        .rev()
+        .find(|(_, m)| !m.is_request())
+        .expect("a response upstream");
     assert_eq!(status(&last.1), 408);
     h.advance(Duration::from_secs(40));
     assert_eq!(h.core.transaction_counts(), (0, 0), "everything cleaned up");
@@ -422,5 +538,9 @@ fn request_retransmission_is_absorbed_and_answered_again() {
     h.recv(ALICE, req);
     let out = h.take();
     assert_eq!(out.len(), 2);
-    assert_eq!(out[0].1.as_bytes(), out[1].1.as_bytes(), "same response resent by the transaction");
+    assert_eq!(
+        out[0].1.as_bytes(),
+        out[1].1.as_bytes(),
+        "same response resent by the transaction"
+    );
 }

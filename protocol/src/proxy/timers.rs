@@ -18,7 +18,9 @@ pub struct TimerQueue<K: Ord> {
 
 impl<K: Ord> Default for TimerQueue<K> {
     fn default() -> Self {
-        Self { heap: BinaryHeap::new() }
+        Self {
+            heap: BinaryHeap::new(),
+        }
     }
 }
 

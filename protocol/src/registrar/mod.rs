@@ -34,7 +34,5 @@ pub use binding::{Binding, contact_header_values, remaining};
 pub use contact_uri::contact_uris_equivalent;
 pub use error::RegisterError;
 pub use policy::{PolicyError, RegistrarPolicy};
-pub use request::{
-    ContactInput, RegisterRequest, RequestContacts, Source,
-};
+pub use request::{ContactInput, RegisterRequest, RequestContacts, Source};
 pub use targets::targets_in_order;

@@ -31,7 +31,7 @@ use tracing::{debug, trace, warn};
 
 use super::{Channels, TcpShared};
 use crate::transport::{
-    ConnectionId, Inbound, InboundEvent, TransportKind, TransportStats, set_or_gone,
+    ConnectionId, Inbound, InboundEvent, Transport, TransportStats, set_or_gone,
 };
 
 /// Most messages written with one write.
@@ -237,7 +237,7 @@ impl Conn<'_> {
                             partial,
                             source: self.peer,
                             local: self.local,
-                            transport: TransportKind::Tcp,
+                            transport: Transport::Tcp,
                             connection: Some(self.id),
                         });
                         return ReadEnd::TooLarge;
@@ -257,7 +257,7 @@ impl Conn<'_> {
             data,
             source: self.peer,
             local: self.local,
-            transport: TransportKind::Tcp,
+            transport: Transport::Tcp,
             connection: Some(self.id),
         }));
     }
