@@ -227,7 +227,7 @@ impl SipmeshNode {
 
     /// Waits up to `limit` for the node to exit.
     pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus, HarnessError> {
-        wait_timeout(&mut self.child, limit).ok_or(HarnessError::Timeout {
+        wait_timeout(&mut self.child, limit).ok_or_else(|| HarnessError::Timeout {
             what: format!("{:?} node", self.target),
             after: limit,
         })

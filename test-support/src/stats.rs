@@ -19,7 +19,7 @@ impl SippStats {
     pub fn parse(text: &str) -> Option<Self> {
         let mut lines = text.lines().filter(|line| !line.trim().is_empty());
         let header: Vec<&str> = lines.next()?.split(';').collect();
-        let last: Vec<&str> = lines.last()?.split(';').collect();
+        let last: Vec<&str> = lines.next_back()?.split(';').collect();
         let column = |name: &str| -> Option<u64> {
             let index = header.iter().position(|h| h.trim() == name)?;
             last.get(index)?.trim().parse().ok()
