@@ -4,7 +4,8 @@ use std::fmt;
 use std::fs::{self, File};
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::process::{self, wait_timeout};
@@ -71,7 +72,7 @@ pub fn run_corpus(
     let err = out
         .try_clone()
         .map_err(|e| HarnessError::io("duplicating log handle", e))?;
-    let mut child = Command::new("python3")
+    let mut child = process::command(Path::new("python3"))
         .arg(corpus.join("send_corpus.py"))
         .arg(target.ip().to_string())
         .arg(target.port().to_string())

@@ -124,7 +124,7 @@ impl SipmeshNode {
         });
         let mut command = match target {
             Target::Sipmesh => {
-                let mut command = Command::new(binary);
+                let mut command = process::command(binary);
                 command.args(options.args()).env("RUST_BACKTRACE", "1");
                 command
             }
@@ -262,7 +262,7 @@ fn kamailio_command(dir: &TestDir, options: &NodeOptions) -> Result<Command, Har
     let run_dir = dir.file("kamailio-run");
     fs::create_dir_all(&run_dir)
         .map_err(|e| HarnessError::io(format!("creating {}", run_dir.display()), e))?;
-    let mut command = Command::new(kamailio_binary()?);
+    let mut command = process::command(&kamailio_binary()?);
     command
         .arg("-f")
         .arg(&config_path)

@@ -9,6 +9,25 @@ use std::time::{Duration, Instant};
 /// How often a bounded wait polls the child.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Where util-linux's `setpriv` lives on Debian.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// A command for `program` that dies with the test process.
+///
+/// When `setpriv` is available the program is started as `setpriv --pdeathsig KILL -- program`
+/// (it `exec`s, so the pid is the program's): if the test process is killed (e.g. by a nextest
+/// timeout) before its `Drop` impls run, the kernel kills the node or SIPp instead of leaving it
+/// bound to its ports. Without `setpriv` the program is started directly.
+pub(crate) fn command(program: &Path) -> Command {
+    if Path::new(SETPRIV).is_file() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
 /// Waits for `child` for at most `limit`; `None` when it is still running.
 pub(crate) fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;

@@ -170,7 +170,7 @@ impl Sipp {
                 return Err(HarnessError::InputMissing(input.clone()));
             }
         }
-        let mut command = Command::new(sipp_binary()?);
+        let mut command = process::command(&sipp_binary()?);
         if let Some(remote) = self.remote {
             command.arg(remote.to_string());
         }
