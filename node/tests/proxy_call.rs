@@ -103,6 +103,38 @@ fn fork(test: &str, transport: SippTransport) {
     finish(&harness, loses);
 }
 
+/// Ten calls at 10/s through the proxy to one UAS (concurrent dialogs and transactions).
+fn calls_in_parallel(test: &str, transport: SippTransport) {
+    let harness = Harness::start(SIPMESH, test);
+    let uas = match harness.uas("uas_call.xml", transport).calls(10).spawn() {
+        Ok(uas) => uas,
+        Err(e) => panic!("cannot start the UAS: {e}"),
+    };
+    if let Err(e) = uas.wait_listening() {
+        panic!("UAS did not bind: {e}");
+    }
+    harness.run_ok(harness.register("bob.csv", uas.local_addr(), transport));
+    harness.run_ok(
+        harness
+            .uac("uac_call.xml", transport)
+            .inf("alice_to_bob.csv")
+            .calls(10)
+            .rate(10)
+            .duration_ms(500),
+    );
+    finish(&harness, uas);
+}
+
+#[test]
+fn calls_in_parallel_udp() {
+    calls_in_parallel("proxy-parallel-udp", SippTransport::Udp);
+}
+
+#[test]
+fn calls_in_parallel_tcp() {
+    calls_in_parallel("proxy-parallel-tcp", SippTransport::Tcp);
+}
+
 #[test]
 fn call_udp() {
     call("proxy-call-udp", SippTransport::Udp);

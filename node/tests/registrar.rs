@@ -89,3 +89,28 @@ fn interval_too_brief_udp() {
 fn interval_too_brief_tcp() {
     registrar_case("registrar-423-tcp", "register_423.xml", SippTransport::Tcp);
 }
+
+/// Twenty users registered at 20/s by one SIPp instance (concurrent transactions).
+fn register_many(test: &str, transport: SippTransport) {
+    let harness = Harness::start(SIPMESH, test);
+    let contact = SocketAddr::new(harness.ip(), free_port(harness.ip()));
+    harness.run_ok(
+        harness
+            .uac("register.xml", transport)
+            .inf("users20.csv")
+            .calls(20)
+            .rate(20)
+            .key("contact_host", contact.ip())
+            .key("contact_port", contact.port()),
+    );
+}
+
+#[test]
+fn register_many_udp() {
+    register_many("registrar-many-udp", SippTransport::Udp);
+}
+
+#[test]
+fn register_many_tcp() {
+    register_many("registrar-many-tcp", SippTransport::Tcp);
+}
