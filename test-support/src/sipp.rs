@@ -22,6 +22,9 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How much of each log goes into a failure message.
 const LOG_TAIL: usize = 5000;
 
+/// How much of SIPp's screen output goes into a failure message.
+const SCREEN_TAIL: usize = 1500;
+
 /// SIPp's transport mode (`-t`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SippTransport {
@@ -317,6 +320,7 @@ impl SippRunning {
             stats,
             errors: process::tail(&self.sipp.artifact("errors.log"), LOG_TAIL),
             messages: process::tail(&self.sipp.artifact("messages.log"), LOG_TAIL),
+            screen: process::tail(&self.sipp.artifact("screen.log"), SCREEN_TAIL),
         })
     }
 }
@@ -348,6 +352,8 @@ pub struct SippOutcome {
     pub errors: String,
     /// The end of the `-trace_msg` log (every message sent and received).
     pub messages: String,
+    /// The end of SIPp's stdout/stderr (final statistics screen, startup errors).
+    pub screen: String,
 }
 
 impl SippOutcome {
@@ -389,6 +395,7 @@ impl fmt::Display for SippOutcome {
         }
         writeln!(f, "command: {}", self.command_line)?;
         writeln!(f, "--- errors log ---\n{}", self.errors)?;
-        write!(f, "--- messages log ---\n{}", self.messages)
+        writeln!(f, "--- messages log ---\n{}", self.messages)?;
+        write!(f, "--- screen ---\n{}", self.screen)
     }
 }
