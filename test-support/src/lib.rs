@@ -25,6 +25,9 @@
 //! Missing tools never skip a test: [`HarnessError::SippMissing`] and
 //! [`HarnessError::CorpusMissing`] tell the reader to run `scripts/test.sh`.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod corpus;
 mod dir;
 mod error;

@@ -273,3 +273,58 @@ fn kamailio_command(dir: &TestDir, options: &NodeOptions) -> Result<Command, Har
         .arg(run_dir.join("kamailio.pid"));
     Ok(command)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn args_follow_the_cli() {
+        let options = NodeOptions {
+            ip: IpAddr::V4(Ipv4Addr::new(127, 3, 4, 5)),
+            udp_port: 5070,
+            tcp_port: 5071,
+            domains: vec!["example.test".to_owned()],
+            config: Some(PathBuf::from("/etc/sipmesh.toml")),
+            log_filter: "info".to_owned(),
+            extra_args: Vec::new(),
+        };
+        assert_eq!(
+            options.args(),
+            [
+                "--listen",
+                "udp:127.3.4.5:5070",
+                "--listen",
+                "tcp:127.3.4.5:5071",
+                "--domain",
+                "example.test",
+                "--config",
+                "/etc/sipmesh.toml",
+                "--log-filter",
+                "info",
+            ]
+        );
+    }
+
+    #[test]
+    fn kamailio_config_gets_addresses_and_aliases() {
+        let dir = TestDir::new("node-kamailio-config-unit").expect("test dir");
+        let mut options = NodeOptions::on(IpAddr::V4(Ipv4Addr::new(127, 3, 4, 6)));
+        options.udp_port = 5080;
+        options.tcp_port = 5081;
+        options.domains.push("example.test".to_owned());
+        // Building the command needs kamailio on PATH only for the program name.
+        if kamailio_command(&dir, &options).is_ok() {
+            let config = fs::read_to_string(dir.file("kamailio.cfg")).expect("config written");
+            assert!(config.contains("listen=udp:127.3.4.6:5080"));
+            assert!(config.contains("listen=tcp:127.3.4.6:5081"));
+            assert!(config.contains("alias=\"example.test\""));
+            let unreplaced = config
+                .lines()
+                .filter(|l| !l.starts_with('#') && l.contains("@@"));
+            assert_eq!(unreplaced.count(), 0);
+        }
+    }
+}

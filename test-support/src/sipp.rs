@@ -399,3 +399,58 @@ impl fmt::Display for SippOutcome {
         write!(f, "--- screen ---\n{}", self.screen)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn command_line_has_the_requested_options() {
+        let dir = TestDir::new("sipp-command-line-unit").expect("test dir");
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 3, 4, 7));
+        let sipp = Sipp::new("register.xml", &dir, ip, SippTransport::Tcp)
+            .remote(SocketAddr::new(ip, 5060))
+            .local_port(6000)
+            .calls(5)
+            .rate(2)
+            .inf("bob.csv")
+            .key("contact_port", 7000)
+            .duration_ms(250);
+        let Ok(command) = sipp.command() else { return }; // SIPp missing: nothing to check.
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        for expected in [
+            "127.3.4.7:5060",
+            "-i 127.3.4.7",
+            "-p 6000",
+            "-t t1",
+            "-m 5",
+            "-r 2",
+            "-d 250",
+            "-key contact_port 7000",
+            "-timeout 30s -timeout_error",
+            "-trace_err",
+            "-trace_stat",
+        ] {
+            assert!(
+                joined.contains(expected),
+                "{expected:?} missing from {joined}"
+            );
+        }
+        assert!(joined.contains("tests/sipp/register.xml"));
+        assert!(joined.contains("tests/sipp/bob.csv"));
+    }
+
+    #[test]
+    fn missing_scenario_is_reported() {
+        let dir = TestDir::new("sipp-missing-scenario-unit").expect("test dir");
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 3, 4, 8));
+        let sipp = Sipp::new("no_such_scenario.xml", &dir, ip, SippTransport::Udp);
+        assert!(matches!(sipp.command(), Err(HarnessError::InputMissing(_))));
+    }
+}
