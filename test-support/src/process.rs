@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 /// How often a bounded wait polls the child.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Where procps's `kill` lives on Debian (a shell's builtin is not reachable from `Command`).
+const KILL: &str = "/usr/bin/kill";
+
 /// Where util-linux's `setpriv` lives on Debian.
 const SETPRIV: &str = "/usr/bin/setpriv";
 
@@ -48,7 +51,12 @@ pub(crate) fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitSta
 pub(crate) fn signal_group(child: &Child, signal: &str) {
     let group = format!("-{}", child.id());
     // A failure means the group is already gone, which is what we want anyway.
-    let _ = Command::new("kill")
+    let kill = if Path::new(KILL).is_file() {
+        KILL
+    } else {
+        "kill"
+    };
+    let _ = Command::new(kill)
         .args([&format!("-{signal}"), "--", &group])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
