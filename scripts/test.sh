@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one test command for sipmesh (see README): installs missing tools, then runs formatting,
+# lints, the build and the whole test suite (unit tests, SIPp integration tests, RFC corpus).
+#
+#   scripts/test.sh
+#
+# Integration tests start their own sipmesh nodes on loopback addresses and drive them with SIPp.
+# To prove the SIPp scenarios against the Kamailio reference instead of sipmesh:
+#   SIPMESH_TEST_TARGET=kamailio cargo nextest run -p sipmesh-node -E 'not binary(corpus)'
+# (Kamailio itself fails a few corpus records; see ../shared/corpus/README.md.)
+# The corpus is found at <workspace>/../shared/corpus, or at $SIPMESH_CORPUS.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+if ! have sipp || ! have kamailio || ! have redis-server || ! have python3; then
+	echo "==> installing test tools (sip-tester, redis-server, kamailio, python3)"
+	sudo=""
+	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+	$sudo apt-get update
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y sip-tester redis-server kamailio python3
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+echo "==> cargo build --bins"
+cargo build --workspace --bins
+
+echo "==> tests"
+if cargo nextest --version >/dev/null 2>&1; then
+	cargo nextest run --workspace --profile ci
+else
+	echo "cargo-nextest not installed: falling back to cargo test"
+	cargo test --workspace
+fi

@@ -1,0 +1,330 @@
+//! The node under test: a `sipmesh` process, or Kamailio as a reference when
+//! `SIPMESH_TEST_TARGET=kamailio`.
+
+use std::fs::{self, File};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::paths::kamailio_binary;
+use crate::process::{self, signal_group, wait_timeout};
+use crate::{HarnessError, SippTransport, TestDir, kamailio_config, options_ping};
+
+/// How long a node gets to answer the readiness `OPTIONS`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of the node's log goes into a failure message.
+const LOG_TAIL: usize = 6000;
+
+/// Which implementation the integration tests run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The `sipmesh` binary built by Cargo (the default).
+    Sipmesh,
+    /// Kamailio with `tests/kamailio/proxy.cfg`: proves the scenarios are right.
+    Kamailio,
+}
+
+impl Target {
+    /// Reads `SIPMESH_TEST_TARGET` (`sipmesh` when unset or empty).
+    pub fn from_env() -> Result<Self, HarnessError> {
+        match std::env::var("SIPMESH_TEST_TARGET")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" | "sipmesh" => Ok(Self::Sipmesh),
+            "kamailio" => Ok(Self::Kamailio),
+            other => Err(HarnessError::UnknownTarget(other.to_owned())),
+        }
+    }
+}
+
+/// How to start a node: its loopback address, ports and extra settings.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The loopback address the node listens on.
+    pub ip: IpAddr,
+    /// UDP listening port.
+    pub udp_port: u16,
+    /// TCP listening port.
+    pub tcp_port: u16,
+    /// Extra local domains (`--domain`); the listen addresses are local domains anyway.
+    pub domains: Vec<String>,
+    /// A config file (`--config`); ignored for Kamailio.
+    pub config: Option<PathBuf>,
+    /// `--log-filter` value.
+    pub log_filter: String,
+    /// Further arguments appended verbatim (sipmesh only).
+    pub extra_args: Vec<String>,
+}
+
+impl NodeOptions {
+    /// Listens on `ip` with one free port shared by UDP and TCP, log filter `debug`.
+    pub fn on(ip: IpAddr) -> Self {
+        let port = crate::free_port(ip);
+        Self {
+            ip,
+            udp_port: port,
+            tcp_port: port,
+            domains: Vec::new(),
+            config: None,
+            log_filter: "debug".to_owned(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// The `sipmesh` command-line arguments for these options.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--listen".to_owned(),
+            format!("udp:{}", SocketAddr::new(self.ip, self.udp_port)),
+            "--listen".to_owned(),
+            format!("tcp:{}", SocketAddr::new(self.ip, self.tcp_port)),
+        ];
+        for domain in &self.domains {
+            args.extend(["--domain".to_owned(), domain.clone()]);
+        }
+        if let Some(config) = &self.config {
+            args.extend(["--config".to_owned(), config.display().to_string()]);
+        }
+        args.extend(["--log-filter".to_owned(), self.log_filter.clone()]);
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// A running node; killed (with its process group) on drop.
+#[derive(Debug)]
+pub struct SipmeshNode {
+    /// The process (group leader).
+    child: Child,
+    /// What was started.
+    target: Target,
+    /// The options it was started with.
+    options: NodeOptions,
+    /// stdout+stderr of the node.
+    log: PathBuf,
+}
+
+impl SipmeshNode {
+    /// Starts the node for `target` (`binary` is `env!("CARGO_BIN_EXE_sipmesh")`, unused for
+    /// Kamailio), logging into `dir`, and waits until it answers `OPTIONS` with 200.
+    pub fn start(
+        binary: &Path,
+        target: Target,
+        dir: &TestDir,
+        options: NodeOptions,
+    ) -> Result<Self, HarnessError> {
+        let log = dir.file(match target {
+            Target::Sipmesh => "sipmesh.log",
+            Target::Kamailio => "kamailio.log",
+        });
+        let mut command = match target {
+            Target::Sipmesh => {
+                let mut command = process::command(binary);
+                command.args(options.args()).env("RUST_BACKTRACE", "1");
+                command
+            }
+            Target::Kamailio => kamailio_command(dir, &options)?,
+        };
+        let out = File::create(&log)
+            .map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| HarnessError::io("duplicating log handle", e))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| HarnessError::io(format!("spawning {command:?}"), e))?;
+        let mut node = Self {
+            child,
+            target,
+            options,
+            log,
+        };
+        node.wait_ready()?;
+        Ok(node)
+    }
+
+    /// Polls with `OPTIONS` until a 200, the process exits, or [`READY_TIMEOUT`] passes.
+    fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(HarnessError::NodeExited {
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                    tail: self.log_tail(),
+                });
+            }
+            if options_ping(self.options.ip, self.udp_addr(), Duration::from_millis(200)) {
+                return Ok(());
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                return Err(HarnessError::NotReady {
+                    waited: READY_TIMEOUT,
+                    log: self.log.clone(),
+                    tail: self.log_tail(),
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What this node is.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// The node's address for UDP.
+    pub fn udp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.options.ip, self.options.udp_port)
+    }
+
+    /// The node's address for TCP.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.options.ip, self.options.tcp_port)
+    }
+
+    /// The node's address for a SIPp transport.
+    pub fn addr(&self, transport: SippTransport) -> SocketAddr {
+        match transport {
+            SippTransport::Udp => self.udp_addr(),
+            SippTransport::Tcp | SippTransport::TcpMulti => self.tcp_addr(),
+        }
+    }
+
+    /// The loopback address the node listens on.
+    pub fn ip(&self) -> IpAddr {
+        self.options.ip
+    }
+
+    /// The node's log file (stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The end of the node's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        process::tail(&self.log, LOG_TAIL)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM (graceful shutdown) to the node's process group.
+    pub fn sigterm(&self) {
+        signal_group(&self.child, "TERM");
+    }
+
+    /// Waits up to `limit` for the node to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus, HarnessError> {
+        wait_timeout(&mut self.child, limit).ok_or_else(|| HarnessError::Timeout {
+            what: format!("{:?} node", self.target),
+            after: limit,
+        })
+    }
+}
+
+impl Drop for SipmeshNode {
+    fn drop(&mut self) {
+        process::stop(&mut self.child);
+    }
+}
+
+/// Writes the Kamailio config for `options` into `dir` and builds its command line.
+fn kamailio_command(dir: &TestDir, options: &NodeOptions) -> Result<Command, HarnessError> {
+    let template_path = kamailio_config();
+    let template = fs::read_to_string(&template_path)
+        .map_err(|e| HarnessError::io(format!("reading {}", template_path.display()), e))?;
+    let aliases: String = options
+        .domains
+        .iter()
+        .map(|domain| format!("alias=\"{domain}\"\n"))
+        .collect();
+    let config = template
+        .replace("@@UDP_IP@@", &options.ip.to_string())
+        .replace("@@TCP_IP@@", &options.ip.to_string())
+        .replace("@@UDP_PORT@@", &options.udp_port.to_string())
+        .replace("@@TCP_PORT@@", &options.tcp_port.to_string())
+        .replace("# @@ALIASES@@\n", &aliases);
+    let config_path = dir.file("kamailio.cfg");
+    fs::write(&config_path, config)
+        .map_err(|e| HarnessError::io(format!("writing {}", config_path.display()), e))?;
+    let run_dir = dir.file("kamailio-run");
+    fs::create_dir_all(&run_dir)
+        .map_err(|e| HarnessError::io(format!("creating {}", run_dir.display()), e))?;
+    let mut command = process::command(&kamailio_binary()?);
+    command
+        .arg("-f")
+        .arg(&config_path)
+        .args(["-DD", "-E", "-m", "32", "-M", "4"])
+        .arg("-Y")
+        .arg(&run_dir)
+        .arg("-P")
+        .arg(run_dir.join("kamailio.pid"));
+    Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn args_follow_the_cli() {
+        let options = NodeOptions {
+            ip: IpAddr::V4(Ipv4Addr::new(127, 3, 4, 5)),
+            udp_port: 5070,
+            tcp_port: 5071,
+            domains: vec!["example.test".to_owned()],
+            config: Some(PathBuf::from("/etc/sipmesh.toml")),
+            log_filter: "info".to_owned(),
+            extra_args: Vec::new(),
+        };
+        assert_eq!(
+            options.args(),
+            [
+                "--listen",
+                "udp:127.3.4.5:5070",
+                "--listen",
+                "tcp:127.3.4.5:5071",
+                "--domain",
+                "example.test",
+                "--config",
+                "/etc/sipmesh.toml",
+                "--log-filter",
+                "info",
+            ]
+        );
+    }
+
+    #[test]
+    fn kamailio_config_gets_addresses_and_aliases() {
+        let dir = TestDir::new("node-kamailio-config-unit").expect("test dir");
+        let mut options = NodeOptions::on(IpAddr::V4(Ipv4Addr::new(127, 3, 4, 6)));
+        options.udp_port = 5080;
+        options.tcp_port = 5081;
+        options.domains.push("example.test".to_owned());
+        // Building the command needs kamailio on PATH only for the program name.
+        if kamailio_command(&dir, &options).is_ok() {
+            let config = fs::read_to_string(dir.file("kamailio.cfg")).expect("config written");
+            assert!(config.contains("listen=udp:127.3.4.6:5080"));
+            assert!(config.contains("listen=tcp:127.3.4.6:5081"));
+            assert!(config.contains("alias=\"example.test\""));
+            let unreplaced = config
+                .lines()
+                .filter(|l| !l.starts_with('#') && l.contains("@@"));
+            assert_eq!(unreplaced.count(), 0);
+        }
+    }
+}
