@@ -82,6 +82,8 @@ pub enum EngineError {
 /// A running engine.
 pub struct Engine {
     transport: TransportHandle,
+    /// The transport's listener tasks: dropping the set would abort them.
+    transport_tasks: tokio::task::JoinSet<()>,
     shards: Vec<JoinHandle<()>>,
     shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
     local: Vec<(Transport, SocketAddr)>,
@@ -102,7 +104,7 @@ impl Engine {
             tcp_idle_timeout: config.tcp_idle_timeout,
             ..TransportConfig::default()
         };
-        let (transport, _tasks) = transport::start(transport_config, ingress.clone()).await?;
+        let (transport, transport_tasks) = transport::start(transport_config, ingress.clone()).await?;
         let local = transport.local_addrs().to_vec();
         ingress.set_transport(transport.clone());
         let listeners: Vec<Listener> = local
@@ -136,6 +138,7 @@ impl Engine {
             .collect();
         Ok(Self {
             transport,
+            transport_tasks,
             shards,
             shutdown: senders,
             local,
@@ -162,6 +165,7 @@ impl Engine {
             );
         }
         self.transport.shutdown();
+        drop(self.transport_tasks);
     }
 }
 
