@@ -87,6 +87,9 @@ pub struct StreamFramer {
     pending_len: Option<usize>,
     /// Set after an error; all later input is discarded.
     failed: bool,
+    /// Frame a header section without Content-Length as a message with no body instead of
+    /// failing (see [`StreamFramer::lenient_content_length`]).
+    lenient_content_length: bool,
 }
 
 impl StreamFramer {
@@ -98,7 +101,17 @@ impl StreamFramer {
             scan_from: 0,
             pending_len: None,
             failed: false,
+            lenient_content_length: false,
         }
+    }
+
+    /// RFC 3261 §18.3 makes Content-Length mandatory on streams, but RFC 2543 peers
+    /// (RFC 4475 §3.4.1) and some old phones omit it on bodiless requests. When `lenient`, such a
+    /// header section is framed as a message without a body, as Kamailio does; whatever follows
+    /// is read as the next message (and a body that was really there fails framing then).
+    pub fn lenient_content_length(mut self, lenient: bool) -> Self {
+        self.lenient_content_length = lenient;
+        self
     }
 
     /// The configured limit on one message, in octets.
@@ -162,7 +175,10 @@ impl StreamFramer {
                 return Err(self.too_large_incomplete());
             }
             let headers = self.buf.get(..header_len).unwrap_or_default();
-            let body_len = content_length(headers)?;
+            let body_len = match content_length(headers) {
+                Err(FramingError::MissingContentLength) if self.lenient_content_length => 0,
+                other => other?,
+            };
             let total = header_len.saturating_add(body_len);
             if total > self.max_message_size {
                 return Err(FramingError::TooLarge {

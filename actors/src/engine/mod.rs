@@ -104,7 +104,8 @@ impl Engine {
             tcp_idle_timeout: config.tcp_idle_timeout,
             ..TransportConfig::default()
         };
-        let (transport, transport_tasks) = transport::start(transport_config, ingress.clone()).await?;
+        let (transport, transport_tasks) =
+            transport::start(transport_config, ingress.clone()).await?;
         let local = transport.local_addrs().to_vec();
         ingress.set_transport(transport.clone());
         let listeners: Vec<Listener> = local

@@ -21,6 +21,10 @@ pub struct TransportConfig {
     /// Larger ones are reported as [`InboundEvent::TooLarge`](super::InboundEvent::TooLarge).
     /// Default 65,536: above the largest UDP payload, and generous for SIP.
     pub max_message_size: usize,
+    /// Refuse (close) a stream message without Content-Length instead of framing it as
+    /// bodiless. Default false: RFC 2543 peers omit it (see
+    /// `StreamFramer::lenient_content_length`).
+    pub require_content_length: bool,
     /// A TCP connection with no traffic in either direction for this long is closed. Default
     /// 600 s: longer than the 95–120 s keep-alive interval RFC 5626 §4.4.1 recommends for
     /// connection-oriented flows, so flows kept alive by their clients survive, while
@@ -56,6 +60,7 @@ impl Default for TransportConfig {
         Self {
             listen: Vec::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            require_content_length: false,
             tcp_idle_timeout: Duration::from_secs(600),
             max_connections: 4_096,
             connect_timeout: Duration::from_secs(5),

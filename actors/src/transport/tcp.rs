@@ -37,6 +37,7 @@ const BACKLOG: i32 = 1024;
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     max_message_size: usize,
+    require_content_length: bool,
     idle_timeout: Duration,
     max_connections: usize,
     connect_timeout: Duration,
@@ -92,6 +93,7 @@ impl TcpShared {
         Self {
             settings: Settings {
                 max_message_size: config.max_message_size,
+                require_content_length: config.require_content_length,
                 idle_timeout: config.tcp_idle_timeout,
                 max_connections: config.max_connections,
                 connect_timeout: config.connect_timeout,

@@ -386,8 +386,9 @@ async fn tcp_too_large_lets_the_answer_out_then_closes() {
 
 #[tokio::test]
 async fn tcp_missing_content_length_closes() {
-    let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let mut config = TransportConfig::new(vec![(Transport::Tcp, v4())]);
+    config.require_content_length = true;
+    let (handle, _tasks, mut rx) = start_with(config).await;
     let mut client = TcpStream::connect(handle.local_addr(Transport::Tcp).unwrap())
         .await
         .unwrap();
@@ -517,4 +518,21 @@ async fn wildcard_udp_reports_destination_v6() {
         Ipv6Addr::LOCALHOST.into(),
     )
     .await;
+}
+
+#[tokio::test]
+async fn tcp_missing_content_length_is_bodiless_when_lenient() {
+    let (handle, _tasks, mut rx) =
+        start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let mut client = TcpStream::connect(handle.local_addr(Transport::Tcp).unwrap())
+        .await
+        .unwrap();
+    client
+        .write_all(b"OPTIONS sip:n@example.com SIP/2.0\r\nCall-ID: x\r\n\r\n")
+        .await
+        .unwrap();
+    match next(&mut rx).await {
+        InboundEvent::Message(m) => assert!(m.data.ends_with(b"Call-ID: x\r\n\r\n")),
+        other => panic!("expected the message, got {other:?}"),
+    }
 }

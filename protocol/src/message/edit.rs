@@ -12,6 +12,10 @@ use crate::header::scan::split_commas;
 /// What happens to one indexed header line.
 #[derive(Clone, Debug, Default)]
 struct LineEdit {
+    /// Header lines inserted just before this one, in order.
+    before: Vec<(String, Bytes)>,
+    /// Header lines inserted just after this one, in order.
+    after: Vec<(String, Bytes)>,
     /// Number of leading comma-separated values removed.
     removed_values: usize,
     /// Whole line removed.
@@ -86,6 +90,34 @@ impl<'a> Editor<'a> {
             .collect()
     }
 
+    /// Inserts a header line just before the first line of `before`; when the message has no
+    /// such header, just after the last line of `or_after`; failing both, before all headers.
+    /// A proxy uses it to put its Record-Route above the existing ones, or right below the Via
+    /// block when there are none (RFC 3261 §16.6 step 4).
+    pub fn insert_header_near(
+        &mut self,
+        before: &HeaderName,
+        or_after: &HeaderName,
+        name: &str,
+        value: impl Into<Bytes>,
+    ) {
+        let value = value.into();
+        self.touched = true;
+        if let Some(&idx) = self.matching(before).first() {
+            if let Some(le) = self.lines.get_mut(idx) {
+                le.before.push((name.to_owned(), value));
+                return;
+            }
+        }
+        if let Some(&idx) = self.matching(or_after).last() {
+            if let Some(le) = self.lines.get_mut(idx) {
+                le.after.push((name.to_owned(), value));
+                return;
+            }
+        }
+        self.prepends.push((name.to_owned(), value));
+    }
+
     /// Removes the first remaining value of `name` (the top Route or Via): the whole line if
     /// it is the only value left on it, otherwise just that value and its comma.
     pub fn remove_first_value(&mut self, name: &HeaderName) {
@@ -144,6 +176,11 @@ impl<'a> Editor<'a> {
             .prepends
             .iter()
             .chain(&self.appends)
+            .chain(
+                self.lines
+                    .iter()
+                    .flat_map(|l| l.before.iter().chain(&l.after)),
+            )
             .map(|(n, v)| n.len() + v.len() + 4)
             .sum::<usize>()
             + self.request_uri.as_ref().map_or(0, Bytes::len);
@@ -166,6 +203,13 @@ impl<'a> Editor<'a> {
         let mut run_start = msg.headers_start;
         for (idx, (e, le)) in msg.headers.iter().zip(&self.lines).enumerate() {
             let (ls, lend) = (e.line_start as usize, e.line_end as usize);
+            if !le.before.is_empty() {
+                put(&mut out, run_start..ls);
+                run_start = ls;
+                for (n, v) in &le.before {
+                    put_line(&mut out, n, v);
+                }
+            }
             if le.removed {
                 put(&mut out, run_start..ls);
                 run_start = lend;
@@ -178,6 +222,15 @@ impl<'a> Editor<'a> {
                 if let Some(keep) = ranges.get(le.removed_values) {
                     put(&mut out, run_start..e.value_start as usize);
                     run_start = keep.start;
+                }
+            }
+            if !le.after.is_empty() {
+                if !le.removed {
+                    put(&mut out, run_start..lend);
+                    run_start = lend;
+                }
+                for (n, v) in &le.after {
+                    put_line(&mut out, n, v);
                 }
             }
         }

@@ -278,3 +278,40 @@ fn no_panic_on_mutated_input() {
         }
     }
 }
+
+#[test]
+fn editor_inserts_near_existing_headers() {
+    use crate::message::Editor;
+    let raw = "INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2\r\nTo: <sip:b@example.com>\r\nContent-Length: 0\r\n\r\n";
+    let m = Message::parse(Bytes::from(raw)).unwrap();
+    let mut e = Editor::new(&m);
+    e.insert_header_near(
+        &HeaderName::RecordRoute,
+        &HeaderName::Via,
+        "Record-Route",
+        "<sip:p;lr>",
+    );
+    let out = e.finish();
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(
+        text.contains("branch=z9hG4bK2\r\nRecord-Route: <sip:p;lr>\r\nTo:"),
+        "{text}"
+    );
+
+    let raw = "INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nRecord-Route: <sip:q;lr>\r\nTo: <sip:b@example.com>\r\nContent-Length: 0\r\n\r\n";
+    let m = Message::parse(Bytes::from(raw)).unwrap();
+    let mut e = Editor::new(&m);
+    e.remove_header(&HeaderName::Via);
+    e.insert_header_near(
+        &HeaderName::RecordRoute,
+        &HeaderName::Via,
+        "Record-Route",
+        "<sip:p;lr>",
+    );
+    let out = e.finish();
+    let text = std::str::from_utf8(&out).unwrap();
+    assert!(
+        text.contains("SIP/2.0\r\nRecord-Route: <sip:p;lr>\r\nRecord-Route: <sip:q;lr>\r\nTo:"),
+        "{text}"
+    );
+}

@@ -771,10 +771,22 @@ pub(super) fn build_forwarded(
     // Prepends come out last-first: Record-Route values, then the rewritten previous Via, then
     // ours, so that ours ends on top.
     if plan.record_route {
+        // Above any existing Record-Route, else right below the Via block (some UAs copy the
+        // Via block as one run of lines).
+        e.insert_header_near(
+            &HeaderName::RecordRoute,
+            &HeaderName::Via,
+            "Record-Route",
+            record_route_value(&out),
+        );
         if let Some(inb) = inbound.filter(|i| *i != out) {
-            e.prepend_header("Record-Route", record_route_value(&inb));
+            e.insert_header_near(
+                &HeaderName::RecordRoute,
+                &HeaderName::Via,
+                "Record-Route",
+                record_route_value(&inb),
+            );
         }
-        e.prepend_header("Record-Route", record_route_value(&out));
     }
     if let Some(v) = annotated_top_via(msg, &plan.origin) {
         e.remove_first_value(&HeaderName::Via);

@@ -159,8 +159,23 @@ impl Core {
         let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
         plan.record_route = !in_dialog && is_dialog_creating(&method);
 
+        let ruri_local = target_uri
+            .as_sip()
+            .is_some_and(|u| self.locality.is_local_domain(&host_text(&u.host)));
         if let Some(next) = routes.first() {
-            // A Route remains: it is the next hop; the Request-URI stays (§16.6 step 6/7).
+            // A Route remains: it is the next hop; the Request-URI stays (§16.6 step 6/7). A
+            // route set that did not go through us, for a domain that is not ours, asks us to
+            // relay: that is the relay policy's call.
+            if popped == 0 && !ruri_local && !self.cfg.relay {
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(403),
+                    "Forbidden: relaying denied",
+                    &[],
+                );
+                return;
+            }
             let Some(sip) = next.uri.as_sip() else {
                 self.respond_local(
                     now,

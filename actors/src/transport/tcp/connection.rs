@@ -154,9 +154,11 @@ pub(super) async fn run(
         tokio::select! {
             end = &mut reader => {
                 debug!(?end, "reader ended");
-                if end == ReadEnd::TooLarge {
+                if matches!(end, ReadEnd::TooLarge | ReadEnd::FramingError) {
+                    // Answers to messages read before the error (and the 513) are still on their
+                    // way from the core: give them the linger time before closing.
                     too_large = true;
-                    conn.linger(&mut writer, &mut wrote_rx).await;
+                    conn.linger(&mut writer, &mut wrote_rx, end == ReadEnd::TooLarge).await;
                 }
             }
             result = &mut writer => debug!(?result, "writer ended"),
@@ -199,7 +201,8 @@ impl Conn<'_> {
         activity: &Activity,
     ) -> ReadEnd {
         let settings = &self.shared.settings;
-        let mut framer = StreamFramer::new(settings.max_message_size);
+        let mut framer = StreamFramer::new(settings.max_message_size)
+            .lenient_content_length(!settings.require_content_length);
         let mut buf = vec![0u8; settings.read_chunk];
         loop {
             let deadline = activity.last() + settings.idle_timeout;
@@ -264,8 +267,12 @@ impl Conn<'_> {
 
     /// After a too-large message: let the writer run until it wrote something more (the answer)
     /// or the linger time passed, then ask it to flush and close.
-    async fn linger<W>(&self, writer: &mut std::pin::Pin<&mut W>, wrote: &mut watch::Receiver<u64>)
-    where
+    async fn linger<W>(
+        &self,
+        writer: &mut std::pin::Pin<&mut W>,
+        wrote: &mut watch::Receiver<u64>,
+        until_first_write: bool,
+    ) where
         W: Future<Output = io::Result<()>>,
     {
         let before = *wrote.borrow_and_update();
@@ -273,7 +280,11 @@ impl Conn<'_> {
         tokio::select! {
             _ = writer.as_mut() => return,
             () = async {
-                let _ = wrote.wait_for(|n| *n > before).await;
+                if until_first_write {
+                    let _ = wrote.wait_for(|n| *n > before).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
             } => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
