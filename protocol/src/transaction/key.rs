@@ -91,6 +91,12 @@ enum KeyInner {
         port: Option<u16>,
         /// Request method, ACK mapped to INVITE.
         method: Bytes,
+        /// Call-ID and CSeq number: not part of the RFC 3261 rule, but equal in every
+        /// retransmission, CANCEL and ACK of the transaction. Including them keeps two different
+        /// requests that reuse a branch (RFC 4475 `escnull`/`regescrt` do) apart.
+        call_id: Bytes,
+        /// See `call_id`.
+        cseq: u32,
     },
     /// RFC 3261 §17.2.3, RFC 2543 fallback.
     Legacy {
@@ -143,6 +149,8 @@ impl TransactionKey {
                 host: Bytes::from(facts.sent_by_host.to_ascii_lowercase()),
                 port: facts.sent_by_port,
                 method,
+                call_id: Bytes::copy_from_slice(facts.call_id.as_bytes()),
+                cseq: facts.cseq,
             },
             _ => KeyInner::Legacy {
                 request_uri: Bytes::copy_from_slice(facts.request_uri),
@@ -274,13 +282,19 @@ mod tests {
             ..invite()
         });
         assert_ne!(inv, branch);
-        // Fields of the 2543 rule do not matter under the 3261 rule.
+        // The Request-URI does not matter under the 3261 rule...
         let other = TransactionKey::server(&RequestFacts {
             request_uri: b"sip:carol@chicago.com",
-            call_id: "other",
             ..invite()
         });
         assert_eq!(inv, other);
+        // ...but a different request that reuses the branch (RFC 4475 escnull/regescrt) is
+        // another transaction.
+        let reused = TransactionKey::server(&RequestFacts {
+            call_id: "other",
+            ..invite()
+        });
+        assert_ne!(inv, reused);
     }
 
     #[test]
