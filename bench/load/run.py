@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -327,6 +328,7 @@ class SippResult:
     failed: int
     elapsed_s: float
     exit_code: int
+    cpu_s: float
 
     @property
     def rate(self) -> float:
@@ -388,6 +390,7 @@ def run_uac(
     ]
     for key, value in keys.items():
         cmd += ["-key", key, value]
+    usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(workdir / f"{tag}.sipp.out", "wb") as out:
         try:
             proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
@@ -395,12 +398,14 @@ def run_uac(
                                   check=False, cwd=workdir)
         except subprocess.TimeoutExpired as err:
             raise BenchError(f"{tag}: SIPp did not finish") from err
+    usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    uac_cpu = (usage1.ru_utime + usage1.ru_stime) - (usage0.ru_utime + usage0.ru_stime)
     if not stat.exists():
         raise BenchError(f"{tag}: SIPp exited {proc.returncode} without statistics "
                          f"(see {workdir / (tag + '.sipp.out')})")
     successful, failed, elapsed = parse_stat_file(stat)
     # SIPp exits 0 (all calls ok), 1 (some failed) or 97/99/255 (aborted, fatal).
-    return SippResult(successful, failed, elapsed, proc.returncode)
+    return SippResult(successful, failed, elapsed, proc.returncode, uac_cpu)
 
 
 class Uas:
@@ -426,6 +431,10 @@ class Uas:
         if self.proc.poll() is not None:
             raise BenchError(f"{self.tag}: SIPp UAS exited at startup")
         return self
+
+    def cpu(self) -> float:
+        """CPU seconds used so far by the UAS."""
+        return cpu_seconds([self.proc.pid]) if self.proc is not None else 0.0
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -456,15 +465,17 @@ class Figure:
         return self.attempts > 0 and self.failures / self.attempts > FAIL_FLAG_RATIO
 
 
-def rate_figure(result: SippResult, unit: str, server_cpu: float) -> Figure:
-    cores = server_cpu / result.elapsed_s if result.elapsed_s > 0 else 0.0
+def rate_figure(result: SippResult, unit: str, server_cpu: float, uas_cpu: float = 0.0) -> Figure:
+    elapsed = result.elapsed_s if result.elapsed_s > 0 else float("inf")
     return Figure(
         value=result.rate if result.successful else None,
         unit=unit,
         failures=result.failed,
         attempts=result.successful + result.failed,
         detail={"elapsed_s": round(result.elapsed_s, 3), "sipp_exit": result.exit_code,
-                "server_cores": round(cores, 2), "loadavg": round(os.getloadavg()[0], 2)},
+                "server_cores": round(server_cpu / elapsed, 2),
+                "sipp_cores": round((result.cpu_s + uas_cpu) / elapsed, 2),
+                "loadavg": round(os.getloadavg()[0], 2)},
         error=None if result.successful else f"no successful transaction (SIPp exit {result.exit_code})",
     )
 
@@ -484,14 +495,14 @@ def run_phase(phase: str, server: Server, workdir: Path, run: int, files: dict[s
             return rate_figure(res, "REGISTER/s", server.cpu() - cpu0)
         if phase in ("call", "message"):
             scenario = "call" if phase == "call" else "message"
-            with Uas(workdir, tag, f"{scenario}_uas.xml", uas_port):
+            with Uas(workdir, tag, f"{scenario}_uas.xml", uas_port) as uas:
                 if not register_once(server.port, CALLEE, f"sip:{CALLEE}@{UAS_IP}:{uas_port}"):
                     raise BenchError(f"{tag}: registering the UAS as {CALLEE!r} failed")
-                cpu0 = server.cpu()
+                cpu0, uas0 = server.cpu(), uas.cpu()
                 res = run_uac(workdir, tag, f"{scenario}_uac.xml", server.port, uac_port,
                               files["register"], LOAD[phase], keys)
-                cpu = server.cpu() - cpu0
-            return rate_figure(res, "calls/s" if phase == "call" else "MESSAGE/s", cpu)
+                cpu, uas_cpu = server.cpu() - cpu0, uas.cpu() - uas0
+            return rate_figure(res, "calls/s" if phase == "call" else "MESSAGE/s", cpu, uas_cpu)
         if phase == "memory":
             time.sleep(1.0)
             before = server.memory()
@@ -612,6 +623,7 @@ def main() -> int:
                     extra = " " + json.dumps(fig.detail["per_registration"])
                 elif "server_cores" in fig.detail:
                     extra = (f" server_cores={fig.detail['server_cores']}"
+                             f" sipp_cores={fig.detail['sipp_cores']}"
                              f" loadavg={fig.detail['loadavg']}")
                 shown = fig.error if fig.error else f"{fmt(fig.value, phase)} {fig.unit}"
                 print(f"run {run} {phase:8} {target:8} {shown}{mark} "
