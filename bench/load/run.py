@@ -552,6 +552,7 @@ def median_of(figures: list[Figure]) -> tuple[float | None, bool, int, int]:
 
 
 def main() -> int:
+    global DOMAIN
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=PHASES, action="append",
@@ -562,9 +563,12 @@ def main() -> int:
     parser.add_argument("--sipmesh-bin", type=Path, default=REPO / "target/release/sipmesh")
     parser.add_argument("--workdir", type=Path, help="keep logs and SIPp files here")
     parser.add_argument("--json", type=Path, help="also write all figures as JSON here")
+    parser.add_argument("--domain", default=DOMAIN,
+                        help="host part of every AOR and Request-URI (default %(default)s)")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    DOMAIN = args.domain
 
     phases = [p for p in PHASES if not args.only or p in args.only]
     targets = ["sipmesh", "kamailio"] if args.target == "both" else [args.target]
