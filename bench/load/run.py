@@ -101,6 +101,9 @@ class Server:
         raise NotImplementedError
 
     def start(self) -> None:
+        if probe_register(self.port):
+            raise BenchError(f"{self.name}: something already answers on {SERVER_IP}:{self.port}; "
+                             "stop it first (a leftover server from an interrupted run?)")
         log = open(self.log_path, "ab")
         log.write(f"\n=== start {time.strftime('%H:%M:%S')} {' '.join(self.command())}\n".encode())
         log.flush()
