@@ -73,7 +73,10 @@ impl Ingress {
             Ok(msg) => {
                 let shard = self.shard_for(&msg);
                 if let Some(tx) = self.shards.get(shard) {
-                    if tx.try_send(ShardInput::Message(msg, origin)).is_err() {
+                    if tx
+                        .try_send(ShardInput::Message(Box::new((msg, origin))))
+                        .is_err()
+                    {
                         debug!(shard, "shard queue full: message dropped");
                     }
                 }

@@ -133,7 +133,7 @@ impl Engine {
                     rx,
                     transport.clone(),
                     store.clone(),
-                    config.registrar.clone(),
+                    config.registrar,
                 ))
             })
             .collect();

@@ -23,8 +23,9 @@ const BATCH: usize = 64;
 /// Input of a shard.
 #[derive(Debug)]
 pub(crate) enum ShardInput {
-    /// A parsed message from the network.
-    Message(Message, Origin),
+    /// A parsed message from the network (boxed: the parsed header index is large, and the
+    /// channel's slots are sized for the largest variant).
+    Message(Box<(Message, Origin)>),
     /// Stop taking new requests; exit when the running transactions are done.
     Drain,
 }
@@ -75,7 +76,10 @@ pub(crate) async fn run<S: LocationStore>(
 
 fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
     match input {
-        ShardInput::Message(msg, origin) => core.handle_message(Instant::now(), msg, origin),
+        ShardInput::Message(m) => {
+            let (msg, origin) = *m;
+            core.handle_message(Instant::now(), msg, origin);
+        }
         ShardInput::Drain => {
             core.begin_shutdown();
             *draining = true;

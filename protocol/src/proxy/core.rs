@@ -648,7 +648,7 @@ pub(super) fn via_destination(via: &crate::header::Via<'_>) -> Option<Destinatio
         .rport
         .flatten()
         .or(via.port)
-        .unwrap_or(transport.default_port());
+        .unwrap_or_else(|| transport.default_port());
     Some(Destination {
         transport,
         addr: std::net::SocketAddr::new(ip, port),

@@ -631,18 +631,15 @@ impl Core {
         }
         let msg = entry.request.clone();
         let Some(plan) = plan else { return };
-        let bindings = match result {
-            Ok(b) => b,
-            Err(_) => {
-                self.respond_local(
-                    now,
-                    server,
-                    StatusCode(503),
-                    "Service Unavailable: location store unreachable",
-                    &[("Retry-After", "5".to_owned())],
-                );
-                return;
-            }
+        let Ok(bindings) = result else {
+            self.respond_local(
+                now,
+                server,
+                StatusCode(503),
+                "Service Unavailable: location store unreachable",
+                &[("Retry-After", "5".to_owned())],
+            );
+            return;
         };
         if bindings.is_empty() {
             self.respond_local(now, server, StatusCode::NOT_FOUND, "Not Found", &[]);

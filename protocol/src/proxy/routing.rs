@@ -381,6 +381,6 @@ pub(super) fn resolve(uri: &SipUri<'_>) -> Resolve {
     if !is_unicast(ip) {
         return Resolve::Unreachable("Bad Gateway: destination is not a unicast address");
     }
-    let port = uri.port.unwrap_or(transport.default_port());
+    let port = uri.port.unwrap_or_else(|| transport.default_port());
     Resolve::Ok(transport, SocketAddr::new(ip, port))
 }
