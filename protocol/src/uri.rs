@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::header::Params;
-use crate::header::scan::{is_lws, parse_u64};
+use crate::header::scan::{find_char, is_host_char, is_uri_bad, parse_u64};
 use crate::message::ParseError;
 
 /// A host: a domain name or an IP address (RFC 3261 §25.1 `host`).
@@ -25,7 +25,7 @@ impl<'a> Host<'a> {
     /// Parses `host[:port]`, including `[v6]:port` and the RFC 5118 §4.3 three-colon form.
     pub fn parse_hostport(s: &'a str) -> Result<(Self, Option<u16>), ParseError> {
         if let Some(inner) = s.strip_prefix('[') {
-            let close = inner.find(']').ok_or(ParseError::InvalidHost)?;
+            let close = find_char(inner, b']').ok_or(ParseError::InvalidHost)?;
             let addr = parse_v6(inner.get(..close).ok_or(ParseError::InvalidHost)?)?;
             let after = inner.get(close + 1..).unwrap_or_default();
             let port = match after {
@@ -36,7 +36,7 @@ impl<'a> Host<'a> {
             };
             return Ok((Host::Ipv6(addr), port));
         }
-        let (host, port) = match s.find(':') {
+        let (host, port) = match find_char(s, b':') {
             Some(i) => {
                 let p = s.get(i + 1..).unwrap_or_default();
                 if p.contains(':') {
@@ -63,10 +63,7 @@ impl<'a> Host<'a> {
                 return Ok(Host::Ipv4(v4));
             }
         }
-        if host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-        {
+        if host.bytes().all(is_host_char) {
             Ok(Host::Domain(host))
         } else {
             Err(ParseError::InvalidHost)
@@ -137,8 +134,8 @@ pub enum Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses a URI (surrounding whitespace is ignored).
     pub fn parse(s: &'a str) -> Result<Self, ParseError> {
-        let s = s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8));
-        let colon = s.find(':').ok_or(ParseError::InvalidUri)?;
+        let s = crate::header::scan::trim(s);
+        let colon = find_char(s, b':').ok_or(ParseError::InvalidUri)?;
         let scheme = s.get(..colon).ok_or(ParseError::InvalidUri)?;
         let rest = s.get(colon + 1..).ok_or(ParseError::InvalidUri)?;
         let mut sb = scheme.bytes();
@@ -147,10 +144,7 @@ impl<'a> Uri<'a> {
         {
             return Err(ParseError::InvalidUri);
         }
-        if rest
-            .bytes()
-            .any(|b| is_lws(b) || b"<>\"".contains(&b) || b < 0x20)
-        {
+        if rest.bytes().any(is_uri_bad) {
             return Err(ParseError::InvalidUri);
         }
         if scheme.eq_ignore_ascii_case("sip") {
@@ -255,11 +249,11 @@ impl<'a> SipUri<'a> {
     }
 
     fn parse_rest(raw: &'a str, rest: &'a str, secure: bool) -> Result<Self, ParseError> {
-        let (user, password, hp_rest) = match rest.find('@') {
+        let (user, password, hp_rest) = match find_char(rest, b'@') {
             Some(at) => {
                 let userinfo = rest.get(..at).ok_or(ParseError::InvalidUri)?;
                 let after = rest.get(at + 1..).ok_or(ParseError::InvalidUri)?;
-                let (u, p) = match userinfo.find(':') {
+                let (u, p) = match find_char(userinfo, b':') {
                     Some(c) => (userinfo.get(..c), userinfo.get(c + 1..)),
                     None => (Some(userinfo), None),
                 };
@@ -270,11 +264,14 @@ impl<'a> SipUri<'a> {
             }
             None => (None, None, rest),
         };
-        let hp_end = hp_rest.find([';', '?']).unwrap_or(hp_rest.len());
+        let hp_end = hp_rest
+            .bytes()
+            .position(|b| b == b';' || b == b'?')
+            .unwrap_or(hp_rest.len());
         let hostport = hp_rest.get(..hp_end).ok_or(ParseError::InvalidUri)?;
         let (host, port) = Host::parse_hostport(hostport)?;
         let tail = hp_rest.get(hp_end..).unwrap_or_default();
-        let (params, headers) = match tail.find('?') {
+        let (params, headers) = match find_char(tail, b'?') {
             Some(q) => (tail.get(..q).unwrap_or_default(), tail.get(q + 1..)),
             None => (tail, None),
         };
@@ -385,7 +382,7 @@ pub struct TelUri<'a> {
 
 impl<'a> TelUri<'a> {
     fn parse_rest(raw: &'a str, rest: &'a str) -> Result<Self, ParseError> {
-        let (number, params) = match rest.find(';') {
+        let (number, params) = match find_char(rest, b';') {
             Some(i) => (
                 rest.get(..i).unwrap_or_default(),
                 rest.get(i + 1..).unwrap_or_default(),

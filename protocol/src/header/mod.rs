@@ -4,7 +4,7 @@
 mod auth;
 mod contact;
 mod cseq;
-mod name;
+pub(crate) mod name;
 mod name_addr;
 mod params;
 pub(crate) mod scan;

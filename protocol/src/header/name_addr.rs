@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::Params;
-use super::scan::{find_unquoted, quoted_end, trim, unquote};
+use super::scan::{find_char, find_unquoted, quoted_end, trim, unquote};
 use crate::message::ParseError;
 use crate::uri::Uri;
 
@@ -46,7 +46,7 @@ impl<'a> NameAddr<'a> {
             if b.contains(&b'>') || b.contains(&b'"') {
                 return Err(ParseError::MalformedNameAddr);
             }
-            match s.find(';') {
+            match find_char(s, b';') {
                 Some(i) => (
                     None,
                     false,
@@ -100,7 +100,7 @@ impl<'a> NameAddr<'a> {
 /// Splits `<uri>rest` into the URI text and the rest.
 fn angle(s: &str) -> Result<(&str, &str), ParseError> {
     let inner = s.strip_prefix('<').ok_or(ParseError::MalformedNameAddr)?;
-    let close = inner.find('>').ok_or(ParseError::MalformedNameAddr)?;
+    let close = find_char(inner, b'>').ok_or(ParseError::MalformedNameAddr)?;
     Ok((
         trim(inner.get(..close).unwrap_or_default()),
         inner.get(close + 1..).unwrap_or_default(),

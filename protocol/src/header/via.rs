@@ -4,7 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::Params;
-use super::scan::{is_lws, is_token_char, parse_u64, trim};
+use super::params::param_ok;
+use super::scan::{find_char, is_lws, is_token_char, parse_u64, trim};
 use crate::header::HeaderName;
 use crate::message::ParseError;
 use crate::uri::Host;
@@ -98,7 +99,7 @@ impl<'a> Via<'a> {
             return Err(ParseError::UnsupportedVersion);
         }
         let rest = s.get(i..).ok_or_else(malformed)?;
-        let (sent_by, params) = match rest.find(';') {
+        let (sent_by, params) = match find_char(rest, b';') {
             Some(p) => (rest.get(..p).unwrap_or_default(), rest.get(p + 1..)),
             None => (rest, None),
         };
@@ -108,7 +109,7 @@ impl<'a> Via<'a> {
         }
         let (host, port) = Host::parse_hostport(sent_by).map_err(|_| malformed())?;
         let params = Params::new(params.unwrap_or_default());
-        if params.raw().is_empty() && rest.contains(';') || !params.is_well_formed() {
+        if params.raw().is_empty() && rest.contains(';') {
             return Err(malformed());
         }
         let mut via = Self {
@@ -123,6 +124,9 @@ impl<'a> Via<'a> {
             params,
         };
         for (n, v) in params.iter() {
+            if !param_ok(n, v) {
+                return Err(malformed());
+            }
             if n.eq_ignore_ascii_case("branch") {
                 via.branch = Some(v.ok_or_else(malformed)?);
             } else if n.eq_ignore_ascii_case("received") {

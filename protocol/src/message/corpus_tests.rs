@@ -77,6 +77,8 @@ pub(crate) fn exercise(m: &Message) {
     let _ = m.cseq();
     let _ = m.from().map(|f| f.tag());
     let _ = m.to().map(|t| t.tag());
+    let _ = m.from_tag();
+    let _ = m.to_tag();
     let _ = m.max_forwards();
     let _ = m.contacts();
     let _ = m.routes();
@@ -103,8 +105,8 @@ fn check(name: &str, bytes: &[u8], expect: Expect) {
             let _ = via.branch;
             m.call_id().unwrap();
             m.cseq().unwrap();
-            m.from().unwrap();
-            m.to().unwrap();
+            assert_eq!(m.from_tag().unwrap(), m.from().unwrap().tag(), "{name}");
+            assert_eq!(m.to_tag().unwrap(), m.to().unwrap().tag(), "{name}");
             if m.is_request() {
                 m.request_uri().unwrap().unwrap();
             }
