@@ -151,8 +151,11 @@ impl Message {
     /// The first header line with this name.
     pub fn header(&self, name: &HeaderName) -> Option<RawHeader<'_>> {
         if let Some(h) = Hot::of(name) {
-            let idx = *self.hot.get(h as usize)?;
-            return self.headers.get(usize::from(idx)).map(|e| self.raw(e));
+            let idx = self.hot.get(h as usize).copied().unwrap_or(u16::MAX);
+            if idx != u16::MAX || self.headers.len() < usize::from(u16::MAX) {
+                return self.headers.get(usize::from(idx)).map(|e| self.raw(e));
+            }
+            // More lines than the hot index can address: fall back to a scan.
         }
         self.entries(name).next().map(|e| self.raw(e))
     }
@@ -250,8 +253,11 @@ impl Message {
     }
 
     fn tag_of(&self, name: HeaderName) -> Result<Option<&str>, ParseError> {
-        let v = trim(self.first_str(name.clone())?);
-        let b = v.as_bytes();
+        // Work on bytes and validate UTF-8 only for the (short) parameter part.
+        let b = self
+            .header(&name)
+            .ok_or_else(|| ParseError::Missing(name.clone()))?
+            .value;
         if b.first() == Some(&b'"') && quoted_end(b).is_none() {
             return Err(ParseError::UnterminatedQuote);
         }
@@ -260,7 +266,7 @@ impl Message {
                 let close = b
                     .get(lt..)
                     .and_then(|r| find_byte(r, b'>'))
-                    .ok_or(ParseError::Malformed(name))?;
+                    .ok_or(ParseError::Malformed(name.clone()))?;
                 lt + close + 1
             }
             None => match find_byte(b, b';') {
@@ -268,8 +274,9 @@ impl Message {
                 None => return Ok(None),
             },
         };
-        let rest = trim(v.get(params_at..).unwrap_or_default());
-        Ok(rest
+        let rest = std::str::from_utf8(b.get(params_at..).unwrap_or_default())
+            .map_err(|_| ParseError::NotUtf8(name))?;
+        Ok(trim(rest)
             .strip_prefix(';')
             .and_then(|p| Params::new(p).get("tag").flatten()))
     }
