@@ -58,16 +58,21 @@ impl<'a> Host<'a> {
         if host.is_empty() {
             return Err(ParseError::InvalidHost);
         }
-        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        // One pass: every byte must be a hostname character; remember whether it could be
+        // a dotted quad.
+        let mut numeric = true;
+        for b in host.bytes() {
+            if !is_host_char(b) {
+                return Err(ParseError::InvalidHost);
+            }
+            numeric &= b.is_ascii_digit() || b == b'.';
+        }
+        if numeric {
             if let Ok(v4) = host.parse::<Ipv4Addr>() {
                 return Ok(Host::Ipv4(v4));
             }
         }
-        if host.bytes().all(is_host_char) {
-            Ok(Host::Domain(host))
-        } else {
-            Err(ParseError::InvalidHost)
-        }
+        Ok(Host::Domain(host))
     }
 
     /// True if this is an IP address rather than a name.

@@ -99,7 +99,8 @@ impl<'a> Via<'a> {
             return Err(ParseError::UnsupportedVersion);
         }
         let rest = s.get(i..).ok_or_else(malformed)?;
-        let (sent_by, params) = match find_char(rest, b';') {
+        let semi = find_char(rest, b';');
+        let (sent_by, params) = match semi {
             Some(p) => (rest.get(..p).unwrap_or_default(), rest.get(p + 1..)),
             None => (rest, None),
         };
@@ -109,7 +110,7 @@ impl<'a> Via<'a> {
         }
         let (host, port) = Host::parse_hostport(sent_by).map_err(|_| malformed())?;
         let params = Params::new(params.unwrap_or_default());
-        if params.raw().is_empty() && rest.contains(';') {
+        if params.raw().is_empty() && semi.is_some() {
             return Err(malformed());
         }
         let mut via = Self {
@@ -127,27 +128,35 @@ impl<'a> Via<'a> {
             if !param_ok(n, v) {
                 return Err(malformed());
             }
-            if n.eq_ignore_ascii_case("branch") {
-                via.branch = Some(v.ok_or_else(malformed)?);
-            } else if n.eq_ignore_ascii_case("received") {
-                via.received = Some(v.ok_or_else(malformed)?);
-            } else if n.eq_ignore_ascii_case("rport") {
-                via.rport = Some(match v {
-                    None => None,
-                    Some(p) => Some(
-                        parse_u64(p)
-                            .and_then(|p| u16::try_from(p).ok())
+            // Dispatch on length first: most parameters are compared only once.
+            match n.len() {
+                6 if n.eq_ignore_ascii_case("branch") => {
+                    via.branch = Some(v.ok_or_else(malformed)?);
+                }
+                8 if n.eq_ignore_ascii_case("received") => {
+                    via.received = Some(v.ok_or_else(malformed)?);
+                }
+                5 if n.eq_ignore_ascii_case("rport") => {
+                    via.rport = Some(match v {
+                        None => None,
+                        Some(p) => Some(
+                            parse_u64(p)
+                                .and_then(|p| u16::try_from(p).ok())
+                                .ok_or_else(malformed)?,
+                        ),
+                    });
+                }
+                5 if n.eq_ignore_ascii_case("maddr") => {
+                    via.maddr = Some(v.ok_or_else(malformed)?);
+                }
+                3 if n.eq_ignore_ascii_case("ttl") => {
+                    via.ttl = Some(
+                        v.and_then(parse_u64)
+                            .and_then(|t| u8::try_from(t).ok())
                             .ok_or_else(malformed)?,
-                    ),
-                });
-            } else if n.eq_ignore_ascii_case("maddr") {
-                via.maddr = Some(v.ok_or_else(malformed)?);
-            } else if n.eq_ignore_ascii_case("ttl") {
-                via.ttl = Some(
-                    v.and_then(parse_u64)
-                        .and_then(|t| u8::try_from(t).ok())
-                        .ok_or_else(malformed)?,
-                );
+                    );
+                }
+                _ => {}
             }
         }
         Ok(via)
