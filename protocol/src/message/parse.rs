@@ -158,38 +158,36 @@ impl Message {
             if le == pos {
                 break (pos, next);
             }
-            let first = b.get(pos).copied().unwrap_or(b' ');
+            let line = b.get(pos..le).unwrap_or_default();
+            let not_wsp = |c: &u8| *c != b' ' && *c != b'\t';
+            let first = line.first().copied().unwrap_or(b' ');
             if first == b' ' || first == b'\t' {
+                // Continuation (folded) line: extend the previous value (RFC 3261 §7.3.1).
                 let last = headers.last_mut().ok_or(ParseError::InvalidHeaderLine)?;
-                if !trim_bytes(b.get(pos..le).unwrap_or_default()).is_empty() {
-                    last.value_end = to_u32(le)?;
-                    if last.value_start > last.value_end {
-                        last.value_start = to_u32(pos)?;
+                if let Some(t) = line.iter().rposition(not_wsp) {
+                    if last.value_start == last.value_end {
+                        let lead = line.iter().position(not_wsp).unwrap_or(0);
+                        last.value_start = to_u32(pos + lead)?;
                     }
+                    last.value_end = to_u32(pos + t + 1)?;
                 }
                 last.line_end = to_u32(next)?;
             } else {
                 // The name: a token, then optional SP/HT, then the colon.
-                let mut name_end = pos;
-                while b.get(name_end).is_some_and(|c| is_token_char(*c)) {
-                    name_end += 1;
-                }
-                let mut colon = name_end;
-                while matches!(b.get(colon), Some(b' ' | b'\t')) {
-                    colon += 1;
-                }
-                if name_end == pos || colon >= le || b.get(colon) != Some(&b':') {
+                let name_len = line
+                    .iter()
+                    .position(|c| !is_token_char(*c))
+                    .unwrap_or(line.len());
+                let after = line.get(name_len..).unwrap_or_default();
+                let ws = after.iter().position(not_wsp).unwrap_or(after.len());
+                if name_len == 0 || after.get(ws) != Some(&b':') {
                     return Err(ParseError::InvalidHeaderLine);
                 }
-                let name_bytes = b.get(pos..name_end).unwrap_or_default();
-                let mut vs = colon + 1;
-                while vs < le && matches!(b.get(vs), Some(b' ' | b'\t')) {
-                    vs += 1;
-                }
-                let mut ve = le;
-                while ve > vs && matches!(b.get(ve - 1), Some(b' ' | b'\t')) {
-                    ve -= 1;
-                }
+                let name_bytes = line.get(..name_len).unwrap_or_default();
+                let value = after.get(ws + 1..).unwrap_or_default();
+                let lead = value.iter().position(not_wsp).unwrap_or(value.len());
+                let trail = value.iter().rposition(not_wsp).map_or(lead, |t| t + 1);
+                let value_at = pos + name_len + ws + 1;
                 if let Some(h) = Hot::classify(name_bytes) {
                     if let Some(slot) = hot.get_mut(h as usize) {
                         if *slot == u16::MAX {
@@ -199,24 +197,15 @@ impl Message {
                 }
                 headers.push(Entry {
                     name_start: to_u32(pos)?,
-                    name_end: to_u32(name_end)?,
-                    value_start: to_u32(vs)?,
-                    value_end: to_u32(ve)?,
+                    name_end: to_u32(pos + name_len)?,
+                    value_start: to_u32(value_at + lead)?,
+                    value_end: to_u32(value_at + trail)?,
                     line_start: to_u32(pos)?,
                     line_end: to_u32(next)?,
                 });
             }
             pos = next;
         };
-        // Trim trailing whitespace left by continuation lines.
-        for e in &mut headers {
-            while e.value_end > e.value_start
-                && b.get(e.value_end as usize - 1)
-                    .is_some_and(|c| crate::header::scan::is_lws(*c))
-            {
-                e.value_end -= 1;
-            }
-        }
         let cl = hot
             .get(Hot::ContentLength as usize)
             .copied()
