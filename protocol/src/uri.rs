@@ -306,6 +306,30 @@ impl<'a> SipUri<'a> {
         self.user.map(unescape)
     }
 
+    /// The address-of-record form used as a registrar key (RFC 3261 §10.3 step 5):
+    /// `sip:user@host` (or `sips:`), user unescaped where printable, host lower-cased, no port,
+    /// parameters or headers.
+    pub fn address_of_record(&self) -> String {
+        let mut out = String::from(if self.secure { "sips:" } else { "sip:" });
+        if let Some(user) = self.user {
+            match std::str::from_utf8(&unescape(user)) {
+                Ok(u)
+                    if u.bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"%@:;?<>\"".contains(&b)) =>
+                {
+                    out.push_str(u);
+                }
+                _ => out.push_str(user),
+            }
+            out.push('@');
+        }
+        match self.host {
+            Host::Domain(d) => out.push_str(&d.to_ascii_lowercase()),
+            h => out.push_str(&h.to_string()),
+        }
+        out
+    }
+
     /// The `transport` parameter.
     pub fn transport(&self) -> Option<&'a str> {
         self.params.get("transport").flatten()
@@ -451,6 +475,16 @@ mod tests {
         assert_eq!(u.transport(), Some("tcp"));
         assert!(u.lr());
         assert_eq!(u.headers, Some("subject=x"));
+    }
+
+    #[test]
+    fn aor() {
+        let u = SipUri::parse("sip:%61lice@Atlanta.COM:5060;transport=tcp?x=y").unwrap();
+        assert_eq!(u.address_of_record(), "sip:alice@atlanta.com");
+        let u = SipUri::parse("sips:[2001:db8::1]").unwrap();
+        assert_eq!(u.address_of_record(), "sips:[2001:db8::1]");
+        let u = SipUri::parse("sip:a%40b@x").unwrap();
+        assert_eq!(u.address_of_record(), "sip:a%40b@x");
     }
 
     #[test]

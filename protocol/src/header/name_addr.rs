@@ -22,6 +22,8 @@ pub struct NameAddr<'a> {
     pub uri_raw: &'a str,
     /// Header parameters after the URI (`tag`, `expires`, `q`, ...).
     pub params: Params<'a>,
+    /// The whole value as written (trimmed), e.g. to copy a Contact into a response.
+    pub raw: &'a str,
 }
 
 impl<'a> NameAddr<'a> {
@@ -72,6 +74,7 @@ impl<'a> NameAddr<'a> {
             uri,
             uri_raw,
             params,
+            raw: s,
         })
     }
 
