@@ -36,14 +36,19 @@ impl<'a> Host<'a> {
             };
             return Ok((Host::Ipv6(addr), port));
         }
-        let (host, port) = match find_char(s, b':') {
+        // The port is after the last colon; any other colon makes the host invalid (an IPv6
+        // address without brackets is ambiguous, RFC 5118 §4.4) and `parse` rejects it.
+        let (host, port) = match s.bytes().rposition(|b| b == b':') {
             Some(i) => {
-                let p = s.get(i + 1..).unwrap_or_default();
-                if p.contains(':') {
-                    // An IPv6 address without brackets (RFC 5118 §4.4): ambiguous, reject.
-                    return Err(ParseError::InvalidHost);
-                }
-                (s.get(..i).unwrap_or_default(), Some(parse_port(p)?))
+                let host = s.get(..i).unwrap_or_default();
+                let port = parse_port(s.get(i + 1..).unwrap_or_default()).map_err(|e| {
+                    if host.contains(':') {
+                        ParseError::InvalidHost
+                    } else {
+                        e
+                    }
+                })?;
+                (host, Some(port))
             }
             None => (s, None),
         };
@@ -58,16 +63,11 @@ impl<'a> Host<'a> {
         if host.is_empty() {
             return Err(ParseError::InvalidHost);
         }
-        // One pass: every byte must be a hostname character; remember whether it could be
-        // a dotted quad.
-        let mut numeric = true;
-        for b in host.bytes() {
-            if !is_host_char(b) {
-                return Err(ParseError::InvalidHost);
-            }
-            numeric &= b.is_ascii_digit() || b == b'.';
+        let b = host.as_bytes();
+        if !b.iter().all(|c| is_host_char(*c)) {
+            return Err(ParseError::InvalidHost);
         }
-        if numeric {
+        if b.first().is_some_and(u8::is_ascii_digit) && b.last().is_some_and(u8::is_ascii_digit) {
             if let Ok(v4) = host.parse::<Ipv4Addr>() {
                 return Ok(Host::Ipv4(v4));
             }

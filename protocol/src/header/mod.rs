@@ -6,7 +6,7 @@ mod contact;
 mod cseq;
 pub(crate) mod name;
 mod name_addr;
-mod params;
+pub(crate) mod params;
 pub(crate) mod scan;
 mod via;
 

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::Params;
+use super::params::scan_params;
 use super::scan::{find_char, find_unquoted, quoted_end, trim, unquote};
 use crate::message::ParseError;
 use crate::uri::Uri;
@@ -64,7 +65,7 @@ impl<'a> NameAddr<'a> {
             None if after.is_empty() => Params::new(""),
             None => return Err(ParseError::MalformedNameAddr),
         };
-        if !params.is_well_formed() {
+        if !params.raw().is_empty() && scan_params(params.raw(), |_, _| true).is_err() {
             return Err(ParseError::MalformedNameAddr);
         }
         let uri = Uri::parse(uri_raw)?;

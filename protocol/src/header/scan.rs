@@ -8,6 +8,7 @@ const TOKEN: u8 = 1;
 const LWS: u8 = 2;
 const HOST: u8 = 4;
 const URI_BAD: u8 = 8;
+const PVALUE: u8 = 16;
 
 /// Character classes for the hot loops (one table lookup per byte).
 static CLASS: [u8; 256] = {
@@ -28,6 +29,14 @@ static CLASS: [u8; 256] = {
         if matches!(c, b'-' | b'.' | b'_') {
             f |= HOST;
         }
+        if f & TOKEN != 0
+            || matches!(
+                c,
+                b':' | b'[' | b']' | b'/' | b'@' | b'?' | b'&' | b'=' | b'$' | b'+'
+            )
+        {
+            f |= PVALUE;
+        }
         if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
             f |= LWS;
         }
@@ -47,6 +56,11 @@ fn class(b: u8) -> u8 {
 /// Whitespace inside a header value: SP, HT, and the CR/LF of a folded line (RFC 3261 §7.3.1).
 pub(crate) fn is_lws(b: u8) -> bool {
     class(b) & LWS != 0
+}
+
+/// Characters of an unquoted parameter value (token plus `:[]/@?&=$+`).
+pub(crate) fn is_pvalue_char(b: u8) -> bool {
+    class(b) & PVALUE != 0
 }
 
 /// Hostname characters (alphanumerics, `-`, `.`, `_`).

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::Params;
-use super::params::param_ok;
+use super::params::scan_params;
 use super::scan::{find_char, is_lws, is_token_char, parse_u64, trim};
 use crate::header::HeaderName;
 use crate::message::ParseError;
@@ -87,17 +87,27 @@ impl<'a> Via<'a> {
             Ok(())
         };
         skip(&mut i);
-        let name = token(&mut i)?;
-        slash(&mut i)?;
-        let version = token(&mut i)?;
-        slash(&mut i)?;
-        let transport = token(&mut i)?;
-        if !name.eq_ignore_ascii_case("SIP") {
-            return Err(malformed());
-        }
-        if version != "2.0" {
-            return Err(ParseError::UnsupportedVersion);
-        }
+        let transport = if b
+            .get(i..i + 8)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/2.0/"))
+        {
+            // Common compact spelling.
+            i += 8;
+            token(&mut i)?
+        } else {
+            let name = token(&mut i)?;
+            slash(&mut i)?;
+            let version = token(&mut i)?;
+            slash(&mut i)?;
+            let transport = token(&mut i)?;
+            if !name.eq_ignore_ascii_case("SIP") {
+                return Err(malformed());
+            }
+            if version != "2.0" {
+                return Err(ParseError::UnsupportedVersion);
+            }
+            transport
+        };
         let rest = s.get(i..).ok_or_else(malformed)?;
         let semi = find_char(rest, b';');
         let (sent_by, params) = match semi {
@@ -124,40 +134,33 @@ impl<'a> Via<'a> {
             ttl: None,
             params,
         };
-        for (n, v) in params.iter() {
-            if !param_ok(n, v) {
-                return Err(malformed());
-            }
+        let mut bad = false;
+        let scanned = scan_params(params.raw(), |n, v| {
             // Dispatch on length first: most parameters are compared only once.
-            match n.len() {
-                6 if n.eq_ignore_ascii_case("branch") => {
-                    via.branch = Some(v.ok_or_else(malformed)?);
-                }
-                8 if n.eq_ignore_ascii_case("received") => {
-                    via.received = Some(v.ok_or_else(malformed)?);
-                }
-                5 if n.eq_ignore_ascii_case("rport") => {
-                    via.rport = Some(match v {
-                        None => None,
-                        Some(p) => Some(
-                            parse_u64(p)
-                                .and_then(|p| u16::try_from(p).ok())
-                                .ok_or_else(malformed)?,
-                        ),
-                    });
-                }
-                5 if n.eq_ignore_ascii_case("maddr") => {
-                    via.maddr = Some(v.ok_or_else(malformed)?);
-                }
-                3 if n.eq_ignore_ascii_case("ttl") => {
-                    via.ttl = Some(
-                        v.and_then(parse_u64)
-                            .and_then(|t| u8::try_from(t).ok())
-                            .ok_or_else(malformed)?,
-                    );
-                }
-                _ => {}
-            }
+            let ok = match n.len() {
+                6 if n.eq_ignore_ascii_case("branch") => v.map(|v| via.branch = Some(v)),
+                8 if n.eq_ignore_ascii_case("received") => v.map(|v| via.received = Some(v)),
+                5 if n.eq_ignore_ascii_case("rport") => match v {
+                    None => {
+                        via.rport = Some(None);
+                        Some(())
+                    }
+                    Some(p) => parse_u64(p)
+                        .and_then(|p| u16::try_from(p).ok())
+                        .map(|p| via.rport = Some(Some(p))),
+                },
+                5 if n.eq_ignore_ascii_case("maddr") => v.map(|v| via.maddr = Some(v)),
+                3 if n.eq_ignore_ascii_case("ttl") => v
+                    .and_then(parse_u64)
+                    .and_then(|t| u8::try_from(t).ok())
+                    .map(|t| via.ttl = Some(t)),
+                _ => Some(()),
+            };
+            bad = ok.is_none();
+            !bad
+        });
+        if bad || (semi.is_some() && scanned.is_err()) {
+            return Err(malformed());
         }
         Ok(via)
     }

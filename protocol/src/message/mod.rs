@@ -21,10 +21,11 @@ pub use status::StatusCode;
 use bytes::Bytes;
 
 use crate::header::name::NameMatcher;
+use crate::header::params::scan_params;
 use crate::header::scan::{
     find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas, trim,
 };
-use crate::header::{AuthValue, CSeq, Contact, Contacts, HeaderName, NameAddr, Params, Via};
+use crate::header::{AuthValue, CSeq, Contact, Contacts, HeaderName, NameAddr, Via};
 use crate::uri::Uri;
 use parse::{Entry, Hot, StartLine};
 
@@ -275,10 +276,26 @@ impl Message {
             },
         };
         let rest = std::str::from_utf8(b.get(params_at..).unwrap_or_default())
-            .map_err(|_| ParseError::NotUtf8(name))?;
-        Ok(trim(rest)
-            .strip_prefix(';')
-            .and_then(|p| Params::new(p).get("tag").flatten()))
+            .map_err(|_| ParseError::NotUtf8(name.clone()))?;
+        let rest = trim(rest);
+        let Some(params) = rest.strip_prefix(';') else {
+            return if rest.is_empty() {
+                Ok(None)
+            } else {
+                Err(ParseError::Malformed(name))
+            };
+        };
+        let mut tag = None;
+        scan_params(params, |n, v| {
+            if n.eq_ignore_ascii_case("tag") {
+                tag = v;
+                false
+            } else {
+                true
+            }
+        })
+        .map_err(|()| ParseError::Malformed(name))?;
+        Ok(tag)
     }
 
     /// Max-Forwards (RFC 3261 §20.22); values above 255 are an error.
