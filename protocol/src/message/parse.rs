@@ -104,8 +104,10 @@ impl Hot {
     }
 }
 
-fn to_u32(v: usize) -> Result<u32, ParseError> {
-    u32::try_from(v).map_err(|_| ParseError::InvalidHeaderLine)
+/// Offset narrowing; `parse` rejects buffers of 4 GiB or more up front, so every offset
+/// fits.
+fn off(v: usize) -> u32 {
+    v as u32
 }
 
 fn is_sip_version_prefix(b: &[u8]) -> bool {
@@ -126,6 +128,9 @@ impl Message {
     /// Parses one complete message. See the module docs for the body rules.
     pub fn parse(buf: Bytes) -> Result<Self, ParseError> {
         let b: &[u8] = &buf;
+        if u32::try_from(b.len()).is_err() {
+            return Err(ParseError::TooLarge);
+        }
         let mut pos = b
             .iter()
             .position(|c| *c != b'\r' && *c != b'\n')
@@ -167,11 +172,11 @@ impl Message {
                 if let Some(t) = line.iter().rposition(not_wsp) {
                     if last.value_start == last.value_end {
                         let lead = line.iter().position(not_wsp).unwrap_or(0);
-                        last.value_start = to_u32(pos + lead)?;
+                        last.value_start = off(pos + lead);
                     }
-                    last.value_end = to_u32(pos + t + 1)?;
+                    last.value_end = off(pos + t + 1);
                 }
-                last.line_end = to_u32(next)?;
+                last.line_end = off(next);
             } else {
                 // The name: a token, then optional SP/HT, then the colon.
                 let name_len = line
@@ -196,12 +201,12 @@ impl Message {
                     }
                 }
                 headers.push(Entry {
-                    name_start: to_u32(pos)?,
-                    name_end: to_u32(pos + name_len)?,
-                    value_start: to_u32(value_at + lead)?,
-                    value_end: to_u32(value_at + trail)?,
-                    line_start: to_u32(pos)?,
-                    line_end: to_u32(next)?,
+                    name_start: off(pos),
+                    name_end: off(pos + name_len),
+                    value_start: off(value_at + lead),
+                    value_end: off(value_at + trail),
+                    line_start: off(pos),
+                    line_end: off(next),
                 });
             }
             pos = next;
