@@ -83,7 +83,11 @@ fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
             let span = tracing::debug_span!(
                 "sip",
                 call_id = msg.call_id().unwrap_or_default(),
-                branch = msg.top_via().ok().and_then(|v| v.branch).unwrap_or_default(),
+                branch = msg
+                    .top_via()
+                    .ok()
+                    .and_then(|v| v.branch)
+                    .unwrap_or_default(),
                 cseq = msg.cseq().map(|c| c.seq).unwrap_or_default(),
                 method = msg.method().map(|m| m.as_str()).unwrap_or_default(),
                 status = msg.status().map(|s| s.0).unwrap_or_default(),

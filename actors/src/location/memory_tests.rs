@@ -408,4 +408,3 @@ fn many_aors_spread_over_shards() {
         size_of::<Binding>()
     );
 }
-
