@@ -14,7 +14,7 @@
 //!   timeout and returns the exit status, call statistics and error log ([`SippOutcome`]);
 //! * [`run_corpus`]: the RFC 4475/5118 corpus driver (`send_corpus.py`);
 //! * [`Harness`]: one test's directory, address and node, with shortcuts for SIPp runs;
-//! * [`UdpPeer`], [`TcpPeer`], [`RawRequest`] and [`RawMessage`]: hand-made SIP over std sockets
+//! * [`RawClient`] (over [`UdpPeer`] or [`TcpPeer`]), [`RawRequest`] and [`RawMessage`]: hand-made SIP over std sockets
 //!   for the bad-input, limit and IPv6 tests, which must send what no SIP stack would.
 //!
 //! # Layout
@@ -40,6 +40,7 @@ mod paths;
 mod port;
 mod probe;
 mod process;
+mod raw_client;
 mod raw_message;
 mod raw_request;
 mod sipp;
@@ -56,6 +57,7 @@ pub use node::{NodeOptions, SipmeshNode, Target};
 pub use paths::{corpus_dir, kamailio_config, sipp_binary, sipp_dir, workspace_root};
 pub use port::{free_port, test_ip};
 pub use probe::options_ping;
+pub use raw_client::RawClient;
 pub use raw_message::RawMessage;
 pub use raw_request::{RawRequest, ViaTransport};
 pub use sipp::{Sipp, SippOutcome, SippRunning, SippTransport};

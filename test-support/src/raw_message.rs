@@ -89,6 +89,27 @@ impl RawMessage {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A response to this request with `code` and `reason` (RFC 3261 §8.2.6.2): every Via,
+    /// From, To (with a tag added when it has none), Call-ID and CSeq copied, no body.
+    pub fn reply(&self, code: u16, reason: &str) -> Vec<u8> {
+        let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+        for via in self.header_all("Via") {
+            out.push_str(&format!("Via: {via}\r\n"));
+        }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            let Some(value) = self.header(name) else {
+                continue;
+            };
+            if name == "To" && !value.contains(";tag=") {
+                out.push_str(&format!("To: {value};tag=rawuas\r\n"));
+            } else {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out.into_bytes()
+    }
+
     /// The header fields in order.
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
@@ -166,6 +187,22 @@ mod tests {
         assert_eq!(msg.method(), Some("MESSAGE"));
         assert_eq!(msg.status(), None);
         assert_eq!(msg.body(), b"hi");
+    }
+
+    #[test]
+    fn reply_copies_the_transaction_headers() {
+        let request = RawMessage::parse(
+            b"MESSAGE sip:bob@h SIP/2.0\r\nVia: SIP/2.0/UDP p1;branch=z9hG4bK1\r\n\
+              v: SIP/2.0/UDP p2;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:bob@h>\r\n\
+              Call-ID: c1\r\nCSeq: 5 MESSAGE\r\nContent-Length: 0\r\n\r\n",
+        )
+        .expect("parses");
+        let reply = RawMessage::parse(&request.reply(200, "OK")).expect("reply parses");
+        assert_eq!(reply.status(), Some(200));
+        assert_eq!(reply.header_all("Via").count(), 2);
+        assert_eq!(reply.header("To"), Some("<sip:bob@h>;tag=rawuas"));
+        assert_eq!(reply.header("CSeq"), Some("5 MESSAGE"));
+        assert_eq!(reply.header("Call-ID"), Some("c1"));
     }
 
     #[test]
