@@ -514,7 +514,7 @@ fn garbage_flood_udp() {
     };
     let target = harness.node().udp_addr();
     let local = sender.local_addr();
-    let mut rng = Lcg(0x5eed_0f_5193);
+    let mut rng = Lcg(0x005e_ed0f_5193);
     for i in 0..2000u32 {
         let datagram = garbage(&mut rng, i, local);
         if let Err(e) = sender.send(target, &datagram) {
@@ -526,6 +526,20 @@ fn garbage_flood_udp() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+    // The node really read the flood: the garbage requests whose Via still parses (the
+    // negative Content-Length kind) are answered with 400 (RFC 3261 §21.4.1).
+    let mut answered = 0;
+    while let Some(answer) = sender.recv(Duration::from_millis(500)) {
+        if answer.status() == Some(400) {
+            answered += 1;
+        }
+    }
+    eprintln!("garbage flood: {answered} answers with 400");
+    assert!(
+        answered > 0,
+        "no garbage request was answered: did the node read the flood?\n{}",
+        harness.node().log_tail()
+    );
     assert_alive(&mut harness);
 }
 
@@ -621,4 +635,78 @@ fn options_over_tcp_gets_200() {
         Ok(other) => fail(&harness, "expected 200", &request, other.as_ref()),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Like the MESSAGE case with an INVITE: bob (registered from a TCP connection) gets the INVITE
+/// on that connection, answers 486, the caller gets the 486, and the node's ACK for that
+/// non-2xx final response (RFC 3261 §17.1.1.3) comes back on the same connection.
+#[test]
+fn tcp_registered_user_gets_invite_and_ack_over_its_connection() {
+    let harness = start("bad-tcp-registered-user-invite");
+    let mut bob = client(&harness, ViaTransport::Tcp);
+    let contact = format!("sip:bob@{};transport=tcp", bob.local_addr());
+    let registration = register(&harness, &bob, "bob", &contact);
+    expect_status(&harness, &mut bob, &registration, 200);
+
+    let mut caller = client(&harness, ViaTransport::Udp);
+    let invite = caller
+        .new_request("INVITE", &uri(&harness, ViaTransport::Udp, "bob"))
+        .header("Contact", format!("<sip:alice@{}>", caller.local_addr()))
+        .body(
+            "application/sdp",
+            "v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n",
+        );
+    if let Err(e) = caller.send(&invite.to_bytes()) {
+        panic!("cannot send: {e}");
+    }
+    let Some(delivered) = bob.recv(WAIT) else {
+        fail(&harness, "no INVITE on bob's TCP connection", &invite, None);
+    };
+    if delivered.method() != Some("INVITE") {
+        fail(
+            &harness,
+            "bob got something else",
+            &invite,
+            Some(&delivered),
+        );
+    }
+    if let Err(e) = bob.send(&delivered.reply(486, "Busy Here")) {
+        panic!("cannot answer: {e}");
+    }
+    match caller.recv_final(WAIT) {
+        Some(answer) if answer.status() == Some(486) => {}
+        other => fail(
+            &harness,
+            "the caller did not get 486",
+            &invite,
+            other.as_ref(),
+        ),
+    }
+    match bob.recv(WAIT) {
+        Some(ack) if ack.method() == Some("ACK") => {}
+        other => fail(
+            &harness,
+            "no ACK for the 486 on bob's connection",
+            &invite,
+            other.as_ref(),
+        ),
+    }
+}
+
+/// Garbage on one TCP connection (random octets, then an endless header line) affects only
+/// that connection: another connection opened before it is still served, and so is UDP.
+#[test]
+fn garbage_over_tcp_spares_other_connections() {
+    let mut harness = start("bad-garbage-tcp");
+    let mut good = client(&harness, ViaTransport::Tcp);
+    let mut bad = client(&harness, ViaTransport::Tcp);
+    let mut rng = Lcg(0x00ba_d7c9);
+    let mut junk = rng.bytes(4096);
+    junk.extend_from_slice(b"\r\n\r\nOPTIONS sip:x SIP/2.0\r\nX-Endless: ");
+    junk.extend(std::iter::repeat_n(b'y', 128 * 1024));
+    // The node may close the connection part-way: a failed write is fine.
+    let _ = bad.send(&junk);
+    let request = good.new_request("OPTIONS", &uri(&harness, ViaTransport::Tcp, ""));
+    expect_status(&harness, &mut good, &request, 200);
+    assert_alive(&mut harness);
 }
