@@ -29,6 +29,12 @@ cargo fmt --all --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "==> protocol/ stays sans-IO (no tokio, ractor, redis, mio)"
+if cargo tree -p sipmesh-protocol -e normal --prefix none | grep -E '^(tokio|ractor|redis|mio) '; then
+	echo "sipmesh-protocol must not depend on an I/O crate" >&2
+	exit 1
+fi
+
 echo "==> cargo build --bins"
 cargo build --workspace --bins
 

@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::header::Params;
-use crate::header::scan::{is_lws, parse_u64};
+use crate::header::scan::{find_char, is_host_char, is_uri_bad, parse_u64};
 use crate::message::ParseError;
 
 /// A host: a domain name or an IP address (RFC 3261 §25.1 `host`).
@@ -25,7 +25,7 @@ impl<'a> Host<'a> {
     /// Parses `host[:port]`, including `[v6]:port` and the RFC 5118 §4.3 three-colon form.
     pub fn parse_hostport(s: &'a str) -> Result<(Self, Option<u16>), ParseError> {
         if let Some(inner) = s.strip_prefix('[') {
-            let close = inner.find(']').ok_or(ParseError::InvalidHost)?;
+            let close = find_char(inner, b']').ok_or(ParseError::InvalidHost)?;
             let addr = parse_v6(inner.get(..close).ok_or(ParseError::InvalidHost)?)?;
             let after = inner.get(close + 1..).unwrap_or_default();
             let port = match after {
@@ -36,14 +36,19 @@ impl<'a> Host<'a> {
             };
             return Ok((Host::Ipv6(addr), port));
         }
-        let (host, port) = match s.find(':') {
+        // The port is after the last colon; any other colon makes the host invalid (an IPv6
+        // address without brackets is ambiguous, RFC 5118 §4.4) and `parse` rejects it.
+        let (host, port) = match s.bytes().rposition(|b| b == b':') {
             Some(i) => {
-                let p = s.get(i + 1..).unwrap_or_default();
-                if p.contains(':') {
-                    // An IPv6 address without brackets (RFC 5118 §4.4): ambiguous, reject.
-                    return Err(ParseError::InvalidHost);
-                }
-                (s.get(..i).unwrap_or_default(), Some(parse_port(p)?))
+                let host = s.get(..i).unwrap_or_default();
+                let port = parse_port(s.get(i + 1..).unwrap_or_default()).map_err(|e| {
+                    if host.contains(':') {
+                        ParseError::InvalidHost
+                    } else {
+                        e
+                    }
+                })?;
+                (host, Some(port))
             }
             None => (s, None),
         };
@@ -58,19 +63,16 @@ impl<'a> Host<'a> {
         if host.is_empty() {
             return Err(ParseError::InvalidHost);
         }
-        if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let b = host.as_bytes();
+        if !b.iter().all(|c| is_host_char(*c)) {
+            return Err(ParseError::InvalidHost);
+        }
+        if b.first().is_some_and(u8::is_ascii_digit) && b.last().is_some_and(u8::is_ascii_digit) {
             if let Ok(v4) = host.parse::<Ipv4Addr>() {
                 return Ok(Host::Ipv4(v4));
             }
         }
-        if host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_')
-        {
-            Ok(Host::Domain(host))
-        } else {
-            Err(ParseError::InvalidHost)
-        }
+        Ok(Host::Domain(host))
     }
 
     /// True if this is an IP address rather than a name.
@@ -137,8 +139,8 @@ pub enum Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses a URI (surrounding whitespace is ignored).
     pub fn parse(s: &'a str) -> Result<Self, ParseError> {
-        let s = s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8));
-        let colon = s.find(':').ok_or(ParseError::InvalidUri)?;
+        let s = crate::header::scan::trim(s);
+        let colon = find_char(s, b':').ok_or(ParseError::InvalidUri)?;
         let scheme = s.get(..colon).ok_or(ParseError::InvalidUri)?;
         let rest = s.get(colon + 1..).ok_or(ParseError::InvalidUri)?;
         let mut sb = scheme.bytes();
@@ -147,10 +149,7 @@ impl<'a> Uri<'a> {
         {
             return Err(ParseError::InvalidUri);
         }
-        if rest
-            .bytes()
-            .any(|b| is_lws(b) || b"<>\"".contains(&b) || b < 0x20)
-        {
+        if rest.bytes().any(is_uri_bad) {
             return Err(ParseError::InvalidUri);
         }
         if scheme.eq_ignore_ascii_case("sip") {
@@ -255,11 +254,11 @@ impl<'a> SipUri<'a> {
     }
 
     fn parse_rest(raw: &'a str, rest: &'a str, secure: bool) -> Result<Self, ParseError> {
-        let (user, password, hp_rest) = match rest.find('@') {
+        let (user, password, hp_rest) = match find_char(rest, b'@') {
             Some(at) => {
                 let userinfo = rest.get(..at).ok_or(ParseError::InvalidUri)?;
                 let after = rest.get(at + 1..).ok_or(ParseError::InvalidUri)?;
-                let (u, p) = match userinfo.find(':') {
+                let (u, p) = match find_char(userinfo, b':') {
                     Some(c) => (userinfo.get(..c), userinfo.get(c + 1..)),
                     None => (Some(userinfo), None),
                 };
@@ -270,11 +269,14 @@ impl<'a> SipUri<'a> {
             }
             None => (None, None, rest),
         };
-        let hp_end = hp_rest.find([';', '?']).unwrap_or(hp_rest.len());
+        let hp_end = hp_rest
+            .bytes()
+            .position(|b| b == b';' || b == b'?')
+            .unwrap_or(hp_rest.len());
         let hostport = hp_rest.get(..hp_end).ok_or(ParseError::InvalidUri)?;
         let (host, port) = Host::parse_hostport(hostport)?;
         let tail = hp_rest.get(hp_end..).unwrap_or_default();
-        let (params, headers) = match tail.find('?') {
+        let (params, headers) = match find_char(tail, b'?') {
             Some(q) => (tail.get(..q).unwrap_or_default(), tail.get(q + 1..)),
             None => (tail, None),
         };
@@ -302,6 +304,30 @@ impl<'a> SipUri<'a> {
     /// The user part with `%XX` escapes decoded (may contain any byte, including NUL).
     pub fn user_unescaped(&self) -> Option<Cow<'a, [u8]>> {
         self.user.map(unescape)
+    }
+
+    /// The address-of-record form used as a registrar key (RFC 3261 §10.3 step 5):
+    /// `sip:user@host` (or `sips:`), user unescaped where printable, host lower-cased, no port,
+    /// parameters or headers.
+    pub fn address_of_record(&self) -> String {
+        let mut out = String::from(if self.secure { "sips:" } else { "sip:" });
+        if let Some(user) = self.user {
+            match std::str::from_utf8(&unescape(user)) {
+                Ok(u)
+                    if u.bytes()
+                        .all(|b| b.is_ascii_graphic() && !b"%@:;?<>\"".contains(&b)) =>
+                {
+                    out.push_str(u);
+                }
+                _ => out.push_str(user),
+            }
+            out.push('@');
+        }
+        match self.host {
+            Host::Domain(d) => out.push_str(&d.to_ascii_lowercase()),
+            h => out.push_str(&h.to_string()),
+        }
+        out
     }
 
     /// The `transport` parameter.
@@ -385,7 +411,7 @@ pub struct TelUri<'a> {
 
 impl<'a> TelUri<'a> {
     fn parse_rest(raw: &'a str, rest: &'a str) -> Result<Self, ParseError> {
-        let (number, params) = match rest.find(';') {
+        let (number, params) = match find_char(rest, b';') {
             Some(i) => (
                 rest.get(..i).unwrap_or_default(),
                 rest.get(i + 1..).unwrap_or_default(),
@@ -449,6 +475,16 @@ mod tests {
         assert_eq!(u.transport(), Some("tcp"));
         assert!(u.lr());
         assert_eq!(u.headers, Some("subject=x"));
+    }
+
+    #[test]
+    fn aor() {
+        let u = SipUri::parse("sip:%61lice@Atlanta.COM:5060;transport=tcp?x=y").unwrap();
+        assert_eq!(u.address_of_record(), "sip:alice@atlanta.com");
+        let u = SipUri::parse("sips:[2001:db8::1]").unwrap();
+        assert_eq!(u.address_of_record(), "sips:[2001:db8::1]");
+        let u = SipUri::parse("sip:a%40b@x").unwrap();
+        assert_eq!(u.address_of_record(), "sip:a%40b@x");
     }
 
     #[test]

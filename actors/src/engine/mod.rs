@@ -27,7 +27,7 @@ use sipmesh_protocol::proxy::{CoreConfig, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
-use crate::location::MemoryLocationStore;
+use crate::location::{LocationStore, MemoryLocationStore};
 use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
 pub(crate) use ingress::Ingress;
@@ -84,6 +84,8 @@ pub struct Engine {
     transport: TransportHandle,
     /// The transport's listener tasks: dropping the set would abort them.
     transport_tasks: tokio::task::JoinSet<()>,
+    /// Removes expired bindings from the store.
+    sweeper: JoinHandle<()>,
     shards: Vec<JoinHandle<()>>,
     shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
     local: Vec<(Transport, SocketAddr)>,
@@ -116,6 +118,7 @@ impl Engine {
             })
             .collect();
         let store = Arc::new(MemoryLocationStore::new());
+        let sweeper = tokio::spawn(sweep_expired(store.clone()));
         let shards = receivers
             .into_iter()
             .enumerate()
@@ -140,6 +143,7 @@ impl Engine {
         Ok(Self {
             transport,
             transport_tasks,
+            sweeper,
             shards,
             shutdown: senders,
             local,
@@ -165,8 +169,26 @@ impl Engine {
                 "transactions still running at the end of the grace period"
             );
         }
+        self.sweeper.abort();
         self.transport.shutdown();
         drop(self.transport_tasks);
+    }
+}
+
+/// How often expired bindings are removed. Lookups never return an expired binding, so this
+/// only bounds how long the memory of a binding outlives it.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+async fn sweep_expired<S: LocationStore>(store: Arc<S>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.sweep_expired(std::time::SystemTime::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "expired bindings swept"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired bindings failed"),
+        }
     }
 }
 

@@ -78,6 +78,21 @@ fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
     match input {
         ShardInput::Message(m) => {
             let (msg, origin) = *m;
+            // One span per message, carrying the transaction's keys (STYLE: spans at the
+            // boundaries with protocol fields); everything the core logs nests under it.
+            let span = tracing::debug_span!(
+                "sip",
+                call_id = msg.call_id().unwrap_or_default(),
+                branch = msg
+                    .top_via()
+                    .ok()
+                    .and_then(|v| v.branch)
+                    .unwrap_or_default(),
+                cseq = msg.cseq().map(|c| c.seq).unwrap_or_default(),
+                method = msg.method().map(|m| m.as_str()).unwrap_or_default(),
+                status = msg.status().map(|s| s.0).unwrap_or_default(),
+            );
+            let _entered = span.enter();
             core.handle_message(Instant::now(), msg, origin);
         }
         ShardInput::Drain => {

@@ -4,9 +4,9 @@
 mod auth;
 mod contact;
 mod cseq;
-mod name;
+pub(crate) mod name;
 mod name_addr;
-mod params;
+pub(crate) mod params;
 pub(crate) mod scan;
 mod via;
 

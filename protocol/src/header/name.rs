@@ -5,6 +5,8 @@ use bytes::Bytes;
 use std::fmt;
 
 macro_rules! header_names {
+    (@compact) => { None };
+    (@compact $c:literal) => { Some(&$c[..]) };
     ($( $variant:ident => $canon:literal, $lower:literal $(, $compact:literal)? ;)*) => {
         /// A SIP header field name. Comparison is case-insensitive and compact forms are
         /// normalised to the long form when parsed ([`HeaderName::from_bytes`]).
@@ -28,18 +30,62 @@ macro_rules! header_names {
                 }
             }
 
-            /// Classifies a (lower-cased) known name or compact form.
-            fn from_lower(lower: &[u8]) -> Option<Self> {
-                match lower {
+        }
+
+        impl HeaderName {
+            /// The lower-case long name and compact form; `None` for [`HeaderName::Other`].
+            pub(crate) fn lower_forms(&self) -> Option<(&'static [u8], Option<&'static [u8]>)> {
+                match self {
                     $(
-                        $lower $( | $compact )? => Some(Self::$variant),
+                        Self::$variant => Some((&$lower[..], header_names!(@compact $($compact)?))),
                     )*
-                    _ => None,
+                    Self::Other(_) => None,
                 }
             }
         }
+
+        /// Every known lower-case name and compact form with its variant.
+        const KNOWN: &[(&[u8], HeaderName)] = &[
+            $(
+                ($lower, HeaderName::$variant),
+                $( ($compact, HeaderName::$variant), )?
+            )*
+        ];
     };
 }
+
+/// Multiplier of the name hash; chosen so that every entry of `KNOWN` gets its own slot
+/// (checked at compile time by `build_slots`).
+const HASH_K: u64 = 0x7ce6_f4d5_4557_5e1d;
+
+/// Case-insensitive hash of a header name into 0..=255 from its length and its first,
+/// middle and last bytes (no per-byte loop).
+const fn name_hash(name: &[u8]) -> usize {
+    let n = name.len();
+    if n == 0 {
+        return 0;
+    }
+    let x = (name[0].to_ascii_lowercase() as u64)
+        | ((name[n - 1].to_ascii_lowercase() as u64) << 8)
+        | ((name[n / 2].to_ascii_lowercase() as u64) << 16)
+        | ((n as u64 & 0xff) << 24);
+    (x.wrapping_mul(HASH_K) >> 56) as usize
+}
+
+const fn build_slots() -> [u8; 256] {
+    let mut slots = [u8::MAX; 256];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let h = name_hash(KNOWN[i].0);
+        assert!(slots[h] == u8::MAX, "header name hash collision");
+        slots[h] = i as u8;
+        i += 1;
+    }
+    slots
+}
+
+/// Hash slot -> index into `KNOWN` (`u8::MAX` = empty).
+static SLOTS: [u8; 256] = build_slots();
 
 header_names! {
     Via => "Via", b"via", b"v";
@@ -110,12 +156,12 @@ impl HeaderName {
 
     /// Like [`HeaderName::from_bytes`] but returns `None` for unknown names (no allocation).
     pub fn classify(name: &[u8]) -> Option<Self> {
-        let mut buf = [0u8; 24];
-        let lower = buf.get_mut(..name.len())?;
-        for (d, s) in lower.iter_mut().zip(name) {
-            *d = s.to_ascii_lowercase();
+        if name.is_empty() || name.len() > 24 {
+            return None;
         }
-        Self::from_lower(lower)
+        let idx = *SLOTS.get(name_hash(name))?;
+        let (known, h) = KNOWN.get(usize::from(idx))?;
+        eq_lowercase(known, name).then(|| h.clone())
     }
 
     /// True for headers that RFC 3261 §7.3 allows only once per message.
@@ -135,11 +181,62 @@ impl HeaderName {
 
     /// Whether the raw wire name `raw` denotes this header.
     pub fn matches_raw(&self, raw: &[u8]) -> bool {
-        match self {
-            Self::Other(b) => b.eq_ignore_ascii_case(raw),
-            known => Self::classify(raw).as_ref() == Some(known),
+        self.matcher().matches(raw)
+    }
+
+    /// A precomputed matcher for scanning many raw names.
+    pub(crate) fn matcher(&self) -> NameMatcher<'_> {
+        match (self.lower_forms(), self) {
+            (Some((long, compact)), _) => NameMatcher::Known { long, compact },
+            (None, Self::Other(b)) => NameMatcher::Other(b),
+            (None, _) => NameMatcher::Other(b""),
         }
     }
+}
+
+/// Matches raw wire names against one [`HeaderName`] without classifying them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NameMatcher<'a> {
+    Known {
+        long: &'static [u8],
+        compact: Option<&'static [u8]>,
+    },
+    Other(&'a [u8]),
+}
+
+impl NameMatcher<'_> {
+    /// True if `raw` (as written on the wire) is this header.
+    pub(crate) fn matches(&self, raw: &[u8]) -> bool {
+        match self {
+            Self::Known { long, compact } => {
+                eq_lowercase(long, raw) || compact.is_some_and(|c| eq_lowercase(c, raw))
+            }
+            Self::Other(b) => b.eq_ignore_ascii_case(raw),
+        }
+    }
+}
+
+/// Compares a lower-case known name made of `[a-z0-9-]` (all of which have bit 0x20 set)
+/// with `name` in any case, eight bytes at a time.
+pub(crate) fn eq_lowercase(known: &[u8], name: &[u8]) -> bool {
+    if known.len() != name.len() {
+        return false;
+    }
+    const MASK: u64 = 0x2020_2020_2020_2020;
+    let mut k = known.chunks_exact(8);
+    let mut n = name.chunks_exact(8);
+    for (a, b) in (&mut k).zip(&mut n) {
+        let (Ok(a), Ok(b)) = (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) else {
+            return false;
+        };
+        if u64::from_le_bytes(a) != u64::from_le_bytes(b) | MASK {
+            return false;
+        }
+    }
+    k.remainder()
+        .iter()
+        .zip(n.remainder())
+        .all(|(a, b)| *a == b | 0x20)
 }
 
 impl PartialEq for HeaderName {

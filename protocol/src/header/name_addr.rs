@@ -5,7 +5,8 @@
 use std::borrow::Cow;
 
 use super::Params;
-use super::scan::{find_unquoted, quoted_end, trim, unquote};
+use super::params::scan_params;
+use super::scan::{find_char, find_unquoted, quoted_end, trim, unquote};
 use crate::message::ParseError;
 use crate::uri::Uri;
 
@@ -22,6 +23,8 @@ pub struct NameAddr<'a> {
     pub uri_raw: &'a str,
     /// Header parameters after the URI (`tag`, `expires`, `q`, ...).
     pub params: Params<'a>,
+    /// The whole value as written (trimmed), e.g. to copy a Contact into a response.
+    pub raw: &'a str,
 }
 
 impl<'a> NameAddr<'a> {
@@ -46,7 +49,7 @@ impl<'a> NameAddr<'a> {
             if b.contains(&b'>') || b.contains(&b'"') {
                 return Err(ParseError::MalformedNameAddr);
             }
-            match s.find(';') {
+            match find_char(s, b';') {
                 Some(i) => (
                     None,
                     false,
@@ -62,7 +65,7 @@ impl<'a> NameAddr<'a> {
             None if after.is_empty() => Params::new(""),
             None => return Err(ParseError::MalformedNameAddr),
         };
-        if !params.is_well_formed() {
+        if !params.raw().is_empty() && scan_params(params.raw(), |_, _| true).is_err() {
             return Err(ParseError::MalformedNameAddr);
         }
         let uri = Uri::parse(uri_raw)?;
@@ -72,6 +75,7 @@ impl<'a> NameAddr<'a> {
             uri,
             uri_raw,
             params,
+            raw: s,
         })
     }
 
@@ -100,7 +104,7 @@ impl<'a> NameAddr<'a> {
 /// Splits `<uri>rest` into the URI text and the rest.
 fn angle(s: &str) -> Result<(&str, &str), ParseError> {
     let inner = s.strip_prefix('<').ok_or(ParseError::MalformedNameAddr)?;
-    let close = inner.find('>').ok_or(ParseError::MalformedNameAddr)?;
+    let close = find_char(inner, b'>').ok_or(ParseError::MalformedNameAddr)?;
     Ok((
         trim(inner.get(..close).unwrap_or_default()),
         inner.get(close + 1..).unwrap_or_default(),

@@ -1,7 +1,7 @@
 //! Generic `;name=value` parameter lists (RFC 3261 §25.1 `generic-param`), kept as a borrowed
 //! slice and parsed lazily on lookup: no allocation.
 
-use super::scan::{find_unquoted, is_token, trim};
+use super::scan::{find_byte, is_lws, is_pvalue_char, is_token, is_token_char, quoted_end, trim};
 
 /// A borrowed parameter list, e.g. the `;branch=z9hG4bK1;rport` part of a Via value.
 /// The stored text excludes the leading `;`.
@@ -52,18 +52,80 @@ impl<'a> Params<'a> {
     /// Checks that every parameter name is a token and every value is a token, a quoted
     /// string or a bracketed IPv6 reference (the latter for Via `received`, RFC 5118 §4.5).
     pub fn is_well_formed(&self) -> bool {
-        self.iter().all(|(n, v)| {
-            is_token(n)
-                && v.is_none_or(|v| {
-                    (v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
-                        || (v.starts_with('[') && v.ends_with(']'))
-                        || (!v.is_empty()
-                            && v.bytes().all(|b| {
-                                super::scan::is_token_char(b) || b":[]/@?&=$+".contains(&b)
-                            }))
-                })
-        })
+        self.iter().all(|(n, v)| param_ok(n, v))
     }
+}
+
+/// One validating pass over a parameter list (text after the first `;`): calls `f` with each
+/// `(name, value)` until it returns `false`. Fails on the first parameter that
+/// [`param_ok`] would reject (empty name, bad characters, unterminated quote).
+pub(crate) fn scan_params<'a>(
+    raw: &'a str,
+    mut f: impl FnMut(&'a str, Option<&'a str>) -> bool,
+) -> Result<(), ()> {
+    let b = raw.as_bytes();
+    let mut i = 0;
+    let skip = |i: &mut usize| {
+        while b.get(*i).is_some_and(|c| is_lws(*c)) {
+            *i += 1;
+        }
+    };
+    loop {
+        skip(&mut i);
+        let ns = i;
+        while b.get(i).is_some_and(|c| is_token_char(*c)) {
+            i += 1;
+        }
+        let name = raw.get(ns..i).ok_or(())?;
+        if name.is_empty() {
+            return Err(());
+        }
+        skip(&mut i);
+        let mut value = None;
+        if b.get(i) == Some(&b'=') {
+            i += 1;
+            skip(&mut i);
+            let vs = i;
+            match b.get(i) {
+                Some(b'"') => i += quoted_end(b.get(i..).ok_or(())?).ok_or(())?,
+                Some(b'[') => i += find_byte(b.get(i..).ok_or(())?, b']').ok_or(())? + 1,
+                _ => {
+                    while b.get(i).is_some_and(|c| is_pvalue_char(*c)) {
+                        i += 1;
+                    }
+                }
+            }
+            if i == vs {
+                return Err(());
+            }
+            value = Some(raw.get(vs..i).ok_or(())?);
+            skip(&mut i);
+        }
+        if !f(name, value) {
+            return Ok(());
+        }
+        match b.get(i) {
+            None => return Ok(()),
+            Some(b';') => i += 1,
+            Some(_) => return Err(()),
+        }
+    }
+}
+
+/// Whether one `name[=value]` pair is well formed (see [`Params::is_well_formed`]).
+pub(crate) fn param_ok(n: &str, v: Option<&str>) -> bool {
+    is_token(n)
+        && v.is_none_or(|v| {
+            let b = v.as_bytes();
+            match (b.first(), b.last()) {
+                (Some(b'"'), Some(b'"')) => b.len() >= 2,
+                (Some(b'['), Some(b']')) => true,
+                (Some(_), _) => b
+                    .iter()
+                    .all(|c| is_token_char(*c) || b":[]/@?&=$+".contains(c)),
+                (None, _) => false,
+            }
+        })
 }
 
 /// Iterator over `(name, value)` pairs of a [`Params`].
@@ -77,14 +139,34 @@ impl<'a> Iterator for ParamIter<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.rest?;
-        let (item, next) = match find_unquoted(rest.as_bytes(), b';') {
-            Some(i) => (rest.get(..i)?, rest.get(i + 1..)),
-            None => (rest, None),
-        };
-        self.rest = next;
-        Some(match item.find('=') {
-            Some(i) => (trim(item.get(..i)?), Some(trim(item.get(i + 1..)?))),
-            None => (trim(item), None),
+        let b = rest.as_bytes();
+        // One pass: the first `=` and the `;` ending this parameter, skipping quoted strings.
+        let mut eq = None;
+        let mut end = None;
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            match c {
+                b';' => {
+                    end = Some(i);
+                    break;
+                }
+                b'=' if eq.is_none() => eq = Some(i),
+                b'"' => match quoted_end(b.get(i..).unwrap_or_default()) {
+                    Some(len) => {
+                        i += len;
+                        continue;
+                    }
+                    None => break,
+                },
+                _ => {}
+            }
+            i += 1;
+        }
+        let item_end = end.unwrap_or(b.len());
+        self.rest = end.and_then(|e| rest.get(e + 1..));
+        Some(match eq.filter(|e| *e < item_end) {
+            Some(e) => (trim(rest.get(..e)?), Some(trim(rest.get(e + 1..item_end)?))),
+            None => (trim(rest.get(..item_end)?), None),
         })
     }
 }
@@ -102,6 +184,27 @@ mod tests {
         assert_eq!(p.get("x"), None);
         assert!(p.is_well_formed());
         assert!(!Params::new(";").is_well_formed());
+        let mut seen = Vec::new();
+        assert!(
+            scan_params("a=1 ; b ;c=\"x;y\";d=[::1]", |n, v| {
+                seen.push((n, v));
+                true
+            })
+            .is_ok()
+        );
+        assert_eq!(
+            seen,
+            vec![
+                ("a", Some("1")),
+                ("b", None),
+                ("c", Some("\"x;y\"")),
+                ("d", Some("[::1]"))
+            ]
+        );
+        assert!(scan_params(";", |_, _| true).is_err());
+        assert!(scan_params("a=", |_, _| true).is_err());
+        assert!(scan_params("a=\"x", |_, _| true).is_err());
+        assert!(scan_params("a b", |_, _| true).is_err());
         assert!(Params::new("").is_empty());
         assert_eq!(Params::new("").iter().count(), 0);
     }

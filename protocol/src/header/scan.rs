@@ -4,14 +4,82 @@
 
 use std::ops::Range;
 
+const TOKEN: u8 = 1;
+const LWS: u8 = 2;
+const HOST: u8 = 4;
+const URI_BAD: u8 = 8;
+const PVALUE: u8 = 16;
+
+/// Character classes for the hot loops (one table lookup per byte).
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut f = 0;
+        if c.is_ascii_alphanumeric() {
+            f |= TOKEN | HOST;
+        }
+        if matches!(
+            c,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        ) {
+            f |= TOKEN;
+        }
+        if matches!(c, b'-' | b'.' | b'_') {
+            f |= HOST;
+        }
+        if f & TOKEN != 0
+            || matches!(
+                c,
+                b':' | b'[' | b']' | b'/' | b'@' | b'?' | b'&' | b'=' | b'$' | b'+'
+            )
+        {
+            f |= PVALUE;
+        }
+        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            f |= LWS;
+        }
+        if c < 0x21 || c == 0x7f || matches!(c, b'<' | b'>' | b'"') {
+            f |= URI_BAD;
+        }
+        t[i] = f;
+        i += 1;
+    }
+    t
+};
+
+fn class(b: u8) -> u8 {
+    CLASS.get(usize::from(b)).copied().unwrap_or(0)
+}
+
 /// Whitespace inside a header value: SP, HT, and the CR/LF of a folded line (RFC 3261 §7.3.1).
 pub(crate) fn is_lws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    class(b) & LWS != 0
+}
+
+/// Characters of an unquoted parameter value (token plus `:[]/@?&=$+`).
+pub(crate) fn is_pvalue_char(b: u8) -> bool {
+    class(b) & PVALUE != 0
+}
+
+/// Hostname characters (alphanumerics, `-`, `.`, `_`).
+pub(crate) fn is_host_char(b: u8) -> bool {
+    class(b) & HOST != 0
+}
+
+/// Bytes that may not appear unescaped anywhere in a URI (controls, SP, `<`, `>`, `"`).
+pub(crate) fn is_uri_bad(b: u8) -> bool {
+    class(b) & URI_BAD != 0
 }
 
 /// Trims linear whitespace (including folding) from both ends.
 pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c: char| c.is_ascii() && is_lws(c as u8))
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !is_lws(*c)).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !is_lws(*c)).map_or(start, |e| e + 1);
+    // LWS bytes are ASCII, so these are char boundaries.
+    s.get(start..end).unwrap_or_default()
 }
 
 /// Trims linear whitespace from a byte slice.
@@ -23,7 +91,7 @@ pub(crate) fn trim_bytes(s: &[u8]) -> &[u8] {
 
 /// RFC 3261 §25.1 `token` characters.
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    class(b) & TOKEN != 0
 }
 
 /// True if `s` is a non-empty RFC 3261 token.
@@ -31,30 +99,45 @@ pub(crate) fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(is_token_char)
 }
 
+/// Position of the first `c` in `s`: a plain loop for the short strings of header values
+/// (cheaper than a SIMD search's set-up), `memchr` for long ones.
+pub(crate) fn find_byte(s: &[u8], c: u8) -> Option<usize> {
+    if s.len() < 48 {
+        s.iter().position(|b| *b == c)
+    } else {
+        memchr::memchr(c, s)
+    }
+}
+
+/// [`find_byte`] on a `str`.
+pub(crate) fn find_char(s: &str, c: u8) -> Option<usize> {
+    find_byte(s.as_bytes(), c)
+}
+
 /// Position of the first `needle` in `s` that is outside quoted strings and `<...>`.
+/// Returns `None` if an unterminated quote or `<` hides the rest.
 pub(crate) fn find_unquoted(s: &[u8], needle: u8) -> Option<usize> {
-    let mut in_quote = false;
-    let mut in_angle = false;
-    let mut escape = false;
-    for (i, &b) in s.iter().enumerate() {
-        if in_quote {
-            if escape {
-                escape = false;
-            } else if b == b'\\' {
-                escape = true;
-            } else if b == b'"' {
-                in_quote = false;
-            }
-            continue;
-        }
-        if b == needle && !in_angle {
+    let mut i = 0;
+    while let Some(&c) = s.get(i) {
+        if c == needle {
             return Some(i);
         }
-        match b {
-            b'"' => in_quote = true,
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            _ => {}
+        if s.len() - i >= 32 {
+            // Long remainder: jump to the next interesting byte with a SIMD search.
+            let rest = s.get(i..)?;
+            match memchr::memchr3(needle, b'"', b'<', rest) {
+                Some(0) => {}
+                Some(j) => {
+                    i += j;
+                    continue;
+                }
+                None => return None,
+            }
+        }
+        match c {
+            b'"' => i += quoted_end(s.get(i..)?)?,
+            b'<' => i += find_byte(s.get(i..)?, b'>')? + 1,
+            _ => i += 1,
         }
     }
     None

@@ -4,7 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::Params;
-use super::scan::{is_lws, is_token_char, parse_u64, trim};
+use super::params::scan_params;
+use super::scan::{find_char, is_lws, is_token_char, parse_u64, trim};
 use crate::header::HeaderName;
 use crate::message::ParseError;
 use crate::uri::Host;
@@ -86,19 +87,30 @@ impl<'a> Via<'a> {
             Ok(())
         };
         skip(&mut i);
-        let name = token(&mut i)?;
-        slash(&mut i)?;
-        let version = token(&mut i)?;
-        slash(&mut i)?;
-        let transport = token(&mut i)?;
-        if !name.eq_ignore_ascii_case("SIP") {
-            return Err(malformed());
-        }
-        if version != "2.0" {
-            return Err(ParseError::UnsupportedVersion);
-        }
+        let transport = if b
+            .get(i..i + 8)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/2.0/"))
+        {
+            // Common compact spelling.
+            i += 8;
+            token(&mut i)?
+        } else {
+            let name = token(&mut i)?;
+            slash(&mut i)?;
+            let version = token(&mut i)?;
+            slash(&mut i)?;
+            let transport = token(&mut i)?;
+            if !name.eq_ignore_ascii_case("SIP") {
+                return Err(malformed());
+            }
+            if version != "2.0" {
+                return Err(ParseError::UnsupportedVersion);
+            }
+            transport
+        };
         let rest = s.get(i..).ok_or_else(malformed)?;
-        let (sent_by, params) = match rest.find(';') {
+        let semi = find_char(rest, b';');
+        let (sent_by, params) = match semi {
             Some(p) => (rest.get(..p).unwrap_or_default(), rest.get(p + 1..)),
             None => (rest, None),
         };
@@ -108,7 +120,7 @@ impl<'a> Via<'a> {
         }
         let (host, port) = Host::parse_hostport(sent_by).map_err(|_| malformed())?;
         let params = Params::new(params.unwrap_or_default());
-        if params.raw().is_empty() && rest.contains(';') || !params.is_well_formed() {
+        if params.raw().is_empty() && semi.is_some() {
             return Err(malformed());
         }
         let mut via = Self {
@@ -122,29 +134,33 @@ impl<'a> Via<'a> {
             ttl: None,
             params,
         };
-        for (n, v) in params.iter() {
-            if n.eq_ignore_ascii_case("branch") {
-                via.branch = Some(v.ok_or_else(malformed)?);
-            } else if n.eq_ignore_ascii_case("received") {
-                via.received = Some(v.ok_or_else(malformed)?);
-            } else if n.eq_ignore_ascii_case("rport") {
-                via.rport = Some(match v {
-                    None => None,
-                    Some(p) => Some(
-                        parse_u64(p)
-                            .and_then(|p| u16::try_from(p).ok())
-                            .ok_or_else(malformed)?,
-                    ),
-                });
-            } else if n.eq_ignore_ascii_case("maddr") {
-                via.maddr = Some(v.ok_or_else(malformed)?);
-            } else if n.eq_ignore_ascii_case("ttl") {
-                via.ttl = Some(
-                    v.and_then(parse_u64)
-                        .and_then(|t| u8::try_from(t).ok())
-                        .ok_or_else(malformed)?,
-                );
-            }
+        let mut bad = false;
+        let scanned = scan_params(params.raw(), |n, v| {
+            // Dispatch on length first: most parameters are compared only once.
+            let ok = match n.len() {
+                6 if n.eq_ignore_ascii_case("branch") => v.map(|v| via.branch = Some(v)),
+                8 if n.eq_ignore_ascii_case("received") => v.map(|v| via.received = Some(v)),
+                5 if n.eq_ignore_ascii_case("rport") => match v {
+                    None => {
+                        via.rport = Some(None);
+                        Some(())
+                    }
+                    Some(p) => parse_u64(p)
+                        .and_then(|p| u16::try_from(p).ok())
+                        .map(|p| via.rport = Some(Some(p))),
+                },
+                5 if n.eq_ignore_ascii_case("maddr") => v.map(|v| via.maddr = Some(v)),
+                3 if n.eq_ignore_ascii_case("ttl") => v
+                    .and_then(parse_u64)
+                    .and_then(|t| u8::try_from(t).ok())
+                    .map(|t| via.ttl = Some(t)),
+                _ => Some(()),
+            };
+            bad = ok.is_none();
+            !bad
+        });
+        if bad || (semi.is_some() && scanned.is_err()) {
+            return Err(malformed());
         }
         Ok(via)
     }

@@ -77,6 +77,8 @@ pub(crate) fn exercise(m: &Message) {
     let _ = m.cseq();
     let _ = m.from().map(|f| f.tag());
     let _ = m.to().map(|t| t.tag());
+    let _ = m.from_tag();
+    let _ = m.to_tag();
     let _ = m.max_forwards();
     let _ = m.contacts();
     let _ = m.routes();
@@ -103,8 +105,8 @@ fn check(name: &str, bytes: &[u8], expect: Expect) {
             let _ = via.branch;
             m.call_id().unwrap();
             m.cseq().unwrap();
-            m.from().unwrap();
-            m.to().unwrap();
+            assert_eq!(m.from_tag().unwrap(), m.from().unwrap().tag(), "{name}");
+            assert_eq!(m.to_tag().unwrap(), m.to().unwrap().tag(), "{name}");
             if m.is_request() {
                 m.request_uri().unwrap().unwrap();
             }
@@ -170,6 +172,14 @@ fn corpus_specifics() {
     assert_eq!(m.vias().count(), 3);
     assert_eq!(m.to().unwrap().tag(), Some("1918181833n"));
     assert_eq!(m.from().unwrap().tag(), Some("98asjd8"));
+    // Pop the top Via value of a folded, multi-value line.
+    let mut ed = Editor::new(&m);
+    ed.remove_first_value(&HeaderName::Via);
+    ed.remove_first_value(&HeaderName::Via);
+    let e = Message::parse(ed.finish()).unwrap();
+    let vias: Vec<_> = e.vias().map(|v| v.unwrap().host.to_string()).collect();
+    assert_eq!(vias, vec!["192.168.255.111"]);
+    assert_eq!(e.top_via().unwrap().branch, Some("z9hG4bK30239"));
     let m = get("dblreq");
     assert!(m.body().is_empty());
     let m = get("unkscm");

@@ -8,6 +8,9 @@ use crate::message::StatusCode;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
+    /// The buffer is 4 GiB or larger (offsets are stored as `u32`).
+    #[error("Message too large")]
+    TooLarge,
     /// The buffer held nothing but whitespace.
     #[error("Empty message")]
     Empty,
@@ -96,6 +99,7 @@ impl ParseError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnsupportedVersion => StatusCode::VERSION_NOT_SUPPORTED,
+            Self::TooLarge => StatusCode::MESSAGE_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         }
     }

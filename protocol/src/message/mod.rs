@@ -20,10 +20,14 @@ pub use status::StatusCode;
 
 use bytes::Bytes;
 
-use crate::header::scan::{parse_delta_seconds, parse_u64, split_commas, trim};
+use crate::header::name::NameMatcher;
+use crate::header::params::scan_params;
+use crate::header::scan::{
+    find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas, trim,
+};
 use crate::header::{AuthValue, CSeq, Contact, Contacts, HeaderName, NameAddr, Via};
 use crate::uri::Uri;
-use parse::{Entry, StartLine};
+use parse::{Entry, Hot, StartLine};
 
 /// True if a Via branch carries the RFC 3261 magic cookie `z9hG4bK` (§8.1.1.7).
 pub fn is_magic_cookie_branch(branch: &str) -> bool {
@@ -57,14 +61,12 @@ impl<'a> RawHeader<'a> {
 }
 
 fn entry_matches(e: &Entry, name: &HeaderName, buf: &[u8]) -> bool {
-    match (name, &e.name) {
-        (HeaderName::Other(n), None) => buf
-            .get(e.name_start as usize..e.name_end as usize)
-            .is_some_and(|raw| raw.eq_ignore_ascii_case(n)),
-        (HeaderName::Other(_), Some(_)) => false,
-        (n, Some(k)) => n == k,
-        (_, None) => false,
-    }
+    entry_matches_with(e, &name.matcher(), buf)
+}
+
+fn entry_matches_with(e: &Entry, m: &NameMatcher<'_>, buf: &[u8]) -> bool {
+    buf.get(e.name_start as usize..e.name_end as usize)
+        .is_some_and(|raw| m.matches(raw))
 }
 
 impl Message {
@@ -82,9 +84,10 @@ impl Message {
     }
 
     fn entries<'s>(&'s self, name: &'s HeaderName) -> impl Iterator<Item = &'s Entry> + 's {
+        let m = name.matcher();
         self.headers
             .iter()
-            .filter(move |e| entry_matches(e, name, &self.buf))
+            .filter(move |e| entry_matches_with(e, &m, &self.buf))
     }
 
     /// True for requests.
@@ -148,6 +151,13 @@ impl Message {
 
     /// The first header line with this name.
     pub fn header(&self, name: &HeaderName) -> Option<RawHeader<'_>> {
+        if let Some(h) = Hot::of(name) {
+            let idx = self.hot.get(h as usize).copied().unwrap_or(u16::MAX);
+            if idx != u16::MAX || self.headers.len() < usize::from(u16::MAX) {
+                return self.headers.get(usize::from(idx)).map(|e| self.raw(e));
+            }
+            // More lines than the hot index can address: fall back to a scan.
+        }
         self.entries(name).next().map(|e| self.raw(e))
     }
 
@@ -184,9 +194,15 @@ impl Message {
 
     /// The first Via value (RFC 3261 §8.2.6.2, §17.2.3).
     pub fn top_via(&self) -> Result<Via<'_>, ParseError> {
-        self.vias()
+        let v = self
+            .header(&HeaderName::Via)
+            .ok_or(ParseError::Missing(HeaderName::Via))?
+            .value;
+        let first = split_commas(v)
             .next()
-            .unwrap_or(Err(ParseError::Missing(HeaderName::Via)))
+            .and_then(|r| v.get(r))
+            .ok_or(ParseError::Malformed(HeaderName::Via))?;
+        Via::parse(std::str::from_utf8(first).map_err(|_| ParseError::NotUtf8(HeaderName::Via))?)
     }
 
     /// Every Via value, top first.
@@ -224,6 +240,62 @@ impl Message {
     /// The To header (RFC 3261 §20.39).
     pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
         self.name_addr(HeaderName::To)
+    }
+
+    /// The From tag, found without parsing the URI (fast path for transaction and dialog
+    /// matching). `Ok(None)` if there is no tag.
+    pub fn from_tag(&self) -> Result<Option<&str>, ParseError> {
+        self.tag_of(HeaderName::From)
+    }
+
+    /// The To tag, found without parsing the URI. `Ok(None)` if there is no tag.
+    pub fn to_tag(&self) -> Result<Option<&str>, ParseError> {
+        self.tag_of(HeaderName::To)
+    }
+
+    fn tag_of(&self, name: HeaderName) -> Result<Option<&str>, ParseError> {
+        // Work on bytes and validate UTF-8 only for the (short) parameter part.
+        let b = self
+            .header(&name)
+            .ok_or_else(|| ParseError::Missing(name.clone()))?
+            .value;
+        if b.first() == Some(&b'"') && quoted_end(b).is_none() {
+            return Err(ParseError::UnterminatedQuote);
+        }
+        let params_at = match find_unquoted(b, b'<') {
+            Some(lt) => {
+                let close = b
+                    .get(lt..)
+                    .and_then(|r| find_byte(r, b'>'))
+                    .ok_or(ParseError::Malformed(name.clone()))?;
+                lt + close + 1
+            }
+            None => match find_byte(b, b';') {
+                Some(semi) => semi,
+                None => return Ok(None),
+            },
+        };
+        let rest = std::str::from_utf8(b.get(params_at..).unwrap_or_default())
+            .map_err(|_| ParseError::NotUtf8(name.clone()))?;
+        let rest = trim(rest);
+        let Some(params) = rest.strip_prefix(';') else {
+            return if rest.is_empty() {
+                Ok(None)
+            } else {
+                Err(ParseError::Malformed(name))
+            };
+        };
+        let mut tag = None;
+        scan_params(params, |n, v| {
+            if n.eq_ignore_ascii_case("tag") {
+                tag = v;
+                false
+            } else {
+                true
+            }
+        })
+        .map_err(|()| ParseError::Malformed(name))?;
+        Ok(tag)
     }
 
     /// Max-Forwards (RFC 3261 §20.22); values above 255 are an error.

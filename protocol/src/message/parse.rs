@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::{Method, ParseError, StatusCode};
 use crate::header::HeaderName;
+use crate::header::name::eq_lowercase;
 use crate::header::scan::{is_token_char, parse_u64, trim_bytes};
 
 /// The parsed start line.
@@ -27,8 +28,6 @@ pub(crate) enum StartLine {
 /// One indexed header line (with its continuation lines).
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    /// The classified name; `None` for unknown names.
-    pub(crate) name: Option<HeaderName>,
     pub(crate) name_start: u32,
     pub(crate) name_end: u32,
     /// The value, trimmed; may contain folded CRLF + WSP.
@@ -52,22 +51,63 @@ pub struct Message {
     /// Offset of the empty line ending the header section.
     pub(crate) headers_end: usize,
     pub(crate) body: Range<usize>,
+    /// Index of the first line of the hot headers (see [`Hot`]), `u16::MAX` if absent.
+    pub(crate) hot: [u16; HOT_COUNT],
 }
 
-/// Finds the end of the line starting at `pos`: `(end_without_crlf, start_of_next_line)`.
-fn line_at(b: &[u8], pos: usize) -> Option<(usize, usize)> {
-    let rest = b.get(pos..)?;
-    let nl = pos + memchr::memchr(b'\n', rest)?;
-    let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') {
-        nl - 1
-    } else {
-        nl
-    };
-    Some((end, nl + 1))
+/// Headers whose first occurrence is remembered while indexing, so that the
+/// transaction-key accessors need no scan.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Hot {
+    Via = 0,
+    From = 1,
+    To = 2,
+    CallId = 3,
+    CSeq = 4,
+    ContentLength = 5,
 }
 
-fn to_u32(v: usize) -> Result<u32, ParseError> {
-    u32::try_from(v).map_err(|_| ParseError::InvalidHeaderLine)
+/// Number of [`Hot`] headers.
+pub(crate) const HOT_COUNT: usize = 6;
+
+impl Hot {
+    /// The hot header for a name, if it is one.
+    pub(crate) fn of(name: &HeaderName) -> Option<Self> {
+        Some(match name {
+            HeaderName::Via => Self::Via,
+            HeaderName::From => Self::From,
+            HeaderName::To => Self::To,
+            HeaderName::CallId => Self::CallId,
+            HeaderName::CSeq => Self::CSeq,
+            HeaderName::ContentLength => Self::ContentLength,
+            _ => return None,
+        })
+    }
+
+    /// Recognises a raw wire name (long or compact form) cheaply.
+    fn classify(raw: &[u8]) -> Option<Self> {
+        let first = raw.first()? | 0x20;
+        match (raw.len(), first) {
+            (1, b'v') => Some(Self::Via),
+            (1, b'f') => Some(Self::From),
+            (1, b't') => Some(Self::To),
+            (1, b'i') => Some(Self::CallId),
+            (1, b'l') => Some(Self::ContentLength),
+            (2, b't') if eq_lowercase(b"to", raw) => Some(Self::To),
+            (3, b'v') if eq_lowercase(b"via", raw) => Some(Self::Via),
+            (4, b'f') if eq_lowercase(b"from", raw) => Some(Self::From),
+            (4, b'c') if eq_lowercase(b"cseq", raw) => Some(Self::CSeq),
+            (7, b'c') if eq_lowercase(b"call-id", raw) => Some(Self::CallId),
+            (14, b'c') if eq_lowercase(b"content-length", raw) => Some(Self::ContentLength),
+            _ => None,
+        }
+    }
+}
+
+/// Offset narrowing; `parse` rejects buffers of 4 GiB or more up front, so every offset
+/// fits.
+fn off(v: usize) -> u32 {
+    v as u32
 }
 
 fn is_sip_version_prefix(b: &[u8]) -> bool {
@@ -88,81 +128,94 @@ impl Message {
     /// Parses one complete message. See the module docs for the body rules.
     pub fn parse(buf: Bytes) -> Result<Self, ParseError> {
         let b: &[u8] = &buf;
+        if u32::try_from(b.len()).is_err() {
+            return Err(ParseError::TooLarge);
+        }
         let mut pos = b
             .iter()
             .position(|c| *c != b'\r' && *c != b'\n')
             .ok_or(ParseError::Empty)?;
-        let (sl_end, next) = line_at(b, pos).ok_or(ParseError::UnterminatedHeaders)?;
+        let mut newlines = memchr::Memchr::new(b'\n', b.get(pos..).unwrap_or_default());
+        let base = pos;
+        let mut next_line = |pos: usize| -> Option<(usize, usize)> {
+            // Every line is consumed in order, so the next newline ends the line at `pos`.
+            let nl = base + newlines.next()?;
+            let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') {
+                nl - 1
+            } else {
+                nl
+            };
+            Some((end, nl + 1))
+        };
+        let (sl_end, next) = next_line(pos).ok_or(ParseError::UnterminatedHeaders)?;
         let start_line = pos..sl_end;
         let start = Self::parse_start_line(&buf, pos, sl_end)?;
         pos = next;
         let headers_start = pos;
         let mut headers: Vec<Entry> = Vec::with_capacity(24);
-        let mut content_length: Option<usize> = None;
+        let mut hot = [u16::MAX; HOT_COUNT];
         let (headers_end, body_start) = loop {
             if pos == b.len() {
                 // No empty line but the data ends at a line boundary: accept (datagram).
                 break (pos, pos);
             }
-            let (le, next) = line_at(b, pos).ok_or(ParseError::UnterminatedHeaders)?;
+            let (le, next) = next_line(pos).ok_or(ParseError::UnterminatedHeaders)?;
             if le == pos {
                 break (pos, next);
             }
-            let first = b.get(pos).copied().unwrap_or(b' ');
+            let line = b.get(pos..le).unwrap_or_default();
+            let not_wsp = |c: &u8| *c != b' ' && *c != b'\t';
+            let first = line.first().copied().unwrap_or(b' ');
             if first == b' ' || first == b'\t' {
+                // Continuation (folded) line: extend the previous value (RFC 3261 §7.3.1).
                 let last = headers.last_mut().ok_or(ParseError::InvalidHeaderLine)?;
-                if !trim_bytes(b.get(pos..le).unwrap_or_default()).is_empty() {
-                    last.value_end = to_u32(le)?;
-                    if last.value_start > last.value_end {
-                        last.value_start = to_u32(pos)?;
+                if let Some(t) = line.iter().rposition(not_wsp) {
+                    if last.value_start == last.value_end {
+                        let lead = line.iter().position(not_wsp).unwrap_or(0);
+                        last.value_start = off(pos + lead);
                     }
+                    last.value_end = off(pos + t + 1);
                 }
-                last.line_end = to_u32(next)?;
+                last.line_end = off(next);
             } else {
-                let line = b.get(pos..le).unwrap_or_default();
-                let colon = memchr::memchr(b':', line).ok_or(ParseError::InvalidHeaderLine)?;
-                let mut name_end = pos + colon;
-                while name_end > pos && matches!(b.get(name_end - 1), Some(b' ' | b'\t')) {
-                    name_end -= 1;
-                }
-                let name_bytes = b.get(pos..name_end).unwrap_or_default();
-                if name_bytes.is_empty() || !name_bytes.iter().all(|c| is_token_char(*c)) {
+                // The name: a token, then optional SP/HT, then the colon.
+                let name_len = line
+                    .iter()
+                    .position(|c| !is_token_char(*c))
+                    .unwrap_or(line.len());
+                let after = line.get(name_len..).unwrap_or_default();
+                let ws = after.iter().position(not_wsp).unwrap_or(after.len());
+                if name_len == 0 || after.get(ws) != Some(&b':') {
                     return Err(ParseError::InvalidHeaderLine);
                 }
-                let mut vs = pos + colon + 1;
-                while vs < le && matches!(b.get(vs), Some(b' ' | b'\t')) {
-                    vs += 1;
-                }
-                let mut ve = le;
-                while ve > vs && matches!(b.get(ve - 1), Some(b' ' | b'\t')) {
-                    ve -= 1;
-                }
-                let name = HeaderName::classify(name_bytes);
-                if name == Some(HeaderName::ContentLength) && content_length.is_none() {
-                    content_length = Some(headers.len());
+                let name_bytes = line.get(..name_len).unwrap_or_default();
+                let value = after.get(ws + 1..).unwrap_or_default();
+                let lead = value.iter().position(not_wsp).unwrap_or(value.len());
+                let trail = value.iter().rposition(not_wsp).map_or(lead, |t| t + 1);
+                let value_at = pos + name_len + ws + 1;
+                if let Some(h) = Hot::classify(name_bytes) {
+                    if let Some(slot) = hot.get_mut(h as usize) {
+                        if *slot == u16::MAX {
+                            *slot = u16::try_from(headers.len()).unwrap_or(u16::MAX);
+                        }
+                    }
                 }
                 headers.push(Entry {
-                    name,
-                    name_start: to_u32(pos)?,
-                    name_end: to_u32(name_end)?,
-                    value_start: to_u32(vs)?,
-                    value_end: to_u32(ve)?,
-                    line_start: to_u32(pos)?,
-                    line_end: to_u32(next)?,
+                    name_start: off(pos),
+                    name_end: off(pos + name_len),
+                    value_start: off(value_at + lead),
+                    value_end: off(value_at + trail),
+                    line_start: off(pos),
+                    line_end: off(next),
                 });
             }
             pos = next;
         };
-        // Trim trailing whitespace left by continuation lines.
-        for e in &mut headers {
-            while e.value_end > e.value_start
-                && b.get(e.value_end as usize - 1)
-                    .is_some_and(|c| crate::header::scan::is_lws(*c))
-            {
-                e.value_end -= 1;
-            }
-        }
-        let body = match content_length.and_then(|i| headers.get(i)) {
+        let cl = hot
+            .get(Hot::ContentLength as usize)
+            .copied()
+            .unwrap_or(u16::MAX);
+        let body = match headers.get(usize::from(cl)) {
             Some(e) => {
                 let v = trim_bytes(
                     b.get(e.value_start as usize..e.value_end as usize)
@@ -191,6 +244,7 @@ impl Message {
             headers_start,
             headers_end,
             body,
+            hot,
         })
     }
 

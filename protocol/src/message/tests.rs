@@ -315,3 +315,38 @@ fn editor_inserts_near_existing_headers() {
         "{text}"
     );
 }
+
+#[test]
+fn displays_and_auth() {
+    let m = msg("REGISTER sip:[2001:db8::10]:5070 SIP/2.0\r\n\
+Via: SIP/2.0/TCP [2001:db8::9:1]:5061;branch=z9hG4bKx;received=[2001:db8::9:255]\r\n\
+To: <sip:u@example.com>\r\nFrom: <sip:u@example.com>;tag=1\r\nCall-ID: c\r\nCSeq: 2 REGISTER\r\n\
+Authorization: Digest username=\"u\", realm=\"example.com\", nonce=\"n\", uri=\"sip:example.com\", response=\"r\"\r\n\
+Content-Length: 0\r\n\r\n");
+    m.validate_request().unwrap();
+    let uri = m.request_uri().unwrap().unwrap();
+    assert_eq!(uri.to_string(), "sip:[2001:db8::10]:5070");
+    assert_eq!(uri.as_sip().unwrap().host.to_string(), "[2001:db8::10]");
+    let via = m.top_via().unwrap();
+    assert_eq!(via.sent_by().to_string(), "[2001:db8::9:1]:5061");
+    assert_eq!(via.received_ip(), Some("2001:db8::9:255".parse().unwrap()));
+    let auth = m.auth(HeaderName::Authorization).unwrap().unwrap();
+    assert!(auth.is_digest());
+    assert_eq!(auth.param("realm"), Some("example.com"));
+    assert!(m.auth(HeaderName::ProxyAuthorization).is_none());
+    assert_eq!(m.from_tag().unwrap(), Some("1"));
+    assert_eq!(m.to_tag().unwrap(), None);
+}
+
+#[test]
+fn response_validation_and_reason() {
+    let r = msg(
+        "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+To: <sip:b@x>;tag=2\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+    );
+    assert_eq!(r.status(), Some(StatusCode::BUSY_HERE));
+    assert!(r.status().unwrap().is_final());
+    assert_eq!(r.reason(), Some("Busy Here"));
+    r.validate_request().unwrap();
+    assert_eq!(r.cseq().unwrap().method, Method::Invite);
+}
