@@ -240,7 +240,8 @@ fn register(harness: &Harness, c: &RawClient, user: &str, contact: &str) -> RawR
         .header("Expires", "3600")
 }
 
-/// REGISTER with `Require: <unknown>`: 420 with the tag in Unsupported (RFC 3261 §8.2.2.3).
+/// REGISTER with `Require: path, <unknown>`: 420 with exactly the unknown tag in Unsupported
+/// (RFC 3261 §8.2.2.3).
 fn unknown_require_on_register(test: &str, transport: ViaTransport) {
     const TAG: &str = "x-sipmesh-no-such-extension";
     let harness = start(test);
@@ -250,12 +251,19 @@ fn unknown_require_on_register(test: &str, transport: ViaTransport) {
         c.local_addr(),
         transport.param()
     );
-    let request = register(&harness, &c, "alice", &contact).header("Require", TAG);
+    // `path` (RFC 3327) is supported by the registrar: only the unknown tag may be listed.
+    let request =
+        register(&harness, &c, "alice", &contact).header("Require", format!("path, {TAG}"));
     let answer = expect_status(&harness, &mut c, &request, 420);
-    if !answer.header_all("Unsupported").any(|v| v.contains(TAG)) {
+    let unsupported: Vec<&str> = answer
+        .header_all("Unsupported")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if unsupported != [TAG] {
         fail(
             &harness,
-            "Unsupported does not list the tag",
+            "Unsupported must list exactly the unknown tag",
             &request,
             Some(&answer),
         );
@@ -284,7 +292,7 @@ fn proxy_require_on_proxied_request(test: &str, transport: ViaTransport) {
     if !answer.header_all("Unsupported").any(|v| v.contains(TAG)) {
         fail(
             &harness,
-            "Unsupported does not list the tag",
+            "Unsupported must list exactly the unknown tag",
             &request,
             Some(&answer),
         );

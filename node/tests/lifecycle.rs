@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use sipmesh_test_support::{
-    Harness, RawMessage, RawRequest, SippTransport, UdpPeer, ViaTransport, options_ping,
+    Harness, RawClient, RawMessage, RawRequest, SippTransport, UdpPeer, ViaTransport, options_ping,
 };
 
 /// The binary under test.
@@ -34,17 +34,20 @@ fn answers_options_then_exits_on_sigterm() {
 /// The default grace period (`shutdown_grace`, 5 s).
 const GRACE: Duration = Duration::from_secs(5);
 
+/// How many new requests are sent while the node drains.
+const DRAIN_PROBES: usize = 8;
+
 /// Slack on top of the grace period for process exit and polling.
 const EXIT_SLACK: Duration = Duration::from_millis(1500);
 
 /// SIGTERM while a call rings: the INVITE transaction still completes (the UAS answers after
 /// 3 s and the 200 reaches the UAC), a new request during the drain gets 503 (or no answer:
-/// printed for the report), and the node exits 0 within the grace period.
-#[test]
-fn sigterm_during_ringing_lets_the_call_complete() {
-    let mut harness = Harness::start(SIPMESH, "lifecycle-drain-call");
+/// printed for the report), and the node exits 0 within the grace period. The call runs over
+/// `transport`; the late requests use UDP.
+fn sigterm_during_ringing(test: &str, transport: SippTransport) {
+    let mut harness = Harness::start(SIPMESH, test);
     let uas = match harness
-        .uas("uas_call.xml", SippTransport::Udp)
+        .uas("uas_call.xml", transport)
         .duration_ms(3000)
         .spawn()
     {
@@ -54,19 +57,31 @@ fn sigterm_during_ringing_lets_the_call_complete() {
     if let Err(e) = uas.wait_listening() {
         panic!("UAS did not bind: {e}");
     }
-    harness.run_ok(harness.register("bob.csv", uas.local_addr(), SippTransport::Udp));
+    harness.run_ok(harness.register("bob.csv", uas.local_addr(), transport));
 
-    let node = harness.node().udp_addr();
-    let uac = bind(harness.ip());
-    let invite = RawRequest::new(
-        "INVITE",
-        &format!("sip:bob@{node}"),
-        ViaTransport::Udp,
-        uac.local_addr(),
-    )
-    .header("Contact", format!("<sip:alice@{}>", uac.local_addr()))
-    .body("application/sdp", SDP);
-    send(&uac, node, &invite.to_bytes());
+    let raw_transport = match transport {
+        SippTransport::Udp => ViaTransport::Udp,
+        SippTransport::Tcp | SippTransport::TcpMulti => ViaTransport::Tcp,
+    };
+    let mut uac = match RawClient::connect(raw_transport, harness.ip(), harness.node()) {
+        Ok(c) => c,
+        Err(e) => panic!("cannot open the UAC: {e}"),
+    };
+    let node_for_call = harness.node().addr(transport);
+    let invite = uac
+        .new_request("INVITE", &format!("sip:bob@{node_for_call}"))
+        .header(
+            "Contact",
+            format!(
+                "<sip:alice@{};transport={}>",
+                uac.local_addr(),
+                raw_transport.param()
+            ),
+        )
+        .body("application/sdp", SDP);
+    if let Err(e) = uac.send(&invite.to_bytes()) {
+        panic!("cannot send the INVITE: {e}");
+    }
     let ringing = Instant::now() + Duration::from_secs(3);
     loop {
         let left = ringing.saturating_duration_since(Instant::now());
@@ -79,28 +94,36 @@ fn sigterm_during_ringing_lets_the_call_complete() {
 
     harness.node().sigterm();
     let term = Instant::now();
+    let node = harness.node().udp_addr();
 
-    // A new request while draining.
+    // New requests while draining: each gets 503 or no answer, never service. Several, with
+    // distinct branches, so that both kinds of shard (still busy, already drained) are hit.
     std::thread::sleep(Duration::from_millis(200));
     let late = bind(harness.ip());
-    let options = RawRequest::new(
-        "OPTIONS",
-        &format!("sip:{node}"),
-        ViaTransport::Udp,
-        late.local_addr(),
-    );
-    send(&late, node, &options.to_bytes());
-    match late.recv_final(Duration::from_millis(800)) {
-        Some(m) if m.status() == Some(503) => {
-            eprintln!("new request while draining: 503 {}", m.reason());
-        }
-        None => eprintln!("new request while draining: no answer"),
-        Some(other) => drain_fail(
-            &harness,
-            "expected 503 or silence while draining",
-            Some(&other),
-        ),
+    let mut refused = 0;
+    for _ in 0..DRAIN_PROBES {
+        let options = RawRequest::new(
+            "OPTIONS",
+            &format!("sip:{node}"),
+            ViaTransport::Udp,
+            late.local_addr(),
+        );
+        send(&late, node, &options.to_bytes());
     }
+    let probes_sent = Instant::now();
+    while let Some(left) = Duration::from_millis(800).checked_sub(probes_sent.elapsed()) {
+        match late.recv_final(left) {
+            Some(m) if m.status() == Some(503) => refused += 1,
+            None => break,
+            Some(other) => drain_fail(
+                &harness,
+                "expected 503 or silence while draining",
+                Some(&other),
+            ),
+        }
+    }
+    let silent = DRAIN_PROBES - refused;
+    eprintln!("new requests while draining: {refused} got 503, {silent} got no answer");
 
     // The running INVITE transaction completes.
     let answer = uac.recv_final(GRACE.saturating_sub(term.elapsed()));
@@ -112,8 +135,9 @@ fn sigterm_during_ringing_lets_the_call_complete() {
         other => drain_fail(&harness, "the UAC did not get the 200", other.as_ref()),
     }
     if let Some(ok) = &answer {
-        let ack = ack_for(ok, &invite, uac.local_addr());
-        send(&uac, node, &ack);
+        let ack = ack_for(ok, &invite, raw_transport, uac.local_addr());
+        // Best effort: the node may already refuse new work.
+        let _ = uac.send(&ack);
     }
 
     let limit = (GRACE + EXIT_SLACK).saturating_sub(term.elapsed());
@@ -133,6 +157,16 @@ fn sigterm_during_ringing_lets_the_call_complete() {
         harness.node().log_tail()
     );
     drop(uas);
+}
+
+#[test]
+fn sigterm_during_ringing_udp() {
+    sigterm_during_ringing("lifecycle-drain-call-udp", SippTransport::Udp);
+}
+
+#[test]
+fn sigterm_during_ringing_tcp() {
+    sigterm_during_ringing("lifecycle-drain-call-tcp", SippTransport::Tcp);
 }
 
 /// A minimal SDP offer.
@@ -166,7 +200,12 @@ fn drain_fail(harness: &Harness, what: &str, got: Option<&RawMessage>) -> ! {
 
 /// The ACK for a 2xx (RFC 3261 §13.2.2.4): to the 2xx's Contact, along its Record-Route set
 /// reversed (§12.1.2), with the INVITE's CSeq number.
-fn ack_for(ok: &RawMessage, invite: &RawRequest, local: std::net::SocketAddr) -> Vec<u8> {
+fn ack_for(
+    ok: &RawMessage,
+    invite: &RawRequest,
+    transport: ViaTransport,
+    local: std::net::SocketAddr,
+) -> Vec<u8> {
     let target = ok
         .header("Contact")
         .map(|c| c.trim_start_matches('<').split('>').next().unwrap_or(c))
@@ -177,7 +216,7 @@ fn ack_for(ok: &RawMessage, invite: &RawRequest, local: std::net::SocketAddr) ->
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let mut ack = RawRequest::new("ACK", &target, ViaTransport::Udp, local)
+    let mut ack = RawRequest::new("ACK", &target, transport, local)
         .set("From", invite.header_value("From").unwrap_or_default())
         .set("To", ok.header("To").unwrap_or_default())
         .set(
