@@ -271,6 +271,21 @@ impl Core {
             && self.completed.is_empty()
     }
 
+    /// True when nothing is waiting for a final response: every server transaction answered,
+    /// every client transaction got its final response (or gave up), no store operation runs.
+    /// What is left only absorbs retransmissions, so a shutdown need not wait for it.
+    pub fn is_quiescent(&self) -> bool {
+        use crate::transaction::{ClientInviteState as I, ClientNonInviteState as N};
+        self.pending.is_empty()
+            && self.servers.values().all(|s| s.finished)
+            && self.clients.values().all(|c| match &c.fsm {
+                ClientFsm::Invite(tx) => {
+                    matches!(tx.state(), I::Accepted | I::Completed | I::Terminated)
+                }
+                ClientFsm::NonInvite(tx) => matches!(tx.state(), N::Completed | N::Terminated),
+            })
+    }
+
     /// Number of (server, client) transactions, for statistics and tests.
     pub fn transaction_counts(&self) -> (usize, usize) {
         (
