@@ -190,10 +190,16 @@ impl Engine {
         drop(self.shutdown);
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(self.shards)).await;
         self.sweeper.abort();
+        // The last answers the shards queued are still in the transport's send queues; the
+        // writers flush them within a few milliseconds.
+        tokio::time::sleep(TRANSPORT_FLUSH).await;
         self.transport.shutdown();
         drop(self.transport_tasks);
     }
 }
+
+/// Time given to the transport writers to send what the shards queued before it stops.
+const TRANSPORT_FLUSH: Duration = Duration::from_millis(100);
 
 /// How often expired bindings are removed. Lookups never return an expired binding, so this
 /// only bounds how long the memory of a binding outlives it.
