@@ -159,6 +159,8 @@ pub struct Core {
     /// (Timer J is the same for all, so insertion order is expiry order).
     pub(super) completed: HashMap<u128, Completed, DigestState>,
     pub(super) completed_expiry: VecDeque<(Instant, u128)>,
+    /// Where completed transactions keep their responses.
+    pub(super) completed_arena: super::arena::SegmentArena,
     pub(super) servers: HashMap<u64, ServerEntry>,
     pub(super) client_keys: HashMap<TransactionKey, u64>,
     pub(super) clients: HashMap<u64, ClientEntry>,
@@ -182,6 +184,7 @@ impl Core {
             server_keys: HashMap::new(),
             completed: HashMap::default(),
             completed_expiry: VecDeque::new(),
+            completed_arena: super::arena::SegmentArena::default(),
             servers: HashMap::new(),
             client_keys: HashMap::new(),
             clients: HashMap::new(),
@@ -217,6 +220,7 @@ impl Core {
             self.completed_expiry.pop_front();
             self.completed.remove(&digest);
         }
+        self.shrink_after_burst();
         while let Some(timer) = self.timers.pop_expired(now) {
             match timer {
                 TimerRef::Server(id) => {
@@ -240,6 +244,33 @@ impl Core {
                     self.drive_client(now, id, None);
                 }
                 TimerRef::TimerC { context, branch } => self.fire_timer_c(now, context, branch),
+            }
+        }
+    }
+
+    /// Hash tables and queues keep the capacity of their largest size; after a burst (100,000
+    /// REGISTERs leave 100,000 completed transactions for 32 s) give most of it back.
+    fn shrink_after_burst(&mut self) {
+        const FLOOR: usize = 4096;
+        if self.completed.capacity() > FLOOR && self.completed.len() * 4 < self.completed.capacity()
+        {
+            self.completed.shrink_to(self.completed.len() * 2);
+            self.completed_expiry
+                .shrink_to(self.completed_expiry.len() * 2);
+        }
+        if self.timers.len() > FLOOR && self.timers.capacity() > 4 * self.timers.len() {
+            self.timers.shrink_to(self.timers.len() * 2);
+        }
+        for map_len_cap in [
+            (self.servers.len(), self.servers.capacity()),
+            (self.clients.len(), self.clients.capacity()),
+        ] {
+            if map_len_cap.1 > FLOOR && map_len_cap.0 * 4 < map_len_cap.1 {
+                self.servers.shrink_to(self.servers.len() * 2);
+                self.server_keys.shrink_to(self.server_keys.len() * 2);
+                self.clients.shrink_to(self.clients.len() * 2);
+                self.client_keys.shrink_to(self.client_keys.len() * 2);
+                break;
             }
         }
     }
@@ -475,6 +506,7 @@ impl Core {
         let reply = entry.reply;
         let until = now + self.cfg.timers.timer_j(false);
         self.forget_server(server);
+        let response = self.completed_arena.store(&response);
         self.completed.insert(digest, Completed { response, reply });
         self.completed_expiry.push_back((until, digest));
     }

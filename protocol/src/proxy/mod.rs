@@ -20,6 +20,7 @@
 //! REGISTER is answered only from that result, so a 200 is never sent for state the store did
 //! not take.
 
+mod arena;
 mod config;
 mod core;
 mod forward;

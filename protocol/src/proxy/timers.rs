@@ -48,6 +48,16 @@ impl<K: Ord + Clone> TimerQueue<K> {
         self.heap.len()
     }
 
+    /// Entries the heap can hold without growing.
+    pub fn capacity(&self) -> usize {
+        self.heap.capacity()
+    }
+
+    /// Gives memory back down to `min` entries (or the current length).
+    pub fn shrink_to(&mut self, min: usize) {
+        self.heap.shrink_to(min);
+    }
+
     /// True when no entry is queued.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()
