@@ -262,9 +262,23 @@ impl TcpShared {
 
     /// Takes an accepted connection of a `listener` transport.
     fn accepted(self: &Arc<Self>, listener: Transport, stream: TcpStream, peer: SocketAddr) {
-        if matches!(listener, Transport::Ws | Transport::Wss) {
-            ws::accepted(self, listener, stream, peer);
-            return;
+        match listener {
+            Transport::Ws | Transport::Wss => return ws::accepted(self, listener, stream, peer),
+            Transport::Tls => {
+                if self.connection_count() >= self.settings.max_connections {
+                    TransportStats::incr(&self.stats.connections_refused);
+                    warn!(%peer, "max_connections reached; incoming connection closed");
+                    return;
+                }
+                // Registered only once the handshake succeeded, so that failed handshakes
+                // produce no events.
+                let span = debug_span!("conn", transport = %listener, %peer);
+                self.runtime.spawn(
+                    connection::run_tls_accepted(Arc::clone(self), peer, stream).instrument(span),
+                );
+                return;
+            }
+            _ => {}
         }
         let registered = self.register(&mut self.lock(), listener, peer);
         let Some((id, channels)) = registered else {
@@ -274,15 +288,10 @@ impl TcpShared {
         };
         debug!(connection = %id, %peer, %listener, "connection accepted");
         let span = debug_span!("conn", transport = %listener, connection = %id, %peer);
-        let shared = Arc::clone(self);
-        let task = async move {
-            if listener == Transport::Tls {
-                connection::run_tls_accepted(shared, id, peer, stream, channels).await;
-            } else {
-                connection::run(shared, Transport::Tcp, id, peer, stream, channels).await;
-            }
-        };
-        self.runtime.spawn(task.instrument(span));
+        self.runtime.spawn(
+            connection::run(Arc::clone(self), Transport::Tcp, id, peer, stream, channels)
+                .instrument(span),
+        );
     }
 
     pub(super) fn closed(&self, id: ConnectionId, peer: SocketAddr) {

@@ -178,14 +178,8 @@ pub(super) async fn run(
 }
 
 /// Runs the server side of the TLS handshake on an accepted connection (bounded by the
-/// handshake timeout), then the connection.
-pub(super) async fn run_tls_accepted(
-    shared: Arc<TcpShared>,
-    id: ConnectionId,
-    peer: SocketAddr,
-    stream: TcpStream,
-    channels: Channels,
-) {
+/// handshake timeout), then registers and runs the connection.
+pub(super) async fn run_tls_accepted(shared: Arc<TcpShared>, peer: SocketAddr, stream: TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "TCP_NODELAY not set");
     }
@@ -194,7 +188,6 @@ pub(super) async fn run_tls_accepted(
         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
     let Some(acceptor) = shared.tls.as_ref().and_then(|t| t.acceptor()) else {
         warn!("TLS connection without a server certificate");
-        shared.closed(id, peer);
         return;
     };
     let handshake = timeout(shared.settings.handshake_timeout, acceptor.accept(stream)).await;
@@ -203,16 +196,21 @@ pub(super) async fn run_tls_accepted(
         Ok(Err(e)) => {
             TransportStats::incr(&shared.stats.handshake_failures);
             debug!(error = %e, "TLS handshake failed");
-            shared.closed(id, peer);
             return;
         }
         Err(_) => {
             TransportStats::incr(&shared.stats.handshake_failures);
             debug!("TLS handshake timed out");
-            shared.closed(id, peer);
             return;
         }
     };
+    let registered = shared.register(&mut shared.lock(), Transport::Tls, peer);
+    let Some((id, channels)) = registered else {
+        TransportStats::incr(&shared.stats.connections_refused);
+        warn!(%peer, "max_connections reached; TLS connection closed");
+        return;
+    };
+    debug!(connection = %id, "TLS connection established");
     let (rd, wr) = tokio::io::split(stream);
     let conn = Conn {
         shared: &shared,
