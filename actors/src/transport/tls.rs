@@ -318,4 +318,4 @@ pub(crate) async fn connect(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
