@@ -228,23 +228,35 @@ struct UpgradeCheck<'a> {
 }
 
 impl Callback for &UpgradeCheck<'_> {
-    fn on_request(self, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-        let result = verdict(self, request, response);
-        if result.is_err() {
-            self.refused.store(true, Ordering::Relaxed);
-            TransportStats::incr(&self.stats.upgrades_refused);
+    fn on_request(
+        self,
+        request: &Request,
+        mut response: Response,
+    ) -> Result<Response, ErrorResponse> {
+        match verdict(self, request) {
+            Ok(()) => {
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(SUBPROTOCOL),
+                );
+                Ok(response)
+            }
+            Err((status, why)) => {
+                self.refused.store(true, Ordering::Relaxed);
+                TransportStats::incr(&self.stats.upgrades_refused);
+                debug!(%status, why, "WebSocket upgrade refused");
+                let mut refusal = ErrorResponse::new(Some(why.to_owned()));
+                *refusal.status_mut() = status;
+                Err(refusal)
+            }
         }
-        result
     }
 }
 
-fn verdict(
-    check: &UpgradeCheck<'_>,
-    request: &Request,
-    mut response: Response,
-) -> Result<Response, ErrorResponse> {
+/// Accepts the upgrade, or names the HTTP status and reason to refuse it with.
+fn verdict(check: &UpgradeCheck<'_>, request: &Request) -> Result<(), (StatusCode, &'static str)> {
     if check.full {
-        return Err(refusal(
+        return Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "too many WebSocket connections",
         ));
@@ -257,7 +269,7 @@ fn verdict(
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == SUBPROTOCOL);
     if !offers_sip {
-        return Err(refusal(
+        return Err((
             StatusCode::BAD_REQUEST,
             "Sec-WebSocket-Protocol must include sip",
         ));
@@ -269,21 +281,10 @@ fn verdict(
             .and_then(|v| v.to_str().ok());
         let allowed = origin.is_some_and(|o| check.allowed_origins.iter().any(|a| a == o));
         if !allowed {
-            return Err(refusal(StatusCode::FORBIDDEN, "Origin not allowed"));
+            return Err((StatusCode::FORBIDDEN, "Origin not allowed"));
         }
     }
-    response.headers_mut().insert(
-        header::SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(SUBPROTOCOL),
-    );
-    Ok(response)
-}
-
-fn refusal(status: StatusCode, why: &str) -> ErrorResponse {
-    debug!(%status, why, "WebSocket upgrade refused");
-    let mut response = ErrorResponse::new(Some(why.to_owned()));
-    *response.status_mut() = status;
-    response
+    Ok(())
 }
 
 #[cfg(test)]
