@@ -48,7 +48,7 @@ pub struct WsConfig {
     /// get 503. Default 4,096 (the transport's `max_connections` also applies).
     pub max_connections: usize,
     /// Initial read buffer of a connection, in octets (tungstenite's default is 128 KiB, far
-    /// too much for many idle connections). Default 4 KiB; it grows up to the message size.
+    /// too much for many idle connections). Default 1 KiB; it grows to fit a larger frame.
     pub read_buffer_size: usize,
     /// Output is written to the socket once this much is buffered, and at every flush (after
     /// each batch of queued messages). Default 0: each batch goes out at once.
@@ -61,7 +61,7 @@ impl Default for WsConfig {
             allowed_origins: Vec::new(),
             ping_interval: Duration::from_secs(30),
             max_connections: 4_096,
-            read_buffer_size: 4 << 10,
+            read_buffer_size: 1 << 10,
             write_buffer_size: 0,
         }
     }

@@ -104,7 +104,8 @@ pub(super) async fn run<S>(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_activity = Instant::now();
     let mut heard_since_ping = true;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(COALESCE_MAX);
+    // Grows on first use: idle connections keep no batch buffer.
+    let mut batch: Vec<Bytes> = Vec::new();
     let end = loop {
         tokio::select! {
             biased;

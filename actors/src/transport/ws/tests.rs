@@ -260,6 +260,24 @@ async fn connection_limit_answers_503_and_frees_slots() {
 }
 
 #[tokio::test]
+async fn messages_larger_than_the_read_buffer_arrive_whole() {
+    let (handle, _tasks, mut rx) = ws_server(WsConfig::default(), 65_536).await;
+    let server = handle.local_addr(Transport::Ws).unwrap();
+    let mut ws = ws_client(server).await;
+    let body = "x".repeat(30_000);
+    let big = format!(
+        "MESSAGE sip:n@example.com SIP/2.0\r\nl: {}\r\n\r\n{body}",
+        body.len()
+    );
+    ws.send(Message::text(big.clone())).await.unwrap();
+    ws.send(Message::text(String::from_utf8(sip(1)).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut rx).await.data, big.as_bytes());
+    assert_eq!(next_message(&mut rx).await.data, sip(1));
+}
+
+#[tokio::test]
 async fn oversized_message_closes_with_1009() {
     let (handle, _tasks, mut rx) = ws_server(WsConfig::default(), 2048).await;
     let server = handle.local_addr(Transport::Ws).unwrap();
