@@ -312,7 +312,7 @@ async fn invalid_utf8_text_frame_closes_with_1007() {
 #[tokio::test]
 async fn pings_keep_a_live_peer_and_drop_a_silent_one() {
     let config = WsConfig {
-        ping_interval: Duration::from_millis(100),
+        ping_interval: Duration::from_millis(250),
         ..WsConfig::default()
     };
     let (handle, _tasks, mut rx) = ws_server(config, 65_536).await;
@@ -334,7 +334,7 @@ async fn pings_keep_a_live_peer_and_drop_a_silent_one() {
     }
     // A client that never reads never answers: closed after two intervals.
     let silent = ws_client(server).await;
-    match timeout(Duration::from_secs(2), rx.recv()).await {
+    match timeout(WAIT, rx.recv()).await {
         Ok(Some(InboundEvent::ConnectionClosed { .. })) => {}
         other => panic!("expected the silent connection to close, got {other:?}"),
     }
