@@ -54,6 +54,9 @@ CALLEE = "uas"
 
 PHASES = ("register", "call", "message", "memory")
 
+# Seconds between the end of the memory phase's registrations and the measurement.
+MEMORY_SETTLE_S = 36.0
+
 # Per-phase load shape. `total` transactions, at most `limit` in flight, offered at
 # `rate` per second (far above what either server can do, so the cap governs).
 # Totals are chosen so that a phase lasts a few seconds at the rates Kamailio reaches
@@ -512,7 +515,11 @@ def run_phase(phase: str, server: Server, workdir: Path, run: int, files: dict[s
             keys["expires"] = "86400"
             res = run_uac(workdir, tag, "register.xml", server.port, uac_port,
                           files["memory"], LOAD[phase], keys)
-            time.sleep(2.0)
+            # Steady state: wait out the transactions of the registration burst (a
+            # non-INVITE server transaction over UDP lives 64*T1 = 32 s after its final
+            # response, RFC 3261 Timer J) so the figure is memory per *registration*, not per
+            # REGISTER in flight. Both servers get the same wait.
+            time.sleep(MEMORY_SETTLE_S)
             if not server.alive():
                 raise BenchError(f"{tag}: server died during the memory phase")
             after = server.memory()

@@ -8,6 +8,12 @@ use tracing_subscriber::EnvFilter;
 
 use sipmesh_node::config::{Cli, Command};
 
+/// mimalloc rather than glibc malloc: the proxy allocates many small, short-lived buffers per
+/// message from several threads, and mimalloc returns freed memory to the OS instead of keeping
+/// it in per-thread arenas (see docs/PERFORMANCE.md for the measured difference).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if let Some(Command::DevCert { out, host }) = cli.command.take() {

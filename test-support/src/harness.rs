@@ -46,6 +46,27 @@ impl Harness {
         Ok(Self { node, dir })
     }
 
+    /// Like [`Self::try_start`], with `config_toml` written to `sipmesh.toml` in the test's
+    /// directory and passed with `--config` (sipmesh only: Kamailio ignores it).
+    pub fn try_start_with_config(
+        binary: &str,
+        test_name: &str,
+        config_toml: &str,
+        configure: impl FnOnce(&mut NodeOptions),
+    ) -> Result<Self, HarnessError> {
+        crate::sipp_binary()?;
+        let target = Target::from_env()?;
+        let dir = TestDir::new(test_name)?;
+        let config = dir.file("sipmesh.toml");
+        std::fs::write(&config, config_toml)
+            .map_err(|e| HarnessError::io(format!("writing {}", config.display()), e))?;
+        let mut options = NodeOptions::on(test_ip(test_name));
+        options.config = Some(config);
+        configure(&mut options);
+        let node = SipmeshNode::start(Path::new(binary), target, &dir, options)?;
+        Ok(Self { node, dir })
+    }
+
     /// The node under test.
     pub fn node(&self) -> &SipmeshNode {
         &self.node

@@ -13,7 +13,9 @@
 //! * [`Sipp`]: a SIPp command-line builder that runs a scenario from `tests/sipp/` with a
 //!   timeout and returns the exit status, call statistics and error log ([`SippOutcome`]);
 //! * [`run_corpus`]: the RFC 4475/5118 corpus driver (`send_corpus.py`);
-//! * [`Harness`]: one test's directory, address and node, with shortcuts for SIPp runs.
+//! * [`Harness`]: one test's directory, address and node, with shortcuts for SIPp runs;
+//! * [`RawClient`] (over [`UdpPeer`] or [`TcpPeer`]), [`RawRequest`] and [`RawMessage`]: hand-made SIP over std sockets
+//!   for the bad-input, limit and IPv6 tests, which must send what no SIP stack would.
 //!
 //! # Layout
 //!
@@ -38,8 +40,13 @@ mod paths;
 mod port;
 mod probe;
 mod process;
+mod raw_client;
+mod raw_message;
+mod raw_request;
 mod sipp;
 mod stats;
+mod tcp_peer;
+mod udp_peer;
 
 pub use corpus::{CorpusOutcome, CorpusTransport, run_corpus};
 pub use dir::TestDir;
@@ -50,5 +57,10 @@ pub use node::{NodeOptions, SipmeshNode, Target};
 pub use paths::{corpus_dir, kamailio_config, sipp_binary, sipp_dir, workspace_root};
 pub use port::{free_port, test_ip};
 pub use probe::options_ping;
+pub use raw_client::RawClient;
+pub use raw_message::RawMessage;
+pub use raw_request::{RawRequest, ViaTransport};
 pub use sipp::{Sipp, SippOutcome, SippRunning, SippTransport};
 pub use stats::SippStats;
+pub use tcp_peer::TcpPeer;
+pub use udp_peer::UdpPeer;

@@ -215,6 +215,13 @@ impl SipmeshNode {
         process::tail(&self.log, LOG_TAIL)
     }
 
+    /// The whole log so far (lossy UTF-8; empty when it cannot be read).
+    pub fn log_text(&self) -> String {
+        fs::read(&self.log)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

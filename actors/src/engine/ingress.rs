@@ -73,11 +73,14 @@ impl Ingress {
             Ok(msg) => {
                 let shard = self.shard_for(&msg);
                 if let Some(tx) = self.shards.get(shard) {
-                    if tx
-                        .try_send(ShardInput::Message(Box::new((msg, origin))))
-                        .is_err()
-                    {
-                        debug!(shard, "shard queue full: message dropped");
+                    match tx.try_send(ShardInput::Message(Box::new((msg, origin)))) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            debug!(shard, "shard queue full: message dropped (overload)");
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            trace!(shard, "shard stopped: message dropped");
+                        }
                     }
                 }
             }
@@ -97,7 +100,7 @@ impl Ingress {
         let Ok(msg) = Message::parse(head) else {
             return;
         };
-        if !msg.is_request() || msg.top_via().is_err() {
+        if !msg.is_request() || msg.header(&sipmesh_protocol::HeaderName::Via).is_none() {
             return;
         }
         self.reply(&msg, origin, code, reason);
@@ -107,15 +110,13 @@ impl Ingress {
         let Some(transport) = self.transport.get() else {
             return;
         };
-        let Ok(via) = msg.top_via() else { return };
-        let port = if origin.transport == Transport::Udp {
-            if via.rport.is_some() {
-                origin.source.port()
-            } else {
+        // RFC 3261 §18.2.2 / RFC 3581; a Via we cannot read (`SIP/7.0/UDP`) gets the answer at
+        // the packet's source, as with rport.
+        let port = match msg.top_via() {
+            Ok(via) if origin.transport == Transport::Udp && via.rport.is_none() => {
                 via.port.unwrap_or(5060)
             }
-        } else {
-            origin.source.port()
+            _ => origin.source.port(),
         };
         let bytes = response_to(msg, code, reason).to_tag("sm-ingress").build();
         transport.send(
@@ -136,10 +137,22 @@ fn salvage_head(data: &Bytes) -> Option<Bytes> {
     let end = memchr::memmem::find(data, b"\r\n\r\n")?;
     let head = data.slice(..end + 2);
     let mut out = Vec::with_capacity(head.len() + 24);
-    for line in head.split(|b| *b == b'\n') {
+    for (i, line) in head.split(|b| *b == b'\n').enumerate() {
         let l = line.strip_suffix(b"\r").unwrap_or(line);
         if l.is_empty() {
             continue;
+        }
+        if i == 0 {
+            // A Request-Line with another SIP version (RFC 4475 `badvers`) is answered 505 in
+            // SIP/2.0: rewrite the version so the rest of the head can be read.
+            if let Some(sp) = l.iter().rposition(|b| *b == b' ') {
+                let (start, version) = l.split_at(sp + 1);
+                if version.starts_with(b"SIP/") && version != b"SIP/2.0" {
+                    out.extend_from_slice(start);
+                    out.extend_from_slice(b"SIP/2.0\r\n");
+                    continue;
+                }
+            }
         }
         let name = l.split(|b| *b == b':').next().unwrap_or_default();
         let name = name.trim_ascii();

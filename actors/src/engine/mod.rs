@@ -157,23 +157,49 @@ impl Engine {
 
     /// Stops taking new requests and lets running transactions finish for at most `grace`.
     pub async fn shutdown(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        let (quiescent_tx, mut quiescent_rx) = mpsc::unbounded_channel();
         for tx in &self.shutdown {
-            // A full queue means the shard is busy; it will see the channel close below anyway.
-            let _ = tx.try_send(shard::ShardInput::Drain);
+            let drain = shard::ShardInput::Drain {
+                quiescent: quiescent_tx.clone(),
+            };
+            // A full queue only delays the drain order; the grace period still bounds it.
+            let _ = tokio::time::timeout_at(deadline, tx.send(drain)).await;
+        }
+        drop(quiescent_tx);
+        let mut waiting = self.shutdown.len();
+        while waiting > 0 {
+            match tokio::time::timeout_at(deadline, quiescent_rx.recv()).await {
+                Ok(Some(_)) => waiting -= 1,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        ?grace,
+                        shards = waiting,
+                        "transactions still running at the end of the grace period"
+                    );
+                    break;
+                }
+            }
+        }
+        for tx in &self.shutdown {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), tx.send(shard::ShardInput::Stop))
+                    .await;
         }
         drop(self.shutdown);
-        let all = futures_join_all(self.shards);
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!(
-                ?grace,
-                "transactions still running at the end of the grace period"
-            );
-        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(self.shards)).await;
         self.sweeper.abort();
+        // The last answers the shards queued are still in the transport's send queues; the
+        // writers flush them within a few milliseconds.
+        tokio::time::sleep(TRANSPORT_FLUSH).await;
         self.transport.shutdown();
         drop(self.transport_tasks);
     }
 }
+
+/// Time given to the transport writers to send what the shards queued before it stops.
+const TRANSPORT_FLUSH: Duration = Duration::from_millis(100);
 
 /// How often expired bindings are removed. Lookups never return an expired binding, so this
 /// only bounds how long the memory of a binding outlives it.

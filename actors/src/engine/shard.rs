@@ -26,11 +26,17 @@ pub(crate) enum ShardInput {
     /// A parsed message from the network (boxed: the parsed header index is large, and the
     /// channel's slots are sized for the largest variant).
     Message(Box<(Message, Origin)>),
-    /// Stop taking new requests; exit when the running transactions are done.
-    Drain,
+    /// Stop taking new requests (they get 503); report on `quiescent` once no transaction is
+    /// waiting for a final response. The shard keeps answering until [`ShardInput::Stop`].
+    Drain {
+        /// Gets this shard's number once it is quiescent.
+        quiescent: mpsc::UnboundedSender<u8>,
+    },
+    /// Exit now.
+    Stop,
 }
 
-/// Runs a shard until it is drained (or every sender is gone).
+/// Runs a shard until it is told to stop (or every sender is gone).
 pub(crate) async fn run<S: LocationStore>(
     config: CoreConfig,
     mut rx: mpsc::Receiver<ShardInput>,
@@ -40,11 +46,13 @@ pub(crate) async fn run<S: LocationStore>(
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
-    let mut draining = false;
+    let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     loop {
-        if draining && core.is_idle() {
+        if drain.is_some() && core.is_quiescent() {
             debug!(shard, "drained");
-            return;
+            if let Some(tx) = drain.take() {
+                let _ = tx.send(shard);
+            }
         }
         let deadline = core.poll_timeout();
         let sleep = async {
@@ -55,15 +63,17 @@ pub(crate) async fn run<S: LocationStore>(
         };
         tokio::select! {
             input = rx.recv() => {
-                let Some(input) = input else {
-                    core.begin_shutdown();
-                    draining = true;
-                    continue;
-                };
-                handle(&mut core, input, &mut draining);
+                let Some(input) = input else { return };
+                if handle(&mut core, input, &mut drain) == Flow::Stop {
+                    return;
+                }
                 for _ in 1..BATCH {
                     match rx.try_recv() {
-                        Ok(input) => handle(&mut core, input, &mut draining),
+                        Ok(input) => {
+                            if handle(&mut core, input, &mut drain) == Flow::Stop {
+                                return;
+                            }
+                        }
                         Err(_) => break,
                     }
                 }
@@ -74,7 +84,18 @@ pub(crate) async fn run<S: LocationStore>(
     }
 }
 
-fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
+/// Whether the shard goes on after an input.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+fn handle(
+    core: &mut Core,
+    input: ShardInput,
+    drain: &mut Option<mpsc::UnboundedSender<u8>>,
+) -> Flow {
     match input {
         ShardInput::Message(m) => {
             let (msg, origin) = *m;
@@ -95,11 +116,13 @@ fn handle(core: &mut Core, input: ShardInput, draining: &mut bool) {
             let _entered = span.enter();
             core.handle_message(Instant::now(), msg, origin);
         }
-        ShardInput::Drain => {
+        ShardInput::Drain { quiescent } => {
             core.begin_shutdown();
-            *draining = true;
+            *drain = Some(quiescent);
         }
+        ShardInput::Stop => return Flow::Stop,
     }
+    Flow::Continue
 }
 
 /// Drains the core's outputs. Store operations on the in-memory store complete at once, so

@@ -80,8 +80,9 @@ pub(super) struct ServerEntry {
     pub(super) fsm: ServerFsm,
     /// Where responses go (RFC 3261 §18.2.2, RFC 3581).
     pub(super) reply: Destination,
-    /// The request as received.
-    pub(super) request: Message,
+    /// The request as received; dropped once a final response went out (nothing needs it
+    /// after that, and a UDP transaction lingers 32 s in Completed).
+    pub(super) request: Option<Message>,
     /// The response context when the request was forwarded.
     pub(super) context: Option<u64>,
     /// To tag of responses the node generates itself.
@@ -121,6 +122,16 @@ pub(super) struct ProxyContext {
     pub(super) timer_c: Vec<Option<Instant>>,
 }
 
+/// A non-INVITE server transaction whose final response went out over UDP, reduced to what
+/// Timer J needs: answer a retransmitted request with the same response (§17.2.2). Keeping
+/// only this (about a tenth of a live transaction) matters at tens of thousands of REGISTERs a
+/// second, each of which must be remembered for 64*T1.
+#[derive(Debug)]
+pub(super) struct Completed {
+    pub(super) response: Bytes,
+    pub(super) reply: Destination,
+}
+
 /// What a store operation was started for.
 #[derive(Debug)]
 pub(super) enum Pending {
@@ -144,6 +155,10 @@ pub struct Core {
     pub(super) ids: IdGenerator,
     pub(super) next_id: u64,
     pub(super) server_keys: HashMap<TransactionKey, u64>,
+    /// Completed non-INVITE server transactions by key digest, and their expiry in order
+    /// (Timer J is the same for all, so insertion order is expiry order).
+    pub(super) completed: HashMap<u128, Completed, DigestState>,
+    pub(super) completed_expiry: VecDeque<(Instant, u128)>,
     pub(super) servers: HashMap<u64, ServerEntry>,
     pub(super) client_keys: HashMap<TransactionKey, u64>,
     pub(super) clients: HashMap<u64, ClientEntry>,
@@ -165,6 +180,8 @@ impl Core {
             cfg,
             next_id: 1,
             server_keys: HashMap::new(),
+            completed: HashMap::default(),
+            completed_expiry: VecDeque::new(),
             servers: HashMap::new(),
             client_keys: HashMap::new(),
             clients: HashMap::new(),
@@ -193,6 +210,13 @@ impl Core {
 
     /// The deadline returned by [`poll_timeout`](Self::poll_timeout) passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, digest)) = self.completed_expiry.front() {
+            if at > now {
+                break;
+            }
+            self.completed_expiry.pop_front();
+            self.completed.remove(&digest);
+        }
         while let Some(timer) = self.timers.pop_expired(now) {
             match timer {
                 TimerRef::Server(id) => {
@@ -227,7 +251,11 @@ impl Core {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_deadline()
+        let completed = self.completed_expiry.front().map(|(at, _)| *at);
+        match (self.timers.next_deadline(), completed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Stop taking new requests (they get 503); running transactions go on.
@@ -237,12 +265,33 @@ impl Core {
 
     /// True when no transaction and no store operation is running.
     pub fn is_idle(&self) -> bool {
-        self.servers.is_empty() && self.clients.is_empty() && self.pending.is_empty()
+        self.servers.is_empty()
+            && self.clients.is_empty()
+            && self.pending.is_empty()
+            && self.completed.is_empty()
+    }
+
+    /// True when nothing is waiting for a final response: every server transaction answered,
+    /// every client transaction got its final response (or gave up), no store operation runs.
+    /// What is left only absorbs retransmissions, so a shutdown need not wait for it.
+    pub fn is_quiescent(&self) -> bool {
+        use crate::transaction::{ClientInviteState as I, ClientNonInviteState as N};
+        self.pending.is_empty()
+            && self.servers.values().all(|s| s.finished)
+            && self.clients.values().all(|c| match &c.fsm {
+                ClientFsm::Invite(tx) => {
+                    matches!(tx.state(), I::Accepted | I::Completed | I::Terminated)
+                }
+                ClientFsm::NonInvite(tx) => matches!(tx.state(), N::Completed | N::Terminated),
+            })
     }
 
     /// Number of (server, client) transactions, for statistics and tests.
     pub fn transaction_counts(&self) -> (usize, usize) {
-        (self.servers.len(), self.clients.len())
+        (
+            self.servers.len() + self.completed.len(),
+            self.clients.len(),
+        )
     }
 
     /// The result of an [`Output::Register`]. `wall` is the wall-clock time used to express
@@ -311,6 +360,12 @@ impl Core {
             self.handle_ack(now, msg, origin, key);
             return;
         }
+        if let Some(done) = self.completed.get(&key.digest()) {
+            trace!("request retransmission after the final response");
+            let (reply, response) = (done.reply, done.response.clone());
+            self.transmit(reply, response);
+            return;
+        }
         if let Some(&id) = self.server_keys.get(&key) {
             if let Some(entry) = self.servers.get_mut(&id) {
                 trace!("request retransmission");
@@ -355,7 +410,7 @@ impl Core {
                 ack_key: None,
                 fsm,
                 reply,
-                request,
+                request: Some(request),
                 context: None,
                 local_tag,
                 cancelled: false,
@@ -374,8 +429,13 @@ impl Core {
             ServerFsm::Invite(tx) => tx.send_response(now, code, response.clone()),
             ServerFsm::NonInvite(tx) => tx.send_response(now, code, response.clone()),
         };
+        let is_invite = entry
+            .request
+            .as_ref()
+            .is_some_and(|r| r.method() == Some(&Method::Invite));
         if code >= 200 {
             entry.finished = true;
+            entry.request = None;
         }
         if let Err(e) = result {
             // A 2xx after the transaction moved on (another fork's 2xx, §16.7 step 5) is still
@@ -387,8 +447,7 @@ impl Core {
             }
             return;
         }
-        if code >= 300 && entry.request.method() == Some(&Method::Invite) && entry.key.is_rfc2543()
-        {
+        if code >= 300 && is_invite && entry.key.is_rfc2543() {
             let tag = entry.local_tag.clone();
             if let Some(k) = entry.key.for_ack(&tag) {
                 self.server_keys.insert(k.clone(), server);
@@ -398,6 +457,26 @@ impl Core {
             }
         }
         self.drive_server(now, server);
+        if code >= 200 && !is_invite {
+            self.compact_completed(now, server, response);
+        }
+    }
+
+    /// Replaces a non-INVITE server transaction that just sent its final response over UDP by a
+    /// [`Completed`] entry (over streams Timer J is zero and it is already gone).
+    fn compact_completed(&mut self, now: Instant, server: u64, response: Bytes) {
+        let Some(entry) = self.servers.get(&server) else {
+            return;
+        };
+        if entry.reply.transport.is_reliable() {
+            return;
+        }
+        let digest = entry.key.digest();
+        let reply = entry.reply;
+        let until = now + self.cfg.timers.timer_j(false);
+        self.forget_server(server);
+        self.completed.insert(digest, Completed { response, reply });
+        self.completed_expiry.push_back((until, digest));
     }
 
     /// Generates a response to the request of a server transaction and sends it.
@@ -412,7 +491,10 @@ impl Core {
         let Some(entry) = self.servers.get(&server) else {
             return;
         };
-        let mut b = response_to(&entry.request, code, reason);
+        let Some(request) = entry.request.as_ref() else {
+            return;
+        };
+        let mut b = response_to(request, code, reason);
         if code.0 > 100 {
             b = b.to_tag(&entry.local_tag);
         }
@@ -597,6 +679,36 @@ impl Core {
         if terminated {
             self.forget_client(id);
         }
+    }
+}
+
+/// Hashes a `u128` digest (already uniformly random) by taking its low bits.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct DigestState;
+
+/// See [`DigestState`].
+#[derive(Debug, Default)]
+pub(super) struct DigestHasher(u64);
+
+impl std::hash::BuildHasher for DigestState {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        // Truncation intended: the low 64 bits of a digest are as good a hash as any.
+        self.0 = v as u64;
     }
 }
 

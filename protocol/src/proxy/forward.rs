@@ -502,7 +502,10 @@ impl Core {
         let Some(entry) = self.servers.get(&cancel_id) else {
             return;
         };
-        let invite_key = server_key(&entry.request, "INVITE");
+        let Some(request) = entry.request.as_ref() else {
+            return;
+        };
+        let invite_key = server_key(request, "INVITE");
         let invite = invite_key
             .ok()
             .and_then(|k| self.server_keys.get(&k).copied());
@@ -629,7 +632,9 @@ impl Core {
         if entry.cancelled || entry.finished {
             return;
         }
-        let msg = entry.request.clone();
+        let Some(msg) = entry.request.clone() else {
+            return;
+        };
         let Some(plan) = plan else { return };
         let Ok(bindings) = result else {
             self.respond_local(

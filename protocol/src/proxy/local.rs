@@ -38,8 +38,10 @@ impl Core {
         let Some(entry) = self.servers.get(&server) else {
             return true;
         };
-        let unsupported: Vec<String> = entry
-            .request
+        let Some(request) = entry.request.as_ref() else {
+            return true;
+        };
+        let unsupported: Vec<String> = request
             .option_tags(&HeaderName::Require)
             .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
             .map(str::to_owned)

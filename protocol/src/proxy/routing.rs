@@ -39,7 +39,9 @@ impl Core {
         let Some(entry) = self.servers.get(&server) else {
             return;
         };
-        let msg = entry.request.clone();
+        let Some(msg) = entry.request.clone() else {
+            return;
+        };
         let Some(method) = msg.method().cloned() else {
             return;
         };

@@ -194,6 +194,20 @@ impl TransactionKey {
         }
     }
 
+    /// A 128-bit digest of the key, for tables that must stay small (a finished transaction kept
+    /// only to absorb retransmissions). Two SipHash-1-3 passes with different prefixes; a
+    /// collision between live transactions needs about 2^64 keys.
+    pub fn digest(&self) -> u128 {
+        use std::hash::{Hash, Hasher};
+        // DefaultHasher::new() is SipHash-1-3 with fixed keys: deterministic, as a digest must be.
+        let mut a = std::collections::hash_map::DefaultHasher::new();
+        let mut b = std::collections::hash_map::DefaultHasher::new();
+        0xa5u8.hash(&mut b);
+        self.hash(&mut a);
+        self.hash(&mut b);
+        (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    }
+
     /// Whether the key was built by the RFC 2543 fallback rule.
     pub fn is_rfc2543(&self) -> bool {
         matches!(self.inner, KeyInner::Legacy { .. })
