@@ -115,10 +115,7 @@ pub(super) fn accepted(
         || shared.connection_count() >= shared.settings.max_connections;
     let span = debug_span!("ws", transport = %listener, %peer);
     let shared = Arc::clone(shared);
-    let task = async move {
-        let _slot = slot;
-        handshake(shared, listener, stream, peer, full).await;
-    };
+    let task = handshake(shared, listener, stream, peer, full, slot);
     // `accepted` runs on the accept task, inside the runtime.
     tokio::spawn(task.instrument(span));
 }
@@ -138,6 +135,7 @@ async fn handshake(
     stream: TcpStream,
     peer: SocketAddr,
     full: bool,
+    slot: Slot,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "TCP_NODELAY not set");
@@ -152,7 +150,9 @@ async fn handshake(
             return;
         };
         match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => upgrade(shared, listener, tls, peer, local, full, deadline).await,
+            Ok(Ok(tls)) => {
+                upgrade(shared, listener, tls, peer, local, full, deadline, slot).await;
+            }
             Ok(Err(e)) => {
                 TransportStats::incr(&shared.stats.handshake_failures);
                 debug!(error = %e, "TLS handshake failed");
@@ -163,10 +163,13 @@ async fn handshake(
             }
         }
     } else {
-        upgrade(shared, listener, stream, peer, local, full, deadline).await;
+        upgrade(shared, listener, stream, peer, local, full, deadline, slot).await;
     }
 }
 
+/// Upgrades the connection; on success spawns the connection as a task of its own, so that
+/// the handshake's (larger) state is not kept for the connection's lifetime.
+#[allow(clippy::too_many_arguments)]
 async fn upgrade<S>(
     shared: Arc<TcpShared>,
     listener: Transport,
@@ -175,8 +178,9 @@ async fn upgrade<S>(
     local: SocketAddr,
     full: bool,
     deadline: tokio::time::Instant,
+    slot: Slot,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let check = UpgradeCheck {
         allowed_origins: &shared.ws.allowed_origins,
@@ -213,9 +217,12 @@ async fn upgrade<S>(
         return;
     };
     debug!(connection = %id, "WebSocket connection accepted");
-    connection::run(shared, listener, id, peer, local, ws, channels)
-        .instrument(debug_span!("conn", connection = %id))
-        .await;
+    let span = debug_span!("conn", transport = %listener, connection = %id, %peer);
+    let run = async move {
+        let _slot = slot;
+        connection::run(shared, listener, id, peer, local, ws, channels).await;
+    };
+    tokio::spawn(run.instrument(span));
 }
 
 /// The checks made on the upgrade request. `refused` records an HTTP refusal so it is not

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::{debug, trace, warn};
+use tracing::{Instrument, debug, debug_span, trace, warn};
 
 use super::{Channels, TcpShared};
 use crate::transport::{
@@ -211,15 +211,21 @@ pub(super) async fn run_tls_accepted(shared: Arc<TcpShared>, peer: SocketAddr, s
         return;
     };
     debug!(connection = %id, "TLS connection established");
-    let (rd, wr) = tokio::io::split(stream);
-    let conn = Conn {
-        shared: &shared,
-        transport: Transport::Tls,
-        id,
-        peer,
-        local,
+    // A task of its own, so that the handshake's state is not kept for the connection's
+    // lifetime.
+    let span = debug_span!("conn", transport = %Transport::Tls, connection = %id, %peer);
+    let run = async move {
+        let (rd, wr) = tokio::io::split(stream);
+        let conn = Conn {
+            shared: &shared,
+            transport: Transport::Tls,
+            id,
+            peer,
+            local,
+        };
+        conn.run(rd, wr, channels).await;
     };
-    conn.run(rd, wr, channels).await;
+    tokio::spawn(run.instrument(span));
 }
 
 /// Reads and drops input until EOF or an error.
