@@ -107,8 +107,8 @@ pub(super) async fn run<S>(
     // Grows on first use: idle connections keep no batch buffer.
     let mut batch: Vec<Bytes> = Vec::new();
     let end = loop {
+        // Unbiased: a peer flooding us with frames must not starve our writes.
         tokio::select! {
-            biased;
             frame = ws.next() => {
                 last_activity = Instant::now();
                 heard_since_ping = true;
