@@ -351,3 +351,17 @@ async fn shutdown_closes_websockets_with_1001() {
     handle.shutdown();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Away));
 }
+
+#[tokio::test]
+async fn idle_connection_is_closed_with_1001() {
+    let mut c = TransportConfig::new(vec![(Transport::Ws, v4())]);
+    c.tcp_idle_timeout = Duration::from_millis(300);
+    let (handle, _tasks, mut rx) = start_with(c).await;
+    let server = handle.local_addr(Transport::Ws).unwrap();
+    let mut ws = ws_client(server).await;
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Away));
+    assert!(matches!(
+        next(&mut rx).await,
+        InboundEvent::ConnectionClosed { .. }
+    ));
+}
