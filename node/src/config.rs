@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
-use sipmesh_actors::transport::Transport;
+use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
 /// Command line of the `sipmesh` binary.
@@ -24,7 +24,11 @@ use sipmesh_protocol::registrar::RegistrarPolicy;
     about = "Clustered SIP registrar and stateful proxy"
 )]
 pub struct Cli {
-    /// A listener, `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 as `udp:[::1]:5060`). Repeatable.
+    /// A subcommand; without one the node runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// A listener, `udp:IP:PORT`, `tcp:IP:PORT`, `tls:IP:PORT`, `ws:IP:PORT` or `wss:IP:PORT`
+    /// (IPv6 as `udp:[::1]:5060`). Repeatable.
     /// Default: `udp:127.0.0.1:5060` and `tcp:127.0.0.1:5060`.
     #[arg(long = "listen", value_name = "TRANSPORT:IP:PORT")]
     pub listen: Vec<String>,
@@ -40,6 +44,33 @@ pub struct Cli {
     /// Forward requests for domains that are not ours (default: refuse them with 403).
     #[arg(long = "relay")]
     pub relay: bool,
+    /// PEM certificate chain for TLS and WSS listeners (reloaded on SIGHUP).
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert` (reloaded on SIGHUP).
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: TLS and WSS clients must present a certificate it signed.
+    #[arg(long = "tls-client-ca", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle to verify servers we connect to over TLS (default: the system roots).
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// Subcommands of the `sipmesh` binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a self-signed development CA and a server certificate signed by it, for TLS/WSS.
+    DevCert {
+        /// Directory to write `ca.pem`, `ca-key.pem`, `cert.pem` and `key.pem` into.
+        #[arg(long = "out", value_name = "DIR")]
+        out: PathBuf,
+        /// A host name or IP address for the server certificate. Repeatable. Default:
+        /// `localhost`, `127.0.0.1` and `::1`.
+        #[arg(long = "host", value_name = "NAME")]
+        host: Vec<String>,
+    },
 }
 
 /// The settings as written by a user, before validation. Field names are the TOML keys.
@@ -62,6 +93,21 @@ pub struct RawConfig {
     pub tcp_idle_timeout: Option<u64>,
     /// Seconds given to running transactions on SIGTERM/SIGINT (default 5).
     pub shutdown_grace: Option<u64>,
+    /// PEM certificate chain for TLS and WSS listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle required of TLS/WSS clients (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle for outgoing TLS (default: system roots).
+    pub tls_ca: Option<PathBuf>,
+    /// Allowed WebSocket `Origin` values; empty allows all.
+    #[serde(default)]
+    pub ws_allowed_origins: Vec<String>,
+    /// Seconds between WebSocket pings (default 30).
+    pub ws_ping_interval: Option<u64>,
+    /// Most WS and WSS connections (default 4096); further upgrades get 503.
+    pub ws_max_connections: Option<usize>,
     /// Registrar settings.
     #[serde(default)]
     pub registrar: RawRegistrar,
@@ -90,6 +136,11 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// How long a graceful shutdown waits for transactions to finish.
     pub shutdown_grace: Duration,
+    /// Certificates for TLS/WSS listeners and outgoing TLS, when configured (also when only
+    /// `tls_ca` is set). Reloaded on SIGHUP.
+    pub tls: Option<TlsConfig>,
+    /// WebSocket settings.
+    pub ws: WsConfig,
 }
 
 impl Cli {
@@ -113,6 +164,16 @@ impl Cli {
         }
         if self.relay {
             raw.relay = Some(true);
+        }
+        for (flag, key) in [
+            (self.tls_cert, &mut raw.tls_cert),
+            (self.tls_key, &mut raw.tls_key),
+            (self.tls_client_ca, &mut raw.tls_client_ca),
+            (self.tls_ca, &mut raw.tls_ca),
+        ] {
+            if flag.is_some() {
+                *key = flag;
+            }
         }
         NodeConfig::try_from(raw)
     }
@@ -168,7 +229,11 @@ impl TryFrom<RawConfig> for NodeConfig {
                 bail!("invalid domain {d:?}");
             }
         }
+        let tls = tls_config(&raw, &listen)?;
+        let ws = ws_config(&raw)?;
         Ok(Self {
+            tls,
+            ws,
             log_filter: raw.log_filter.unwrap_or_else(|| "info".to_owned()),
             shutdown_grace: Duration::from_secs(raw.shutdown_grace.unwrap_or(5)),
             engine: EngineConfig {
@@ -187,7 +252,53 @@ impl TryFrom<RawConfig> for NodeConfig {
     }
 }
 
-/// Parses `udp:IP:PORT` / `tcp:[IPv6]:PORT`.
+/// Loads the TLS files when any is configured; TLS and WSS listeners need a certificate.
+fn tls_config(raw: &RawConfig, listen: &[ListenSpec]) -> anyhow::Result<Option<TlsConfig>> {
+    let files = TlsFiles {
+        cert: raw.tls_cert.clone(),
+        key: raw.tls_key.clone(),
+        client_ca: raw.tls_client_ca.clone(),
+        server_ca: raw.tls_ca.clone(),
+    };
+    let secure_listener = listen
+        .iter()
+        .any(|l| matches!(l.kind, Transport::Tls | Transport::Wss));
+    match (&files.cert, &files.key) {
+        (Some(_), None) | (None, Some(_)) => bail!("tls_cert and tls_key go together"),
+        (None, None) if secure_listener => {
+            bail!(
+                "tls and wss listeners need tls_cert and tls_key (try `sipmesh dev-cert --out DIR`)"
+            )
+        }
+        (None, None) if files == TlsFiles::default() => return Ok(None),
+        _ => {}
+    }
+    TlsConfig::load(&files)
+        .map(Some)
+        .context("loading the TLS certificates")
+}
+
+fn ws_config(raw: &RawConfig) -> anyhow::Result<WsConfig> {
+    let defaults = WsConfig::default();
+    let ping = raw
+        .ws_ping_interval
+        .map_or(defaults.ping_interval, Duration::from_secs);
+    if ping.is_zero() {
+        bail!("ws_ping_interval must be at least 1 second");
+    }
+    let max_connections = raw.ws_max_connections.unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        bail!("ws_max_connections must be at least 1");
+    }
+    Ok(WsConfig {
+        allowed_origins: raw.ws_allowed_origins.clone(),
+        ping_interval: ping,
+        max_connections,
+        ..defaults
+    })
+}
+
+/// Parses `udp:IP:PORT` / `tcp:[IPv6]:PORT` (also `tls`, `ws`, `wss`).
 pub fn parse_listen(spec: &str) -> anyhow::Result<ListenSpec> {
     let Some((kind, addr)) = spec.split_once(':') else {
         bail!("listen spec {spec:?} is not TRANSPORT:IP:PORT");
@@ -195,7 +306,12 @@ pub fn parse_listen(spec: &str) -> anyhow::Result<ListenSpec> {
     let kind = match kind.to_ascii_lowercase().as_str() {
         "udp" => Transport::Udp,
         "tcp" => Transport::Tcp,
-        other => bail!("listen spec {spec:?}: transport {other:?} is not supported (udp, tcp)"),
+        "tls" => Transport::Tls,
+        "ws" => Transport::Ws,
+        "wss" => Transport::Wss,
+        other => bail!(
+            "listen spec {spec:?}: transport {other:?} is not supported (udp, tcp, tls, ws, wss)"
+        ),
     };
     let addr: SocketAddr = addr
         .parse()
@@ -216,6 +332,15 @@ mod tests {
         assert_eq!(s.kind, Transport::Tcp);
         assert_eq!(s.addr, "[::1]:5070".parse().unwrap());
         assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
+        assert_eq!(
+            parse_listen("wss:127.0.0.1:443").unwrap().kind,
+            Transport::Wss
+        );
+        assert_eq!(parse_listen("ws:[::1]:80").unwrap().kind, Transport::Ws);
+        assert_eq!(
+            parse_listen("TLS:0.0.0.0:5061").unwrap().kind,
+            Transport::Tls
+        );
         assert!(parse_listen("udp:127.0.0.1").is_err());
     }
 
@@ -241,5 +366,30 @@ mod tests {
             toml::from_str("[registrar]\nmin_expires = 900\nmax_expires = 600\n").unwrap();
         assert!(NodeConfig::try_from(bad).is_err());
         assert!(toml::from_str::<RawConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn secure_listeners_need_a_certificate() {
+        let raw: RawConfig = toml::from_str("listen = [\"wss:127.0.0.1:0\"]").unwrap();
+        let err = NodeConfig::try_from(raw).unwrap_err().to_string();
+        assert!(err.contains("dev-cert"), "{err}");
+        let raw: RawConfig = toml::from_str("tls_cert = \"/nonexistent.pem\"").unwrap();
+        assert!(NodeConfig::try_from(raw).is_err());
+    }
+
+    #[test]
+    fn ws_keys_are_read() {
+        let raw: RawConfig = toml::from_str(
+            "listen = [\"ws:127.0.0.1:0\"]\nws_allowed_origins = [\"https://a.example\"]\n\
+             ws_ping_interval = 10\nws_max_connections = 7\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::try_from(raw).unwrap();
+        assert_eq!(cfg.ws.allowed_origins, vec!["https://a.example".to_owned()]);
+        assert_eq!(cfg.ws.ping_interval, Duration::from_secs(10));
+        assert_eq!(cfg.ws.max_connections, 7);
+        assert!(cfg.tls.is_none());
+        let bad: RawConfig = toml::from_str("ws_ping_interval = 0").unwrap();
+        assert!(NodeConfig::try_from(bad).is_err());
     }
 }

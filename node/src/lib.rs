@@ -5,6 +5,7 @@
 //! accepting new requests and gives running transactions a bounded time to finish.
 
 pub mod config;
+pub mod dev_cert;
 
 use std::future::Future;
 
@@ -12,6 +13,7 @@ use anyhow::Context;
 use tracing::info;
 
 use sipmesh_actors::engine::Engine;
+use sipmesh_actors::transport::TlsConfig;
 
 /// Runs a node until `shutdown` completes, then shuts down gracefully.
 pub async fn run(
@@ -24,10 +26,43 @@ pub async fn run(
     for (kind, addr) in engine.local_addrs() {
         info!(%kind, %addr, "listening");
     }
+    let reloader = config
+        .tls
+        .clone()
+        .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
+    if let Some(task) = reloader {
+        task.abort();
+    }
     info!(grace = ?config.shutdown_grace, "shutting down");
     engine.shutdown(config.shutdown_grace).await;
     Ok(())
+}
+
+/// Re-reads the TLS certificate and key on every SIGHUP; new handshakes use the new pair,
+/// established connections are kept. A failed reload keeps the old pair.
+async fn reload_on_sighup(tls: TlsConfig) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => info!("TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

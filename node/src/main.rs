@@ -6,7 +6,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use sipmesh_node::config::Cli;
+use sipmesh_node::config::{Cli, Command};
 
 /// mimalloc rather than glibc malloc: the proxy allocates many small, short-lived buffers per
 /// message from several threads, and mimalloc returns freed memory to the OS instead of keeping
@@ -15,7 +15,22 @@ use sipmesh_node::config::Cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let config = Cli::parse().into_config()?;
+    let mut cli = Cli::parse();
+    if let Some(Command::DevCert { out, host }) = cli.command.take() {
+        let files = sipmesh_node::dev_cert::write_dev_cert(&out, &host)?;
+        println!(
+            "wrote {}, {}, {} and {}\nstart WSS with: sipmesh --listen wss:127.0.0.1:8443 --tls-cert {} --tls-key {}\nclients trust {}",
+            files.ca.display(),
+            files.ca_key.display(),
+            files.cert.display(),
+            files.key.display(),
+            files.cert.display(),
+            files.key.display(),
+            files.ca.display()
+        );
+        return Ok(());
+    }
+    let config = cli.into_config()?;
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_filter.clone());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter)?)

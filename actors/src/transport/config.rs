@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use sipmesh_protocol::framing::DEFAULT_MAX_MESSAGE_SIZE;
 
+use super::tls::TlsConfig;
+use super::ws::WsConfig;
 use super::{Transport, TransportError};
 
 /// What to bind and how to bound resources.
@@ -13,7 +15,7 @@ use super::{Transport, TransportError};
 /// chosen for a registrar/proxy on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
-    /// Listeners to open: UDP sockets and TCP listeners, IPv4 or IPv6 (IPv6 sockets are
+    /// Listeners to open: UDP sockets and TCP, TLS, WS and WSS listeners, IPv4 or IPv6 (IPv6 sockets are
     /// `IPV6_V6ONLY`, so bind `0.0.0.0` and `[::]` separately). Port 0 picks a free port; see
     /// [`TransportHandle::local_addrs`](super::TransportHandle::local_addrs).
     pub listen: Vec<(Transport, SocketAddr)>,
@@ -53,6 +55,14 @@ pub struct TransportConfig {
     /// answer can go out before it is closed. It closes earlier once something was written.
     /// Default 2 s.
     pub too_large_linger: Duration,
+    /// Certificates for TLS and WSS listeners, and trust anchors for outgoing TLS. Required
+    /// when a TLS or WSS listener is configured; without it outgoing TLS verifies servers
+    /// against the system roots.
+    pub tls: Option<TlsConfig>,
+    /// WebSocket (WS and WSS) settings.
+    pub ws: WsConfig,
+    /// Deadline for an accepted connection's TLS handshake and WebSocket upgrade. Default 10 s.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for TransportConfig {
@@ -70,6 +80,9 @@ impl Default for TransportConfig {
             udp_socket_buffer: 4 << 20,
             tcp_read_chunk: 16 << 10,
             too_large_linger: Duration::from_secs(2),
+            tls: None,
+            ws: WsConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -108,6 +121,28 @@ impl TransportConfig {
             (
                 self.connect_timeout.is_zero(),
                 "connect_timeout must be positive",
+            ),
+            (
+                self.handshake_timeout.is_zero(),
+                "handshake_timeout must be positive",
+            ),
+            (
+                self.ws.ping_interval.is_zero(),
+                "ws.ping_interval must be positive",
+            ),
+            (
+                self.ws.max_connections == 0,
+                "ws.max_connections must be positive",
+            ),
+            (
+                self.listen
+                    .iter()
+                    .any(|(t, _)| matches!(t, Transport::Tls | Transport::Wss))
+                    && !self
+                        .tls
+                        .as_ref()
+                        .is_some_and(TlsConfig::has_server_certificate),
+                "tls and wss listeners need a certificate and key (tls_cert, tls_key)",
             ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {

@@ -1,4 +1,5 @@
-//! The SIP transport layer: UDP sockets and TCP listeners/connections on tokio.
+//! The SIP transport layer: UDP sockets and TCP, TLS, WebSocket and secure WebSocket
+//! listeners/connections on tokio.
 //!
 //! The transport moves bytes, never SIP semantics. Upward it hands each received message as raw
 //! bytes ([`Inbound`]) to an [`InboundSink`]; on streams the message boundaries come from the
@@ -22,8 +23,11 @@
 //! - `sink`: the [`InboundSink`] trait and its implementations.
 //! - `udp`: UDP sockets, one reader and one writer task per socket.
 //! - `mmsg`: the audited `recvmmsg`/`sendmmsg` wrappers (the only `unsafe` code).
-//! - `tcp`: TCP listeners, connection registry, and `tcp/connection.rs`, the per-connection
-//!   reader and writer.
+//! - `tcp`: stream listeners, the connection registry shared by TCP, TLS, WS and WSS, and
+//!   `tcp/connection.rs`, the TCP/TLS per-connection reader and writer.
+//! - `tls`: certificates, rustls configurations and their hot reload ([`TlsConfig`]).
+//! - `ws`: the WebSocket upgrade (RFC 7118: subprotocol `sip`, Origin, limits) and
+//!   `ws/connection.rs`, one SIP message per frame.
 //! - `stats`: drop and error counters.
 
 mod config;
@@ -32,7 +36,9 @@ mod mmsg;
 mod sink;
 mod stats;
 mod tcp;
+mod tls;
 mod udp;
+mod ws;
 
 #[cfg(test)]
 mod tests;
@@ -49,9 +55,11 @@ use tracing::{debug, warn};
 pub use self::config::TransportConfig;
 pub use self::sink::{FnSink, InboundSink};
 pub use self::stats::{StatsSnapshot, TransportStats};
+pub use self::tls::{TlsConfig, TlsError, TlsFiles};
+pub use self::ws::WsConfig;
 
 /// Transports and connection identifiers are the protocol crate's, so the shells and the core
-/// share one vocabulary (only UDP and TCP have listeners today).
+/// share one vocabulary (SCTP has no listener).
 pub use sipmesh_protocol::peer::{ConnectionId, Transport};
 
 /// One received SIP message, unparsed.
@@ -107,8 +115,9 @@ pub enum InboundEvent {
 pub struct Destination {
     /// Which transport to use.
     pub transport: Transport,
-    /// The peer address. For TCP without `connection` (or when that connection is gone), an
-    /// existing connection to this address is reused, or a new one is opened.
+    /// The peer address. For TCP and TLS without `connection` (or when that connection is
+    /// gone), an existing connection to this address is reused, or a new one is opened. WS and
+    /// WSS peers cannot be dialed: without a live connection the message is dropped.
     pub addr: SocketAddr,
     /// The stream connection to use, normally the one a request arrived on (RFC 3261 §18.2.2).
     pub connection: Option<ConnectionId>,
@@ -171,8 +180,12 @@ impl TransportHandle {
     pub fn send(&self, dest: Destination, payload: Bytes) {
         match dest.transport {
             Transport::Udp => self.send_udp(dest.local, dest.addr, payload),
-            Transport::Tcp => self.inner.tcp.send(dest.connection, dest.addr, payload),
-            other => {
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
+                self.inner
+                    .tcp
+                    .send(dest.transport, dest.connection, dest.addr, payload);
+            }
+            other @ Transport::Sctp => {
                 TransportStats::incr(&self.inner.stats.no_route);
                 warn!(transport = %other, peer = %dest.addr, "no listener for this transport; message dropped");
             }
@@ -276,14 +289,12 @@ pub async fn start(
                 local.push((kind, sender.local()));
                 udp_senders.push(sender);
             }
-            Transport::Tcp => {
-                let bound = tcp::listen(addr, Arc::clone(&tcp), &mut tasks)?;
+            Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
+                let bound = tcp::listen(kind, addr, Arc::clone(&tcp), &mut tasks)?;
                 local.push((kind, bound));
             }
-            _ => {
-                return Err(TransportError::InvalidConfig(
-                    "only udp and tcp listeners exist yet",
-                ));
+            Transport::Sctp => {
+                return Err(TransportError::InvalidConfig("there is no sctp listener"));
             }
         }
     }

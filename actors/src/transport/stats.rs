@@ -15,6 +15,8 @@ pub struct TransportStats {
     pub(crate) connect_failures: AtomicU64,
     pub(crate) connections_refused: AtomicU64,
     pub(crate) too_large: AtomicU64,
+    pub(crate) handshake_failures: AtomicU64,
+    pub(crate) upgrades_refused: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -31,10 +33,16 @@ pub struct StatsSnapshot {
     pub udp_send_errors: u64,
     /// Outgoing TCP connections that failed or timed out.
     pub connect_failures: u64,
-    /// Incoming TCP connections closed at once because of `max_connections`.
+    /// Incoming connections closed at once because of `max_connections` (WebSocket: refused
+    /// with 503).
     pub connections_refused: u64,
-    /// Messages reported as too large.
+    /// Messages reported as too large (on WebSocket: frames or messages over the limit).
     pub too_large: u64,
+    /// TLS or WebSocket handshakes that failed or timed out.
+    pub handshake_failures: u64,
+    /// WebSocket upgrades refused with an HTTP error (no `sip` subprotocol, Origin not
+    /// allowed, connection limit).
+    pub upgrades_refused: u64,
 }
 
 impl TransportStats {
@@ -57,6 +65,8 @@ impl TransportStats {
             connect_failures: get(&self.connect_failures),
             connections_refused: get(&self.connections_refused),
             too_large: get(&self.too_large),
+            handshake_failures: get(&self.handshake_failures),
+            upgrades_refused: get(&self.upgrades_refused),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! TCP: listeners, the connection registry, and sending over connections.
+//! Stream connections: TCP listeners, the connection registry shared with TLS, WS and WSS, and
+//! sending over connections.
 //!
-//! Every connection, accepted or opened by us, gets a [`ConnectionId`], an entry in the
+//! Every connection (TCP, TLS, WS or WSS), accepted or opened by us, gets a [`ConnectionId`], an entry in the
 //! registry (its bounded send queue and close signal) and one task running its reader and
-//! writer (see `connection`). The registry also maps each peer address to its newest
-//! connection, so that a message for a TCP destination without a connection id reuses an
+//! writer (see `connection`, and `ws/connection.rs` for WebSocket). The registry also maps each
+//! transport and peer address to its newest connection, so that a message for a TCP destination without a connection id reuses an
 //! existing connection (RFC 3261 §18.1.1: "a client SHOULD use an existing connection") and only
-//! otherwise opens a new one, with a timeout. Messages queued while it connects go out once it
+//! otherwise opens a new one (TCP or TLS; WebSocket peers cannot be dialed), with a timeout. Messages queued while it connects go out once it
 //! is up; replies on it come back as [`Inbound`](super::Inbound) like on accepted connections.
 
 mod connection;
@@ -13,8 +14,8 @@ mod connection;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +26,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::tls::TlsConfig;
+use super::ws::{self, WsSettings};
 use super::{
     ConnectionId, InboundEvent, InboundSink, Transport, TransportConfig, TransportError,
     TransportStats,
@@ -35,25 +38,34 @@ const BACKLOG: i32 = 1024;
 
 /// The per-connection limits, copied out of [`TransportConfig`].
 #[derive(Debug, Clone, Copy)]
-struct Settings {
+pub(super) struct Settings {
     max_message_size: usize,
     require_content_length: bool,
-    idle_timeout: Duration,
-    max_connections: usize,
+    pub(super) idle_timeout: Duration,
+    pub(super) max_connections: usize,
     connect_timeout: Duration,
     send_queue: usize,
     read_chunk: usize,
     linger: Duration,
+    pub(super) handshake_timeout: Duration,
 }
 
 /// State shared by the handle, the acceptors and the connection tasks.
 pub(crate) struct TcpShared {
-    settings: Settings,
-    sink: Arc<dyn InboundSink>,
-    stats: Arc<TransportStats>,
+    pub(super) settings: Settings,
+    pub(super) sink: Arc<dyn InboundSink>,
+    pub(super) stats: Arc<TransportStats>,
     /// Used to spawn outgoing connections from `send`, which may run on any thread.
-    runtime: Handle,
-    shutdown: watch::Receiver<bool>,
+    pub(super) runtime: Handle,
+    pub(super) shutdown: watch::Receiver<bool>,
+    /// Certificates for TLS/WSS listeners and outgoing TLS, when configured.
+    pub(super) tls: Option<TlsConfig>,
+    /// Outgoing TLS without a configured [`TlsConfig`]: system roots, built on first use.
+    system_tls: OnceLock<Option<TlsConfig>>,
+    /// WebSocket settings.
+    pub(super) ws: WsSettings,
+    /// WS and WSS connections, including those still in their handshake.
+    pub(super) ws_active: AtomicUsize,
     next_id: AtomicU64,
     /// A std mutex, not tokio's: it is held only for a map lookup or insert and never across an
     /// await, and `send` must work from synchronous code.
@@ -61,13 +73,14 @@ pub(crate) struct TcpShared {
 }
 
 #[derive(Default)]
-struct Registry {
+pub(super) struct Registry {
     conns: HashMap<ConnectionId, Entry>,
-    /// The newest connection to each peer address.
-    by_peer: HashMap<SocketAddr, ConnectionId>,
+    /// The newest connection of each transport to each peer address.
+    by_peer: HashMap<(Transport, SocketAddr), ConnectionId>,
 }
 
 struct Entry {
+    transport: Transport,
     peer: SocketAddr,
     tx: mpsc::Sender<Bytes>,
     /// Set to ask the connection to flush and close; dropping it (on unregister) also wakes it.
@@ -75,11 +88,11 @@ struct Entry {
 }
 
 /// What a connection task receives when its connection is registered.
-struct Channels {
-    rx: mpsc::Receiver<Bytes>,
+pub(super) struct Channels {
+    pub(super) rx: mpsc::Receiver<Bytes>,
     /// A sender into its own queue, for keep-alive pongs.
-    tx: mpsc::Sender<Bytes>,
-    close: watch::Receiver<bool>,
+    pub(super) tx: mpsc::Sender<Bytes>,
+    pub(super) close: watch::Receiver<bool>,
 }
 
 impl TcpShared {
@@ -100,17 +113,22 @@ impl TcpShared {
                 send_queue: config.tcp_send_queue,
                 read_chunk: config.tcp_read_chunk,
                 linger: config.too_large_linger,
+                handshake_timeout: config.handshake_timeout,
             },
             sink,
             stats,
             runtime,
             shutdown,
+            tls: config.tls.clone(),
+            system_tls: OnceLock::new(),
+            ws: WsSettings::new(config),
+            ws_active: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             registry: Mutex::new(Registry::default()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Registry> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Registry> {
         // The registry holds no invariant a panicking holder could break halfway.
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -119,8 +137,28 @@ impl TcpShared {
         self.lock().conns.len()
     }
 
+    /// The TLS configuration for outgoing connections: the configured one, else system roots.
+    pub(super) fn client_tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref().or_else(|| {
+            self.system_tls
+                .get_or_init(|| match TlsConfig::system_client() {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        warn!(error = %e, "no TLS client configuration");
+                        None
+                    }
+                })
+                .as_ref()
+        })
+    }
+
     /// Registers a new connection to `peer`, unless `max_connections` is reached.
-    fn register(&self, reg: &mut Registry, peer: SocketAddr) -> Option<(ConnectionId, Channels)> {
+    pub(super) fn register(
+        &self,
+        reg: &mut Registry,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Option<(ConnectionId, Channels)> {
         if reg.conns.len() >= self.settings.max_connections {
             return None;
         }
@@ -130,12 +168,13 @@ impl TcpShared {
         reg.conns.insert(
             id,
             Entry {
+                transport,
                 peer,
                 tx: tx.clone(),
                 close,
             },
         );
-        reg.by_peer.insert(peer, id);
+        reg.by_peer.insert((transport, peer), id);
         Some((
             id,
             Channels {
@@ -150,16 +189,19 @@ impl TcpShared {
     fn unregister(&self, id: ConnectionId) {
         let mut reg = self.lock();
         if let Some(entry) = reg.conns.remove(&id) {
-            if reg.by_peer.get(&entry.peer) == Some(&id) {
-                reg.by_peer.remove(&entry.peer);
+            let key = (entry.transport, entry.peer);
+            if reg.by_peer.get(&key) == Some(&id) {
+                reg.by_peer.remove(&key);
             }
         }
     }
 
-    /// Sends on `connection` if it is open, else on the newest connection to `addr`, else on a
-    /// new connection to `addr`.
+    /// Sends on `connection` if it is open, else on the newest `transport` connection to `addr`,
+    /// else on a new connection to `addr` (TCP and TLS only: WebSocket clients cannot be dialed,
+    /// so the message is dropped and counted as `no_route`).
     pub(crate) fn send(
         self: &Arc<Self>,
+        transport: Transport,
         connection: Option<ConnectionId>,
         addr: SocketAddr,
         payload: Bytes,
@@ -169,16 +211,16 @@ impl TcpShared {
             Some(id) if reg.conns.contains_key(&id) => Some(id),
             Some(id) => {
                 debug!(connection = %id, peer = %addr, "connection gone; sending by address");
-                reg.by_peer.get(&addr).copied()
+                reg.by_peer.get(&(transport, addr)).copied()
             }
-            None => reg.by_peer.get(&addr).copied(),
+            None => reg.by_peer.get(&(transport, addr)).copied(),
         };
         if let Some((id, entry)) = target.and_then(|id| reg.conns.get(&id).map(|e| (id, e))) {
             match entry.tx.try_send(payload) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     TransportStats::incr(&self.stats.tcp_queue_full);
-                    warn!(connection = %id, peer = %entry.peer, "TCP send queue full; message dropped");
+                    warn!(connection = %id, peer = %entry.peer, "send queue full; message dropped");
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     TransportStats::incr(&self.stats.no_route);
@@ -187,7 +229,13 @@ impl TcpShared {
             }
             return;
         }
-        let Some((id, channels)) = self.register(&mut reg, addr) else {
+        if matches!(transport, Transport::Ws | Transport::Wss) {
+            drop(reg);
+            TransportStats::incr(&self.stats.no_route);
+            warn!(%transport, peer = %addr, "no open WebSocket connection to this peer; message dropped");
+            return;
+        }
+        let Some((id, channels)) = self.register(&mut reg, transport, addr) else {
             drop(reg);
             TransportStats::incr(&self.stats.no_route);
             warn!(peer = %addr, "max_connections reached; cannot connect, message dropped");
@@ -198,9 +246,10 @@ impl TcpShared {
         if channels.tx.try_send(payload).is_err() {
             TransportStats::incr(&self.stats.tcp_queue_full);
         }
-        let span = debug_span!("tcp", connection = %id, peer = %addr);
-        self.runtime
-            .spawn(connection::connect(Arc::clone(self), id, addr, channels).instrument(span));
+        let span = debug_span!("connect", %transport, connection = %id, peer = %addr);
+        self.runtime.spawn(
+            connection::connect(Arc::clone(self), transport, id, addr, channels).instrument(span),
+        );
     }
 
     /// Asks a connection to flush its queue and close.
@@ -211,21 +260,41 @@ impl TcpShared {
         }
     }
 
-    /// Takes an accepted connection.
-    fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let registered = self.register(&mut self.lock(), peer);
+    /// Takes an accepted connection of a `listener` transport.
+    fn accepted(self: &Arc<Self>, listener: Transport, stream: TcpStream, peer: SocketAddr) {
+        match listener {
+            Transport::Ws | Transport::Wss => return ws::accepted(self, listener, stream, peer),
+            Transport::Tls => {
+                if self.connection_count() >= self.settings.max_connections {
+                    TransportStats::incr(&self.stats.connections_refused);
+                    warn!(%peer, "max_connections reached; incoming connection closed");
+                    return;
+                }
+                // Registered only once the handshake succeeded, so that failed handshakes
+                // produce no events.
+                let span = debug_span!("conn", transport = %listener, %peer);
+                self.runtime.spawn(
+                    connection::run_tls_accepted(Arc::clone(self), peer, stream).instrument(span),
+                );
+                return;
+            }
+            _ => {}
+        }
+        let registered = self.register(&mut self.lock(), listener, peer);
         let Some((id, channels)) = registered else {
             TransportStats::incr(&self.stats.connections_refused);
             warn!(%peer, "max_connections reached; incoming connection closed");
             return;
         };
-        debug!(connection = %id, %peer, "connection accepted");
-        let span = debug_span!("tcp", connection = %id, %peer);
-        self.runtime
-            .spawn(connection::run(Arc::clone(self), id, peer, stream, channels).instrument(span));
+        debug!(connection = %id, %peer, %listener, "connection accepted");
+        let span = debug_span!("conn", transport = %listener, connection = %id, %peer);
+        self.runtime.spawn(
+            connection::run(Arc::clone(self), Transport::Tcp, id, peer, stream, channels)
+                .instrument(span),
+        );
     }
 
-    fn closed(&self, id: ConnectionId, peer: SocketAddr) {
+    pub(super) fn closed(&self, id: ConnectionId, peer: SocketAddr) {
         self.unregister(id);
         debug!(connection = %id, %peer, "connection closed");
         self.sink.deliver(InboundEvent::ConnectionClosed {
@@ -235,21 +304,26 @@ impl TcpShared {
     }
 }
 
-/// Binds a TCP listener on `addr` and spawns its accept loop into `tasks`.
+/// Binds a stream listener (TCP, TLS, WS or WSS) on `addr` and spawns its accept loop into
+/// `tasks`.
 pub(crate) fn listen(
+    transport: Transport,
     addr: SocketAddr,
     shared: Arc<TcpShared>,
     tasks: &mut JoinSet<()>,
 ) -> Result<SocketAddr, TransportError> {
     let bind_err = |source| TransportError::Bind {
-        transport: Transport::Tcp,
+        transport,
         addr,
         source,
     };
     let listener = bind(addr).map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
-    debug!(%local, "TCP listener bound");
-    tasks.spawn(accept_loop(listener, shared).instrument(debug_span!("tcp-listen", %local)));
+    debug!(%local, %transport, "stream listener bound");
+    tasks.spawn(
+        accept_loop(transport, listener, shared)
+            .instrument(debug_span!("listen", %transport, %local)),
+    );
     Ok(local)
 }
 
@@ -265,12 +339,12 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
+async fn accept_loop(transport: Transport, listener: TcpListener, shared: Arc<TcpShared>) {
     let mut shutdown = shared.shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => shared.accepted(stream, peer),
+                Ok((stream, peer)) => shared.accepted(transport, stream, peer),
                 Err(e) => {
                     // Typically EMFILE/ENFILE: back off instead of spinning.
                     warn!(error = %e, "accept failed");

@@ -1,5 +1,6 @@
-//! One TCP connection: a reader feeding a [`StreamFramer`] and a writer draining the send queue,
-//! run together in one task.
+//! One TCP or TLS connection: a reader feeding a [`StreamFramer`] and a writer draining the send
+//! queue, run together in one task. The code is generic over the stream halves, so a TLS
+//! connection (after its handshake) runs exactly like a TCP one.
 //!
 //! - The reader delivers each framed message, answers a CRLFCRLF ping with a CRLF pong (RFC 5626
 //!   §4.4.1), and ends on EOF, a read error, a framing error, or when nothing was read or
@@ -22,12 +23,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sipmesh_protocol::framing::{Frame, FramingError, StreamFramer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
-use tracing::{debug, trace, warn};
+use tracing::{Instrument, debug, debug_span, trace, warn};
 
 use super::{Channels, TcpShared};
 use crate::transport::{
@@ -80,9 +80,40 @@ impl Activity {
     }
 }
 
-/// Opens an outgoing connection, then runs it. On failure, drops what was queued for it.
+/// An outgoing connection once established.
+enum Established {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>, SocketAddr),
+}
+
+/// Connects to `peer` and, for TLS, runs the client handshake.
+async fn establish(
+    shared: &TcpShared,
+    transport: Transport,
+    peer: SocketAddr,
+) -> io::Result<Established> {
+    let stream = TcpStream::connect(peer).await?;
+    if transport != Transport::Tls {
+        return Ok(Established::Tcp(stream));
+    }
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    let tls = shared
+        .client_tls()
+        .ok_or_else(|| io::Error::other("no TLS client configuration"))?;
+    let stream = crate::transport::tls::connect(&tls.connector(), stream, peer).await?;
+    Ok(Established::Tls(Box::new(stream), local))
+}
+
+/// Opens an outgoing TCP or TLS connection, then runs it. On failure, drops what was queued
+/// for it.
 pub(super) async fn connect(
     shared: Arc<TcpShared>,
+    transport: Transport,
     id: ConnectionId,
     peer: SocketAddr,
     channels: Channels,
@@ -90,10 +121,20 @@ pub(super) async fn connect(
     debug!("connecting");
     let mut shutdown = shared.shutdown.clone();
     let mut close = channels.close.clone();
-    let connecting = timeout(shared.settings.connect_timeout, TcpStream::connect(peer));
+    let connecting = timeout(
+        shared.settings.connect_timeout,
+        establish(&shared, transport, peer),
+    );
     let error = tokio::select! {
         connected = connecting => match connected {
-            Ok(Ok(stream)) => return run(shared, id, peer, stream, channels).await,
+            Ok(Ok(Established::Tcp(stream))) => {
+                return run(shared, transport, id, peer, stream, channels).await;
+            }
+            Ok(Ok(Established::Tls(stream, local))) => {
+                let (rd, wr) = tokio::io::split(*stream);
+                let conn = Conn { shared: &shared, transport, id, peer, local };
+                return conn.run(rd, wr, channels).await;
+            }
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         },
@@ -106,13 +147,14 @@ pub(super) async fn connect(
         &shared.stats.no_route,
         u64::try_from(dropped).unwrap_or(u64::MAX),
     );
-    warn!(%peer, error = %error, dropped, "TCP connect failed; queued messages dropped");
+    warn!(%peer, %transport, error = %error, dropped, "connect failed; queued messages dropped");
     shared.closed(id, peer);
 }
 
-/// Runs an established connection until it ends.
+/// Runs an established plain TCP connection until it ends.
 pub(super) async fn run(
     shared: Arc<TcpShared>,
+    transport: Transport,
     id: ConnectionId,
     peer: SocketAddr,
     stream: TcpStream,
@@ -124,60 +166,70 @@ pub(super) async fn run(
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-    let Channels {
-        mut rx,
-        tx,
-        mut close,
-    } = channels;
-    let (mut rd, mut wr) = stream.into_split();
-    let activity = Activity::new();
-    let (wrote_tx, mut wrote_rx) = watch::channel(0u64);
-    let mut shutdown = shared.shutdown.clone();
+    let (rd, wr) = stream.into_split();
     let conn = Conn {
         shared: &shared,
+        transport,
         id,
         peer,
         local,
     };
-    let mut too_large = false;
-    {
-        let reader = conn.read_loop(&mut rd, &tx, &activity);
-        let writer = write_loop(
-            &mut wr,
-            &mut rx,
-            &mut close,
-            &mut shutdown,
-            &activity,
-            &wrote_tx,
-        );
-        tokio::pin!(reader, writer);
-        tokio::select! {
-            end = &mut reader => {
-                debug!(?end, "reader ended");
-                if matches!(end, ReadEnd::TooLarge | ReadEnd::FramingError) {
-                    // Answers to messages read before the error (and the 513) are still on their
-                    // way from the core: give them the linger time before closing.
-                    too_large = true;
-                    conn.linger(&mut writer, &mut wrote_rx, end == ReadEnd::TooLarge).await;
-                }
-            }
-            result = &mut writer => debug!(?result, "writer ended"),
+    conn.run(rd, wr, channels).await;
+}
+
+/// Runs the server side of the TLS handshake on an accepted connection (bounded by the
+/// handshake timeout), then registers and runs the connection.
+pub(super) async fn run_tls_accepted(shared: Arc<TcpShared>, peer: SocketAddr, stream: TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "TCP_NODELAY not set");
+    }
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+    let Some(acceptor) = shared.tls.as_ref().and_then(|t| t.acceptor()) else {
+        warn!("TLS connection without a server certificate");
+        return;
+    };
+    let handshake = timeout(shared.settings.handshake_timeout, acceptor.accept(stream)).await;
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            TransportStats::incr(&shared.stats.handshake_failures);
+            debug!(error = %e, "TLS handshake failed");
+            return;
         }
-    }
-    drop(tx);
-    if too_large {
-        // Send FIN, then read and discard until the peer closes or the linger time passes:
-        // closing with unread input would reset the connection and could destroy the answer
-        // before the peer reads it.
-        let deadline = Instant::now() + shared.settings.linger;
-        let _ = timeout_at(deadline, wr.shutdown()).await;
-        let _ = timeout_at(deadline, discard(&mut rd)).await;
-    }
-    shared.closed(id, peer);
+        Err(_) => {
+            TransportStats::incr(&shared.stats.handshake_failures);
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let registered = shared.register(&mut shared.lock(), Transport::Tls, peer);
+    let Some((id, channels)) = registered else {
+        TransportStats::incr(&shared.stats.connections_refused);
+        warn!(%peer, "max_connections reached; TLS connection closed");
+        return;
+    };
+    debug!(connection = %id, "TLS connection established");
+    // A task of its own, so that the handshake's state is not kept for the connection's
+    // lifetime.
+    let span = debug_span!("conn", transport = %Transport::Tls, connection = %id, %peer);
+    let run = async move {
+        let (rd, wr) = tokio::io::split(stream);
+        let conn = Conn {
+            shared: &shared,
+            transport: Transport::Tls,
+            id,
+            peer,
+            local,
+        };
+        conn.run(rd, wr, channels).await;
+    };
+    tokio::spawn(run.instrument(span));
 }
 
 /// Reads and drops input until EOF or an error.
-async fn discard(rd: &mut OwnedReadHalf) {
+async fn discard<R: AsyncRead + Unpin>(rd: &mut R) {
     let mut buf = [0u8; 4096];
     while let Ok(n) = rd.read(&mut buf).await {
         if n == 0 {
@@ -187,16 +239,71 @@ async fn discard(rd: &mut OwnedReadHalf) {
 }
 
 struct Conn<'a> {
-    shared: &'a TcpShared,
+    shared: &'a Arc<TcpShared>,
+    transport: Transport,
     id: ConnectionId,
     peer: SocketAddr,
     local: SocketAddr,
 }
 
 impl Conn<'_> {
-    async fn read_loop(
+    /// Runs the reader and writer until the connection ends, then reports it closed.
+    async fn run<R, W>(&self, mut rd: R, mut wr: W, channels: Channels)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let shared = self.shared;
+        let (id, peer) = (self.id, self.peer);
+        let Channels {
+            mut rx,
+            tx,
+            mut close,
+        } = channels;
+        let activity = Activity::new();
+        let (wrote_tx, mut wrote_rx) = watch::channel(0u64);
+        let mut shutdown = shared.shutdown.clone();
+        let conn = self;
+        let mut too_large = false;
+        {
+            let reader = conn.read_loop(&mut rd, &tx, &activity);
+            let writer = write_loop(
+                &mut wr,
+                &mut rx,
+                &mut close,
+                &mut shutdown,
+                &activity,
+                &wrote_tx,
+            );
+            tokio::pin!(reader, writer);
+            tokio::select! {
+                end = &mut reader => {
+                    debug!(?end, "reader ended");
+                    if matches!(end, ReadEnd::TooLarge | ReadEnd::FramingError) {
+                        // Answers to messages read before the error (and the 513) are still on their
+                        // way from the core: give them the linger time before closing.
+                        too_large = true;
+                        conn.linger(&mut writer, &mut wrote_rx, end == ReadEnd::TooLarge).await;
+                    }
+                }
+                result = &mut writer => debug!(?result, "writer ended"),
+            }
+        }
+        drop(tx);
+        if too_large {
+            // Send FIN, then read and discard until the peer closes or the linger time passes:
+            // closing with unread input would reset the connection and could destroy the answer
+            // before the peer reads it.
+            let deadline = Instant::now() + shared.settings.linger;
+            let _ = timeout_at(deadline, wr.shutdown()).await;
+            let _ = timeout_at(deadline, discard(&mut rd)).await;
+        }
+        shared.closed(id, peer);
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(
         &self,
-        rd: &mut OwnedReadHalf,
+        rd: &mut R,
         pong: &mpsc::Sender<Bytes>,
         activity: &Activity,
     ) -> ReadEnd {
@@ -240,7 +347,7 @@ impl Conn<'_> {
                             partial,
                             source: self.peer,
                             local: self.local,
-                            transport: Transport::Tcp,
+                            transport: self.transport,
                             connection: Some(self.id),
                         });
                         return ReadEnd::TooLarge;
@@ -260,7 +367,7 @@ impl Conn<'_> {
             data,
             source: self.peer,
             local: self.local,
-            transport: Transport::Tcp,
+            transport: self.transport,
             connection: Some(self.id),
         }));
     }
@@ -294,8 +401,8 @@ impl Conn<'_> {
 }
 
 /// Writes queued messages, coalescing whatever is queued into one write, until closed.
-async fn write_loop(
-    wr: &mut OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     rx: &mut mpsc::Receiver<Bytes>,
     close: &mut watch::Receiver<bool>,
     shutdown: &mut watch::Receiver<bool>,
@@ -333,16 +440,18 @@ async fn write_loop(
     }
 }
 
-async fn write_batch(wr: &mut OwnedWriteHalf, batch: &[Bytes]) -> io::Result<()> {
+/// Writes a batch, then flushes (a no-op on TCP; on TLS it pushes the records out).
+async fn write_batch<W: AsyncWrite + Unpin>(wr: &mut W, batch: &[Bytes]) -> io::Result<()> {
     match batch {
-        [one] => wr.write_all(one).await,
+        [one] => wr.write_all(one).await?,
         many => {
             let total = many.iter().map(Bytes::len).sum();
             let mut joined = BytesMut::with_capacity(total);
             for b in many {
                 joined.extend_from_slice(b);
             }
-            wr.write_all(&joined).await
+            wr.write_all(&joined).await?;
         }
     }
+    wr.flush().await
 }
