@@ -232,8 +232,8 @@ impl TryFrom<RawConfig> for NodeConfig {
         let tls = tls_config(&raw, &listen)?;
         let ws = ws_config(&raw)?;
         Ok(Self {
-            tls,
-            ws,
+            tls: tls.clone(),
+            ws: ws.clone(),
             log_filter: raw.log_filter.unwrap_or_else(|| "info".to_owned()),
             shutdown_grace: Duration::from_secs(raw.shutdown_grace.unwrap_or(5)),
             engine: EngineConfig {
@@ -247,6 +247,8 @@ impl TryFrom<RawConfig> for NodeConfig {
                 max_message_size,
                 tcp_idle_timeout: Duration::from_secs(raw.tcp_idle_timeout.unwrap_or(600)),
                 registrar,
+                tls,
+                ws,
             },
         })
     }

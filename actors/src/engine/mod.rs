@@ -69,6 +69,10 @@ pub struct EngineConfig {
     pub tcp_idle_timeout: Duration,
     /// Registrar rules.
     pub registrar: RegistrarPolicy,
+    /// Certificates for TLS and WSS listeners and outgoing TLS (None: no TLS).
+    pub tls: Option<transport::TlsConfig>,
+    /// WebSocket settings.
+    pub ws: transport::WsConfig,
 }
 
 /// Why the engine could not start.
@@ -104,6 +108,8 @@ impl Engine {
             listen: config.listen.iter().map(|l| (l.kind, l.addr)).collect(),
             max_message_size: config.max_message_size,
             tcp_idle_timeout: config.tcp_idle_timeout,
+            tls: config.tls.clone(),
+            ws: config.ws.clone(),
             ..TransportConfig::default()
         };
         let (transport, transport_tasks) =
