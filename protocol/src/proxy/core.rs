@@ -16,12 +16,13 @@ use crate::message::{Editor, Message, Method, StatusCode, response_to};
 use crate::peer::{Destination, Origin, Transmit};
 use crate::registrar::{Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest};
 use crate::transaction::{
-    ClientInviteTx, ClientNonInviteTx, RequestFacts, ServerInviteTx, ServerNonInviteTx,
-    TransactionKey, TxEvent,
+    ClientInviteTx, ClientNonInviteTx, ServerInviteTx, ServerNonInviteTx, TransactionKey, TxEvent,
 };
 
+use super::addressing::{reply_destination, via_destination};
 use super::config::CoreConfig;
 use super::locality::Locality;
+use super::matching::{DigestState, server_key};
 use super::response_context::ResponseContext;
 use super::rng::IdGenerator;
 use super::timers::TimerQueue;
@@ -712,115 +713,4 @@ impl Core {
             self.forget_client(id);
         }
     }
-}
-
-/// Hashes a `u128` digest (already uniformly random) by taking its low bits.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct DigestState;
-
-/// See [`DigestState`].
-#[derive(Debug, Default)]
-pub(super) struct DigestHasher(u64);
-
-impl std::hash::BuildHasher for DigestState {
-    type Hasher = DigestHasher;
-    fn build_hasher(&self) -> DigestHasher {
-        DigestHasher(0)
-    }
-}
-
-impl std::hash::Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes.iter().take(8) {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, v: u128) {
-        // Truncation intended: the low 64 bits of a digest are as good a hash as any.
-        self.0 = v as u64;
-    }
-}
-
-/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): over the same connection
-/// for streams; for UDP to the packet's source address, at the source port when the Via asked
-/// for `rport`, else at the Via's port (5060 by default).
-pub(super) fn reply_destination(
-    origin: &Origin,
-    rport: bool,
-    via_port: Option<u16>,
-) -> Destination {
-    if origin.transport.is_reliable() {
-        return Destination {
-            transport: origin.transport,
-            addr: origin.source,
-            local: Some(origin.local),
-            connection: origin.connection,
-        };
-    }
-    let port = if rport {
-        origin.source.port()
-    } else {
-        via_port.unwrap_or(5060)
-    };
-    Destination {
-        transport: origin.transport,
-        addr: std::net::SocketAddr::new(origin.source.ip(), port),
-        local: Some(origin.local),
-        connection: None,
-    }
-}
-
-/// The destination named by a Via value (for stateless response forwarding): `received` and
-/// `rport` when present, else sent-by. Never a broadcast, multicast or unspecified address.
-pub(super) fn via_destination(via: &crate::header::Via<'_>) -> Option<Destination> {
-    let transport = crate::peer::Transport::from_token(via.transport)?;
-    let ip = match via.received_ip() {
-        Some(ip) => ip,
-        None => match via.host {
-            crate::uri::Host::Ipv4(a) => std::net::IpAddr::V4(a),
-            crate::uri::Host::Ipv6(a) => std::net::IpAddr::V6(a),
-            crate::uri::Host::Domain(_) => return None,
-        },
-    };
-    if !super::routing::is_unicast(ip) {
-        return None;
-    }
-    let port = via
-        .rport
-        .flatten()
-        .or(via.port)
-        .unwrap_or_else(|| transport.default_port());
-    Some(Destination {
-        transport,
-        addr: std::net::SocketAddr::new(ip, port),
-        local: None,
-        connection: None,
-    })
-}
-
-/// The server-transaction key of a request (§17.2.3).
-pub(super) fn server_key(msg: &Message, method: &str) -> Result<TransactionKey, crate::ParseError> {
-    let via = msg.top_via()?;
-    let top_via_raw = msg.header(&HeaderName::Via).map_or(&[][..], |h| h.value);
-    let host = via.host.to_string();
-    let to_tag = msg.to().ok().and_then(|t| t.tag());
-    let from_tag = msg.from().ok().and_then(|f| f.tag());
-    let call_id = msg.call_id().unwrap_or("");
-    let cseq = msg.cseq().map(|c| c.seq).unwrap_or(0);
-    let facts = RequestFacts {
-        method,
-        branch: via.branch,
-        sent_by_host: &host,
-        sent_by_port: via.port,
-        request_uri: msg.request_uri_raw().unwrap_or_default(),
-        to_tag,
-        from_tag,
-        call_id,
-        cseq,
-        top_via: top_via_raw,
-    };
-    Ok(TransactionKey::server(&facts))
 }

@@ -13,7 +13,8 @@ use crate::registrar::{
     contact_header_values,
 };
 
-use super::core::{Core, Output, Pending, StoreFailure, reply_destination};
+use super::addressing::reply_destination;
+use super::core::{Core, Output, Pending, StoreFailure};
 use super::routing::SUPPORTED;
 
 /// Methods the node handles or proxies, for `Allow`.

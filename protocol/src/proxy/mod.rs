@@ -20,24 +20,29 @@
 //! REGISTER is answered only from that result, so a 200 is never sent for state the store did
 //! not take.
 
+mod ack;
+mod addressing;
 mod arena;
+mod cancel;
 mod config;
 mod core;
 mod forward;
 mod local;
 mod locality;
+mod matching;
 mod response_context;
 mod rng;
 mod routing;
 #[cfg(test)]
 mod tests;
 mod timers;
+mod wire;
 
 pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
 pub use self::core::{Core, Output, StoreFailure};
-pub use self::forward::shard_of_branch;
 pub use self::locality::Locality;
 pub use self::response_context::{ResponseAction, ResponseContext};
 pub use self::rng::IdGenerator;
 pub use self::timers::TimerQueue;
+pub use self::wire::shard_of_branch;
 pub use crate::peer::{ConnectionId, Destination, Listener, Origin, Transmit, Transport};

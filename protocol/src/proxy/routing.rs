@@ -18,7 +18,8 @@ use crate::registrar::Aor;
 use crate::uri::{Host, SipUri, Uri};
 
 use super::core::{Core, Pending};
-use super::forward::{ForwardPlan, loop_hash, parse_our_branch};
+use super::forward::ForwardPlan;
+use super::wire::{loop_hash, parse_our_branch};
 
 /// Option tags this node supports (`Supported`, and accepted in `Require` of requests it
 /// answers itself).
