@@ -544,3 +544,40 @@ fn request_retransmission_is_absorbed_and_answered_again() {
         "same response resent by the transaction"
     );
 }
+
+#[test]
+fn path_is_echoed_and_used_as_the_route_to_the_binding() {
+    let mut h = Harness::new();
+    // An edge proxy at 127.0.0.8:5060 registered bob with a Path (RFC 3327).
+    h.recv(
+        "127.0.0.8:5060",
+        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.8:5060;branch=z9hG4bKedge1\n\
+         Via: SIP/2.0/UDP 127.0.0.3:5080;branch=z9hG4bKp1\nMax-Forwards: 69\n\
+         From: <sip:bob@example.com>;tag=p\nTo: <sip:bob@example.com>\nCall-ID: path-1\nCSeq: 1 REGISTER\n\
+         Supported: path\nPath: <sip:127.0.0.8:5060;lr>\nContact: <sip:bob@10.9.9.9:5080>\nContent-Length: 0\n\n",
+    );
+    let out = h.take();
+    assert_eq!(status(&out[0].1), 200);
+    assert!(
+        text(&out[0].1).contains("Path: <sip:127.0.0.8:5060;lr>"),
+        "{}",
+        text(&out[0].1)
+    );
+    h.recv(ALICE, &invite("bob", "z9hG4bKpath"));
+    let out = h.take();
+    let (dest, fwd) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("INVITE forwarded");
+    assert_eq!(
+        dest.addr,
+        addr("127.0.0.8:5060"),
+        "sent to the first Path hop, not the contact"
+    );
+    let t = text(fwd);
+    assert!(
+        t.starts_with("INVITE sip:bob@10.9.9.9:5080 SIP/2.0\r\n"),
+        "{t}"
+    );
+    assert!(t.contains("Route: <sip:127.0.0.8:5060;lr>"), "{t}");
+}
