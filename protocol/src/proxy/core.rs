@@ -16,7 +16,8 @@ use crate::message::{Editor, Message, Method, StatusCode, response_to};
 use crate::peer::{Destination, Origin, Transmit};
 use crate::registrar::{Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest};
 use crate::transaction::{
-    ClientInviteTx, ClientNonInviteTx, ServerInviteTx, ServerNonInviteTx, TransactionKey, TxEvent,
+    ClientInviteTx, ClientNonInviteTx, ServerInviteTx, ServerNonInviteTx, Transaction,
+    TransactionKey,
 };
 
 use super::addressing::{reply_destination, via_destination};
@@ -70,6 +71,26 @@ pub(super) enum ServerFsm {
 pub(super) enum ClientFsm {
     Invite(ClientInviteTx),
     NonInvite(ClientNonInviteTx),
+}
+
+impl ServerFsm {
+    /// The machine, whatever its kind.
+    pub(super) fn machine(&mut self) -> &mut dyn Transaction {
+        match self {
+            Self::Invite(tx) => tx,
+            Self::NonInvite(tx) => tx,
+        }
+    }
+}
+
+impl ClientFsm {
+    /// The machine, whatever its kind.
+    pub(super) fn machine(&mut self) -> &mut dyn Transaction {
+        match self {
+            Self::Invite(tx) => tx,
+            Self::NonInvite(tx) => tx,
+        }
+    }
 }
 
 /// One server transaction and what the proxy knows about it.
@@ -228,20 +249,14 @@ impl Core {
                     let Some(entry) = self.servers.get_mut(&id) else {
                         continue;
                     };
-                    match &mut entry.fsm {
-                        ServerFsm::Invite(tx) => tx.handle_timeout(now),
-                        ServerFsm::NonInvite(tx) => tx.handle_timeout(now),
-                    }
+                    entry.fsm.machine().handle_timeout(now);
                     self.drive_server(now, id);
                 }
                 TimerRef::Client(id) => {
                     let Some(entry) = self.clients.get_mut(&id) else {
                         continue;
                     };
-                    match &mut entry.fsm {
-                        ClientFsm::Invite(tx) => tx.handle_timeout(now),
-                        ClientFsm::NonInvite(tx) => tx.handle_timeout(now),
-                    }
+                    entry.fsm.machine().handle_timeout(now);
                     self.drive_client(now, id, None);
                 }
                 TimerRef::TimerC { context, branch } => self.fire_timer_c(now, context, branch),
@@ -556,37 +571,17 @@ impl Core {
         let Some(entry) = self.servers.get_mut(&id) else {
             return;
         };
+        let tx = entry.fsm.machine();
         let mut sends = Vec::new();
-        let mut terminated = false;
-        match &mut entry.fsm {
-            ServerFsm::Invite(tx) => {
-                while let Some(b) = tx.poll_transmit() {
-                    sends.push(b);
-                }
-                while let Some(ev) = tx.poll_event() {
-                    if matches!(ev, TxEvent::Terminated) {
-                        terminated = true;
-                    }
-                }
-                terminated |= tx.is_terminated();
-                if let Some(at) = tx.poll_timeout() {
-                    self.timers.schedule(at, TimerRef::Server(id));
-                }
-            }
-            ServerFsm::NonInvite(tx) => {
-                while let Some(b) = tx.poll_transmit() {
-                    sends.push(b);
-                }
-                while let Some(ev) = tx.poll_event() {
-                    if matches!(ev, TxEvent::Terminated) {
-                        terminated = true;
-                    }
-                }
-                terminated |= tx.is_terminated();
-                if let Some(at) = tx.poll_timeout() {
-                    self.timers.schedule(at, TimerRef::Server(id));
-                }
-            }
+        while let Some(b) = tx.poll_transmit() {
+            sends.push(b);
+        }
+        // Server machines only tell the TU about termination (and ACKs for 2xx, which a proxy
+        // has no use for: the ACK is forwarded end to end).
+        while tx.poll_event().is_some() {}
+        let terminated = tx.is_terminated();
+        if let Some(at) = tx.poll_timeout() {
+            self.timers.schedule(at, TimerRef::Server(id));
         }
         let reply = entry.reply;
         for b in sends {
@@ -673,34 +668,18 @@ impl Core {
         let Some(entry) = self.clients.get_mut(&id) else {
             return;
         };
+        let tx = entry.fsm.machine();
         let mut sends = Vec::new();
         let mut events = Vec::new();
-        let terminated;
-        match &mut entry.fsm {
-            ClientFsm::Invite(tx) => {
-                while let Some(b) = tx.poll_transmit() {
-                    sends.push(b);
-                }
-                while let Some(ev) = tx.poll_event() {
-                    events.push(ev);
-                }
-                terminated = tx.is_terminated();
-                if let Some(at) = tx.poll_timeout() {
-                    self.timers.schedule(at, TimerRef::Client(id));
-                }
-            }
-            ClientFsm::NonInvite(tx) => {
-                while let Some(b) = tx.poll_transmit() {
-                    sends.push(b);
-                }
-                while let Some(ev) = tx.poll_event() {
-                    events.push(ev);
-                }
-                terminated = tx.is_terminated();
-                if let Some(at) = tx.poll_timeout() {
-                    self.timers.schedule(at, TimerRef::Client(id));
-                }
-            }
+        while let Some(b) = tx.poll_transmit() {
+            sends.push(b);
+        }
+        while let Some(ev) = tx.poll_event() {
+            events.push(ev);
+        }
+        let terminated = tx.is_terminated();
+        if let Some(at) = tx.poll_timeout() {
+            self.timers.schedule(at, TimerRef::Client(id));
         }
         let dest = entry.destination;
         for b in sends {

@@ -75,3 +75,47 @@ pub use key::{RequestFacts, TransactionKey, generate_branch};
 pub use server_invite::{ServerInviteState, ServerInviteTx};
 pub use server_non_invite::{ServerNonInviteState, ServerNonInviteTx};
 pub use timer::{Timer, TimerTable};
+
+/// What every transaction machine offers its driver, whatever its kind: the output side of the
+/// quinn-style API plus the timer input. Lets a driver treat the four machines alike.
+pub trait Transaction {
+    /// The next message to send to the peer.
+    fn poll_transmit(&mut self) -> Option<bytes::Bytes>;
+    /// When `handle_timeout` must next be called.
+    fn poll_timeout(&self) -> Option<std::time::Instant>;
+    /// The next event for the transaction user.
+    fn poll_event(&mut self) -> Option<TxEvent>;
+    /// Fires the timers that expired at `now`.
+    fn handle_timeout(&mut self, now: std::time::Instant);
+    /// Whether the machine reached Terminated.
+    fn is_terminated(&self) -> bool;
+}
+
+macro_rules! impl_transaction {
+    ($($machine:ty),*) => {$(
+        impl Transaction for $machine {
+            fn poll_transmit(&mut self) -> Option<bytes::Bytes> {
+                <$machine>::poll_transmit(self)
+            }
+            fn poll_timeout(&self) -> Option<std::time::Instant> {
+                <$machine>::poll_timeout(self)
+            }
+            fn poll_event(&mut self) -> Option<TxEvent> {
+                <$machine>::poll_event(self)
+            }
+            fn handle_timeout(&mut self, now: std::time::Instant) {
+                <$machine>::handle_timeout(self, now)
+            }
+            fn is_terminated(&self) -> bool {
+                <$machine>::is_terminated(self)
+            }
+        }
+    )*};
+}
+
+impl_transaction!(
+    ClientInviteTx,
+    ClientNonInviteTx,
+    ServerInviteTx,
+    ServerNonInviteTx
+);
