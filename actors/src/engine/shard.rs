@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use sipmesh_protocol::message::Message;
+use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::proxy::{Core, CoreConfig, Origin, Output, StoreFailure};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
@@ -32,6 +33,9 @@ pub(crate) enum ShardInput {
         /// Gets this shard's number once it is quiescent.
         quiescent: mpsc::UnboundedSender<u8>,
     },
+    /// A stream connection closed: remove the flow bindings registered over it (RFC 5626
+    /// §5.4, RFC 7118 §5), at once rather than at their expiry.
+    ConnectionClosed(ConnectionId),
     /// Exit now.
     Stop,
 }
@@ -47,6 +51,7 @@ pub(crate) async fn run<S: LocationStore>(
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
+    let mut closed = Vec::new();
     loop {
         if drain.is_some() && core.is_quiescent() {
             debug!(shard, "drained");
@@ -64,13 +69,13 @@ pub(crate) async fn run<S: LocationStore>(
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                if handle(&mut core, input, &mut drain) == Flow::Stop {
+                if handle(&mut core, input, &mut drain, &mut closed) == Flow::Stop {
                     return;
                 }
                 for _ in 1..BATCH {
                     match rx.try_recv() {
                         Ok(input) => {
-                            if handle(&mut core, input, &mut drain) == Flow::Stop {
+                            if handle(&mut core, input, &mut drain, &mut closed) == Flow::Stop {
                                 return;
                             }
                         }
@@ -79,6 +84,16 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
             () = sleep => core.handle_timeout(Instant::now()),
+        }
+        // Closed flows first: a lookup in the same batch must not pick their bindings.
+        for connection in closed.drain(..) {
+            match store.remove_connection(connection).await {
+                Ok(0) => {}
+                Ok(n) => debug!(%connection, removed = n, "flow closed: its bindings removed"),
+                Err(e) => {
+                    warn!(%connection, error = %e, "removing the bindings of a closed flow failed")
+                }
+            }
         }
         flush(&mut core, &transport, store.as_ref(), &policy).await;
     }
@@ -95,6 +110,7 @@ fn handle(
     core: &mut Core,
     input: ShardInput,
     drain: &mut Option<mpsc::UnboundedSender<u8>>,
+    closed: &mut Vec<ConnectionId>,
 ) -> Flow {
     match input {
         ShardInput::Message(m) => {
@@ -120,6 +136,7 @@ fn handle(
             core.begin_shutdown();
             *drain = Some(quiescent);
         }
+        ShardInput::ConnectionClosed(connection) => closed.push(connection),
         ShardInput::Stop => return Flow::Stop,
     }
     Flow::Continue
@@ -156,10 +173,13 @@ async fn flush<S: LocationStore>(
                 core.handle_register_result(Instant::now(), SystemTime::now(), token, result);
             }
             Output::Lookup { token, aor } => {
-                let result = store
-                    .lookup(&aor, SystemTime::now())
-                    .await
-                    .map_err(store_failure);
+                let now = SystemTime::now();
+                let mut result = store.lookup(&aor, now).await.map_err(store_failure);
+                if result.as_ref().is_ok_and(Vec::is_empty)
+                    && store.flows_closed(&aor, now).await.unwrap_or(false)
+                {
+                    result = Err(StoreFailure::FlowsClosed);
+                }
                 core.handle_lookup_result(Instant::now(), token, result);
             }
         }

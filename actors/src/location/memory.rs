@@ -15,7 +15,9 @@
 //! shared by the map and the index; binding vectors are shrunk to fit.
 //!
 //! [`LocationStore::remove_connection`] scans every AOR (no connection index yet): fine for flow
-//! failures, which are rare, but worth an index once RFC 5626 flows are common.
+//! failures, which are rare, but worth an index once RFC 5626 flows are common. An AOR that
+//! loses its last binding that way is remembered (until those bindings would have expired, or
+//! the AOR registers again) so that [`LocationStore::flows_closed`] can tell 480 from 404.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::{Future, ready};
@@ -49,6 +51,8 @@ struct Shard {
     expiry: BTreeSet<(SystemTime, Aor)>,
     /// Sum of the binding counts of `aors`.
     bindings: usize,
+    /// AORs left without bindings by closed flows, with the latest expiry those bindings had.
+    vacated: HashMap<Aor, SystemTime>,
 }
 
 /// The stored state of one AOR.
@@ -127,16 +131,38 @@ impl MemoryLocationStore {
                 .map(|(aor, _)| aor.clone())
                 .collect();
             for aor in affected {
-                removed += shard.retain(&aor, |b| b.source.connection != Some(connection));
+                let until = shard.aors.get(&aor).and_then(|e| {
+                    e.bindings
+                        .iter()
+                        .filter(|b| b.source.connection == Some(connection) && b.is_flow())
+                        .map(|b| b.expires_at)
+                        .max()
+                });
+                removed += shard.retain(&aor, |b| {
+                    b.source.connection != Some(connection) || !b.is_flow()
+                });
+                if let Some(until) = until.filter(|_| !shard.aors.contains_key(&aor)) {
+                    shard.vacated.insert(aor, until);
+                }
             }
         }
         removed
+    }
+
+    fn flows_closed_now(&self, aor: &Aor, now: SystemTime) -> bool {
+        let shard = self.shard(aor);
+        shard.vacated.get(aor).is_some_and(|until| *until > now)
+            && shard
+                .aors
+                .get(aor)
+                .is_none_or(|e| e.bindings.iter().all(|b| b.is_expired(now)))
     }
 
     fn sweep_now(&self, now: SystemTime) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
             let mut shard = lock(shard);
+            shard.vacated.retain(|_, until| *until > now);
             while shard.expiry.first().is_some_and(|(at, _)| *at <= now) {
                 // Popping first guarantees progress even if the index were ever stale;
                 // `retain` re-inserts the AOR under its new earliest expiry.
@@ -173,6 +199,9 @@ impl Shard {
     /// Replaces the bindings of `aor` (removing the AOR when `bindings` is empty), keeping the
     /// expiry index and the binding count in step.
     fn put(&mut self, aor: &Aor, mut bindings: Vec<Binding>) {
+        if !bindings.is_empty() {
+            self.vacated.remove(aor);
+        }
         if let Some(old) = self.aors.remove(aor) {
             self.expiry.remove(&(old.next_expiry, aor.clone()));
             self.bindings -= old.bindings.len();
@@ -227,6 +256,14 @@ impl LocationStore for MemoryLocationStore {
         connection: ConnectionId,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send {
         ready(Ok(self.remove_connection_now(connection)))
+    }
+
+    fn flows_closed(
+        &self,
+        aor: &Aor,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        ready(Ok(self.flows_closed_now(aor, now)))
     }
 
     fn sweep_expired(

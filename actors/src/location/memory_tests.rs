@@ -236,11 +236,20 @@ fn refresh_moves_expiry_index() {
 }
 
 #[test]
-fn remove_connection_drops_only_its_bindings() {
+fn remove_connection_drops_only_its_flow_bindings() {
     let store = MemoryLocationStore::new();
-    let (alice, bob) = (aor("alice"), aor("bob"));
-    let mut r = req(&alice, "c1", 1, vec![contact("sip:a@tcp".into(), None)]);
-    r.source = source(Some(42));
+    let (alice, bob, carol) = (aor("alice"), aor("bob"), aor("carol"));
+    let ws = |connection| Source {
+        transport: Transport::Ws,
+        ..source(Some(connection))
+    };
+    let mut r = req(
+        &alice,
+        "c1",
+        1,
+        vec![contact("sip:a@x.invalid;transport=ws".into(), None)],
+    );
+    r.source = ws(42);
     assert!(register(&store, r, t0()).is_ok());
     assert!(
         register(
@@ -250,7 +259,21 @@ fn remove_connection_drops_only_its_bindings() {
         )
         .is_ok()
     );
-    let mut r = req(&bob, "c3", 1, vec![contact("sip:b@tcp".into(), None)]);
+    let mut r = req(
+        &bob,
+        "c3",
+        1,
+        vec![contact("sip:b@x.invalid;transport=ws".into(), None)],
+    );
+    r.source = ws(42);
+    assert!(register(&store, r, t0()).is_ok());
+    // Over TCP with a dialable Contact: not a flow, it survives the connection.
+    let mut r = req(
+        &carol,
+        "c4",
+        1,
+        vec![contact("sip:c@192.0.2.9;transport=tcp".into(), None)],
+    );
     r.source = source(Some(42));
     assert!(register(&store, r, t0()).is_ok());
     assert_eq!(
@@ -259,16 +282,36 @@ fn remove_connection_drops_only_its_bindings() {
     );
     assert_eq!(lookup_uris(&store, &alice, t0()), vec!["sip:a@udp"]);
     assert_eq!(
+        lookup_uris(&store, &carol, t0()),
+        vec!["sip:c@192.0.2.9;transport=tcp"]
+    );
+    assert_eq!(
         stats(&store),
         StoreStats {
-            aors: 1,
-            bindings: 1
+            aors: 2,
+            bindings: 2
         }
     );
     assert_eq!(
         now_or_never(store.remove_connection(ConnectionId(42))),
         Ok(0)
     );
+    // bob lost his only binding to a closed flow: 480 material, until he registers again or
+    // the binding would have expired; alice still has one, carol never lost hers.
+    assert_eq!(now_or_never(store.flows_closed(&bob, t0())), Ok(true));
+    assert_eq!(now_or_never(store.flows_closed(&alice, t0())), Ok(false));
+    assert_eq!(now_or_never(store.flows_closed(&carol, t0())), Ok(false));
+    let later = t0() + std::time::Duration::from_secs(7200);
+    assert_eq!(now_or_never(store.flows_closed(&bob, later)), Ok(false));
+    let mut r = req(
+        &bob,
+        "c5",
+        1,
+        vec![contact("sip:b@x.invalid;transport=ws".into(), None)],
+    );
+    r.source = ws(43);
+    assert!(register(&store, r, t0()).is_ok());
+    assert_eq!(now_or_never(store.flows_closed(&bob, t0())), Ok(false));
 }
 
 #[test]

@@ -30,12 +30,25 @@ pub trait LocationStore: Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<Vec<Binding>, StoreError>> + Send;
 
-    /// Removes every binding that was registered over `connection` (its flow died, RFC 5626
-    /// §5.4) and returns how many were removed.
+    /// Removes every flow binding ([`Binding::is_flow`]) that was registered over `connection`
+    /// (its flow died, RFC 5626 §5.4) and returns how many were removed. Bindings over that
+    /// connection with a dialable Contact stay until they expire.
     fn remove_connection(
         &self,
         connection: ConnectionId,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Whether `aor` has no live binding at `now` only because its flows closed: bindings that
+    /// [`remove_connection`](Self::remove_connection) removed would still be live. The proxy
+    /// answers 480 rather than 404 then. Stores that do not track this answer `false`.
+    fn flows_closed(
+        &self,
+        aor: &Aor,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let _ = (aor, now);
+        std::future::ready(Ok(false))
+    }
 
     /// Removes every binding expired at `now` and returns how many were removed.
     fn sweep_expired(

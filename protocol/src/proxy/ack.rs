@@ -9,6 +9,7 @@ use crate::transaction::TransactionKey;
 use crate::uri::Uri;
 
 use super::core::{Core, ServerFsm};
+use super::flow::flow_from_routes;
 use super::forward::{ForwardPlan, Target};
 use super::routing::{Resolve, resolve};
 use super::wire::{OUR_BRANCH_PREFIX, build_forwarded};
@@ -51,11 +52,18 @@ impl Core {
             },
         };
         let Uri::Sip(sip) = next_uri else { return };
-        if routes.get(popped).is_none() && self.uri_is_self(&sip) {
+        let flow = flow_from_routes(routes.get(..popped).unwrap_or_default(), &origin);
+        if flow.is_none() && routes.get(popped).is_none() && self.uri_is_self(&sip) {
             return; // an ACK for a response we generated ourselves
         }
-        let Resolve::Ok(transport, addr) = resolve(&sip) else {
-            return;
+        let (transport, addr, connection) = match flow {
+            Some(d) => (d.transport, d.addr, d.connection),
+            None => {
+                let Resolve::Ok(transport, addr) = resolve(&sip) else {
+                    return;
+                };
+                (transport, addr, None)
+            }
         };
         let inbound = self.inbound_listener(&origin);
         let Some(out) = self
@@ -81,7 +89,7 @@ impl Core {
             transport,
             addr,
             local: Some(out.addr),
-            connection: None,
+            connection,
         };
         let target = Target {
             request_uri: None,

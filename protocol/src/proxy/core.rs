@@ -57,6 +57,10 @@ pub enum StoreFailure {
     Rejected(RegisterError),
     /// The store is unreachable (our fault: 503 + Retry-After).
     Unavailable,
+    /// A lookup found no binding because the AOR's last bindings were flows whose connections
+    /// closed (RFC 5626 §5.4, RFC 7118 §5): the user is temporarily unavailable (480), not
+    /// unknown (404).
+    FlowsClosed,
 }
 
 /// A server transaction of either kind.

@@ -9,13 +9,14 @@ use tracing::{debug, trace};
 
 use crate::header::HeaderName;
 use crate::message::{Editor, Message, Method, StatusCode};
-use crate::peer::{Destination, Listener, Origin};
+use crate::peer::{Destination, Listener, Origin, Transport};
 use crate::registrar::Binding;
 use crate::transaction::{ClientInviteTx, ClientNonInviteTx, TransactionKey, TxEvent};
 use crate::uri::Uri;
 
 use super::config::TIMER_C;
 use super::core::{ClientEntry, ClientFsm, Core, ProxyContext, StoreFailure, TimerRef};
+use super::flow::binding_destination;
 use super::response_context::{ResponseAction, ResponseContext};
 use super::routing::{Resolve, resolve};
 use super::wire::{OUR_BRANCH_PREFIX, build_ack, build_forwarded, loop_hash};
@@ -333,15 +334,28 @@ impl Core {
             return;
         };
         let Some(plan) = plan else { return };
-        let Ok(bindings) = result else {
-            self.respond_local(
-                now,
-                server,
-                StatusCode(503),
-                "Service Unavailable: location store unreachable",
-                &[("Retry-After", "5".to_owned())],
-            );
-            return;
+        let bindings = match result {
+            Ok(b) => b,
+            Err(StoreFailure::FlowsClosed) => {
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(480),
+                    "Temporarily Unavailable: connection closed",
+                    &[],
+                );
+                return;
+            }
+            Err(_) => {
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(503),
+                    "Service Unavailable: location store unreachable",
+                    &[("Retry-After", "5".to_owned())],
+                );
+                return;
+            }
         };
         if bindings.is_empty() {
             self.respond_local(now, server, StatusCode::NOT_FOUND, "Not Found", &[]);
@@ -362,9 +376,20 @@ impl Core {
     }
 }
 
-/// The branch target for a binding: Request-URI = the contact; next hop = the first Path value,
-/// else the contact; over the connection the REGISTER came on when it is the same peer.
-fn binding_target(b: &Binding) -> Option<Target> {
+/// The branch target for a binding. Request-URI = the contact. A flow (see
+/// [`Binding::is_flow`]) goes over its connection to the address the REGISTER came from.
+/// Otherwise the next hop is the first Path value, else the contact; the registering connection
+/// is preferred while open when it reaches that hop (same address; for TLS, same IP: a TLS UA
+/// connects from an ephemeral port and cannot be dialed back with a certificate we could
+/// verify).
+pub(super) fn binding_target(b: &Binding) -> Option<Target> {
+    if let Some(destination) = binding_destination(b) {
+        return Some(Target {
+            request_uri: Some(b.contact.clone()),
+            destination,
+            path: b.path.clone(),
+        });
+    }
     let contact = std::str::from_utf8(&b.contact).ok()?;
     let first_hop: String = match b.path.first() {
         Some(p) => {
@@ -383,7 +408,9 @@ fn binding_target(b: &Binding) -> Option<Target> {
     let Resolve::Ok(transport, addr) = resolve(sip) else {
         return None;
     };
-    let connection = (b.source.transport == transport && b.source.remote == addr)
+    let same_peer = b.source.remote == addr
+        || (transport == Transport::Tls && b.source.remote.ip() == addr.ip());
+    let connection = (b.source.transport == transport && same_peer)
         .then_some(b.source.connection)
         .flatten();
     Some(Target {

@@ -118,7 +118,7 @@ impl Core {
                     &extra,
                 );
             }
-            Err(StoreFailure::Unavailable) => {
+            Err(StoreFailure::Unavailable | StoreFailure::FlowsClosed) => {
                 self.respond_local(
                     now,
                     server,

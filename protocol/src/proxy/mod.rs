@@ -26,6 +26,9 @@ mod arena;
 mod cancel;
 mod config;
 mod core;
+mod flow;
+#[cfg(test)]
+mod flow_tests;
 mod forward;
 mod local;
 mod locality;

@@ -18,6 +18,7 @@ use crate::registrar::Aor;
 use crate::uri::{Host, SipUri, Uri};
 
 use super::core::{Core, Pending};
+use super::flow::flow_from_routes;
 use super::forward::ForwardPlan;
 use super::wire::{loop_hash, parse_our_branch};
 
@@ -147,6 +148,7 @@ impl Core {
             }
         }
         // Pop every leading Route value that names us (two of them after double Record-Route).
+        let before_pop = routes;
         let mut popped = 0;
         while let Some((first, rest)) = routes.split_first() {
             match first.uri.as_sip() {
@@ -161,6 +163,26 @@ impl Core {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
         plan.record_route = !in_dialog && is_dialog_creating(&method);
+
+        // A popped Route value with a flow token names the connection an in-dialog request
+        // from the other side must take (RFC 5626 §5.3): the Request-URI (`xxx.invalid` for a
+        // browser) is not used to find the next hop.
+        if let Some(destination) =
+            flow_from_routes(before_pop.get(..popped).unwrap_or_default(), &origin)
+        {
+            self.forward(
+                now,
+                server,
+                msg,
+                plan,
+                vec![super::forward::Target {
+                    request_uri: None,
+                    destination,
+                    path: Vec::new(),
+                }],
+            );
+            return;
+        }
 
         let ruri_local = target_uri
             .as_sip()
@@ -360,7 +382,8 @@ pub(super) fn resolve(uri: &SipUri<'_>) -> Resolve {
         None if uri.secure => Transport::Tls,
         None => Transport::Udp,
     };
-    if !matches!(transport, Transport::Udp | Transport::Tcp) {
+    // WebSocket peers are reached only over their flows (see `flow`): never dialed.
+    if !matches!(transport, Transport::Udp | Transport::Tcp | Transport::Tls) {
         return Resolve::Unreachable("Bad Gateway: transport not served by this node");
     }
     let ip = match uri.maddr() {

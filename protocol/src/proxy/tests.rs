@@ -13,27 +13,31 @@ use crate::transaction::TimerConfig;
 
 use super::{Core, CoreConfig, Output, StoreFailure};
 
-const PROXY: &str = "127.0.0.1:5060";
-const ALICE: &str = "127.0.0.2:5070";
-const BOB: &str = "127.0.0.3:5080";
+pub(super) const PROXY: &str = "127.0.0.1:5060";
+/// The node's WebSocket listener.
+pub(super) const PROXY_WS: &str = "127.0.0.1:8080";
+pub(super) const ALICE: &str = "127.0.0.2:5070";
+pub(super) const BOB: &str = "127.0.0.3:5080";
 const CAROL: &str = "127.0.0.4:5090";
 
-fn addr(s: &str) -> SocketAddr {
+pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
 /// A core plus a tiny in-memory location store run synchronously.
-struct Harness {
-    core: Core,
-    now: Instant,
-    wall: SystemTime,
-    bindings: Vec<(crate::registrar::Aor, Vec<Binding>)>,
-    sent: Vec<(Destination, Message)>,
-    store_down: bool,
+pub(super) struct Harness {
+    pub(super) core: Core,
+    pub(super) now: Instant,
+    pub(super) wall: SystemTime,
+    pub(super) bindings: Vec<(crate::registrar::Aor, Vec<Binding>)>,
+    pub(super) sent: Vec<(Destination, Message)>,
+    pub(super) store_down: bool,
+    /// Lookups of AORs with no binding answer [`StoreFailure::FlowsClosed`].
+    pub(super) flows_closed: bool,
 }
 
 impl Harness {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let cfg = CoreConfig {
             listeners: vec![
                 Listener {
@@ -43,6 +47,10 @@ impl Harness {
                 Listener {
                     transport: Transport::Tcp,
                     addr: addr(PROXY),
+                },
+                Listener {
+                    transport: Transport::Ws,
+                    addr: addr(PROXY_WS),
                 },
             ],
             domains: vec!["example.com".to_owned()],
@@ -59,25 +67,31 @@ impl Harness {
             bindings: Vec::new(),
             sent: Vec::new(),
             store_down: false,
+            flows_closed: false,
         }
     }
 
-    fn recv(&mut self, from: &str, text: &str) {
-        let msg = Message::parse(Bytes::from(
-            text.replace("\r\n", "\n").replace('\n', "\r\n"),
-        ))
-        .expect("test message parses");
+    pub(super) fn recv(&mut self, from: &str, text: &str) {
         let origin = Origin {
             transport: Transport::Udp,
             source: addr(from),
             local: addr(PROXY),
             connection: None,
         };
+        self.recv_from(origin, text);
+    }
+
+    /// A message arriving from `origin` (any transport, any connection).
+    pub(super) fn recv_from(&mut self, origin: Origin, text: &str) {
+        let msg = Message::parse(Bytes::from(
+            text.replace("\r\n", "\n").replace('\n', "\r\n"),
+        ))
+        .expect("test message parses");
         self.core.handle_message(self.now, msg, origin);
         self.pump();
     }
 
-    fn pump(&mut self) {
+    pub(super) fn pump(&mut self) {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Transmit(t) => {
@@ -111,7 +125,12 @@ impl Harness {
                     let result = if self.store_down {
                         Err(StoreFailure::Unavailable)
                     } else {
-                        Ok(self.lookup(&aor))
+                        match self.lookup(&aor) {
+                            b if b.is_empty() && self.flows_closed => {
+                                Err(StoreFailure::FlowsClosed)
+                            }
+                            b => Ok(b),
+                        }
                     };
                     self.core.handle_lookup_result(self.now, token, result);
                 }
@@ -137,11 +156,11 @@ impl Harness {
         self.now = end;
     }
 
-    fn take(&mut self) -> Vec<(Destination, Message)> {
+    pub(super) fn take(&mut self) -> Vec<(Destination, Message)> {
         std::mem::take(&mut self.sent)
     }
 
-    fn register(&mut self, user: &str, contact: &str, cseq: u32) {
+    pub(super) fn register(&mut self, user: &str, contact: &str, cseq: u32) {
         self.recv(
             contact,
             &format!(
@@ -160,11 +179,11 @@ impl Harness {
     }
 }
 
-fn status(m: &Message) -> u16 {
+pub(super) fn status(m: &Message) -> u16 {
     m.status().expect("a response").0
 }
 
-fn text(m: &Message) -> String {
+pub(super) fn text(m: &Message) -> String {
     String::from_utf8_lossy(m.as_bytes()).into_owned()
 }
 
@@ -177,7 +196,7 @@ fn invite(to_user: &str, branch: &str) -> String {
 }
 
 /// A response from a downstream UAS to a forwarded request: its Vias copied, a To tag added.
-fn answer(req: &Message, code: u16, to_tag: &str) -> String {
+pub(super) fn answer(req: &Message, code: u16, to_tag: &str) -> String {
     let mut s = format!("SIP/2.0 {code} Whatever\r\n");
     for h in req.headers() {
         let n = h.name_str();

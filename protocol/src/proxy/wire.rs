@@ -11,6 +11,7 @@ use crate::message::{Editor, Message, Method, RequestBuilder};
 use crate::peer::{Listener, Origin, Transport};
 
 use super::config::DEFAULT_MAX_FORWARDS;
+use super::flow::{FLOW_PARAM, FlowToken};
 use super::forward::{ForwardPlan, Target};
 
 /// Prefix of every branch this node creates: the RFC 3261 magic cookie, then `sm`, two hex
@@ -63,9 +64,10 @@ pub fn shard_of_branch(branch: &str) -> Option<u8> {
     parse_our_branch(branch).map(|(s, _)| s)
 }
 
-/// `sip:IP:PORT;transport=tcp;lr` for one of our listeners.
-fn record_route_value(l: &Listener) -> String {
-    let mut v = String::with_capacity(48);
+/// `sip:IP:PORT;transport=tcp;lr` for one of our listeners, with `;ob;flow=TOKEN` when the
+/// side it faces is a flow (see [`flow`](super::flow)).
+fn record_route_value(l: &Listener, flow: Option<FlowToken>) -> String {
+    let mut v = String::with_capacity(80);
     v.push_str("<sip:");
     push_hostport(&mut v, l.addr);
     if l.transport != Transport::Udp {
@@ -75,8 +77,18 @@ fn record_route_value(l: &Listener) -> String {
             l.transport.via_token().to_ascii_lowercase()
         );
     }
-    v.push_str(";lr>");
+    v.push_str(";lr");
+    if let Some(flow) = flow {
+        let _ = write!(v, ";ob;{FLOW_PARAM}={}", flow.encode());
+    }
+    v.push('>');
     v
+}
+
+/// The flow token a Record-Route value facing a peer on `transport` carries: only for peers
+/// that cannot be dialed back (WebSocket; TLS, whose certificate we could not verify).
+fn flow_for_record_route(transport: Transport, token: Option<FlowToken>) -> Option<FlowToken> {
+    token.filter(|_| matches!(transport, Transport::Ws | Transport::Wss | Transport::Tls))
 }
 
 fn push_hostport(v: &mut String, addr: std::net::SocketAddr) {
@@ -162,20 +174,28 @@ pub(super) fn build_forwarded(
     // Prepends come out last-first: Record-Route values, then the rewritten previous Via, then
     // ours, so that ours ends on top.
     if plan.record_route {
-        // Above any existing Record-Route, else right below the Via block (some UAs copy the
-        // Via block as one run of lines).
+        // RFC 5658 §4 double Record-Route: the value facing the callee (our outbound listener)
+        // on top, the one facing the caller below it. Both are needed when the listeners differ,
+        // or when either side is a flow (a token each; see `flow`).
+        let out_flow = flow_for_record_route(
+            target.destination.transport,
+            FlowToken::of_destination(&target.destination),
+        );
+        let in_flow = inbound
+            .and_then(|i| flow_for_record_route(i.transport, FlowToken::of_origin(&plan.origin)));
+        // Insertions at one place come out in call order: the upper one first.
         e.insert_header_near(
             &HeaderName::RecordRoute,
             &HeaderName::Via,
             "Record-Route",
-            record_route_value(&out),
+            record_route_value(&out, out_flow),
         );
-        if let Some(inb) = inbound.filter(|i| *i != out) {
+        if let Some(inb) = inbound.filter(|i| *i != out || in_flow != out_flow) {
             e.insert_header_near(
                 &HeaderName::RecordRoute,
                 &HeaderName::Via,
                 "Record-Route",
-                record_route_value(&inb),
+                record_route_value(&inb, in_flow),
             );
         }
     }

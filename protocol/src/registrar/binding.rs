@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::peer::Transport;
 use crate::registrar::request::Source;
 
 /// One binding (RFC 3261 §10.3 step 8): what a lookup of the AOR returns.
@@ -77,6 +78,37 @@ impl Binding {
     /// Whether the binding has expired at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         self.expires_at <= now
+    }
+
+    /// Whether the UA can be reached only over the connection its REGISTER came on (a flow,
+    /// RFC 5626 §3.2, RFC 7118 §5): it came over a connection, and either that connection is a
+    /// WebSocket (which cannot be dialed), or the UA asked for outbound (`+sip.instance` with
+    /// `reg-id`, or an `ob` Contact parameter), or its Contact host is not a name anyone can
+    /// dial (`.invalid`, RFC 7118 §5.2). Requests to such a binding go over that connection,
+    /// and the binding is removed as soon as the connection closes (RFC 5626 §5.4).
+    ///
+    /// Other bindings made over TCP or TLS keep a dialable Contact: the proxy still prefers
+    /// the registering connection while it is open, and dials the Contact once it is gone.
+    pub fn is_flow(&self) -> bool {
+        if self.source.connection.is_none() || !self.source.transport.is_reliable() {
+            return false;
+        }
+        if matches!(self.source.transport, Transport::Ws | Transport::Wss)
+            || (self.instance.is_some() && self.reg_id.is_some())
+        {
+            return true;
+        }
+        let Ok(contact) = std::str::from_utf8(&self.contact) else {
+            return true;
+        };
+        match crate::uri::SipUri::parse(contact) {
+            Ok(uri) => {
+                uri.params.contains("ob")
+                    || matches!(uri.host, crate::uri::Host::Domain(d)
+                        if d.trim_end_matches('.').to_ascii_lowercase().ends_with(".invalid"))
+            }
+            Err(_) => true,
+        }
     }
 }
 
@@ -198,6 +230,39 @@ pub(crate) mod tests {
                 b"<sip:a@h>;expires=120;q=0.5;+sip.instance=\"<urn:uuid:1>\";reg-id=1"
             )]
         );
+    }
+
+    #[test]
+    fn flows_are_websocket_outbound_or_undialable_contacts_on_a_connection() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut tcp = source();
+        tcp.transport = TransportKind::Tcp;
+        let with = |contact: &[u8], src: Source, outbound: bool| {
+            Binding::compact(
+                contact,
+                1000,
+                now,
+                b"c",
+                1,
+                &[],
+                outbound.then_some(&b"\"<urn:uuid:1>\""[..]),
+                outbound.then_some(1),
+                src,
+            )
+        };
+        assert!(
+            !with(b"sip:a@192.0.2.1:5060", source(), false).is_flow(),
+            "UDP"
+        );
+        assert!(!with(b"sip:a@192.0.2.1:5060;transport=tcp", tcp, false).is_flow());
+        assert!(with(b"sip:a@192.0.2.1:5060;transport=tcp", tcp, true).is_flow());
+        assert!(with(b"sip:a@192.0.2.1;transport=tcp;ob", tcp, false).is_flow());
+        assert!(with(b"sip:a@df7jal23ls0d.invalid;transport=tcp", tcp, false).is_flow());
+        let mut ws = tcp;
+        ws.transport = TransportKind::Ws;
+        assert!(with(b"sip:a@192.0.2.1;transport=ws", ws, false).is_flow());
+        ws.connection = None;
+        assert!(!with(b"sip:a@192.0.2.1;transport=ws", ws, false).is_flow());
     }
 
     #[test]

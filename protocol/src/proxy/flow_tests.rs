@@ -1,0 +1,242 @@
+//! Flows through the proxy core (RFC 5626 §5.3, RFC 7118 §5): a WebSocket UA registered with an
+//! `.invalid` Contact is reached over its connection, dialogs between it and a UDP UA carry a
+//! flow token in a double Record-Route, and in-dialog requests from the UDP side find the
+//! connection through it. Deterministic: no sockets, virtual time.
+
+use crate::header::HeaderName;
+use crate::message::Message;
+use crate::peer::{ConnectionId, Destination, Origin, Transport};
+
+use super::tests::{ALICE, BOB, Harness, PROXY, PROXY_WS, addr, answer, status, text};
+
+/// The browser's end of its WebSocket connection.
+const BROWSER: &str = "127.0.0.9:40000";
+const BROWSER_CONTACT: &str = "sip:w7k2@df7jal23ls0d.invalid;transport=ws";
+const CONN: ConnectionId = ConnectionId(5);
+
+fn ws_origin() -> Origin {
+    Origin {
+        transport: Transport::Ws,
+        source: addr(BROWSER),
+        local: addr(PROXY_WS),
+        connection: Some(CONN),
+    }
+}
+
+fn record_routes(m: &Message) -> Vec<String> {
+    m.header_values(&HeaderName::RecordRoute)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The browser registers as `web` over WS, the way JsSIP does.
+fn register_browser(h: &mut Harness) {
+    h.recv_from(
+        ws_origin(),
+        &format!(
+            "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKwr1\n\
+             Max-Forwards: 69\nFrom: <sip:web@example.com>;tag=w\nTo: <sip:web@example.com>\n\
+             Call-ID: wreg\nCSeq: 1 REGISTER\n\
+             Contact: <{BROWSER_CONTACT}>;+sip.instance=\"<urn:uuid:0001>\";reg-id=1;expires=600\n\
+             Supported: path, outbound, gruu\nContent-Length: 0\n\n"
+        ),
+    );
+    let out = h.take();
+    assert_eq!(status(&out[0].1), 200, "{}", text(&out[0].1));
+    assert_eq!(
+        out[0].0.connection,
+        Some(CONN),
+        "answered over the connection"
+    );
+}
+
+fn expect_over_flow(d: &Destination) {
+    assert_eq!(d.transport, Transport::Ws);
+    assert_eq!(d.connection, Some(CONN));
+    assert_eq!(d.addr, addr(BROWSER));
+}
+
+#[test]
+fn udp_caller_reaches_browser_and_bye_follows_the_flow_token() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    h.recv(
+        ALICE,
+        &format!(
+            "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKf1\nMax-Forwards: 70\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: flow-1\nCSeq: 1 INVITE\n\
+             Contact: <sip:alice@{ALICE}>\nContent-Length: 0\n\n"
+        ),
+    );
+    let out = h.take();
+    let (dest, fwd) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("INVITE forwarded");
+    expect_over_flow(dest);
+    assert_eq!(fwd.request_uri_raw(), Some(BROWSER_CONTACT.as_bytes()));
+    let rr = record_routes(fwd);
+    assert_eq!(rr.len(), 2, "{rr:?}");
+    assert!(
+        rr[0].starts_with("<sip:127.0.0.1:8080;transport=ws;lr;ob;flow=5-127.0.0.9-40000"),
+        "callee-facing value on top, with the flow token: {rr:?}"
+    );
+    assert_eq!(
+        rr[1], "<sip:127.0.0.1:5060;lr>",
+        "caller-facing value below"
+    );
+    assert!(text(fwd).contains("Via: SIP/2.0/WS 127.0.0.1:8080;branch="));
+
+    // 200 from the browser, then the caller hangs up along the reversed route set.
+    let ok = answer(fwd, 200, "b1");
+    h.recv_from(ws_origin(), &ok);
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|(d, m)| m.status().map(|s| s.0) == Some(200) && d.addr == addr(ALICE))
+    );
+    h.recv(
+        ALICE,
+        &format!(
+            "BYE {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKf2\nMax-Forwards: 70\n\
+             Route: {}, {}\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: flow-1\nCSeq: 2 BYE\n\
+             Content-Length: 0\n\n",
+            rr[1], rr[0]
+        ),
+    );
+    let out = h.take();
+    let (dest, bye) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("BYE forwarded, not refused for its .invalid host");
+    expect_over_flow(dest);
+    assert!(bye.header(&HeaderName::Route).is_none(), "{}", text(bye));
+
+    // The ACK for the 2xx takes the same way (stateless, §16.11).
+    h.recv(
+        ALICE,
+        &format!(
+            "ACK {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKf3\nMax-Forwards: 70\n\
+             Route: {}, {}\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: flow-1\nCSeq: 1 ACK\n\
+             Content-Length: 0\n\n",
+            rr[1], rr[0]
+        ),
+    );
+    let out = h.take();
+    assert_eq!(out.len(), 1);
+    expect_over_flow(&out[0].0);
+}
+
+#[test]
+fn browser_calls_udp_and_the_callee_bye_returns_over_the_flow() {
+    let mut h = Harness::new();
+    h.register("bob", BOB, 1);
+    h.recv_from(
+        ws_origin(),
+        &format!(
+            "INVITE sip:bob@example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKw1\n\
+             Max-Forwards: 70\nFrom: <sip:web@example.com>;tag=w1\nTo: <sip:bob@example.com>\nCall-ID: flow-2\n\
+             CSeq: 1 INVITE\nContact: <{BROWSER_CONTACT};ob>\nContent-Length: 0\n\n"
+        ),
+    );
+    let out = h.take();
+    let trying = out
+        .iter()
+        .find(|(_, m)| m.status().map(|s| s.0) == Some(100));
+    assert!(trying.is_some_and(|(d, _)| d.connection == Some(CONN)));
+    let (dest, fwd) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("INVITE forwarded");
+    assert_eq!((dest.transport, dest.addr), (Transport::Udp, addr(BOB)));
+    let rr = record_routes(fwd);
+    assert_eq!(
+        rr,
+        vec![
+            "<sip:127.0.0.1:5060;lr>".to_owned(),
+            "<sip:127.0.0.1:8080;transport=ws;lr;ob;flow=5-127.0.0.9-40000>".to_owned(),
+        ],
+        "UDP-facing value on top for the callee; WS-facing one with the token below"
+    );
+    // The callee's BYE: its route set is the Record-Route in order.
+    h.recv(
+        BOB,
+        &format!(
+            "BYE {BROWSER_CONTACT};ob SIP/2.0\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bKb2\nMax-Forwards: 70\n\
+             Route: {}, {}\n\
+             From: <sip:bob@example.com>;tag=b1\nTo: <sip:web@example.com>;tag=w1\nCall-ID: flow-2\nCSeq: 1 BYE\n\
+             Content-Length: 0\n\n",
+            rr[0], rr[1]
+        ),
+    );
+    let out = h.take();
+    let (dest, _) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("BYE forwarded over the flow");
+    expect_over_flow(dest);
+    // The browser's own in-dialog request carries its own token: it is ignored, and the
+    // Request-URI (bob's contact) is the next hop.
+    h.recv_from(
+        ws_origin(),
+        &format!(
+            "BYE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKw3\nMax-Forwards: 70\n\
+             Route: {}, {}\n\
+             From: <sip:web@example.com>;tag=w1\nTo: <sip:bob@example.com>;tag=b1\nCall-ID: flow-2\nCSeq: 2 BYE\n\
+             Content-Length: 0\n\n",
+            rr[1], rr[0]
+        ),
+    );
+    let out = h.take();
+    let (dest, _) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("BYE forwarded to bob");
+    assert_eq!((dest.transport, dest.addr), (Transport::Udp, addr(BOB)));
+}
+
+#[test]
+fn two_browsers_on_one_listener_get_one_token_each() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    let caller = Origin {
+        source: addr("127.0.0.10:40001"),
+        connection: Some(ConnectionId(6)),
+        ..ws_origin()
+    };
+    h.recv_from(
+        caller,
+        "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bKw9\n\
+         Max-Forwards: 70\nFrom: <sip:other@example.com>;tag=o1\nTo: <sip:web@example.com>\nCall-ID: flow-3\n\
+         CSeq: 1 INVITE\nContact: <sip:o@x.invalid;transport=ws>\nContent-Length: 0\n\n",
+    );
+    let out = h.take();
+    let (dest, fwd) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("INVITE forwarded");
+    expect_over_flow(dest);
+    let rr = record_routes(fwd);
+    assert_eq!(rr.len(), 2, "same listener, two flows: {rr:?}");
+    assert!(rr[0].contains("flow=5-"), "{rr:?}");
+    assert!(rr[1].contains("flow=6-"), "{rr:?}");
+}
+
+#[test]
+fn aor_whose_flows_closed_gets_480() {
+    let mut h = Harness::new();
+    h.flows_closed = true;
+    h.recv(
+        ALICE,
+        &format!(
+            "MESSAGE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm1\nMax-Forwards: 70\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: m-1\nCSeq: 1 MESSAGE\n\
+             Content-Length: 0\n\n"
+        ),
+    );
+    let out = h.take();
+    assert_eq!(status(&out[0].1), 480);
+    let _ = PROXY;
+}
