@@ -301,7 +301,7 @@ fn remove_connection_drops_only_its_flow_bindings() {
     assert_eq!(now_or_never(store.flows_closed(&bob, t0())), Ok(true));
     assert_eq!(now_or_never(store.flows_closed(&alice, t0())), Ok(false));
     assert_eq!(now_or_never(store.flows_closed(&carol, t0())), Ok(false));
-    let later = t0() + std::time::Duration::from_secs(7200);
+    let later = t0() + Duration::from_secs(7200);
     assert_eq!(now_or_never(store.flows_closed(&bob, later)), Ok(false));
     let mut r = req(
         &bob,

@@ -157,8 +157,11 @@ fn register_request(
                     uri: Bytes::copy_from_slice(c.name_addr.uri_raw.as_bytes()),
                     q: c.q,
                     expires: c.expires,
+                    // As received, quotes and `<>` included: the 200 echoes it (RFC 5626
+                    // §6) and a UA such as JsSIP cannot parse an unquoted `<urn:…>`.
                     instance: c
-                        .sip_instance()
+                        .param("+sip.instance")
+                        .flatten()
                         .map(|i| Bytes::copy_from_slice(i.as_bytes())),
                     reg_id: c.reg_id(),
                 })
