@@ -6,12 +6,27 @@ use sipmesh_test_support::{CorpusTransport, Harness, run_corpus, test_ip};
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
 
-/// Runs `send_corpus.py` over `transport` against a fresh node.
+/// Runs `send_corpus.py` over `transport` against a fresh node (with WS, WSS and TLS
+/// listeners for those transports).
 fn corpus(test: &str, transport: CorpusTransport) {
-    let harness = Harness::start(SIPMESH, test);
-    let target = match transport {
-        CorpusTransport::Udp => harness.node().udp_addr(),
-        CorpusTransport::Tcp => harness.node().tcp_addr(),
+    let secure = matches!(
+        transport,
+        CorpusTransport::Ws | CorpusTransport::Wss | CorpusTransport::Tls
+    );
+    let (harness, listeners) = if secure {
+        match Harness::try_start_secure(SIPMESH, test) {
+            Ok((h, l)) => (h, Some(l)),
+            Err(e) => panic!("cannot start the node for {test}: {e}"),
+        }
+    } else {
+        (Harness::start(SIPMESH, test), None)
+    };
+    let target = match (transport, &listeners) {
+        (CorpusTransport::Ws, Some(l)) => l.ws,
+        (CorpusTransport::Wss, Some(l)) => l.wss,
+        (CorpusTransport::Tls, Some(l)) => l.tls,
+        (CorpusTransport::Tcp, _) => harness.node().tcp_addr(),
+        _ => harness.node().udp_addr(),
     };
     // Replies to the corpus's fixed Via ports come back to this address: one per test.
     let source = test_ip(&format!("{test}-source"));
@@ -35,4 +50,19 @@ fn corpus_udp() {
 #[test]
 fn corpus_tcp() {
     corpus("corpus-tcp", CorpusTransport::Tcp);
+}
+
+#[test]
+fn corpus_ws() {
+    corpus("corpus-ws", CorpusTransport::Ws);
+}
+
+#[test]
+fn corpus_wss() {
+    corpus("corpus-wss", CorpusTransport::Wss);
+}
+
+#[test]
+fn corpus_tls() {
+    corpus("corpus-tls", CorpusTransport::Tls);
 }

@@ -21,6 +21,12 @@ pub enum CorpusTransport {
     Udp,
     /// `--transport tcp`.
     Tcp,
+    /// `--transport ws` (RFC 7118 WebSocket).
+    Ws,
+    /// `--transport wss` (the driver does not verify the certificate).
+    Wss,
+    /// `--transport tls` (the driver does not verify the certificate).
+    Tls,
 }
 
 impl CorpusTransport {
@@ -29,6 +35,9 @@ impl CorpusTransport {
         match self {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+            Self::Tls => "tls",
         }
     }
 }

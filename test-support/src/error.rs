@@ -53,6 +53,23 @@ pub enum HarnessError {
         /// The end of that log.
         tail: String,
     },
+    /// A helper command (such as `sipmesh dev-cert`) failed.
+    #[error("{what} failed ({status}):\n{output}")]
+    ToolFailed {
+        /// The command, in words.
+        what: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its stdout and stderr.
+        output: String,
+    },
+
+    /// `node` or the JsSIP test client's packages are missing.
+    #[error(
+        "Node.js test client not installed ({0}): run scripts/test.sh (apt-get install nodejs npm; npm ci in tests/jssip)"
+    )]
+    NodeJsMissing(String),
+
     /// No loopback port pair (UDP and TCP) could be found free.
     #[error("no free UDP+TCP port pair on {0}")]
     NoFreePort(std::net::IpAddr),

@@ -51,6 +51,9 @@ pub struct NodeOptions {
     pub udp_port: u16,
     /// TCP listening port.
     pub tcp_port: u16,
+    /// TLS listening port (`--listen tls:`), when the test gives the node a certificate
+    /// through `extra_args`.
+    pub tls_port: Option<u16>,
     /// Extra local domains (`--domain`); the listen addresses are local domains anyway.
     pub domains: Vec<String>,
     /// A config file (`--config`); ignored for Kamailio.
@@ -69,6 +72,7 @@ impl NodeOptions {
             ip,
             udp_port: port,
             tcp_port: port,
+            tls_port: None,
             domains: Vec::new(),
             config: None,
             log_filter: "debug".to_owned(),
@@ -84,6 +88,12 @@ impl NodeOptions {
             "--listen".to_owned(),
             format!("tcp:{}", SocketAddr::new(self.ip, self.tcp_port)),
         ];
+        if let Some(port) = self.tls_port {
+            args.extend([
+                "--listen".to_owned(),
+                format!("tls:{}", SocketAddr::new(self.ip, port)),
+            ]);
+        }
         for domain in &self.domains {
             args.extend(["--domain".to_owned(), domain.clone()]);
         }
@@ -197,6 +207,10 @@ impl SipmeshNode {
         match transport {
             SippTransport::Udp => self.udp_addr(),
             SippTransport::Tcp | SippTransport::TcpMulti => self.tcp_addr(),
+            SippTransport::Tls => SocketAddr::new(
+                self.options.ip,
+                self.options.tls_port.unwrap_or(self.options.tcp_port),
+            ),
         }
     }
 
@@ -293,6 +307,7 @@ mod tests {
             ip: IpAddr::V4(Ipv4Addr::new(127, 3, 4, 5)),
             udp_port: 5070,
             tcp_port: 5071,
+            tls_port: None,
             domains: vec!["example.test".to_owned()],
             config: Some(PathBuf::from("/etc/sipmesh.toml")),
             log_filter: "info".to_owned(),

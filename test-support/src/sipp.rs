@@ -34,6 +34,9 @@ pub enum SippTransport {
     Tcp,
     /// `tn`: one TCP connection per call.
     TcpMulti,
+    /// `l1`: one TLS connection. SIPp reads its certificate and key from `cacert.pem` and
+    /// `cakey.pem` in its working directory (the test's directory).
+    Tls,
 }
 
 impl SippTransport {
@@ -43,6 +46,7 @@ impl SippTransport {
             Self::Udp => "u1",
             Self::Tcp => "t1",
             Self::TcpMulti => "tn",
+            Self::Tls => "l1",
         }
     }
 
@@ -51,6 +55,7 @@ impl SippTransport {
         match self {
             Self::Udp => "udp",
             Self::Tcp | Self::TcpMulti => "tcp",
+            Self::Tls => "tls",
         }
     }
 }

@@ -72,7 +72,11 @@ impl Core {
         if self.reject_unsupported_require(now, server) {
             return;
         }
-        let request = match register_request(msg, &origin) {
+        let aor = msg
+            .to()
+            .ok()
+            .and_then(|to| self.canonical_aor(to.uri_raw).ok());
+        let request = match register_request(msg, &origin, aor) {
             Ok(r) => r,
             Err((code, reason)) => {
                 self.respond_local(now, server, StatusCode(code), reason, &[]);
@@ -135,10 +139,10 @@ impl Core {
 fn register_request(
     msg: &Message,
     origin: &Origin,
+    aor: Option<Aor>,
 ) -> Result<RegisterRequest, (u16, &'static str)> {
-    let to = msg.to().map_err(|_| (400, "Bad Request: malformed To"))?;
-    let aor = Aor::from_uri(to.uri_raw.as_bytes())
-        .map_err(|_| (404, "Not Found: To is not a SIP AOR of ours"))?;
+    msg.to().map_err(|_| (400, "Bad Request: malformed To"))?;
+    let aor = aor.ok_or((404, "Not Found: To is not a SIP AOR of ours"))?;
     let call_id = msg
         .call_id()
         .map_err(|_| (400, "Bad Request: missing Call-ID"))?;

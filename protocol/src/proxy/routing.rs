@@ -14,7 +14,7 @@ use tracing::debug;
 use crate::header::{HeaderName, NameAddr};
 use crate::message::{Message, Method, StatusCode};
 use crate::peer::{Destination, Origin, Transport};
-use crate::registrar::Aor;
+use crate::registrar::{Aor, AorError};
 use crate::uri::{Host, SipUri, Uri};
 
 use super::core::{Core, Pending};
@@ -257,7 +257,7 @@ impl Core {
             return;
         }
         if local_domain || to_self {
-            let Ok(aor) = Aor::from_uri(target_uri.to_string().as_bytes()) else {
+            let Ok(aor) = self.canonical_aor(&target_uri.to_string()) else {
                 self.respond_local(now, server, StatusCode(404), "Not Found", &[]);
                 return;
             };
@@ -282,6 +282,22 @@ impl Core {
             "Forbidden: relaying denied",
             &[],
         );
+    }
+
+    /// The AOR of a URI (RFC 3261 §10.3 step 5, see [`Aor`]), except that a port naming one
+    /// of our own listeners is dropped: `sip:bob@node:5060` and `sip:bob@node` are one user,
+    /// whichever listener a UA registered through (SIPp puts the port in To, JsSIP does not).
+    pub(super) fn canonical_aor(&self, raw: &str) -> Result<Aor, AorError> {
+        if let Ok(Uri::Sip(sip)) = Uri::parse(raw) {
+            if sip.port.is_some()
+                && self
+                    .locality
+                    .is_self(&host_text(&sip.host), sip.port, None, sip.secure)
+            {
+                return Aor::from_uri(sip.address_of_record().as_bytes());
+            }
+        }
+        Aor::from_uri(raw.as_bytes())
     }
 
     /// True when the SIP URI names this node (host and port match a listener).
