@@ -15,12 +15,27 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
-if ! have sipp || ! have kamailio || ! have redis-server || ! have python3; then
-	echo "==> installing test tools (sip-tester, redis-server, kamailio, python3)"
+if ! have sipp || ! have kamailio || ! have redis-server || ! have python3 || ! have stunnel ||
+	! have node || ! have npm; then
+	echo "==> installing test tools (sip-tester, redis-server, kamailio, python3, stunnel4, nodejs, npm)"
 	sudo=""
 	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 	$sudo apt-get update
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y sip-tester redis-server kamailio python3
+	pkgs="sip-tester redis-server kamailio python3 stunnel4"
+	# Node.js may come from elsewhere (nodesource ships npm inside its nodejs package).
+	if ! have node; then pkgs="$pkgs nodejs"; fi
+	if ! have npm; then pkgs="$pkgs npm"; fi
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y $pkgs
+fi
+
+# The JsSIP test client (node/tests/jssip.rs): its packages, pinned by package-lock.json.
+# `npm ci` only when node_modules is missing or older than the lock file.
+jssip=tests/jssip
+if [ ! -d "$jssip/node_modules/jssip" ] || [ ! -d "$jssip/node_modules/ws" ] ||
+	[ "$jssip/package-lock.json" -nt "$jssip/node_modules/.package-lock.json" ]; then
+	echo "==> npm ci in $jssip"
+	(cd "$jssip" && npm ci --no-audit --no-fund)
 fi
 
 echo "==> cargo fmt --check"

@@ -207,10 +207,6 @@ impl SipmeshNode {
         match transport {
             SippTransport::Udp => self.udp_addr(),
             SippTransport::Tcp | SippTransport::TcpMulti => self.tcp_addr(),
-            SippTransport::Tls => SocketAddr::new(
-                self.options.ip,
-                self.options.tls_port.unwrap_or(self.options.tcp_port),
-            ),
         }
     }
 

@@ -1,8 +1,9 @@
 //! A node with the secure and browser transports: WS, WSS and TLS listeners on the test's
 //! address, with a development CA and certificate from `sipmesh dev-cert`.
 //!
-//! SIPp over TLS (`-t l1`) reads `cacert.pem` and `cakey.pem` from its working directory, the
-//! test's directory: the server pair is copied there under those names.
+//! The server pair is also copied into the test's directory as `cacert.pem` and `cakey.pem`
+//! (the names SIPp's `-t l1` looks for; Debian's SIPp has no TLS, so the TLS tests put stunnel
+//! in front of it with that pair).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -34,9 +34,6 @@ pub enum SippTransport {
     Tcp,
     /// `tn`: one TCP connection per call.
     TcpMulti,
-    /// `l1`: one TLS connection. SIPp reads its certificate and key from `cacert.pem` and
-    /// `cakey.pem` in its working directory (the test's directory).
-    Tls,
 }
 
 impl SippTransport {
@@ -46,7 +43,6 @@ impl SippTransport {
             Self::Udp => "u1",
             Self::Tcp => "t1",
             Self::TcpMulti => "tn",
-            Self::Tls => "l1",
         }
     }
 
@@ -55,7 +51,6 @@ impl SippTransport {
         match self {
             Self::Udp => "udp",
             Self::Tcp | Self::TcpMulti => "tcp",
-            Self::Tls => "tls",
         }
     }
 }

@@ -240,3 +240,23 @@ fn aor_whose_flows_closed_gets_480() {
     assert_eq!(status(&out[0].1), 480);
     let _ = PROXY;
 }
+
+#[test]
+fn aor_ignores_the_port_of_our_own_domain() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    h.recv(
+        ALICE,
+        &format!(
+            "MESSAGE sip:web@example.com:43182 SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm2\nMax-Forwards: 70\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com:43182>\nCall-ID: m-2\nCSeq: 1 MESSAGE\n\
+             Content-Length: 0\n\n"
+        ),
+    );
+    let out = h.take();
+    let (dest, _) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("MESSAGE forwarded to the browser");
+    expect_over_flow(dest);
+}

@@ -284,16 +284,14 @@ impl Core {
         );
     }
 
-    /// The AOR of a URI (RFC 3261 §10.3 step 5, see [`Aor`]), except that a port naming one
-    /// of our own listeners is dropped: `sip:bob@node:5060` and `sip:bob@node` are one user,
-    /// whichever listener a UA registered through (SIPp puts the port in To, JsSIP does not).
+    /// The AOR of a URI (RFC 3261 §10.3 step 5, see [`Aor`]), except that the port is dropped
+    /// when the host is one of our domains: `sip:bob@node:5060`, `sip:bob@node` and
+    /// `sip:bob@node:5061` are one user, whichever listener (or TLS front end) a UA registered
+    /// or called through. SIPp puts the port it talks to in To and the Request-URI, JsSIP none
+    /// (Kamailio goes further and keys by user name alone by default).
     pub(super) fn canonical_aor(&self, raw: &str) -> Result<Aor, AorError> {
         if let Ok(Uri::Sip(sip)) = Uri::parse(raw) {
-            if sip.port.is_some()
-                && self
-                    .locality
-                    .is_self(&host_text(&sip.host), sip.port, None, sip.secure)
-            {
+            if sip.port.is_some() && self.locality.is_local_domain(&host_text(&sip.host)) {
                 return Aor::from_uri(sip.address_of_record().as_bytes());
             }
         }
