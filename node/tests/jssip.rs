@@ -1,7 +1,8 @@
 //! Browser-style clients against the node: JsSIP (`tests/jssip/client.js`, Node.js with the `ws`
 //! package) over WS and WSS (RFC 7118), bridged to SIPp over UDP. Covers REGISTER over WS and
 //! WSS (the development CA trusted by the client), MESSAGE between two JsSIP users and between
-//! a JsSIP user and a SIPp UAS/UAC over UDP, un-REGISTER on close, re-REGISTER after a reconnect
+//! a JsSIP user and a SIPp UAS/UAC over UDP, a SUBSCRIBE dialog whose NOTIFYs follow the
+//! Record-Route flow token, un-REGISTER on close, re-REGISTER after a reconnect
 //! (RFC 5626 flows: `+sip.instance` + `reg-id`), and an abrupt disconnect: the flow's binding
 //! is gone within a second and a call to the user gets 480.
 //!
@@ -188,6 +189,13 @@ fn jssip_register_over_wss() {
 #[test]
 fn jssip_message_between_two_users() {
     run_scenario("jssip-message-pair", "pair", false);
+}
+
+/// SUBSCRIBE/NOTIFY between two browsers on one WS listener: the NOTIFYs reach the subscriber's
+/// `.invalid` Contact through the Record-Route flow token.
+#[test]
+fn jssip_subscribe_dialog_notifies_over_the_flow_token() {
+    run_scenario("jssip-dialog", "dialog", false);
 }
 
 #[test]

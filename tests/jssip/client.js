@@ -14,6 +14,11 @@
 //               MESSAGE from SIPp and prints "RECEIVED".
 //   reconnect   "carol" is reachable; after ua.stop() (un-REGISTER + close) she is not; after an
 //               abrupt socket reset JsSIP reconnects, registers again and she is reachable again.
+//   dialog      "alice" SUBSCRIBEs to "bob" (RFC 6665): the SUBSCRIBE is record-routed with a
+//               flow token per side; bob's NOTIFYs cross the proxy in-dialog to alice's
+//               `.invalid` Contact, so only the flow token can route them. (alice's own
+//               in-dialog requests cannot be tested with JsSIP as the notifier: its 200 to
+//               SUBSCRIBE does not copy Record-Route, which it does only for INVITE.)
 //   abrupt      "dave" registers, prints "REGISTERED", then resets the TCP connection and exits.
 'use strict';
 
@@ -240,6 +245,49 @@ const scenarios = {
     say('RECONNECTED');
     await stop(carol);
     await stop(probe);
+  },
+
+  async dialog() {
+    const alice = makeUa('alice');
+    const bob = makeUa('bob');
+    await register(alice, 'alice');
+    await register(bob, 'bob');
+    let notifier;
+    bob.on('newSubscribe', (e) => {
+      notifier = bob.notify(e.request, 'text/plain', {});
+      notifier.on('subscribe', (isUnsubscribe) => {
+        if (!isUnsubscribe) {
+          // The proxy may deliver the NOTIFY before the 200 to the SUBSCRIBE (different
+          // transactions, possibly different shards); RFC 6665 §4.1.2.4 asks subscribers to
+          // cope, JsSIP does not: give the 200 a head start.
+          setTimeout(() => notifier.notify('state 1'), 200);
+        }
+      });
+      notifier.start();
+    });
+    const sub = alice.subscribe(uri('bob'), 'sipmesh-test', 'text/plain', { expires: 120 });
+    const bodies = [];
+    let first;
+    const gotFirst = new Promise((resolve) => {
+      first = resolve;
+    });
+    sub.on('notify', (isFinal, request, body) => {
+      bodies.push(`${isFinal ? 'final' : 'partial'}:${body}`);
+      first();
+    });
+    const terminated = new Promise((resolve) => sub.on('terminated', resolve));
+    sub.subscribe();
+    await within(timeoutMs, 'the first in-dialog NOTIFY reaches alice', gotFirst);
+    say(`NOTIFIED ${bodies.join(',')}`);
+    // A second NOTIFY in the same dialog: the final one, ending the subscription.
+    notifier.terminate('final state');
+    const code = await within(timeoutMs, 'the final NOTIFY', terminated);
+    if (!bodies.includes('final:final state')) {
+      fail(`no final NOTIFY (terminated with ${code}): ${bodies.join(',')}`);
+    }
+    say(`TERMINATED ${bodies.join(',')}`);
+    await stop(alice);
+    await stop(bob);
   },
 
   async abrupt() {

@@ -162,7 +162,10 @@ impl Core {
         plan.pop_routes = popped;
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to().ok().and_then(|t| t.tag()).is_some();
-        plan.record_route = !in_dialog && is_dialog_creating(&method);
+        // A NOTIFY can create the subscriber's dialog (RFC 6665 §4.1.2.4), whose route set then
+        // comes from the NOTIFY's Record-Route; it always has a To tag, so every NOTIFY is
+        // record-routed (in mid-dialog requests UAs ignore Record-Route, RFC 3261 §12.2).
+        plan.record_route = (!in_dialog && is_dialog_creating(&method)) || method == Method::Notify;
 
         // A popped Route value with a flow token names the connection an in-dialog request
         // from the other side must take (RFC 5626 §5.3): the Request-URI (`xxx.invalid` for a
