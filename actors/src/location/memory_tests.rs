@@ -451,3 +451,30 @@ fn many_aors_spread_over_shards() {
         size_of::<Binding>()
     );
 }
+
+/// RFC 5626 §6: a re-REGISTER of the same instance and reg-id over a new connection replaces the
+/// old flow's binding, so the old connection closing later removes nothing.
+#[test]
+fn new_flow_of_an_instance_survives_the_old_connection_closing() {
+    let store = MemoryLocationStore::new();
+    let alice = aor("alice");
+    let flow = |call_id: &str, cseq, connection| {
+        let mut c = contact("sip:a@x.invalid;transport=ws".into(), None);
+        c.instance = Some(Bytes::from_static(b"\"<urn:uuid:1>\""));
+        c.reg_id = Some(1);
+        let mut r = req(&alice, call_id, cseq, vec![c]);
+        r.source = Source {
+            transport: Transport::Ws,
+            ..source(Some(connection))
+        };
+        r
+    };
+    assert!(register(&store, flow("c1", 1, 1), t0()).is_ok());
+    assert!(register(&store, flow("c2", 1, 2), t0()).is_ok());
+    assert_eq!(stats(&store).bindings, 1, "replaced, not added");
+    assert_eq!(now_or_never(store.remove_connection(ConnectionId(1))), Ok(0));
+    assert_eq!(lookup_uris(&store, &alice, t0()).len(), 1);
+    assert_eq!(now_or_never(store.remove_connection(ConnectionId(2))), Ok(1));
+    assert!(lookup_uris(&store, &alice, t0()).is_empty());
+    assert_eq!(now_or_never(store.flows_closed(&alice, t0())), Ok(true));
+}
