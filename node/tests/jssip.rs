@@ -1,7 +1,8 @@
 //! Browser-style clients against the node: JsSIP (`tests/jssip/client.js`, Node.js with the `ws`
 //! package) over WS and WSS (RFC 7118), bridged to SIPp over UDP. Covers REGISTER over WS and
 //! WSS (the development CA trusted by the client), MESSAGE between two JsSIP users and between
-//! a JsSIP user and a SIPp UAS/UAC over UDP, a SUBSCRIBE dialog whose NOTIFYs follow the
+//! a JsSIP user and a SIPp UAS/UAC over UDP, calls JsSIP <-> SIPp over UDP both ways (double
+//! Record-Route, BYE over the flow token), a SUBSCRIBE dialog whose NOTIFYs follow the
 //! Record-Route flow token, un-REGISTER on close, re-REGISTER after a reconnect
 //! (RFC 5626 flows: `+sip.instance` + `reg-id`), and an abrupt disconnect: the flow's binding
 //! is gone within a second and a call to the user gets 480.
@@ -223,6 +224,32 @@ fn jssip_message_to_sipp_over_udp_and_back() {
     client.finish(&harness);
     let outcome = uas.wait().expect("collecting the SIPp UAS");
     harness.check(&outcome);
+}
+
+/// Calls bridged WS <-> UDP through the double Record-Route: JsSIP calls a SIPp UAS and hangs up
+/// (its BYE goes out by the callee's Contact), then a SIPp UAC calls JsSIP and hangs up (its BYE
+/// reaches the browser's `.invalid` Contact only through the flow token). JsSIP's media stack is
+/// replaced by `tests/jssip/media_stub.js` (Node.js has no WebRTC); all SIP is JsSIP's own.
+#[test]
+fn jssip_calls_to_and_from_sipp_over_udp() {
+    let (harness, listeners) = start("jssip-calls-sipp");
+    let uas = harness
+        .uas("uas_call.xml", SippTransport::Udp)
+        .spawn()
+        .expect("starting the SIPp UAS");
+    uas.wait_listening().expect("SIPp UAS binds");
+    harness.run_ok(harness.register("bob.csv", uas.local_addr(), SippTransport::Udp));
+    let mut client = JsClient::spawn(&harness, "calls", &ws_url(listeners.ws), None);
+    client.expect_line(&harness, "READY");
+    let outcome = uas.wait().expect("collecting the SIPp UAS");
+    harness.check(&outcome);
+    harness.run_ok(
+        harness
+            .uac("uac_call.xml", SippTransport::Udp)
+            .inf("alice_to_web.csv")
+            .duration_ms(200),
+    );
+    client.finish(&harness);
 }
 
 /// A WebSocket client that vanishes without closing: its binding goes within a second (not at

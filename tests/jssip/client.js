@@ -19,6 +19,9 @@
 //               `.invalid` Contact, so only the flow token can route them. (alice's own
 //               in-dialog requests cannot be tested with JsSIP as the notifier: its 200 to
 //               SUBSCRIBE does not copy Record-Route, which it does only for INVITE.)
+//   calls       "web" calls "bob" (a SIPp UAS over UDP) and hangs up, prints "READY", then
+//               answers a call from a SIPp UAC over UDP, which hangs up: INVITE/ACK/BYE bridged
+//               WS <-> UDP in both directions through the double Record-Route.
 //   abrupt      "dave" registers, prints "REGISTERED", then resets the TCP connection and exits.
 'use strict';
 
@@ -37,6 +40,7 @@ global.WebSocket = class extends WS {
     super(address, protocols, ca ? { ca } : {});
   }
 };
+require('./media_stub');
 const JsSIP = require('jssip');
 if (process.env.SIPMESH_JSSIP_DEBUG) {
   JsSIP.debug.enable('JsSIP:*');
@@ -288,6 +292,42 @@ const scenarios = {
     say(`TERMINATED ${bodies.join(',')}`);
     await stop(alice);
     await stop(bob);
+  },
+
+  async calls() {
+    const ua = makeUa('web');
+    const noMedia = { mediaConstraints: { audio: false, video: false } };
+    const incoming = new Promise((resolve, reject) => {
+      ua.on('newRTCSession', (e) => {
+        if (e.originator !== 'remote') {
+          return;
+        }
+        e.session.on('ended', (end) => resolve(end.originator));
+        e.session.on('failed', (f) => reject(new Error(`incoming call failed: ${f.cause}`)));
+        e.session.answer(noMedia);
+      });
+    });
+    await register(ua, 'web');
+    const session = ua.call(uri('bob'), noMedia);
+    await within(
+      timeoutMs,
+      'web -> bob (SIPp) is confirmed',
+      new Promise((resolve, reject) => {
+        session.on('confirmed', resolve);
+        session.on('failed', (f) => reject(new Error(`outgoing call failed: ${f.cause}`)));
+      }),
+    );
+    const ended = new Promise((resolve) => session.on('ended', resolve));
+    session.terminate();
+    await within(timeoutMs, 'web hangs up (BYE answered)', ended);
+    say('CALLED');
+    say('READY');
+    const by = await within(timeoutMs * 2, 'a call from SIPp, answered and hung up', incoming);
+    if (by !== 'remote') {
+      fail(`incoming call ended by ${by}, not by the SIPp caller's BYE`);
+    }
+    say('ANSWERED');
+    await stop(ua);
   },
 
   async abrupt() {

@@ -472,9 +472,15 @@ fn new_flow_of_an_instance_survives_the_old_connection_closing() {
     assert!(register(&store, flow("c1", 1, 1), t0()).is_ok());
     assert!(register(&store, flow("c2", 1, 2), t0()).is_ok());
     assert_eq!(stats(&store).bindings, 1, "replaced, not added");
-    assert_eq!(now_or_never(store.remove_connection(ConnectionId(1))), Ok(0));
+    assert_eq!(
+        now_or_never(store.remove_connection(ConnectionId(1))),
+        Ok(0)
+    );
     assert_eq!(lookup_uris(&store, &alice, t0()).len(), 1);
-    assert_eq!(now_or_never(store.remove_connection(ConnectionId(2))), Ok(1));
+    assert_eq!(
+        now_or_never(store.remove_connection(ConnectionId(2))),
+        Ok(1)
+    );
     assert!(lookup_uris(&store, &alice, t0()).is_empty());
     assert_eq!(now_or_never(store.flows_closed(&alice, t0())), Ok(true));
 }
