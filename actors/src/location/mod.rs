@@ -9,10 +9,14 @@
 //! # Layout
 //! - [`store`]: the [`LocationStore`] trait, [`StoreError`] and [`StoreStats`].
 //! - [`memory`]: [`MemoryLocationStore`], the sharded in-process implementation (the default for
-//!   a single node; Redis implements the trait for clusters).
+//!   a single node).
+//! - [`redis`]: [`RedisLocationStore`], bindings in Redis updated by one Lua script per
+//!   REGISTER (for clusters and crash recovery).
 
 pub mod memory;
+pub mod redis;
 pub mod store;
 
 pub use memory::MemoryLocationStore;
+pub use redis::{RedisLocationStore, RedisStoreConfig, RedisStoreError};
 pub use store::{LocationStore, StoreError, StoreStats, UnavailableReason};
