@@ -492,6 +492,7 @@ pub(crate) async fn same_outcomes_as_memory<S: LocationStore>(store: &S, seed: u
         "sip:u@h4",
     ];
     let mut cseqs = [0_u32; 3];
+    let (mut accepted, mut refused) = (0, 0);
     for step in 0..steps {
         let now = t0() + Duration::from_secs(rng.gen_range(0..20) * 30 + step as u64);
         let call = rng.gen_range(0..3_usize);
@@ -531,6 +532,11 @@ pub(crate) async fn same_outcomes_as_memory<S: LocationStore>(store: &S, seed: u
         let expected = reference.register(r.clone(), &policy, now).await;
         let got = store.register(r.clone(), &policy, now).await;
         assert_eq!(got, expected, "step {step}: {r:?}");
+        if got.is_ok() {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
         if rng.gen_bool(0.1) {
             let c = ConnectionId(rng.gen_range(1..3));
             assert_eq!(
@@ -553,4 +559,9 @@ pub(crate) async fn same_outcomes_as_memory<S: LocationStore>(store: &S, seed: u
         }
     }
     assert_eq!(stats(store).await, stats(&reference).await);
+    // The generator must exercise both paths, not just one.
+    assert!(
+        accepted > steps / 4 && refused > steps / 20,
+        "{accepted} accepted, {refused} refused"
+    );
 }

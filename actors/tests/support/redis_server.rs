@@ -46,6 +46,20 @@ impl RedisServer {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: it keeps its connections open but
+    /// answers nothing, the way a hung or swapping Redis behaves.
+    pub(crate) fn freeze(&self, frozen: bool) {
+        let Some(child) = &self.child else {
+            panic!("redis-server is not running");
+        };
+        let status = Command::new("kill")
+            .arg(if frozen { "-STOP" } else { "-CONT" })
+            .arg(child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill failed: {status}");
+    }
+
     /// Starts the server again on the same port (empty: persistence is off).
     pub(crate) fn restart(&mut self) {
         self.stop();

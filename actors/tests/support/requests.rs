@@ -40,7 +40,12 @@ pub(crate) fn contact(uri: impl Into<String>, expires: Option<u32>) -> ContactIn
 }
 
 /// A REGISTER of `contacts` for `aor` over UDP.
-pub(crate) fn req(aor: &Aor, call_id: &str, cseq: u32, contacts: Vec<ContactInput>) -> RegisterRequest {
+pub(crate) fn req(
+    aor: &Aor,
+    call_id: &str,
+    cseq: u32,
+    contacts: Vec<ContactInput>,
+) -> RegisterRequest {
     RegisterRequest {
         aor: aor.clone(),
         call_id: Bytes::copy_from_slice(call_id.as_bytes()),

@@ -140,7 +140,7 @@ local function parse_uri(uri)
   local scheme = string.lower(string.sub(uri, 1, colon - 1))
   local rest = string.sub(uri, colon + 1)
   if scheme ~= 'sip' and scheme ~= 'sips' then
-    return { scheme = scheme, userinfo = rest, host = '', port = false, params = {}, headers = '' }
+    return { scheme = scheme, userinfo = rest, host = '', port = false, params = {}, headers = {}, header_count = 0 }
   end
   local userinfo, after = false, rest
   local at = string.find(rest, '@', 1, true)
@@ -175,23 +175,23 @@ local function parse_uri(uri)
       params[#params + 1] = { string.lower(name), value }
     end
   end
-  local hl = {}
+  -- Headers as a multiset (order-insensitive), so no locale-dependent sort is needed.
+  local hs, count = {}, 0
   if headers then
     for _, h in ipairs(split(headers, '&')) do
       if h ~= '' then
         local name, value = split_pair(h)
         local v = unescape(value or '')
         if not v then return nil end
-        hl[#hl + 1] = { string.lower(name), v }
+        local k = netstring(string.lower(name)) .. netstring(v)
+        hs[k] = (hs[k] or 0) + 1
+        count = count + 1
       end
     end
   end
-  table.sort(hl, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  local hs = {}
-  for i, h in ipairs(hl) do hs[i] = netstring(h[1]) .. netstring(h[2]) end
   return {
     scheme = scheme, userinfo = userinfo, host = string.lower(host), port = port,
-    params = params, headers = table.concat(hs),
+    params = params, headers = hs, header_count = count,
   }
 end
 
@@ -216,11 +216,19 @@ local function one_way(a, b)
   return true
 end
 
+local function same_headers(a, b)
+  if a.header_count ~= b.header_count then return false end
+  for k, n in pairs(a.headers) do
+    if b.headers[k] ~= n then return false end
+  end
+  return true
+end
+
 local function uri_equivalent(a, b)
   local pa, pb = parse_uri(a), parse_uri(b)
   if not pa or not pb then return trim(a) == trim(b) end
   return pa.scheme == pb.scheme and pa.userinfo == pb.userinfo and pa.host == pb.host
-    and pa.port == pb.port and pa.headers == pb.headers and one_way(pa, pb) and one_way(pb, pa)
+    and pa.port == pb.port and same_headers(pa, pb) and one_way(pa, pb) and one_way(pb, pa)
 end
 
 -- Whether request contact c names stored binding b (RFC 5626 §6 flows, else §19.1.4).
