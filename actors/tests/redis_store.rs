@@ -434,6 +434,16 @@ async fn outage_gives_unavailable_fast_and_recovers() {
         "slowest call took {slowest:?}"
     );
 
+    // Stay down long enough to exhaust the manager's reconnect retries; callers keep failing
+    // fast meanwhile.
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(3) {
+        let started = Instant::now();
+        assert!(store.lookup(&alice, t0()).await.is_err());
+        assert!(started.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     server.restart();
     let back = Instant::now();
     let mut cseq = 10;

@@ -463,61 +463,48 @@ impl LocationStore for RedisLocationStore {
         }
     }
 
-    fn remove_connection(
-        &self,
-        connection: ConnectionId,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
-        async move {
-            let mut conn = self.conn.clone();
-            let mut call = self.remove_connection_script.prepare_invoke();
-            call.key(&self.keys.expiry)
-                .key(&self.keys.count)
-                .arg(codec::connection_text(&self.scope, connection))
-                .arg(&self.keys.aor)
-                .arg(&self.keys.connection);
-            self.bounded(call.invoke_async::<usize>(&mut conn)).await
-        }
+    async fn remove_connection(&self, connection: ConnectionId) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.remove_connection_script.prepare_invoke();
+        call.key(&self.keys.expiry)
+            .key(&self.keys.count)
+            .arg(codec::connection_text(&self.scope, connection))
+            .arg(&self.keys.aor)
+            .arg(&self.keys.connection);
+        self.bounded(call.invoke_async::<usize>(&mut conn)).await
     }
 
-    fn sweep_expired(
-        &self,
-        now: SystemTime,
-    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
-        async move {
-            let mut removed = 0;
-            loop {
-                let mut conn = self.conn.clone();
-                let mut call = self.sweep_script.prepare_invoke();
-                call.key(&self.keys.expiry)
-                    .key(&self.keys.count)
-                    .arg(codec::millis(now))
-                    .arg(self.sweep_batch)
-                    .arg(&self.keys.aor)
-                    .arg(&self.keys.connection);
-                let (n, visited): (usize, usize) =
-                    self.bounded(call.invoke_async(&mut conn)).await?;
-                removed += n;
-                if visited < self.sweep_batch {
-                    return Ok(removed);
-                }
+    async fn sweep_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let mut call = self.sweep_script.prepare_invoke();
+            call.key(&self.keys.expiry)
+                .key(&self.keys.count)
+                .arg(codec::millis(now))
+                .arg(self.sweep_batch)
+                .arg(&self.keys.aor)
+                .arg(&self.keys.connection);
+            let (n, visited): (usize, usize) = self.bounded(call.invoke_async(&mut conn)).await?;
+            removed += n;
+            if visited < self.sweep_batch {
+                return Ok(removed);
             }
         }
     }
 
-    fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send {
-        async move {
-            let mut conn = self.conn.clone();
-            let mut pipe = ::redis::pipe();
-            pipe.cmd("ZCARD")
-                .arg(&self.keys.expiry)
-                .cmd("GET")
-                .arg(&self.keys.count);
-            let (aors, bindings): (usize, Option<i64>) =
-                self.bounded(pipe.query_async(&mut conn)).await?;
-            Ok(StoreStats {
-                aors,
-                bindings: usize::try_from(bindings.unwrap_or(0)).unwrap_or(0),
-            })
-        }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("ZCARD")
+            .arg(&self.keys.expiry)
+            .cmd("GET")
+            .arg(&self.keys.count);
+        let (aors, bindings): (usize, Option<i64>) =
+            self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(StoreStats {
+            aors,
+            bindings: usize::try_from(bindings.unwrap_or(0)).unwrap_or(0),
+        })
     }
 }
