@@ -500,3 +500,49 @@ async fn hung_redis_times_out_and_recovers() {
     }
     println!("answered again {:?} after Redis resumed", back.elapsed());
 }
+
+/// REGISTER/s through each store, 64 concurrent callers over 20,000 distinct AORs. Ignored by
+/// default (timing, not correctness): `cargo test --release -p sipmesh-actors --test
+/// redis_store -- --ignored --nocapture throughput`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run on demand"]
+async fn throughput() {
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 20_000 / TASKS;
+    async fn run<S: LocationStore>(store: Arc<S>) -> f64 {
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for i in 0..PER_TASK {
+                        let a = aor(&format!("u{t}-{i}"));
+                        let r = req(
+                            &a,
+                            "c@h",
+                            1,
+                            vec![contact(format!("sip:u{t}-{i}@192.0.2.1:5060"), None)],
+                        );
+                        assert!(
+                            store
+                                .register(r, &RegistrarPolicy::default(), t0())
+                                .await
+                                .is_ok()
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.is_ok());
+        }
+        (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64()
+    }
+    let memory = run(Arc::new(MemoryLocationStore::new())).await;
+    let (_server, store) = redis_store().await;
+    let redis = run(Arc::new(store)).await;
+    println!(
+        "REGISTER/s: memory {memory:.0}, redis {redis:.0} ({:.0}%)",
+        100.0 * redis / memory
+    );
+}
