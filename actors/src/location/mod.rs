@@ -3,8 +3,9 @@
 //!
 //! [`LocationStore`] is the async-ready interface the registrar transaction user and the proxy
 //! use; the registrar rules themselves are the pure
-//! [`apply_register`](sipmesh_protocol::registrar::apply_register), which a store runs while it
-//! holds the AOR exclusively, so two REGISTERs for one AOR are serialised.
+//! [`apply_register`](sipmesh_protocol::registrar::apply_register), which the memory store runs
+//! while it holds the AOR exclusively, and the Redis store mirrors in one server-side Lua script
+//! per REGISTER; either way two REGISTERs for one AOR are serialised.
 //!
 //! # Layout
 //! - [`store`]: the [`LocationStore`] trait, [`StoreError`] and [`StoreStats`].

@@ -10,7 +10,7 @@
 //! port of [`contact_uris_equivalent`](sipmesh_protocol::registrar::contact_uris_equivalent).
 //!
 //! Key layout (see `docs/REDIS.md`), with the configurable prefix `P` (default `sipmesh:loc:`):
-//! - `P aor:<AOR>`: string, the AOR's bindings ([`codec`] format), each with an absolute
+//! - `P aor:<AOR>`: string, the AOR's bindings (netstring format of `redis/codec.rs`), each with an absolute
 //!   expiry in wall-clock milliseconds;
 //! - `P exp`: sorted set of AORs scored by their earliest expiry (for [`LocationStore::sweep_expired`]);
 //! - `P conn:<scope>:<id>`: set of AORs with a binding over that connection (for
