@@ -539,10 +539,24 @@ async fn throughput() {
         (TASKS * PER_TASK) as f64 / started.elapsed().as_secs_f64()
     }
     let memory = run(Arc::new(MemoryLocationStore::new())).await;
-    let (_server, store) = redis_store().await;
+    let (server, store) = redis_store().await;
     let redis = run(Arc::new(store)).await;
     println!(
         "REGISTER/s: memory {memory:.0}, redis {redis:.0} ({:.0}%)",
         100.0 * redis / memory
     );
+    // Server-side cost of the script, to tell client overhead from Redis work.
+    let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for line in stats.lines().filter(|l| l.starts_with("cmdstat_evalsha")) {
+        println!("{line}");
+    }
 }
