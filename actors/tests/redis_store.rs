@@ -486,6 +486,33 @@ async fn hung_redis_times_out_and_recovers() {
         );
         assert!(took < Duration::from_secs(1), "took {took:?}");
     }
+    // More callers than `max_in_flight` while Redis hangs: the extra ones wait for a permit
+    // only within the same bound, so nothing queues past the timeout.
+    let small = RedisStoreConfig {
+        max_in_flight: 4,
+        ..RedisStoreConfig::new(server.url())
+    };
+    let limited = Arc::new(RedisLocationStore::new(&small).unwrap_or_else(|e| panic!("{e}")));
+    let started = Instant::now();
+    let burst: Vec<_> = (0..50)
+        .map(|i| {
+            let limited = Arc::clone(&limited);
+            tokio::spawn(async move { limited.lookup(&aor(&format!("b{i}")), t0()).await })
+        })
+        .collect();
+    for b in burst {
+        let res = b.await.unwrap_or(Ok(Vec::new()));
+        assert_eq!(
+            res,
+            Err(StoreError::Unavailable(UnavailableReason::Timeout))
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
     server.freeze(false);
     let back = Instant::now();
     loop {
