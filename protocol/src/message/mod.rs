@@ -24,6 +24,7 @@ use crate::header::name::NameMatcher;
 use crate::header::params::scan_params;
 use crate::header::scan::{
     find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas, trim,
+    trim_bytes,
 };
 use crate::header::{AuthValue, CSeq, Contact, Contacts, HeaderName, NameAddr, Via};
 use crate::uri::Uri;
@@ -198,10 +199,15 @@ impl Message {
             .header(&HeaderName::Via)
             .ok_or(ParseError::Missing(HeaderName::Via))?
             .value;
-        let first = split_commas(v)
-            .next()
-            .and_then(|r| v.get(r))
-            .ok_or(ParseError::Malformed(HeaderName::Via))?;
+        // A Via has no display name, so the first comma usually ends the first value; only
+        // a quote or `<` before it needs the full quote-aware split. (An empty value is
+        // malformed either way: `Via::parse("")` fails.)
+        let first = match memchr::memchr3(b',', b'"', b'<', v) {
+            None => Some(trim_bytes(v)),
+            Some(i) if v.get(i) == Some(&b',') => v.get(..i).map(trim_bytes),
+            Some(_) => split_commas(v).next().and_then(|r| v.get(r)),
+        }
+        .ok_or(ParseError::Malformed(HeaderName::Via))?;
         Via::parse(std::str::from_utf8(first).map_err(|_| ParseError::NotUtf8(HeaderName::Via))?)
     }
 
