@@ -181,7 +181,7 @@ impl Message {
     fn first_str(&self, name: HeaderName) -> Result<&str, ParseError> {
         let h = self
             .header(&name)
-            .ok_or(ParseError::Missing(name.clone()))?;
+            .ok_or_else(|| ParseError::Missing(name.clone()))?;
         std::str::from_utf8(h.value).map_err(|_| ParseError::NotUtf8(name))
     }
 
@@ -228,6 +228,13 @@ impl Message {
 
     /// The CSeq (RFC 3261 §20.16).
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        // The common form is plain ASCII: parse it from the bytes, skipping UTF-8 validation.
+        if let Some(c) = self
+            .header(&HeaderName::CSeq)
+            .and_then(|h| CSeq::parse_common(h.value))
+        {
+            return Ok(c);
+        }
         CSeq::parse(self.first_str(HeaderName::CSeq)?)
     }
 
