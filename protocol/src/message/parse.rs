@@ -178,21 +178,29 @@ impl Message {
                 }
                 last.line_end = off(next);
             } else {
-                // The name: a token, then optional SP/HT, then the colon.
-                let name_len = line
-                    .iter()
-                    .position(|c| !is_token_char(*c))
-                    .unwrap_or(line.len());
-                let after = line.get(name_len..).unwrap_or_default();
-                let ws = after.iter().position(not_wsp).unwrap_or(after.len());
-                if name_len == 0 || after.get(ws) != Some(&b':') {
+                // The name: a token, then optional SP/HT, then the colon. Indices are relative
+                // to `line`; the value is trimmed of SP/HT on both sides.
+                let is_wsp = |k: usize| matches!(line.get(k), Some(b' ' | b'\t'));
+                let mut k = 0;
+                while line.get(k).is_some_and(|c| is_token_char(*c)) {
+                    k += 1;
+                }
+                let name_len = k;
+                while is_wsp(k) {
+                    k += 1;
+                }
+                if name_len == 0 || line.get(k) != Some(&b':') {
                     return Err(ParseError::InvalidHeaderLine);
                 }
+                let mut vs = k + 1;
+                while is_wsp(vs) {
+                    vs += 1;
+                }
+                let mut ve = line.len();
+                while ve > vs && is_wsp(ve - 1) {
+                    ve -= 1;
+                }
                 let name_bytes = line.get(..name_len).unwrap_or_default();
-                let value = after.get(ws + 1..).unwrap_or_default();
-                let lead = value.iter().position(not_wsp).unwrap_or(value.len());
-                let trail = value.iter().rposition(not_wsp).map_or(lead, |t| t + 1);
-                let value_at = pos + name_len + ws + 1;
                 if let Some(h) = Hot::classify(name_bytes) {
                     if let Some(slot) = hot.get_mut(h as usize) {
                         if *slot == u16::MAX {
@@ -203,8 +211,8 @@ impl Message {
                 headers.push(Entry {
                     name_start: off(pos),
                     name_end: off(pos + name_len),
-                    value_start: off(value_at + lead),
-                    value_end: off(value_at + trail),
+                    value_start: off(pos + vs),
+                    value_end: off(pos + ve),
                     line_start: off(pos),
                     line_end: off(next),
                 });
@@ -302,7 +310,8 @@ impl Message {
         if uri.first() == Some(&b'<') {
             return Err(ParseError::RequestUriInAngleBrackets);
         }
-        if uri.iter().any(|c| *c == b' ' || *c == b'\t' || *c < 0x20) {
+        // SP, HT and the other controls are all <= 0x20; no early exit, so this vectorises.
+        if uri.iter().fold(false, |bad, c| bad | (*c <= b' ')) {
             return Err(ParseError::InvalidRequestUri);
         }
         Ok(StartLine::Request {
