@@ -110,6 +110,65 @@ fn off(v: usize) -> u32 {
     v as u32
 }
 
+/// The index of the first `\n` at or after `from`. Header lines are short, so the first 64
+/// bytes are searched eight at a time in registers (no call, no SIMD set-up); longer lines go
+/// to `memchr`.
+fn find_newline(b: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let rest = b.get(from..)?;
+    let head = rest.get(..64).unwrap_or(rest);
+    let mut chunks = head.chunks_exact(8);
+    let mut at = from;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ NL;
+        // The lowest set bit marks the first zero byte of `x` (borrows only run upwards).
+        let z = x.wrapping_sub(LO) & !x & HI;
+        if z != 0 {
+            return Some(at + (z.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    if let Some(p) = tail.iter().position(|c| *c == b'\n') {
+        return Some(at + p);
+    }
+    at += tail.len();
+    memchr::memchr(b'\n', b.get(at..)?).map(|p| at + p)
+}
+
+/// Splits a (non-continuation) header line into the name length and the value range, the
+/// value trimmed of SP/HT: the name is a token, then optional SP/HT, then the colon. `None`
+/// if the line is not of that form. Kept out of line so that its loops get registers of their
+/// own rather than competing with the whole of [`Message::parse`].
+#[inline(never)]
+fn split_header_line(line: &[u8]) -> Option<(usize, usize, usize)> {
+    let is_wsp = |k: usize| matches!(line.get(k), Some(b' ' | b'\t'));
+    let mut k = 0;
+    while line.get(k).is_some_and(|c| is_token_char(*c)) {
+        k += 1;
+    }
+    let name_len = k;
+    while is_wsp(k) {
+        k += 1;
+    }
+    if name_len == 0 || line.get(k) != Some(&b':') {
+        return None;
+    }
+    let mut vs = k + 1;
+    while is_wsp(vs) {
+        vs += 1;
+    }
+    let mut ve = line.len();
+    while ve > vs && is_wsp(ve - 1) {
+        ve -= 1;
+    }
+    Some((name_len, vs, ve))
+}
+
 fn is_sip_version_prefix(b: &[u8]) -> bool {
     b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
 }
@@ -135,11 +194,8 @@ impl Message {
             .iter()
             .position(|c| *c != b'\r' && *c != b'\n')
             .ok_or(ParseError::Empty)?;
-        let mut newlines = memchr::Memchr::new(b'\n', b.get(pos..).unwrap_or_default());
-        let base = pos;
-        let mut next_line = |pos: usize| -> Option<(usize, usize)> {
-            // Every line is consumed in order, so the next newline ends the line at `pos`.
-            let nl = base + newlines.next()?;
+        let next_line = |pos: usize| -> Option<(usize, usize)> {
+            let nl = find_newline(b, pos)?;
             let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') {
                 nl - 1
             } else {
@@ -178,28 +234,8 @@ impl Message {
                 }
                 last.line_end = off(next);
             } else {
-                // The name: a token, then optional SP/HT, then the colon. Indices are relative
-                // to `line`; the value is trimmed of SP/HT on both sides.
-                let is_wsp = |k: usize| matches!(line.get(k), Some(b' ' | b'\t'));
-                let mut k = 0;
-                while line.get(k).is_some_and(|c| is_token_char(*c)) {
-                    k += 1;
-                }
-                let name_len = k;
-                while is_wsp(k) {
-                    k += 1;
-                }
-                if name_len == 0 || line.get(k) != Some(&b':') {
-                    return Err(ParseError::InvalidHeaderLine);
-                }
-                let mut vs = k + 1;
-                while is_wsp(vs) {
-                    vs += 1;
-                }
-                let mut ve = line.len();
-                while ve > vs && is_wsp(ve - 1) {
-                    ve -= 1;
-                }
+                let (name_len, vs, ve) =
+                    split_header_line(line).ok_or(ParseError::InvalidHeaderLine)?;
                 let name_bytes = line.get(..name_len).unwrap_or_default();
                 if let Some(h) = Hot::classify(name_bytes) {
                     if let Some(slot) = hot.get_mut(h as usize) {
