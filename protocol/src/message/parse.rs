@@ -356,3 +356,37 @@ impl Message {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_newline_agrees_with_memchr() {
+        let mut buf = vec![b'a'; 300];
+        for nl in [0, 1, 7, 8, 9, 15, 63, 64, 65, 71, 72, 200, 299] {
+            buf.fill(b'a');
+            if let Some(c) = buf.get_mut(nl) {
+                *c = b'\n';
+            }
+            for from in [0, 1, 5, 8, 60] {
+                let want = memchr::memchr(b'\n', &buf[from..]).map(|p| from + p);
+                assert_eq!(find_newline(&buf, from), want, "nl {nl} from {from}");
+            }
+        }
+        buf.fill(0x8a);
+        assert_eq!(find_newline(&buf, 0), None);
+        assert_eq!(find_newline(&buf, 301), None);
+    }
+
+    #[test]
+    fn split_header_line_forms() {
+        assert_eq!(split_header_line(b"Via: x"), Some((3, 5, 6)));
+        assert_eq!(split_header_line(b"To \t:\t y z \t"), Some((2, 7, 10)));
+        assert_eq!(split_header_line(b"Max-Forwards:"), Some((12, 13, 13)));
+        assert_eq!(split_header_line(b"Subject:   "), Some((7, 11, 11)));
+        assert_eq!(split_header_line(b": x"), None);
+        assert_eq!(split_header_line(b"Bad Name: x"), None);
+        assert_eq!(split_header_line(b"NoColon"), None);
+    }
+}
