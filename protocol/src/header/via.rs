@@ -56,6 +56,14 @@ fn malformed() -> ParseError {
     ParseError::Malformed(HeaderName::Via)
 }
 
+/// `SIP/2.0/` in any case, compared as one word: the letters are folded to lower case by
+/// setting bit 0x20 in their three bytes only, so the comparison stays exact elsewhere.
+fn is_sip_2_0_slash(p: &[u8]) -> bool {
+    const FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0, 0, 0, 0, 0]);
+    const WANT: u64 = u64::from_le_bytes(*b"sip/2.0/");
+    <[u8; 8]>::try_from(p).is_ok_and(|w| u64::from_le_bytes(w) | FOLD == WANT)
+}
+
 /// The common sent-by spelling, `host[:port]` with a domain or IPv4 host, scanned in one pass
 /// from `s[i..]` up to the `;` that starts the parameters (or the end). Returns the host, the
 /// port and the offset of that `;`; `None` for anything else (IPv6, odd spacing, errors), which
@@ -131,10 +139,7 @@ impl<'a> Via<'a> {
             Ok(())
         };
         skip(&mut i);
-        let transport = if b
-            .get(i..i + 8)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/2.0/"))
-        {
+        let transport = if b.get(i..i + 8).is_some_and(is_sip_2_0_slash) {
             // Common compact spelling.
             i += 8;
             token(&mut i)?
@@ -286,6 +291,23 @@ mod tests {
         assert_eq!(v.rport, Some(Some(7)));
         assert_eq!(v.ttl, Some(16));
         assert_eq!(v.maddr, Some("x"));
+    }
+
+    #[test]
+    fn protocol_prefix() {
+        for p in [b"SIP/2.0/", b"sip/2.0/", b"Sip/2.0/"] {
+            assert!(is_sip_2_0_slash(p));
+        }
+        for p in [
+            b"SIP/2.0 ",
+            b"SIP\x0f2.0/",
+            b"SIP/2\x0e0/",
+            b"S\tP/2.0/",
+            b"SIP/2.1/",
+        ] {
+            assert!(!is_sip_2_0_slash(p));
+        }
+        assert!(!is_sip_2_0_slash(b"SIP/2.0"));
     }
 
     #[test]

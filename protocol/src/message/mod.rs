@@ -159,6 +159,13 @@ impl Message {
             }
             // More lines than the hot index can address: fall back to a scan.
         }
+        self.header_by_scan(name)
+    }
+
+    /// [`Message::header`] by scanning every line; out of line so that the hot-header lookup
+    /// stays small.
+    #[inline(never)]
+    fn header_by_scan(&self, name: &HeaderName) -> Option<RawHeader<'_>> {
         self.entries(name).next().map(|e| self.raw(e))
     }
 
