@@ -89,6 +89,18 @@ pub(crate) fn trim_bytes(s: &[u8]) -> &[u8] {
     s.get(start..end).unwrap_or_default()
 }
 
+/// Case-insensitive comparison of `s` with a lower-case keyword made of letters only (such as
+/// a parameter name). Branch-free: for a letter, `c | 0x20` equals it only for its two cases,
+/// so the fold is exact.
+pub(crate) fn eq_letters<const N: usize>(s: &str, lower: &[u8; N]) -> bool {
+    <[u8; N]>::try_from(s.as_bytes()).is_ok_and(|a| {
+        a.iter()
+            .zip(lower)
+            .fold(0u8, |d, (c, l)| d | ((c | 0x20) ^ l))
+            == 0
+    })
+}
+
 /// RFC 3261 §25.1 `token` characters.
 pub(crate) fn is_token_char(b: u8) -> bool {
     class(b) & TOKEN != 0
@@ -266,6 +278,14 @@ mod tests {
         assert_eq!(parts("a,,b"), vec!["a", "", "b"]);
         assert!(parts("  ").is_empty());
         assert_eq!(parts(r#""x\", y", z"#), vec![r#""x\", y""#, "z"]);
+    }
+
+    #[test]
+    fn letters() {
+        assert!(eq_letters("BrAnch", b"branch"));
+        assert!(!eq_letters("branc", b"branch"));
+        assert!(!eq_letters("bran\x03h", b"branch"));
+        assert!(!eq_letters("tag", b"tab"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::Params;
 use super::params::scan_params;
-use super::scan::{find_char, is_host_char, is_lws, is_token_char, parse_u64, trim};
+use super::scan::{eq_letters, find_char, is_host_char, is_lws, is_token_char, parse_u64, trim};
 use crate::header::HeaderName;
 use crate::message::ParseError;
 use crate::uri::Host;
@@ -193,9 +193,9 @@ impl<'a> Via<'a> {
         let scanned = scan_params(params.raw(), |n, v| {
             // Dispatch on length first: most parameters are compared only once.
             let ok = match n.len() {
-                6 if n.eq_ignore_ascii_case("branch") => v.map(|v| via.branch = Some(v)),
-                8 if n.eq_ignore_ascii_case("received") => v.map(|v| via.received = Some(v)),
-                5 if n.eq_ignore_ascii_case("rport") => match v {
+                6 if eq_letters(n, b"branch") => v.map(|v| via.branch = Some(v)),
+                8 if eq_letters(n, b"received") => v.map(|v| via.received = Some(v)),
+                5 if eq_letters(n, b"rport") => match v {
                     None => {
                         via.rport = Some(None);
                         Some(())
@@ -204,8 +204,8 @@ impl<'a> Via<'a> {
                         .and_then(|p| u16::try_from(p).ok())
                         .map(|p| via.rport = Some(Some(p))),
                 },
-                5 if n.eq_ignore_ascii_case("maddr") => v.map(|v| via.maddr = Some(v)),
-                3 if n.eq_ignore_ascii_case("ttl") => v
+                5 if eq_letters(n, b"maddr") => v.map(|v| via.maddr = Some(v)),
+                3 if eq_letters(n, b"ttl") => v
                     .and_then(parse_u64)
                     .and_then(|t| u8::try_from(t).ok())
                     .map(|t| via.ttl = Some(t)),

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use crate::header::name::NameMatcher;
 use crate::header::params::scan_params;
 use crate::header::scan::{
-    find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas, trim,
-    trim_bytes,
+    eq_letters, find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas,
+    trim, trim_bytes,
 };
 use crate::header::{AuthValue, CSeq, Contact, Contacts, HeaderName, NameAddr, Via};
 use crate::uri::Uri;
@@ -307,7 +307,7 @@ impl Message {
         };
         let mut tag = None;
         scan_params(params, |n, v| {
-            if n.eq_ignore_ascii_case("tag") {
+            if eq_letters(n, b"tag") {
                 tag = v;
                 false
             } else {
