@@ -201,11 +201,16 @@ impl Iterator for CommaSplit<'_> {
 
 /// Parses a run of ASCII digits into a `u64`; `None` on empty input, any non-digit or overflow.
 pub(crate) fn parse_u64(s: &str) -> Option<u64> {
+    parse_u64_bytes(s.as_bytes())
+}
+
+/// [`parse_u64`] on bytes (anything but ASCII digits fails, so no UTF-8 check is needed).
+pub(crate) fn parse_u64_bytes(s: &[u8]) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
     let mut v: u64 = 0;
-    for b in s.bytes() {
+    for &b in s {
         if !b.is_ascii_digit() {
             return None;
         }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{Method, ParseError, StatusCode};
 use crate::header::HeaderName;
 use crate::header::name::eq_lowercase;
-use crate::header::scan::{is_token_char, parse_u64, trim_bytes};
+use crate::header::scan::{is_token_char, parse_u64_bytes, trim_bytes};
 
 /// The parsed start line.
 #[derive(Clone, Debug)]
@@ -173,8 +173,21 @@ fn is_sip_version_prefix(b: &[u8]) -> bool {
     b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
 }
 
+/// `SIP/2.0` in any case: the three letters are folded to lower case by setting bit 0x20 in
+/// their bytes only (exact for letters), the rest is compared as is.
+fn is_sip_2_0(v: &[u8]) -> bool {
+    const FOLD: [u8; 7] = [0x20, 0x20, 0x20, 0, 0, 0, 0];
+    <[u8; 7]>::try_from(v).is_ok_and(|a| {
+        a.iter()
+            .zip(FOLD)
+            .zip(b"sip/2.0")
+            .fold(0u8, |d, ((c, f), w)| d | ((c | f) ^ w))
+            == 0
+    })
+}
+
 fn check_version(v: &[u8]) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if is_sip_2_0(v) {
         Ok(())
     } else if is_sip_version_prefix(v) {
         Err(ParseError::UnsupportedVersion)
@@ -268,10 +281,7 @@ impl Message {
                 if v.first() == Some(&b'-') {
                     return Err(ParseError::NegativeContentLength);
                 }
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(parse_u64)
-                    .ok_or(ParseError::InvalidContentLength)?;
+                let n = parse_u64_bytes(v).ok_or(ParseError::InvalidContentLength)?;
                 let avail = (b.len() - body_start) as u64;
                 if n > avail {
                     return Err(ParseError::ContentLengthExceedsBody);
@@ -377,6 +387,23 @@ mod tests {
         buf.fill(0x8a);
         assert_eq!(find_newline(&buf, 0), None);
         assert_eq!(find_newline(&buf, 301), None);
+    }
+
+    #[test]
+    fn version() {
+        for v in [&b"SIP/2.0"[..], b"sip/2.0", b"sIp/2.0"] {
+            assert!(is_sip_2_0(v));
+        }
+        for v in [
+            &b"SIP/2.0 "[..],
+            b"SIP/2.1",
+            b"SIP\x0f2.0",
+            b"SIP/2\x0e0",
+            b"SIP/2.",
+            b"",
+        ] {
+            assert!(!is_sip_2_0(v));
+        }
     }
 
     #[test]
