@@ -66,19 +66,20 @@ impl<'a> Host<'a> {
         if !host.bytes().all(is_host_char) {
             return Err(ParseError::InvalidHost);
         }
-        Self::from_host_chars(host)
+        Ok(Self::from_host_chars(host))
     }
 
     /// [`Host::parse`] for a non-empty `host` already known to consist of host characters
     /// (alphanumerics, `-`, `.`, `_`): an IPv4 address if it is a dotted quad, else a domain.
-    pub(crate) fn from_host_chars(host: &'a str) -> Result<Self, ParseError> {
+    #[inline]
+    pub(crate) fn from_host_chars(host: &'a str) -> Self {
         let b = host.as_bytes();
         if b.first().is_some_and(u8::is_ascii_digit) && b.last().is_some_and(u8::is_ascii_digit) {
             if let Some(v4) = parse_ipv4(b).or_else(|| host.parse::<Ipv4Addr>().ok()) {
-                return Ok(Host::Ipv4(v4));
+                return Host::Ipv4(v4);
             }
         }
-        Ok(Host::Domain(host))
+        Host::Domain(host)
     }
 
     /// True if this is an IP address rather than a name.

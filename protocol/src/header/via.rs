@@ -105,7 +105,7 @@ fn sent_by_fast(s: &str, i: usize) -> Option<(Host<'_>, Option<u16>, Option<usiz
         Some(b';') => Some(j),
         Some(_) => return None,
     };
-    Some((Host::from_host_chars(host).ok()?, port, semi))
+    Some((Host::from_host_chars(host), port, semi))
 }
 
 impl<'a> Via<'a> {

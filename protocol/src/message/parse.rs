@@ -176,13 +176,9 @@ fn is_sip_version_prefix(b: &[u8]) -> bool {
 /// `SIP/2.0` in any case: the three letters are folded to lower case by setting bit 0x20 in
 /// their bytes only (exact for letters), the rest is compared as is.
 fn is_sip_2_0(v: &[u8]) -> bool {
-    const FOLD: [u8; 7] = [0x20, 0x20, 0x20, 0, 0, 0, 0];
-    <[u8; 7]>::try_from(v).is_ok_and(|a| {
-        a.iter()
-            .zip(FOLD)
-            .zip(b"sip/2.0")
-            .fold(0u8, |d, ((c, f), w)| d | ((c | f) ^ w))
-            == 0
+    <[u8; 7]>::try_from(v).is_ok_and(|[s, i, p, slash, two, dot, zero]| {
+        u32::from_le_bytes([s, i, p, slash]) | 0x0020_2020 == u32::from_le_bytes(*b"sip/")
+            && [two, dot, zero] == *b"2.0"
     })
 }
 
