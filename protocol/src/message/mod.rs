@@ -226,7 +226,12 @@ impl Message {
 
     /// The Call-ID (RFC 3261 §20.8).
     pub fn call_id(&self) -> Result<&str, ParseError> {
-        let v = trim(self.first_str(HeaderName::CallId)?);
+        // One pass: a value without any LWS needs no trimming (and is valid as it is).
+        let v = self.first_str(HeaderName::CallId)?;
+        if !v.is_empty() && !v.bytes().any(crate::header::scan::is_lws) {
+            return Ok(v);
+        }
+        let v = trim(v);
         if v.is_empty() || v.bytes().any(crate::header::scan::is_lws) {
             return Err(ParseError::Malformed(HeaderName::CallId));
         }
