@@ -298,10 +298,35 @@ impl Core {
         ctx.rc.mark_final_forwarded();
         let server = ctx.server;
         let kept = ctx.kept.get_mut(index).and_then(Option::take);
+        // §16.7 step 7: a 401/407 carries the challenges of every 401/407 branch, so the client
+        // can answer all the realms in one retry.
+        let challenges: Vec<(&'static str, Bytes)> = if matches!(code, 401 | 407) {
+            ctx.kept
+                .iter()
+                .flatten()
+                .flat_map(|m| {
+                    [
+                        ("WWW-Authenticate", HeaderName::WwwAuthenticate),
+                        ("Proxy-Authenticate", HeaderName::ProxyAuthenticate),
+                    ]
+                    .into_iter()
+                    .flat_map(move |(name, header)| {
+                        m.headers()
+                            .filter(move |h| h.header_name() == header)
+                            .map(move |h| (name, Bytes::copy_from_slice(h.value)))
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         match kept {
             Some(msg) if msg.status().map(|s| s.0) == Some(code) => {
                 let mut e = Editor::new(&msg);
                 e.remove_first_value(&HeaderName::Via);
+                for (name, value) in challenges {
+                    e.append_header(name, value);
+                }
                 let bytes = e.finish();
                 self.respond(now, server, code, bytes);
             }

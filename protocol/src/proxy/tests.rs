@@ -600,3 +600,51 @@ fn path_is_echoed_and_used_as_the_route_to_the_binding() {
     );
     assert!(t.contains("Route: <sip:127.0.0.8:5060;lr>"), "{t}");
 }
+
+#[test]
+fn challenges_of_every_branch_are_aggregated_into_the_401() {
+    let mut h = Harness::new();
+    h.register("bob", BOB, 1);
+    h.recv(
+        CAROL,
+        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.4:5090;branch=z9hG4bKreg3\nMax-Forwards: 70\n\
+         From: <sip:bob@example.com>;tag=r3\nTo: <sip:bob@example.com>\nCall-ID: reg-bob-3\nCSeq: 1 REGISTER\n\
+         Contact: <sip:bob@127.0.0.4:5090>\nContent-Length: 0\n\n",
+    );
+    h.take();
+    h.recv(ALICE, &invite("bob", "z9hG4bKauth"));
+    let out = h.take();
+    let to_bob = out
+        .iter()
+        .find(|(d, _)| d.addr == addr(BOB))
+        .unwrap()
+        .1
+        .clone();
+    let to_carol = out
+        .iter()
+        .find(|(d, _)| d.addr == addr(CAROL))
+        .unwrap()
+        .1
+        .clone();
+    let challenge = |req: &Message, realm: &str| {
+        answer(req, 401, realm).replace(
+            "Content-Length: 0",
+            &format!(
+                "WWW-Authenticate: Digest realm=\"{realm}\", nonce=\"n\"\r\nContent-Length: 0"
+            ),
+        )
+    };
+    h.recv(BOB, &challenge(&to_bob, "bob.example.com"));
+    h.recv(CAROL, &challenge(&to_carol, "carol.example.com"));
+    let out = h.take();
+    let upstream = out
+        .iter()
+        .find(|(d, m)| d.addr == addr(ALICE) && !m.is_request())
+        .expect("a response upstream");
+    assert_eq!(status(&upstream.1), 401);
+    let t = text(&upstream.1);
+    assert!(
+        t.contains("realm=\"bob.example.com\"") && t.contains("realm=\"carol.example.com\""),
+        "{t}"
+    );
+}
