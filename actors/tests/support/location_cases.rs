@@ -165,10 +165,15 @@ pub(crate) async fn refresh_moves_expiry_index<S: LocationStore>(store: &S) {
     );
 }
 
-/// A dead connection takes exactly its bindings along, and only once.
+/// A dead connection takes exactly its flow bindings (`Binding::is_flow`) along, and only once.
 pub(crate) async fn remove_connection_drops_only_its_bindings<S: LocationStore>(store: &S) {
     let (alice, bob) = (aor("alice"), aor("bob"));
-    let mut r = req(&alice, "c1", 1, vec![contact("sip:a@tcp", None)]);
+    let mut r = req(
+        &alice,
+        "c1",
+        1,
+        vec![contact("sip:a@a.invalid;transport=tcp", None)],
+    );
     r.source = source(Some(42));
     ok(store, r, t0()).await;
     ok(
@@ -177,26 +182,59 @@ pub(crate) async fn remove_connection_drops_only_its_bindings<S: LocationStore>(
         t0(),
     )
     .await;
-    let mut r = req(&bob, "c3", 1, vec![contact("sip:b@tcp", None)]);
+    let mut r = req(
+        &bob,
+        "c3",
+        1,
+        vec![contact("sip:b@b.invalid;transport=tcp", None)],
+    );
     r.source = source(Some(42));
     ok(store, r, t0()).await;
     // Carol moved from connection 42 to 43: 42 must no longer take her binding.
     let carol = aor("carol");
-    let mut r = req(&carol, "c4", 1, vec![contact("sip:c@tcp", None)]);
+    let mut r = req(
+        &carol,
+        "c4",
+        1,
+        vec![contact("sip:c@c.invalid;transport=tcp", None)],
+    );
     r.source = source(Some(42));
     ok(store, r, t0()).await;
-    let mut r = req(&carol, "c4", 2, vec![contact("sip:c@tcp", None)]);
+    let mut r = req(
+        &carol,
+        "c4",
+        2,
+        vec![contact("sip:c@c.invalid;transport=tcp", None)],
+    );
     r.source = source(Some(43));
     ok(store, r, t0()).await;
 
+    let dave = aor("dave");
+    let mut r = req(
+        &dave,
+        "c5",
+        1,
+        vec![contact("sip:d@192.0.2.9;transport=tcp", None)],
+    );
+    r.source = source(Some(42));
+    ok(store, r, t0()).await;
+
     assert_eq!(store.remove_connection(ConnectionId(42)).await, Ok(2));
+    assert_eq!(
+        uris(store, &dave, t0()).await,
+        ["sip:d@192.0.2.9;transport=tcp"],
+        "a dialable Contact is not a flow: it outlives the connection"
+    );
     assert_eq!(uris(store, &alice, t0()).await, ["sip:a@udp"]);
-    assert_eq!(uris(store, &carol, t0()).await, ["sip:c@tcp"]);
+    assert_eq!(
+        uris(store, &carol, t0()).await,
+        ["sip:c@c.invalid;transport=tcp"]
+    );
     assert_eq!(
         stats(store).await,
         StoreStats {
-            aors: 2,
-            bindings: 2
+            aors: 3,
+            bindings: 3
         }
     );
     assert_eq!(store.remove_connection(ConnectionId(42)).await, Ok(0));
@@ -204,8 +242,8 @@ pub(crate) async fn remove_connection_drops_only_its_bindings<S: LocationStore>(
     assert_eq!(
         stats(store).await,
         StoreStats {
-            aors: 1,
-            bindings: 1
+            aors: 2,
+            bindings: 2
         }
     );
 }

@@ -58,6 +58,9 @@ fn put_opt(out: &mut Vec<u8>, field: Option<&[u8]>) {
     }
 }
 
+/// Appended to the stored connection of a binding that is not a flow (see `encode_binding`).
+const NOT_A_FLOW: char = '~';
+
 /// The stored text of a connection: `scope:id`, so connection ids of different nodes sharing
 /// one Redis never collide.
 pub(super) fn connection_text(scope: &str, connection: ConnectionId) -> String {
@@ -80,11 +83,20 @@ pub(super) fn encode_binding(b: &Binding, expires_at_ms: u64, scope: &str) -> Ve
             .as_deref()
             .map(str::as_bytes),
     );
+    // A binding that is not a flow (`Binding::is_flow`) keeps its connection with a `~` suffix:
+    // the scripts leave it out of the connection index, so the connection going removes flows
+    // only, as in the memory store.
     put_opt(
         &mut out,
         b.source
             .connection
-            .map(|c| connection_text(scope, c))
+            .map(|c| {
+                let mut text = connection_text(scope, c);
+                if !b.is_flow() {
+                    text.push(NOT_A_FLOW);
+                }
+                text
+            })
             .as_deref()
             .map(str::as_bytes),
     );
@@ -155,7 +167,9 @@ pub(super) fn decode_binding(blob: &Bytes) -> Result<Binding, CodecError> {
     let reg_id = optional(reg_id).map(|r| number(&r, 5)).transpose()?;
     let connection = optional(connection)
         .map(|c| {
-            // `scope:id`: the id follows the last ':'.
+            // `scope:id`, `~` appended for a binding that is not a flow: the id follows the
+            // last ':'.
+            let c = c.strip_suffix(&[NOT_A_FLOW as u8]).unwrap_or(&c);
             let id = c.rsplit(|&b| b == b':').next().unwrap_or_default();
             number(id, 6).map(ConnectionId)
         })

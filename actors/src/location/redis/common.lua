@@ -254,15 +254,20 @@ local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix
     redis.call('ZADD', exp_key, min, aor)
   end
   if #new ~= #old then redis.call('INCRBY', count_key, #new - #old) end
+  -- Only flows are indexed: a connection ending in '~' belongs to a binding that is not a
+  -- flow, which outlives its connection (codec.rs, `NOT_A_FLOW`).
+  local function indexed(conn)
+    return conn ~= '' and string.sub(conn, -1) ~= '~'
+  end
   local still = {}
   for _, b in ipairs(new) do
-    if b.conn ~= '' then
+    if indexed(b.conn) then
       still[b.conn] = true
     end
   end
   for c in pairs(still) do redis.call('SADD', conn_prefix .. string.sub(c, 2), aor) end
   for _, b in ipairs(old) do
-    if b.conn ~= '' and not still[b.conn] then
+    if indexed(b.conn) and not still[b.conn] then
       still[b.conn] = true
       redis.call('SREM', conn_prefix .. string.sub(b.conn, 2), aor)
     end

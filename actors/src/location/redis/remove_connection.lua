@@ -1,4 +1,4 @@
--- Removes every binding registered over one connection (its flow died, RFC 5626 §5.4), using
+-- Removes every flow binding registered over one connection (its flow died, RFC 5626 §5.4), using
 -- the connection index instead of a scan.
 --
 -- KEYS[1] expiry index, KEYS[2] binding counter
