@@ -317,6 +317,9 @@ const scenarios = {
         session.on('failed', (f) => reject(new Error(`outgoing call failed: ${f.cause}`)));
       }),
     );
+    // Hang up a little later: the ACK and the BYE are separate transactions that the proxy
+    // may handle on different shards, and SIPp's UAS scenario insists on the ACK first.
+    await new Promise((resolve) => setTimeout(resolve, 300));
     const ended = new Promise((resolve) => session.on('ended', resolve));
     session.terminate();
     await within(timeoutMs, 'web hangs up (BYE answered)', ended);
