@@ -194,15 +194,18 @@ impl InboundSink for std::sync::Arc<Ingress> {
             }
             InboundEvent::ConnectionClosed { connection, peer } => {
                 trace!(?connection, %peer, "connection closed");
-                // Any shard can run the removal; spread them by connection number. Blocking
-                // here is not an option (this is a reader task), and a full queue must not
-                // lose the event: retry from a task.
+                // Every shard fails its transactions over the connection; one of them (spread
+                // by connection number) removes the bindings. Blocking here is not an option
+                // (this is a reader task), and a full queue must not lose the event: retry
+                // from a task.
                 let n = self.shards.len().max(1) as u64;
-                let shard = usize::try_from(connection.0 % n).unwrap_or(0);
-                if let Some(tx) = self.shards.get(shard) {
-                    if let Err(mpsc::error::TrySendError::Full(input)) =
-                        tx.try_send(ShardInput::ConnectionClosed(connection))
-                    {
+                let remover = usize::try_from(connection.0 % n).unwrap_or(0);
+                for (index, tx) in self.shards.iter().enumerate() {
+                    let input = ShardInput::ConnectionClosed {
+                        connection,
+                        remove_bindings: index == remover,
+                    };
+                    if let Err(mpsc::error::TrySendError::Full(input)) = tx.try_send(input) {
                         let tx = tx.clone();
                         tokio::spawn(async move {
                             let _ = tx.send(input).await;

@@ -33,9 +33,15 @@ pub(crate) enum ShardInput {
         /// Gets this shard's number once it is quiescent.
         quiescent: mpsc::UnboundedSender<u8>,
     },
-    /// A stream connection closed: remove the flow bindings registered over it (RFC 5626
-    /// §5.4, RFC 7118 §5), at once rather than at their expiry.
-    ConnectionClosed(ConnectionId),
+    /// A stream connection closed (every shard gets it): fail the transactions waiting on it
+    /// and, in the one shard with `remove_bindings`, remove the flow bindings registered over
+    /// it (RFC 5626 §5.4, RFC 7118 §5), at once rather than at their expiry.
+    ConnectionClosed {
+        /// The connection.
+        connection: ConnectionId,
+        /// This shard removes its bindings from the store.
+        remove_bindings: bool,
+    },
     /// Exit now.
     Stop,
 }
@@ -136,7 +142,15 @@ fn handle(
             core.begin_shutdown();
             *drain = Some(quiescent);
         }
-        ShardInput::ConnectionClosed(connection) => closed.push(connection),
+        ShardInput::ConnectionClosed {
+            connection,
+            remove_bindings,
+        } => {
+            core.handle_connection_closed(Instant::now(), connection);
+            if remove_bindings {
+                closed.push(connection);
+            }
+        }
         ShardInput::Stop => return Flow::Stop,
     }
     Flow::Continue

@@ -19,10 +19,13 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
 use crate::header::NameAddr;
 use crate::peer::{ConnectionId, Destination, Origin, Transport};
 use crate::registrar::Binding;
+
+use super::core::{ClientFsm, Core};
 
 /// URI parameter carrying a flow token in our Record-Route values.
 pub(super) const FLOW_PARAM: &str = "flow";
@@ -108,6 +111,33 @@ pub(super) fn flow_from_routes(popped: &[NameAddr<'_>], origin: &Origin) -> Opti
             connection: Some(token.connection),
         })
     })
+}
+
+impl Core {
+    /// A stream connection closed (the shell's connection-closed event; every shard gets it).
+    /// Client transactions sent over it to a WebSocket peer can never get their response (a
+    /// WebSocket peer cannot be reached any other way), so they fail now and their requests
+    /// are answered 480 rather than after Timer B/F (RFC 5626 §5.4, RFC 7118 §5).
+    pub fn handle_connection_closed(&mut self, now: Instant, connection: ConnectionId) {
+        let ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| {
+                e.destination.connection == Some(connection)
+                    && matches!(e.destination.transport, Transport::Ws | Transport::Wss)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(entry) = self.clients.get_mut(&id) {
+                match &mut entry.fsm {
+                    ClientFsm::Invite(tx) => tx.transport_error(now),
+                    ClientFsm::NonInvite(tx) => tx.transport_error(now),
+                }
+            }
+            self.drive_client(now, id, None);
+        }
+    }
 }
 
 /// Where a binding that must be reached over its REGISTER's connection goes: over that

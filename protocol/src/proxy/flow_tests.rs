@@ -260,3 +260,35 @@ fn aor_ignores_the_port_of_our_own_domain() {
         .expect("MESSAGE forwarded to the browser");
     expect_over_flow(dest);
 }
+
+#[test]
+fn pending_invite_over_a_flow_that_closes_gets_480_at_once() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    h.recv(
+        ALICE,
+        &format!(
+            "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKc1\nMax-Forwards: 70\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: closed-1\nCSeq: 1 INVITE\n\
+             Contact: <sip:alice@{ALICE}>\nContent-Length: 0\n\n"
+        ),
+    );
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|(d, m)| m.is_request() && d.connection == Some(CONN))
+    );
+    // Another connection closing changes nothing.
+    h.core.handle_connection_closed(h.now, ConnectionId(99));
+    h.pump();
+    assert!(h.take().is_empty());
+    h.core.handle_connection_closed(h.now, CONN);
+    h.pump();
+    let out = h.take();
+    let codes: Vec<u16> = out
+        .iter()
+        .filter_map(|(_, m)| m.status().map(|s| s.0))
+        .collect();
+    assert_eq!(codes, vec![480], "answered at once, not after Timer B");
+    assert_eq!(out[0].0.addr, addr(ALICE));
+}

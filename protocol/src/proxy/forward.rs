@@ -221,8 +221,15 @@ impl Core {
             TxEvent::Timeout | TxEvent::TransportError => {
                 if let Some((ctx, index)) = branch {
                     trace!(?ev, "branch failed");
+                    // A transport error is only reported when the flow to the UA closed
+                    // (see `handle_connection_closed`): the UA is unavailable, not slow.
+                    let code = if ev == TxEvent::TransportError {
+                        480
+                    } else {
+                        408
+                    };
                     if let Some(c) = self.contexts.get_mut(&ctx) {
-                        c.rc.on_branch_failed(index);
+                        c.rc.on_branch_failed_with(index, code);
                     }
                     self.maybe_finish(now, ctx);
                 }

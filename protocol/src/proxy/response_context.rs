@@ -96,9 +96,15 @@ impl ResponseContext {
     /// Records that `branch` ended without a final response (Timer B/F, or a transport error);
     /// RFC 3261 §16.7 step 6 treats it as a 408.
     pub fn on_branch_failed(&mut self, branch: usize) {
+        self.on_branch_failed_with(branch, 408);
+    }
+
+    /// A branch ended without a response for a known reason: it counts as a final `code`
+    /// (480 when the flow to a UA closed under it, RFC 5626 §5.4).
+    pub fn on_branch_failed_with(&mut self, branch: usize, code: u16) {
         if let Some(state) = self.branches.get_mut(branch) {
             if !matches!(state, Branch::Final(_)) {
-                *state = Branch::Final(408);
+                *state = Branch::Final(code);
             }
         }
     }
