@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
+use sipmesh_actors::location::RedisStoreConfig;
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
@@ -44,6 +45,9 @@ pub struct Cli {
     /// Forward requests for domains that are not ours (default: refuse them with 403).
     #[arg(long = "relay")]
     pub relay: bool,
+    /// Keep registrations in Redis (`redis://HOST:PORT[/DB]`); without it, in memory.
+    #[arg(long = "redis", value_name = "URL")]
+    pub redis: Option<String>,
     /// PEM certificate chain for TLS and WSS listeners (reloaded on SIGHUP).
     #[arg(long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -110,6 +114,8 @@ pub struct RawConfig {
     pub ws_max_connections: Option<usize>,
     /// Most stream connections (TCP, TLS, WS, WSS together) the node holds (default 4096).
     pub max_connections: Option<usize>,
+    /// Redis URL for the location store (default: in memory).
+    pub redis: Option<String>,
     /// Registrar settings.
     #[serde(default)]
     pub registrar: RawRegistrar,
@@ -166,6 +172,9 @@ impl Cli {
         }
         if self.relay {
             raw.relay = Some(true);
+        }
+        if self.redis.is_some() {
+            raw.redis = self.redis;
         }
         for (flag, key) in [
             (self.tls_cert, &mut raw.tls_cert),
@@ -256,6 +265,7 @@ impl TryFrom<RawConfig> for NodeConfig {
                 registrar,
                 tls,
                 ws,
+                redis: raw.redis.as_deref().map(RedisStoreConfig::new),
             },
         })
     }

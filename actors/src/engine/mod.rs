@@ -27,7 +27,7 @@ use sipmesh_protocol::proxy::{CoreConfig, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
-use crate::location::{LocationStore, MemoryLocationStore};
+use crate::location::{LocationStore, MemoryLocationStore, RedisLocationStore, RedisStoreConfig};
 use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
 pub(crate) use ingress::Ingress;
@@ -75,6 +75,47 @@ pub struct EngineConfig {
     pub tls: Option<transport::TlsConfig>,
     /// WebSocket settings.
     pub ws: transport::WsConfig,
+    /// Keep registrations in Redis (None: in memory, the single-node default).
+    pub redis: Option<RedisStoreConfig>,
+}
+
+/// Starts the shards and the expiry sweeper over one store type.
+struct ShardSpawn<'a> {
+    listeners: Vec<Listener>,
+    config: &'a EngineConfig,
+    transport: &'a TransportHandle,
+}
+
+impl ShardSpawn<'_> {
+    fn start<S: LocationStore>(
+        self,
+        store: Arc<S>,
+        receivers: Vec<mpsc::Receiver<shard::ShardInput>>,
+    ) -> (JoinHandle<()>, Vec<JoinHandle<()>>) {
+        let sweeper = tokio::spawn(sweep_expired(store.clone()));
+        let shards = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(index, rx)| {
+                let core_config = CoreConfig {
+                    listeners: self.listeners.clone(),
+                    domains: self.config.domains.clone(),
+                    relay: self.config.relay == RelayPolicy::Relay,
+                    timers: TimerConfig::default(),
+                    shard: u8::try_from(index).unwrap_or(u8::MAX),
+                    rng_seed: rand::random(),
+                };
+                tokio::spawn(shard::run(
+                    core_config,
+                    rx,
+                    self.transport.clone(),
+                    store.clone(),
+                    self.config.registrar,
+                ))
+            })
+            .collect();
+        (sweeper, shards)
+    }
 }
 
 /// Why the engine could not start.
@@ -83,6 +124,9 @@ pub enum EngineError {
     /// A listener could not be opened.
     #[error("opening transports: {0}")]
     Transport(#[from] TransportError),
+    /// The Redis URL is not usable.
+    #[error("location store: {0}")]
+    Redis(crate::location::RedisStoreError),
 }
 
 /// A running engine.
@@ -126,29 +170,18 @@ impl Engine {
                 addr: *addr,
             })
             .collect();
-        let store = Arc::new(MemoryLocationStore::new());
-        let sweeper = tokio::spawn(sweep_expired(store.clone()));
-        let shards = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(index, rx)| {
-                let core_config = CoreConfig {
-                    listeners: listeners.clone(),
-                    domains: config.domains.clone(),
-                    relay: config.relay == RelayPolicy::Relay,
-                    timers: TimerConfig::default(),
-                    shard: u8::try_from(index).unwrap_or(u8::MAX),
-                    rng_seed: rand::random(),
-                };
-                tokio::spawn(shard::run(
-                    core_config,
-                    rx,
-                    transport.clone(),
-                    store.clone(),
-                    config.registrar,
-                ))
-            })
-            .collect();
+        let spawn = ShardSpawn {
+            listeners,
+            config: &config,
+            transport: &transport,
+        };
+        let (sweeper, shards) = match &config.redis {
+            Some(redis) => {
+                let store = RedisLocationStore::new(redis).map_err(EngineError::Redis)?;
+                spawn.start(Arc::new(store), receivers)
+            }
+            None => spawn.start(Arc::new(MemoryLocationStore::new()), receivers),
+        };
         Ok(Self {
             transport,
             transport_tasks,

@@ -13,7 +13,9 @@ use tracing::{debug, warn};
 use sipmesh_protocol::message::Message;
 use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::proxy::{Core, CoreConfig, Origin, Output, StoreFailure};
-use sipmesh_protocol::registrar::RegistrarPolicy;
+use sipmesh_protocol::registrar::{
+    Aor, Binding, RegisterOutcome, RegisterRequest, RegistrarPolicy,
+};
 
 use crate::location::{LocationStore, StoreError};
 use crate::transport::{Destination, TransportHandle};
@@ -58,6 +60,7 @@ pub(crate) async fn run<S: LocationStore>(
     let mut core = Core::new(config, Instant::now());
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
     loop {
         if drain.is_some() && core.is_quiescent() {
             debug!(shard, "drained");
@@ -90,6 +93,12 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
             () = sleep => core.handle_timeout(Instant::now()),
+            Some(done) = done_rx.recv() => {
+                apply(&mut core, done);
+                while let Ok(done) = done_rx.try_recv() {
+                    apply(&mut core, done);
+                }
+            }
         }
         // Closed flows first: a lookup in the same batch must not pick their bindings.
         for connection in closed.drain(..) {
@@ -101,8 +110,54 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(&mut core, &transport, store.as_ref(), &policy).await;
+        flush(&mut core, &transport, &store, policy, &done_tx).await;
     }
+}
+
+/// The result of a store operation that ran on its own task.
+#[derive(Debug)]
+enum StoreDone {
+    Register {
+        token: u64,
+        result: Result<RegisterOutcome, StoreFailure>,
+    },
+    Lookup {
+        token: u64,
+        result: Result<Vec<Binding>, StoreFailure>,
+    },
+}
+
+fn apply(core: &mut Core, done: StoreDone) {
+    match done {
+        StoreDone::Register { token, result } => {
+            core.handle_register_result(Instant::now(), SystemTime::now(), token, result);
+        }
+        StoreDone::Lookup { token, result } => {
+            core.handle_lookup_result(Instant::now(), token, result);
+        }
+    }
+}
+
+async fn register<S: LocationStore>(
+    store: &S,
+    request: RegisterRequest,
+    policy: RegistrarPolicy,
+) -> Result<RegisterOutcome, StoreFailure> {
+    store
+        .register(request, &policy, SystemTime::now())
+        .await
+        .map_err(store_failure)
+}
+
+async fn lookup<S: LocationStore>(store: &S, aor: &Aor) -> Result<Vec<Binding>, StoreFailure> {
+    let now = SystemTime::now();
+    let result = store.lookup(aor, now).await.map_err(store_failure);
+    if result.as_ref().is_ok_and(Vec::is_empty)
+        && store.flows_closed(aor, now).await.unwrap_or(false)
+    {
+        return Err(StoreFailure::FlowsClosed);
+    }
+    result
 }
 
 /// Whether the shard goes on after an input.
@@ -156,14 +211,15 @@ fn handle(
     Flow::Continue
 }
 
-/// Drains the core's outputs. Store operations on the in-memory store complete at once, so
-/// they are awaited inline and their results fed straight back; a remote store will need them
-/// spawned with the result posted back to the shard.
+/// Drains the core's outputs. Store operations on a store that completes inline (memory) are
+/// awaited at once and their results fed straight back; a networked store's run on their own
+/// tasks and come back through `done`, so a slow store never stalls this shard.
 async fn flush<S: LocationStore>(
     core: &mut Core,
     transport: &TransportHandle,
-    store: &S,
-    policy: &RegistrarPolicy,
+    store: &Arc<S>,
+    policy: RegistrarPolicy,
+    done: &mpsc::UnboundedSender<StoreDone>,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
@@ -179,22 +235,29 @@ async fn flush<S: LocationStore>(
                     t.payload,
                 );
             }
-            Output::Register { token, request } => {
-                let result = store
-                    .register(request, policy, SystemTime::now())
-                    .await
-                    .map_err(store_failure);
+            Output::Register { token, request } if S::COMPLETES_INLINE => {
+                let result = register(store.as_ref(), request, policy).await;
                 core.handle_register_result(Instant::now(), SystemTime::now(), token, result);
             }
-            Output::Lookup { token, aor } => {
-                let now = SystemTime::now();
-                let mut result = store.lookup(&aor, now).await.map_err(store_failure);
-                if result.as_ref().is_ok_and(Vec::is_empty)
-                    && store.flows_closed(&aor, now).await.unwrap_or(false)
-                {
-                    result = Err(StoreFailure::FlowsClosed);
-                }
+            Output::Lookup { token, aor } if S::COMPLETES_INLINE => {
+                let result = lookup(store.as_ref(), &aor).await;
                 core.handle_lookup_result(Instant::now(), token, result);
+            }
+            // A networked store: the call runs on its own task (bounded by the store's own
+            // timeout and in-flight limit) and its result comes back through `done`.
+            Output::Register { token, request } => {
+                let (store, done) = (Arc::clone(store), done.clone());
+                tokio::spawn(async move {
+                    let result = register(store.as_ref(), request, policy).await;
+                    let _ = done.send(StoreDone::Register { token, result });
+                });
+            }
+            Output::Lookup { token, aor } => {
+                let (store, done) = (Arc::clone(store), done.clone());
+                tokio::spawn(async move {
+                    let result = lookup(store.as_ref(), &aor).await;
+                    let _ = done.send(StoreDone::Lookup { token, result });
+                });
             }
         }
     }

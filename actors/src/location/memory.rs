@@ -234,6 +234,7 @@ impl Shard {
 }
 
 impl LocationStore for MemoryLocationStore {
+    const COMPLETES_INLINE: bool = true;
     fn register(
         &self,
         req: RegisterRequest,

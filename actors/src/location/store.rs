@@ -14,6 +14,11 @@ use sipmesh_protocol::registrar::{
 /// store's futures are ready immediately. Every method takes the wall-clock `now` from the
 /// caller: bindings carry absolute [`SystemTime`] expiries that other nodes read.
 pub trait LocationStore: Send + Sync + 'static {
+    /// True when every method's future is ready at once (no I/O): the shard then runs store
+    /// operations inline; otherwise it spawns them and takes the result back later, so a slow
+    /// store never stalls signalling.
+    const COMPLETES_INLINE: bool = false;
+
     /// Applies a REGISTER to the stored bindings of `req.aor` atomically (RFC 3261 §10.3 steps
     /// 6–8) and stores the result. A 200 OK may be sent only after this returns `Ok`.
     fn register(

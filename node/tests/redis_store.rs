@@ -1,0 +1,137 @@
+//! The node with `--redis`: registrations live in a real `redis-server` (started by the test),
+//! so they survive a node restart, and a Redis outage gives 503 + Retry-After within 1 s, with
+//! service back once Redis returns (issue 4).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sipmesh_test_support::{Harness, RawMessage, RawRequest, RedisServer, UdpPeer, ViaTransport};
+
+/// The binary under test.
+const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+
+const DOMAIN: &str = "redis.example.com";
+
+fn node(test: &str, redis: &RedisServer) -> Harness {
+    let url = redis.url();
+    Harness::try_start(SIPMESH, test, |o| {
+        o.domains.push(DOMAIN.to_owned());
+        o.extra_args.extend(["--redis".to_owned(), url]);
+        o.log_filter = "info".to_owned();
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn bind(harness: &Harness) -> UdpPeer {
+    UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn register(peer: &UdpPeer, node: SocketAddr, user: &str, cseq: u32) -> Option<RawMessage> {
+    let contact = peer.local_addr();
+    let req = RawRequest::new(
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        ViaTransport::Udp,
+        contact,
+    )
+    .set("To", format!("<sip:{user}@{DOMAIN}>"))
+    .set("From", format!("<sip:{user}@{DOMAIN}>;tag=r{cseq}"))
+    .set("Call-ID", format!("redis-{user}@{}", contact.ip()))
+    .set("CSeq", format!("{cseq} REGISTER"))
+    .header("Contact", format!("<sip:{user}@{contact}>"))
+    .header("Expires", "600");
+    peer.request(node, &req, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_registration_survives_a_node_restart() {
+    let redis = RedisServer::start();
+    let first = node("redis-restart-1", &redis);
+    let bob = bind(&first);
+    let ok = register(&bob, first.node().udp_addr(), "bob", 1);
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}"
+    );
+    drop(first); // the node process is killed
+
+    let second = node("redis-restart-2", &redis);
+    let alice = bind(&second);
+    let message = RawRequest::new(
+        "MESSAGE",
+        &format!("sip:bob@{DOMAIN}"),
+        ViaTransport::Udp,
+        alice.local_addr(),
+    )
+    .body("text/plain", "hello after a restart");
+    alice
+        .send(second.node().udp_addr(), &message.to_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Some((delivered, from)) = bob.recv_from(Duration::from_secs(3)) else {
+        panic!(
+            "the MESSAGE never reached bob's binding\n{}",
+            second.node().log_tail()
+        );
+    };
+    assert_eq!(delivered.method(), Some("MESSAGE"));
+    assert_eq!(delivered.body(), b"hello after a restart");
+    bob.send(from, &delivered.reply(200, "OK"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let answer = alice.recv_final(Duration::from_secs(3));
+    assert_eq!(
+        answer.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn redis_outage_gives_503_fast_and_service_returns() {
+    let mut redis = RedisServer::start();
+    let harness = node("redis-outage", &redis);
+    let carol = bind(&harness);
+    let node_addr = harness.node().udp_addr();
+    let ok = register(&carol, node_addr, "carol", 1);
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}"
+    );
+
+    redis.stop();
+    let asked = Instant::now();
+    let refused = register(&carol, node_addr, "carol", 2);
+    let took = asked.elapsed();
+    assert_eq!(
+        refused.as_ref().and_then(RawMessage::status),
+        Some(503),
+        "{refused:?}"
+    );
+    assert!(took < Duration::from_secs(1), "503 took {took:?}");
+    assert!(
+        refused
+            .as_ref()
+            .and_then(|m| m.header("Retry-After"))
+            .is_some(),
+        "503 without Retry-After: {refused:?}"
+    );
+
+    redis.restart();
+    let back = Instant::now();
+    let mut cseq = 3;
+    loop {
+        let answer = register(&carol, node_addr, "carol", cseq);
+        if answer.as_ref().and_then(RawMessage::status) == Some(200) {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(2),
+            "no 200 within 2 s of Redis returning: {answer:?}\n{}",
+            harness.node().log_tail()
+        );
+        cseq += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
