@@ -136,9 +136,10 @@ impl Stats {
 /// Why a connection failed: the key of [`Stats::failures`].
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    #[error("connect")]
+    /// Key `connect_<errno>` (24: EMFILE, 99: EADDRNOTAVAIL, 111: ECONNREFUSED).
+    #[error("connect_{}", .0.raw_os_error().unwrap_or(0))]
     Connect(std::io::Error),
-    #[error("tls")]
+    #[error("tls_{:?}", .0.kind())]
     Tls(std::io::Error),
     #[error("http_{0}")]
     Http(u16),
