@@ -186,7 +186,8 @@ def idle_run(args, scheme, n, run):
         registered = int(ramp["registered"])
         per_conn = (after - before) / registered if registered and after and before else None
         result = {
-            "scheme": scheme, "n": n, "run": run, "registered": registered,
+            "scheme": scheme, "n": n, "run": run,
+            "established": int(ramp.get("established", -1)), "registered": registered,
             "failed": int(ramp["failed"]),
             "failures": {k: v for k, v in ramp.items() if k.startswith("fail_")},
             "ramp_s": float(ramp["ramp_s"]), "register_per_s": float(ramp["register_per_s"]),

@@ -103,6 +103,8 @@ struct Plan {
 struct Stats {
     /// Connections that got their first 200 (or failed): the ramp is over when this reaches N.
     done: AtomicU64,
+    /// Connections whose WebSocket upgrade succeeded.
+    established: AtomicU64,
     registered: AtomicU64,
     /// Nanoseconds since start of the last first-REGISTER 200.
     last_registered_ns: AtomicU64,
@@ -207,9 +209,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .as_secs_f64()
         .max(1e-9);
     println!(
-        "ramp scheme={} connections={} registered={} failed={} ramp_s={:.3} register_per_s={:.1}{}",
+        "ramp scheme={} connections={} established={} registered={} failed={} ramp_s={:.3} register_per_s={:.1}{}",
         if scheme == Scheme::Wss { "wss" } else { "ws" },
         args.connections,
+        stats.established.load(Ordering::Relaxed),
         registered,
         stats.failed(),
         ramp_s,
@@ -323,6 +326,7 @@ async fn session<S>(
         Ok(Err(e)) => return first_failed(stats, &Failure::WebSocket(e)),
         Err(_) => return first_failed(stats, &Failure::Timeout("upgrade")),
     };
+    stats.established.fetch_add(1, Ordering::Relaxed);
     let user = plan.first_user + n;
     let mut cseq = 1;
     if let Err(f) = register(plan, &mut ws, user, cseq).await {
