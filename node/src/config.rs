@@ -108,6 +108,8 @@ pub struct RawConfig {
     pub ws_ping_interval: Option<u64>,
     /// Most WS and WSS connections (default 4096); further upgrades get 503.
     pub ws_max_connections: Option<usize>,
+    /// Most stream connections (TCP, TLS, WS, WSS together) the node holds (default 4096).
+    pub max_connections: Option<usize>,
     /// Registrar settings.
     #[serde(default)]
     pub registrar: RawRegistrar,
@@ -246,6 +248,11 @@ impl TryFrom<RawConfig> for NodeConfig {
                 },
                 max_message_size,
                 tcp_idle_timeout: Duration::from_secs(raw.tcp_idle_timeout.unwrap_or(600)),
+                max_connections: match raw.max_connections {
+                    Some(0) => bail!("max_connections must be at least 1"),
+                    Some(n) => n,
+                    None => 4096,
+                },
                 registrar,
                 tls,
                 ws,

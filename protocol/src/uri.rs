@@ -63,16 +63,23 @@ impl<'a> Host<'a> {
         if host.is_empty() {
             return Err(ParseError::InvalidHost);
         }
-        let b = host.as_bytes();
-        if !b.iter().all(|c| is_host_char(*c)) {
+        if !host.bytes().all(is_host_char) {
             return Err(ParseError::InvalidHost);
         }
+        Ok(Self::from_host_chars(host))
+    }
+
+    /// [`Host::parse`] for a non-empty `host` already known to consist of host characters
+    /// (alphanumerics, `-`, `.`, `_`): an IPv4 address if it is a dotted quad, else a domain.
+    #[inline]
+    pub(crate) fn from_host_chars(host: &'a str) -> Self {
+        let b = host.as_bytes();
         if b.first().is_some_and(u8::is_ascii_digit) && b.last().is_some_and(u8::is_ascii_digit) {
-            if let Ok(v4) = host.parse::<Ipv4Addr>() {
-                return Ok(Host::Ipv4(v4));
+            if let Some(v4) = parse_ipv4(b).or_else(|| host.parse::<Ipv4Addr>().ok()) {
+                return Host::Ipv4(v4);
             }
         }
-        Ok(Host::Domain(host))
+        Host::Domain(host)
     }
 
     /// True if this is an IP address rather than a name.
@@ -89,6 +96,36 @@ impl<'a> Host<'a> {
             _ => false,
         }
     }
+}
+
+/// A dotted-quad IPv4 address in the form `Ipv4Addr::from_str` accepts (four decimal octets of
+/// at most three digits, no leading zeros), without its general-purpose parser machinery.
+/// `None` means "not in that form"; callers fall back to the std parser.
+fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, octet) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u16 = 0;
+        while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+            v = v * 10 + u16::from(d - b'0');
+            i += 1;
+            if i - start > 3 {
+                return None;
+            }
+        }
+        if i == start || (i - start > 1 && b.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(v).ok()?;
+    }
+    (i == b.len()).then_some(Ipv4Addr::from(octets))
 }
 
 fn parse_v6(s: &str) -> Result<Ipv6Addr, ParseError> {
@@ -462,6 +499,33 @@ pub fn unescape(s: &str) -> Cow<'_, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_fast_path_agrees_with_std() {
+        for s in [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "1.2.3.4.",
+            "1234.1.1.1",
+            "1.2.3.04",
+            "10.0.0.10",
+            "9",
+        ] {
+            assert_eq!(parse_ipv4(s.as_bytes()), s.parse().ok(), "{s}");
+        }
+        assert_eq!(
+            Host::parse("10.0.0.1"),
+            Ok(Host::Ipv4([10, 0, 0, 1].into()))
+        );
+        assert_eq!(Host::parse("10.0.0.1a"), Ok(Host::Domain("10.0.0.1a")));
+        assert_eq!(Host::parse("1.2.3.4.5"), Ok(Host::Domain("1.2.3.4.5")));
+    }
 
     #[test]
     fn sip_uri_full() {

@@ -118,7 +118,8 @@ impl Ingress {
             }
             _ => origin.source.port(),
         };
-        let bytes = response_to(msg, code, reason).to_tag("sm-ingress").build();
+        let tag = format!("{:016x}", rand::random::<u64>());
+        let bytes = response_to(msg, code, reason).to_tag(&tag).build();
         transport.send(
             Destination {
                 transport: origin.transport,

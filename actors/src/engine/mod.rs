@@ -67,6 +67,8 @@ pub struct EngineConfig {
     pub max_message_size: usize,
     /// Idle TCP connections are closed after this long.
     pub tcp_idle_timeout: Duration,
+    /// Most stream connections held at once (all stream transports together).
+    pub max_connections: usize,
     /// Registrar rules.
     pub registrar: RegistrarPolicy,
     /// Certificates for TLS and WSS listeners and outgoing TLS (None: no TLS).
@@ -108,6 +110,7 @@ impl Engine {
             listen: config.listen.iter().map(|l| (l.kind, l.addr)).collect(),
             max_message_size: config.max_message_size,
             tcp_idle_timeout: config.tcp_idle_timeout,
+            max_connections: config.max_connections,
             tls: config.tls.clone(),
             ws: config.ws.clone(),
             ..TransportConfig::default()

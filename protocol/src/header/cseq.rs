@@ -19,6 +19,9 @@ impl CSeq {
     /// Parses a CSeq value. Leading zeros are accepted; numbers of 2^31 and above are
     /// rejected with [`ParseError::CSeqOutOfRange`].
     pub fn parse(s: &str) -> Result<Self, ParseError> {
+        if let Some(c) = Self::parse_common(s.as_bytes()) {
+            return Ok(c);
+        }
         let s = trim(s);
         let split = s
             .bytes()
@@ -36,6 +39,33 @@ impl CSeq {
         Ok(Self {
             seq: u32::try_from(seq).map_err(|_| ParseError::CSeqOutOfRange)?,
             method,
+        })
+    }
+}
+
+impl CSeq {
+    /// The common spelling, `<digits> SP <known method>` with nothing around it, parsed from
+    /// bytes in one pass. `None` for anything else (leading zeros past ten digits, folding,
+    /// extension methods, errors), which [`CSeq::parse`] then handles; whatever this accepts,
+    /// that accepts with the same result, so callers may use it before UTF-8 validation.
+    pub(crate) fn parse_common(b: &[u8]) -> Option<Self> {
+        let digits = b.iter().position(|c| !c.is_ascii_digit())?;
+        if digits == 0 || digits > 10 {
+            return None;
+        }
+        let seq = b
+            .get(..digits)?
+            .iter()
+            .fold(0u64, |v, c| v * 10 + u64::from(c - b'0'));
+        let seq = u32::try_from(seq).ok().filter(|v| *v < (1 << 31))?;
+        let rest = b.get(digits..)?;
+        let method = rest.get(rest.iter().position(|c| *c != b' ')?..)?;
+        if method.len() == rest.len() {
+            return None;
+        }
+        Some(Self {
+            seq,
+            method: Method::known(method)?,
         })
     }
 }
@@ -71,5 +101,20 @@ mod tests {
             CSeq::parse("1 FOO").unwrap().method,
             Method::Extension(_)
         ));
+        assert_eq!(
+            CSeq::parse_common(b"0009  ACK"),
+            CSeq::parse("0009  ACK").ok()
+        );
+        for s in [
+            "1 INVITE ",
+            " 1 INVITE",
+            "1\tBYE",
+            "1 FOO",
+            "12345678901 ACK",
+            "1 ",
+            "1",
+        ] {
+            assert_eq!(CSeq::parse_common(s.as_bytes()), None, "{s:?}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use super::Params;
 use super::params::scan_params;
-use super::scan::{find_char, is_lws, is_token_char, parse_u64, trim};
+use super::scan::{eq_letters, find_char, is_host_char, is_lws, is_token_char, parse_u64, trim};
 use crate::header::HeaderName;
 use crate::message::ParseError;
 use crate::uri::Host;
@@ -56,6 +56,58 @@ fn malformed() -> ParseError {
     ParseError::Malformed(HeaderName::Via)
 }
 
+/// `SIP/2.0/` in any case, compared as one word: the letters are folded to lower case by
+/// setting bit 0x20 in their three bytes only, so the comparison stays exact elsewhere.
+fn is_sip_2_0_slash(p: &[u8]) -> bool {
+    const FOLD: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0, 0, 0, 0, 0]);
+    const WANT: u64 = u64::from_le_bytes(*b"sip/2.0/");
+    <[u8; 8]>::try_from(p).is_ok_and(|w| u64::from_le_bytes(w) | FOLD == WANT)
+}
+
+/// The common sent-by spelling, `host[:port]` with a domain or IPv4 host, scanned in one pass
+/// from `s[i..]` up to the `;` that starts the parameters (or the end). Returns the host, the
+/// port and the offset of that `;`; `None` for anything else (IPv6, odd spacing, errors), which
+/// the general path then handles, so both give the same result.
+fn sent_by_fast(s: &str, i: usize) -> Option<(Host<'_>, Option<u16>, Option<usize>)> {
+    let b = s.as_bytes();
+    let skip_lws = |mut j: usize| {
+        while b.get(j).is_some_and(|c| is_lws(*c)) {
+            j += 1;
+        }
+        j
+    };
+    let hs = skip_lws(i);
+    let mut j = hs;
+    while b.get(j).is_some_and(|c| is_host_char(*c)) {
+        j += 1;
+    }
+    let host = s.get(hs..j).filter(|h| !h.is_empty())?;
+    let mut port = None;
+    if b.get(j) == Some(&b':') {
+        j += 1;
+        let ps = j;
+        let mut v: u32 = 0;
+        while let Some(d) = b.get(j).filter(|c| c.is_ascii_digit()) {
+            v = v * 10 + u32::from(d - b'0');
+            j += 1;
+            if j - ps > 5 {
+                return None;
+            }
+        }
+        if j == ps {
+            return None;
+        }
+        port = Some(u16::try_from(v).ok()?);
+    }
+    let j = skip_lws(j);
+    let semi = match b.get(j) {
+        None => None,
+        Some(b';') => Some(j),
+        Some(_) => return None,
+    };
+    Some((Host::from_host_chars(host), port, semi))
+}
+
 impl<'a> Via<'a> {
     /// Parses one Via value (one element of a comma-separated Via header). LWS, including
     /// folded lines, is allowed around the `/` separators.
@@ -87,10 +139,7 @@ impl<'a> Via<'a> {
             Ok(())
         };
         skip(&mut i);
-        let transport = if b
-            .get(i..i + 8)
-            .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/2.0/"))
-        {
+        let transport = if b.get(i..i + 8).is_some_and(is_sip_2_0_slash) {
             // Common compact spelling.
             i += 8;
             token(&mut i)?
@@ -108,18 +157,24 @@ impl<'a> Via<'a> {
             }
             transport
         };
-        let rest = s.get(i..).ok_or_else(malformed)?;
-        let semi = find_char(rest, b';');
-        let (sent_by, params) = match semi {
-            Some(p) => (rest.get(..p).unwrap_or_default(), rest.get(p + 1..)),
-            None => (rest, None),
+        let (host, port, semi) = match sent_by_fast(s, i) {
+            Some(v) => v,
+            None => {
+                let rest = s.get(i..).ok_or_else(malformed)?;
+                let semi = find_char(rest, b';');
+                let sent_by = match semi {
+                    Some(p) => rest.get(..p).unwrap_or_default(),
+                    None => rest,
+                };
+                let sent_by = trim(sent_by);
+                if sent_by.bytes().any(is_lws) {
+                    return Err(malformed());
+                }
+                let (host, port) = Host::parse_hostport(sent_by).map_err(|_| malformed())?;
+                (host, port, semi.map(|p| i + p))
+            }
         };
-        let sent_by = trim(sent_by);
-        if sent_by.bytes().any(is_lws) {
-            return Err(malformed());
-        }
-        let (host, port) = Host::parse_hostport(sent_by).map_err(|_| malformed())?;
-        let params = Params::new(params.unwrap_or_default());
+        let params = Params::new(semi.and_then(|p| s.get(p + 1..)).unwrap_or_default());
         if params.raw().is_empty() && semi.is_some() {
             return Err(malformed());
         }
@@ -138,9 +193,9 @@ impl<'a> Via<'a> {
         let scanned = scan_params(params.raw(), |n, v| {
             // Dispatch on length first: most parameters are compared only once.
             let ok = match n.len() {
-                6 if n.eq_ignore_ascii_case("branch") => v.map(|v| via.branch = Some(v)),
-                8 if n.eq_ignore_ascii_case("received") => v.map(|v| via.received = Some(v)),
-                5 if n.eq_ignore_ascii_case("rport") => match v {
+                6 if eq_letters(n, b"branch") => v.map(|v| via.branch = Some(v)),
+                8 if eq_letters(n, b"received") => v.map(|v| via.received = Some(v)),
+                5 if eq_letters(n, b"rport") => match v {
                     None => {
                         via.rport = Some(None);
                         Some(())
@@ -149,8 +204,8 @@ impl<'a> Via<'a> {
                         .and_then(|p| u16::try_from(p).ok())
                         .map(|p| via.rport = Some(Some(p))),
                 },
-                5 if n.eq_ignore_ascii_case("maddr") => v.map(|v| via.maddr = Some(v)),
-                3 if n.eq_ignore_ascii_case("ttl") => v
+                5 if eq_letters(n, b"maddr") => v.map(|v| via.maddr = Some(v)),
+                3 if eq_letters(n, b"ttl") => v
                     .and_then(parse_u64)
                     .and_then(|t| u8::try_from(t).ok())
                     .map(|t| via.ttl = Some(t)),
@@ -236,6 +291,49 @@ mod tests {
         assert_eq!(v.rport, Some(Some(7)));
         assert_eq!(v.ttl, Some(16));
         assert_eq!(v.maddr, Some("x"));
+    }
+
+    #[test]
+    fn protocol_prefix() {
+        for p in [b"SIP/2.0/", b"sip/2.0/", b"Sip/2.0/"] {
+            assert!(is_sip_2_0_slash(p));
+        }
+        for p in [
+            b"SIP/2.0 ",
+            b"SIP\x0f2.0/",
+            b"SIP/2\x0e0/",
+            b"S\tP/2.0/",
+            b"SIP/2.1/",
+        ] {
+            assert!(!is_sip_2_0_slash(p));
+        }
+        assert!(!is_sip_2_0_slash(b"SIP/2.0"));
+    }
+
+    #[test]
+    fn sent_by_forms() {
+        let v = Via::parse("SIP/2.0/UDP 192.0.2.1:5060 ;branch=z9hG4bK1").unwrap();
+        assert_eq!(v.host, Host::Ipv4([192, 0, 2, 1].into()));
+        assert_eq!(v.port, Some(5060));
+        let v = Via::parse("SIP/2.0/TCP a.example.com").unwrap();
+        assert_eq!(
+            (v.host, v.port, v.branch),
+            (Host::Domain("a.example.com"), None, None)
+        );
+        assert!(Via::parse("SIP/2.0/UDP a.example.com:65536").is_err());
+        assert!(Via::parse("SIP/2.0/UDP a.example.com:").is_err());
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP a.example.com:050600;branch=x")
+                .unwrap()
+                .port,
+            Some(50600)
+        );
+        assert!(Via::parse("SIP/2.0/UDP a.example.com;").is_err());
+        assert!(Via::parse("SIP/2.0/UDP a b;branch=x").is_err());
+        assert_eq!(
+            Via::parse("SIP/2.0/UDP a.example.com:05060").unwrap().port,
+            Some(5060)
+        );
     }
 
     #[test]

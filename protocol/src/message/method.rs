@@ -55,7 +55,8 @@ impl Method {
         Self::known(b).unwrap_or_else(|| Self::Extension(buf.slice(start..end)))
     }
 
-    fn known(b: &[u8]) -> Option<Self> {
+    /// The method for a well-known token (exact, case-sensitive match), else `None`.
+    pub(crate) fn known(b: &[u8]) -> Option<Self> {
         Some(match b {
             b"INVITE" => Self::Invite,
             b"ACK" => Self::Ack,

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use crate::header::name::NameMatcher;
 use crate::header::params::scan_params;
 use crate::header::scan::{
-    find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas, trim,
+    eq_letters, find_byte, find_unquoted, parse_delta_seconds, parse_u64, quoted_end, split_commas,
+    trim, trim_bytes,
 };
 use crate::header::{AuthValue, CSeq, Contact, Contacts, HeaderName, NameAddr, Via};
 use crate::uri::Uri;
@@ -158,6 +159,13 @@ impl Message {
             }
             // More lines than the hot index can address: fall back to a scan.
         }
+        self.header_by_scan(name)
+    }
+
+    /// [`Message::header`] by scanning every line; out of line so that the hot-header lookup
+    /// stays small.
+    #[inline(never)]
+    fn header_by_scan(&self, name: &HeaderName) -> Option<RawHeader<'_>> {
         self.entries(name).next().map(|e| self.raw(e))
     }
 
@@ -180,7 +188,7 @@ impl Message {
     fn first_str(&self, name: HeaderName) -> Result<&str, ParseError> {
         let h = self
             .header(&name)
-            .ok_or(ParseError::Missing(name.clone()))?;
+            .ok_or_else(|| ParseError::Missing(name.clone()))?;
         std::str::from_utf8(h.value).map_err(|_| ParseError::NotUtf8(name))
     }
 
@@ -198,10 +206,15 @@ impl Message {
             .header(&HeaderName::Via)
             .ok_or(ParseError::Missing(HeaderName::Via))?
             .value;
-        let first = split_commas(v)
-            .next()
-            .and_then(|r| v.get(r))
-            .ok_or(ParseError::Malformed(HeaderName::Via))?;
+        // A Via has no display name, so the first comma usually ends the first value; only
+        // a quote or `<` before it needs the full quote-aware split. (An empty value is
+        // malformed either way: `Via::parse("")` fails.)
+        let first = match memchr::memchr3(b',', b'"', b'<', v) {
+            None => Some(trim_bytes(v)),
+            Some(i) if v.get(i) == Some(&b',') => v.get(..i).map(trim_bytes),
+            Some(_) => split_commas(v).next().and_then(|r| v.get(r)),
+        }
+        .ok_or(ParseError::Malformed(HeaderName::Via))?;
         Via::parse(std::str::from_utf8(first).map_err(|_| ParseError::NotUtf8(HeaderName::Via))?)
     }
 
@@ -213,7 +226,12 @@ impl Message {
 
     /// The Call-ID (RFC 3261 §20.8).
     pub fn call_id(&self) -> Result<&str, ParseError> {
-        let v = trim(self.first_str(HeaderName::CallId)?);
+        // One pass: a value without any LWS needs no trimming (and is valid as it is).
+        let v = self.first_str(HeaderName::CallId)?;
+        if !v.is_empty() && !v.bytes().any(crate::header::scan::is_lws) {
+            return Ok(v);
+        }
+        let v = trim(v);
         if v.is_empty() || v.bytes().any(crate::header::scan::is_lws) {
             return Err(ParseError::Malformed(HeaderName::CallId));
         }
@@ -222,6 +240,13 @@ impl Message {
 
     /// The CSeq (RFC 3261 §20.16).
     pub fn cseq(&self) -> Result<CSeq, ParseError> {
+        // The common form is plain ASCII: parse it from the bytes, skipping UTF-8 validation.
+        if let Some(c) = self
+            .header(&HeaderName::CSeq)
+            .and_then(|h| CSeq::parse_common(h.value))
+        {
+            return Ok(c);
+        }
         CSeq::parse(self.first_str(HeaderName::CSeq)?)
     }
 
@@ -287,7 +312,7 @@ impl Message {
         };
         let mut tag = None;
         scan_params(params, |n, v| {
-            if n.eq_ignore_ascii_case("tag") {
+            if eq_letters(n, b"tag") {
                 tag = v;
                 false
             } else {

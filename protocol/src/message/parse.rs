@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::{Method, ParseError, StatusCode};
 use crate::header::HeaderName;
 use crate::header::name::eq_lowercase;
-use crate::header::scan::{is_token_char, parse_u64, trim_bytes};
+use crate::header::scan::{is_token_char, parse_u64_bytes, trim_bytes};
 
 /// The parsed start line.
 #[derive(Clone, Debug)]
@@ -110,12 +110,80 @@ fn off(v: usize) -> u32 {
     v as u32
 }
 
+/// The index of the first `\n` at or after `from`. Header lines are short, so the first 64
+/// bytes are searched eight at a time in registers (no call, no SIMD set-up); longer lines go
+/// to `memchr`.
+fn find_newline(b: &[u8], from: usize) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let rest = b.get(from..)?;
+    let head = rest.get(..64).unwrap_or(rest);
+    let mut chunks = head.chunks_exact(8);
+    let mut at = from;
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w) ^ NL;
+        // The lowest set bit marks the first zero byte of `x` (borrows only run upwards).
+        let z = x.wrapping_sub(LO) & !x & HI;
+        if z != 0 {
+            return Some(at + (z.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = chunks.remainder();
+    if let Some(p) = tail.iter().position(|c| *c == b'\n') {
+        return Some(at + p);
+    }
+    at += tail.len();
+    memchr::memchr(b'\n', b.get(at..)?).map(|p| at + p)
+}
+
+/// Splits a (non-continuation) header line into the name length and the value range, the
+/// value trimmed of SP/HT: the name is a token, then optional SP/HT, then the colon. `None`
+/// if the line is not of that form. Kept out of line so that its loops get registers of their
+/// own rather than competing with the whole of [`Message::parse`].
+#[inline(never)]
+fn split_header_line(line: &[u8]) -> Option<(usize, usize, usize)> {
+    let is_wsp = |k: usize| matches!(line.get(k), Some(b' ' | b'\t'));
+    let mut k = 0;
+    while line.get(k).is_some_and(|c| is_token_char(*c)) {
+        k += 1;
+    }
+    let name_len = k;
+    while is_wsp(k) {
+        k += 1;
+    }
+    if name_len == 0 || line.get(k) != Some(&b':') {
+        return None;
+    }
+    let mut vs = k + 1;
+    while is_wsp(vs) {
+        vs += 1;
+    }
+    let mut ve = line.len();
+    while ve > vs && is_wsp(ve - 1) {
+        ve -= 1;
+    }
+    Some((name_len, vs, ve))
+}
+
 fn is_sip_version_prefix(b: &[u8]) -> bool {
     b.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
 }
 
+/// `SIP/2.0` in any case: the three letters are folded to lower case by setting bit 0x20 in
+/// their bytes only (exact for letters), the rest is compared as is.
+fn is_sip_2_0(v: &[u8]) -> bool {
+    <[u8; 7]>::try_from(v).is_ok_and(|[s, i, p, slash, two, dot, zero]| {
+        u32::from_le_bytes([s, i, p, slash]) | 0x0020_2020 == u32::from_le_bytes(*b"sip/")
+            && [two, dot, zero] == *b"2.0"
+    })
+}
+
 fn check_version(v: &[u8]) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if is_sip_2_0(v) {
         Ok(())
     } else if is_sip_version_prefix(v) {
         Err(ParseError::UnsupportedVersion)
@@ -135,11 +203,8 @@ impl Message {
             .iter()
             .position(|c| *c != b'\r' && *c != b'\n')
             .ok_or(ParseError::Empty)?;
-        let mut newlines = memchr::Memchr::new(b'\n', b.get(pos..).unwrap_or_default());
-        let base = pos;
-        let mut next_line = |pos: usize| -> Option<(usize, usize)> {
-            // Every line is consumed in order, so the next newline ends the line at `pos`.
-            let nl = base + newlines.next()?;
+        let next_line = |pos: usize| -> Option<(usize, usize)> {
+            let nl = find_newline(b, pos)?;
             let end = if nl > pos && b.get(nl - 1) == Some(&b'\r') {
                 nl - 1
             } else {
@@ -178,21 +243,9 @@ impl Message {
                 }
                 last.line_end = off(next);
             } else {
-                // The name: a token, then optional SP/HT, then the colon.
-                let name_len = line
-                    .iter()
-                    .position(|c| !is_token_char(*c))
-                    .unwrap_or(line.len());
-                let after = line.get(name_len..).unwrap_or_default();
-                let ws = after.iter().position(not_wsp).unwrap_or(after.len());
-                if name_len == 0 || after.get(ws) != Some(&b':') {
-                    return Err(ParseError::InvalidHeaderLine);
-                }
+                let (name_len, vs, ve) =
+                    split_header_line(line).ok_or(ParseError::InvalidHeaderLine)?;
                 let name_bytes = line.get(..name_len).unwrap_or_default();
-                let value = after.get(ws + 1..).unwrap_or_default();
-                let lead = value.iter().position(not_wsp).unwrap_or(value.len());
-                let trail = value.iter().rposition(not_wsp).map_or(lead, |t| t + 1);
-                let value_at = pos + name_len + ws + 1;
                 if let Some(h) = Hot::classify(name_bytes) {
                     if let Some(slot) = hot.get_mut(h as usize) {
                         if *slot == u16::MAX {
@@ -203,8 +256,8 @@ impl Message {
                 headers.push(Entry {
                     name_start: off(pos),
                     name_end: off(pos + name_len),
-                    value_start: off(value_at + lead),
-                    value_end: off(value_at + trail),
+                    value_start: off(pos + vs),
+                    value_end: off(pos + ve),
                     line_start: off(pos),
                     line_end: off(next),
                 });
@@ -224,10 +277,7 @@ impl Message {
                 if v.first() == Some(&b'-') {
                     return Err(ParseError::NegativeContentLength);
                 }
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(parse_u64)
-                    .ok_or(ParseError::InvalidContentLength)?;
+                let n = parse_u64_bytes(v).ok_or(ParseError::InvalidContentLength)?;
                 let avail = (b.len() - body_start) as u64;
                 if n > avail {
                     return Err(ParseError::ContentLengthExceedsBody);
@@ -302,12 +352,64 @@ impl Message {
         if uri.first() == Some(&b'<') {
             return Err(ParseError::RequestUriInAngleBrackets);
         }
-        if uri.iter().any(|c| *c == b' ' || *c == b'\t' || *c < 0x20) {
+        // SP, HT and the other controls are all <= 0x20; no early exit, so this vectorises.
+        if uri.iter().fold(false, |bad, c| bad | (*c <= b' ')) {
             return Err(ParseError::InvalidRequestUri);
         }
         Ok(StartLine::Request {
             method: Method::from_shared(buf, start, start + sp),
             uri: start + us..start + ue,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_newline_agrees_with_memchr() {
+        let mut buf = vec![b'a'; 300];
+        for nl in [0, 1, 7, 8, 9, 15, 63, 64, 65, 71, 72, 200, 299] {
+            buf.fill(b'a');
+            if let Some(c) = buf.get_mut(nl) {
+                *c = b'\n';
+            }
+            for from in [0, 1, 5, 8, 60] {
+                let want = memchr::memchr(b'\n', &buf[from..]).map(|p| from + p);
+                assert_eq!(find_newline(&buf, from), want, "nl {nl} from {from}");
+            }
+        }
+        buf.fill(0x8a);
+        assert_eq!(find_newline(&buf, 0), None);
+        assert_eq!(find_newline(&buf, 301), None);
+    }
+
+    #[test]
+    fn version() {
+        for v in [&b"SIP/2.0"[..], b"sip/2.0", b"sIp/2.0"] {
+            assert!(is_sip_2_0(v));
+        }
+        for v in [
+            &b"SIP/2.0 "[..],
+            b"SIP/2.1",
+            b"SIP\x0f2.0",
+            b"SIP/2\x0e0",
+            b"SIP/2.",
+            b"",
+        ] {
+            assert!(!is_sip_2_0(v));
+        }
+    }
+
+    #[test]
+    fn split_header_line_forms() {
+        assert_eq!(split_header_line(b"Via: x"), Some((3, 5, 6)));
+        assert_eq!(split_header_line(b"To \t:\t y z \t"), Some((2, 7, 10)));
+        assert_eq!(split_header_line(b"Max-Forwards:"), Some((12, 13, 13)));
+        assert_eq!(split_header_line(b"Subject:   "), Some((7, 11, 11)));
+        assert_eq!(split_header_line(b": x"), None);
+        assert_eq!(split_header_line(b"Bad Name: x"), None);
+        assert_eq!(split_header_line(b"NoColon"), None);
     }
 }

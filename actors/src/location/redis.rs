@@ -1,0 +1,510 @@
+//! Redis-backed location store: bindings shared by every node that points at one Redis.
+//!
+//! Every REGISTER is **one** server-side Lua script (`redis/register.lua`) that reads the AOR,
+//! applies the stateful registrar rules (Call-ID/CSeq ordering, add/refresh/remove, `*`,
+//! instance/reg-id replacement, the contact limit) and writes the result with its indexes, so
+//! two concurrent REGISTERs for one AOR are serialised by Redis and never lose a binding. The
+//! request-only rules (q-values, `Min-Expires`, the wildcard form, granted expiries) run here
+//! first, in the same order as [`apply_register`](sipmesh_protocol::registrar::apply_register),
+//! and the script gets finished binding records. URI equivalence (RFC 3261 §19.1.4) is a Lua
+//! port of [`contact_uris_equivalent`](sipmesh_protocol::registrar::contact_uris_equivalent).
+//!
+//! Key layout (see `docs/REDIS.md`), with the configurable prefix `P` (default `sipmesh:loc:`):
+//! - `P aor:<AOR>`: string, the AOR's bindings (netstring format of `redis/codec.rs`), each with an absolute
+//!   expiry in wall-clock milliseconds;
+//! - `P exp`: sorted set of AORs scored by their earliest expiry (for [`LocationStore::sweep_expired`]);
+//! - `P conn:<scope>:<id>`: set of AORs with a binding over that connection (for
+//!   [`LocationStore::remove_connection`], no scan);
+//! - `P bindings`: counter of stored bindings (for [`LocationStore::stats`]).
+//!
+//! Faults: every call is bounded by [`RedisStoreConfig::timeout`] (default 500 ms), and at most
+//! [`RedisStoreConfig::max_in_flight`] calls are outstanding; past either bound the caller gets
+//! [`StoreError::Unavailable`]. The [`ConnectionManager`] reconnects by itself in the
+//! background, with a back-off capped at 400 ms.
+//!
+//! Only a single Redis server (`redis://`, `redis+unix://`) is supported: the scripts touch keys
+//! they compute (connection index, swept AORs), which Redis Cluster forbids across slots, and
+//! Sentinel discovery is not wired yet. Such URLs are refused with
+//! [`RedisStoreError::UnsupportedTopology`].
+
+mod codec;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError, Script, Value};
+use bytes::Bytes;
+use sipmesh_protocol::peer::ConnectionId;
+use sipmesh_protocol::registrar::{
+    Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest, RegistrarPolicy, RequestContacts,
+};
+use tokio::sync::Semaphore;
+
+pub use codec::CodecError;
+
+use crate::location::store::{LocationStore, StoreError, StoreStats, UnavailableReason};
+
+/// Shared Lua helpers, prepended to every script.
+const COMMON_LUA: &str = include_str!("redis/common.lua");
+/// The REGISTER script.
+const REGISTER_LUA: &str = include_str!("redis/register.lua");
+/// The expiry sweep script.
+const SWEEP_LUA: &str = include_str!("redis/sweep.lua");
+/// The connection-removal script.
+const REMOVE_CONNECTION_LUA: &str = include_str!("redis/remove_connection.lua");
+
+/// Settings of a [`RedisLocationStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStoreConfig {
+    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    pub url: String,
+    /// Prefix of every key, so several deployments can share a server.
+    pub key_prefix: String,
+    /// Namespace of this node's connection ids in the connection index (connection ids are
+    /// only unique per process); use the node name in a cluster.
+    pub connection_scope: String,
+    /// Bound on every call, queueing included.
+    pub timeout: Duration,
+    /// Most calls outstanding at once; more wait (within `timeout`) rather than queue without
+    /// bound.
+    pub max_in_flight: usize,
+    /// AORs examined per sweep script run (keeps each run short).
+    pub sweep_batch: usize,
+}
+
+impl RedisStoreConfig {
+    /// Defaults for `url`: prefix `sipmesh:loc:`, scope `local`, 500 ms timeout, 4096 calls in
+    /// flight, sweep batches of 256 AORs.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            key_prefix: "sipmesh:loc:".to_owned(),
+            connection_scope: "local".to_owned(),
+            timeout: Duration::from_millis(500),
+            max_in_flight: 4096,
+            sweep_batch: 256,
+        }
+    }
+}
+
+/// Redis deployments we recognise but do not support yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Redis Sentinel (`redis+sentinel://…`).
+    Sentinel,
+    /// Redis Cluster (`redis+cluster://…` or several comma-separated nodes).
+    Cluster,
+}
+
+/// Why a [`RedisLocationStore`] could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStoreError {
+    /// The URL names a Sentinel or Cluster deployment.
+    #[error("{0:?} URLs are not supported yet; give the redis:// URL of one server")]
+    UnsupportedTopology(Topology),
+    /// The URL does not parse.
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] RedisError),
+    /// The server did not answer a first PING within the timeout.
+    #[error("Redis did not answer within {0:?}")]
+    ConnectTimeout(Duration),
+    /// The server refused or failed the first PING.
+    #[error("cannot reach Redis: {0}")]
+    Connect(#[source] RedisError),
+}
+
+/// Recognises Sentinel and Cluster URLs.
+pub fn topology_of(url: &str) -> Option<Topology> {
+    let scheme = url
+        .split("://")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if scheme.contains("sentinel") {
+        Some(Topology::Sentinel)
+    } else if scheme.contains("cluster") || url.contains(',') {
+        Some(Topology::Cluster)
+    } else {
+        None
+    }
+}
+
+/// Key names derived from the prefix.
+#[derive(Debug, Clone)]
+struct Keys {
+    /// Prefix of AOR keys.
+    aor: String,
+    /// The expiry index.
+    expiry: String,
+    /// The binding counter.
+    count: String,
+    /// Prefix of connection-index keys.
+    connection: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Self {
+            aor: format!("{prefix}aor:"),
+            expiry: format!("{prefix}exp"),
+            count: format!("{prefix}bindings"),
+            connection: format!("{prefix}conn:"),
+        }
+    }
+
+    fn aor(&self, aor: &Aor) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.aor.len() + aor.as_bytes().len());
+        k.extend_from_slice(self.aor.as_bytes());
+        k.extend_from_slice(aor.as_bytes());
+        k
+    }
+}
+
+/// The Redis [`LocationStore`]. Cheap to share behind an `Arc`; calls run concurrently over one
+/// multiplexed connection.
+#[derive(Clone)]
+pub struct RedisLocationStore {
+    conn: ConnectionManager,
+    keys: Arc<Keys>,
+    scope: Arc<str>,
+    timeout: Duration,
+    sweep_batch: usize,
+    permits: Arc<Semaphore>,
+    register_script: Arc<Script>,
+    sweep_script: Arc<Script>,
+    remove_connection_script: Arc<Script>,
+}
+
+impl std::fmt::Debug for RedisLocationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLocationStore")
+            .field("keys", &self.keys)
+            .field("scope", &self.scope)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the register script needs besides the request's identity.
+struct RegisterPlan {
+    /// `Q`, `S` or `L` (see `register.lua`).
+    mode: &'static str,
+    /// One encoded binding per Contact (expiry 0 = removal).
+    contacts: Vec<Vec<u8>>,
+    /// Path values for the 200 OK.
+    response_path: Vec<Bytes>,
+}
+
+impl RedisLocationStore {
+    /// A store for `config` that connects lazily (in the background, and again after every
+    /// outage). Must be called inside a Tokio runtime.
+    pub fn new(config: &RedisStoreConfig) -> Result<Self, RedisStoreError> {
+        if let Some(t) = topology_of(&config.url) {
+            return Err(RedisStoreError::UnsupportedTopology(t));
+        }
+        let client = Client::open(config.url.as_str()).map_err(RedisStoreError::InvalidUrl)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(400))
+            .set_number_of_retries(3)
+            .set_pipeline_buffer_size(config.max_in_flight.max(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(RedisStoreError::InvalidUrl)?;
+        let script = |body: &str| Arc::new(Script::new(&format!("{COMMON_LUA}\n{body}")));
+        Ok(Self {
+            conn,
+            keys: Arc::new(Keys::new(&config.key_prefix)),
+            scope: Arc::from(config.connection_scope.as_str()),
+            timeout: config.timeout,
+            sweep_batch: config.sweep_batch.max(1),
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            register_script: script(REGISTER_LUA),
+            sweep_script: script(SWEEP_LUA),
+            remove_connection_script: script(REMOVE_CONNECTION_LUA),
+        })
+    }
+
+    /// Like [`new`](Self::new), then checks with a PING that the server answers.
+    pub async fn connect(config: &RedisStoreConfig) -> Result<Self, RedisStoreError> {
+        let store = Self::new(config)?;
+        let mut conn = store.conn.clone();
+        let cmd = ::redis::cmd("PING");
+        let ping = cmd.query_async::<()>(&mut conn);
+        match tokio::time::timeout(config.timeout, ping).await {
+            Ok(Ok(())) => Ok(store),
+            Ok(Err(e)) => Err(RedisStoreError::Connect(e)),
+            Err(_) => Err(RedisStoreError::ConnectTimeout(config.timeout)),
+        }
+    }
+
+    /// The Redis key holding the bindings of `aor` (for tools and tests).
+    pub fn aor_key(&self, aor: &Aor) -> Vec<u8> {
+        self.keys.aor(aor)
+    }
+
+    /// Evaluates the Lua port of RFC 3261 §19.1.4 URI equivalence used by the register script
+    /// on `a` and `b`: a self-check (tests compare it with
+    /// [`contact_uris_equivalent`](sipmesh_protocol::registrar::contact_uris_equivalent)).
+    pub async fn lua_uri_equivalent(&self, a: &[u8], b: &[u8]) -> Result<bool, StoreError> {
+        let script = Script::new(&format!(
+            "{COMMON_LUA}\nreturn uri_equivalent(ARGV[1], ARGV[2]) and 1 or 0"
+        ));
+        let mut conn = self.conn.clone();
+        let mut call = script.prepare_invoke();
+        call.arg(a).arg(b);
+        let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
+        Ok(n == 1)
+    }
+
+    /// Runs `work` with a permit and within the timeout.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StoreError> {
+        let guarded = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| StoreError::Unavailable(UnavailableReason::Disconnected))?;
+            work.await.map_err(unavailable)
+        };
+        tokio::time::timeout(self.timeout, guarded)
+            .await
+            .unwrap_or(Err(StoreError::Unavailable(UnavailableReason::Timeout)))
+    }
+
+    /// The request-only rules of `apply_register`, in its order, and the encoded contacts.
+    fn plan(
+        &self,
+        req: &RegisterRequest,
+        policy: &RegistrarPolicy,
+        now: SystemTime,
+    ) -> Result<RegisterPlan, RegisterError> {
+        let response_path = if req.supports_path {
+            req.path.clone()
+        } else {
+            Vec::new()
+        };
+        let star = |response_path| {
+            if req.expires_header == Some(0) {
+                Ok(RegisterPlan {
+                    mode: "S",
+                    contacts: Vec::new(),
+                    response_path,
+                })
+            } else {
+                Err(RegisterError::StarWithNonZeroExpires)
+            }
+        };
+        let list = match &req.contacts {
+            RequestContacts::None => {
+                return Ok(RegisterPlan {
+                    mode: "Q",
+                    contacts: Vec::new(),
+                    response_path,
+                });
+            }
+            RequestContacts::Star => return star(response_path),
+            RequestContacts::List(list) => list,
+        };
+        if list.iter().any(|c| c.uri.trim_ascii() == b"*") {
+            return if list.len() == 1 {
+                star(response_path)
+            } else {
+                Err(RegisterError::StarWithOtherContacts)
+            };
+        }
+        let mut granted = Vec::with_capacity(list.len());
+        for c in list {
+            if c.q.is_some_and(|q| q > 1000) {
+                return Err(RegisterError::InvalidQValue);
+            }
+            let asked = c
+                .expires
+                .or(req.expires_header)
+                .unwrap_or(policy.default_expires);
+            if asked != 0 && asked < policy.min_expires {
+                return Err(RegisterError::IntervalTooBrief {
+                    min_expires: policy.min_expires,
+                });
+            }
+            granted.push(asked.min(policy.max_expires));
+        }
+        let mut contacts = Vec::with_capacity(list.len());
+        for (c, &expires) in list.iter().zip(&granted) {
+            let expires_at = if expires == 0 {
+                now
+            } else {
+                now.checked_add(Duration::from_secs(u64::from(expires)))
+                    .ok_or(RegisterError::ExpiryOverflow)?
+            };
+            let binding = Binding {
+                contact: c.uri.clone(),
+                q: c.q.unwrap_or(policy.default_q),
+                expires_at,
+                call_id: req.call_id.clone(),
+                cseq: req.cseq,
+                path: req.path.clone(),
+                instance: c.instance.clone(),
+                reg_id: c.reg_id,
+                source: req.source,
+            };
+            let ms = if expires == 0 {
+                0
+            } else {
+                codec::millis(expires_at)
+            };
+            contacts.push(codec::encode_binding(&binding, ms, &self.scope));
+        }
+        Ok(RegisterPlan {
+            mode: "L",
+            contacts,
+            response_path,
+        })
+    }
+}
+
+/// Maps a client error to the 503 cause.
+fn unavailable(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        return StoreError::Unavailable(UnavailableReason::Timeout);
+    }
+    if !(e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()) {
+        tracing::error!(error = %e, "redis location store: unexpected error");
+    }
+    StoreError::Unavailable(UnavailableReason::Disconnected)
+}
+
+/// A malformed reply or stored value: logged, and reported as unavailable (the store cannot be
+/// trusted for this AOR).
+fn bad_reply(what: &str) -> StoreError {
+    tracing::error!(what, "redis location store: malformed reply");
+    StoreError::Unavailable(UnavailableReason::Disconnected)
+}
+
+fn bytes_of(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn decode(value: Vec<u8>) -> Result<Vec<Binding>, StoreError> {
+    codec::decode_set(&Bytes::from(value)).map_err(|e| bad_reply(&e.to_string()))
+}
+
+impl LocationStore for RedisLocationStore {
+    fn register(
+        &self,
+        req: RegisterRequest,
+        policy: &RegistrarPolicy,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<RegisterOutcome, StoreError>> + Send {
+        let plan = self.plan(&req, policy, now);
+        let max_contacts = policy.max_contacts;
+        async move {
+            let plan = plan?;
+            let mut conn = self.conn.clone();
+            let mut call = self.register_script.prepare_invoke();
+            call.key(self.keys.aor(&req.aor))
+                .key(&self.keys.expiry)
+                .key(&self.keys.count)
+                .arg(codec::millis(now))
+                .arg(plan.mode)
+                .arg(req.call_id.as_ref())
+                .arg(req.cseq)
+                .arg(max_contacts)
+                .arg(req.aor.as_bytes())
+                .arg(&self.keys.connection);
+            for c in &plan.contacts {
+                call.arg(c.as_slice());
+            }
+            let reply: Vec<Value> = self.bounded(call.invoke_async(&mut conn)).await?;
+            match reply.as_slice() {
+                [status, changed, value] if bytes_of(status) == Some(b"OK") => {
+                    let bindings = decode(bytes_of(value).unwrap_or_default().to_vec())?;
+                    Ok(RegisterOutcome {
+                        bindings,
+                        changed: matches!(changed, Value::Int(1)),
+                        response_path: plan.response_path,
+                    })
+                }
+                [status] if bytes_of(status) == Some(b"CSEQ") => {
+                    Err(RegisterError::CSeqOutOfOrder.into())
+                }
+                [status] if bytes_of(status) == Some(b"MAX") => {
+                    Err(RegisterError::TooManyContacts { max: max_contacts }.into())
+                }
+                _ => Err(bad_reply("register script reply")),
+            }
+        }
+    }
+
+    fn lookup(
+        &self,
+        aor: &Aor,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Vec<Binding>, StoreError>> + Send {
+        let key = self.keys.aor(aor);
+        async move {
+            let mut conn = self.conn.clone();
+            let mut cmd = ::redis::cmd("GET");
+            cmd.arg(key);
+            let get = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
+            let value = self.bounded(get).await?;
+            let mut bindings = value.map(decode).transpose()?.unwrap_or_default();
+            bindings.retain(|b| !b.is_expired(now));
+            Ok(bindings)
+        }
+    }
+
+    async fn remove_connection(&self, connection: ConnectionId) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.remove_connection_script.prepare_invoke();
+        call.key(&self.keys.expiry)
+            .key(&self.keys.count)
+            .arg(codec::connection_text(&self.scope, connection))
+            .arg(&self.keys.aor)
+            .arg(&self.keys.connection);
+        self.bounded(call.invoke_async::<usize>(&mut conn)).await
+    }
+
+    async fn sweep_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let mut call = self.sweep_script.prepare_invoke();
+            call.key(&self.keys.expiry)
+                .key(&self.keys.count)
+                .arg(codec::millis(now))
+                .arg(self.sweep_batch)
+                .arg(&self.keys.aor)
+                .arg(&self.keys.connection);
+            let (n, visited): (usize, usize) = self.bounded(call.invoke_async(&mut conn)).await?;
+            removed += n;
+            if visited < self.sweep_batch {
+                return Ok(removed);
+            }
+        }
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("ZCARD")
+            .arg(&self.keys.expiry)
+            .cmd("GET")
+            .arg(&self.keys.count);
+        let (aors, bindings): (usize, Option<i64>) =
+            self.bounded(pipe.query_async(&mut conn)).await?;
+        Ok(StoreStats {
+            aors,
+            bindings: usize::try_from(bindings.unwrap_or(0)).unwrap_or(0),
+        })
+    }
+}

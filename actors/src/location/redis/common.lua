@@ -1,0 +1,270 @@
+-- sipmesh location store: helpers shared by every script (prepended to each one).
+--
+-- Stored formats (see docs/REDIS.md):
+--   AOR value  = concatenation of netstrings "<len>:<binding blob>"
+--   binding    = netstrings of: expires_at_ms, call_id, cseq, contact, instance, reg_id,
+--                connection, q, transport, remote, local, path...
+--   optional fields are "" when absent and "=" .. value when present.
+
+-- One netstring field of s at pos: its bytes and the position after it (nil on garbage).
+local function nfield(s, pos)
+  local colon = string.find(s, ':', pos, true)
+  if not colon then return nil, nil end
+  local len = tonumber(string.sub(s, pos, colon - 1))
+  if not len or colon + len > #s then return nil, nil end
+  return string.sub(s, colon + 1, colon + len), colon + len + 1
+end
+
+local function netstring(v)
+  return #v .. ':' .. v
+end
+
+-- The fields the rules need from a binding blob (the rest is carried opaquely).
+local function decode_binding(blob)
+  local f, pos = {}, 1
+  for i = 1, 7 do
+    local v
+    v, pos = nfield(blob, pos)
+    if v == nil then return redis.error_reply('sipmesh: malformed binding') end
+    f[i] = v
+  end
+  return {
+    raw = blob,
+    exp = tonumber(f[1]),
+    call_id = f[2],
+    cseq = tonumber(f[3]),
+    contact = f[4],
+    instance = f[5],
+    reg_id = f[6],
+    conn = f[7],
+  }
+end
+
+-- The bindings of an AOR value (false or nil when the key does not exist).
+local function decode_set(value)
+  local out = {}
+  if not value then return out end
+  local pos = 1
+  while pos <= #value do
+    local blob
+    blob, pos = nfield(value, pos)
+    if blob == nil then return out end
+    local b = decode_binding(blob)
+    if type(b) ~= 'table' or b.raw == nil then return out end
+    out[#out + 1] = b
+  end
+  return out
+end
+
+local function encode_set(bindings)
+  local parts = {}
+  for i, b in ipairs(bindings) do parts[i] = netstring(b.raw) end
+  return table.concat(parts)
+end
+
+-- RFC 3261 §19.1.4 URI equivalence: a port of sipmesh_protocol::registrar::contact_uris_equivalent.
+
+local function trim(s)
+  return string.match(s, '^[ \t\n\f\r]*(.-)[ \t\n\f\r]*$')
+end
+
+local function split(s, sep)
+  local out, pos = {}, 1
+  while true do
+    local i = string.find(s, sep, pos, true)
+    if not i then
+      out[#out + 1] = string.sub(s, pos)
+      return out
+    end
+    out[#out + 1] = string.sub(s, pos, i - 1)
+    pos = i + 1
+  end
+end
+
+local function split_pair(p)
+  local eq = string.find(p, '=', 1, true)
+  if not eq then return p, nil end
+  return string.sub(p, 1, eq - 1), string.sub(p, eq + 1)
+end
+
+-- Decodes %XX escapes of unreserved characters, uppercases the others; nil on a bad escape.
+local function unescape(s)
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = string.sub(s, i, i)
+    if c ~= '%' then
+      out[#out + 1] = c
+      i = i + 1
+    else
+      local h = string.sub(s, i + 1, i + 2)
+      if not string.match(h, '^%x%x$') then return nil end
+      local ch = string.char(tonumber(h, 16))
+      if string.match(ch, "^[%w%-_%.!~%*'%(%)]$") then
+        out[#out + 1] = ch
+      else
+        out[#out + 1] = '%' .. string.upper(h)
+      end
+      i = i + 3
+    end
+  end
+  return table.concat(out)
+end
+
+-- host, port (false when absent), or nil when malformed.
+local function split_host_port(hp)
+  local port_at
+  if string.sub(hp, 1, 1) == '[' then
+    local close = string.find(hp, ']', 1, true)
+    if not close then return nil end
+    local nxt = string.sub(hp, close + 1, close + 1)
+    if nxt == ':' then
+      port_at = close + 1
+    elseif nxt ~= '' then
+      return nil
+    end
+  else
+    port_at = string.find(hp, ':', 1, true)
+  end
+  if not port_at then return hp, false end
+  local digits = string.sub(hp, port_at + 1)
+  if not string.match(digits, '^%d+$') then return nil end
+  local port = tonumber(digits)
+  if port > 65535 then return nil end
+  return string.sub(hp, 1, port_at - 1), port
+end
+
+local function parse_uri(uri)
+  uri = trim(uri)
+  local colon = string.find(uri, ':', 1, true)
+  if not colon then return nil end
+  local scheme = string.lower(string.sub(uri, 1, colon - 1))
+  local rest = string.sub(uri, colon + 1)
+  if scheme ~= 'sip' and scheme ~= 'sips' then
+    return { scheme = scheme, userinfo = rest, host = '', port = false, params = {}, headers = {}, header_count = 0 }
+  end
+  local userinfo, after = false, rest
+  local at = string.find(rest, '@', 1, true)
+  local q = string.find(rest, '?', 1, true)
+  if at and (not q or at < q) then
+    userinfo, after = string.sub(rest, 1, at - 1), string.sub(rest, at + 1)
+  end
+  local before_headers, headers = after, nil
+  local qm = string.find(after, '?', 1, true)
+  if qm then
+    before_headers, headers = string.sub(after, 1, qm - 1), string.sub(after, qm + 1)
+  end
+  local parts = split(before_headers, ';')
+  local host, port = split_host_port(parts[1])
+  if not host or host == '' then return nil end
+  if userinfo then
+    userinfo = unescape(userinfo)
+    if not userinfo then return nil end
+  end
+  local params = {}
+  for i = 2, #parts do
+    local p = parts[i]
+    if p ~= '' then
+      local name, value = split_pair(p)
+      if value then
+        value = unescape(value)
+        if not value then return nil end
+        value = string.lower(value)
+      else
+        value = false
+      end
+      params[#params + 1] = { string.lower(name), value }
+    end
+  end
+  -- Headers as a multiset (order-insensitive), so no locale-dependent sort is needed.
+  local hs, count = {}, 0
+  if headers then
+    for _, h in ipairs(split(headers, '&')) do
+      if h ~= '' then
+        local name, value = split_pair(h)
+        local v = unescape(value or '')
+        if not v then return nil end
+        local k = netstring(string.lower(name)) .. netstring(v)
+        hs[k] = (hs[k] or 0) + 1
+        count = count + 1
+      end
+    end
+  end
+  return {
+    scheme = scheme, userinfo = userinfo, host = string.lower(host), port = port,
+    params = params, headers = hs, header_count = count,
+  }
+end
+
+local MUST_MATCH = { user = true, ttl = true, method = true, maddr = true }
+
+local function param(u, name)
+  for _, p in ipairs(u.params) do
+    if p[1] == name then return p end
+  end
+  return nil
+end
+
+local function one_way(a, b)
+  for _, p in ipairs(a.params) do
+    local other = param(b, p[1])
+    if other then
+      if other[2] ~= p[2] then return false end
+    elseif MUST_MATCH[p[1]] then
+      return false
+    end
+  end
+  return true
+end
+
+local function same_headers(a, b)
+  if a.header_count ~= b.header_count then return false end
+  for k, n in pairs(a.headers) do
+    if b.headers[k] ~= n then return false end
+  end
+  return true
+end
+
+local function uri_equivalent(a, b)
+  local pa, pb = parse_uri(a), parse_uri(b)
+  if not pa or not pb then return trim(a) == trim(b) end
+  return pa.scheme == pb.scheme and pa.userinfo == pb.userinfo and pa.host == pb.host
+    and pa.port == pb.port and same_headers(pa, pb) and one_way(pa, pb) and one_way(pb, pa)
+end
+
+-- Whether request contact c names stored binding b (RFC 5626 §6 flows, else §19.1.4).
+local function same_binding(b, c)
+  if c.instance ~= '' and c.reg_id ~= '' then
+    return b.reg_id == c.reg_id and b.instance == c.instance
+  end
+  return not (b.instance ~= '' and b.reg_id ~= '') and uri_equivalent(b.contact, c.contact)
+end
+
+-- Replaces the stored bindings of `aor` (`old` -> `new`), keeping the expiry index, the
+-- binding counter and the connection index in step.
+local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix)
+  if #new == 0 then
+    redis.call('DEL', aor_key)
+    redis.call('ZREM', exp_key, aor)
+  else
+    redis.call('SET', aor_key, encode_set(new))
+    local min = new[1].exp
+    for _, b in ipairs(new) do
+      if b.exp < min then min = b.exp end
+    end
+    redis.call('ZADD', exp_key, min, aor)
+  end
+  if #new ~= #old then redis.call('INCRBY', count_key, #new - #old) end
+  local still = {}
+  for _, b in ipairs(new) do
+    if b.conn ~= '' then
+      still[b.conn] = true
+    end
+  end
+  for c in pairs(still) do redis.call('SADD', conn_prefix .. string.sub(c, 2), aor) end
+  for _, b in ipairs(old) do
+    if b.conn ~= '' and not still[b.conn] then
+      still[b.conn] = true
+      redis.call('SREM', conn_prefix .. string.sub(b.conn, 2), aor)
+    end
+  end
+end

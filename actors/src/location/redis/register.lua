@@ -1,0 +1,68 @@
+-- One REGISTER applied atomically to one AOR: RFC 3261 §10.3 steps 6-8, the same rules as
+-- sipmesh_protocol::registrar::apply_register. Request-only checks (q-values, Min-Expires,
+-- wildcard form) were done by the caller before this runs; here are the checks that need the
+-- stored state (CSeq order, contact limit) and the update itself.
+--
+-- KEYS[1] AOR value, KEYS[2] expiry index, KEYS[3] binding counter
+-- ARGV[1] now (ms), ARGV[2] mode ('Q' query, 'S' wildcard removal, 'L' contact list),
+-- ARGV[3] Call-ID, ARGV[4] CSeq, ARGV[5] max contacts, ARGV[6] AOR, ARGV[7] connection-index
+-- key prefix, ARGV[8..] one binding blob per Contact (expires_at 0 = remove).
+-- Returns {'OK', changed (0/1), AOR value after the update} or {'CSEQ'} or {'MAX'}.
+
+local now = tonumber(ARGV[1])
+local mode = ARGV[2]
+local call_id, cseq = ARGV[3], tonumber(ARGV[4])
+local max_contacts = tonumber(ARGV[5])
+
+local old = decode_set(redis.call('GET', KEYS[1]))
+local live = {}
+for _, b in ipairs(old) do
+  if b.exp > now then live[#live + 1] = b end
+end
+local changed = #live ~= #old
+
+local function out_of_order()
+  for _, b in ipairs(live) do
+    if b.call_id == call_id and cseq <= b.cseq then return true end
+  end
+  return false
+end
+
+local working = live
+if mode == 'S' then
+  if out_of_order() then return { 'CSEQ' } end
+  if #live > 0 then changed = true end
+  working = {}
+elseif mode == 'L' then
+  if out_of_order() then return { 'CSEQ' } end
+  local before = #live
+  for i = 8, #ARGV do
+    local c = decode_binding(ARGV[i])
+    local found
+    for j, b in ipairs(working) do
+      if same_binding(b, c) then
+        found = j
+        break
+      end
+    end
+    if c.exp == 0 then
+      if found then
+        table.remove(working, found)
+        changed = true
+      end
+    else
+      if found then
+        working[found] = c
+      else
+        working[#working + 1] = c
+      end
+      changed = true
+    end
+  end
+  if #working > max_contacts and #working > before then return { 'MAX' } end
+end
+
+if changed then
+  store_aor(KEYS[1], ARGV[6], old, working, KEYS[2], KEYS[3], ARGV[7])
+end
+return { 'OK', changed and 1 or 0, encode_set(working) }

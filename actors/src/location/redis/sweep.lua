@@ -1,0 +1,21 @@
+-- Removes expired bindings of up to ARGV[2] AORs whose earliest expiry is due.
+--
+-- KEYS[1] expiry index, KEYS[2] binding counter
+-- ARGV[1] now (ms), ARGV[2] batch size, ARGV[3] AOR key prefix, ARGV[4] connection-index prefix
+-- Returns {bindings removed, AORs visited}.
+
+local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+local removed = 0
+for _, aor in ipairs(due) do
+  local key = ARGV[3] .. aor
+  local old = decode_set(redis.call('GET', key))
+  local live = {}
+  for _, b in ipairs(old) do
+    if b.exp > now then live[#live + 1] = b end
+  end
+  removed = removed + #old - #live
+  -- Always rewrite: this also repairs an index entry that was stale.
+  store_aor(key, aor, old, live, KEYS[1], KEYS[2], ARGV[4])
+end
+return { removed, #due }

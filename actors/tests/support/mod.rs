@@ -1,0 +1,6 @@
+//! Shared pieces of the location-store integration tests: a real `redis-server` per test and
+//! helpers to build REGISTERs.
+
+pub(crate) mod location_cases;
+pub(crate) mod redis_server;
+pub(crate) mod requests;
