@@ -14,8 +14,8 @@ use sipmesh_actors::location::{
 };
 use sipmesh_protocol::registrar::{RegisterError, RegistrarPolicy, contact_uris_equivalent};
 
+use sipmesh_test_support::RedisServer;
 use support::location_cases as cases;
-use support::redis_server::RedisServer;
 use support::requests::{aor, contact, req, t0};
 
 /// Store settings for the functional tests: a generous timeout, because the test machine is

@@ -2,5 +2,5 @@
 //! helpers to build REGISTERs.
 
 pub(crate) mod location_cases;
-pub(crate) mod redis_server;
+
 pub(crate) mod requests;
