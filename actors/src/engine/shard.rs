@@ -23,6 +23,9 @@ use crate::transport::{Destination, TransportHandle};
 /// Most inbound messages handled before the outputs are flushed.
 const BATCH: usize = 64;
 
+/// Longest wait for a host name lookup.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Input of a shard.
 #[derive(Debug)]
 pub(crate) enum ShardInput {
@@ -125,6 +128,10 @@ enum StoreDone {
         token: u64,
         result: Result<Vec<Binding>, StoreFailure>,
     },
+    Resolve {
+        token: u64,
+        addresses: Vec<std::net::SocketAddr>,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
@@ -134,6 +141,9 @@ fn apply(core: &mut Core, done: StoreDone) {
         }
         StoreDone::Lookup { token, result } => {
             core.handle_lookup_result(Instant::now(), token, result);
+        }
+        StoreDone::Resolve { token, addresses } => {
+            core.handle_resolve_result(Instant::now(), token, addresses);
         }
     }
 }
@@ -250,6 +260,27 @@ async fn flush<S: LocationStore>(
                 tokio::spawn(async move {
                     let result = register(store.as_ref(), request, policy).await;
                     let _ = done.send(StoreDone::Register { token, result });
+                });
+            }
+            // Host names (relaying, Route values): the system resolver (A/AAAA; /etc/hosts
+            // included) on a blocking thread, bounded so a dead DNS server cannot hold a
+            // transaction past its own timers.
+            Output::Resolve { token, host, port } => {
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let lookup = tokio::net::lookup_host((host.as_str(), port));
+                    let addresses = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                        Ok(Ok(found)) => found.collect(),
+                        Ok(Err(e)) => {
+                            debug!(%host, error = %e, "host name lookup failed");
+                            Vec::new()
+                        }
+                        Err(_) => {
+                            warn!(%host, ?RESOLVE_TIMEOUT, "host name lookup timed out");
+                            Vec::new()
+                        }
+                    };
+                    let _ = done.send(StoreDone::Resolve { token, addresses });
                 });
             }
             Output::Lookup { token, aor } => {

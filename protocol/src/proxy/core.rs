@@ -41,6 +41,16 @@ pub enum Output {
         /// The registration, already checked for syntax.
         request: RegisterRequest,
     },
+    /// Look a host name up (A/AAAA), then call [`Core::handle_resolve_result`] with `token`
+    /// and the addresses found (none on failure or timeout).
+    Resolve {
+        /// Correlates the result.
+        token: u64,
+        /// The name.
+        host: String,
+        /// The port for every address.
+        port: u16,
+    },
     /// Fetch the bindings of an AOR, then call [`Core::handle_lookup_result`] with `token`.
     Lookup {
         /// Correlates the result.
@@ -161,8 +171,16 @@ pub(super) struct Completed {
 /// What a store operation was started for.
 #[derive(Debug)]
 pub(super) enum Pending {
-    Register { server: u64 },
-    Lookup { server: u64 },
+    Register {
+        server: u64,
+    },
+    Lookup {
+        server: u64,
+    },
+    Resolve {
+        server: u64,
+        transport: crate::peer::Transport,
+    },
 }
 
 /// Timer queue entries.

@@ -31,6 +31,15 @@ pub(super) const SUPPORTED: &[&str] = &["path"];
 pub(super) enum Resolve {
     /// An address and transport.
     Ok(Transport, SocketAddr),
+    /// A host name: the shell must look it up (A/AAAA) before the request can go.
+    Name {
+        /// The name.
+        host: String,
+        /// The port to use with every address found.
+        port: u16,
+        /// The transport.
+        transport: Transport,
+    },
     /// The host is a name we cannot resolve here, or the transport is not one we speak.
     Unreachable(&'static str),
 }
@@ -354,10 +363,70 @@ impl Core {
                     }],
                 );
             }
+            Resolve::Name {
+                host,
+                port,
+                transport,
+            } => {
+                let token = self.new_id();
+                self.pending
+                    .insert(token, Pending::Resolve { server, transport });
+                self.plans.insert(server, plan);
+                self.outputs
+                    .push_back(super::Output::Resolve { token, host, port });
+            }
             Resolve::Unreachable(why) => {
                 self.respond_local(now, server, StatusCode(502), why, &[]);
             }
         }
+    }
+
+    /// The addresses of a name looked up for [`Output::Resolve`](super::Output::Resolve):
+    /// forward to the first one we can reach (a unicast address of a family we have a listener
+    /// for), or answer 502.
+    pub fn handle_resolve_result(&mut self, now: Instant, token: u64, addresses: Vec<SocketAddr>) {
+        let Some(Pending::Resolve { server, transport }) = self.pending.remove(&token) else {
+            return;
+        };
+        let plan = self.plans.remove(&server);
+        let Some(entry) = self.servers.get(&server) else {
+            return;
+        };
+        if entry.cancelled || entry.finished {
+            return;
+        }
+        let (Some(msg), Some(plan)) = (entry.request.clone(), plan) else {
+            return;
+        };
+        let reachable = addresses.into_iter().find(|a| {
+            is_unicast(a.ip())
+                && self
+                    .locality
+                    .outbound_listener(transport, a.ip(), None)
+                    .is_some()
+        });
+        let Some(addr) = reachable else {
+            self.respond_local(
+                now,
+                server,
+                StatusCode(502),
+                "Bad Gateway: cannot resolve destination host name",
+                &[],
+            );
+            return;
+        };
+        let destination = Destination {
+            transport,
+            addr,
+            local: None,
+            connection: None,
+        };
+        let target = super::forward::Target {
+            request_uri: None,
+            destination,
+            path: Vec::new(),
+        };
+        self.forward(now, server, &msg, plan, vec![target]);
     }
 }
 
@@ -387,9 +456,10 @@ pub(super) fn is_unicast(ip: IpAddr) -> bool {
     }
 }
 
-/// How to reach a SIP URI (RFC 3263 reduced to what needs no DNS): `maddr` or the host must be
-/// an IP literal (or `localhost`); the transport comes from `transport=`, else TLS for `sips:`,
-/// else UDP; the port defaults per transport.
+/// How to reach a SIP URI (RFC 3263 without NAPTR/SRV): an IP literal (or `localhost`) in
+/// `maddr` or the host is used as is, any other name must be looked up (A/AAAA) by the shell;
+/// the transport comes from `transport=`, else TLS for `sips:`, else UDP; the port defaults per
+/// transport.
 pub(super) fn resolve(uri: &SipUri<'_>) -> Resolve {
     let transport = match uri.transport() {
         Some(t) => match Transport::from_token(t) {
@@ -418,12 +488,19 @@ pub(super) fn resolve(uri: &SipUri<'_>) -> Resolve {
             Host::Domain(_) => None,
         },
     };
+    let port = uri.port.unwrap_or_else(|| transport.default_port());
     let Some(ip) = ip else {
-        return Resolve::Unreachable("Bad Gateway: cannot resolve destination host name");
+        let host = uri
+            .maddr()
+            .map_or_else(|| host_text(&uri.host), str::to_owned);
+        return Resolve::Name {
+            host,
+            port,
+            transport,
+        };
     };
     if !is_unicast(ip) {
         return Resolve::Unreachable("Bad Gateway: destination is not a unicast address");
     }
-    let port = uri.port.unwrap_or_else(|| transport.default_port());
     Resolve::Ok(transport, SocketAddr::new(ip, port))
 }

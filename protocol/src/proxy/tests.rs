@@ -34,6 +34,8 @@ pub(super) struct Harness {
     pub(super) store_down: bool,
     /// Lookups of AORs with no binding answer [`StoreFailure::FlowsClosed`].
     pub(super) flows_closed: bool,
+    /// A scripted DNS: name -> addresses.
+    pub(super) hosts: Vec<(String, Vec<SocketAddr>)>,
 }
 
 impl Harness {
@@ -68,6 +70,7 @@ impl Harness {
             sent: Vec::new(),
             store_down: false,
             flows_closed: false,
+            hosts: Vec::new(),
         }
     }
 
@@ -120,6 +123,15 @@ impl Harness {
                     };
                     self.core
                         .handle_register_result(self.now, self.wall, token, result);
+                }
+                Output::Resolve { token, host, port } => {
+                    let found = self
+                        .hosts
+                        .iter()
+                        .find(|(h, _)| *h == host)
+                        .map(|(_, a)| a.iter().map(|a| SocketAddr::new(a.ip(), port)).collect())
+                        .unwrap_or_default();
+                    self.core.handle_resolve_result(self.now, token, found);
                 }
                 Output::Lookup { token, aor } => {
                     let result = if self.store_down {
@@ -647,4 +659,42 @@ fn challenges_of_every_branch_are_aggregated_into_the_401() {
         t.contains("realm=\"bob.example.com\"") && t.contains("realm=\"carol.example.com\""),
         "{t}"
     );
+}
+
+#[test]
+fn relayed_requests_to_host_names_are_resolved_first() {
+    let mut h = Harness::new();
+    h.core = Core::new(
+        CoreConfig {
+            listeners: vec![Listener {
+                transport: Transport::Udp,
+                addr: addr(PROXY),
+            }],
+            domains: vec!["example.com".to_owned()],
+            relay: true,
+            timers: TimerConfig::default(),
+            shard: 3,
+            rng_seed: 42,
+        },
+        h.now,
+    );
+    h.hosts.push((
+        "sip.example.org".to_owned(),
+        vec![addr("[2001:db8::1]:0"), addr("127.0.0.9:0")],
+    ));
+    let message = |to: &str, branch: &str| {
+        format!(
+            "MESSAGE sip:x@{to} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.2:5070;branch={branch}\nMax-Forwards: 70\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:x@{to}>\nCall-ID: {branch}\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n"
+        )
+    };
+    h.recv(ALICE, &message("sip.example.org:5070", "z9hG4bKdns1"));
+    let out = h.take();
+    assert_eq!(out.len(), 1, "forwarded once the name resolved");
+    // No IPv6 listener: the IPv4 address is the reachable one.
+    assert_eq!(out[0].0.addr, addr("127.0.0.9:5070"));
+    h.recv(ALICE, &message("nowhere.example.org", "z9hG4bKdns2"));
+    let out = h.take();
+    assert_eq!(status(&out[0].1), 502);
+    assert!(text(&out[0].1).contains("cannot resolve"));
 }
