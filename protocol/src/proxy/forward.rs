@@ -18,7 +18,7 @@ use super::config::TIMER_C;
 use super::core::{ClientEntry, ClientFsm, Core, ProxyContext, StoreFailure, TimerRef};
 use super::flow::binding_destination;
 use super::response_context::{ResponseAction, ResponseContext};
-use super::routing::{Resolve, resolve};
+use super::routing::{Resolve, is_secure, is_sips, resolve};
 use super::wire::{OUR_BRANCH_PREFIX, build_ack, build_forwarded, loop_hash};
 
 /// How a request is to be rewritten, decided by Route processing.
@@ -393,7 +393,16 @@ impl Core {
             self.respond_local(now, server, StatusCode::NOT_FOUND, "Not Found", &[]);
             return;
         }
-        let targets: Vec<Target> = bindings.iter().filter_map(binding_target).collect();
+        // A `sips:` request only goes to bindings reachable over TLS or WSS (RFC 3261 §26.2.2).
+        let sips = msg
+            .request_uri()
+            .and_then(Result::ok)
+            .is_some_and(|u| is_sips(&u));
+        let targets: Vec<Target> = bindings
+            .iter()
+            .filter_map(binding_target)
+            .filter(|t| !sips || is_secure(t.destination.transport))
+            .collect();
         if targets.is_empty() {
             self.respond_local(
                 now,

@@ -87,6 +87,18 @@ impl Core {
             self.respond_local(now, server, StatusCode(416), "Unsupported URI Scheme", &[]);
             return;
         }
+        // RFC 3261 §26.2.2 / RFC 5630: a `sips:` request travels over TLS on every hop; one
+        // that reached us over a plain transport already broke that promise.
+        if is_sips(&ruri) && !is_secure(origin.transport) {
+            self.respond_local(
+                now,
+                server,
+                StatusCode(403),
+                "Forbidden: SIPS request over an insecure transport",
+                &[],
+            );
+            return;
+        }
         // §16.3 step 3: Max-Forwards.
         let max_forwards = match msg.max_forwards() {
             Ok(mf) => mf,
@@ -301,10 +313,19 @@ impl Core {
     /// `sip:bob@node:5061` are one user, whichever listener (or TLS front end) a UA registered
     /// or called through. SIPp puts the port it talks to in To and the Request-URI, JsSIP none
     /// (Kamailio goes further and keys by user name alone by default).
+    ///
+    /// A `sips:` AOR of ours is the same user as its `sip:` form (RFC 5630 §6.2: the scheme asks
+    /// for TLS on every hop, which routing enforces per hop; it does not name another resource).
     pub(super) fn canonical_aor(&self, raw: &str) -> Result<Aor, AorError> {
         if let Ok(Uri::Sip(sip)) = Uri::parse(raw) {
-            if sip.port.is_some() && self.locality.is_local_domain(&host_text(&sip.host)) {
-                return Aor::from_uri(sip.address_of_record().as_bytes());
+            if self.locality.is_local_domain(&host_text(&sip.host))
+                && (sip.port.is_some() || sip.secure)
+            {
+                let mut aor = sip.address_of_record();
+                if aor.starts_with("sips:") {
+                    aor.replace_range(..5, "sip:");
+                }
+                return Aor::from_uri(aor.as_bytes());
             }
         }
         Aor::from_uri(raw.as_bytes())
@@ -343,7 +364,22 @@ impl Core {
         plan: ForwardPlan,
         uri: &SipUri<'_>,
     ) {
+        let sips = msg
+            .request_uri()
+            .and_then(Result::ok)
+            .is_some_and(|u| is_sips(&u));
         match resolve(uri) {
+            Resolve::Ok(transport, _) | Resolve::Name { transport, .. }
+                if sips && !is_secure(transport) =>
+            {
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(480),
+                    "Temporarily Unavailable: no TLS path for a SIPS request",
+                    &[],
+                );
+            }
             Resolve::Ok(transport, addr) => {
                 let dest = Destination {
                     transport,
@@ -428,6 +464,16 @@ impl Core {
         };
         self.forward(now, server, &msg, plan, vec![target]);
     }
+}
+
+/// A `sips:` URI.
+pub(super) fn is_sips(uri: &Uri<'_>) -> bool {
+    uri.as_sip().is_some_and(|u| u.secure)
+}
+
+/// Transports that satisfy a `sips:` hop (TLS, and WebSocket over TLS).
+pub(super) fn is_secure(transport: Transport) -> bool {
+    matches!(transport, Transport::Tls | Transport::Wss)
 }
 
 /// Requests that create a dialog and so get a Record-Route (RFC 3261 §12, RFC 6665, RFC 3515).

@@ -698,3 +698,61 @@ fn relayed_requests_to_host_names_are_resolved_first() {
     assert_eq!(status(&out[0].1), 502);
     assert!(text(&out[0].1).contains("cannot resolve"));
 }
+
+#[test]
+fn sips_requests_need_tls_on_both_sides() {
+    let mut h = Harness::new();
+    h.register("bob", BOB, 1);
+    let sips_invite = invite("bob", "z9hG4bKsips1").replacen("INVITE sip:", "INVITE sips:", 1);
+    h.recv(ALICE, &sips_invite);
+    let out = h.take();
+    let last = out.last().expect("an answer");
+    assert_eq!(
+        status(&last.1),
+        403,
+        "a SIPS request over UDP is refused: {}",
+        text(&last.1)
+    );
+    // Over TLS it is accepted, but bob is only reachable over UDP: no secure path.
+    h.core = Core::new(
+        CoreConfig {
+            listeners: vec![
+                Listener {
+                    transport: Transport::Udp,
+                    addr: addr(PROXY),
+                },
+                Listener {
+                    transport: Transport::Tls,
+                    addr: addr("127.0.0.1:5061"),
+                },
+            ],
+            domains: vec!["example.com".to_owned()],
+            relay: false,
+            timers: TimerConfig::default(),
+            shard: 3,
+            rng_seed: 42,
+        },
+        h.now,
+    );
+    h.register("bob", BOB, 2);
+    let origin = Origin {
+        transport: Transport::Tls,
+        source: addr("127.0.0.2:40000"),
+        local: addr("127.0.0.1:5061"),
+        connection: Some(crate::peer::ConnectionId(9)),
+    };
+    h.recv_from(
+        origin,
+        &sips_invite
+            .replace("z9hG4bKsips1", "z9hG4bKsips2")
+            .replace("SIP/2.0/UDP", "SIP/2.0/TLS"),
+    );
+    let out = h.take();
+    let last = out.last().expect("an answer");
+    assert_eq!(status(&last.1), 480, "{}", text(&last.1));
+    assert!(
+        out.iter()
+            .all(|(d, m)| !m.is_request() || d.transport == Transport::Tls),
+        "nothing sent in clear"
+    );
+}
