@@ -95,22 +95,7 @@ impl ResponseBuilder {
         for (n, v) in &self.extra {
             line(&mut out, n, v);
         }
-        match &self.body {
-            Some((ct, body)) => {
-                line(&mut out, "Content-Type", ct.as_bytes());
-                line(
-                    &mut out,
-                    "Content-Length",
-                    body.len().to_string().as_bytes(),
-                );
-                out.put_slice(b"\r\n");
-                out.put_slice(body);
-            }
-            None => {
-                line(&mut out, "Content-Length", b"0");
-                out.put_slice(b"\r\n");
-            }
-        }
+        put_body(&mut out, self.body.as_ref());
         out.freeze()
     }
 
@@ -176,22 +161,23 @@ impl RequestBuilder {
         for (n, v) in &self.headers {
             line(&mut out, n, v);
         }
-        match &self.body {
-            Some((ct, body)) => {
-                line(&mut out, "Content-Type", ct.as_bytes());
-                line(
-                    &mut out,
-                    "Content-Length",
-                    body.len().to_string().as_bytes(),
-                );
-                out.put_slice(b"\r\n");
-                out.put_slice(body);
-            }
-            None => {
-                line(&mut out, "Content-Length", b"0");
-                out.put_slice(b"\r\n");
-            }
-        }
+        put_body(&mut out, self.body.as_ref());
         out.freeze()
+    }
+}
+
+/// Content-Type and Content-Length (0 without a body), the blank line, then the body.
+fn put_body(out: &mut BytesMut, body: Option<&(String, Bytes)>) {
+    match body {
+        Some((ct, body)) => {
+            line(out, "Content-Type", ct.as_bytes());
+            line(out, "Content-Length", body.len().to_string().as_bytes());
+            out.put_slice(b"\r\n");
+            out.put_slice(body);
+        }
+        None => {
+            line(out, "Content-Length", b"0");
+            out.put_slice(b"\r\n");
+        }
     }
 }

@@ -173,11 +173,17 @@ impl Harness {
     }
 
     pub(super) fn register(&mut self, user: &str, contact: &str, cseq: u32) {
+        self.register_with(user, contact, &format!("reg-{user}"), cseq);
+    }
+
+    /// Registers `user` at `contact` from the registration `call_id` (another Call-ID adds a
+    /// second binding), asserting the 200.
+    pub(super) fn register_with(&mut self, user: &str, contact: &str, call_id: &str, cseq: u32) {
         self.recv(
             contact,
             &format!(
-                "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKreg{user}{cseq}\nMax-Forwards: 70\n\
-                 From: <sip:{user}@example.com>;tag=r{user}\nTo: <sip:{user}@example.com>\nCall-ID: reg-{user}\nCSeq: {cseq} REGISTER\n\
+                "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKreg{call_id}{cseq}\nMax-Forwards: 70\n\
+                 From: <sip:{user}@example.com>;tag=r{user}\nTo: <sip:{user}@example.com>\nCall-ID: {call_id}\nCSeq: {cseq} REGISTER\n\
                  Contact: <sip:{user}@{contact}>\nExpires: 600\nContent-Length: 0\n\n"
             ),
         );
@@ -383,13 +389,7 @@ fn a_phone_on_the_proxy_ip_but_another_port_is_not_the_proxy() {
 fn forking_cancels_the_losing_branch() {
     let mut h = Harness::new();
     h.register("bob", BOB, 1);
-    h.recv(
-        CAROL,
-        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.4:5090;branch=z9hG4bKreg2\nMax-Forwards: 70\n\
-         From: <sip:bob@example.com>;tag=r2\nTo: <sip:bob@example.com>\nCall-ID: reg-bob-2\nCSeq: 1 REGISTER\n\
-         Contact: <sip:bob@127.0.0.4:5090>\nContent-Length: 0\n\n",
-    );
-    h.take();
+    h.register_with("bob", CAROL, "reg-bob-2", 1);
     h.recv(ALICE, &invite("bob", "z9hG4bKfork"));
     let out = h.take();
     assert_eq!(out.len(), 3, "100 + two branches");
@@ -617,13 +617,7 @@ fn path_is_echoed_and_used_as_the_route_to_the_binding() {
 fn challenges_of_every_branch_are_aggregated_into_the_401() {
     let mut h = Harness::new();
     h.register("bob", BOB, 1);
-    h.recv(
-        CAROL,
-        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.4:5090;branch=z9hG4bKreg3\nMax-Forwards: 70\n\
-         From: <sip:bob@example.com>;tag=r3\nTo: <sip:bob@example.com>\nCall-ID: reg-bob-3\nCSeq: 1 REGISTER\n\
-         Contact: <sip:bob@127.0.0.4:5090>\nContent-Length: 0\n\n",
-    );
-    h.take();
+    h.register_with("bob", CAROL, "reg-bob-3", 1);
     h.recv(ALICE, &invite("bob", "z9hG4bKauth"));
     let out = h.take();
     let to_bob = out
