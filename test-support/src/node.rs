@@ -60,6 +60,10 @@ pub struct NodeOptions {
     pub config: Option<PathBuf>,
     /// `--log-filter` value.
     pub log_filter: String,
+    /// Admin endpoint port on `ip` (`--admin`), sipmesh only.
+    pub admin_port: Option<u16>,
+    /// Enable the fault-injection endpoints (`--test-hooks`); needs `admin_port`.
+    pub test_hooks: bool,
     /// Further arguments appended verbatim (sipmesh only).
     pub extra_args: Vec<String>,
 }
@@ -76,8 +80,17 @@ impl NodeOptions {
             domains: Vec::new(),
             config: None,
             log_filter: "debug".to_owned(),
+            admin_port: None,
+            test_hooks: false,
             extra_args: Vec::new(),
         }
+    }
+
+    /// Adds an admin endpoint on a free port with the test hooks enabled.
+    pub fn with_test_hooks(mut self) -> Self {
+        self.admin_port = Some(crate::free_port(self.ip));
+        self.test_hooks = true;
+        self
     }
 
     /// The `sipmesh` command-line arguments for these options.
@@ -101,6 +114,15 @@ impl NodeOptions {
             args.extend(["--config".to_owned(), config.display().to_string()]);
         }
         args.extend(["--log-filter".to_owned(), self.log_filter.clone()]);
+        if let Some(port) = self.admin_port {
+            args.extend([
+                "--admin".to_owned(),
+                SocketAddr::new(self.ip, port).to_string(),
+            ]);
+        }
+        if self.test_hooks {
+            args.push("--test-hooks".to_owned());
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }
@@ -185,6 +207,18 @@ impl SipmeshNode {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends one request to the node's admin endpoint (`method` `path`) and returns the HTTP
+    /// status and body. Needs [`NodeOptions::admin_port`].
+    pub fn admin(&self, method: &str, path: &str) -> Result<(u16, String), HarnessError> {
+        let port = self.options.admin_port.ok_or_else(|| {
+            HarnessError::io(
+                "admin request",
+                std::io::Error::other("the node has no admin port"),
+            )
+        })?;
+        crate::admin::request(SocketAddr::new(self.options.ip, port), method, path)
     }
 
     /// What this node is.
@@ -307,6 +341,8 @@ mod tests {
             domains: vec!["example.test".to_owned()],
             config: Some(PathBuf::from("/etc/sipmesh.toml")),
             log_filter: "info".to_owned(),
+            admin_port: None,
+            test_hooks: false,
             extra_args: Vec::new(),
         };
         assert_eq!(
