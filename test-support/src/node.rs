@@ -139,6 +139,8 @@ pub struct SipmeshNode {
     options: NodeOptions,
     /// stdout+stderr of the node.
     log: PathBuf,
+    /// The `sipmesh` binary, for [`Self::restart`].
+    binary: PathBuf,
 }
 
 impl SipmeshNode {
@@ -154,34 +156,40 @@ impl SipmeshNode {
             Target::Sipmesh => "sipmesh.log",
             Target::Kamailio => "kamailio.log",
         });
-        let mut command = match target {
-            Target::Sipmesh => {
-                let mut command = process::command(binary);
-                command.args(options.args()).env("RUST_BACKTRACE", "1");
-                command
-            }
+        let command = match target {
+            Target::Sipmesh => sipmesh_command(binary, &options),
             Target::Kamailio => kamailio_command(dir, &options)?,
         };
         let out = File::create(&log)
             .map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| HarnessError::io("duplicating log handle", e))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| HarnessError::io(format!("spawning {command:?}"), e))?;
+        let child = spawn_logged(command, out)?;
         let mut node = Self {
             child,
             target,
             options,
             log,
+            binary: binary.to_path_buf(),
         };
         node.wait_ready()?;
         Ok(node)
+    }
+
+    /// Kills the process (SIGKILL: a crash, no graceful shutdown) and starts it again with the
+    /// same options and ports, appending to the same log; returns once it answers `OPTIONS`.
+    /// sipmesh only.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if self.target != Target::Sipmesh {
+            return Err(HarnessError::UnknownTarget(
+                "restart is only supported for sipmesh".to_owned(),
+            ));
+        }
+        process::stop(&mut self.child);
+        let out = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| HarnessError::io(format!("opening {}", self.log.display()), e))?;
+        self.child = spawn_logged(sipmesh_command(&self.binary, &self.options), out)?;
+        self.wait_ready()
     }
 
     /// Polls with `OPTIONS` until a 200, the process exits, or [`READY_TIMEOUT`] passes.
@@ -289,6 +297,27 @@ impl Drop for SipmeshNode {
     fn drop(&mut self) {
         process::stop(&mut self.child);
     }
+}
+
+/// The command line of a `sipmesh` node with `options`.
+fn sipmesh_command(binary: &Path, options: &NodeOptions) -> Command {
+    let mut command = process::command(binary);
+    command.args(options.args()).env("RUST_BACKTRACE", "1");
+    command
+}
+
+/// Starts `command` in its own process group with stdout and stderr into `out`.
+fn spawn_logged(mut command: Command, out: File) -> Result<Child, HarnessError> {
+    let err = out
+        .try_clone()
+        .map_err(|e| HarnessError::io("duplicating log handle", e))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| HarnessError::io(format!("spawning {command:?}"), e))
 }
 
 /// Writes the Kamailio config for `options` into `dir` and builds its command line.
