@@ -28,6 +28,7 @@
 //! [`RedisStoreError::UnsupportedTopology`].
 
 mod codec;
+mod msgpack;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -190,8 +191,9 @@ impl std::fmt::Debug for RedisLocationStore {
 struct RegisterPlan {
     /// `Q`, `S` or `L` (see `register.lua`).
     mode: &'static str,
-    /// One encoded binding per Contact (expiry 0 = removal).
-    contacts: Vec<Vec<u8>>,
+    /// The script arguments of each Contact, [`codec::BINDING_ITEMS`] each (expiry 0 =
+    /// removal).
+    contacts: Vec<[Vec<u8>; codec::BINDING_ITEMS]>,
     /// Path values for the 200 OK.
     response_path: Vec<Bytes>,
 }
@@ -358,7 +360,7 @@ impl RedisLocationStore {
             } else {
                 codec::millis(expires_at)
             };
-            contacts.push(codec::encode_binding(&binding, ms, &self.scope));
+            contacts.push(codec::binding_args(&binding, ms, &self.scope));
         }
         Ok(RegisterPlan {
             mode: "L",
@@ -421,8 +423,10 @@ impl LocationStore for RedisLocationStore {
                 .arg(max_contacts)
                 .arg(req.aor.as_bytes())
                 .arg(&self.keys.connection);
-            for c in &plan.contacts {
-                call.arg(c.as_slice());
+            for items in &plan.contacts {
+                for item in items {
+                    call.arg(item.as_slice());
+                }
             }
             let reply: Vec<Value> = self.bounded(call.invoke_async(&mut conn)).await?;
             match reply.as_slice() {

@@ -14,7 +14,7 @@ for _, aor in ipairs(redis.call('SMEMBERS', index)) do
   local old = decode_set(redis.call('GET', key))
   local kept = {}
   for _, b in ipairs(old) do
-    if b.conn ~= marker then kept[#kept + 1] = b end
+    if b[CONN] ~= marker then kept[#kept + 1] = b end
   end
   if #kept ~= #old then
     removed = removed + #old - #kept
