@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
+use crate::dialog::DialogEvent;
 use crate::header::HeaderName;
 use crate::message::{Editor, Message, Method, StatusCode, response_to};
 use crate::peer::{Destination, Origin, Transmit};
@@ -58,6 +59,9 @@ pub enum Output {
         /// The address of record.
         aor: Aor,
     },
+    /// A dialog was created, confirmed, refreshed or ended (see [`crate::dialog`]); the shell
+    /// hands it to the dialog's actor. Nothing comes back: routing never waits for it.
+    Dialog(DialogEvent),
 }
 
 /// Why a store operation failed.
@@ -213,6 +217,8 @@ pub struct Core {
     /// Forwarding plans of requests waiting for a location lookup.
     pub(super) plans: HashMap<u64, super::forward::ForwardPlan>,
     pub(super) timers: TimerQueue<TimerRef>,
+    /// Dialog facts of forwarded requests, by response context (see `dialogs.rs`).
+    pub(super) dialog_tracks: HashMap<u64, super::dialogs::DialogTrack>,
     pub(super) outputs: VecDeque<Output>,
     pub(super) draining: bool,
 }
@@ -236,6 +242,7 @@ impl Core {
             pending: HashMap::new(),
             plans: HashMap::new(),
             timers: TimerQueue::default(),
+            dialog_tracks: HashMap::new(),
             outputs: VecDeque::new(),
             draining: false,
         }
@@ -627,6 +634,7 @@ impl Core {
                     && c.branches.iter().all(|b| !self.clients.contains_key(b))
                 {
                     self.contexts.remove(&ctx);
+                    self.dialog_tracks.remove(&ctx);
                 }
             }
         }
@@ -641,6 +649,7 @@ impl Core {
                 let server_alive = self.servers.contains_key(&c.server);
                 if !server_alive && c.branches.iter().all(|b| !self.clients.contains_key(b)) {
                     self.contexts.remove(&ctx);
+                    self.dialog_tracks.remove(&ctx);
                 }
             }
         }

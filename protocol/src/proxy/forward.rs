@@ -169,6 +169,9 @@ impl Core {
             created.push(id);
         }
         self.contexts.insert(ctx_id, ctx);
+        if let Some(from) = self.servers.get(&server).map(|e| e.reply) {
+            self.track_dialog(ctx_id, msg, from);
+        }
         if let Some(e) = self.servers.get_mut(&server) {
             e.context = Some(ctx_id);
         }
@@ -276,6 +279,10 @@ impl Core {
         }
         let action = ctx.rc.on_response(index, code);
         let server = ctx.server;
+        self.dialog_response(ctx_id, index, code, msg);
+        if action == ResponseAction::ForwardFinal && code >= 300 {
+            self.dialog_final(ctx_id, code);
+        }
         match action {
             ResponseAction::Forward | ResponseAction::ForwardFinal => {
                 let mut e = Editor::new(msg);
@@ -284,7 +291,11 @@ impl Core {
                 self.respond(now, server, code, bytes);
             }
             ResponseAction::Keep => {
-                if let Some(slot) = ctx.kept.get_mut(index) {
+                if let Some(slot) = self
+                    .contexts
+                    .get_mut(&ctx_id)
+                    .and_then(|c| c.kept.get_mut(index))
+                {
                     *slot = Some(msg.clone());
                 }
             }
@@ -327,6 +338,7 @@ impl Core {
         } else {
             Vec::new()
         };
+        self.dialog_final(ctx_id, code);
         match kept {
             Some(msg) if msg.status().map(|s| s.0) == Some(code) => {
                 let mut e = Editor::new(&msg);

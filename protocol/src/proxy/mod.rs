@@ -26,6 +26,9 @@ mod arena;
 mod cancel;
 mod config;
 mod core;
+#[cfg(test)]
+mod dialog_tests;
+mod dialogs;
 mod flow;
 #[cfg(test)]
 mod flow_tests;
