@@ -17,6 +17,7 @@ use sipmesh_protocol::registrar::{
     Aor, Binding, RegisterOutcome, RegisterRequest, RegistrarPolicy,
 };
 
+use crate::dialog::Dialogs;
 use crate::location::{LocationStore, StoreError};
 use crate::transport::{Destination, TransportHandle};
 
@@ -58,6 +59,7 @@ pub(crate) async fn run<S: LocationStore>(
     transport: TransportHandle,
     store: Arc<S>,
     policy: RegistrarPolicy,
+    dialogs: Dialogs,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
@@ -113,7 +115,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(&mut core, &transport, &store, policy, &done_tx).await;
+        flush(&mut core, &transport, &store, policy, &done_tx, &dialogs).await;
     }
 }
 
@@ -230,9 +232,12 @@ async fn flush<S: LocationStore>(
     store: &Arc<S>,
     policy: RegistrarPolicy,
     done: &mpsc::UnboundedSender<StoreDone>,
+    dialogs: &Dialogs,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
+            // The dialog's actor keeps the record; routing does not wait for it.
+            Output::Dialog(ev) => dialogs.handle(ev),
             Output::Transmit(t) => {
                 let d = t.destination;
                 transport.send(
