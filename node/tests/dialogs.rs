@@ -1,0 +1,378 @@
+//! Dialog state of the `sipmesh` binary in a real `redis-server` (issue 4): a call through
+//! the node leaves one record in Redis while it is up (route sets, remote targets, flows) and
+//! none once a BYE ended it; a rejected call leaves nothing; a dialog actor killed through the
+//! test hook is restarted from Redis and the BYE still works; and so does a BYE after the
+//! whole process was restarted on the same ports.
+//!
+//! The UAs are raw UDP peers, so every Call-ID and tag (hence the Redis key) is known.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sipmesh_test_support::{Harness, RawMessage, RawRequest, RedisServer, UdpPeer, ViaTransport};
+
+/// The binary under test.
+const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+
+const DOMAIN: &str = "dialogs.example.com";
+const WAIT: Duration = Duration::from_secs(3);
+
+/// Starts a node with `--redis` and the test hooks, on `at` (IP and port) when given.
+fn node(test: &str, redis: &RedisServer, at: Option<(std::net::IpAddr, u16)>) -> Harness {
+    let url = redis.url();
+    let previous = at;
+    Harness::try_start(SIPMESH, test, |o| {
+        if let Some((ip, port)) = previous {
+            o.ip = ip;
+            o.udp_port = port;
+            o.tcp_port = port;
+        }
+        *o = o.clone().with_test_hooks();
+        o.domains.push(DOMAIN.to_owned());
+        o.extra_args.extend(["--redis".to_owned(), url]);
+        o.log_filter = "info,sipmesh_actors::dialog=debug".to_owned();
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `redis-cli` against the test's server.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> Vec<String> {
+    let url = redis.url();
+    let port = url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let out = Command::new("redis-cli")
+        .args(["-p", &port, "--raw"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli (Debian package redis-tools) is needed: {e}"));
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn dialog_key(call: &Call) -> String {
+    format!(
+        "sipmesh:dlg:{};{};{}",
+        call.call_id, call.alice_tag, call.bob_tag
+    )
+}
+
+/// The fields of a record (`HGETALL`, one line each; the route sets here have one entry, so
+/// no value spans lines).
+fn record(redis: &RedisServer, key: &str) -> HashMap<String, String> {
+    let lines = redis_cli(redis, &["HGETALL", key]);
+    lines
+        .chunks(2)
+        .filter_map(|kv| match kv {
+            [k, v] => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, harness: &Harness, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n{}",
+            harness.node().log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One call between two raw UAs through the node.
+struct Call {
+    alice: UdpPeer,
+    bob: UdpPeer,
+    call_id: String,
+    alice_tag: String,
+    bob_tag: String,
+    /// The Record-Route the node put in (alice's and bob's one-entry route set).
+    route: String,
+}
+
+fn bind(harness: &Harness) -> UdpPeer {
+    UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn register_bob(harness: &Harness, bob: &UdpPeer) {
+    let contact = bob.local_addr();
+    let req = RawRequest::new(
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        ViaTransport::Udp,
+        contact,
+    )
+    .set("To", format!("<sip:bob@{DOMAIN}>"))
+    .set("From", format!("<sip:bob@{DOMAIN}>;tag=reg"))
+    .header("Contact", format!("<sip:bob@{contact}>"))
+    .header("Expires", "600");
+    let ok = bob
+        .request(harness.node().udp_addr(), &req, WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}"
+    );
+}
+
+/// A UAS response: Vias, Record-Route, From, To (tagged), Call-ID, CSeq, Contact.
+fn uas_reply(req: &RawMessage, code: u16, tag: &str, contact: SocketAddr) -> Vec<u8> {
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for via in req.header_all("Via") {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    for rr in req.header_all("Record-Route") {
+        out.push_str(&format!("Record-Route: {rr}\r\n"));
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        out.push_str(&format!(
+            "{name}: {}\r\n",
+            req.header(name).unwrap_or_default()
+        ));
+    }
+    let to = req.header("To").unwrap_or_default();
+    out.push_str(&format!("To: {to};tag={tag}\r\n"));
+    out.push_str(&format!(
+        "Contact: <sip:bob@{contact}>\r\nContent-Length: 0\r\n\r\n"
+    ));
+    out.into_bytes()
+}
+
+/// Next request from the node, skipping responses and retransmitted INVITEs.
+fn next_request(peer: &UdpPeer, method: &str) -> Option<(RawMessage, SocketAddr)> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let (msg, from) = peer.recv_from(left)?;
+        if msg.method() == Some(method) {
+            return Some((msg, from));
+        }
+    }
+}
+
+/// INVITE alice → node → bob; bob rings and then answers `code` (the call is up on 200,
+/// ACKed). Returns the call and alice's final response.
+fn place_call(harness: &Harness, answer: u16, tag: &str) -> (Call, RawMessage) {
+    let node_addr = harness.node().udp_addr();
+    let (alice, bob) = (bind(harness), bind(harness));
+    register_bob(harness, &bob);
+    let invite = RawRequest::new(
+        "INVITE",
+        &format!("sip:bob@{DOMAIN}"),
+        ViaTransport::Udp,
+        alice.local_addr(),
+    )
+    .set("From", format!("<sip:alice@{DOMAIN}>;tag=alice-{tag}"))
+    .set("Call-ID", format!("dlg-{tag}@{}", alice.local_addr().ip()))
+    .header("Contact", format!("<sip:alice@{}>", alice.local_addr()));
+    alice
+        .send(node_addr, &invite.to_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Some((inv, from)) = next_request(&bob, "INVITE") else {
+        panic!("bob got no INVITE\n{}", harness.node().log_tail());
+    };
+    let route = inv.header("Record-Route").unwrap_or_default().to_owned();
+    assert!(!route.is_empty(), "the node Record-Routes: {inv}");
+    let bob_tag = format!("bob-{tag}");
+    bob.send(from, &uas_reply(&inv, 180, &bob_tag, bob.local_addr()))
+        .unwrap();
+    bob.send(from, &uas_reply(&inv, answer, &bob_tag, bob.local_addr()))
+        .unwrap();
+    let Some(fin) = alice.recv_final(WAIT) else {
+        panic!("alice got no final response\n{}", harness.node().log_tail());
+    };
+    let call = Call {
+        alice,
+        bob,
+        call_id: invite
+            .header_value("Call-ID")
+            .unwrap_or_default()
+            .to_owned(),
+        alice_tag: format!("alice-{tag}"),
+        bob_tag,
+        route,
+    };
+    if answer == 200 {
+        let ack = RawRequest::new(
+            "ACK",
+            &format!("sip:bob@{}", call.bob.local_addr()),
+            ViaTransport::Udp,
+            call.alice.local_addr(),
+        )
+        .set("Route", call.route.clone())
+        .set(
+            "From",
+            format!("<sip:alice@{DOMAIN}>;tag={}", call.alice_tag),
+        )
+        .set("To", format!("<sip:bob@{DOMAIN}>;tag={}", call.bob_tag))
+        .set("Call-ID", call.call_id.clone())
+        .set("CSeq", "1 ACK");
+        call.alice.send(node_addr, &ack.to_bytes()).unwrap();
+        assert!(
+            next_request(&call.bob, "ACK").is_some(),
+            "the ACK reached bob"
+        );
+    }
+    (call, fin)
+}
+
+/// Bob hangs up: BYE along the route set to alice, who answers 200; returns bob's answer.
+fn bob_hangs_up(harness: &Harness, call: &Call) -> Option<u16> {
+    let bye = RawRequest::new(
+        "BYE",
+        &format!("sip:alice@{}", call.alice.local_addr()),
+        ViaTransport::Udp,
+        call.bob.local_addr(),
+    )
+    .set("Route", call.route.clone())
+    .set("From", format!("<sip:bob@{DOMAIN}>;tag={}", call.bob_tag))
+    .set("To", format!("<sip:alice@{DOMAIN}>;tag={}", call.alice_tag))
+    .set("Call-ID", call.call_id.clone())
+    .set("CSeq", "1 BYE");
+    call.bob
+        .send(harness.node().udp_addr(), &bye.to_bytes())
+        .unwrap();
+    let (got, from) = next_request(&call.alice, "BYE")?;
+    call.alice.send(from, &got.reply(200, "OK")).unwrap();
+    call.bob.recv_final(WAIT).and_then(|m| m.status())
+}
+
+fn assert_stored(harness: &Harness, redis: &RedisServer, call: &Call) -> HashMap<String, String> {
+    let key = dialog_key(call);
+    wait_until("the dialog record in Redis", harness, || {
+        !record(redis, &key).is_empty()
+    });
+    record(redis, &key)
+}
+
+fn assert_removed(harness: &Harness, redis: &RedisServer, call: &Call) {
+    let key = dialog_key(call);
+    wait_until("the dialog record to go", harness, || {
+        redis_cli(redis, &["EXISTS", &key]) == ["0"]
+    });
+}
+
+#[test]
+fn a_call_is_in_redis_while_up_and_gone_after_bye() {
+    let redis = RedisServer::start();
+    let harness = node("dialogs-call", &redis, None);
+    let (call, fin) = place_call(&harness, 200, "up");
+    assert_eq!(fin.status(), Some(200), "{fin}");
+    let r = assert_stored(&harness, &redis, &call);
+    assert_eq!(
+        r.get("state").map(String::as_str),
+        Some("confirmed"),
+        "{r:?}"
+    );
+    assert_eq!(r["caller_route"], call.route, "{r:?}");
+    assert_eq!(r["callee_route"], call.route, "{r:?}");
+    assert_eq!(
+        r["caller_target"],
+        format!("sip:alice@{}", call.alice.local_addr())
+    );
+    assert_eq!(
+        r["callee_target"],
+        format!("sip:bob@{}", call.bob.local_addr())
+    );
+    assert!(
+        r["caller_flow"].starts_with(&format!("udp:{}", call.alice.local_addr())),
+        "{r:?}"
+    );
+    assert!(
+        r["callee_flow"].starts_with(&format!("udp:{}", call.bob.local_addr())),
+        "{r:?}"
+    );
+    assert_eq!(r["caller_cseq"], "1");
+    assert_eq!(
+        r["timeout_s"], "43200",
+        "the 12 h default without a session timer"
+    );
+    let ttl = redis_cli(&redis, &["TTL", &dialog_key(&call)]);
+    let ttl: i64 = ttl.first().and_then(|t| t.parse().ok()).unwrap_or(-1);
+    assert!(
+        ttl > 43_200 && ttl <= 43_260,
+        "key expires at the timeout plus a margin: {ttl}"
+    );
+
+    assert_eq!(bob_hangs_up(&harness, &call), Some(200));
+    assert_removed(&harness, &redis, &call);
+}
+
+#[test]
+fn a_rejected_call_leaves_nothing() {
+    let redis = RedisServer::start();
+    let harness = node("dialogs-486", &redis, None);
+    let (_call, fin) = place_call(&harness, 486, "busy");
+    assert_eq!(fin.status(), Some(486), "{fin}");
+    wait_until("no live dialog actor", &harness, || {
+        let (code, body) = harness.node().admin("GET", "/status").unwrap();
+        code == 200 && body.contains("\"dialogs\": 0")
+    });
+    assert!(
+        redis_cli(&redis, &["KEYS", "sipmesh:dlg:*"]).is_empty(),
+        "a failed call stores no dialog: {:?}",
+        redis_cli(&redis, &["KEYS", "sipmesh:dlg:*"])
+    );
+}
+
+#[test]
+fn bye_works_after_the_dialog_actor_panicked() {
+    let redis = RedisServer::start();
+    let harness = node("dialogs-panic", &redis, None);
+    let (call, fin) = place_call(&harness, 200, "panic");
+    assert_eq!(fin.status(), Some(200), "{fin}");
+    assert_stored(&harness, &redis, &call);
+    let key = format!("{};{};{}", call.call_id, call.alice_tag, call.bob_tag)
+        .replace('%', "%25")
+        .replace(';', "%3B")
+        .replace('@', "%40");
+    let (code, body) = harness
+        .node()
+        .admin("POST", &format!("/test/panic/dialog/{key}"))
+        .unwrap();
+    assert_eq!(code, 200, "{body}\n{}", harness.node().log_tail());
+    assert!(
+        harness
+            .node()
+            .log_text()
+            .contains("restarting it from the store"),
+        "the supervisor restarted the actor\n{}",
+        harness.node().log_tail()
+    );
+    // The restarted actor still has the record (it reloaded it).
+    assert!(!record(&redis, &dialog_key(&call)).is_empty());
+    assert_eq!(bob_hangs_up(&harness, &call), Some(200));
+    assert_removed(&harness, &redis, &call);
+    let (code, _) = harness
+        .node()
+        .admin("POST", "/test/panic/dialog/unknown%3Ba%3Bb")
+        .unwrap();
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn bye_works_after_a_node_restart() {
+    let redis = RedisServer::start();
+    let first = node("dialogs-restart-1", &redis, None);
+    let (call, fin) = place_call(&first, 200, "restart");
+    assert_eq!(fin.status(), Some(200), "{fin}");
+    assert_stored(&first, &redis, &call);
+    let at = (first.ip(), first.node().udp_addr().port());
+    drop(first); // the process is killed mid-call
+    let second = node("dialogs-restart-2", &redis, Some(at));
+    assert_eq!(bob_hangs_up(&second, &call), Some(200));
+    assert_removed(&second, &redis, &call);
+}
