@@ -3,7 +3,7 @@
 //! only an event for a dialog without a live actor goes to the supervisor.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -22,10 +22,13 @@ pub const HOOK_WAIT: Duration = Duration::from_secs(2);
 /// Number of map shards (a power of two).
 const SHARDS: usize = 64;
 
+/// One shard of the map.
+type Shard = HashMap<DialogId, ActorRef<DialogMsg>>;
+
 /// Live dialog actors by dialog id, sharded by Call-ID so both orientations of an id land in
 /// the same shard.
 pub struct ActorMap {
-    shards: Box<[Mutex<HashMap<DialogId, ActorRef<DialogMsg>>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -45,10 +48,8 @@ impl ActorMap {
         }
     }
 
-    fn shard(&self, id: &DialogId) -> MutexGuard<'_, HashMap<DialogId, ActorRef<DialogMsg>>> {
-        let mut h = self.hasher.build_hasher();
-        id.call_id.hash(&mut h);
-        let index = usize::try_from(h.finish()).unwrap_or_default() % SHARDS;
+    fn shard(&self, id: &DialogId) -> MutexGuard<'_, Shard> {
+        let index = usize::try_from(self.hasher.hash_one(&id.call_id)).unwrap_or_default() % SHARDS;
         // Each critical section is one map operation: a poisoned lock is still consistent.
         self.shards
             .get(index)

@@ -15,10 +15,10 @@
 //! headers, and a slow store only delays the record.
 //!
 //! # Layout
-//! - [`handle`]: [`Dialogs`], the shards' handle (a sharded map of live actors).
-//! - [`supervisor`]: [`DialogSupervisor`](supervisor::DialogSupervisor).
-//! - [`actor`]: [`DialogActor`](actor::DialogActor).
-//! - [`store`], [`memory`], [`redis`], [`record`]: the store trait, its two implementations
+//! - `handle`: [`Dialogs`], the shards' handle (a sharded map of live actors).
+//! - `supervisor`: [`DialogSupervisor`](supervisor::DialogSupervisor).
+//! - `actor`: [`DialogActor`](actor::DialogActor).
+//! - `store`, `memory`, `redis`, `record`: the store trait, its two implementations
 //!   and the Redis hash layout.
 
 pub mod actor;

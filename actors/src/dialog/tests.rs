@@ -233,7 +233,7 @@ fn record_fields_roundtrip() {
     );
     assert_eq!(fields["state"], "confirmed");
     assert_eq!(record::decode(&fields), Ok(state));
-    let mut broken = fields.clone();
+    let mut broken = fields;
     broken.insert("caller_flow".to_owned(), "pigeon:1".to_owned());
     assert!(record::decode(&broken).is_err());
 }

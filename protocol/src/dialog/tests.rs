@@ -217,10 +217,7 @@ fn refresh(from: &str, to: &str, cseq: u32) -> DialogEvent {
 fn target_refresh_from_either_side_updates_targets_cseq_flow_and_timer() {
     let cfg = DialogConfig::default();
     let mut s = confirmed();
-    assert_eq!(
-        s.apply(&refresh("a1", "b1", 6), wall(200), &cfg).changed,
-        true
-    );
+    assert!(s.apply(&refresh("a1", "b1", 6), wall(200), &cfg).changed);
     assert_eq!(s.caller.cseq, Some(6));
     assert_eq!(s.caller.target.as_deref(), Some("sip:a1@new"));
     assert_eq!(s.callee.target.as_deref(), Some("sip:b1@new"));
