@@ -166,6 +166,16 @@ fn next_request(peer: &UdpPeer, method: &str) -> Option<(RawMessage, SocketAddr)
 /// INVITE alice → node → bob; bob rings and then answers `code` (the call is up on 200,
 /// ACKed). Returns the call and alice's final response.
 fn place_call(harness: &Harness, answer: u16, tag: &str) -> (Call, RawMessage) {
+    place_call_with(harness, answer, tag, || {})
+}
+
+/// Like [`place_call`], running `before_answer` after bob got the INVITE.
+fn place_call_with(
+    harness: &Harness,
+    answer: u16,
+    tag: &str,
+    before_answer: impl FnOnce(),
+) -> (Call, RawMessage) {
     let node_addr = harness.node().udp_addr();
     let (alice, bob) = (bind(harness), bind(harness));
     register_bob(harness, &bob);
@@ -187,6 +197,7 @@ fn place_call(harness: &Harness, answer: u16, tag: &str) -> (Call, RawMessage) {
     let route = inv.header("Record-Route").unwrap_or_default().to_owned();
     assert!(!route.is_empty(), "the node Record-Routes: {inv}");
     let bob_tag = format!("bob-{tag}");
+    before_answer();
     bob.send(from, &uas_reply(&inv, 180, &bob_tag, bob.local_addr()))
         .unwrap();
     bob.send(from, &uas_reply(&inv, answer, &bob_tag, bob.local_addr()))
@@ -271,7 +282,8 @@ fn a_call_is_in_redis_while_up_and_gone_after_bye() {
     let harness = node("dialogs-call", &redis, None);
     let (call, fin) = place_call(&harness, 200, "up");
     assert_eq!(fin.status(), Some(200), "{fin}");
-    let r = assert_stored(&harness, &redis, &call);
+    // The 200 was held until the record was written: no waiting here.
+    let r = record(&redis, &dialog_key(&call));
     assert_eq!(
         r.get("state").map(String::as_str),
         Some("confirmed"),
@@ -375,4 +387,27 @@ fn bye_works_after_a_node_restart() {
     let second = node("dialogs-restart-2", &redis, Some(at));
     assert_eq!(bob_hangs_up(&second, &call), Some(200));
     assert_removed(&second, &redis, &call);
+}
+
+#[test]
+fn a_frozen_redis_delays_the_200_briefly_but_never_drops_the_call() {
+    let redis = RedisServer::start();
+    let harness = node("dialogs-frozen", &redis, None);
+    let answered = std::cell::Cell::new(None);
+    let (call, fin) = place_call_with(&harness, 200, "frozen", || {
+        redis.freeze(true);
+        answered.set(Some(Instant::now()));
+    });
+    let waited = answered.get().map(|t| t.elapsed()).unwrap_or_default();
+    redis.freeze(false);
+    assert_eq!(fin.status(), Some(200), "{fin}");
+    // The 2xx waited for the dialog write at most the hold (200 ms) plus scheduling slack.
+    assert!(waited < Duration::from_secs(1), "200 after {waited:?}");
+    assert!(
+        harness.node().log_text().contains("2xx forwarded anyway"),
+        "the hold ran out with a warning\n{}",
+        harness.node().log_tail()
+    );
+    // With Redis back, the BYE still ends the call end to end.
+    assert_eq!(bob_hangs_up(&harness, &call), Some(200));
 }

@@ -16,11 +16,21 @@ use sipmesh_protocol::dialog::{
 
 use super::store::{DialogStore, load_either};
 
+/// Called once the event it came with was applied: `true` when the record is in the store
+/// (or needed no write), `false` when the write failed. The shard releases the held 2xx.
+pub struct StoredAck(pub Box<dyn FnOnce(bool) + Send>);
+
+impl std::fmt::Debug for StoredAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredAck")
+    }
+}
+
 /// Messages of a [`DialogActor`].
 #[derive(Debug)]
 pub enum DialogMsg {
-    /// An event from a proxy shard.
-    Event(DialogEvent),
+    /// An event from a proxy shard, with the acknowledgement it waits for, if any.
+    Event(DialogEvent, Option<StoredAck>),
     /// The timer of generation `0` fired.
     Timeout(u64),
     /// Read the record from the store now (after a restart) and arm the timer.
@@ -133,12 +143,16 @@ impl Actor for DialogActor {
                             id,
                             reason: EndReason::Timeout,
                         };
-                        on_event(state, ev).await;
+                        let _ = on_event(state, ev).await;
                     }
                     myself.stop(Some("timeout".to_owned()));
                 }
-                DialogMsg::Event(ev) => {
-                    if on_event(state, ev).await == Next::Stop {
+                DialogMsg::Event(ev, ack) => {
+                    let (next, stored) = on_event(state, ev).await;
+                    if let Some(StoredAck(ack)) = ack {
+                        ack(stored);
+                    }
+                    if next == Next::Stop {
                         myself.stop(Some("terminated".to_owned()));
                     } else {
                         arm_timer(&myself, state);
@@ -178,8 +192,9 @@ async fn ensure_loaded(state: &mut DialogActorState) {
     }
 }
 
-/// Folds one event in and mirrors the result to the store.
-async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> Next {
+/// Folds one event in and mirrors the result to the store; also says whether the store
+/// holds what it should (false only when a write failed).
+async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool) {
     ensure_loaded(state).await;
     let wall = SystemTime::now();
     let (save, end) = match &mut state.dialog {
@@ -194,7 +209,7 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> Next {
                 if matches!(ev, DialogEvent::Terminated { .. }) {
                     remove(state, &ev.id().clone()).await;
                 }
-                return Next::Stop;
+                return (Next::Stop, true);
             }
         },
         Some(d) => {
@@ -210,15 +225,18 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> Next {
             info!(?ev, "dialog ended");
             remove(state, &id).await;
         }
-        return Next::Stop;
+        return (Next::Stop, true);
     }
     if save && let Some(d) = &state.dialog {
         match state.store.save(d).await {
             Ok(()) => debug!(phase = d.phase.as_str(), "dialog record stored"),
-            Err(e) => warn!(error = %e, "storing the dialog record failed"),
+            Err(e) => {
+                warn!(error = %e, "storing the dialog record failed");
+                return (Next::Continue, false);
+            }
         }
     }
-    Next::Continue
+    (Next::Continue, true)
 }
 
 async fn remove(state: &DialogActorState, id: &DialogId) {

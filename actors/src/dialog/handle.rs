@@ -12,7 +12,7 @@ use tracing::warn;
 
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
 
-use super::actor::DialogMsg;
+use super::actor::{DialogMsg, StoredAck};
 use super::store::DialogStore;
 use super::supervisor::{DialogSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -144,17 +144,28 @@ impl Dialogs {
     /// Hands one event to its dialog's actor, creating the actor when there is none. Never
     /// blocks: a cast into an unbounded mailbox.
     pub fn handle(&self, ev: DialogEvent) {
-        let ev = match self.map.get(ev.id()) {
-            Some(actor) => match actor.cast(DialogMsg::Event(ev)) {
+        self.deliver(ev, None);
+    }
+
+    /// Like [`handle`](Self::handle), and calls `ack` once the event was applied and the
+    /// record written (`true`) or the write failed (`false`). `ack` is dropped uncalled only
+    /// when the supervisor is gone; the caller bounds its wait anyway.
+    pub fn handle_acked(&self, ev: DialogEvent, ack: impl FnOnce(bool) + Send + 'static) {
+        self.deliver(ev, Some(StoredAck(Box::new(ack))));
+    }
+
+    fn deliver(&self, ev: DialogEvent, ack: Option<StoredAck>) {
+        let (ev, ack) = match self.map.get(ev.id()) {
+            Some(actor) => match actor.cast(DialogMsg::Event(ev, ack)) {
                 Ok(()) => return,
                 // The actor stopped (or failed) since the map was read: the supervisor
                 // starts a new one from the store.
-                Err(MessagingErr::SendErr(DialogMsg::Event(ev))) => ev,
+                Err(MessagingErr::SendErr(DialogMsg::Event(ev, ack))) => (ev, ack),
                 Err(_) => return,
             },
-            None => ev,
+            None => (ev, ack),
         };
-        if self.supervisor.cast(SupervisorMsg::Spawn(ev)).is_err() {
+        if self.supervisor.cast(SupervisorMsg::Spawn(ev, ack)).is_err() {
             warn!("dialog supervisor is gone: dialog event dropped");
         }
     }

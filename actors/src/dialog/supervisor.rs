@@ -14,15 +14,16 @@ use tracing::{debug, warn};
 
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
 
-use super::actor::{DialogActor, DialogArgs, DialogMsg, Start};
+use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
 use super::handle::ActorMap;
 use super::store::DialogStore;
 
 /// Messages of the [`DialogSupervisor`].
 #[derive(Debug)]
 pub enum SupervisorMsg {
-    /// An event for a dialog with no live actor (as far as the sender saw).
-    Spawn(DialogEvent),
+    /// An event for a dialog with no live actor (as far as the sender saw), with its
+    /// acknowledgement.
+    Spawn(DialogEvent, Option<StoredAck>),
 }
 
 /// Start-up arguments.
@@ -101,18 +102,18 @@ impl Actor for DialogSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Spawn(ev) => {
+            SupervisorMsg::Spawn(ev, ack) => {
                 // Another Spawn for the same dialog may have been queued before the first
                 // created the actor: deliver to it.
-                let ev = match state.map.get(ev.id()) {
-                    Some(actor) => match actor.cast(DialogMsg::Event(ev)) {
+                let (ev, ack) = match state.map.get(ev.id()) {
+                    Some(actor) => match actor.cast(DialogMsg::Event(ev, ack)) {
                         Ok(()) => return Ok(()),
                         Err(e) => match e {
-                            ractor::MessagingErr::SendErr(DialogMsg::Event(ev)) => ev,
+                            ractor::MessagingErr::SendErr(DialogMsg::Event(ev, ack)) => (ev, ack),
                             _ => return Ok(()),
                         },
                     },
-                    None => ev,
+                    None => (ev, ack),
                 };
                 let start = match &ev {
                     DialogEvent::Early(_) | DialogEvent::Confirmed(_) => Start::Fresh,
@@ -120,7 +121,7 @@ impl Actor for DialogSupervisor {
                 };
                 let id = ev.id().clone();
                 if let Some(actor) = Self::spawn_child(&myself, state, id, start).await {
-                    let _ = actor.cast(DialogMsg::Event(ev));
+                    let _ = actor.cast(DialogMsg::Event(ev, ack));
                 }
             }
         }

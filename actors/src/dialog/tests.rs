@@ -254,3 +254,67 @@ fn flows_roundtrip() {
     }
     assert_eq!(record::decode_flow("udp"), None);
 }
+
+#[tokio::test]
+async fn the_ack_comes_after_the_record_is_stored() {
+    let (dialogs, store) = start(DialogConfig::default()).await;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let check = store.clone();
+    dialogs.handle_acked(confirmed("ack1"), move |stored| {
+        let _ = tx.send(stored);
+    });
+    let stored = tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored);
+    assert!(
+        check
+            .load(&DialogId::new("ack1", "a1", "b1"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// A store whose every call fails, like Redis while it is down.
+struct DownStore;
+
+impl DialogStore for DownStore {
+    fn save<'a>(&'a self, _: &'a DialogState) -> super::store::StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Err(down())))
+    }
+    fn load<'a>(&'a self, _: &'a DialogId) -> super::store::StoreFuture<'a, Option<DialogState>> {
+        Box::pin(std::future::ready(Err(down())))
+    }
+    fn remove<'a>(&'a self, _: &'a DialogId) -> super::store::StoreFuture<'a, bool> {
+        Box::pin(std::future::ready(Err(down())))
+    }
+    fn kind(&self) -> &'static str {
+        "down"
+    }
+}
+
+fn down() -> super::DialogStoreError {
+    super::DialogStoreError::Unavailable(crate::location::UnavailableReason::Disconnected)
+}
+
+#[tokio::test]
+async fn a_failing_store_acks_false_at_once_and_the_dialog_still_ends() {
+    let dialogs = Dialogs::start(Arc::new(DownStore), DialogConfig::default())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    dialogs.handle_acked(confirmed("down1"), move |stored| {
+        let _ = tx.send(stored);
+    });
+    let stored = tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!stored);
+    let id = DialogId::new("down1", "a1", "b1");
+    assert!(dialogs.is_live(&id));
+    dialogs.handle(bye(id));
+    eventually("the actor to stop", async || dialogs.live() == 0).await;
+}

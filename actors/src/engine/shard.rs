@@ -134,6 +134,10 @@ enum StoreDone {
         token: u64,
         addresses: Vec<std::net::SocketAddr>,
     },
+    DialogStored {
+        token: u64,
+        stored: bool,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
@@ -146,6 +150,9 @@ fn apply(core: &mut Core, done: StoreDone) {
         }
         StoreDone::Resolve { token, addresses } => {
             core.handle_resolve_result(Instant::now(), token, addresses);
+        }
+        StoreDone::DialogStored { token, stored } => {
+            core.handle_dialog_stored(Instant::now(), token, stored);
         }
     }
 }
@@ -238,6 +245,13 @@ async fn flush<S: LocationStore>(
         match out {
             // The dialog's actor keeps the record; routing does not wait for it.
             Output::Dialog(ev) => dialogs.handle(ev),
+            // A confirmed dialog: its 2xx is held in the core until the record is stored.
+            Output::StoreDialog { token, event } => {
+                let done = done.clone();
+                dialogs.handle_acked(event, move |stored| {
+                    let _ = done.send(StoreDone::DialogStored { token, stored });
+                });
+            }
             Output::Transmit(t) => {
                 let d = t.destination;
                 transport.send(

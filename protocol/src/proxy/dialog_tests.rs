@@ -112,27 +112,89 @@ fn ringing_then_answer_gives_early_then_confirmed_with_routes_contacts_and_flows
 }
 
 #[test]
-fn the_confirmed_event_comes_before_the_2xx_is_sent() {
+fn the_2xx_is_held_until_the_dialog_is_stored_and_retransmissions_are_absorbed() {
     let mut h = Harness::new();
+    h.ack_dialogs = false;
+    let fwd = call(&mut h);
+    let ok = reply(&fwd, 200, "b1", "sip:bob@127.0.0.3:5080", "");
+    h.recv(BOB, &ok);
+    assert!(matches!(h.dialogs[..], [DialogEvent::Confirmed(_)]));
+    assert!(
+        h.take().iter().all(|(d, _)| d.addr != addr(ALICE)),
+        "2xx held"
+    );
+    h.recv(BOB, &ok);
+    assert!(
+        h.take().iter().all(|(d, _)| d.addr != addr(ALICE)),
+        "retransmission absorbed"
+    );
+    let token = h.unacked.pop().expect("a StoreDialog token");
+    h.core.handle_dialog_stored(h.now, token, true);
+    h.pump();
+    let out = h.take();
+    assert_eq!(out.len(), 1, "exactly one 2xx");
+    assert_eq!((out[0].0.addr, status(&out[0].1)), (addr(ALICE), 200));
+    // After the release, retransmissions go through again (RFC 6026), with no new event.
+    h.recv(BOB, &ok);
+    assert_eq!(status(&h.take()[0].1), 200);
+    assert_eq!(h.dialogs.len(), 1);
+    // A late acknowledgement changes nothing.
+    h.core.handle_dialog_stored(h.now, token, true);
+    h.pump();
+    assert!(h.take().is_empty());
+}
+
+#[test]
+fn a_held_2xx_goes_out_at_the_deadline_or_at_once_when_the_store_failed() {
+    let mut h = Harness::new();
+    h.ack_dialogs = false;
     let fwd = call(&mut h);
     h.recv(BOB, &reply(&fwd, 200, "b1", "sip:bob@127.0.0.3:5080", ""));
-    // `pump` drains outputs in order: the event was queued before the transmit.
-    h.core.handle_message(
-        h.now,
-        Message::parse(bytes::Bytes::from(reply(
-            &fwd,
-            200,
-            "b2",
-            "sip:x@127.0.0.3",
-            "",
-        )))
-        .unwrap(),
-        origin(BOB),
-    );
+    h.take();
+    h.advance(super::DIALOG_HOLD - Duration::from_millis(1));
+    assert!(h.take().is_empty());
+    h.advance(Duration::from_millis(1));
+    let out = h.take();
+    assert_eq!((out[0].0.addr, status(&out[0].1)), (addr(ALICE), 200));
+
+    let mut h = Harness::new();
+    h.ack_dialogs = false;
+    let fwd = call(&mut h);
+    h.recv(BOB, &reply(&fwd, 200, "b1", "sip:bob@127.0.0.3:5080", ""));
+    h.take();
+    let token = h.unacked.pop().unwrap();
+    h.core.handle_dialog_stored(h.now, token, false);
+    h.pump();
+    assert_eq!(status(&h.take()[0].1), 200);
+}
+
+#[test]
+fn the_store_request_comes_before_the_2xx_is_sent() {
+    let mut h = Harness::new();
+    let fwd = call(&mut h);
+    let msg = Message::parse(bytes::Bytes::from(reply(
+        &fwd,
+        200,
+        "b2",
+        "sip:x@127.0.0.3",
+        "",
+    )))
+    .unwrap();
+    h.core.handle_message(h.now, msg, origin(BOB));
     let first = h.core.poll_output().expect("an output");
     assert!(
-        matches!(first, super::Output::Dialog(DialogEvent::Confirmed(_))),
+        matches!(
+            first,
+            super::Output::StoreDialog {
+                event: DialogEvent::Confirmed(_),
+                ..
+            }
+        ),
         "{first:?}"
+    );
+    assert!(
+        h.core.poll_output().is_none(),
+        "the 2xx waits for the store"
     );
 }
 

@@ -11,14 +11,49 @@
 //! dialog and ends every other early one (the proxy cancels those branches); a later 2xx from
 //! another branch confirms that dialog too (the caller will send it a BYE). A final failure
 //! sent upstream ends whatever is still early.
+//!
+//! Holding the 2xx (DESIGN.md "an answer that promises state is sent only after the store has
+//! it"): the 2xx that confirms a dialog goes out as [`Output::StoreDialog`] and is held until
+//! [`Core::handle_dialog_stored`] or [`DIALOG_HOLD`], whichever comes first; then it is
+//! forwarded (with a warning when the store did not confirm). Retransmissions of a held 2xx
+//! are absorbed, so the caller sees one 2xx, not a retransmission before the original; after
+//! the release they are forwarded as usual (RFC 6026).
 
-use tracing::debug;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, warn};
 
 use crate::dialog::{DialogEvent, EndReason, InDialogFacts, InviteFacts};
 use crate::message::{Message, Method};
 use crate::peer::Destination;
 
-use super::core::{Core, Output};
+use super::core::{Core, Output, TimerRef};
+
+/// Longest time a 2xx waits for its dialog to be stored. Short: a slow store delays the
+/// answer by this much at most, it never loses the call.
+pub const DIALOG_HOLD: Duration = Duration::from_millis(200);
+
+/// What the core does with a response after the dialog bookkeeping.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Forward it as usual.
+    Pass,
+    /// Hold it until the dialog is stored (`tag`: the callee's To tag).
+    Hold { token: u64, tag: String },
+    /// A retransmission of a held 2xx: drop it, the held one goes out.
+    Absorb,
+}
+
+/// A 2xx waiting for its dialog to be stored.
+#[derive(Debug)]
+pub(super) struct Held {
+    ctx: u64,
+    tag: String,
+    server: u64,
+    code: u16,
+    response: Bytes,
+}
 
 /// The dialog facts of one forwarded request.
 #[derive(Debug)]
@@ -67,17 +102,27 @@ impl Core {
     }
 
     /// A response arrived on branch `index` of context `ctx_id` (before it is forwarded).
-    pub(super) fn dialog_response(&mut self, ctx_id: u64, index: usize, code: u16, msg: &Message) {
+    pub(super) fn dialog_response(
+        &mut self,
+        ctx_id: u64,
+        index: usize,
+        code: u16,
+        msg: &Message,
+    ) -> Verdict {
+        let mut verdict = Verdict::Pass;
+        let token = self.next_id;
         let callee_flow = self
             .contexts
             .get(&ctx_id)
             .and_then(|c| c.branches.get(index))
             .and_then(|id| self.clients.get(id))
             .map(|c| c.destination);
+        let held = &self.held;
         let Some(track) = self.dialog_tracks.get_mut(&ctx_id) else {
-            return;
+            return verdict;
         };
         let mut events = Vec::new();
+        let mut store = None;
         match track {
             DialogTrack::Invite {
                 facts,
@@ -94,9 +139,18 @@ impl Core {
                             events.push(ev);
                         }
                     }
-                    (200..=299, Some(tag), Some(flow)) if !confirmed.contains(&tag) => {
+                    (200..=299, Some(tag), _) if confirmed.contains(&tag) => {
+                        if held.values().any(|h| h.ctx == ctx_id && h.tag == tag) {
+                            verdict = Verdict::Absorb;
+                        }
+                    }
+                    (200..=299, Some(tag), Some(flow)) => {
                         if let Some(ev) = facts.event_for(msg, flow) {
-                            events.push(ev);
+                            store = Some(ev);
+                            verdict = Verdict::Hold {
+                                token,
+                                tag: tag.clone(),
+                            };
                             let first = confirmed.is_empty();
                             early.retain(|(_, t)| *t != tag);
                             confirmed.push(tag);
@@ -142,7 +196,55 @@ impl Core {
                 }
             }
         }
+        if let Some(event) = store {
+            self.next_id += 1;
+            self.outputs.push_back(Output::StoreDialog { token, event });
+        }
         self.outputs.extend(events.into_iter().map(Output::Dialog));
+        verdict
+    }
+
+    /// Holds the 2xx `response` of context `ctx_id` until its dialog is stored.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    pub(super) fn hold(
+        &mut self,
+        now: Instant,
+        token: u64,
+        ctx: u64,
+        tag: String,
+        server: u64,
+        code: u16,
+        response: Bytes,
+    ) {
+        self.held.insert(
+            token,
+            Held {
+                ctx,
+                tag,
+                server,
+                code,
+                response,
+            },
+        );
+        self.timers
+            .schedule(now + DIALOG_HOLD, TimerRef::DialogHold(token));
+    }
+
+    /// Sends a held 2xx: the store answered (`Some(true)` stored, `Some(false)` failed) or
+    /// the hold ran out (`None`).
+    pub(super) fn release_hold(&mut self, now: Instant, token: u64, stored: Option<bool>) {
+        let Some(h) = self.held.remove(&token) else {
+            return;
+        };
+        match stored {
+            Some(true) => {}
+            Some(false) => warn!("dialog not stored (store failed): 2xx forwarded anyway"),
+            None => warn!(
+                ?DIALOG_HOLD,
+                "dialog store did not answer in time: 2xx forwarded anyway"
+            ),
+        }
+        self.respond(now, h.server, h.code, h.response);
     }
 
     /// The final response `code` of context `ctx_id` is going upstream (forwarded or made

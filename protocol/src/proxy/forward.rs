@@ -16,6 +16,7 @@ use crate::uri::Uri;
 
 use super::config::TIMER_C;
 use super::core::{ClientEntry, ClientFsm, Core, ProxyContext, StoreFailure, TimerRef};
+use super::dialogs::Verdict;
 use super::flow::binding_destination;
 use super::response_context::{ResponseAction, ResponseContext};
 use super::routing::{Resolve, is_secure, is_sips, resolve};
@@ -279,7 +280,7 @@ impl Core {
         }
         let action = ctx.rc.on_response(index, code);
         let server = ctx.server;
-        self.dialog_response(ctx_id, index, code, msg);
+        let verdict = self.dialog_response(ctx_id, index, code, msg);
         if action == ResponseAction::ForwardFinal && code >= 300 {
             self.dialog_final(ctx_id, code);
         }
@@ -288,7 +289,13 @@ impl Core {
                 let mut e = Editor::new(msg);
                 e.remove_first_value(&HeaderName::Via);
                 let bytes = e.finish();
-                self.respond(now, server, code, bytes);
+                match verdict {
+                    Verdict::Pass => self.respond(now, server, code, bytes),
+                    Verdict::Hold { token, tag } => {
+                        self.hold(now, token, ctx_id, tag, server, code, bytes);
+                    }
+                    Verdict::Absorb => {}
+                }
             }
             ResponseAction::Keep => {
                 if let Some(slot) = self

@@ -38,6 +38,10 @@ pub(super) struct Harness {
     pub(super) hosts: Vec<(String, Vec<SocketAddr>)>,
     /// Dialog events the core emitted, in order.
     pub(super) dialogs: Vec<crate::dialog::DialogEvent>,
+    /// Acknowledge `Output::StoreDialog` at once (a store that always succeeds); when off,
+    /// the tokens wait in `unacked`.
+    pub(super) ack_dialogs: bool,
+    pub(super) unacked: Vec<u64>,
 }
 
 impl Harness {
@@ -74,6 +78,8 @@ impl Harness {
             flows_closed: false,
             hosts: Vec::new(),
             dialogs: Vec::new(),
+            ack_dialogs: true,
+            unacked: Vec::new(),
         }
     }
 
@@ -137,6 +143,14 @@ impl Harness {
                     self.core.handle_resolve_result(self.now, token, found);
                 }
                 Output::Dialog(ev) => self.dialogs.push(ev),
+                Output::StoreDialog { token, event } => {
+                    self.dialogs.push(event);
+                    if self.ack_dialogs {
+                        self.core.handle_dialog_stored(self.now, token, true);
+                    } else {
+                        self.unacked.push(token);
+                    }
+                }
                 Output::Lookup { token, aor } => {
                     let result = if self.store_down {
                         Err(StoreFailure::Unavailable)
