@@ -139,11 +139,15 @@ impl Core {
                             events.push(ev);
                         }
                     }
-                    (200..=299, Some(tag), _) if confirmed.contains(&tag) => {
-                        if held.values().any(|h| h.ctx == ctx_id && h.tag == tag) {
-                            verdict = Verdict::Absorb;
-                        }
+                    // A retransmission of a 2xx that is still held goes nowhere.
+                    (200..=299, Some(tag), _)
+                        if confirmed.contains(&tag)
+                            && held.values().any(|h| h.ctx == ctx_id && h.tag == tag) =>
+                    {
+                        verdict = Verdict::Absorb;
                     }
+                    // One that was released is forwarded again (RFC 6026), no new event.
+                    (200..=299, Some(tag), _) if confirmed.contains(&tag) => {}
                     (200..=299, Some(tag), Some(flow)) => {
                         if let Some(ev) = facts.event_for(msg, flow) {
                             store = Some(ev);
