@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sipmesh_test_support::{Harness, RawMessage, RawRequest, RedisServer, UdpPeer, ViaTransport};
+use sipmesh_test_support::{
+    Harness, RawMessage, RawRequest, RedisServer, SippTransport, UdpPeer, ViaTransport,
+};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -410,4 +412,61 @@ fn a_frozen_redis_delays_the_200_briefly_but_never_drops_the_call() {
     );
     // With Redis back, the BYE still ends the call end to end.
     assert_eq!(bob_hangs_up(&harness, &call), Some(200));
+}
+
+/// SIPp UAC → node → SIPp UAS over `transport`; the UAC keeps the call up for 1.5 s before
+/// its BYE. While it is up Redis holds exactly one dialog whose flows use that transport;
+/// after the BYE nothing is left.
+fn sipp_call(test: &str, transport: SippTransport) {
+    let redis = RedisServer::start();
+    let harness = node(test, &redis, None);
+    let uas = harness
+        .uas("uas_call.xml", transport)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the UAS: {e}"));
+    uas.wait_listening()
+        .unwrap_or_else(|e| panic!("UAS did not bind: {e}"));
+    harness.run_ok(harness.register("bob.csv", uas.local_addr(), transport));
+    let uac = harness
+        .uac("uac_call.xml", transport)
+        .inf("alice_to_bob.csv")
+        .duration_ms(1500)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
+    let mut keys = Vec::new();
+    wait_until("a dialog in Redis during the call", &harness, || {
+        keys = redis_cli(&redis, &["KEYS", "sipmesh:dlg:*"]);
+        !keys.is_empty()
+    });
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let r = record(&redis, &keys[0]);
+    let token = transport.name();
+    for side in ["caller", "callee"] {
+        assert!(
+            r[&format!("{side}_flow")].starts_with(&format!("{token}:")),
+            "{side} flow over {token}: {r:?}"
+        );
+        assert!(r[&format!("{side}_route")].contains(";lr"), "{r:?}");
+    }
+    match uac.wait() {
+        Ok(outcome) => harness.check(&outcome),
+        Err(e) => panic!("cannot collect the UAC: {e}"),
+    }
+    match uas.wait() {
+        Ok(outcome) => harness.check(&outcome),
+        Err(e) => panic!("cannot collect the UAS: {e}"),
+    }
+    wait_until("no dialog in Redis after the BYE", &harness, || {
+        redis_cli(&redis, &["KEYS", "sipmesh:dlg:*"]).is_empty()
+    });
+}
+
+#[test]
+fn sipp_call_over_udp_is_in_redis_while_up() {
+    sipp_call("dialogs-sipp-udp", SippTransport::Udp);
+}
+
+#[test]
+fn sipp_call_over_tcp_is_in_redis_while_up() {
+    sipp_call("dialogs-sipp-tcp", SippTransport::Tcp);
 }
