@@ -366,7 +366,13 @@ fn bye_works_after_the_dialog_actor_panicked() {
         "the supervisor restarted the actor\n{}",
         harness.node().log_tail()
     );
-    // The restarted actor still has the record (it reloaded it).
+    // The restarted actor reloaded the record from Redis.
+    wait_until("the record reloaded", &harness, || {
+        harness
+            .node()
+            .log_text()
+            .contains("dialog record loaded from the store")
+    });
     assert!(!record(&redis, &dialog_key(&call)).is_empty());
     assert_eq!(bob_hangs_up(&harness, &call), Some(200));
     assert_removed(&harness, &redis, &call);
@@ -389,6 +395,14 @@ fn bye_works_after_a_node_restart() {
     let second = node("dialogs-restart-2", &redis, Some(at));
     assert_eq!(bob_hangs_up(&second, &call), Some(200));
     assert_removed(&second, &redis, &call);
+    // The BYE found no live actor: one was started from the stored record (not just a
+    // blind delete).
+    let log = second.node().log_text();
+    assert!(
+        log.contains("dialog record loaded from the store") && log.contains("dialog ended"),
+        "{}",
+        second.node().log_tail()
+    );
 }
 
 #[test]

@@ -222,7 +222,11 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
     };
     if end {
         if let Some(id) = state.dialog.as_ref().map(|d| d.id.clone()) {
-            info!(?ev, "dialog ended");
+            let reason = match &ev {
+                DialogEvent::Terminated { reason, .. } => Some(*reason),
+                _ => None,
+            };
+            info!(?reason, "dialog ended");
             remove(state, &id).await;
         }
         return (Next::Stop, true);
