@@ -398,3 +398,23 @@ fn update_2xx_refreshes() {
         h.dialogs
     );
 }
+
+#[test]
+fn dialog_facts_go_with_their_transactions() {
+    let mut h = Harness::new();
+    let fwd = call(&mut h);
+    h.recv(BOB, &reply(&fwd, 180, "b1", "sip:bob@127.0.0.3:5080", ""));
+    h.recv(BOB, &reply(&fwd, 200, "b1", "sip:bob@127.0.0.3:5080", ""));
+    h.recv(ALICE, &in_dialog("BYE", ALICE, "a1", "b1", BOB, 2, ""));
+    let bye = forwarded_to(&mut h, BOB);
+    h.recv(BOB, &reply(&bye, 200, "", "sip:bob@127.0.0.3:5080", ""));
+    assert!(!h.core.dialog_tracks.is_empty());
+    h.advance(Duration::from_secs(64));
+    assert!(
+        h.core.dialog_tracks.is_empty(),
+        "{:?}",
+        h.core.dialog_tracks
+    );
+    assert!(h.core.held.is_empty());
+    assert!(h.core.is_idle());
+}
