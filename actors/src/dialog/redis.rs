@@ -1,5 +1,5 @@
 //! Dialog records in Redis: one hash per confirmed dialog, `P<call-id;caller-tag;callee-tag>`
-//! with the prefix `P` (default `sipmesh:dlg:`), fields from [`record`](super::record), and a
+//! with the prefix `P` (default `sipmesh:dlg:`), fields from [`record`](super::record::encode), and a
 //! key expiry of the dialog timeout plus [`EXPIRY_MARGIN`] so a lost BYE cannot leak a key.
 //!
 //! The same patterns as the location store: one lazily connecting [`ConnectionManager`] that
