@@ -484,3 +484,62 @@ fn sipp_call_over_udp_is_in_redis_while_up() {
 fn sipp_call_over_tcp_is_in_redis_while_up() {
     sipp_call("dialogs-sipp-tcp", SippTransport::Tcp);
 }
+
+#[test]
+fn a_reinvite_refreshes_the_stored_target_cseq_and_session_timer() {
+    let redis = RedisServer::start();
+    let harness = node("dialogs-reinvite", &redis, None);
+    let (call, fin) = place_call(&harness, 200, "reinv");
+    assert_eq!(fin.status(), Some(200), "{fin}");
+    let key = dialog_key(&call);
+    // Bob moves (new Contact) and re-INVITEs; alice accepts with a 90 s session timer.
+    let reinvite = RawRequest::new(
+        "INVITE",
+        &format!("sip:alice@{}", call.alice.local_addr()),
+        ViaTransport::Udp,
+        call.bob.local_addr(),
+    )
+    .set("Route", call.route.clone())
+    .set("From", format!("<sip:bob@{DOMAIN}>;tag={}", call.bob_tag))
+    .set("To", format!("<sip:alice@{DOMAIN}>;tag={}", call.alice_tag))
+    .set("Call-ID", call.call_id.clone())
+    .set("CSeq", "5 INVITE")
+    .header("Contact", "<sip:bob-moved@192.0.2.9:5070>");
+    call.bob
+        .send(harness.node().udp_addr(), &reinvite.to_bytes())
+        .unwrap();
+    let Some((got, from)) = next_request(&call.alice, "INVITE") else {
+        panic!("alice got no re-INVITE\n{}", harness.node().log_tail());
+    };
+    let mut ok = String::from_utf8(got.reply(200, "OK")).unwrap();
+    ok = ok.replace(
+        "Content-Length: 0\r\n",
+        &format!(
+            "Contact: <sip:alice@{}>\r\nSession-Expires: 90;refresher=uac\r\nContent-Length: 0\r\n",
+            call.alice.local_addr()
+        ),
+    );
+    call.alice.send(from, ok.as_bytes()).unwrap();
+    assert_eq!(
+        call.bob.recv_final(WAIT).and_then(|m| m.status()),
+        Some(200)
+    );
+    wait_until("the refreshed record", &harness, || {
+        record(&redis, &key).get("callee_cseq").map(String::as_str) == Some("5")
+    });
+    let r = record(&redis, &key);
+    assert_eq!(r["callee_target"], "sip:bob-moved@192.0.2.9:5070", "{r:?}");
+    assert_eq!(r["session_expires_s"], "90");
+    assert_eq!(
+        r["timeout_s"], "122",
+        "session interval plus the 32 s grace"
+    );
+    let ttl: i64 = redis_cli(&redis, &["TTL", &key])
+        .first()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(-1);
+    assert!(
+        ttl > 150 && ttl <= 182,
+        "key expiry follows the session timer: {ttl}"
+    );
+}
