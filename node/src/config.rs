@@ -290,6 +290,7 @@ impl TryFrom<RawConfig> for NodeConfig {
                 tls,
                 ws,
                 redis: raw.redis.as_deref().map(RedisStoreConfig::new),
+                dialog: sipmesh_protocol::dialog::DialogConfig::default(),
             },
         })
     }

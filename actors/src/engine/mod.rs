@@ -26,10 +26,12 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use sipmesh_protocol::dialog::DialogConfig;
 use sipmesh_protocol::proxy::{CoreConfig, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
+use crate::dialog::{DialogStore, Dialogs, MemoryDialogStore, RedisDialogStore};
 use crate::location::{LocationStore, MemoryLocationStore, RedisLocationStore, RedisStoreConfig};
 use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
@@ -80,6 +82,8 @@ pub struct EngineConfig {
     pub ws: transport::WsConfig,
     /// Keep registrations in Redis (None: in memory, the single-node default).
     pub redis: Option<RedisStoreConfig>,
+    /// Dialog timeouts (the dialog records go to Redis too when `redis` is set).
+    pub dialog: DialogConfig,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -87,6 +91,7 @@ struct ShardSpawn<'a> {
     listeners: Vec<Listener>,
     config: &'a EngineConfig,
     transport: &'a TransportHandle,
+    dialogs: &'a Dialogs,
 }
 
 impl ShardSpawn<'_> {
@@ -119,6 +124,7 @@ impl ShardSpawn<'_> {
                     self.transport.clone(),
                     store.clone(),
                     self.config.registrar,
+                    self.dialogs.clone(),
                 ))
             })
             .collect();
@@ -135,6 +141,9 @@ pub enum EngineError {
     /// The Redis URL is not usable.
     #[error("location store: {0}")]
     Redis(crate::location::RedisStoreError),
+    /// The dialog supervisor did not start.
+    #[error("dialog supervisor: {0}")]
+    Dialogs(#[source] ractor::SpawnErr),
 }
 
 /// A running engine.
@@ -146,6 +155,8 @@ pub struct Engine {
     sweeper: JoinHandle<()>,
     shards: Vec<JoinHandle<()>>,
     shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
+    /// The dialog actors (stopped last; their records stay in the store).
+    dialogs: Dialogs,
     local: Vec<(Transport, SocketAddr)>,
     admin: EngineAdmin,
 }
@@ -179,10 +190,21 @@ impl Engine {
                 addr: *addr,
             })
             .collect();
+        let dialog_store: Arc<dyn DialogStore> = match &config.redis {
+            Some(redis) => Arc::new(
+                RedisDialogStore::new(redis, crate::dialog::redis::DEFAULT_PREFIX)
+                    .map_err(EngineError::Redis)?,
+            ),
+            None => Arc::new(MemoryDialogStore::new()),
+        };
+        let dialogs = Dialogs::start(dialog_store, config.dialog)
+            .await
+            .map_err(EngineError::Dialogs)?;
         let spawn = ShardSpawn {
             listeners,
             config: &config,
             transport: &transport,
+            dialogs: &dialogs,
         };
         let (store_kind, (sweeper, shards, store_stats)) = match &config.redis {
             Some(redis) => {
@@ -198,6 +220,7 @@ impl Engine {
             transport: transport.clone(),
             store_kind,
             store_stats,
+            dialogs: dialogs.clone(),
         };
         Ok(Self {
             transport,
@@ -205,6 +228,7 @@ impl Engine {
             sweeper,
             shards,
             shutdown: senders,
+            dialogs,
             local,
             admin,
         })
@@ -255,6 +279,7 @@ impl Engine {
         drop(self.shutdown);
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(self.shards)).await;
         self.sweeper.abort();
+        self.dialogs.stop();
         // The last answers the shards queued are still in the transport's send queues; the
         // writers flush them within a few milliseconds.
         tokio::time::sleep(TRANSPORT_FLUSH).await;
