@@ -27,6 +27,7 @@
 //! Sentinel discovery is not wired yet. Such URLs are refused with
 //! [`RedisStoreError::UnsupportedTopology`].
 
+mod batch;
 mod codec;
 mod msgpack;
 
@@ -172,6 +173,8 @@ pub struct RedisLocationStore {
     timeout: Duration,
     sweep_batch: usize,
     permits: Arc<Semaphore>,
+    /// Pipelines the REGISTER script and lookups.
+    batch: batch::Batcher,
     register_script: Arc<Script>,
     sweep_script: Arc<Script>,
     remove_connection_script: Arc<Script>,
@@ -216,7 +219,9 @@ impl RedisLocationStore {
         let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
             .map_err(RedisStoreError::InvalidUrl)?;
         let script = |body: &str| Arc::new(Script::new(&format!("{COMMON_LUA}\n{body}")));
+        let batch = batch::Batcher::spawn(conn.clone(), config.max_in_flight.max(1));
         Ok(Self {
+            batch,
             conn,
             keys: Arc::new(Keys::new(&config.key_prefix)),
             scope: Arc::from(config.connection_scope.as_str()),
@@ -277,6 +282,23 @@ impl RedisLocationStore {
         tokio::time::timeout(self.timeout, guarded)
             .await
             .unwrap_or(Err(StoreError::Unavailable(UnavailableReason::Timeout)))
+    }
+
+    /// Runs `cmd` in the next pipelined batch, with a permit and within the timeout.
+    async fn batched(
+        &self,
+        cmd: ::redis::Cmd,
+        script: Option<&Arc<Script>>,
+    ) -> Result<Value, StoreError> {
+        let query = self.batch.query(cmd, script.cloned());
+        let reply = self
+            .bounded(async {
+                query.await.map_err(|batch::Closed| {
+                    RedisError::from((::redis::ErrorKind::Io, "location store queue closed"))
+                })
+            })
+            .await?;
+        reply.map_err(unavailable)
     }
 
     /// The request-only rules of `apply_register`, in its order, and the encoded contacts.
@@ -411,11 +433,12 @@ impl LocationStore for RedisLocationStore {
         let max_contacts = policy.max_contacts;
         async move {
             let plan = plan?;
-            let mut conn = self.conn.clone();
-            let mut call = self.register_script.prepare_invoke();
-            call.key(self.keys.aor(&req.aor))
-                .key(&self.keys.expiry)
-                .key(&self.keys.count)
+            let mut cmd = ::redis::cmd("EVALSHA");
+            cmd.arg(self.register_script.get_hash())
+                .arg(3)
+                .arg(self.keys.aor(&req.aor))
+                .arg(&self.keys.expiry)
+                .arg(&self.keys.count)
                 .arg(codec::millis(now))
                 .arg(plan.mode)
                 .arg(req.call_id.as_ref())
@@ -425,10 +448,13 @@ impl LocationStore for RedisLocationStore {
                 .arg(&self.keys.connection);
             for items in &plan.contacts {
                 for item in items {
-                    call.arg(item.as_slice());
+                    cmd.arg(item.as_slice());
                 }
             }
-            let reply: Vec<Value> = self.bounded(call.invoke_async(&mut conn)).await?;
+            let reply = match self.batched(cmd, Some(&self.register_script)).await? {
+                Value::Array(items) => items,
+                _ => return Err(bad_reply("register script reply")),
+            };
             match reply.as_slice() {
                 [status, changed, value] if bytes_of(status) == Some(b"OK") => {
                     let bindings = decode(bytes_of(value).unwrap_or_default().to_vec())?;
@@ -456,12 +482,13 @@ impl LocationStore for RedisLocationStore {
     ) -> impl Future<Output = Result<Vec<Binding>, StoreError>> + Send {
         let key = self.keys.aor(aor);
         async move {
-            let mut conn = self.conn.clone();
             let mut cmd = ::redis::cmd("GET");
             cmd.arg(key);
-            let get = cmd.query_async::<Option<Vec<u8>>>(&mut conn);
-            let value = self.bounded(get).await?;
-            let mut bindings = value.map(decode).transpose()?.unwrap_or_default();
+            let mut bindings = match self.batched(cmd, None).await? {
+                Value::Nil => Vec::new(),
+                Value::BulkString(value) => decode(value)?,
+                _ => return Err(bad_reply("lookup reply")),
+            };
             bindings.retain(|b| !b.is_expired(now));
             Ok(bindings)
         }
