@@ -64,6 +64,10 @@ pub enum HarnessError {
         output: String,
     },
 
+    /// `stunnel` could not be started.
+    #[error("cannot run stunnel ({0}): run scripts/test.sh, which installs stunnel4")]
+    StunnelMissing(String),
+
     /// `node` or the JsSIP test client's packages are missing.
     #[error(
         "Node.js test client not installed ({0}): run scripts/test.sh (apt-get install nodejs npm; npm ci in tests/jssip)"

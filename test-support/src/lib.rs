@@ -47,6 +47,7 @@ mod redis_server;
 mod secure;
 mod sipp;
 mod stats;
+mod stunnel;
 mod tcp_peer;
 mod udp_peer;
 
@@ -66,5 +67,6 @@ pub use redis_server::RedisServer;
 pub use secure::SecureListeners;
 pub use sipp::{Sipp, SippOutcome, SippRunning, SippTransport};
 pub use stats::SippStats;
+pub use stunnel::Stunnel;
 pub use tcp_peer::TcpPeer;
 pub use udp_peer::UdpPeer;
