@@ -240,13 +240,15 @@ local function same_binding(b, c)
 end
 
 -- Replaces the stored bindings of `aor` (`old` -> `new`), keeping the expiry index, the
--- binding counter and the connection index in step.
-local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix)
+-- binding counter and the connection index in step. An AOR that has bindings again is no
+-- longer one whose flows closed: its `closed_key` marker goes.
+local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix, closed_key)
   if #new == 0 then
     redis.call('DEL', aor_key)
     redis.call('ZREM', exp_key, aor)
   else
     redis.call('SET', aor_key, encode_set(new))
+    redis.call('DEL', closed_key)
     local min = new[1].exp
     for _, b in ipairs(new) do
       if b.exp < min then min = b.exp end
