@@ -74,10 +74,11 @@ impl<'a> Host<'a> {
     #[inline]
     pub(crate) fn from_host_chars(host: &'a str) -> Self {
         let b = host.as_bytes();
-        if b.first().is_some_and(u8::is_ascii_digit) && b.last().is_some_and(u8::is_ascii_digit) {
-            if let Some(v4) = parse_ipv4(b).or_else(|| host.parse::<Ipv4Addr>().ok()) {
-                return Host::Ipv4(v4);
-            }
+        if b.first().is_some_and(u8::is_ascii_digit)
+            && b.last().is_some_and(u8::is_ascii_digit)
+            && let Some(v4) = parse_ipv4(b).or_else(|| host.parse::<Ipv4Addr>().ok())
+        {
+            return Host::Ipv4(v4);
         }
         Host::Domain(host)
     }
@@ -133,10 +134,10 @@ fn parse_v6(s: &str) -> Result<Ipv6Addr, ParseError> {
         return Ok(a);
     }
     // RFC 5118 §4.3: the RFC 3261 ABNF admits `2001:db8:::192.0.2.1`; accept it as `::`.
-    if s.contains(":::") {
-        if let Ok(a) = s.replacen(":::", "::", 1).parse::<Ipv6Addr>() {
-            return Ok(a);
-        }
+    if s.contains(":::")
+        && let Ok(a) = s.replacen(":::", "::", 1).parse::<Ipv6Addr>()
+    {
+        return Ok(a);
     }
     Err(ParseError::InvalidHost)
 }

@@ -48,10 +48,10 @@ impl Ingress {
             .as_ref()
             .and_then(|v| v.branch)
             .filter(|b| b.starts_with("z9hG4bK"));
-        if !msg.is_request() {
-            if let Some(s) = branch.and_then(shard_of_branch) {
-                return usize::from(s) % n;
-            }
+        if !msg.is_request()
+            && let Some(s) = branch.and_then(shard_of_branch)
+        {
+            return usize::from(s) % n;
         }
         let mut h = self.hasher.build_hasher();
         match branch {
@@ -184,12 +184,11 @@ impl InboundSink for std::sync::Arc<Ingress> {
                     local,
                     connection,
                 };
-                if let Some(head) = salvage_head(&partial) {
-                    if let Ok(msg) = Message::parse(head) {
-                        if msg.is_request() {
-                            self.reply(&msg, &origin, StatusCode(513), "Message Too Large");
-                        }
-                    }
+                if let Some(head) = salvage_head(&partial)
+                    && let Ok(msg) = Message::parse(head)
+                    && msg.is_request()
+                {
+                    self.reply(&msg, &origin, StatusCode(513), "Message Too Large");
                 }
             }
             InboundEvent::ConnectionClosed { connection, peer } => {

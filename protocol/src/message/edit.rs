@@ -103,17 +103,17 @@ impl<'a> Editor<'a> {
     ) {
         let value = value.into();
         self.touched = true;
-        if let Some(&idx) = self.matching(before).first() {
-            if let Some(le) = self.lines.get_mut(idx) {
-                le.before.push((name.to_owned(), value));
-                return;
-            }
+        if let Some(&idx) = self.matching(before).first()
+            && let Some(le) = self.lines.get_mut(idx)
+        {
+            le.before.push((name.to_owned(), value));
+            return;
         }
-        if let Some(&idx) = self.matching(or_after).last() {
-            if let Some(le) = self.lines.get_mut(idx) {
-                le.after.push((name.to_owned(), value));
-                return;
-            }
+        if let Some(&idx) = self.matching(or_after).last()
+            && let Some(le) = self.lines.get_mut(idx)
+        {
+            le.after.push((name.to_owned(), value));
+            return;
         }
         self.prepends.push((name.to_owned(), value));
     }
@@ -144,12 +144,12 @@ impl<'a> Editor<'a> {
         let value = value.into();
         self.touched = true;
         for idx in self.matching(&hn) {
-            if let Some(le) = self.lines.get_mut(idx) {
-                if !le.removed {
-                    le.replace = Some(value);
-                    le.removed_values = 0;
-                    return;
-                }
+            if let Some(le) = self.lines.get_mut(idx)
+                && !le.removed
+            {
+                le.replace = Some(value);
+                le.removed_values = 0;
+                return;
             }
         }
         self.appends.push((name.to_owned(), value));

@@ -246,12 +246,11 @@ impl Message {
                 let (name_len, vs, ve) =
                     split_header_line(line).ok_or(ParseError::InvalidHeaderLine)?;
                 let name_bytes = line.get(..name_len).unwrap_or_default();
-                if let Some(h) = Hot::classify(name_bytes) {
-                    if let Some(slot) = hot.get_mut(h as usize) {
-                        if *slot == u16::MAX {
-                            *slot = u16::try_from(headers.len()).unwrap_or(u16::MAX);
-                        }
-                    }
+                if let Some(h) = Hot::classify(name_bytes)
+                    && let Some(slot) = hot.get_mut(h as usize)
+                    && *slot == u16::MAX
+                {
+                    *slot = u16::try_from(headers.len()).unwrap_or(u16::MAX);
                 }
                 headers.push(Entry {
                     name_start: off(pos),

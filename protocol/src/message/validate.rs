@@ -28,10 +28,10 @@ impl Message {
         self.from()?;
         self.call_id()?;
         let cseq = self.cseq()?;
-        if let Some(m) = self.method() {
-            if *m != cseq.method {
-                return Err(ParseError::CSeqMethodMismatch);
-            }
+        if let Some(m) = self.method()
+            && *m != cseq.method
+        {
+            return Err(ParseError::CSeqMethodMismatch);
         }
         let mut n = 0;
         for v in self.vias() {

@@ -24,14 +24,14 @@ impl Core {
         origin: Origin,
         key: TransactionKey,
     ) {
-        if let Some(&id) = self.server_keys.get(&key) {
-            if let Some(entry) = self.servers.get_mut(&id) {
-                if let ServerFsm::Invite(tx) = &mut entry.fsm {
-                    tx.handle_ack(now);
-                }
-                self.drive_server(now, id);
-                return;
+        if let Some(&id) = self.server_keys.get(&key)
+            && let Some(entry) = self.servers.get_mut(&id)
+        {
+            if let ServerFsm::Invite(tx) = &mut entry.fsm {
+                tx.handle_ack(now);
             }
+            self.drive_server(now, id);
+            return;
         }
         if msg.validate_request().is_err() || matches!(msg.max_forwards(), Ok(Some(0)) | Err(_)) {
             return;

@@ -105,10 +105,10 @@ impl Core {
         if !due {
             return;
         }
-        if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            if let Some(slot) = c.timer_c.get_mut(index) {
-                *slot = None;
-            }
+        if let Some(c) = self.contexts.get_mut(&ctx_id)
+            && let Some(slot) = c.timer_c.get_mut(index)
+        {
+            *slot = None;
         }
         if self.clients.get(&id).is_some_and(|e| !e.cancel_sent) {
             debug!("Timer C fired: cancelling branch");

@@ -623,10 +623,10 @@ impl Core {
             if let Some(ctx) = entry.context {
                 // Branches still running keep their own transactions; the context goes once
                 // they are all gone (see `forget_client`).
-                if let Some(c) = self.contexts.get(&ctx) {
-                    if c.branches.iter().all(|b| !self.clients.contains_key(b)) {
-                        self.contexts.remove(&ctx);
-                    }
+                if let Some(c) = self.contexts.get(&ctx)
+                    && c.branches.iter().all(|b| !self.clients.contains_key(b))
+                {
+                    self.contexts.remove(&ctx);
                 }
             }
         }
@@ -635,12 +635,12 @@ impl Core {
     pub(super) fn forget_client(&mut self, id: u64) {
         if let Some(entry) = self.clients.remove(&id) {
             self.client_keys.remove(&entry.key);
-            if let Some((ctx, _)) = entry.branch {
-                if let Some(c) = self.contexts.get(&ctx) {
-                    let server_alive = self.servers.contains_key(&c.server);
-                    if !server_alive && c.branches.iter().all(|b| !self.clients.contains_key(b)) {
-                        self.contexts.remove(&ctx);
-                    }
+            if let Some((ctx, _)) = entry.branch
+                && let Some(c) = self.contexts.get(&ctx)
+            {
+                let server_alive = self.servers.contains_key(&c.server);
+                if !server_alive && c.branches.iter().all(|b| !self.clients.contains_key(b)) {
+                    self.contexts.remove(&ctx);
                 }
             }
         }

@@ -102,10 +102,10 @@ impl ResponseContext {
     /// A branch ended without a response for a known reason: it counts as a final `code`
     /// (480 when the flow to a UA closed under it, RFC 5626 §5.4).
     pub fn on_branch_failed_with(&mut self, branch: usize, code: u16) {
-        if let Some(state) = self.branches.get_mut(branch) {
-            if !matches!(state, Branch::Final(_)) {
-                *state = Branch::Final(code);
-            }
+        if let Some(state) = self.branches.get_mut(branch)
+            && !matches!(state, Branch::Final(_))
+        {
+            *state = Branch::Final(code);
         }
     }
 

@@ -160,13 +160,14 @@ impl Core {
         let mut target_uri: Uri<'_> = *ruri;
         // Strict-router interop (§16.4): the previous hop put our Record-Route URI into the
         // Request-URI; the real target is the last Route value.
-        if let (Some(sip), Some((last, rest))) = (ruri.as_sip(), routes.split_last()) {
-            if sip.user.is_none() && self.uri_is_self(sip) {
-                plan.new_request_uri = Some(Bytes::copy_from_slice(last.uri_raw.as_bytes()));
-                plan.drop_last_route = true;
-                target_uri = last.uri;
-                routes = rest;
-            }
+        if let (Some(sip), Some((last, rest))) = (ruri.as_sip(), routes.split_last())
+            && sip.user.is_none()
+            && self.uri_is_self(sip)
+        {
+            plan.new_request_uri = Some(Bytes::copy_from_slice(last.uri_raw.as_bytes()));
+            plan.drop_last_route = true;
+            target_uri = last.uri;
+            routes = rest;
         }
         // Pop every leading Route value that names us (two of them after double Record-Route).
         let before_pop = routes;
@@ -317,16 +318,15 @@ impl Core {
     /// A `sips:` AOR of ours is the same user as its `sip:` form (RFC 5630 §6.2: the scheme asks
     /// for TLS on every hop, which routing enforces per hop; it does not name another resource).
     pub(super) fn canonical_aor(&self, raw: &str) -> Result<Aor, AorError> {
-        if let Ok(Uri::Sip(sip)) = Uri::parse(raw) {
-            if self.locality.is_local_domain(&host_text(&sip.host))
-                && (sip.port.is_some() || sip.secure)
-            {
-                let mut aor = sip.address_of_record();
-                if aor.starts_with("sips:") {
-                    aor.replace_range(..5, "sip:");
-                }
-                return Aor::from_uri(aor.as_bytes());
+        if let Ok(Uri::Sip(sip)) = Uri::parse(raw)
+            && self.locality.is_local_domain(&host_text(&sip.host))
+            && (sip.port.is_some() || sip.secure)
+        {
+            let mut aor = sip.address_of_record();
+            if aor.starts_with("sips:") {
+                aor.replace_range(..5, "sip:");
             }
+            return Aor::from_uri(aor.as_bytes());
         }
         Aor::from_uri(raw.as_bytes())
     }

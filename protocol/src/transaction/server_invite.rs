@@ -164,10 +164,9 @@ impl ServerInviteTx {
         if matches!(
             self.state,
             ServerInviteState::Proceeding | ServerInviteState::Completed
-        ) {
-            if let Some(response) = &self.last_response {
-                self.transmits.push_back(response.clone());
-            }
+        ) && let Some(response) = &self.last_response
+        {
+            self.transmits.push_back(response.clone());
         }
     }
 

@@ -143,10 +143,9 @@ impl ServerNonInviteTx {
         if matches!(
             self.state,
             ServerNonInviteState::Proceeding | ServerNonInviteState::Completed
-        ) {
-            if let Some(response) = &self.last_response {
-                self.transmits.push_back(response.clone());
-            }
+        ) && let Some(response) = &self.last_response
+        {
+            self.transmits.push_back(response.clone());
         }
     }
 

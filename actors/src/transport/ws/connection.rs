@@ -115,11 +115,10 @@ pub(super) async fn run<S>(
                 match frame {
                     None => break End::Closed,
                     Some(Ok(message)) => {
-                        if let Some(reply) = conn.on_message(message) {
-                            if conn.write(&mut ws, [reply]).await.is_err() {
+                        if let Some(reply) = conn.on_message(message)
+                            && conn.write(&mut ws, [reply]).await.is_err() {
                                 break End::WriteError;
                             }
-                        }
                     }
                     Some(Err(e)) => {
                         conn.on_error(&mut ws, e).await;

@@ -335,10 +335,10 @@ impl<C: Machine, S: Machine> SipPair<C, S> {
         if self.client.poll_timeout().is_some_and(|d| d <= now) {
             self.client.handle_timeout(now);
         }
-        if let Some(server) = &mut self.server {
-            if server.poll_timeout().is_some_and(|d| d <= now) {
-                server.handle_timeout(now);
-            }
+        if let Some(server) = &mut self.server
+            && server.poll_timeout().is_some_and(|d| d <= now)
+        {
+            server.handle_timeout(now);
         }
     }
 
