@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use sipmesh_protocol::proxy::{CoreConfig, Listener};
+use sipmesh_protocol::proxy::{CoreConfig, FlowTokenKey, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
@@ -77,11 +77,16 @@ pub struct EngineConfig {
     pub ws: transport::WsConfig,
     /// Keep registrations in Redis (None: in memory, the single-node default).
     pub redis: Option<RedisStoreConfig>,
+    /// Key of the flow tokens in Record-Route (RFC 5626 §5.2); None: a fresh one from the OS
+    /// RNG at start (tokens written before a restart then get 403).
+    pub flow_token_key: Option<FlowTokenKey>,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
 struct ShardSpawn<'a> {
     listeners: Vec<Listener>,
+    /// One key for every shard: a token written by one is checked by another.
+    flow_token_key: FlowTokenKey,
     config: &'a EngineConfig,
     transport: &'a TransportHandle,
 }
@@ -104,6 +109,7 @@ impl ShardSpawn<'_> {
                     timers: TimerConfig::default(),
                     shard: u8::try_from(index).unwrap_or(u8::MAX),
                     rng_seed: rand::random(),
+                    flow_token_key: self.flow_token_key.clone(),
                 };
                 tokio::spawn(shard::run(
                     core_config,
@@ -170,8 +176,14 @@ impl Engine {
                 addr: *addr,
             })
             .collect();
+        let flow_token_key = config.flow_token_key.clone().unwrap_or_else(|| {
+            let mut bytes = [0u8; FlowTokenKey::LEN];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            FlowTokenKey::new(bytes)
+        });
         let spawn = ShardSpawn {
             listeners,
+            flow_token_key,
             config: &config,
             transport: &transport,
         };
