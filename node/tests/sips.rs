@@ -3,17 +3,15 @@
 //!
 //! - A `sips:` AOR registered over TLS with a `sips:` Contact is reached by a `sips:` INVITE
 //!   over TLS: the node forwards it over TLS, and the call completes (ACK, BYE).
-//! - A `sips:` INVITE that arrives over UDP is refused with 403.
+//! - A `sips:` INVITE that arrives in clear (UDP, TCP) is refused with 403.
 //! - A `sips:` INVITE over TLS to a user whose only binding is plain UDP gets 480 (no TLS path).
 //!
-//! SIPp speaks TCP behind `stunnel` (see `tls_sipp.rs` for why), so the node sees TLS
-//! connections while SIPp's own Via says TCP; the node judges a hop by its connection.
+//! SIPp speaks TLS itself (`-t l1`, the build of `scripts/build-sipp-tls.sh`; see
+//! `tls_sipp.rs`).
 
 use std::net::SocketAddr;
 
-use sipmesh_test_support::{
-    Harness, HarnessError, SecureListeners, SippRunning, SippTransport, Stunnel,
-};
+use sipmesh_test_support::{Harness, SecureListeners, SippRunning, SippTransport};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -22,14 +20,6 @@ fn start(test: &str) -> (Harness, SecureListeners) {
     match Harness::try_start_secure(SIPMESH, test) {
         Ok(started) => started,
         Err(e) => panic!("cannot start the node for {test}: {e}"),
-    }
-}
-
-/// A started stunnel.
-fn tunnel(started: Result<Stunnel, HarnessError>) -> Stunnel {
-    match started {
-        Ok(tunnel) => tunnel,
-        Err(e) => panic!("{e}"),
     }
 }
 
@@ -44,12 +34,12 @@ fn spawn_uas(harness: &Harness, transport: SippTransport) -> SippRunning {
     uas
 }
 
-/// REGISTERs the `sips:` AOR of `bob` over TLS (through `entry`) with `contact`.
-fn register_sips(harness: &Harness, entry: SocketAddr, contact: &str) {
+/// REGISTERs the `sips:` AOR of `bob` over TLS (to the node's `tls` listener) with `contact`.
+fn register_sips(harness: &Harness, tls: SocketAddr, contact: &str) {
     harness.run_ok(
         harness
-            .uac("register_sips.xml", SippTransport::Tcp)
-            .remote(entry)
+            .uac("register_sips.xml", SippTransport::Tls)
+            .remote(tls)
             .inf("bob.csv")
             .key("contact", contact),
     );
@@ -58,20 +48,15 @@ fn register_sips(harness: &Harness, entry: SocketAddr, contact: &str) {
 #[test]
 fn sips_call_over_tls_end_to_end() {
     let (harness, listeners) = start("sips-call-tls");
-    // Callee: a SIPp UAS behind a TLS front end, registered as sips:bob over TLS.
-    let uas = spawn_uas(&harness, SippTransport::Tcp);
-    let callee_tls = tunnel(Stunnel::server(&harness, uas.local_addr()));
-    let caller_tls = tunnel(Stunnel::client(&harness, &listeners));
-    register_sips(
-        &harness,
-        caller_tls.accept_addr(),
-        &format!("sips:bob@{}", callee_tls.accept_addr()),
-    );
+    // Callee: a SIPp UAS listening on TLS only, registered as sips:bob over TLS.
+    let uas = spawn_uas(&harness, SippTransport::Tls);
+    let callee = uas.local_addr();
+    register_sips(&harness, listeners.tls, &format!("sips:bob@{callee}"));
     // Caller: sips:alice -> sips:bob, over TLS.
-    harness.run_ok(
+    let caller = harness.run_ok(
         harness
-            .uac("uac_call_sips.xml", SippTransport::Tcp)
-            .remote(caller_tls.accept_addr())
+            .uac("uac_call_sips.xml", SippTransport::Tls)
+            .remote(listeners.tls)
             .inf("alice_to_bob.csv")
             .duration_ms(200),
     );
@@ -80,30 +65,40 @@ fn sips_call_over_tls_end_to_end() {
         Err(e) => panic!("cannot collect the UAS: {e}"),
     };
     harness.check(&outcome);
-    // The INVITE reached the callee through its TLS front end, addressed to its sips: Contact.
+    // The INVITE reached the callee over TLS, addressed to its sips: Contact; ACK and BYE
+    // followed on both sides.
     assert!(
-        outcome.messages.contains(&format!(
-            "INVITE sips:bob@{} SIP/2.0",
-            callee_tls.accept_addr()
-        )),
+        outcome
+            .messages
+            .contains(&format!("INVITE sips:bob@{callee} SIP/2.0")),
         "the callee got no INVITE for its sips: Contact:\n{}",
         outcome.messages
     );
+    for (side, log) in [("caller", &caller.messages), ("callee", &outcome.messages)] {
+        for method in ["ACK ", "BYE "] {
+            assert!(
+                log.lines().any(|l| l.starts_with(method)),
+                "{side}: no {method}\n{log}"
+            );
+        }
+    }
 }
 
 #[test]
-fn sips_request_over_udp_is_refused_with_403() {
-    let (harness, _listeners) = start("sips-over-udp-403");
-    let outcome = harness.run_ok(
-        harness
-            .uac("uac_sips_403.xml", SippTransport::Udp)
-            .inf("alice_to_bob.csv"),
-    );
-    assert!(
-        outcome.messages.contains("SIP/2.0 403 "),
-        "{}",
-        outcome.messages
-    );
+fn sips_request_over_udp_or_tcp_is_refused_with_403() {
+    let (harness, _listeners) = start("sips-in-clear-403");
+    for transport in [SippTransport::Udp, SippTransport::Tcp] {
+        let outcome = harness.run_ok(
+            harness
+                .uac("uac_sips_403.xml", transport)
+                .inf("alice_to_bob.csv"),
+        );
+        assert!(
+            outcome.messages.contains("SIP/2.0 403 "),
+            "{transport:?}: {}",
+            outcome.messages
+        );
+    }
 }
 
 #[test]
@@ -112,11 +107,10 @@ fn sips_request_to_a_udp_only_binding_gets_480() {
     // bob's only binding is plain UDP (a SIPp UAS that never gets the call).
     let uas = spawn_uas(&harness, SippTransport::Udp);
     harness.run_ok(harness.register("bob.csv", uas.local_addr(), SippTransport::Udp));
-    let caller_tls = tunnel(Stunnel::client(&harness, &listeners));
     let outcome = harness.run_ok(
         harness
-            .uac("uac_sips_480.xml", SippTransport::Tcp)
-            .remote(caller_tls.accept_addr())
+            .uac("uac_sips_480.xml", SippTransport::Tls)
+            .remote(listeners.tls)
             .inf("alice_to_bob.csv"),
     );
     assert!(

@@ -1,24 +1,13 @@
-//! TLS through the node with SIPp as the peers: REGISTER over TLS, and calls bridged between TLS
-//! and UDP in both directions (double Record-Route, RFC 5658 §4: each side gets a route it can
-//! use; ACK and BYE cross the proxy).
+//! TLS through the node with SIPp speaking TLS itself (`-t l1`): REGISTER over TLS, and calls
+//! bridged between TLS and UDP in both directions (double Record-Route, RFC 5658 §4: each side
+//! gets a route it can use; ACK and BYE cross the proxy, over TLS on the TLS side).
 //!
-//! Debian 12's SIPp is built without OpenSSL, so SIPp speaks TCP and `stunnel` carries it over
-//! real TLS ([`Stunnel`]). A missing `stunnel` fails the test with what to install; nothing
-//! skips.
-//!
-//! Why not SIPp's own `-t l1`: (1) rebuilding Debian's `sip-tester` with TLS is impossible here:
-//! `apt-get source sip-tester` gets the `.dsc` but the archive answers 404 for
-//! `sip-tester_3.6.1.orig.tar.gz` and `sip-tester_3.6.1-1.debian.tar.xz` (bookworm; the same for
-//! bullseye and for trixie's 3.7.3), and nothing else may be downloaded. (2) Debian 13's binary
-//! `sip-tester` 1:3.7.3-2 does have TLS (wolfSSL 5.7.2) and runs on Debian 12 with its own
-//! loader and libraries, but its TLS does not work: the handshake completes (against the node
-//! and against `openssl s_server`), then every `SSL_write` fails ("Unable to send TLS message:
-//! No error" with `-tls_version 1.2`; endless "Wrote -1 of 357 bytes" EWOULDBLOCK with 1.3), as
-//! client and as server.
+//! SIPp is the TLS-capable one installed by `scripts/build-sipp-tls.sh` (Debian 12's has no
+//! TLS); a missing one fails the test with what to run, nothing skips. SIPp presents the
+//! development pair that `sipmesh dev-cert` wrote for the test's address, which the node trusts
+//! (`--tls-ca`) when it dials a TLS Contact.
 
-use sipmesh_test_support::{
-    Harness, HarnessError, SecureListeners, SippRunning, SippTransport, Stunnel,
-};
+use sipmesh_test_support::{Harness, SecureListeners, SippRunning, SippTransport};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -27,14 +16,6 @@ fn start(test: &str) -> (Harness, SecureListeners) {
     match Harness::try_start_secure(SIPMESH, test) {
         Ok(started) => started,
         Err(e) => panic!("cannot start the node for {test}: {e}"),
-    }
-}
-
-/// A started stunnel (see [`Stunnel`]).
-fn tunnel(started: Result<Stunnel, HarnessError>) -> Stunnel {
-    match started {
-        Ok(tunnel) => tunnel,
-        Err(e) => panic!("{e}"),
     }
 }
 
@@ -49,24 +30,57 @@ fn spawn_uas(harness: &Harness, transport: SippTransport) -> SippRunning {
     uas
 }
 
-fn finish(harness: &Harness, uas: SippRunning) {
+/// Waits for the UAS, checks it, and returns its message log.
+fn finish(harness: &Harness, uas: SippRunning) -> String {
     match uas.wait() {
-        Ok(outcome) => harness.check(&outcome),
+        Ok(outcome) => {
+            harness.check(&outcome);
+            outcome.messages
+        }
         Err(e) => panic!("cannot collect the UAS: {e}"),
+    }
+}
+
+/// The methods of the requests in a SIPp `-trace_msg` log, in order.
+fn request_methods(messages: &str) -> Vec<&str> {
+    messages
+        .lines()
+        .filter(|line| line.ends_with(" SIP/2.0"))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect()
+}
+
+fn assert_dialog_requests(messages: &str, side: &str) {
+    let methods = request_methods(messages);
+    for method in ["INVITE", "ACK", "BYE"] {
+        assert!(
+            methods.contains(&method),
+            "{side}: no {method} in {methods:?}\n{messages}"
+        );
     }
 }
 
 #[test]
 fn tls_register() {
     let (harness, listeners) = start("tls-sipp-register");
-    let entry = tunnel(Stunnel::client(&harness, &listeners));
-    harness.run_ok(
+    let outcome = harness.run_ok(
         harness
-            .uac("register.xml", SippTransport::Tcp)
-            .remote(entry.accept_addr())
+            .uac("register.xml", SippTransport::Tls)
+            .remote(listeners.tls)
             .inf("bob.csv")
             .key("contact_host", harness.ip())
             .key("contact_port", 5999),
+    );
+    // SIPp's own Via and Contact say TLS (no TCP-speaking SIPp behind a tunnel any more).
+    assert!(
+        outcome.messages.contains("Via: SIP/2.0/TLS "),
+        "{}",
+        outcome.messages
+    );
+    assert!(
+        outcome.messages.contains(";transport=TLS>"),
+        "{}",
+        outcome.messages
     );
 }
 
@@ -75,28 +89,35 @@ fn tls_caller_to_udp_callee() {
     let (harness, listeners) = start("tls-sipp-call-tls-udp");
     let uas = spawn_uas(&harness, SippTransport::Udp);
     harness.run_ok(harness.register("bob.csv", uas.local_addr(), SippTransport::Udp));
-    let entry = tunnel(Stunnel::client(&harness, &listeners));
-    harness.run_ok(
+    // uac_call.xml sends ACK and BYE along the Record-Route set, whose caller-facing entry is
+    // the node's TLS listener: they go out on SIPp's TLS connection (`-t l1` has no other).
+    let caller = harness.run_ok(
         harness
-            .uac("uac_call.xml", SippTransport::Tcp)
-            .remote(entry.accept_addr())
+            .uac("uac_call.xml", SippTransport::Tls)
+            .remote(listeners.tls)
             .inf("alice_to_bob.csv")
             .duration_ms(200),
     );
-    finish(&harness, uas);
+    assert_dialog_requests(&caller.messages, "TLS caller");
+    assert!(
+        caller.messages.contains(";transport=tls;lr"),
+        "the caller's Record-Route names no TLS hop:\n{}",
+        caller.messages
+    );
+    assert_dialog_requests(&finish(&harness, uas), "UDP callee");
 }
 
 #[test]
 fn udp_caller_to_tls_callee() {
     let (harness, _listeners) = start("tls-sipp-call-udp-tls");
-    let uas = spawn_uas(&harness, SippTransport::Tcp);
-    let tls_entry = tunnel(Stunnel::server(&harness, uas.local_addr()));
+    // The UAS listens on TLS only: whatever reaches it came over TLS from the node.
+    let uas = spawn_uas(&harness, SippTransport::Tls);
     harness.run_ok(
         harness
             .uac("register_tls_contact.xml", SippTransport::Udp)
             .inf("bob.csv")
-            .key("contact_host", tls_entry.accept_addr().ip())
-            .key("contact_port", tls_entry.accept_addr().port()),
+            .key("contact_host", uas.local_addr().ip())
+            .key("contact_port", uas.local_addr().port()),
     );
     harness.run_ok(
         harness
@@ -104,5 +125,7 @@ fn udp_caller_to_tls_callee() {
             .inf("alice_to_bob.csv")
             .duration_ms(200),
     );
-    finish(&harness, uas);
+    let callee = finish(&harness, uas);
+    assert_dialog_requests(&callee, "TLS callee");
+    assert!(callee.contains("Via: SIP/2.0/TLS "), "{callee}");
 }

@@ -47,7 +47,6 @@ mod redis_server;
 mod secure;
 mod sipp;
 mod stats;
-mod stunnel;
 mod tcp_peer;
 mod udp_peer;
 
@@ -57,7 +56,9 @@ pub use error::HarnessError;
 pub use harness::Harness;
 pub use listen::{is_bound, wait_bound};
 pub use node::{NodeOptions, SipmeshNode, Target};
-pub use paths::{corpus_dir, kamailio_config, sipp_binary, sipp_dir, workspace_root};
+pub use paths::{
+    corpus_dir, kamailio_config, sipp_binary, sipp_dir, sipp_tls_binary, workspace_root,
+};
 pub use port::{free_port, test_ip};
 pub use probe::options_ping;
 pub use raw_client::RawClient;
@@ -67,6 +68,5 @@ pub use redis_server::RedisServer;
 pub use secure::SecureListeners;
 pub use sipp::{Sipp, SippOutcome, SippRunning, SippTransport};
 pub use stats::SippStats;
-pub use stunnel::Stunnel;
 pub use tcp_peer::TcpPeer;
 pub use udp_peer::UdpPeer;
