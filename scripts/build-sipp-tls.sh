@@ -12,9 +12,9 @@
 # sip-tester_3.6.1.orig.tar.gz and sip-tester_3.6.1-1.debian.tar.xz (the same for bullseye and
 # trixie), and nothing but the package registries may be downloaded.
 #
-# What this does instead: Debian unstable's `sip-tester` (3.8.x) is built with OpenSSL. Its
-# binary package and the libraries it loads (unstable's glibc among them: Debian 12's is too
-# old for it) are fetched with apt-get from the Debian archive this machine already uses, into
+# What this does instead: Debian testing's `sip-tester` (3.8.x; unstable's as a fallback) is
+# built with OpenSSL. Its binary package and the libraries it loads (that suite's glibc among
+# them: Debian 12's is too old for it) are fetched with apt-get from the Debian archive this machine already uses, into
 # a private apt state (the system's package lists and installed packages are not touched),
 # unpacked with dpkg-deb (not installed) into target/tools/sipp-tls/root, and started through
 # that libc's own dynamic loader with `--library-path`, so nothing of the system's libc is
@@ -25,7 +25,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 out="target/tools/sipp-tls"
-suite="sid"
+# Tried in order: testing moves less than unstable; either has the OpenSSL build.
+suites=(testing unstable)
 
 # `sipp -v` exits non-zero; only its banner matters.
 version() { "$out/sipp" -v 2>&1 || true; }
@@ -58,69 +59,95 @@ fi
 
 started=$(date +%s)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/debs"
-echo "deb [signed-by=$keyring] $mirror $suite main" >"$work/sources.list"
-apt_opts=(
-	-o "Dir::Etc::sourcelist=$work/sources.list"
-	-o "Dir::Etc::sourceparts=/nonexistent"
-	-o "Dir::State::Lists=$work/lists"
-	-o "Dir::State::status=/dev/null"
-	-o "Dir::Cache::archives=$work/archives"
-	-o "Dir::Cache::pkgcache="
-	-o "Dir::Cache::srcpkgcache="
-)
-# As root, apt would hand downloads to its `_apt` user, who cannot write the private dirs.
-if [ "$(id -u)" -eq 0 ]; then
-	apt_opts+=(-o "APT::Sandbox::User=root")
-fi
+trap 'rm -rf "$work" "$out.new"' EXIT
 
-echo "==> fetching $suite's sip-tester (TLS) and the libraries it loads"
-apt-get "${apt_opts[@]}" -qq update
-# sip-tester and, recursively, the libraries it depends on (lib*, gcc-*-base); its python3
-# dependency (for a helper script) is left out.
-declare -A seen=([sip-tester]=1)
-queue=(sip-tester)
-while [ ${#queue[@]} -gt 0 ]; do
-	pkg=${queue[0]}
-	queue=("${queue[@]:1}")
-	while read -r dep; do
-		if [ -z "${seen[$dep]:-}" ]; then
-			seen[$dep]=1
-			queue+=("$dep")
-		fi
-	done < <(apt-cache "${apt_opts[@]}" depends --no-recommends --no-suggests --no-conflicts \
-		--no-breaks --no-replaces --no-enhances "$pkg" |
-		awk '/^ *\|?(Pre)?Depends:/ { sub(/:any$/, "", $2); print $2 }' | grep -E '^(lib|gcc-)' || true)
-done
-(cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download "${!seen[@]}")
+# Fetches sip-tester and its libraries from `suite` into $out.new; fails (non-zero) on any
+# problem, leaving the caller to try the next suite.
+fetch() {
+	local suite=$1
+	rm -rf "$work" "$out.new"
+	mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/debs" "$out.new/root"
+	echo "deb [signed-by=$keyring] $mirror $suite main" >"$work/sources.list"
+	apt_opts=(
+		-o "Dir::Etc::sourcelist=$work/sources.list"
+		-o "Dir::Etc::sourceparts=/nonexistent"
+		-o "Dir::State::Lists=$work/lists"
+		-o "Dir::State::status=/dev/null"
+		-o "Dir::Cache::archives=$work/archives"
+		-o "Dir::Cache::pkgcache="
+		-o "Dir::Cache::srcpkgcache="
+	)
+	# As root, apt would hand downloads to its `_apt` user, who cannot write the private dirs.
+	if [ "$(id -u)" -eq 0 ]; then
+		apt_opts+=(-o "APT::Sandbox::User=root")
+	fi
 
-rm -rf "$out.new"
-mkdir -p "$out.new/root"
-for deb in "$work"/debs/*.deb; do
-	dpkg-deb -x "$deb" "$out.new/root"
+	echo "==> fetching $suite's sip-tester (TLS) and the libraries it loads"
+	apt-get "${apt_opts[@]}" -qq update
+	# sip-tester and, recursively, the libraries it depends on (lib*, gcc-*-base); its python3
+	# dependency (for a helper script) is left out.
+	declare -A seen=([sip-tester]=1)
+	queue=(sip-tester)
+	while [ ${#queue[@]} -gt 0 ]; do
+		pkg=${queue[0]}
+		queue=("${queue[@]:1}")
+		while read -r dep; do
+			if [ -z "${seen[$dep]:-}" ]; then
+				seen[$dep]=1
+				queue+=("$dep")
+			fi
+		done < <(apt-cache "${apt_opts[@]}" depends --no-recommends --no-suggests --no-conflicts \
+			--no-breaks --no-replaces --no-enhances "$pkg" |
+			awk '/^ *\|?(Pre)?Depends:/ { sub(/:any$/, "", $2); print $2 }' | grep -E '^(lib|gcc-)' || true)
+	done
+	(cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download "${!seen[@]}")
+
+	for deb in "$work"/debs/*.deb; do
+		dpkg-deb -x "$deb" "$out.new/root"
+	done
+	loader=$(find "$out.new/root/usr/lib" -maxdepth 2 -name 'ld-linux*.so.[0-9]' | head -n 1)
+	if [ -z "$loader" ]; then
+		echo "build-sipp-tls: no dynamic loader in the unpacked libc6" >&2
+		return 1
+	fi
+	libdir=${loader%/*}
+	missing=$("$loader" --list --library-path "$libdir" "$out.new/root/usr/bin/sipp" | grep 'not found' || true)
+	if [ -n "$missing" ]; then
+		echo "build-sipp-tls: libraries missing from the unpacked packages:" >&2
+		echo "$missing" >&2
+		return 1
+	fi
+	rel_libdir=${libdir#"$out.new/root/"}
+	# (`<<-`: the leading tabs of the lines below are not written.)
+	cat >"$out.new/sipp" <<-EOF
+	#!/bin/sh
+	# SIPp from Debian ${suite} (TLS) with its own loader and libraries: see scripts/build-sipp-tls.sh.
+	here=\$(dirname "\$(readlink -f "\$0")")
+	exec "\$here/root/${rel_libdir}/${loader##*/}" --library-path "\$here/root/${rel_libdir}" \\
+		"\$here/root/usr/bin/sipp" "\$@"
+	EOF
+	chmod +x "$out.new/sipp"
+}
+
+done_suite=""
+for suite in "${suites[@]}"; do
+	# A subshell with errexit of its own (not inside a condition, where bash would ignore it).
+	set +e
+	(
+		set -e
+		fetch "$suite"
+	)
+	fetched=$?
+	set -e
+	if [ "$fetched" -eq 0 ] && [[ "$("$out.new/sipp" -v 2>&1 || true)" == *"-TLS"* ]]; then
+		done_suite=$suite
+		break
+	fi
+	echo "build-sipp-tls: no working TLS SIPp from $suite" >&2
 done
-loader=$(find "$out.new/root/usr/lib" -maxdepth 2 -name 'ld-linux*.so.[0-9]' | head -n 1)
-if [ -z "$loader" ]; then
-	echo "build-sipp-tls: no dynamic loader in the unpacked libc6" >&2
+if [ -z "$done_suite" ]; then
 	exit 1
 fi
-libdir=${loader%/*}
-missing=$("$loader" --list --library-path "$libdir" "$out.new/root/usr/bin/sipp" | grep 'not found' || true)
-if [ -n "$missing" ]; then
-	echo "build-sipp-tls: libraries missing from the unpacked packages:" >&2
-	echo "$missing" >&2
-	exit 1
-fi
-rel_libdir=${libdir#"$out.new/root/"}
-cat >"$out.new/sipp" <<EOF
-#!/bin/sh
-# SIPp from Debian ${suite} (TLS) with its own loader and libraries: see scripts/build-sipp-tls.sh.
-here=\$(dirname "\$(readlink -f "\$0")")
-exec "\$here/root/${rel_libdir}/${loader##*/}" --library-path "\$here/root/${rel_libdir}" \\
-	"\$here/root/usr/bin/sipp" "\$@"
-EOF
-chmod +x "$out.new/sipp"
 rm -rf "$out"
 mv "$out.new" "$out"
 

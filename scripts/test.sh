@@ -30,7 +30,7 @@ if ! have sipp || ! have kamailio || ! have redis-server || ! have python3 ||
 fi
 
 # SIPp with TLS (`-t l1`) for the TLS and sips: tests: Debian 12's sip-tester has none. Cached in
-# target/tools/sipp-tls (see scripts/build-sipp-tls.sh; about 30 s when missing).
+# target/tools/sipp-tls (see scripts/build-sipp-tls.sh; 20-30 s when missing).
 if [ ! -x target/tools/sipp-tls/sipp ]; then
 	scripts/build-sipp-tls.sh
 fi
