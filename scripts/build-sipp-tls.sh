@@ -14,11 +14,13 @@
 #
 # What this does instead: Debian testing's `sip-tester` (3.8.x; unstable's as a fallback) is
 # built with OpenSSL. Its binary package and the libraries it loads (that suite's glibc among
-# them: Debian 12's is too old for it) are fetched with apt-get from the Debian archive this machine already uses, into
-# a private apt state (the system's package lists and installed packages are not touched),
-# unpacked with dpkg-deb (not installed) into target/tools/sipp-tls/root, and started through
-# that libc's own dynamic loader with `--library-path`, so nothing of the system's libc is
-# mixed in. target/tools/sipp-tls/sipp is the wrapper that does this. About 9 MB, a few seconds.
+# them: Debian 12's is too old for it) are fetched with apt-get from the Debian archive this
+# machine already uses, into a private apt state (the system's package lists and installed
+# packages are not touched), unpacked with dpkg-deb (not installed) into
+# target/tools/sipp-tls/root, and started through that libc's own dynamic loader with
+# `--library-path`, so nothing of the system's libc is mixed in. target/tools/sipp-tls/sipp is
+# the wrapper that does this. About 9 MB of packages, 34 MB unpacked, 20-30 s (mostly apt
+# reading the suite's package index).
 # (Debian 13's 3.7.3 has TLS through wolfSSL, but its TLS writes fail after every handshake.)
 set -euo pipefail
 
