@@ -10,6 +10,11 @@ Measures, for each target server, with SIPp as the load generator:
 * memory:   bytes per registration after registering 100,000 distinct users
             (user00000..user99999, Expires 86400) on a freshly started server.
 
+Targets: ``sipmesh`` (in-memory location store), ``sipmesh-redis`` (the same binary with
+``--redis``, against a fresh ``redis-server`` started by this script on a loopback port;
+its memory figure is the node's RSS plus Redis's RSS) and ``kamailio``. ``--target all``
+runs the three; the report prints sipmesh/kamailio and sipmesh-redis/sipmesh ratios.
+
 Each figure is the median of ``--runs`` runs; the report prints both targets and the
 ratio sipmesh/kamailio. The maximum rate is found by offering far more load than the
 server can take (``-r`` very high) while capping the calls in flight (``-l``): the
@@ -74,11 +79,12 @@ FAIL_FLAG_RATIO = 0.001
 SIPP_BUFFER = 4 * 1024 * 1024
 SIPP_TIMEOUT_S = 55
 
-PORTS = {"kamailio": 15070, "sipmesh": 15080}
+PORTS = {"kamailio": 15070, "sipmesh": 15080, "sipmesh-redis": 15090}
+REDIS_PORT = 16379
 # SIPp local ports: base + per-phase offset, so stray retransmissions from one phase
 # never reach the next one.
-UAC_PORT_BASE = {"kamailio": 16000, "sipmesh": 17000}
-UAS_PORT_BASE = {"kamailio": 16500, "sipmesh": 17500}
+UAC_PORT_BASE = {"kamailio": 16000, "sipmesh": 17000, "sipmesh-redis": 18000}
+UAS_PORT_BASE = {"kamailio": 16500, "sipmesh": 17500, "sipmesh-redis": 18500}
 PHASE_OFFSET = {"register": 0, "call": 1, "message": 2, "memory": 3}
 
 
@@ -229,6 +235,69 @@ class Sipmesh(Server):
         assert self.proc is not None
         rss = vm_rss(self.proc.pid)
         return {"rss": rss, "pss": sum_pss([self.proc.pid]), "reported": rss}
+
+
+class SipmeshRedis(Sipmesh):
+    """sipmesh with ``--redis`` against a fresh redis-server (no persistence) per phase."""
+
+    name = "sipmesh-redis"
+
+    def __init__(self, workdir: Path, port: int, binary: Path) -> None:
+        super().__init__(workdir, port, binary)
+        self.redis: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        return super().command() + ["--redis", f"redis://{SERVER_IP}:{REDIS_PORT}"]
+
+    def start(self) -> None:
+        redis_log = open(self.workdir / "redis-server.log", "ab")
+        try:
+            self.redis = subprocess.Popen(
+                ["redis-server", "--bind", SERVER_IP, "--port", str(REDIS_PORT),
+                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                stdin=subprocess.DEVNULL, stdout=redis_log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise BenchError(f"redis-server: cannot start: {err}") from err
+        finally:
+            redis_log.close()
+        deadline = time.monotonic() + 10.0
+        while not redis_ping():
+            if time.monotonic() > deadline or self.redis.poll() is not None:
+                self.stop()
+                raise BenchError("redis-server did not answer PING within 10 s")
+            time.sleep(0.1)
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self.redis is not None:
+            if self.redis.poll() is None:
+                os.killpg(self.redis.pid, signal.SIGKILL)
+            self.redis.wait()
+            self.redis = None
+
+    def cpu(self) -> float:
+        own = super().cpu()
+        return own + (cpu_seconds([self.redis.pid]) if self.redis is not None else 0.0)
+
+    def memory(self) -> dict[str, int]:
+        node = super().memory()
+        assert self.redis is not None
+        redis_rss = vm_rss(self.redis.pid)
+        return {"rss": node["rss"] + redis_rss, "pss": node["pss"] + sum_pss([self.redis.pid]),
+                "reported": node["rss"] + redis_rss, "node_rss": node["rss"],
+                "redis_rss": redis_rss}
+
+
+def redis_ping() -> bool:
+    try:
+        with socket.create_connection((SERVER_IP, REDIS_PORT), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def session_pids(sid: int) -> list[int]:
@@ -567,7 +636,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=PHASES, action="append",
                         help="run only this phase (repeatable)")
-    parser.add_argument("--target", choices=("sipmesh", "kamailio", "both"), default="both")
+    parser.add_argument("--target", choices=("sipmesh", "sipmesh-redis", "kamailio", "both", "all"),
+                        default="both", help="both = sipmesh and kamailio; all = the three")
     parser.add_argument("--no-build", action="store_true",
                         help="do not run cargo build; use the existing binary")
     parser.add_argument("--sipmesh-bin", type=Path, default=REPO / "target/release/sipmesh")
@@ -581,7 +651,11 @@ def main() -> int:
     DOMAIN = args.domain
 
     phases = [p for p in PHASES if not args.only or p in args.only]
-    targets = ["sipmesh", "kamailio"] if args.target == "both" else [args.target]
+    targets = {"both": ["sipmesh", "kamailio"],
+               "all": ["sipmesh", "sipmesh-redis", "kamailio"]}.get(args.target, [args.target])
+    if "sipmesh-redis" in targets and shutil.which("redis-server") is None:
+        print("error: redis-server not found in PATH", file=sys.stderr)
+        return 2
     for tool in ("sipp", "kamailio", "kamcmd") if "kamailio" in targets else ("sipp",):
         if shutil.which(tool) is None:
             print(f"error: {tool} not found in PATH", file=sys.stderr)
@@ -600,7 +674,7 @@ def main() -> int:
 
     servers: dict[str, Server] = {}
     broken: dict[str, str] = {}
-    if "sipmesh" in targets:
+    if "sipmesh" in targets or "sipmesh-redis" in targets:
         if not args.no_build:
             print("building sipmesh: cargo build --release -p sipmesh-node", flush=True)
             build = subprocess.run(["cargo", "build", "--release", "-p", "sipmesh-node"],
@@ -609,7 +683,10 @@ def main() -> int:
                 broken["sipmesh"] = f"cargo build failed ({build.returncode})"
         if "sipmesh" not in broken and not os.access(args.sipmesh_bin, os.X_OK):
             broken["sipmesh"] = f"binary {args.sipmesh_bin} missing"
+        if "sipmesh-redis" in targets and "sipmesh" in broken:
+            broken["sipmesh-redis"] = broken["sipmesh"]
         servers["sipmesh"] = Sipmesh(workdir, PORTS["sipmesh"], args.sipmesh_bin)
+        servers["sipmesh-redis"] = SipmeshRedis(workdir, PORTS["sipmesh-redis"], args.sipmesh_bin)
     if "kamailio" in targets:
         servers["kamailio"] = Kamailio(workdir, PORTS["kamailio"])
 
@@ -626,7 +703,7 @@ def main() -> int:
                     fig = run_phase(phase, servers[target], workdir, run, files)
                 except BenchError as err:
                     fig = Figure(None, "", error=str(err))
-                    if target == "sipmesh" and not servers[target].alive():
+                    if target.startswith("sipmesh") and not servers[target].alive():
                         # Most likely it cannot start at all: do not retry every phase.
                         if "startup" in str(err) or "probe" in str(err) or "cannot start" in str(err):
                             broken[target] = str(err)
@@ -647,12 +724,13 @@ def main() -> int:
     print(f"\nmedians of {args.runs} run(s) ({time.monotonic() - started:.0f} s):")
     units = {"register": "REGISTER/s", "call": "calls/s", "message": "MESSAGE/s",
              "memory": "bytes/registration"}
-    print(f"{'figure':28} {'sipmesh':>14} {'kamailio':>14} {'ratio':>8}")
+    print(f"{'figure':28} {'sipmesh':>14} {'kamailio':>14} {'ratio':>8} "
+          f"{'sipmesh-redis':>14} {'redis/mem':>9} {'redis/kam':>9}")
     ok = True
     for phase in phases:
         cells = {}
         medians = {}
-        for target in ("sipmesh", "kamailio"):
+        for target in ("sipmesh", "kamailio", "sipmesh-redis"):
             if target not in targets:
                 cells[target] = "-"
                 continue
@@ -664,8 +742,13 @@ def main() -> int:
         ratio = "-"
         if medians.get("sipmesh") and medians.get("kamailio"):
             ratio = f"{medians['sipmesh'] / medians['kamailio']:.2f}"
+        def ratio_of(a: str, b: str) -> str:
+            if medians.get(a) and medians.get(b):
+                return f"{medians[a] / medians[b]:.2f}"
+            return "-"
         print(f"{phase + ' (' + units[phase] + ')':28} {cells['sipmesh']:>14} "
-              f"{cells['kamailio']:>14} {ratio:>8}")
+              f"{cells['kamailio']:>14} {ratio:>8} {cells['sipmesh-redis']:>14} "
+              f"{ratio_of('sipmesh-redis', 'sipmesh'):>9} {ratio_of('sipmesh-redis', 'kamailio'):>9}")
     print("'!' = more than 0.1 % of transactions failed in at least one run; "
           "ratio = sipmesh / kamailio.")
     if "kamailio" in targets and "memory" in phases:

@@ -61,6 +61,14 @@ pub struct Cli {
     /// PEM CA bundle to verify servers we connect to over TLS (default: the system roots).
     #[arg(long = "tls-ca", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
+    /// Serve the admin HTTP endpoint (`GET /status`) on this address, for example
+    /// `127.0.0.1:9060`. Off by default.
+    #[arg(long = "admin", value_name = "IP:PORT")]
+    pub admin: Option<SocketAddr>,
+    /// Enable the fault-injection endpoints (`POST /test/panic/...`) on the admin endpoint.
+    /// For tests only: anyone who reaches the admin address can crash actors.
+    #[arg(long = "test-hooks")]
+    pub test_hooks: bool,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -120,6 +128,10 @@ pub struct RawConfig {
     /// Key of the flow tokens in Record-Route: 64 hex digits (32 octets), the same on nodes
     /// that must accept each other's tokens (default: random at every start).
     pub flow_token_key: Option<String>,
+    /// Admin endpoint address.
+    pub admin: Option<SocketAddr>,
+    /// Fault-injection endpoints on the admin endpoint (tests only).
+    pub test_hooks: Option<bool>,
     /// Registrar settings.
     #[serde(default)]
     pub registrar: RawRegistrar,
@@ -153,6 +165,10 @@ pub struct NodeConfig {
     pub tls: Option<TlsConfig>,
     /// WebSocket settings.
     pub ws: WsConfig,
+    /// Admin endpoint address (None: no admin endpoint).
+    pub admin: Option<SocketAddr>,
+    /// Fault-injection endpoints on the admin endpoint.
+    pub test_hooks: bool,
 }
 
 impl Cli {
@@ -179,6 +195,12 @@ impl Cli {
         }
         if self.redis.is_some() {
             raw.redis = self.redis;
+        }
+        if self.admin.is_some() {
+            raw.admin = self.admin;
+        }
+        if self.test_hooks {
+            raw.test_hooks = Some(true);
         }
         for (flag, key) in [
             (self.tls_cert, &mut raw.tls_cert),
@@ -250,6 +272,8 @@ impl TryFrom<RawConfig> for NodeConfig {
             tls: tls.clone(),
             ws: ws.clone(),
             log_filter: raw.log_filter.unwrap_or_else(|| "info".to_owned()),
+            admin: raw.admin,
+            test_hooks: raw.test_hooks.unwrap_or(false),
             shutdown_grace: Duration::from_secs(raw.shutdown_grace.unwrap_or(5)),
             engine: EngineConfig {
                 listen,

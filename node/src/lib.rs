@@ -4,6 +4,7 @@
 //! (transports, transaction shards, registrar and proxy) and, when the future completes, stops
 //! accepting new requests and gives running transactions a bounded time to finish.
 
+pub mod admin;
 pub mod config;
 pub mod dev_cert;
 
@@ -26,12 +27,25 @@ pub async fn run(
     for (kind, addr) in engine.local_addrs() {
         info!(%kind, %addr, "listening");
     }
+    let admin = match config.admin {
+        Some(addr) => {
+            let listener = admin::bind(addr)
+                .await
+                .with_context(|| format!("binding the admin endpoint {addr}"))?;
+            Some(tokio::spawn(admin::serve(
+                listener,
+                engine.admin(),
+                config.test_hooks,
+            )))
+        }
+        None => None,
+    };
     let reloader = config
         .tls
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    if let Some(task) = reloader {
+    for task in [reloader, admin].into_iter().flatten() {
         task.abort();
     }
     info!(grace = ?config.shutdown_grace, "shutting down");

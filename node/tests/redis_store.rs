@@ -1,11 +1,14 @@
 //! The node with `--redis`: registrations live in a real `redis-server` (started by the test),
-//! so they survive a node restart, and a Redis outage gives 503 + Retry-After within 1 s, with
-//! service back once Redis returns (issue 4).
+//! so they survive a node restart (a MESSAGE, and a SIPp call whose UAS registered before the
+//! node was killed), and a Redis outage gives 503 + Retry-After within 1 s, with service back
+//! once Redis returns (issue 4).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipmesh_test_support::{Harness, RawMessage, RawRequest, RedisServer, UdpPeer, ViaTransport};
+use sipmesh_test_support::{
+    Harness, RawMessage, RawRequest, RedisServer, SippTransport, UdpPeer, ViaTransport,
+};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -85,6 +88,37 @@ fn a_registration_survives_a_node_restart() {
         Some(200),
         "{answer:?}"
     );
+}
+
+/// SIPp UAS registers as bob, the node is killed (SIGKILL) and started again on the same
+/// ports against the same Redis; a SIPp call (INVITE/180/200/ACK, BYE along the recorded route)
+/// then reaches bob's binding. With the in-memory store the binding would be gone (404).
+#[test]
+fn a_call_reaches_a_binding_registered_before_a_crash() {
+    let redis = RedisServer::start();
+    let mut harness = node("redis-restart-call", &redis);
+    let transport = SippTransport::Udp;
+    let uas = match harness.uas("uas_call.xml", transport).spawn() {
+        Ok(uas) => uas,
+        Err(e) => panic!("cannot start the UAS: {e}"),
+    };
+    if let Err(e) = uas.wait_listening() {
+        panic!("UAS did not bind: {e}");
+    }
+    harness.run_ok(harness.register("bob.csv", uas.local_addr(), transport));
+    if let Err(e) = harness.node_mut().restart() {
+        panic!("restarting the node: {e}");
+    }
+    harness.run_ok(
+        harness
+            .uac("uac_call.xml", transport)
+            .inf("alice_to_bob.csv")
+            .duration_ms(200),
+    );
+    match uas.wait() {
+        Ok(outcome) => harness.check(&outcome),
+        Err(e) => panic!("cannot collect the UAS: {e}"),
+    }
 }
 
 #[test]

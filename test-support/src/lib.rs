@@ -50,6 +50,7 @@ mod stats;
 mod tcp_peer;
 mod udp_peer;
 
+pub mod admin;
 pub use corpus::{CorpusOutcome, CorpusTransport, run_corpus};
 pub use dir::TestDir;
 pub use error::HarnessError;

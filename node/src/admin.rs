@@ -1,0 +1,202 @@
+//! The admin endpoint: a small HTTP/1.1 server on a loopback (or management) address.
+//!
+//! - `GET /status`: the engine's status as JSON (listeners, connections, store sizes).
+//! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
+//!   test can watch its supervisor restart it. Only with `--test-hooks`; otherwise 404.
+//!
+//! One request per connection (`Connection: close`), the request head bounded to 8 KiB and
+//! 5 seconds, no body read: enough for operators' `curl` and the tests, nothing to abuse.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info, warn};
+
+use sipmesh_actors::engine::{EngineAdmin, HookError, HookTarget};
+
+/// Largest request head read.
+const MAX_HEAD: usize = 8192;
+
+/// Longest time a client gets to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Binds the admin listener; the returned future serves it until dropped.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "admin endpoint listening");
+    Ok(listener)
+}
+
+/// Serves admin requests on `listener` forever.
+pub async fn serve(listener: TcpListener, admin: EngineAdmin, test_hooks: bool) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let admin = admin.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, &admin, test_hooks).await {
+                        debug!(%peer, error = %e, "admin connection failed");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// An HTTP answer.
+struct Reply {
+    status: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Reply {
+    fn text(status: u16, reason: &'static str, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    admin: &EngineAdmin,
+    test_hooks: bool,
+) -> std::io::Result<()> {
+    let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Ok(Ok(Some(head))) => route(&head, admin, test_hooks).await,
+        Ok(Ok(None)) => Reply::text(
+            431,
+            "Request Header Fields Too Large",
+            "request head over 8 KiB\n",
+        ),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Ok(()),
+    };
+    let response = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reply.status,
+        reply.reason,
+        reply.content_type,
+        reply.body.len(),
+        reply.body
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads up to the blank line ending the head; `None` when it is over [`MAX_HEAD`].
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
+        }
+        if buf.len() > MAX_HEAD {
+            return Ok(None);
+        }
+    }
+}
+
+async fn route(head: &str, admin: &EngineAdmin, test_hooks: bool) -> Reply {
+    let mut parts = head.lines().next().unwrap_or_default().split(' ');
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let path = target.split('?').next().unwrap_or_default();
+    match (method, path) {
+        ("GET", "/status") => {
+            let status = admin.status().await;
+            match serde_json::to_string_pretty(&status) {
+                Ok(body) => Reply {
+                    status: 200,
+                    reason: "OK",
+                    content_type: "application/json",
+                    body: body + "\n",
+                },
+                Err(e) => Reply::text(500, "Internal Server Error", format!("{e}\n")),
+            }
+        }
+        ("POST", p) if p.starts_with("/test/") => {
+            if !test_hooks {
+                return Reply::text(
+                    404,
+                    "Not Found",
+                    "test hooks are off (start with --test-hooks)\n",
+                );
+            }
+            panic_hook(p, admin).await
+        }
+        (_, "/status") => Reply::text(405, "Method Not Allowed", "GET only\n"),
+        _ => Reply::text(404, "Not Found", "unknown path\n"),
+    }
+}
+
+async fn panic_hook(path: &str, admin: &EngineAdmin) -> Reply {
+    let target = if let Some(key) = path.strip_prefix("/test/panic/aor/") {
+        HookTarget::Aor(percent_decode(key))
+    } else if let Some(key) = path.strip_prefix("/test/panic/dialog/") {
+        HookTarget::Dialog(percent_decode(key))
+    } else {
+        return Reply::text(404, "Not Found", "unknown test hook\n");
+    };
+    info!(?target, "test hook: injecting a panic");
+    match admin.inject_panic(target).await {
+        Ok(()) => Reply::text(200, "OK", "panicked\n"),
+        Err(e @ HookError::NotFound(_)) => Reply::text(404, "Not Found", format!("{e}\n")),
+        Err(e @ HookError::BadKey(_)) => Reply::text(400, "Bad Request", format!("{e}\n")),
+        Err(e @ HookError::Unsupported(_)) => Reply::text(501, "Not Implemented", format!("{e}\n")),
+    }
+}
+
+/// Decodes `%XX` escapes (keys hold `@`, `:` and `;`); a malformed escape is kept as is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = s.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(hex, 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding_keeps_malformed_escapes() {
+        assert_eq!(
+            percent_decode("sip%3Aalice%40example.com"),
+            "sip:alice@example.com"
+        );
+        assert_eq!(percent_decode("a%zz%4"), "a%zz%4");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}
