@@ -30,10 +30,9 @@ if ! have sipp || ! have kamailio || ! have redis-server || ! have python3 ||
 fi
 
 # SIPp with TLS (`-t l1`) for the TLS and sips: tests: Debian 12's sip-tester has none. Cached in
-# target/tools/sipp-tls (see scripts/build-sipp-tls.sh; 20-30 s when missing).
-if [ ! -x target/tools/sipp-tls/sipp ]; then
-	scripts/build-sipp-tls.sh
-fi
+# target/tools/sipp-tls (see scripts/build-sipp-tls.sh): 20-30 s when missing or broken, else
+# only a version check.
+scripts/build-sipp-tls.sh
 
 # The JsSIP test client (node/tests/jssip.rs): its packages, pinned by package-lock.json.
 # `npm ci` only when node_modules is missing or older than the lock file.
