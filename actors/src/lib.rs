@@ -3,6 +3,7 @@
 //! Transport listeners and connections (UDP, TCP), the transaction shards that drive the sans-IO
 //! transaction machines of `sipmesh-protocol`, and the registrar/proxy transaction user.
 
+pub mod dialog;
 pub mod engine;
 pub mod location;
 pub mod transport;

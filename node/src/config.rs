@@ -300,6 +300,7 @@ impl TryFrom<RawConfig> for NodeConfig {
                     .map(FlowTokenKey::from_hex)
                     .transpose()
                     .context("flow_token_key")?,
+                dialog: sipmesh_protocol::dialog::DialogConfig::default(),
             },
         })
     }

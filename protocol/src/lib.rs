@@ -12,6 +12,7 @@
 //! - [`transaction`]: the four RFC 3261 §17 transaction state machines and matching.
 //! - [`registrar`]: RFC 3261 §10 binding rules and the location-store trait.
 //! - [`proxy`]: RFC 3261 §16 proxy decisions.
+//! - [`dialog`]: RFC 3261 §12 dialog records as the proxy keeps them, and their events.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,4 +26,5 @@ pub mod uri;
 
 pub use header::HeaderName;
 pub use message::{Message, Method, ParseError, StatusCode};
+pub mod dialog;
 pub mod framing;

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use thiserror::Error;
 
+use sipmesh_protocol::dialog::DialogId;
+
+use crate::dialog::Dialogs;
 use crate::location::{StoreError, StoreStats};
 use crate::transport::TransportHandle;
 
@@ -59,6 +62,8 @@ pub struct EngineStatus {
     pub bindings: Option<usize>,
     /// The store's error when it did not answer.
     pub store_error: Option<String>,
+    /// Live dialog actors.
+    pub dialogs: usize,
 }
 
 /// A cloneable view of a running engine for the admin endpoint.
@@ -67,6 +72,7 @@ pub struct EngineAdmin {
     pub(crate) transport: TransportHandle,
     pub(crate) store_kind: &'static str,
     pub(crate) store_stats: StoreStatsFn,
+    pub(crate) dialogs: Dialogs,
 }
 
 impl std::fmt::Debug for EngineAdmin {
@@ -93,6 +99,7 @@ impl EngineAdmin {
             aors: stats.as_ref().ok().map(|s| s.aors),
             bindings: stats.as_ref().ok().map(|s| s.bindings),
             store_error: stats.err().map(|e| e.to_string()),
+            dialogs: self.dialogs.live(),
         }
     }
 
@@ -101,7 +108,13 @@ impl EngineAdmin {
     pub async fn inject_panic(&self, target: HookTarget) -> Result<(), HookError> {
         match target {
             HookTarget::Aor(_) => Err(HookError::Unsupported("AOR")),
-            HookTarget::Dialog(_) => Err(HookError::Unsupported("dialog")),
+            HookTarget::Dialog(key) => {
+                let id = DialogId::parse_key(&key).map_err(|e| HookError::BadKey(e.to_string()))?;
+                self.dialogs
+                    .inject_panic(&id)
+                    .await
+                    .map_err(|_| HookError::NotFound(key))
+            }
         }
     }
 }

@@ -26,10 +26,12 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use sipmesh_protocol::dialog::DialogConfig;
 use sipmesh_protocol::proxy::{CoreConfig, FlowTokenKey, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
+use crate::dialog::{DialogStore, Dialogs, MemoryDialogStore, RedisDialogStore};
 use crate::location::{LocationStore, MemoryLocationStore, RedisLocationStore, RedisStoreConfig};
 use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
@@ -83,6 +85,8 @@ pub struct EngineConfig {
     /// Key of the flow tokens in Record-Route (RFC 5626 §5.2); None: a fresh one from the OS
     /// RNG at start (tokens written before a restart then get 403).
     pub flow_token_key: Option<FlowTokenKey>,
+    /// Dialog timeouts (the dialog records go to Redis too when `redis` is set).
+    pub dialog: DialogConfig,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -92,6 +96,7 @@ struct ShardSpawn<'a> {
     flow_token_key: FlowTokenKey,
     config: &'a EngineConfig,
     transport: &'a TransportHandle,
+    dialogs: &'a Dialogs,
 }
 
 impl ShardSpawn<'_> {
@@ -125,6 +130,7 @@ impl ShardSpawn<'_> {
                     self.transport.clone(),
                     store.clone(),
                     self.config.registrar,
+                    self.dialogs.clone(),
                 ))
             })
             .collect();
@@ -141,6 +147,9 @@ pub enum EngineError {
     /// The Redis URL is not usable.
     #[error("location store: {0}")]
     Redis(crate::location::RedisStoreError),
+    /// The dialog supervisor did not start.
+    #[error("dialog supervisor: {0}")]
+    Dialogs(#[source] ractor::SpawnErr),
 }
 
 /// A running engine.
@@ -152,6 +161,8 @@ pub struct Engine {
     sweeper: JoinHandle<()>,
     shards: Vec<JoinHandle<()>>,
     shutdown: Vec<mpsc::Sender<shard::ShardInput>>,
+    /// The dialog actors (stopped last; their records stay in the store).
+    dialogs: Dialogs,
     local: Vec<(Transport, SocketAddr)>,
     admin: EngineAdmin,
 }
@@ -190,11 +201,22 @@ impl Engine {
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
             FlowTokenKey::new(bytes)
         });
+        let dialog_store: Arc<dyn DialogStore> = match &config.redis {
+            Some(redis) => Arc::new(
+                RedisDialogStore::new(redis, crate::dialog::redis::DEFAULT_PREFIX)
+                    .map_err(EngineError::Redis)?,
+            ),
+            None => Arc::new(MemoryDialogStore::new()),
+        };
+        let dialogs = Dialogs::start(dialog_store, config.dialog)
+            .await
+            .map_err(EngineError::Dialogs)?;
         let spawn = ShardSpawn {
             listeners,
             flow_token_key,
             config: &config,
             transport: &transport,
+            dialogs: &dialogs,
         };
         let (store_kind, (sweeper, shards, store_stats)) = match &config.redis {
             Some(redis) => {
@@ -210,6 +232,7 @@ impl Engine {
             transport: transport.clone(),
             store_kind,
             store_stats,
+            dialogs: dialogs.clone(),
         };
         Ok(Self {
             transport,
@@ -217,6 +240,7 @@ impl Engine {
             sweeper,
             shards,
             shutdown: senders,
+            dialogs,
             local,
             admin,
         })
@@ -267,6 +291,7 @@ impl Engine {
         drop(self.shutdown);
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(self.shards)).await;
         self.sweeper.abort();
+        self.dialogs.stop();
         // The last answers the shards queued are still in the transport's send queues; the
         // writers flush them within a few milliseconds.
         tokio::time::sleep(TRANSPORT_FLUSH).await;

@@ -17,6 +17,7 @@ use sipmesh_protocol::registrar::{
     Aor, Binding, RegisterOutcome, RegisterRequest, RegistrarPolicy,
 };
 
+use crate::dialog::Dialogs;
 use crate::location::{LocationStore, StoreError};
 use crate::transport::{Destination, TransportHandle};
 
@@ -58,6 +59,7 @@ pub(crate) async fn run<S: LocationStore>(
     transport: TransportHandle,
     store: Arc<S>,
     policy: RegistrarPolicy,
+    dialogs: Dialogs,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
@@ -113,7 +115,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(&mut core, &transport, &store, policy, &done_tx).await;
+        flush(&mut core, &transport, &store, policy, &done_tx, &dialogs).await;
     }
 }
 
@@ -132,6 +134,10 @@ enum StoreDone {
         token: u64,
         addresses: Vec<std::net::SocketAddr>,
     },
+    DialogStored {
+        token: u64,
+        stored: bool,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
@@ -144,6 +150,9 @@ fn apply(core: &mut Core, done: StoreDone) {
         }
         StoreDone::Resolve { token, addresses } => {
             core.handle_resolve_result(Instant::now(), token, addresses);
+        }
+        StoreDone::DialogStored { token, stored } => {
+            core.handle_dialog_stored(Instant::now(), token, stored);
         }
     }
 }
@@ -230,9 +239,19 @@ async fn flush<S: LocationStore>(
     store: &Arc<S>,
     policy: RegistrarPolicy,
     done: &mpsc::UnboundedSender<StoreDone>,
+    dialogs: &Dialogs,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
+            // The dialog's actor keeps the record; routing does not wait for it.
+            Output::Dialog(ev) => dialogs.handle(ev),
+            // A confirmed dialog: its 2xx is held in the core until the record is stored.
+            Output::StoreDialog { token, event } => {
+                let done = done.clone();
+                dialogs.handle_acked(event, move |stored| {
+                    let _ = done.send(StoreDone::DialogStored { token, stored });
+                });
+            }
             Output::Transmit(t) => {
                 let d = t.destination;
                 transport.send(

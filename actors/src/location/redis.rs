@@ -32,6 +32,7 @@
 //! [`RedisStoreError::UnsupportedTopology`].
 
 mod codec;
+mod msgpack;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -213,8 +214,9 @@ impl std::fmt::Debug for RedisLocationStore {
 struct RegisterPlan {
     /// `Q`, `S` or `L` (see `register.lua`).
     mode: &'static str,
-    /// One encoded binding per Contact (expiry 0 = removal).
-    contacts: Vec<Vec<u8>>,
+    /// The script arguments of each Contact, [`codec::BINDING_ITEMS`] each (expiry 0 =
+    /// removal).
+    contacts: Vec<[Vec<u8>; codec::BINDING_ITEMS]>,
     /// Path values for the 200 OK.
     response_path: Vec<Bytes>,
 }
@@ -384,7 +386,7 @@ impl RedisLocationStore {
             } else {
                 codec::millis(expires_at)
             };
-            contacts.push(codec::encode_binding(&binding, ms, &self.scope));
+            contacts.push(codec::binding_args(&binding, ms, &self.scope));
         }
         Ok(RegisterPlan {
             mode: "L",
@@ -448,8 +450,10 @@ impl LocationStore for RedisLocationStore {
                 .arg(max_contacts)
                 .arg(req.aor.as_bytes())
                 .arg(&self.keys.connection);
-            for c in &plan.contacts {
-                call.arg(c.as_slice());
+            for items in &plan.contacts {
+                for item in items {
+                    call.arg(item.as_slice());
+                }
             }
             let reply: Vec<Value> = self.bounded(call.invoke_async(&mut conn)).await?;
             match reply.as_slice() {

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
+use crate::dialog::DialogEvent;
 use crate::header::HeaderName;
 use crate::message::{Editor, Message, Method, StatusCode, response_to};
 use crate::peer::{Destination, Origin, Transmit};
@@ -57,6 +58,19 @@ pub enum Output {
         token: u64,
         /// The address of record.
         aor: Aor,
+    },
+    /// A dialog was created, confirmed, refreshed or ended (see [`crate::dialog`]); the shell
+    /// hands it to the dialog's actor. Nothing comes back: routing never waits for it.
+    Dialog(DialogEvent),
+    /// A 2xx confirmed a dialog (`event` is [`DialogEvent::Confirmed`]): store it, then call
+    /// [`Core::handle_dialog_stored`] with `token`. The 2xx is held until then, or at most
+    /// [`DIALOG_HOLD`](super::DIALOG_HOLD) (DESIGN.md: state an answer promises is stored
+    /// before the answer goes out; a slow store delays a call, it never drops one).
+    StoreDialog {
+        /// Correlates the acknowledgement.
+        token: u64,
+        /// The confirmed dialog.
+        event: DialogEvent,
     },
 }
 
@@ -188,7 +202,12 @@ pub(super) enum Pending {
 pub(super) enum TimerRef {
     Server(u64),
     Client(u64),
-    TimerC { context: u64, branch: usize },
+    TimerC {
+        context: u64,
+        branch: usize,
+    },
+    /// The hold of a 2xx waiting for its dialog to be stored ran out.
+    DialogHold(u64),
 }
 
 /// The sans-IO proxy and registrar front end of one shard.
@@ -213,6 +232,10 @@ pub struct Core {
     /// Forwarding plans of requests waiting for a location lookup.
     pub(super) plans: HashMap<u64, super::forward::ForwardPlan>,
     pub(super) timers: TimerQueue<TimerRef>,
+    /// Dialog facts of forwarded requests, by response context (see `dialogs.rs`).
+    pub(super) dialog_tracks: HashMap<u64, super::dialogs::DialogTrack>,
+    /// 2xx responses held until their dialog is stored, by token.
+    pub(super) held: HashMap<u64, super::dialogs::Held>,
     pub(super) outputs: VecDeque<Output>,
     pub(super) draining: bool,
 }
@@ -236,6 +259,8 @@ impl Core {
             pending: HashMap::new(),
             plans: HashMap::new(),
             timers: TimerQueue::default(),
+            dialog_tracks: HashMap::new(),
+            held: HashMap::new(),
             outputs: VecDeque::new(),
             draining: false,
         }
@@ -282,6 +307,7 @@ impl Core {
                     self.drive_client(now, id, None);
                 }
                 TimerRef::TimerC { context, branch } => self.fire_timer_c(now, context, branch),
+                TimerRef::DialogHold(token) => self.release_hold(now, token, None),
             }
         }
     }
@@ -346,6 +372,7 @@ impl Core {
     pub fn is_quiescent(&self) -> bool {
         use crate::transaction::{ClientInviteState as I, ClientNonInviteState as N};
         self.pending.is_empty()
+            && self.held.is_empty()
             && self.servers.values().all(|s| s.finished)
             && self.clients.values().all(|c| match &c.fsm {
                 ClientFsm::Invite(tx) => {
@@ -376,6 +403,12 @@ impl Core {
             return;
         };
         self.finish_register(now, wall, server, result);
+    }
+
+    /// The dialog of an [`Output::StoreDialog`] was written (`stored`), or the store failed
+    /// (`!stored`): the held 2xx goes out now either way.
+    pub fn handle_dialog_stored(&mut self, now: Instant, token: u64, stored: bool) {
+        self.release_hold(now, token, Some(stored));
     }
 
     /// The result of an [`Output::Lookup`].
@@ -627,6 +660,7 @@ impl Core {
                     && c.branches.iter().all(|b| !self.clients.contains_key(b))
                 {
                     self.contexts.remove(&ctx);
+                    self.dialog_tracks.remove(&ctx);
                 }
             }
         }
@@ -641,6 +675,7 @@ impl Core {
                 let server_alive = self.servers.contains_key(&c.server);
                 if !server_alive && c.branches.iter().all(|b| !self.clients.contains_key(b)) {
                     self.contexts.remove(&ctx);
+                    self.dialog_tracks.remove(&ctx);
                 }
             }
         }

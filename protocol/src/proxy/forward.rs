@@ -16,6 +16,7 @@ use crate::uri::Uri;
 
 use super::config::TIMER_C;
 use super::core::{ClientEntry, ClientFsm, Core, ProxyContext, StoreFailure, TimerRef};
+use super::dialogs::Verdict;
 use super::flow::binding_destination;
 use super::response_context::{ResponseAction, ResponseContext};
 use super::routing::{Resolve, is_secure, is_sips, resolve};
@@ -176,6 +177,9 @@ impl Core {
             created.push(id);
         }
         self.contexts.insert(ctx_id, ctx);
+        if let Some(from) = self.servers.get(&server).map(|e| e.reply) {
+            self.track_dialog(ctx_id, msg, from);
+        }
         if let Some(e) = self.servers.get_mut(&server) {
             e.context = Some(ctx_id);
         }
@@ -283,15 +287,29 @@ impl Core {
         }
         let action = ctx.rc.on_response(index, code);
         let server = ctx.server;
+        let verdict = self.dialog_response(ctx_id, index, code, msg);
+        if action == ResponseAction::ForwardFinal && code >= 300 {
+            self.dialog_final(ctx_id, code);
+        }
         match action {
             ResponseAction::Forward | ResponseAction::ForwardFinal => {
                 let mut e = Editor::new(msg);
                 e.remove_first_value(&HeaderName::Via);
                 let bytes = e.finish();
-                self.respond(now, server, code, bytes);
+                match verdict {
+                    Verdict::Pass => self.respond(now, server, code, bytes),
+                    Verdict::Hold { token, tag } => {
+                        self.hold(now, token, ctx_id, tag, server, code, bytes);
+                    }
+                    Verdict::Absorb => {}
+                }
             }
             ResponseAction::Keep => {
-                if let Some(slot) = ctx.kept.get_mut(index) {
+                if let Some(slot) = self
+                    .contexts
+                    .get_mut(&ctx_id)
+                    .and_then(|c| c.kept.get_mut(index))
+                {
                     *slot = Some(msg.clone());
                 }
             }
@@ -334,6 +352,7 @@ impl Core {
         } else {
             Vec::new()
         };
+        self.dialog_final(ctx_id, code);
         match kept {
             Some(msg) if msg.status().map(|s| s.0) == Some(code) => {
                 let mut e = Editor::new(&msg);

@@ -19,6 +19,11 @@
 //! runs the operation (in memory or in Redis) and feeds the result back with the token. A
 //! REGISTER is answered only from that result, so a 200 is never sent for state the store did
 //! not take.
+//!
+//! Dialogs (see [`crate::dialog`]) come out as [`Output::Dialog`] events; the 2xx that confirms
+//! a dialog comes out as [`Output::StoreDialog`] and is held until
+//! [`Core::handle_dialog_stored`] or [`DIALOG_HOLD`]. In-dialog requests are still routed by
+//! their Route headers alone.
 
 mod ack;
 mod addressing;
@@ -26,6 +31,9 @@ mod arena;
 mod cancel;
 mod config;
 mod core;
+#[cfg(test)]
+mod dialog_tests;
+mod dialogs;
 mod flow;
 #[cfg(test)]
 mod flow_tests;
@@ -43,6 +51,7 @@ mod wire;
 
 pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
 pub use self::core::{Core, Output, StoreFailure};
+pub use self::dialogs::DIALOG_HOLD;
 pub use self::flow::{FlowTokenKey, FlowTokenKeyError, MAC_LEN as FLOW_TOKEN_MAC_LEN};
 pub use self::locality::Locality;
 pub use self::response_context::{ResponseAction, ResponseContext};

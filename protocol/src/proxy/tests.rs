@@ -18,7 +18,7 @@ pub(super) const PROXY: &str = "127.0.0.1:5060";
 pub(super) const PROXY_WS: &str = "127.0.0.1:8080";
 pub(super) const ALICE: &str = "127.0.0.2:5070";
 pub(super) const BOB: &str = "127.0.0.3:5080";
-const CAROL: &str = "127.0.0.4:5090";
+pub(super) const CAROL: &str = "127.0.0.4:5090";
 
 pub(super) fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -36,6 +36,12 @@ pub(super) struct Harness {
     pub(super) flows_closed: bool,
     /// A scripted DNS: name -> addresses.
     pub(super) hosts: Vec<(String, Vec<SocketAddr>)>,
+    /// Dialog events the core emitted, in order.
+    pub(super) dialogs: Vec<crate::dialog::DialogEvent>,
+    /// Acknowledge `Output::StoreDialog` at once (a store that always succeeds); when off,
+    /// the tokens wait in `unacked`.
+    pub(super) ack_dialogs: bool,
+    pub(super) unacked: Vec<u64>,
 }
 
 /// The flow-token key of every test core.
@@ -77,6 +83,9 @@ impl Harness {
             store_down: false,
             flows_closed: false,
             hosts: Vec::new(),
+            dialogs: Vec::new(),
+            ack_dialogs: true,
+            unacked: Vec::new(),
         }
     }
 
@@ -139,6 +148,15 @@ impl Harness {
                         .unwrap_or_default();
                     self.core.handle_resolve_result(self.now, token, found);
                 }
+                Output::Dialog(ev) => self.dialogs.push(ev),
+                Output::StoreDialog { token, event } => {
+                    self.dialogs.push(event);
+                    if self.ack_dialogs {
+                        self.core.handle_dialog_stored(self.now, token, true);
+                    } else {
+                        self.unacked.push(token);
+                    }
+                }
                 Output::Lookup { token, aor } => {
                     let result = if self.store_down {
                         Err(StoreFailure::Unavailable)
@@ -164,7 +182,7 @@ impl Harness {
             .unwrap_or_default()
     }
 
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         while let Some(at) = self.core.poll_timeout().filter(|at| *at <= end) {
             self.now = self.now.max(at);
@@ -211,7 +229,7 @@ pub(super) fn text(m: &Message) -> String {
     String::from_utf8_lossy(m.as_bytes()).into_owned()
 }
 
-fn invite(to_user: &str, branch: &str) -> String {
+pub(super) fn invite(to_user: &str, branch: &str) -> String {
     format!(
         "INVITE sip:{to_user}@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch={branch}\nMax-Forwards: 70\n\
          From: <sip:alice@example.com>;tag=a1\nTo: <sip:{to_user}@example.com>\nCall-ID: call-1\nCSeq: 1 INVITE\n\

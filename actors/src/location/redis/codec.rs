@@ -1,11 +1,13 @@
-//! The byte format of bindings in Redis: netstring fields, readable by the Lua scripts.
+//! The byte format of bindings in Redis, readable by the Lua scripts.
 //!
-//! A binding is the concatenation of `<decimal length>:<bytes>` fields, in this order:
-//! `expires_at` (ms since the Unix epoch), Call-ID, CSeq, contact URI, `+sip.instance`,
-//! `reg-id`, connection, q (per mille), transport token, remote address, local address, then
-//! one field per `Path` value. Optional fields are empty when absent and `=value` when present,
-//! so `Some("")` and `None` stay distinct. An AOR value is the concatenation of its bindings,
-//! each wrapped in one more netstring. The scripts read only the first seven fields.
+//! An AOR value is a MessagePack array of bindings (written by the scripts' `cmsgpack.pack`);
+//! a binding is an array of eight items: `expires_at` (integer, ms since the Unix epoch),
+//! Call-ID, CSeq (integer), contact URI, `+sip.instance`, `reg-id`, connection, and the rest
+//! as one byte string of netstring fields (`<decimal length>:<bytes>`): q (per mille),
+//! transport token, remote address, local address, then one field per `Path` value. Optional
+//! fields are empty when absent and `=value` when present, so `Some("")` and `None` stay
+//! distinct. The scripts read the first seven items and carry the rest opaquely. A REGISTER
+//! passes each Contact to the script as the same eight items, as eight arguments.
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -13,6 +15,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use sipmesh_protocol::peer::{ConnectionId, Transport};
 use sipmesh_protocol::registrar::{Binding, Source};
+
+use super::msgpack::{MsgpackError, Reader};
 
 /// Why stored bytes could not be read back as bindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +36,9 @@ pub enum CodecError {
     /// A socket address does not parse.
     #[error("bad socket address")]
     Address,
+    /// The MessagePack structure is not what the scripts write.
+    #[error("malformed value: {0}")]
+    Msgpack(#[from] MsgpackError),
 }
 
 /// Milliseconds since the Unix epoch (0 for times before it), the stored expiry unit.
@@ -46,19 +53,7 @@ fn put(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field);
 }
 
-fn put_opt(out: &mut Vec<u8>, field: Option<&[u8]>) {
-    match field {
-        None => put(out, b""),
-        Some(v) => {
-            let mut f = Vec::with_capacity(v.len() + 1);
-            f.push(b'=');
-            f.extend_from_slice(v);
-            put(out, &f);
-        }
-    }
-}
-
-/// Appended to the stored connection of a binding that is not a flow (see `encode_binding`).
+/// Appended to the stored connection of a binding that is not a flow (see `binding_args`).
 const NOT_A_FLOW: char = '~';
 
 /// The stored text of a connection: `scope:id`, so connection ids of different nodes sharing
@@ -67,47 +62,57 @@ pub(super) fn connection_text(scope: &str, connection: ConnectionId) -> String {
     format!("{scope}:{}", connection.0)
 }
 
-/// Encodes one binding. `expires_at_ms` overrides the binding's expiry (0 marks a removal in a
-/// REGISTER argument). `scope` namespaces the connection id.
-pub(super) fn encode_binding(b: &Binding, expires_at_ms: u64, scope: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(b.contact.len() + b.call_id.len() + 96);
-    put(&mut out, expires_at_ms.to_string().as_bytes());
-    put(&mut out, &b.call_id);
-    put(&mut out, b.cseq.to_string().as_bytes());
-    put(&mut out, &b.contact);
-    put_opt(&mut out, b.instance.as_deref());
-    put_opt(
-        &mut out,
-        b.reg_id
-            .map(|r| r.to_string())
-            .as_deref()
-            .map(str::as_bytes),
-    );
+/// Number of script arguments (and stored items) per binding.
+pub(super) const BINDING_ITEMS: usize = 8;
+
+fn opt(field: Option<&[u8]>) -> Vec<u8> {
+    field.map_or_else(Vec::new, |v| {
+        let mut f = Vec::with_capacity(v.len() + 1);
+        f.push(b'=');
+        f.extend_from_slice(v);
+        f
+    })
+}
+
+/// The eight items of one binding, as REGISTER script arguments. `expires_at_ms` overrides the
+/// binding's expiry (0 marks a removal). `scope` namespaces the connection id.
+pub(super) fn binding_args(
+    b: &Binding,
+    expires_at_ms: u64,
+    scope: &str,
+) -> [Vec<u8>; BINDING_ITEMS] {
     // A binding that is not a flow (`Binding::is_flow`) keeps its connection with a `~` suffix:
     // the scripts leave it out of the connection index, so the connection going removes flows
     // only, as in the memory store.
-    put_opt(
-        &mut out,
-        b.source
-            .connection
-            .map(|c| {
-                let mut text = connection_text(scope, c);
-                if !b.is_flow() {
-                    text.push(NOT_A_FLOW);
-                }
-                text
-            })
-            .as_deref()
-            .map(str::as_bytes),
-    );
-    put(&mut out, b.q.to_string().as_bytes());
-    put(&mut out, b.source.transport.via_token().as_bytes());
-    put(&mut out, b.source.remote.to_string().as_bytes());
-    put(&mut out, b.source.local.to_string().as_bytes());
+    let connection = b.source.connection.map(|c| {
+        let mut text = connection_text(scope, c);
+        if !b.is_flow() {
+            text.push(NOT_A_FLOW);
+        }
+        text
+    });
+    let mut rest = Vec::with_capacity(64 + b.path.iter().map(|p| p.len() + 4).sum::<usize>());
+    put(&mut rest, b.q.to_string().as_bytes());
+    put(&mut rest, b.source.transport.via_token().as_bytes());
+    put(&mut rest, b.source.remote.to_string().as_bytes());
+    put(&mut rest, b.source.local.to_string().as_bytes());
     for p in &b.path {
-        put(&mut out, p);
+        put(&mut rest, p);
     }
-    out
+    [
+        expires_at_ms.to_string().into_bytes(),
+        b.call_id.to_vec(),
+        b.cseq.to_string().into_bytes(),
+        b.contact.to_vec(),
+        opt(b.instance.as_deref()),
+        opt(b
+            .reg_id
+            .map(|r| r.to_string())
+            .as_deref()
+            .map(str::as_bytes)),
+        opt(connection.as_deref().map(str::as_bytes)),
+        rest,
+    ]
 }
 
 /// Splits `data` into its netstring fields.
@@ -143,29 +148,24 @@ fn optional(f: &Bytes) -> Option<Bytes> {
     (!f.is_empty()).then(|| f.slice(1..))
 }
 
-/// Decodes one binding (slices share `blob`'s buffer).
-pub(super) fn decode_binding(blob: &Bytes) -> Result<Binding, CodecError> {
-    let f = fields(blob)?;
-    let [
-        expires,
-        call_id,
-        cseq,
-        contact,
-        instance,
-        reg_id,
-        connection,
-        q,
-        transport,
-        remote,
-        local,
-        path @ ..,
-    ] = f.as_slice()
-    else {
+/// Decodes one binding from `r` (slices share the value's buffer).
+fn decode_binding(r: &mut Reader<'_>) -> Result<Binding, CodecError> {
+    if r.array()? != BINDING_ITEMS {
+        return Err(CodecError::MissingField);
+    }
+    let expires_ms = r.uint()?;
+    let call_id = r.bytes()?;
+    let cseq = u32::try_from(r.uint()?).map_err(|_| CodecError::Number(2))?;
+    let contact = r.bytes()?;
+    let instance = r.bytes()?;
+    let reg_id = r.bytes()?;
+    let connection = r.bytes()?;
+    let rest = fields(&r.bytes()?)?;
+    let [q, transport, remote, local, path @ ..] = rest.as_slice() else {
         return Err(CodecError::MissingField);
     };
-    let expires_ms: u64 = number(expires, 0)?;
-    let reg_id = optional(reg_id).map(|r| number(&r, 5)).transpose()?;
-    let connection = optional(connection)
+    let reg_id = optional(&reg_id).map(|r| number(&r, 5)).transpose()?;
+    let connection = optional(&connection)
         .map(|c| {
             // `scope:id`, `~` appended for a binding that is not a flow: the id follows the
             // last ':'.
@@ -185,13 +185,13 @@ pub(super) fn decode_binding(blob: &Bytes) -> Result<Binding, CodecError> {
             .ok_or(CodecError::Address)
     };
     Ok(Binding {
-        contact: contact.clone(),
+        contact,
         q: number(q, 7)?,
         expires_at: SystemTime::UNIX_EPOCH + Duration::from_millis(expires_ms),
-        call_id: call_id.clone(),
-        cseq: number(cseq, 2)?,
+        call_id,
+        cseq,
         path: path.to_vec(),
-        instance: optional(instance),
+        instance: optional(&instance),
         reg_id,
         source: Source {
             remote: addr(remote)?,
@@ -203,14 +203,30 @@ pub(super) fn decode_binding(blob: &Bytes) -> Result<Binding, CodecError> {
 }
 
 /// Decodes a whole AOR value.
+/// An empty value (the script's answer for an AOR without bindings) and an empty map (what
+/// `cmsgpack.pack` may write for an empty Lua table) are the empty set.
 pub(super) fn decode_set(value: &Bytes) -> Result<Vec<Binding>, CodecError> {
-    fields(value)?.iter().map(decode_binding).collect()
+    if value.is_empty() || value.as_ref() == [0x80] {
+        return Ok(Vec::new());
+    }
+    let mut r = Reader::new(value);
+    let n = r.array()?;
+    // Each binding takes at least ten bytes: a hostile length cannot size the allocation.
+    let mut out = Vec::with_capacity(n.min(value.len() / 10));
+    for _ in 0..n {
+        out.push(decode_binding(&mut r)?);
+    }
+    if !r.is_empty() {
+        return Err(CodecError::Framing(value.len()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
+    use super::super::msgpack::write;
     use super::*;
 
     #[test]
@@ -233,18 +249,35 @@ mod tests {
                 connection: Some(ConnectionId(u64::MAX)),
             },
         };
-        let blob = Bytes::from(encode_binding(&b, millis(b.expires_at), "node-a:1"));
-        assert_eq!(decode_binding(&blob), Ok(b.clone()));
+        let items = binding_args(&b, millis(b.expires_at), "node-a:1");
+        // What the scripts store: cmsgpack packs the expiry and CSeq as numbers.
         let mut set = Vec::new();
-        put(&mut set, &blob);
-        put(&mut set, &blob);
+        write::array(&mut set, 2);
+        for _ in 0..2 {
+            write::array(&mut set, BINDING_ITEMS);
+            for (i, item) in items.iter().enumerate() {
+                if i == 0 || i == 2 {
+                    let n = std::str::from_utf8(item).ok().and_then(|s| s.parse().ok());
+                    write::uint(&mut set, n.unwrap_or_else(|| panic!("numeric item {i}")));
+                } else {
+                    write::bytes(&mut set, item);
+                }
+            }
+        }
         assert_eq!(decode_set(&Bytes::from(set)), Ok(vec![b.clone(), b]));
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [&b"5:abc"[..], b"x:", b"3:abc", b"99999999999999999999999:"] {
-            assert!(decode_binding(&Bytes::copy_from_slice(bad)).is_err());
+        for bad in [
+            &b"5:abc"[..],
+            &[0x91, 0x98],
+            &[0x91, 0x92, 0x01, 0xa0],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+            &[0x90, 0x00],
+        ] {
+            assert!(decode_set(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
+        assert_eq!(decode_set(&Bytes::from_static(&[0x90])), Ok(Vec::new()));
     }
 }

@@ -7,7 +7,7 @@
 -- closed-flows marker (deleted when the AOR has bindings again)
 -- ARGV[1] now (ms), ARGV[2] mode ('Q' query, 'S' wildcard removal, 'L' contact list),
 -- ARGV[3] Call-ID, ARGV[4] CSeq, ARGV[5] max contacts, ARGV[6] AOR, ARGV[7] connection-index
--- key prefix, ARGV[8..] one binding blob per Contact (expires_at 0 = remove).
+-- key prefix, ARGV[8..] ITEMS arguments per Contact (expires_at 0 = remove).
 -- Returns {'OK', changed (0/1), AOR value after the update} or {'CSEQ'} or {'MAX'}.
 
 local now = tonumber(ARGV[1])
@@ -18,13 +18,13 @@ local max_contacts = tonumber(ARGV[5])
 local old = decode_set(redis.call('GET', KEYS[1]))
 local live = {}
 for _, b in ipairs(old) do
-  if b.exp > now then live[#live + 1] = b end
+  if b[EXP] > now then live[#live + 1] = b end
 end
 local changed = #live ~= #old
 
 local function out_of_order()
   for _, b in ipairs(live) do
-    if b.call_id == call_id and cseq <= b.cseq then return true end
+    if b[CALL_ID] == call_id and cseq <= b[CSEQ] then return true end
   end
   return false
 end
@@ -37,8 +37,8 @@ if mode == 'S' then
 elseif mode == 'L' then
   if out_of_order() then return { 'CSEQ' } end
   local before = #live
-  for i = 8, #ARGV do
-    local c = decode_binding(ARGV[i])
+  for i = 8, #ARGV, ITEMS do
+    local c = binding_from_args(i)
     local found
     for j, b in ipairs(working) do
       if same_binding(b, c) then
@@ -46,7 +46,7 @@ elseif mode == 'L' then
         break
       end
     end
-    if c.exp == 0 then
+    if c[EXP] == 0 then
       if found then
         table.remove(working, found)
         changed = true
@@ -64,6 +64,6 @@ elseif mode == 'L' then
 end
 
 if changed then
-  store_aor(KEYS[1], ARGV[6], old, working, KEYS[2], KEYS[3], ARGV[7], KEYS[4])
+  return { 'OK', 1, store_aor(KEYS[1], ARGV[6], old, working, KEYS[2], KEYS[3], ARGV[7], KEYS[4]) }
 end
-return { 'OK', changed and 1 or 0, encode_set(working) }
+return { 'OK', 0, encode_set(working) }

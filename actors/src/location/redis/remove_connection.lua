@@ -19,10 +19,10 @@ for _, aor in ipairs(redis.call('SMEMBERS', index)) do
   local old = decode_set(redis.call('GET', key))
   local kept, until_ms = {}, nil
   for _, b in ipairs(old) do
-    if b.conn ~= marker then
+    if b[CONN] ~= marker then
       kept[#kept + 1] = b
-    elseif until_ms == nil or b.exp > until_ms then
-      until_ms = b.exp
+    elseif until_ms == nil or b[EXP] > until_ms then
+      until_ms = b[EXP]
     end
   end
   if #kept ~= #old then

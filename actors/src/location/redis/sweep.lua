@@ -15,7 +15,7 @@ for _, aor in ipairs(due) do
   local old = decode_set(redis.call('GET', key))
   local live = {}
   for _, b in ipairs(old) do
-    if b.exp > now then live[#live + 1] = b end
+    if b[EXP] > now then live[#live + 1] = b end
   end
   removed = removed + #old - #live
   -- Always rewrite: this also repairs an index entry that was stale.

@@ -1,0 +1,279 @@
+//! One actor per dialog: a thin shell around [`DialogState`]. It folds the proxy's
+//! [`DialogEvent`]s into the record, writes the record to the store when it is confirmed or
+//! refreshed, deletes it when the dialog ends, and owns one timer (the dialog timeout),
+//! re-armed on every event and tagged with a generation so a stale firing is ignored.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use ractor::concurrency::JoinHandle;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{Instrument, debug, info, warn};
+
+use sipmesh_protocol::dialog::{
+    DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason,
+};
+
+use super::store::{DialogStore, load_either};
+
+/// Called once the event it came with was applied: `true` when the record is in the store
+/// (or needed no write), `false` when the write failed. The shard releases the held 2xx.
+pub struct StoredAck(pub Box<dyn FnOnce(bool) + Send>);
+
+impl std::fmt::Debug for StoredAck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredAck")
+    }
+}
+
+/// Messages of a [`DialogActor`].
+#[derive(Debug)]
+pub enum DialogMsg {
+    /// An event from a proxy shard, with the acknowledgement it waits for, if any.
+    Event(DialogEvent, Option<StoredAck>),
+    /// The timer of generation `0` fired.
+    Timeout(u64),
+    /// Read the record from the store now (after a restart) and arm the timer.
+    Load,
+    /// Test hook: panic now (the supervisor restarts the actor from the store).
+    Panic,
+}
+
+/// How the actor came to be, which decides whether it reads the store first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Created by the dialog's first Early or Confirmed event: nothing to load.
+    Fresh,
+    /// Created for an event of a dialog with no live actor (a node restart), or restarted
+    /// after a panic: the record comes from the store.
+    FromStore,
+}
+
+/// Start-up arguments.
+pub struct DialogArgs {
+    /// The dialog as the spawning event named it (possibly reversed).
+    pub id: DialogId,
+    /// Whether to load the record first.
+    pub start: Start,
+    /// The store.
+    pub store: Arc<dyn DialogStore>,
+    /// Timeouts.
+    pub config: DialogConfig,
+}
+
+/// The actor's state: the record plus handles.
+pub struct DialogActorState {
+    id: DialogId,
+    dialog: Option<DialogState>,
+    /// The store was read (or need not be).
+    loaded: bool,
+    store: Arc<dyn DialogStore>,
+    config: DialogConfig,
+    /// Generation of the armed timer; a firing with another number is stale.
+    generation: u64,
+    timer: Option<JoinHandle<()>>,
+    span: tracing::Span,
+}
+
+/// The dialog actor (stateless handler; the state is [`DialogActorState`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DialogActor;
+
+impl Actor for DialogActor {
+    type Msg = DialogMsg;
+    type State = DialogActorState;
+    type Arguments = DialogArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: DialogArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let span = tracing::info_span!(
+            "dialog",
+            call_id = %args.id.call_id,
+            dialog_id = %args.id,
+        );
+        Ok(DialogActorState {
+            id: args.id,
+            dialog: None,
+            loaded: args.start == Start::Fresh,
+            store: args.store,
+            config: args.config,
+            generation: 0,
+            timer: None,
+            span,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(t) = state.timer.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: DialogMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = state.span.clone();
+        async {
+            match msg {
+                DialogMsg::Panic => {
+                    warn!("test hook: dialog actor panics");
+                    panic!("test hook: injected dialog actor panic");
+                }
+                DialogMsg::Load => {
+                    ensure_loaded(state).await;
+                    arm_timer(&myself, state);
+                }
+                DialogMsg::Timeout(generation) if generation != state.generation => {}
+                DialogMsg::Timeout(_) => {
+                    info!("dialog timed out");
+                    let id = state.dialog.as_ref().map(|d| d.id.clone());
+                    if let Some(id) = id {
+                        let ev = DialogEvent::Terminated {
+                            id,
+                            reason: EndReason::Timeout,
+                        };
+                        let _ = on_event(state, ev).await;
+                    }
+                    myself.stop(Some("timeout".to_owned()));
+                }
+                DialogMsg::Event(ev, ack) => {
+                    let (next, stored) = on_event(state, ev).await;
+                    if let Some(StoredAck(ack)) = ack {
+                        ack(stored);
+                    }
+                    if next == Next::Stop {
+                        myself.stop(Some("terminated".to_owned()));
+                    } else {
+                        arm_timer(&myself, state);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+        Ok(())
+    }
+}
+
+/// Whether the actor lives on.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// Loads the record once if the actor started from the store.
+async fn ensure_loaded(state: &mut DialogActorState) {
+    if state.loaded {
+        return;
+    }
+    state.loaded = true;
+    match load_either(state.store.as_ref(), &state.id).await {
+        Ok(Some(d)) => {
+            debug!(
+                phase = d.phase.as_str(),
+                "dialog record loaded from the store"
+            );
+            state.dialog = Some(d);
+        }
+        Ok(None) => debug!("no stored record for the dialog"),
+        Err(e) => warn!(error = %e, "loading the dialog record failed"),
+    }
+}
+
+/// Folds one event in and mirrors the result to the store; also says whether the store
+/// holds what it should (false only when a write failed).
+async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool) {
+    ensure_loaded(state).await;
+    let wall = SystemTime::now();
+    let (save, end) = match &mut state.dialog {
+        None => match DialogState::from_event(&ev, wall, &state.config) {
+            Some(d) => {
+                let save = d.phase == DialogPhase::Confirmed;
+                state.dialog = Some(d);
+                (save, false)
+            }
+            None => {
+                // An end or refresh for a dialog nobody knows: make sure nothing is left.
+                if matches!(ev, DialogEvent::Terminated { .. }) {
+                    remove(state, &ev.id().clone()).await;
+                }
+                return (Next::Stop, true);
+            }
+        },
+        Some(d) => {
+            let applied = d.apply(&ev, wall, &state.config);
+            (
+                applied.changed && !applied.ended && d.phase == DialogPhase::Confirmed,
+                applied.ended,
+            )
+        }
+    };
+    if end {
+        if let Some(id) = state.dialog.as_ref().map(|d| d.id.clone()) {
+            let reason = match &ev {
+                DialogEvent::Terminated { reason, .. } => Some(*reason),
+                _ => None,
+            };
+            info!(?reason, "dialog ended");
+            remove(state, &id).await;
+        }
+        return (Next::Stop, true);
+    }
+    if save && let Some(d) = &state.dialog {
+        match state.store.save(d).await {
+            Ok(()) => debug!(phase = d.phase.as_str(), "dialog record stored"),
+            Err(e) => {
+                warn!(error = %e, "storing the dialog record failed");
+                return (Next::Continue, false);
+            }
+        }
+    }
+    (Next::Continue, true)
+}
+
+async fn remove(state: &DialogActorState, id: &DialogId) {
+    for key in [id.clone(), id.reversed()] {
+        match state.store.remove(&key).await {
+            Ok(true) => {
+                debug!("dialog record removed");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "removing the dialog record failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Re-arms the single timer for the record's timeout (or the early timeout while the actor
+/// has no record yet).
+fn arm_timer(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState) {
+    state.generation += 1;
+    if let Some(t) = state.timer.take() {
+        t.abort();
+    }
+    let after = state
+        .dialog
+        .as_ref()
+        .map_or(state.config.early_timeout, |d| d.timeout);
+    let generation = state.generation;
+    let me = myself.clone();
+    state.timer = Some(ractor::concurrency::spawn(async move {
+        ractor::concurrency::sleep(after).await;
+        let _ = me.cast(DialogMsg::Timeout(generation));
+    }));
+}

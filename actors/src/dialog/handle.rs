@@ -1,0 +1,215 @@
+//! [`Dialogs`]: what the shards hold to reach dialog actors. Events go straight to a live
+//! actor through a sharded map (no supervisor hop, no shared lock held across an await);
+//! only an event for a dialog without a live actor goes to the supervisor.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorRef, MessagingErr, SpawnErr};
+use tracing::warn;
+
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
+
+use super::actor::{DialogMsg, StoredAck};
+use super::store::DialogStore;
+use super::supervisor::{DialogSupervisor, SupervisorArgs, SupervisorMsg};
+
+/// Longest wait of [`Dialogs::inject_panic`] for the restart.
+pub const HOOK_WAIT: Duration = Duration::from_secs(2);
+
+/// Number of map shards (a power of two).
+const SHARDS: usize = 64;
+
+/// One shard of the map.
+type Shard = HashMap<DialogId, ActorRef<DialogMsg>>;
+
+/// Live dialog actors by dialog id, sharded by Call-ID so both orientations of an id land in
+/// the same shard.
+pub struct ActorMap {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl std::fmt::Debug for ActorMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActorMap")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl ActorMap {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn shard(&self, id: &DialogId) -> MutexGuard<'_, Shard> {
+        let index = usize::try_from(self.hasher.hash_one(&id.call_id)).unwrap_or_default() % SHARDS;
+        // Each critical section is one map operation: a poisoned lock is still consistent.
+        self.shards
+            .get(index)
+            .unwrap_or_else(|| unreachable!("index is below SHARDS"))
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live actor of `id`, in either orientation.
+    pub(crate) fn get(&self, id: &DialogId) -> Option<ActorRef<DialogMsg>> {
+        let shard = self.shard(id);
+        shard.get(id).or_else(|| shard.get(&id.reversed())).cloned()
+    }
+
+    pub(crate) fn insert(&self, id: DialogId, actor: ActorRef<DialogMsg>) {
+        let mut shard = self.shard(&id);
+        shard.remove(&id.reversed());
+        shard.insert(id, actor);
+    }
+
+    /// Removes the entry of `id` if it is the actor `actor`; true when it was.
+    pub(crate) fn remove_if(&self, id: &DialogId, actor: ActorId) -> bool {
+        let mut shard = self.shard(id);
+        if shard.get(id).is_some_and(|a| a.get_id() == actor) {
+            shard.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Number of live dialog actors.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+
+    /// True when no dialog actor is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A cloneable handle to the dialog actors of one node.
+#[derive(Clone)]
+pub struct Dialogs {
+    map: Arc<ActorMap>,
+    supervisor: ActorRef<SupervisorMsg>,
+    store_kind: &'static str,
+}
+
+impl std::fmt::Debug for Dialogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialogs")
+            .field("live", &self.map.len())
+            .field("store", &self.store_kind)
+            .finish()
+    }
+}
+
+/// Why a dialog hook could not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DialogHookError {
+    /// No live actor for that dialog.
+    #[error("no live actor for dialog {0}")]
+    NotFound(DialogId),
+}
+
+impl Dialogs {
+    /// Starts the supervisor over `store`.
+    pub async fn start(
+        store: Arc<dyn DialogStore>,
+        config: DialogConfig,
+    ) -> Result<Self, SpawnErr> {
+        let map = Arc::new(ActorMap::new());
+        let store_kind = store.kind();
+        let args = SupervisorArgs {
+            map: Arc::clone(&map),
+            store,
+            config,
+        };
+        let (supervisor, _join) = Actor::spawn(None, DialogSupervisor, args).await?;
+        Ok(Self {
+            map,
+            supervisor,
+            store_kind,
+        })
+    }
+
+    /// Hands one event to its dialog's actor, creating the actor when there is none. Never
+    /// blocks: a cast into an unbounded mailbox.
+    pub fn handle(&self, ev: DialogEvent) {
+        self.deliver(ev, None);
+    }
+
+    /// Like [`handle`](Self::handle), and calls `ack` once the event was applied and the
+    /// record written (`true`) or the write failed (`false`). `ack` is dropped uncalled only
+    /// when the supervisor is gone; the caller bounds its wait anyway.
+    pub fn handle_acked(&self, ev: DialogEvent, ack: impl FnOnce(bool) + Send + 'static) {
+        self.deliver(ev, Some(StoredAck(Box::new(ack))));
+    }
+
+    fn deliver(&self, ev: DialogEvent, ack: Option<StoredAck>) {
+        let (ev, ack) = match self.map.get(ev.id()) {
+            Some(actor) => match actor.cast(DialogMsg::Event(ev, ack)) {
+                Ok(()) => return,
+                // The actor stopped (or failed) since the map was read: the supervisor
+                // starts a new one from the store.
+                Err(MessagingErr::SendErr(DialogMsg::Event(ev, ack))) => (ev, ack),
+                Err(_) => return,
+            },
+            None => (ev, ack),
+        };
+        if self.supervisor.cast(SupervisorMsg::Spawn(ev, ack)).is_err() {
+            warn!("dialog supervisor is gone: dialog event dropped");
+        }
+    }
+
+    /// Test hook: makes the live actor of `id` panic, and returns once the supervisor has
+    /// replaced it (or after [`HOOK_WAIT`], when the restart is still pending), so that the
+    /// caller's next event reaches the restarted actor.
+    pub async fn inject_panic(&self, id: &DialogId) -> Result<(), DialogHookError> {
+        let actor = self
+            .map
+            .get(id)
+            .ok_or_else(|| DialogHookError::NotFound(id.clone()))?;
+        let before = actor.get_id();
+        actor
+            .cast(DialogMsg::Panic)
+            .map_err(|_| DialogHookError::NotFound(id.clone()))?;
+        let deadline = tokio::time::Instant::now() + HOOK_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if self.map.get(id).is_some_and(|a| a.get_id() != before) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        warn!(dialog_id = %id, "dialog actor not restarted within the hook's wait");
+        Ok(())
+    }
+
+    /// Whether a live actor serves `id` (either orientation).
+    pub fn is_live(&self, id: &DialogId) -> bool {
+        self.map.get(id).is_some()
+    }
+
+    /// Number of live dialog actors.
+    pub fn live(&self) -> usize {
+        self.map.len()
+    }
+
+    /// `memory` or `redis`.
+    pub fn store_kind(&self) -> &'static str {
+        self.store_kind
+    }
+
+    /// Stops the supervisor and, with it, every dialog actor (records stay in the store).
+    pub fn stop(&self) {
+        self.supervisor.stop(None);
+    }
+}

@@ -1,0 +1,147 @@
+//! Dialog records in Redis: one hash per confirmed dialog, `P<call-id;caller-tag;callee-tag>`
+//! with the prefix `P` (default `sipmesh:dlg:`), fields from [`record`](super::record::encode), and a
+//! key expiry of the dialog timeout plus [`EXPIRY_MARGIN`] so a lost BYE cannot leak a key.
+//!
+//! The same patterns as the location store: one lazily connecting [`ConnectionManager`] that
+//! reconnects by itself, every call bounded by a timeout and an in-flight limit, failures
+//! reported as [`DialogStoreError::Unavailable`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, RedisError};
+use tokio::sync::Semaphore;
+
+use sipmesh_protocol::dialog::{DialogId, DialogState};
+
+use crate::location::{RedisStoreConfig, RedisStoreError, UnavailableReason, redis::topology_of};
+
+use super::record;
+use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
+
+/// Default key prefix of dialog records.
+pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
+
+/// The Redis [`DialogStore`].
+#[derive(Clone)]
+pub struct RedisDialogStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for RedisDialogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisDialogStore")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisDialogStore {
+    /// A store on the server of `config` (its URL, timeout and in-flight limit) with key
+    /// prefix `prefix`. Connects lazily; must be called inside a Tokio runtime.
+    pub fn new(config: &RedisStoreConfig, prefix: &str) -> Result<Self, RedisStoreError> {
+        if let Some(t) = topology_of(&config.url) {
+            return Err(RedisStoreError::UnsupportedTopology(t));
+        }
+        let client = Client::open(config.url.as_str()).map_err(RedisStoreError::InvalidUrl)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(400))
+            .set_number_of_retries(3);
+        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+            .map_err(RedisStoreError::InvalidUrl)?;
+        Ok(Self {
+            conn,
+            prefix: Arc::from(prefix),
+            timeout: config.timeout,
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+        })
+    }
+
+    /// The key of a dialog record (for tools and tests).
+    pub fn key(&self, id: &DialogId) -> String {
+        format!("{}{}", self.prefix, id.key())
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, DialogStoreError> {
+        let guarded = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| DialogStoreError::Unavailable(UnavailableReason::Disconnected))?;
+            work.await.map_err(|e| {
+                DialogStoreError::Unavailable(if e.is_timeout() {
+                    UnavailableReason::Timeout
+                } else {
+                    UnavailableReason::Disconnected
+                })
+            })
+        };
+        tokio::time::timeout(self.timeout, guarded)
+            .await
+            .unwrap_or(Err(DialogStoreError::Unavailable(
+                UnavailableReason::Timeout,
+            )))
+    }
+}
+
+impl DialogStore for RedisDialogStore {
+    fn save<'a>(&'a self, state: &'a DialogState) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let key = self.key(&state.id);
+            let fields = record::encode(state);
+            let ttl = state.timeout + EXPIRY_MARGIN;
+            let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+            let mut conn = self.conn.clone();
+            // One MULTI/EXEC: the old fields go, the new ones and the expiry land together.
+            let mut pipe = ::redis::pipe();
+            pipe.atomic()
+                .del(&key)
+                .ignore()
+                .hset_multiple(&key, &fields)
+                .ignore()
+                .pexpire(&key, ttl_ms)
+                .ignore();
+            self.bounded(pipe.query_async::<()>(&mut conn)).await
+        })
+    }
+
+    fn load<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, Option<DialogState>> {
+        Box::pin(async move {
+            let key = self.key(id);
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HGETALL").arg(&key).clone();
+            let fields: HashMap<String, String> = self.bounded(cmd.query_async(&mut conn)).await?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            record::decode(&fields).map(Some)
+        })
+    }
+
+    fn remove<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let key = self.key(id);
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("DEL").arg(&key).clone();
+            let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}

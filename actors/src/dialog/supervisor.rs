@@ -1,0 +1,162 @@
+//! The dialog supervisor: spawns a [`DialogActor`] for a dialog that has none, and restarts
+//! one that panicked from the store, leaving its siblings alone (ractor's default would stop
+//! the supervisor, and with it every call, on the first failure).
+//!
+//! It is not on the per-message path: shards cast events straight to a live dialog actor
+//! through the [`Dialogs`](super::Dialogs) map; only the first event of a dialog (or one for a
+//! dialog without a live actor) comes here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tracing::{debug, warn};
+
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
+
+use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
+use super::handle::ActorMap;
+use super::store::DialogStore;
+
+/// Messages of the [`DialogSupervisor`].
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// An event for a dialog with no live actor (as far as the sender saw), with its
+    /// acknowledgement.
+    Spawn(DialogEvent, Option<StoredAck>),
+}
+
+/// Start-up arguments.
+pub struct SupervisorArgs {
+    /// The map shards use to reach live actors (the supervisor is its only writer of new
+    /// entries).
+    pub map: Arc<ActorMap>,
+    /// The store the actors use.
+    pub store: Arc<dyn DialogStore>,
+    /// Timeouts.
+    pub config: DialogConfig,
+}
+
+/// Supervisor state.
+pub struct SupervisorState {
+    map: Arc<ActorMap>,
+    store: Arc<dyn DialogStore>,
+    config: DialogConfig,
+    /// Which dialog each child serves (supervision events only name the actor).
+    children: HashMap<ActorId, DialogId>,
+}
+
+/// The dialog supervisor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DialogSupervisor;
+
+impl DialogSupervisor {
+    async fn spawn_child(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        id: DialogId,
+        start: Start,
+    ) -> Option<ActorRef<DialogMsg>> {
+        let args = DialogArgs {
+            id: id.clone(),
+            start,
+            store: Arc::clone(&state.store),
+            config: state.config,
+        };
+        match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
+            Ok((actor, _join)) => {
+                state.children.insert(actor.get_id(), id.clone());
+                state.map.insert(id, actor.clone());
+                Some(actor)
+            }
+            Err(e) => {
+                warn!(dialog_id = %id, error = %e, "cannot start a dialog actor");
+                None
+            }
+        }
+    }
+}
+
+impl Actor for DialogSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SupervisorState {
+            map: args.map,
+            store: args.store,
+            config: args.config,
+            children: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Spawn(ev, ack) => {
+                // Another Spawn for the same dialog may have been queued before the first
+                // created the actor: deliver to it.
+                let (ev, ack) = match state.map.get(ev.id()) {
+                    Some(actor) => match actor.cast(DialogMsg::Event(ev, ack)) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => match e {
+                            ractor::MessagingErr::SendErr(DialogMsg::Event(ev, ack)) => (ev, ack),
+                            _ => return Ok(()),
+                        },
+                    },
+                    None => (ev, ack),
+                };
+                let start = match &ev {
+                    DialogEvent::Early(_) | DialogEvent::Confirmed(_) => Start::Fresh,
+                    DialogEvent::Refreshed(_) | DialogEvent::Terminated { .. } => Start::FromStore,
+                };
+                let id = ev.id().clone();
+                if let Some(actor) = Self::spawn_child(&myself, state, id, start).await {
+                    let _ = actor.cast(DialogMsg::Event(ev, ack));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(id) = state.children.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                // Restart only if the map still names the failed actor (an event may already
+                // have made a replacement).
+                if !state.map.remove_if(&id, cell.get_id()) {
+                    return Ok(());
+                }
+                warn!(dialog_id = %id, %error, "dialog actor failed: restarting it from the store");
+                if let Some(actor) = Self::spawn_child(&myself, state, id, Start::FromStore).await {
+                    let _ = actor.cast(DialogMsg::Load);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(id) = state.children.remove(&cell.get_id()) {
+                    debug!(dialog_id = %id, ?reason, "dialog actor stopped");
+                    state.map.remove_if(&id, cell.get_id());
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
