@@ -15,19 +15,24 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
-if ! have sipp || ! have kamailio || ! have redis-server || ! have python3 || ! have stunnel ||
+if ! have sipp || ! have kamailio || ! have redis-server || ! have python3 ||
 	! have node || ! have npm; then
-	echo "==> installing test tools (sip-tester, redis-server, kamailio, python3, stunnel4, nodejs, npm)"
+	echo "==> installing test tools (sip-tester, redis-server, kamailio, python3, nodejs, npm)"
 	sudo=""
 	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 	$sudo apt-get update
-	pkgs="sip-tester redis-server kamailio python3 stunnel4"
+	pkgs="sip-tester redis-server kamailio python3"
 	# Node.js may come from elsewhere (nodesource ships npm inside its nodejs package).
 	if ! have node; then pkgs="$pkgs nodejs"; fi
 	if ! have npm; then pkgs="$pkgs npm"; fi
 	# shellcheck disable=SC2086
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y $pkgs
 fi
+
+# SIPp with TLS (`-t l1`) for the TLS and sips: tests: Debian 12's sip-tester has none. Cached in
+# target/tools/sipp-tls (see scripts/build-sipp-tls.sh): 20-30 s when missing or broken, else
+# only a version check.
+scripts/build-sipp-tls.sh
 
 # The JsSIP test client (node/tests/jssip.rs): its packages, pinned by package-lock.json.
 # `npm ci` only when node_modules is missing or older than the lock file.

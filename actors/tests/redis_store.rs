@@ -68,6 +68,7 @@ both_stores!(
     binding_identity,
     contact_limit,
     query_and_path,
+    flows_closed_after_remove_connection,
 );
 
 #[tokio::test]
@@ -237,6 +238,61 @@ async fn concurrent_registers_respect_contact_limit() {
     }
     assert_eq!(acked, 16);
     assert_eq!(store.lookup(&alice, t0()).await.map(|b| b.len()), Ok(16));
+}
+
+/// The closed-flows marker is bounded: it expires in Redis after `flows_closed_ttl` even when
+/// the removed bindings would have lived longer, and never outlives that bound.
+#[tokio::test]
+async fn closed_flows_marker_expires() {
+    let server = RedisServer::start();
+    let config = RedisStoreConfig {
+        key_prefix: "ttl:".to_owned(),
+        flows_closed_ttl: Duration::from_millis(300),
+        ..patient(&server)
+    };
+    let store = RedisLocationStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let bob = aor("bob");
+    let mut r = req(
+        &bob,
+        "c",
+        1,
+        vec![contact("sip:b@b.invalid;transport=tcp", None)],
+    );
+    r.source = support::requests::source(Some(7));
+    assert!(
+        store
+            .register(r, &RegistrarPolicy::default(), t0())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        store
+            .remove_connection(sipmesh_protocol::peer::ConnectionId(7))
+            .await,
+        Ok(1)
+    );
+    let started = Instant::now();
+    assert_eq!(store.flows_closed(&bob, t0()).await, Ok(true));
+    // Redis reports the bound it set.
+    let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("ttl:closed:sip:bob@example.com")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!((1..=300).contains(&pttl), "PTTL {pttl}");
+    let deadline = started + Duration::from_secs(5);
+    while store.flows_closed(&bob, t0()).await == Ok(true) {
+        assert!(Instant::now() < deadline, "the marker did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
 /// Sweeping many AORs takes several script batches and leaves the indexes empty.

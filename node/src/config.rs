@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
 use sipmesh_actors::location::RedisStoreConfig;
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
+use sipmesh_protocol::proxy::FlowTokenKey;
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
 /// Command line of the `sipmesh` binary.
@@ -124,6 +125,9 @@ pub struct RawConfig {
     pub max_connections: Option<usize>,
     /// Redis URL for the location store (default: in memory).
     pub redis: Option<String>,
+    /// Key of the flow tokens in Record-Route: 64 hex digits (32 octets), the same on nodes
+    /// that must accept each other's tokens (default: random at every start).
+    pub flow_token_key: Option<String>,
     /// Admin endpoint address.
     pub admin: Option<SocketAddr>,
     /// Fault-injection endpoints on the admin endpoint (tests only).
@@ -290,6 +294,12 @@ impl TryFrom<RawConfig> for NodeConfig {
                 tls,
                 ws,
                 redis: raw.redis.as_deref().map(RedisStoreConfig::new),
+                flow_token_key: raw
+                    .flow_token_key
+                    .as_deref()
+                    .map(FlowTokenKey::from_hex)
+                    .transpose()
+                    .context("flow_token_key")?,
                 dialog: sipmesh_protocol::dialog::DialogConfig::default(),
             },
         })
@@ -435,5 +445,21 @@ mod tests {
         assert!(cfg.tls.is_none());
         let bad: RawConfig = toml::from_str("ws_ping_interval = 0").unwrap();
         assert!(NodeConfig::try_from(bad).is_err());
+    }
+
+    #[test]
+    fn flow_token_key_is_read_or_left_to_the_engine() {
+        let cfg = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert!(cfg.engine.flow_token_key.is_none(), "random at start");
+        let raw: RawConfig =
+            toml::from_str(&format!("flow_token_key = \"{}\"", "ab".repeat(32))).unwrap();
+        let cfg = NodeConfig::try_from(raw).unwrap();
+        assert!(cfg.engine.flow_token_key.is_some());
+        let bad: RawConfig = toml::from_str("flow_token_key = \"abcd\"").unwrap();
+        let err = format!("{:#}", NodeConfig::try_from(bad).unwrap_err());
+        assert!(
+            err.contains("flow_token_key") && err.contains("64"),
+            "{err}"
+        );
     }
 }

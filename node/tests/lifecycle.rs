@@ -62,6 +62,7 @@ fn sigterm_during_ringing(test: &str, transport: SippTransport) {
     let raw_transport = match transport {
         SippTransport::Udp => ViaTransport::Udp,
         SippTransport::Tcp | SippTransport::TcpMulti => ViaTransport::Tcp,
+        SippTransport::Tls => panic!("the raw client speaks no TLS"),
     };
     let mut uac = match RawClient::connect(raw_transport, harness.ip(), harness.node()) {
         Ok(c) => c,

@@ -10,6 +10,11 @@ pub enum HarnessError {
     /// `sipp` is not on `PATH`.
     #[error("SIPp (`sipp`) not found on PATH: run scripts/test.sh, which installs sip-tester")]
     SippMissing,
+    /// The TLS-capable SIPp is not installed.
+    #[error(
+        "SIPp with TLS not found at {0}: run scripts/build-sipp-tls.sh (scripts/test.sh does) or set SIPMESH_SIPP_TLS"
+    )]
+    SippTlsMissing(PathBuf),
     /// `kamailio` is not on `PATH` although `SIPMESH_TEST_TARGET=kamailio` asked for it.
     #[error("kamailio not found on PATH: run scripts/test.sh, which installs kamailio")]
     KamailioMissing,

@@ -57,7 +57,9 @@ pub use error::HarnessError;
 pub use harness::Harness;
 pub use listen::{is_bound, wait_bound};
 pub use node::{NodeOptions, SipmeshNode, Target};
-pub use paths::{corpus_dir, kamailio_config, sipp_binary, sipp_dir, workspace_root};
+pub use paths::{
+    corpus_dir, kamailio_config, sipp_binary, sipp_dir, sipp_tls_binary, workspace_root,
+};
 pub use port::{free_port, test_ip};
 pub use probe::options_ping;
 pub use raw_client::RawClient;

@@ -249,6 +249,10 @@ impl SipmeshNode {
         match transport {
             SippTransport::Udp => self.udp_addr(),
             SippTransport::Tcp | SippTransport::TcpMulti => self.tcp_addr(),
+            // Port 0 (no TLS listener configured) makes the run fail loudly.
+            SippTransport::Tls => {
+                SocketAddr::new(self.options.ip, self.options.tls_port.unwrap_or(0))
+            }
         }
     }
 

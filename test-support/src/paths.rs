@@ -56,6 +56,26 @@ pub(crate) fn kamailio_binary() -> Result<PathBuf, HarnessError> {
         .ok_or(HarnessError::KamailioMissing)
 }
 
+/// The SIPp with TLS (`-t l1`): `$SIPMESH_SIPP_TLS`, else
+/// `<workspace>/target/tools/sipp-tls/sipp` as installed by `scripts/build-sipp-tls.sh`.
+///
+/// Fails (never skips) when neither exists.
+pub fn sipp_tls_binary() -> Result<PathBuf, HarnessError> {
+    let path = match env::var_os("SIPMESH_SIPP_TLS") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => workspace_root()
+            .join("target")
+            .join("tools")
+            .join("sipp-tls")
+            .join("sipp"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::SippTlsMissing(path))
+    }
+}
+
 /// Looks `name` up in the directories of `PATH`, like `which`.
 fn which(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;

@@ -2,7 +2,7 @@
 //! address, with a development CA and certificate from `sipmesh dev-cert`.
 //!
 //! The server pair is also copied into the test's directory as `cacert.pem` and `cakey.pem`
-//! (the names SIPp's `-t l1` looks for; Debian's SIPp has no TLS, so the TLS tests put stunnel
+//! (the names SIPp's `-t l1` looks for; the TLS SIPp of `scripts/build-sipp-tls.sh` presents it
 //! in front of it with that pair).
 
 use std::net::{IpAddr, SocketAddr};

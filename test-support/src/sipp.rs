@@ -14,7 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::process::{self, wait_timeout};
-use crate::{HarnessError, SippStats, TestDir, free_port, sipp_binary, sipp_dir};
+use crate::{HarnessError, SippStats, TestDir, free_port, sipp_binary, sipp_dir, sipp_tls_binary};
 
 /// Extra time the harness gives SIPp beyond its own `-timeout` before killing it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -34,6 +34,11 @@ pub enum SippTransport {
     Tcp,
     /// `tn`: one TCP connection per call.
     TcpMulti,
+    /// `l1`: one TLS connection (or one listening socket for a UAS). Runs the TLS-capable SIPp
+    /// of [`crate::sipp_tls_binary`] (Debian 12's has no TLS), which presents
+    /// `cacert.pem`/`cakey.pem` from the test directory (SIPp's default names;
+    /// [`crate::Harness::try_start_secure`] writes the node's development pair there).
+    Tls,
 }
 
 impl SippTransport {
@@ -43,6 +48,7 @@ impl SippTransport {
             Self::Udp => "u1",
             Self::Tcp => "t1",
             Self::TcpMulti => "tn",
+            Self::Tls => "l1",
         }
     }
 
@@ -51,6 +57,7 @@ impl SippTransport {
         match self {
             Self::Udp => "udp",
             Self::Tcp | Self::TcpMulti => "tcp",
+            Self::Tls => "tls",
         }
     }
 }
@@ -173,7 +180,11 @@ impl Sipp {
                 return Err(HarnessError::InputMissing(input.clone()));
             }
         }
-        let mut command = process::command(&sipp_binary()?);
+        let binary = match self.transport {
+            SippTransport::Tls => sipp_tls_binary()?,
+            SippTransport::Udp | SippTransport::Tcp | SippTransport::TcpMulti => sipp_binary()?,
+        };
+        let mut command = process::command(&binary);
         if let Some(remote) = self.remote {
             command.arg(remote.to_string());
         }
@@ -444,6 +455,32 @@ mod tests {
         }
         assert!(joined.contains("tests/sipp/register.xml"));
         assert!(joined.contains("tests/sipp/bob.csv"));
+    }
+
+    #[test]
+    fn tls_runs_the_tls_capable_sipp() {
+        let dir = TestDir::new("sipp-tls-command-line-unit").expect("test dir");
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 3, 4, 9));
+        let sipp = Sipp::new("register.xml", &dir, ip, SippTransport::Tls);
+        match sipp.command() {
+            Ok(command) => {
+                let expected = sipp_tls_binary().expect("found once already");
+                // The program itself, or the argument of `setpriv`.
+                let args: Vec<String> = std::iter::once(command.get_program())
+                    .chain(command.get_args())
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect();
+                assert!(
+                    args.iter().any(|a| a == &expected.to_string_lossy()),
+                    "{expected:?} not run: {args:?}"
+                );
+                assert!(args.join(" ").contains("-t l1"), "{args:?}");
+            }
+            Err(e) => {
+                assert!(matches!(e, HarnessError::SippTlsMissing(_)), "{e}");
+                assert!(e.to_string().contains("build-sipp-tls.sh"), "{e}");
+            }
+        }
     }
 
     #[test]

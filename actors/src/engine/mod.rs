@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use sipmesh_protocol::dialog::DialogConfig;
-use sipmesh_protocol::proxy::{CoreConfig, Listener};
+use sipmesh_protocol::proxy::{CoreConfig, FlowTokenKey, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
@@ -82,6 +82,9 @@ pub struct EngineConfig {
     pub ws: transport::WsConfig,
     /// Keep registrations in Redis (None: in memory, the single-node default).
     pub redis: Option<RedisStoreConfig>,
+    /// Key of the flow tokens in Record-Route (RFC 5626 §5.2); None: a fresh one from the OS
+    /// RNG at start (tokens written before a restart then get 403).
+    pub flow_token_key: Option<FlowTokenKey>,
     /// Dialog timeouts (the dialog records go to Redis too when `redis` is set).
     pub dialog: DialogConfig,
 }
@@ -89,6 +92,8 @@ pub struct EngineConfig {
 /// Starts the shards and the expiry sweeper over one store type.
 struct ShardSpawn<'a> {
     listeners: Vec<Listener>,
+    /// One key for every shard: a token written by one is checked by another.
+    flow_token_key: FlowTokenKey,
     config: &'a EngineConfig,
     transport: &'a TransportHandle,
     dialogs: &'a Dialogs,
@@ -117,6 +122,7 @@ impl ShardSpawn<'_> {
                     timers: TimerConfig::default(),
                     shard: u8::try_from(index).unwrap_or(u8::MAX),
                     rng_seed: rand::random(),
+                    flow_token_key: self.flow_token_key.clone(),
                 };
                 tokio::spawn(shard::run(
                     core_config,
@@ -190,6 +196,11 @@ impl Engine {
                 addr: *addr,
             })
             .collect();
+        let flow_token_key = config.flow_token_key.clone().unwrap_or_else(|| {
+            let mut bytes = [0u8; FlowTokenKey::LEN];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+            FlowTokenKey::new(bytes)
+        });
         let dialog_store: Arc<dyn DialogStore> = match &config.redis {
             Some(redis) => Arc::new(
                 RedisDialogStore::new(redis, crate::dialog::redis::DEFAULT_PREFIX)
@@ -202,6 +213,7 @@ impl Engine {
             .map_err(EngineError::Dialogs)?;
         let spawn = ShardSpawn {
             listeners,
+            flow_token_key,
             config: &config,
             transport: &transport,
             dialogs: &dialogs,

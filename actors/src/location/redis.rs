@@ -15,7 +15,11 @@
 //! - `P exp`: sorted set of AORs scored by their earliest expiry (for [`LocationStore::sweep_expired`]);
 //! - `P conn:<scope>:<id>`: set of AORs with a binding over that connection (for
 //!   [`LocationStore::remove_connection`], no scan);
-//! - `P bindings`: counter of stored bindings (for [`LocationStore::stats`]).
+//! - `P bindings`: counter of stored bindings (for [`LocationStore::stats`]);
+//! - `P closed:<AOR>`: the latest expiry (ms) of the flow bindings that
+//!   [`LocationStore::remove_connection`] took from an AOR it left empty, for
+//!   [`LocationStore::flows_closed`] (480 rather than 404); deleted when the AOR registers again,
+//!   and expiring by itself after [`RedisStoreConfig::flows_closed_ttl`].
 //!
 //! Faults: every call is bounded by [`RedisStoreConfig::timeout`] (default 500 ms), and at most
 //! [`RedisStoreConfig::max_in_flight`] calls are outstanding; past either bound the caller gets
@@ -73,11 +77,16 @@ pub struct RedisStoreConfig {
     pub max_in_flight: usize,
     /// AORs examined per sweep script run (keeps each run short).
     pub sweep_batch: usize,
+    /// Lifetime of a closed-flows marker (`P closed:<AOR>`): the bound on how long an AOR whose
+    /// flows closed answers 480 rather than 404. The marker's own value (the removed bindings'
+    /// latest expiry) ends it earlier; keep this at least the registrar's `max_expires`.
+    pub flows_closed_ttl: Duration,
 }
 
 impl RedisStoreConfig {
     /// Defaults for `url`: prefix `sipmesh:loc:`, scope `local`, 500 ms timeout, 4096 calls in
-    /// flight, sweep batches of 256 AORs.
+    /// flight, sweep batches of 256 AORs, closed-flows markers kept at most 3600 s (the
+    /// registrar's default `max_expires`).
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -86,6 +95,7 @@ impl RedisStoreConfig {
             timeout: Duration::from_millis(500),
             max_in_flight: 4096,
             sweep_batch: 256,
+            flows_closed_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -143,6 +153,8 @@ struct Keys {
     count: String,
     /// Prefix of connection-index keys.
     connection: String,
+    /// Prefix of closed-flows markers.
+    closed: String,
 }
 
 impl Keys {
@@ -152,15 +164,25 @@ impl Keys {
             expiry: format!("{prefix}exp"),
             count: format!("{prefix}bindings"),
             connection: format!("{prefix}conn:"),
+            closed: format!("{prefix}closed:"),
         }
     }
 
     fn aor(&self, aor: &Aor) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.aor.len() + aor.as_bytes().len());
-        k.extend_from_slice(self.aor.as_bytes());
-        k.extend_from_slice(aor.as_bytes());
-        k
+        prefixed(&self.aor, aor)
     }
+
+    fn closed(&self, aor: &Aor) -> Vec<u8> {
+        prefixed(&self.closed, aor)
+    }
+}
+
+/// `prefix` followed by the AOR's bytes.
+fn prefixed(prefix: &str, aor: &Aor) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + aor.as_bytes().len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(aor.as_bytes());
+    k
 }
 
 /// The Redis [`LocationStore`]. Cheap to share behind an `Arc`; calls run concurrently over one
@@ -172,6 +194,7 @@ pub struct RedisLocationStore {
     scope: Arc<str>,
     timeout: Duration,
     sweep_batch: usize,
+    flows_closed_ttl_ms: u64,
     permits: Arc<Semaphore>,
     /// Pipelines the REGISTER script and lookups.
     batch: batch::Batcher,
@@ -227,6 +250,9 @@ impl RedisLocationStore {
             scope: Arc::from(config.connection_scope.as_str()),
             timeout: config.timeout,
             sweep_batch: config.sweep_batch.max(1),
+            flows_closed_ttl_ms: u64::try_from(config.flows_closed_ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             register_script: script(REGISTER_LUA),
             sweep_script: script(SWEEP_LUA),
@@ -435,10 +461,11 @@ impl LocationStore for RedisLocationStore {
             let plan = plan?;
             let mut cmd = ::redis::cmd("EVALSHA");
             cmd.arg(self.register_script.get_hash())
-                .arg(3)
+                .arg(4)
                 .arg(self.keys.aor(&req.aor))
                 .arg(&self.keys.expiry)
                 .arg(&self.keys.count)
+                .arg(self.keys.closed(&req.aor))
                 .arg(codec::millis(now))
                 .arg(plan.mode)
                 .arg(req.call_id.as_ref())
@@ -501,8 +528,33 @@ impl LocationStore for RedisLocationStore {
             .key(&self.keys.count)
             .arg(codec::connection_text(&self.scope, connection))
             .arg(&self.keys.aor)
-            .arg(&self.keys.connection);
+            .arg(&self.keys.connection)
+            .arg(&self.keys.closed)
+            .arg(self.flows_closed_ttl_ms);
         self.bounded(call.invoke_async::<usize>(&mut conn)).await
+    }
+
+    async fn flows_closed(&self, aor: &Aor, now: SystemTime) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("GET")
+            .arg(self.keys.closed(aor))
+            .cmd("GET")
+            .arg(self.keys.aor(aor));
+        let (until, value): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            self.bounded(pipe.query_async(&mut conn)).await?;
+        let Some(until) = until else {
+            return Ok(false);
+        };
+        let until: u64 = std::str::from_utf8(&until)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad_reply("closed-flows marker"))?;
+        if until <= codec::millis(now) {
+            return Ok(false);
+        }
+        let bindings = value.map(decode).transpose()?.unwrap_or_default();
+        Ok(bindings.iter().all(|b| b.is_expired(now)))
     }
 
     async fn sweep_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
@@ -515,7 +567,8 @@ impl LocationStore for RedisLocationStore {
                 .arg(codec::millis(now))
                 .arg(self.sweep_batch)
                 .arg(&self.keys.aor)
-                .arg(&self.keys.connection);
+                .arg(&self.keys.connection)
+                .arg(&self.keys.closed);
             let (n, visited): (usize, usize) = self.bounded(call.invoke_async(&mut conn)).await?;
             removed += n;
             if visited < self.sweep_batch {

@@ -75,6 +75,9 @@ pub(crate) struct TcpShared {
 #[derive(Default)]
 pub(super) struct Registry {
     conns: HashMap<ConnectionId, Entry>,
+    /// Slots promised to WebSocket upgrades being answered (`ws.rs`, `Reservation`): they count
+    /// against `max_connections` until the connection registers in its slot or gives it back.
+    pub(super) reserved: usize,
     /// The newest connection of each transport to each peer address.
     by_peer: HashMap<(Transport, SocketAddr), ConnectionId>,
 }
@@ -152,14 +155,20 @@ impl TcpShared {
         })
     }
 
-    /// Registers a new connection to `peer`, unless `max_connections` is reached.
+    /// Whether `max_connections` is reached, counting reserved slots.
+    pub(super) fn is_full(&self, reg: &Registry) -> bool {
+        reg.conns.len().saturating_add(reg.reserved) >= self.settings.max_connections
+    }
+
+    /// Registers a new connection to `peer`, unless `max_connections` is reached (reserved
+    /// slots included: a reservation frees its slot before registering in it).
     pub(super) fn register(
         &self,
         reg: &mut Registry,
         transport: Transport,
         peer: SocketAddr,
     ) -> Option<(ConnectionId, Channels)> {
-        if reg.conns.len() >= self.settings.max_connections {
+        if self.is_full(reg) {
             return None;
         }
         let id = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));

@@ -3,7 +3,11 @@
 //! An accepted TCP connection (after the TLS handshake for WSS) must upgrade within the
 //! handshake timeout. The upgrade is refused with an HTTP error, and counted, when:
 //! - the listener is at [`WsConfig::max_connections`] or the transport at `max_connections`
-//!   (503 Service Unavailable);
+//!   (503 Service Unavailable). The transport-wide limit is checked twice: cheaply when the TCP
+//!   connection is accepted, and for real when the upgrade is about to be answered with 101,
+//!   by reserving a connection slot ([`Reservation`]) under the registry lock. Upgrades that
+//!   race past the first check therefore get 503 too, never a 101 followed by a close; the
+//!   slot is registered in once the upgrade completes, or given back if it fails;
 //! - `Sec-WebSocket-Protocol` does not offer `sip` (400 Bad Request, RFC 7118 §4.1: the
 //!   server must not accept a handshake without it);
 //! - an Origin allow-list is configured and the request's `Origin` is not on it (403
@@ -15,8 +19,8 @@
 mod connection;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -120,6 +124,44 @@ pub(super) fn accepted(
     tokio::spawn(task.instrument(span));
 }
 
+/// A transport connection slot held for an upgrade being answered: counted against
+/// `max_connections` (see [`TcpShared::register`]) until [`Reservation::register`] uses it, or
+/// given back when dropped (the upgrade failed or timed out).
+struct Reservation(Option<Arc<TcpShared>>);
+
+impl Reservation {
+    /// Reserves a slot, unless the transport is at `max_connections` (reservations included).
+    fn take(shared: &Arc<TcpShared>) -> Option<Self> {
+        let mut reg = shared.lock();
+        if shared.is_full(&reg) {
+            return None;
+        }
+        reg.reserved += 1;
+        Some(Self(Some(Arc::clone(shared))))
+    }
+
+    /// Registers the upgraded connection in the reserved slot.
+    fn register(
+        mut self,
+        listener: Transport,
+        peer: SocketAddr,
+    ) -> Option<(super::ConnectionId, super::tcp::Channels)> {
+        let shared = self.0.take()?;
+        let mut reg = shared.lock();
+        reg.reserved = reg.reserved.saturating_sub(1);
+        shared.register(&mut reg, listener, peer)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            let mut reg = shared.lock();
+            reg.reserved = reg.reserved.saturating_sub(1);
+        }
+    }
+}
+
 /// Gives back a WebSocket slot when dropped.
 struct Slot(Arc<TcpShared>);
 
@@ -183,10 +225,11 @@ async fn upgrade<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let check = UpgradeCheck {
-        allowed_origins: &shared.ws.allowed_origins,
+        shared: &shared,
         full,
-        stats: &shared.stats,
         refused: AtomicBool::new(false),
+        over_limit: AtomicBool::new(false),
+        reservation: Mutex::new(None),
     };
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
     let accepting =
@@ -194,7 +237,7 @@ async fn upgrade<S>(
     let ws = match timeout(remaining, accepting).await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
-            if full {
+            if check.over_limit.load(Ordering::Relaxed) {
                 TransportStats::incr(&shared.stats.connections_refused);
             }
             if !check.refused.load(Ordering::Relaxed) {
@@ -209,7 +252,17 @@ async fn upgrade<S>(
             return;
         }
     };
-    let registered = shared.register(&mut shared.lock(), listener, peer);
+    let reservation = check
+        .reservation
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    // Without a reservation (impossible after a 101: the callback answered it) the plain
+    // limit check still applies.
+    let registered = match reservation {
+        Some(reservation) => reservation.register(listener, peer),
+        None => shared.register(&mut shared.lock(), listener, peer),
+    };
     let Some((id, channels)) = registered else {
         TransportStats::incr(&shared.stats.connections_refused);
         warn!("max_connections reached after the upgrade; closing");
@@ -226,12 +279,14 @@ async fn upgrade<S>(
 }
 
 /// The checks made on the upgrade request. `refused` records an HTTP refusal so it is not
-/// also counted as a handshake failure.
+/// also counted as a handshake failure, `over_limit` one for the connection limit; an accepted
+/// request leaves its connection slot in `reservation`.
 struct UpgradeCheck<'a> {
-    allowed_origins: &'a [String],
+    shared: &'a Arc<TcpShared>,
     full: bool,
-    stats: &'a TransportStats,
     refused: AtomicBool,
+    over_limit: AtomicBool,
+    reservation: Mutex<Option<Reservation>>,
 }
 
 impl Callback for &UpgradeCheck<'_> {
@@ -240,7 +295,16 @@ impl Callback for &UpgradeCheck<'_> {
         request: &Request,
         mut response: Response,
     ) -> Result<Response, ErrorResponse> {
-        match verdict(self, request) {
+        let verdict = verdict(self, request).and_then(|()| {
+            // The last check, made just before answering 101: a slot of its own.
+            let reservation = Reservation::take(self.shared).ok_or(TOO_MANY)?;
+            *self
+                .reservation
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(reservation);
+            Ok(())
+        });
+        match verdict {
             Ok(()) => {
                 response.headers_mut().insert(
                     header::SEC_WEBSOCKET_PROTOCOL,
@@ -250,7 +314,10 @@ impl Callback for &UpgradeCheck<'_> {
             }
             Err((status, why)) => {
                 self.refused.store(true, Ordering::Relaxed);
-                TransportStats::incr(&self.stats.upgrades_refused);
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    self.over_limit.store(true, Ordering::Relaxed);
+                }
+                TransportStats::incr(&self.shared.stats.upgrades_refused);
                 debug!(%status, why, "WebSocket upgrade refused");
                 let mut refusal = ErrorResponse::new(Some(why.to_owned()));
                 *refusal.status_mut() = status;
@@ -260,13 +327,16 @@ impl Callback for &UpgradeCheck<'_> {
     }
 }
 
+/// The refusal for a full listener or transport.
+const TOO_MANY: (StatusCode, &str) = (
+    StatusCode::SERVICE_UNAVAILABLE,
+    "too many WebSocket connections",
+);
+
 /// Accepts the upgrade, or names the HTTP status and reason to refuse it with.
 fn verdict(check: &UpgradeCheck<'_>, request: &Request) -> Result<(), (StatusCode, &'static str)> {
     if check.full {
-        return Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many WebSocket connections",
-        ));
+        return Err(TOO_MANY);
     }
     let offers_sip = request
         .headers()
@@ -281,12 +351,13 @@ fn verdict(check: &UpgradeCheck<'_>, request: &Request) -> Result<(), (StatusCod
             "Sec-WebSocket-Protocol must include sip",
         ));
     }
-    if !check.allowed_origins.is_empty() {
+    let allowed_origins = &check.shared.ws.allowed_origins;
+    if !allowed_origins.is_empty() {
         let origin = request
             .headers()
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok());
-        let allowed = origin.is_some_and(|o| check.allowed_origins.iter().any(|a| a == o));
+        let allowed = origin.is_some_and(|o| allowed_origins.iter().any(|a| a == o));
         if !allowed {
             return Err((StatusCode::FORBIDDEN, "Origin not allowed"));
         }

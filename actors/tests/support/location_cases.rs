@@ -603,3 +603,156 @@ pub(crate) async fn same_outcomes_as_memory<S: LocationStore>(store: &S, seed: u
         "{accepted} accepted, {refused} refused"
     );
 }
+
+/// An AOR whose last bindings were flows that closed is 480 material ([`LocationStore::flows_closed`])
+/// until it registers again or those bindings would have expired; an AOR that kept a binding,
+/// whose binding was not a flow, or that never registered is not.
+pub(crate) async fn flows_closed_after_remove_connection<S: LocationStore>(store: &S) {
+    let (alice, bob, carol, dave, erin) = (
+        aor("alice"),
+        aor("bob"),
+        aor("carol"),
+        aor("dave"),
+        aor("erin"),
+    );
+    let over = |mut r: RegisterRequest, connection| {
+        r.source = source(Some(connection));
+        r
+    };
+    // bob: two flows over connection 42, the later one expiring at t0 + 3600 s.
+    ok(
+        store,
+        over(
+            req(
+                &bob,
+                "b1",
+                1,
+                vec![
+                    contact("sip:b1@b.invalid;transport=tcp", Some(600)),
+                    contact("sip:b2@b.invalid;transport=tcp", None),
+                ],
+            ),
+            42,
+        ),
+        t0(),
+    )
+    .await;
+    // alice: a flow over 42 and a UDP binding that stays.
+    ok(
+        store,
+        over(
+            req(
+                &alice,
+                "a1",
+                1,
+                vec![contact("sip:a@a.invalid;transport=tcp", None)],
+            ),
+            42,
+        ),
+        t0(),
+    )
+    .await;
+    ok(
+        store,
+        req(&alice, "a2", 1, vec![contact("sip:a@udp", None)]),
+        t0(),
+    )
+    .await;
+    // carol: over 42 with a dialable Contact: not a flow, it survives.
+    ok(
+        store,
+        over(
+            req(
+                &carol,
+                "c1",
+                1,
+                vec![contact("sip:c@192.0.2.9;transport=tcp", None)],
+            ),
+            42,
+        ),
+        t0(),
+    )
+    .await;
+    // erin: a flow over 44 and a UDP binding that expires on its own after 60 s.
+    ok(
+        store,
+        over(
+            req(
+                &erin,
+                "e1",
+                1,
+                vec![contact("sip:e@e.invalid;transport=tcp", None)],
+            ),
+            44,
+        ),
+        t0(),
+    )
+    .await;
+    ok(
+        store,
+        req(&erin, "e2", 1, vec![contact("sip:e@udp", Some(60))]),
+        t0(),
+    )
+    .await;
+
+    assert_eq!(store.remove_connection(ConnectionId(42)).await, Ok(3));
+    assert_eq!(store.remove_connection(ConnectionId(44)).await, Ok(1));
+    let closed = |aor: &Aor, secs: u64| {
+        let aor = aor.clone();
+        async move {
+            store
+                .flows_closed(&aor, t0() + Duration::from_secs(secs))
+                .await
+        }
+    };
+    assert_eq!(closed(&bob, 0).await, Ok(true));
+    assert_eq!(
+        closed(&bob, 3599).await,
+        Ok(true),
+        "until the latest removed binding would have expired"
+    );
+    assert_eq!(closed(&bob, 3600).await, Ok(false));
+    assert_eq!(closed(&alice, 0).await, Ok(false), "alice kept a binding");
+    assert_eq!(closed(&carol, 0).await, Ok(false), "carol's was no flow");
+    assert_eq!(closed(&dave, 0).await, Ok(false), "dave never registered");
+    assert_eq!(
+        closed(&erin, 120).await,
+        Ok(false),
+        "erin's last binding expired in place: 404 material, not 480"
+    );
+    // A sweep does not forget bob early.
+    let _ = store.sweep_expired(t0() + Duration::from_secs(10)).await;
+    assert_eq!(closed(&bob, 10).await, Ok(true));
+
+    // bob registers again (new connection): no longer closed; that flow closing marks him
+    // again; a plain UDP registration clears the mark.
+    ok(
+        store,
+        over(
+            req(
+                &bob,
+                "b2",
+                1,
+                vec![contact("sip:b@b.invalid;transport=tcp", None)],
+            ),
+            43,
+        ),
+        t0() + Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(closed(&bob, 20).await, Ok(false));
+    assert_eq!(store.remove_connection(ConnectionId(43)).await, Ok(1));
+    assert_eq!(
+        closed(&bob, 3610).await,
+        Ok(true),
+        "until t0 + 20 s + 3600 s"
+    );
+    assert_eq!(closed(&bob, 3620).await, Ok(false));
+    ok(
+        store,
+        req(&bob, "b3", 1, vec![contact("sip:b@udp", None)]),
+        t0() + Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(closed(&bob, 30).await, Ok(false));
+}

@@ -52,7 +52,14 @@ impl Core {
             },
         };
         let Uri::Sip(sip) = next_uri else { return };
-        let flow = flow_from_routes(routes.get(..popped).unwrap_or_default(), &origin);
+        // A forged or altered flow token: the ACK has no response to carry a 403; drop it.
+        let Ok(flow) = flow_from_routes(
+            routes.get(..popped).unwrap_or_default(),
+            &origin,
+            &self.cfg.flow_token_key,
+        ) else {
+            return;
+        };
         if flow.is_none() && routes.get(popped).is_none() && self.uri_is_self(&sip) {
             return; // an ACK for a response we generated ourselves
         }
@@ -96,7 +103,14 @@ impl Core {
             destination,
             path: Vec::new(),
         };
-        let bytes = build_forwarded(&msg, &plan, &target, &branch, out, inbound);
+        let bytes = build_forwarded(
+            &msg,
+            &plan,
+            &target,
+            &branch,
+            (out, inbound),
+            &self.cfg.flow_token_key,
+        );
         self.transmit(destination, bytes);
     }
 }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use crate::peer::Listener;
 use crate::transaction::TimerConfig;
 
+use super::flow::FlowTokenKey;
+
 /// RFC 3261 §16.6 step 11: Timer C must be larger than 3 minutes.
 pub const TIMER_C: Duration = Duration::from_secs(181);
 
@@ -27,4 +29,7 @@ pub struct CoreConfig {
     pub shard: u8,
     /// Seed of the branch/tag generator.
     pub rng_seed: u64,
+    /// Authenticates the flow tokens in our Record-Route values (RFC 5626 §5.2); the same for
+    /// every shard of a node (and for nodes that must accept each other's tokens).
+    pub flow_token_key: FlowTokenKey,
 }

@@ -13,13 +13,21 @@
 //!   Route value, finds a token naming a connection other than the one it arrived on, and is
 //!   sent over the named connection whatever its Request-URI says (RFC 5626 §5.3).
 //!
-//! The token is `ID-HOST-PORT`: the shell's connection number and the peer's address (for a
-//! TCP/TLS flow that closed, the shell falls back to that address). It is not authenticated;
-//! see docs/DESIGN-NOTES.md.
+//! The token is `ID-HOST-PORT-MAC`: the shell's connection number, the peer's address (for a
+//! TCP/TLS flow that closed, the shell falls back to that address), and an HMAC over the rest
+//! (RFC 5626 §5.2: a proxy must be able to tell its own tokens from forged ones, or anyone
+//! could steer a request onto another user's connection). The MAC is HMAC-SHA256 (RFC 2104,
+//! FIPS 180-4) keyed with the node's [`FlowTokenKey`] over `ID-HOST-PORT`, truncated to its
+//! first 128 bits ([`MAC_LEN`]) and written as lowercase hex. A Route value naming us whose
+//! token fails the check gets the request refused with 403 (RFC 5626 §5.3: "SHOULD send a 403
+//! (Forbidden) response"); see docs/DESIGN-NOTES.md.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 
 use crate::header::NameAddr;
 use crate::peer::{ConnectionId, Destination, Origin, Transport};
@@ -29,6 +37,107 @@ use super::core::{ClientFsm, Core};
 
 /// URI parameter carrying a flow token in our Record-Route values.
 pub(super) const FLOW_PARAM: &str = "flow";
+
+/// Octets of the HMAC kept in a token (128 of SHA-256's 256 bits).
+pub const MAC_LEN: usize = 16;
+
+/// The secret that authenticates this node's flow tokens: 32 octets, generated from the OS RNG
+/// when the node starts, or configured (`flow_token_key`) so that several nodes share it.
+/// Every shard of a node must get the same key. `Debug` does not show it.
+#[derive(Clone)]
+pub struct FlowTokenKey {
+    /// The HMAC-SHA256 state after absorbing the key (cloned for every token).
+    keyed: Hmac<Sha256>,
+}
+
+impl FlowTokenKey {
+    /// Length of a key, in octets.
+    pub const LEN: usize = 32;
+
+    /// The key `bytes`.
+    pub fn new(bytes: [u8; Self::LEN]) -> Self {
+        // RFC 2104: a key shorter than the hash's 64-octet block is zero-padded to it, so the
+        // padded block is the same key, and the fixed-size constructor cannot fail.
+        let mut block = [0u8; 64];
+        for (b, k) in block.iter_mut().zip(bytes) {
+            *b = k;
+        }
+        Self {
+            keyed: <Hmac<Sha256> as Mac>::new(&block.into()),
+        }
+    }
+
+    /// A key written as 64 hexadecimal digits (the `flow_token_key` setting).
+    pub fn from_hex(text: &str) -> Result<Self, FlowTokenKeyError> {
+        let text = text.trim();
+        if text.len() != 2 * Self::LEN {
+            return Err(FlowTokenKeyError::Length(text.len()));
+        }
+        let mut bytes = [0u8; Self::LEN];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            *byte = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or(FlowTokenKeyError::NotHex)?;
+        }
+        Ok(Self::new(bytes))
+    }
+
+    /// The MAC of `data`, truncated to [`MAC_LEN`] octets.
+    fn mac(&self, data: &str) -> [u8; MAC_LEN] {
+        let mut m = self.keyed.clone();
+        m.update(data.as_bytes());
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        for (o, b) in out.iter_mut().zip(full) {
+            *o = b;
+        }
+        out
+    }
+
+    /// Whether `tag` is the truncated MAC of `data` (compared in constant time).
+    fn verify(&self, data: &str, tag: &[u8]) -> bool {
+        let mut m = self.keyed.clone();
+        m.update(data.as_bytes());
+        tag.len() == MAC_LEN && m.verify_truncated_left(tag).is_ok()
+    }
+}
+
+#[cfg(test)]
+impl FlowTokenKey {
+    /// The truncated MAC of `data` in hex, for known-answer tests.
+    pub(super) fn mac_hex_for_tests(&self, data: &str) -> String {
+        self.mac(data).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for FlowTokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FlowTokenKey(..)")
+    }
+}
+
+/// Why a configured [`FlowTokenKey`] was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FlowTokenKeyError {
+    /// Not 64 characters.
+    #[error("a flow token key is 64 hexadecimal digits (32 octets), not {0} characters")]
+    Length(usize),
+    /// A character is not a hexadecimal digit.
+    #[error("a flow token key is 64 hexadecimal digits; found another character")]
+    NotHex,
+}
+
+/// Why a flow token in a Route value naming us was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(super) enum FlowTokenError {
+    /// Not of the `ID-HOST-PORT-MAC` form (or a `flow` parameter without a value).
+    #[error("malformed flow token")]
+    Malformed,
+    /// Well formed, but the MAC is not ours: forged, altered, or from a node with another key.
+    #[error("flow token MAC does not verify")]
+    BadMac,
+}
 
 /// A connection named in a Record-Route / Route value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +165,21 @@ impl FlowToken {
         })
     }
 
-    /// `ID-HOST-PORT` (IPv6 hosts in brackets): only characters allowed in a URI parameter
-    /// value (RFC 3261 §25.1 `paramchar`).
-    pub(super) fn encode(&self) -> String {
+    /// `ID-HOST-PORT-MAC` (IPv6 hosts in brackets, MAC in hex): only characters allowed in a
+    /// URI parameter value (RFC 3261 §25.1 `paramchar`).
+    pub(super) fn encode(&self, key: &FlowTokenKey) -> String {
+        let body = self.body();
+        let mut s = String::with_capacity(body.len() + 1 + 2 * MAC_LEN);
+        s.push_str(&body);
+        s.push('-');
+        for b in key.mac(&body) {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    /// `ID-HOST-PORT`: what the MAC covers.
+    fn body(&self) -> String {
         let mut s = String::with_capacity(32);
         let _ = write!(s, "{}-", self.connection.0);
         match self.remote.ip() {
@@ -73,8 +194,20 @@ impl FlowToken {
         s
     }
 
-    /// Parses what [`encode`](Self::encode) wrote; `None` for anything else.
-    pub(super) fn decode(s: &str) -> Option<Self> {
+    /// Parses and authenticates what [`encode`](Self::encode) wrote with `key`.
+    pub(super) fn decode(s: &str, key: &FlowTokenKey) -> Result<Self, FlowTokenError> {
+        let (body, mac) = s.rsplit_once('-').ok_or(FlowTokenError::Malformed)?;
+        let tag = unhex(mac).ok_or(FlowTokenError::Malformed)?;
+        let token = Self::decode_body(body).ok_or(FlowTokenError::Malformed)?;
+        // The MAC covers the text as received.
+        if !key.verify(body, &tag) {
+            return Err(FlowTokenError::BadMac);
+        }
+        Ok(token)
+    }
+
+    /// Parses `ID-HOST-PORT`.
+    fn decode_body(s: &str) -> Option<Self> {
         let (id, rest) = s.split_once('-')?;
         let (host, port) = rest.rsplit_once('-')?;
         let ip: IpAddr = host
@@ -89,28 +222,52 @@ impl FlowToken {
     }
 }
 
+/// Lowercase or uppercase hex to [`MAC_LEN`] octets.
+fn unhex(text: &str) -> Option<[u8; MAC_LEN]> {
+    if text.len() != 2 * MAC_LEN {
+        return None;
+    }
+    let mut out = [0u8; MAC_LEN];
+    for (o, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// The flow named by the Route values the proxy popped (they name this node), other than the
 /// flow the request arrived on: where an in-dialog request must go (RFC 5626 §5.3). The
 /// transport is the Route value's `transport` parameter (our listener's, and so the flow's).
-pub(super) fn flow_from_routes(popped: &[NameAddr<'_>], origin: &Origin) -> Option<Destination> {
+///
+/// Every token among them must verify with `key`, the request's own flow's included: one that
+/// does not is an error (the caller refuses the request with 403, RFC 5626 §5.3).
+pub(super) fn flow_from_routes(
+    popped: &[NameAddr<'_>],
+    origin: &Origin,
+    key: &FlowTokenKey,
+) -> Result<Option<Destination>, FlowTokenError> {
     let arrived = origin.connection;
-    popped.iter().find_map(|r| {
-        let sip = r.uri.as_sip()?;
-        let token = FlowToken::decode(sip.params.get(FLOW_PARAM)??)?;
-        if Some(token.connection) == arrived {
-            return None;
+    let mut found = None;
+    for r in popped {
+        let Some(sip) = r.uri.as_sip() else { continue };
+        let Some(value) = sip.params.get(FLOW_PARAM) else {
+            continue;
+        };
+        let token = FlowToken::decode(value.ok_or(FlowTokenError::Malformed)?, key)?;
+        if found.is_some() || Some(token.connection) == arrived {
+            continue;
         }
-        let transport = sip
+        found = sip
             .transport()
             .and_then(Transport::from_token)
-            .filter(|t| t.is_reliable())?;
-        Some(Destination {
-            transport,
-            addr: token.remote,
-            local: None,
-            connection: Some(token.connection),
-        })
-    })
+            .filter(|t| t.is_reliable())
+            .map(|transport| Destination {
+                transport,
+                addr: token.remote,
+                local: None,
+                connection: Some(token.connection),
+            });
+    }
+    Ok(found)
 }
 
 impl Core {
@@ -159,6 +316,10 @@ pub(super) fn binding_destination(b: &Binding) -> Option<Destination> {
 mod tests {
     use super::*;
 
+    fn key() -> FlowTokenKey {
+        FlowTokenKey::new([7; FlowTokenKey::LEN])
+    }
+
     #[test]
     fn token_round_trips_v4_and_v6() {
         for remote in ["192.0.2.7:50123", "[2001:db8::1]:443"] {
@@ -166,17 +327,32 @@ mod tests {
                 connection: ConnectionId(17),
                 remote: remote.parse().unwrap(),
             };
-            let s = t.encode();
+            let s = t.encode(&key());
             assert!(
                 s.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b)),
                 "{s}"
             );
-            assert_eq!(FlowToken::decode(&s), Some(t));
+            assert_eq!(FlowToken::decode(&s, &key()), Ok(t));
         }
-        assert_eq!(FlowToken::decode("17"), None);
-        assert_eq!(FlowToken::decode("x-1.2.3.4-5"), None);
-        assert_eq!(FlowToken::decode("1-host-5"), None);
+        let mac = "0".repeat(2 * MAC_LEN);
+        for bad in [
+            "17".to_owned(),
+            format!("x-1.2.3.4-5-{mac}"),
+            format!("1-host-5-{mac}"),
+            "1-1.2.3.4-5".to_owned(),
+            "1-1.2.3.4-5-00".to_owned(),
+        ] {
+            assert_eq!(
+                FlowToken::decode(&bad, &key()),
+                Err(FlowTokenError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            FlowToken::decode(&format!("1-1.2.3.4-5-{mac}"), &key()),
+            Err(FlowTokenError::BadMac)
+        );
     }
 
     #[test]
@@ -185,7 +361,7 @@ mod tests {
             connection: ConnectionId(9),
             remote: "192.0.2.7:50123".parse().unwrap(),
         }
-        .encode();
+        .encode(&key());
         let text = format!("<sip:127.0.0.1:8080;transport=ws;lr;ob;flow={token}>");
         let route = NameAddr::parse(&text).unwrap();
         let udp = Origin {
@@ -194,7 +370,9 @@ mod tests {
             local: "127.0.0.1:5060".parse().unwrap(),
             connection: None,
         };
-        let d = flow_from_routes(std::slice::from_ref(&route), &udp).unwrap();
+        let d = flow_from_routes(std::slice::from_ref(&route), &udp, &key())
+            .unwrap()
+            .unwrap();
         assert_eq!(d.transport, Transport::Ws);
         assert_eq!(d.connection, Some(ConnectionId(9)));
         assert_eq!(d.addr, "192.0.2.7:50123".parse().unwrap());
@@ -203,6 +381,6 @@ mod tests {
             connection: Some(ConnectionId(9)),
             ..udp
         };
-        assert_eq!(flow_from_routes(&[route], &same), None);
+        assert_eq!(flow_from_routes(&[route], &same, &key()), Ok(None));
     }
 }

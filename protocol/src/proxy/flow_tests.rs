@@ -1,13 +1,18 @@
 //! Flows through the proxy core (RFC 5626 §5.3, RFC 7118 §5): a WebSocket UA registered with an
 //! `.invalid` Contact is reached over its connection, dialogs between it and a UDP UA carry a
 //! flow token in a double Record-Route, and in-dialog requests from the UDP side find the
-//! connection through it. Deterministic: no sockets, virtual time.
+//! connection through it; tokens are authenticated (RFC 5626 §5.2), and a forged or altered one
+//! gets 403. Deterministic: no sockets, virtual time.
 
 use crate::header::HeaderName;
 use crate::message::Message;
 use crate::peer::{ConnectionId, Destination, Origin, Transport};
 
-use super::tests::{ALICE, BOB, Harness, PROXY, PROXY_WS, addr, answer, status, text};
+use super::FlowTokenKey;
+use super::flow::FlowToken;
+use super::tests::{
+    ALICE, BOB, Harness, PROXY, PROXY_WS, addr, answer, status, test_flow_key, text,
+};
 
 /// The browser's end of its WebSocket connection.
 const BROWSER: &str = "127.0.0.9:40000";
@@ -50,6 +55,23 @@ fn register_browser(h: &mut Harness) {
     );
 }
 
+/// The token the test core writes for the browser's connection.
+fn browser_token() -> String {
+    FlowToken {
+        connection: CONN,
+        remote: addr(BROWSER),
+    }
+    .encode(&test_flow_key())
+}
+
+/// The Record-Route value facing the browser.
+fn browser_rr() -> String {
+    format!(
+        "<sip:127.0.0.1:8080;transport=ws;lr;ob;flow={}>",
+        browser_token()
+    )
+}
+
 fn expect_over_flow(d: &Destination) {
     assert_eq!(d.transport, Transport::Ws);
     assert_eq!(d.connection, Some(CONN));
@@ -77,10 +99,12 @@ fn udp_caller_reaches_browser_and_bye_follows_the_flow_token() {
     assert_eq!(fwd.request_uri_raw(), Some(BROWSER_CONTACT.as_bytes()));
     let rr = record_routes(fwd);
     assert_eq!(rr.len(), 2, "{rr:?}");
-    assert!(
-        rr[0].starts_with("<sip:127.0.0.1:8080;transport=ws;lr;ob;flow=5-127.0.0.9-40000"),
+    assert_eq!(
+        rr[0],
+        browser_rr(),
         "callee-facing value on top, with the flow token: {rr:?}"
     );
+    assert!(rr[0].contains(";flow=5-127.0.0.9-40000-"), "{rr:?}");
     assert_eq!(
         rr[1], "<sip:127.0.0.1:5060;lr>",
         "caller-facing value below"
@@ -154,10 +178,7 @@ fn browser_calls_udp_and_the_callee_bye_returns_over_the_flow() {
     let rr = record_routes(fwd);
     assert_eq!(
         rr,
-        vec![
-            "<sip:127.0.0.1:5060;lr>".to_owned(),
-            "<sip:127.0.0.1:8080;transport=ws;lr;ob;flow=5-127.0.0.9-40000>".to_owned(),
-        ],
+        vec!["<sip:127.0.0.1:5060;lr>".to_owned(), browser_rr(),],
         "UDP-facing value on top for the callee; WS-facing one with the token below"
     );
     // The callee's BYE: its route set is the Record-Route in order.
@@ -291,4 +312,133 @@ fn pending_invite_over_a_flow_that_closes_gets_480_at_once() {
         .collect();
     assert_eq!(codes, vec![480], "answered at once, not after Timer B");
     assert_eq!(out[0].0.addr, addr(ALICE));
+}
+
+/// A BYE from the UDP side whose Route names the browser's flow with `token`.
+fn bye_with_token(token: &str, branch: &str) -> String {
+    format!(
+        "BYE {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch={branch}\nMax-Forwards: 70\n\
+         Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:8080;transport=ws;lr;ob;flow={token}>\n\
+         From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: forged-1\nCSeq: 2 BYE\n\
+         Content-Length: 0\n\n"
+    )
+}
+
+/// Asserts that the only output is a 403 to alice (nothing forwarded anywhere).
+fn expect_403(h: &mut Harness, what: &str) {
+    let out = h.take();
+    assert!(
+        out.iter().all(|(_, m)| !m.is_request()),
+        "{what}: forwarded: {out:?}"
+    );
+    let last = out.last().unwrap_or_else(|| panic!("{what}: no answer"));
+    assert_eq!(status(&last.1), 403, "{what}: {}", text(&last.1));
+    assert_eq!(last.0.addr, addr(ALICE));
+    assert!(text(&last.1).contains("flow token"), "{}", text(&last.1));
+}
+
+#[test]
+fn genuine_token_is_followed() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    h.recv(ALICE, &bye_with_token(&browser_token(), "z9hG4bKg1"));
+    let out = h.take();
+    let (dest, _) = out
+        .iter()
+        .find(|(_, m)| m.is_request())
+        .expect("BYE forwarded over the flow");
+    expect_over_flow(dest);
+}
+
+#[test]
+fn token_written_with_another_key_gets_403() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    // Right form, right connection and address, but a MAC from a key that is not the node's:
+    // what an attacker who guessed the connection number would write.
+    let forged = FlowToken {
+        connection: CONN,
+        remote: addr(BROWSER),
+    }
+    .encode(&FlowTokenKey::new([1; FlowTokenKey::LEN]));
+    assert_ne!(forged, browser_token());
+    h.recv(ALICE, &bye_with_token(&forged, "z9hG4bKx1"));
+    expect_403(&mut h, "other key");
+}
+
+#[test]
+fn altered_token_gets_403() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    let genuine = browser_token();
+    let (_, mac) = genuine.rsplit_once('-').expect("a MAC");
+    // Another user's connection, keeping a genuine MAC: the MAC covers the connection.
+    let steered = format!("6-127.0.0.10-40001-{mac}");
+    h.recv(ALICE, &bye_with_token(&steered, "z9hG4bKx2"));
+    expect_403(&mut h, "other connection, same MAC");
+    // One flipped MAC digit.
+    let last = if genuine.ends_with('0') { '1' } else { '0' };
+    let flipped = format!("{}{last}", &genuine[..genuine.len() - 1]);
+    h.recv(ALICE, &bye_with_token(&flipped, "z9hG4bKx3"));
+    expect_403(&mut h, "flipped MAC digit");
+    // The unauthenticated form of before, and garbage.
+    for (n, bad) in ["5-127.0.0.9-40000", "garbage"].iter().enumerate() {
+        h.recv(ALICE, &bye_with_token(bad, &format!("z9hG4bKx4{n}")));
+        expect_403(&mut h, bad);
+    }
+}
+
+#[test]
+fn ack_with_a_forged_token_is_dropped() {
+    let mut h = Harness::new();
+    register_browser(&mut h);
+    let forged = FlowToken {
+        connection: CONN,
+        remote: addr(BROWSER),
+    }
+    .encode(&FlowTokenKey::new([1; FlowTokenKey::LEN]));
+    h.recv(
+        ALICE,
+        &format!(
+            "ACK {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKxa\nMax-Forwards: 70\n\
+             Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:8080;transport=ws;lr;ob;flow={forged}>\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: forged-2\nCSeq: 1 ACK\n\
+             Content-Length: 0\n\n"
+        ),
+    );
+    assert!(h.take().is_empty(), "a forged ACK goes nowhere");
+}
+
+#[test]
+fn keys_from_hex_and_the_debug_form_hides_them() {
+    let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+    let key = FlowTokenKey::from_hex(hex).expect("64 hex digits");
+    let token = FlowToken {
+        connection: CONN,
+        remote: addr(BROWSER),
+    };
+    let same = FlowTokenKey::new([
+        0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee,
+        0xff, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+        0xee, 0xff,
+    ]);
+    assert_eq!(token.encode(&key), token.encode(&same));
+    assert_eq!(format!("{key:?}"), "FlowTokenKey(..)");
+    assert!(FlowTokenKey::from_hex("abc").is_err());
+    assert!(FlowTokenKey::from_hex(&"g".repeat(64)).is_err());
+}
+
+#[test]
+fn mac_is_hmac_sha256_truncated() {
+    // RFC 4231 test case 2 ("Jefe", "what do ya want for nothing?"), first 128 bits: the
+    // zero-padded 32-octet key is the same HMAC key as "Jefe" (RFC 2104 pads short keys).
+    let mut jefe = [0u8; FlowTokenKey::LEN];
+    for (k, b) in jefe.iter_mut().zip(b"Jefe") {
+        *k = *b;
+    }
+    let key = FlowTokenKey::new(jefe);
+    assert_eq!(
+        key.mac_hex_for_tests("what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c7"
+    );
 }

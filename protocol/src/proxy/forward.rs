@@ -113,7 +113,14 @@ impl Core {
                 continue;
             };
             let branch = self.branch_id(hash);
-            let bytes = build_forwarded(msg, &plan, &target, &branch, out, inbound);
+            let bytes = build_forwarded(
+                msg,
+                &plan,
+                &target,
+                &branch,
+                (out, inbound),
+                &self.cfg.flow_token_key,
+            );
             let mut destination = target.destination;
             destination.local = Some(out.addr);
             let key = TransactionKey::client(&branch, msg.method().map_or("", Method::as_str));

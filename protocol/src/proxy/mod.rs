@@ -52,6 +52,7 @@ mod wire;
 pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
 pub use self::core::{Core, Output, StoreFailure};
 pub use self::dialogs::DIALOG_HOLD;
+pub use self::flow::{FlowTokenKey, FlowTokenKeyError, MAC_LEN as FLOW_TOKEN_MAC_LEN};
 pub use self::locality::Locality;
 pub use self::response_context::{ResponseAction, ResponseContext};
 pub use self::rng::IdGenerator;

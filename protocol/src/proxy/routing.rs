@@ -191,10 +191,28 @@ impl Core {
 
         // A popped Route value with a flow token names the connection an in-dialog request
         // from the other side must take (RFC 5626 §5.3): the Request-URI (`xxx.invalid` for a
-        // browser) is not used to find the next hop.
-        if let Some(destination) =
-            flow_from_routes(before_pop.get(..popped).unwrap_or_default(), &origin)
-        {
+        // browser) is not used to find the next hop. A token that fails its MAC check was
+        // forged or altered: 403 (§5.3), never a guess at a connection.
+        let flow = flow_from_routes(
+            before_pop.get(..popped).unwrap_or_default(),
+            &origin,
+            &self.cfg.flow_token_key,
+        );
+        let flow = match flow {
+            Ok(flow) => flow,
+            Err(e) => {
+                tracing::debug!(error = %e, "request refused: flow token");
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(403),
+                    "Forbidden: invalid flow token",
+                    &[],
+                );
+                return;
+            }
+        };
+        if let Some(destination) = flow {
             self.forward(
                 now,
                 server,

@@ -44,6 +44,11 @@ pub(super) struct Harness {
     pub(super) unacked: Vec<u64>,
 }
 
+/// The flow-token key of every test core.
+pub(super) fn test_flow_key() -> super::FlowTokenKey {
+    super::FlowTokenKey::new([0x5a; super::FlowTokenKey::LEN])
+}
+
 impl Harness {
     pub(super) fn new() -> Self {
         let cfg = CoreConfig {
@@ -66,6 +71,7 @@ impl Harness {
             timers: TimerConfig::default(),
             shard: 3,
             rng_seed: 42,
+            flow_token_key: test_flow_key(),
         };
         let now = Instant::now();
         Self {
@@ -687,6 +693,7 @@ fn relayed_requests_to_host_names_are_resolved_first() {
             timers: TimerConfig::default(),
             shard: 3,
             rng_seed: 42,
+            flow_token_key: test_flow_key(),
         },
         h.now,
     );
@@ -743,6 +750,7 @@ fn sips_requests_need_tls_on_both_sides() {
             timers: TimerConfig::default(),
             shard: 3,
             rng_seed: 42,
+            flow_token_key: test_flow_key(),
         },
         h.now,
     );

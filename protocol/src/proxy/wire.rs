@@ -11,7 +11,7 @@ use crate::message::{Editor, Message, Method, RequestBuilder};
 use crate::peer::{Listener, Origin, Transport};
 
 use super::config::DEFAULT_MAX_FORWARDS;
-use super::flow::{FLOW_PARAM, FlowToken};
+use super::flow::{FLOW_PARAM, FlowToken, FlowTokenKey};
 use super::forward::{ForwardPlan, Target};
 
 /// Prefix of every branch this node creates: the RFC 3261 magic cookie, then `sm`, two hex
@@ -66,7 +66,7 @@ pub fn shard_of_branch(branch: &str) -> Option<u8> {
 
 /// `sip:IP:PORT;transport=tcp;lr` for one of our listeners, with `;ob;flow=TOKEN` when the
 /// side it faces is a flow (see [`flow`](super::flow)).
-fn record_route_value(l: &Listener, flow: Option<FlowToken>) -> String {
+fn record_route_value(l: &Listener, flow: Option<FlowToken>, key: &FlowTokenKey) -> String {
     let mut v = String::with_capacity(80);
     v.push_str("<sip:");
     push_hostport(&mut v, l.addr);
@@ -79,7 +79,7 @@ fn record_route_value(l: &Listener, flow: Option<FlowToken>) -> String {
     }
     v.push_str(";lr");
     if let Some(flow) = flow {
-        let _ = write!(v, ";ob;{FLOW_PARAM}={}", flow.encode());
+        let _ = write!(v, ";ob;{FLOW_PARAM}={}", flow.encode(key));
     }
     v.push('>');
     v
@@ -104,14 +104,15 @@ fn push_hostport(v: &mut String, addr: std::net::SocketAddr) {
 
 /// Builds the forwarded copy of `msg` for one branch (§16.6 steps 1-8): Request-URI, Route
 /// pops and Path, Max-Forwards, Record-Route, received/rport on the previous hop's Via, and our
-/// Via on top. Everything else is copied byte for byte.
+/// Via on top. Everything else is copied byte for byte. Flow tokens are authenticated with
+/// `key`.
 pub(super) fn build_forwarded(
     msg: &Message,
     plan: &ForwardPlan,
     target: &Target,
     branch: &str,
-    out: Listener,
-    inbound: Option<Listener>,
+    (out, inbound): (Listener, Option<Listener>),
+    key: &FlowTokenKey,
 ) -> Bytes {
     let mut e = Editor::new(msg);
     let routes: Vec<&[u8]> = msg.header_values(&HeaderName::Route).collect();
@@ -188,14 +189,14 @@ pub(super) fn build_forwarded(
             &HeaderName::RecordRoute,
             &HeaderName::Via,
             "Record-Route",
-            record_route_value(&out, out_flow),
+            record_route_value(&out, out_flow, key),
         );
         if let Some(inb) = inbound.filter(|i| *i != out || in_flow != out_flow) {
             e.insert_header_near(
                 &HeaderName::RecordRoute,
                 &HeaderName::Via,
                 "Record-Route",
-                record_route_value(&inb, in_flow),
+                record_route_value(&inb, in_flow, key),
             );
         }
     }

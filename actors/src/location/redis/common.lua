@@ -215,8 +215,9 @@ end
 
 -- Replaces the stored bindings of `aor` (`old` -> `new`), keeping the expiry index, the
 -- binding counter and the connection index in step. Returns the encoded new value ('' when
--- the AOR has no binding left), so callers need not encode it again.
-local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix)
+-- the AOR has no binding left), so callers need not encode it again. An AOR that has bindings
+-- again is no longer one whose flows closed: its `closed_key` marker goes.
+local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix, closed_key)
   local value = ''
   if #new == 0 then
     redis.call('DEL', aor_key)
@@ -224,6 +225,7 @@ local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix
   else
     value = encode_set(new)
     redis.call('SET', aor_key, value)
+    redis.call('DEL', closed_key)
     local min = new[1][EXP]
     for i = 2, #new do
       if new[i][EXP] < min then min = new[i][EXP] end

@@ -3,7 +3,8 @@
 -- wildcard form) were done by the caller before this runs; here are the checks that need the
 -- stored state (CSeq order, contact limit) and the update itself.
 --
--- KEYS[1] AOR value, KEYS[2] expiry index, KEYS[3] binding counter
+-- KEYS[1] AOR value, KEYS[2] expiry index, KEYS[3] binding counter, KEYS[4] the AOR's
+-- closed-flows marker (deleted when the AOR has bindings again)
 -- ARGV[1] now (ms), ARGV[2] mode ('Q' query, 'S' wildcard removal, 'L' contact list),
 -- ARGV[3] Call-ID, ARGV[4] CSeq, ARGV[5] max contacts, ARGV[6] AOR, ARGV[7] connection-index
 -- key prefix, ARGV[8..] ITEMS arguments per Contact (expires_at 0 = remove).
@@ -63,6 +64,6 @@ elseif mode == 'L' then
 end
 
 if changed then
-  return { 'OK', 1, store_aor(KEYS[1], ARGV[6], old, working, KEYS[2], KEYS[3], ARGV[7]) }
+  return { 'OK', 1, store_aor(KEYS[1], ARGV[6], old, working, KEYS[2], KEYS[3], ARGV[7], KEYS[4]) }
 end
 return { 'OK', 0, encode_set(working) }

@@ -1,24 +1,36 @@
 -- Removes every flow binding registered over one connection (its flow died, RFC 5626 §5.4), using
--- the connection index instead of a scan.
+-- the connection index instead of a scan. An AOR left with no binding at all is marked as one
+-- whose flows closed (so a request to it gets 480, not 404): the marker holds the latest expiry
+-- (ms) the removed bindings had, and lives at most ARGV[5] ms.
 --
 -- KEYS[1] expiry index, KEYS[2] binding counter
 -- ARGV[1] connection (as stored, without the '=' marker), ARGV[2] AOR key prefix,
--- ARGV[3] connection-index prefix
+-- ARGV[3] connection-index prefix, ARGV[4] closed-flows marker prefix,
+-- ARGV[5] marker lifetime (ms)
 -- Returns the number of bindings removed.
 
 local marker = '=' .. ARGV[1]
 local index = ARGV[3] .. ARGV[1]
+local ttl = tonumber(ARGV[5])
 local removed = 0
 for _, aor in ipairs(redis.call('SMEMBERS', index)) do
   local key = ARGV[2] .. aor
+  local closed_key = ARGV[4] .. aor
   local old = decode_set(redis.call('GET', key))
-  local kept = {}
+  local kept, until_ms = {}, nil
   for _, b in ipairs(old) do
-    if b[CONN] ~= marker then kept[#kept + 1] = b end
+    if b[CONN] ~= marker then
+      kept[#kept + 1] = b
+    elseif until_ms == nil or b[EXP] > until_ms then
+      until_ms = b[EXP]
+    end
   end
   if #kept ~= #old then
     removed = removed + #old - #kept
-    store_aor(key, aor, old, kept, KEYS[1], KEYS[2], ARGV[3])
+    store_aor(key, aor, old, kept, KEYS[1], KEYS[2], ARGV[3], closed_key)
+    if #kept == 0 and until_ms ~= nil then
+      redis.call('SET', closed_key, string.format('%d', until_ms), 'PX', ttl)
+    end
   end
 end
 redis.call('DEL', index)

@@ -1,7 +1,10 @@
 -- Removes expired bindings of up to ARGV[2] AORs whose earliest expiry is due.
 --
 -- KEYS[1] expiry index, KEYS[2] binding counter
--- ARGV[1] now (ms), ARGV[2] batch size, ARGV[3] AOR key prefix, ARGV[4] connection-index prefix
+-- ARGV[1] now (ms), ARGV[2] batch size, ARGV[3] AOR key prefix, ARGV[4] connection-index prefix,
+-- ARGV[5] closed-flows marker prefix
+-- (Closed-flows markers are not swept here: they expire by their own TTL, and readers compare
+-- their value with `now`.)
 -- Returns {bindings removed, AORs visited}.
 
 local now = tonumber(ARGV[1])
@@ -16,6 +19,6 @@ for _, aor in ipairs(due) do
   end
   removed = removed + #old - #live
   -- Always rewrite: this also repairs an index entry that was stale.
-  store_aor(key, aor, old, live, KEYS[1], KEYS[2], ARGV[4])
+  store_aor(key, aor, old, live, KEYS[1], KEYS[2], ARGV[4], ARGV[5] .. aor)
 end
 return { removed, #due }

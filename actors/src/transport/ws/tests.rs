@@ -259,6 +259,117 @@ async fn connection_limit_answers_503_and_frees_slots() {
     assert!(accepted);
 }
 
+/// Sends a hand-written `sip` upgrade request and returns the response head with the still
+/// open stream.
+async fn held_upgrade(addr: SocketAddr) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: sip\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing after the head (a close frame) is consumed.
+    while !response.ends_with(b"\r\n\r\n") {
+        let n = timeout(WAIT, tcp.read(&mut byte)).await.unwrap().unwrap();
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&byte);
+    }
+    (String::from_utf8_lossy(&response).into_owned(), tcp)
+}
+
+/// More concurrent upgrades than the transport's `max_connections`: all pass the accept-time
+/// check together, but each 101 is backed by a reserved slot, so exactly the limit is upgraded,
+/// every other one gets 503 (none a 101 and then a close), and the listener keeps serving.
+#[tokio::test]
+async fn concurrent_upgrades_past_the_transport_limit_get_503() {
+    const LIMIT: usize = 3;
+    const CLIENTS: usize = 16;
+    let mut c = TransportConfig::new(vec![(Transport::Ws, v4())]);
+    c.max_connections = LIMIT;
+    let (handle, _tasks, mut rx) = start_with(c).await;
+    let server = handle.local_addr(Transport::Ws).unwrap();
+
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        set.spawn(held_upgrade(server));
+    }
+    let mut upgraded = Vec::new();
+    let mut refused = 0;
+    while let Some(done) = set.join_next().await {
+        let (head, stream) = done.unwrap();
+        if head.starts_with("HTTP/1.1 101") {
+            upgraded.push(stream);
+        } else {
+            assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+            refused += 1;
+        }
+    }
+    assert_eq!(upgraded.len(), LIMIT, "{refused} refused");
+    assert_eq!(refused, CLIENTS - LIMIT);
+    let stats = handle.stats();
+    assert_eq!(stats.connections_refused, (CLIENTS - LIMIT) as u64);
+    assert_eq!(stats.upgrades_refused, (CLIENTS - LIMIT) as u64);
+
+    // Every upgraded connection is registered and usable: none was closed after its 101.
+    let mut upgraded: Vec<WebSocketStream<TcpStream>> = {
+        let mut v = Vec::new();
+        for stream in upgraded {
+            v.push(
+                WebSocketStream::from_raw_socket(
+                    stream,
+                    tokio_tungstenite::tungstenite::protocol::Role::Client,
+                    None,
+                )
+                .await,
+            );
+        }
+        v
+    };
+    for (i, ws) in upgraded.iter_mut().enumerate() {
+        let cseq = i + 1;
+        ws.send(Message::text(String::from_utf8(sip(cseq)).unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(next_message(&mut rx).await.data, sip(cseq));
+    }
+
+    // Once they are gone, new upgrades are served again (slots and reservations returned).
+    let closing = upgraded.len();
+    for mut ws in upgraded {
+        ws.close(None).await.unwrap();
+    }
+    let mut closed = 0;
+    while closed < closing {
+        if let InboundEvent::ConnectionClosed { .. } = next(&mut rx).await {
+            closed += 1;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut fresh = loop {
+        let (head, stream) = held_upgrade(server).await;
+        if head.starts_with("HTTP/1.1 101") {
+            break WebSocketStream::from_raw_socket(
+                stream,
+                tokio_tungstenite::tungstenite::protocol::Role::Client,
+                None,
+            )
+            .await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    fresh
+        .send(Message::text(String::from_utf8(sip(99)).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut rx).await.data, sip(99));
+}
+
 #[tokio::test]
 async fn messages_larger_than_the_read_buffer_arrive_whole() {
     let (handle, _tasks, mut rx) = ws_server(WsConfig::default(), 65_536).await;
