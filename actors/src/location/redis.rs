@@ -478,9 +478,8 @@ impl LocationStore for RedisLocationStore {
                     cmd.arg(item.as_slice());
                 }
             }
-            let reply = match self.batched(cmd, Some(&self.register_script)).await? {
-                Value::Array(items) => items,
-                _ => return Err(bad_reply("register script reply")),
+            let Value::Array(reply) = self.batched(cmd, Some(&self.register_script)).await? else {
+                return Err(bad_reply("register script reply"));
             };
             match reply.as_slice() {
                 [status, changed, value] if bytes_of(status) == Some(b"OK") => {
