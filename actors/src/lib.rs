@@ -5,4 +5,5 @@
 
 pub mod engine;
 pub mod location;
+pub mod registrar;
 pub mod transport;

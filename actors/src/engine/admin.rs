@@ -12,7 +12,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::location::{StoreError, StoreStats};
+use sipmesh_protocol::registrar::Aor;
+
+use crate::location::{LocationStore, StoreError, StoreStats};
+use crate::registrar::Registrar;
 use crate::transport::TransportHandle;
 
 /// A boxed future returning the location store's sizes.
@@ -20,6 +23,36 @@ type StatsFuture = Pin<Box<dyn Future<Output = Result<StoreStats, StoreError>> +
 
 /// Reads the location store's sizes, whatever the store type.
 pub(crate) type StoreStatsFn = Arc<dyn Fn() -> StatsFuture + Send + Sync>;
+
+/// A boxed future of a hook's result.
+type HookFuture = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>>;
+
+/// The registrar actors as the admin endpoint sees them, whatever the store type.
+#[derive(Clone)]
+pub(crate) struct RegistrarHooks {
+    /// Makes an AOR's actor panic.
+    panic: Arc<dyn Fn(Aor) -> HookFuture + Send + Sync>,
+    /// Stops every AOR actor.
+    shutdown: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl RegistrarHooks {
+    pub(crate) fn new<S: LocationStore>(registrar: Registrar<S>) -> Self {
+        let stopper = registrar.clone();
+        Self {
+            panic: Arc::new(move |aor| {
+                let registrar = registrar.clone();
+                Box::pin(async move { registrar.inject_panic(&aor).await })
+            }),
+            shutdown: Arc::new(move || stopper.shutdown()),
+        }
+    }
+
+    /// Stops every AOR actor.
+    pub(crate) fn shutdown(&self) {
+        (self.shutdown)();
+    }
+}
 
 /// An actor a test can make panic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +100,7 @@ pub struct EngineAdmin {
     pub(crate) transport: TransportHandle,
     pub(crate) store_kind: &'static str,
     pub(crate) store_stats: StoreStatsFn,
+    pub(crate) registrar: RegistrarHooks,
 }
 
 impl std::fmt::Debug for EngineAdmin {
@@ -100,7 +134,11 @@ impl EngineAdmin {
     /// delivered; the supervisor restarts the actor from the store.
     pub async fn inject_panic(&self, target: HookTarget) -> Result<(), HookError> {
         match target {
-            HookTarget::Aor(_) => Err(HookError::Unsupported("AOR")),
+            HookTarget::Aor(aor) => {
+                let key = Aor::from_uri(aor.as_bytes())
+                    .map_err(|e| HookError::BadKey(format!("{aor}: {e}")))?;
+                (self.registrar.panic)(key).await
+            }
             HookTarget::Dialog(_) => Err(HookError::Unsupported("dialog")),
         }
     }

@@ -31,6 +31,7 @@ use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
 use crate::location::{LocationStore, MemoryLocationStore, RedisLocationStore, RedisStoreConfig};
+use crate::registrar::{Registrar, RegistrarConfig};
 use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
 pub(crate) use ingress::Ingress;
@@ -89,12 +90,24 @@ struct ShardSpawn<'a> {
     transport: &'a TransportHandle,
 }
 
+/// What [`ShardSpawn::start`] started.
+struct Started {
+    sweeper: JoinHandle<()>,
+    shards: Vec<JoinHandle<()>>,
+    store_stats: admin::StoreStatsFn,
+    registrar: admin::RegistrarHooks,
+}
+
 impl ShardSpawn<'_> {
-    fn start<S: LocationStore>(
+    async fn start<S: LocationStore>(
         self,
         store: Arc<S>,
+        registrar_config: RegistrarConfig,
         receivers: Vec<mpsc::Receiver<shard::ShardInput>>,
-    ) -> (JoinHandle<()>, Vec<JoinHandle<()>>, admin::StoreStatsFn) {
+    ) -> Result<Started, EngineError> {
+        let registrar = Registrar::start(store.clone(), registrar_config)
+            .await
+            .map_err(|e| EngineError::Registrar(e.to_string()))?;
         let stats_store = store.clone();
         let store_stats: admin::StoreStatsFn = Arc::new(move || {
             let store = stats_store.clone();
@@ -117,12 +130,17 @@ impl ShardSpawn<'_> {
                     core_config,
                     rx,
                     self.transport.clone(),
-                    store.clone(),
+                    registrar.clone(),
                     self.config.registrar,
                 ))
             })
             .collect();
-        (sweeper, shards, store_stats)
+        Ok(Started {
+            sweeper,
+            shards,
+            store_stats,
+            registrar: admin::RegistrarHooks::new(registrar),
+        })
     }
 }
 
@@ -135,6 +153,9 @@ pub enum EngineError {
     /// The Redis URL is not usable.
     #[error("location store: {0}")]
     Redis(crate::location::RedisStoreError),
+    /// The registrar's supervisor actor could not start.
+    #[error("registrar actors: {0}")]
+    Registrar(String),
 }
 
 /// A running engine.
@@ -184,20 +205,30 @@ impl Engine {
             config: &config,
             transport: &transport,
         };
-        let (store_kind, (sweeper, shards, store_stats)) = match &config.redis {
+        let (store_kind, started) = match &config.redis {
             Some(redis) => {
                 let store = RedisLocationStore::new(redis).map_err(EngineError::Redis)?;
-                ("redis", spawn.start(Arc::new(store), receivers))
+                let registrar = RegistrarConfig::for_store_timeout(redis.timeout);
+                let started = spawn.start(Arc::new(store), registrar, receivers);
+                ("redis", started.await?)
             }
-            None => (
-                "memory",
-                spawn.start(Arc::new(MemoryLocationStore::new()), receivers),
-            ),
+            None => {
+                let store = Arc::new(MemoryLocationStore::new());
+                let started = spawn.start(store, RegistrarConfig::default(), receivers);
+                ("memory", started.await?)
+            }
         };
+        let Started {
+            sweeper,
+            shards,
+            store_stats,
+            registrar,
+        } = started;
         let admin = EngineAdmin {
             transport: transport.clone(),
             store_kind,
             store_stats,
+            registrar,
         };
         Ok(Self {
             transport,
@@ -255,6 +286,7 @@ impl Engine {
         drop(self.shutdown);
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(self.shards)).await;
         self.sweeper.abort();
+        self.admin.registrar.shutdown();
         // The last answers the shards queued are still in the transport's send queues; the
         // writers flush them within a few milliseconds.
         tokio::time::sleep(TRANSPORT_FLUSH).await;

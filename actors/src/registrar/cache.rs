@@ -1,0 +1,139 @@
+//! What an AOR actor keeps between requests: its bindings as the store last reported them, and
+//! the generation of its one expiry timer.
+
+use std::time::SystemTime;
+
+use sipmesh_protocol::registrar::Binding;
+
+/// The bindings of one AOR as the store last reported them.
+#[derive(Debug, Default)]
+pub(crate) struct BindingCache {
+    /// Bindings in stored order (may hold expired ones until the expiry timer prunes them).
+    bindings: Vec<Binding>,
+    /// Whether `bindings` is known to match the store: false until a load succeeds, and again
+    /// after a write whose outcome is unknown (the store timed out or went away).
+    valid: bool,
+}
+
+impl BindingCache {
+    /// A cache holding what the store returned.
+    pub(crate) fn loaded(bindings: Vec<Binding>) -> Self {
+        Self {
+            bindings,
+            valid: true,
+        }
+    }
+
+    /// A cache that knows nothing yet.
+    pub(crate) fn unknown() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the bindings with the store's latest answer.
+    pub(crate) fn set(&mut self, bindings: Vec<Binding>) {
+        self.bindings = bindings;
+        self.valid = true;
+    }
+
+    /// Forgets everything: a write may or may not have reached the store.
+    pub(crate) fn invalidate(&mut self) {
+        self.bindings.clear();
+        self.valid = false;
+    }
+
+    /// The live bindings if the cache may answer a lookup: it is valid and holds no flow
+    /// binding ([`Binding::is_flow`]), since a closed connection removes those from the store
+    /// without telling this actor. `None` means "ask the store".
+    pub(crate) fn serve(&self, now: SystemTime) -> Option<Vec<Binding>> {
+        if !self.valid || self.bindings.iter().any(Binding::is_flow) {
+            return None;
+        }
+        let live: Vec<Binding> = self
+            .bindings
+            .iter()
+            .filter(|b| !b.is_expired(now))
+            .cloned()
+            .collect();
+        // An empty answer goes to the store, which alone can tell 480 (flows closed) from 404.
+        (!live.is_empty()).then_some(live)
+    }
+
+    /// Drops the bindings expired at `now`; returns how many.
+    pub(crate) fn prune(&mut self, now: SystemTime) -> usize {
+        let before = self.bindings.len();
+        self.bindings.retain(|b| !b.is_expired(now));
+        before - self.bindings.len()
+    }
+
+    /// The earliest expiry among the cached bindings.
+    pub(crate) fn next_expiry(&self) -> Option<SystemTime> {
+        self.bindings.iter().map(|b| b.expires_at).min()
+    }
+
+    /// Number of cached bindings.
+    pub(crate) fn len(&self) -> usize {
+        self.bindings.len()
+    }
+}
+
+/// The generation counter of an actor's single expiry timer. Every re-arm starts a new
+/// generation; a timer message carrying an older one is stale (its timer was replaced after it
+/// had already fired) and is ignored.
+#[derive(Debug, Default)]
+pub(crate) struct ExpiryGeneration {
+    /// The generation of the armed timer.
+    current: u64,
+    /// The expiry the armed timer is for, if one is armed.
+    armed_for: Option<SystemTime>,
+}
+
+impl ExpiryGeneration {
+    /// Whether the timer must be re-armed for `next` (the earliest expiry now).
+    pub(crate) fn needs_rearm(&self, next: Option<SystemTime>) -> bool {
+        self.armed_for != next
+    }
+
+    /// Starts a new generation for a timer at `at` and returns its number.
+    pub(crate) fn arm(&mut self, at: Option<SystemTime>) -> u64 {
+        self.current = self.current.wrapping_add(1);
+        self.armed_for = at;
+        self.current
+    }
+
+    /// Whether a timer message of `generation` is the armed timer's; if so the timer is spent.
+    pub(crate) fn fire(&mut self, generation: u64) -> bool {
+        if generation == self.current && self.armed_for.is_some() {
+            self.armed_for = None;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stale_generation_is_ignored() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let mut g = ExpiryGeneration::default();
+        assert!(g.needs_rearm(Some(t)));
+        let first = g.arm(Some(t));
+        assert!(!g.needs_rearm(Some(t)));
+        let second = g.arm(Some(t + Duration::from_secs(60)));
+        assert!(!g.fire(first), "the replaced timer's message is stale");
+        assert!(g.fire(second));
+        assert!(!g.fire(second), "a timer fires once");
+        assert!(g.needs_rearm(Some(t + Duration::from_secs(60))));
+    }
+
+    #[test]
+    fn unknown_cache_never_serves() {
+        let cache = BindingCache::unknown();
+        assert_eq!(cache.serve(SystemTime::now()), None);
+        assert_eq!(cache.next_expiry(), None);
+    }
+}

@@ -1,0 +1,257 @@
+//! The live AOR actors: a sharded map `Aor -> ActorRef` that the [`Registrar`] handle routes
+//! through, so the hot path takes one short, rarely contended lock and never waits for the
+//! supervisor actor. The supervisor only hears about spawns indirectly (actors are linked to
+//! it) and about deaths through its supervision events.
+//!
+//! Races with a stopping actor are closed by counting: each entry counts the jobs sent to its
+//! actor (under the shard lock) and the actor counts the jobs it took. An idle actor removes
+//! its own entry, under the same lock, only when the two counts agree, so no job can be queued
+//! behind its stop. A job that still meets a dead actor (its mailbox closed) is sent to a fresh
+//! one; one dropped inside a dying actor comes back through [`Redeliver`].
+//!
+//! [`Registrar`]: super::Registrar
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+use ractor::{ActorCell, ActorId, ActorRef, MessagingErr};
+use tracing::warn;
+
+use sipmesh_protocol::registrar::Aor;
+
+use super::aor_actor::{AorActor, AorArgs, AorMsg};
+use super::config::RegistrarConfig;
+use super::job::{Job, Redeliver};
+use crate::location::LocationStore;
+
+/// Number of map shards: a power of two well above the number of transaction shards.
+const SHARDS: usize = 64;
+
+/// One live AOR actor.
+#[derive(Debug)]
+struct Entry {
+    /// Its mailbox.
+    actor: ActorRef<AorMsg>,
+    /// Jobs sent to it (only changed under the shard lock).
+    sent: u64,
+    /// Jobs it has taken out of its mailbox (written by the actor).
+    taken: Arc<AtomicU64>,
+}
+
+/// The sharded map of live AOR actors plus what spawning one needs.
+pub(crate) struct Directory<S: LocationStore> {
+    /// `SHARDS` independently locked partitions of the AOR space.
+    shards: Box<[Mutex<HashMap<Aor, Entry>>]>,
+    /// Hashes AORs to shards.
+    hasher: RandomState,
+    /// The AOR of every live actor, so supervision events (which name only the actor) can
+    /// find its entry; an id leaves it with the actor's supervision event. Locked after a shard
+    /// lock, never before one.
+    ids: Mutex<HashMap<ActorId, Aor>>,
+    /// The supervisor every AOR actor is linked to (set once it runs).
+    supervisor: OnceLock<ActorCell>,
+    /// The source of truth.
+    pub(crate) store: Arc<S>,
+    /// Settings.
+    pub(crate) config: RegistrarConfig,
+    /// This directory, for the actors and jobs it creates.
+    myself: Weak<Self>,
+}
+
+impl<S: LocationStore> std::fmt::Debug for Directory<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("live", &self.live())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: LocationStore> Directory<S> {
+    pub(crate) fn new(store: Arc<S>, config: RegistrarConfig) -> Arc<Self> {
+        Arc::new_cyclic(|myself| Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            ids: Mutex::new(HashMap::new()),
+            supervisor: OnceLock::new(),
+            store,
+            config,
+            myself: myself.clone(),
+        })
+    }
+
+    /// Links future actors to `supervisor`.
+    pub(crate) fn set_supervisor(&self, supervisor: ActorCell) {
+        let _ = self.supervisor.set(supervisor);
+    }
+
+    /// A weak handle for jobs to come back through.
+    pub(crate) fn redeliverer(&self) -> Weak<dyn Redeliver> {
+        self.myself.clone()
+    }
+
+    fn shard(&self, aor: &Aor) -> MutexGuard<'_, HashMap<Aor, Entry>> {
+        let mut h = self.hasher.build_hasher();
+        aor.hash(&mut h);
+        // The remainder is below SHARDS, so the cast is lossless and the index in bounds.
+        let index = (h.finish() % SHARDS as u64) as usize;
+        lock(&self.shards[index])
+    }
+
+    /// Sends `job` to its AOR's actor, spawning the actor if there is none (or if the one there
+    /// is the one the job was dropped by). Answers `Unavailable` when the actor's queue is
+    /// full or no actor can be spawned.
+    pub(crate) fn dispatch(&self, mut job: Job) {
+        let aor = job.aor().clone();
+        let mut map = self.shard(&aor);
+        if let (Some(e), Some(dead)) = (map.get(&aor), job.sent_to)
+            && e.actor.get_id() == dead
+        {
+            // The job was dropped by this actor (it is dying): route around it. Its
+            // supervision event will find its entry gone and not respawn it.
+            self.forget(&mut map, &aor);
+        }
+        for _ in 0..2 {
+            if !map.contains_key(&aor) {
+                let Some(entry) = self.spawn(&aor) else { break };
+                map.insert(aor.clone(), entry);
+            }
+            let Some(entry) = map.get_mut(&aor) else {
+                break;
+            };
+            if entry
+                .sent
+                .saturating_sub(entry.taken.load(Ordering::Acquire))
+                >= self.config.max_queued
+            {
+                drop(map);
+                warn!(%aor, limit = self.config.max_queued, "AOR actor queue full");
+                job.fail();
+                return;
+            }
+            entry.sent += 1;
+            job.sent_to = Some(entry.actor.get_id());
+            match entry.actor.send_message(AorMsg::Job(job)) {
+                Ok(()) => return,
+                Err(MessagingErr::SendErr(AorMsg::Job(back))) => {
+                    // Its mailbox closed (it stopped or failed a moment ago): a fresh one.
+                    job = back;
+                    job.sent_to = None;
+                    self.forget(&mut map, &aor);
+                }
+                // Any other error dropped the message: the job's own drop redelivers it.
+                Err(_) => return,
+            }
+        }
+        drop(map);
+        job.fail();
+    }
+
+    /// Sends a message that is not a job (no counting, no respawn): to the live actor if any.
+    pub(crate) fn live_actor(&self, aor: &Aor) -> Option<ActorRef<AorMsg>> {
+        self.shard(aor).get(aor).map(|e| e.actor.clone())
+    }
+
+    fn spawn(&self, aor: &Aor) -> Option<Entry> {
+        let supervisor = self.supervisor.get()?.clone();
+        let directory = self.myself.upgrade()?;
+        let taken = Arc::new(AtomicU64::new(0));
+        let args = AorArgs {
+            aor: aor.clone(),
+            directory,
+            taken: Arc::clone(&taken),
+        };
+        match ractor::ActorRuntime::spawn_linked_instant(
+            None,
+            AorActor::<S>::new(),
+            args,
+            supervisor,
+        ) {
+            Ok((actor, _started)) => {
+                lock(&self.ids).insert(actor.get_id(), aor.clone());
+                Some(Entry {
+                    actor,
+                    sent: 0,
+                    taken,
+                })
+            }
+            Err(e) => {
+                warn!(%aor, error = %e, "spawning an AOR actor failed");
+                None
+            }
+        }
+    }
+
+    /// Unlists the AOR's actor. Its `ids` entry stays until its supervision event arrives, so
+    /// the supervisor can still name the AOR of an actor that was routed around.
+    fn forget(&self, map: &mut HashMap<Aor, Entry>, aor: &Aor) {
+        map.remove(aor);
+    }
+
+    /// Called by an idle actor: removes its entry if no job is queued for it (`taken` jobs
+    /// taken, as many as were sent). Returns whether it may stop. An actor that is no longer in
+    /// the map (it was routed around) may always stop.
+    pub(crate) fn remove_if_idle(&self, aor: &Aor, id: ActorId, taken: u64) -> bool {
+        let mut map = self.shard(aor);
+        match map.get(aor) {
+            Some(e) if e.actor.get_id() == id => {
+                if e.sent != taken {
+                    return false;
+                }
+                self.forget(&mut map, aor);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// An actor failed (panicked): if it is still the AOR's actor, replace it by a fresh one,
+    /// which reloads from the store. Returns the AOR, if the actor was one of ours.
+    pub(crate) fn respawn(&self, id: ActorId) -> Option<Aor> {
+        let aor = lock(&self.ids).remove(&id)?;
+        let mut map = self.shard(&aor);
+        if map.get(&aor).is_some_and(|e| e.actor.get_id() == id) {
+            map.remove(&aor);
+            if let Some(entry) = self.spawn(&aor) {
+                map.insert(aor.clone(), entry);
+            }
+        }
+        Some(aor)
+    }
+
+    /// An actor stopped: forget it if it is still listed.
+    pub(crate) fn terminated(&self, id: ActorId) -> Option<Aor> {
+        let aor = lock(&self.ids).remove(&id)?;
+        let mut map = self.shard(&aor);
+        if map.get(&aor).is_some_and(|e| e.actor.get_id() == id) {
+            map.remove(&aor);
+        }
+        Some(aor)
+    }
+
+    /// Number of live AOR actors.
+    pub(crate) fn live(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Forgets every actor (the supervisor is stopping them).
+    pub(crate) fn clear(&self) {
+        for s in &*self.shards {
+            lock(s).clear();
+        }
+        lock(&self.ids).clear();
+    }
+}
+
+impl<S: LocationStore> Redeliver for Directory<S> {
+    fn redeliver(&self, _aor: Aor, job: Job) {
+        self.dispatch(job);
+    }
+}
+
+/// Locks, ignoring poisoning: every critical section here is a few map operations that leave
+/// the map consistent at any point a panic could interrupt them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
