@@ -45,6 +45,21 @@ pub(crate) enum AorMsg {
     },
     /// Time to check whether the actor has been idle for its idle period.
     IdleCheck,
+    /// Tests: report the actor's state.
+    #[cfg(test)]
+    Inspect(tokio::sync::oneshot::Sender<Inspection>),
+}
+
+/// What [`AorMsg::Inspect`] reports.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inspection {
+    /// Cached bindings.
+    pub(crate) cached: usize,
+    /// Jobs taken.
+    pub(crate) taken: u64,
+    /// Generation of the expiry timer.
+    pub(crate) generation: u64,
 }
 
 /// The actor of one AOR, generic over the store it reads and writes.
@@ -141,6 +156,14 @@ impl<S: LocationStore> Actor for AorActor<S> {
             AorMsg::IdleCheck => {
                 let _entered = span.enter();
                 state.idle_check(&myself);
+            }
+            #[cfg(test)]
+            AorMsg::Inspect(reply) => {
+                let _ = reply.send(Inspection {
+                    cached: state.cache.len(),
+                    taken: state.taken,
+                    generation: state.expiry.generation(),
+                });
             }
         }
         Ok(())
@@ -284,19 +307,16 @@ impl<S: LocationStore> AorState<S> {
     /// re-arms, which is cheaper than a new timer on every refresh.
     fn rearm_expiry(&mut self, myself: &ActorRef<AorMsg>) {
         let next = self.cache.next_expiry();
-        if !self.expiry.needs_rearm(next) {
+        let Some(at) = next.filter(|_| self.expiry.needs_rearm(next)) else {
             return;
-        }
+        };
         if let Some(t) = self.expiry_timer.take() {
             t.abort();
         }
-        let generation = self.expiry.arm(next);
-        if let Some(at) = next {
-            let now = self.directory.config.clock.now();
-            let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
-            self.expiry_timer =
-                Some(myself.send_after(delay, move || AorMsg::Expire { generation }));
-        }
+        let generation = self.expiry.arm(at);
+        let now = self.directory.config.clock.now();
+        let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
+        self.expiry_timer = Some(myself.send_after(delay, move || AorMsg::Expire { generation }));
     }
 
     /// Stops the actor if it has been idle for its idle period and nothing is queued for it;

@@ -88,15 +88,28 @@ pub(crate) struct ExpiryGeneration {
 }
 
 impl ExpiryGeneration {
-    /// Whether the timer must be re-armed for `next` (the earliest expiry now).
+    /// Whether the timer must be re-armed for `next` (the earliest expiry now): when none is
+    /// armed, or `next` is earlier than the armed one. A later `next` keeps the armed timer,
+    /// which then fires early, finds nothing to prune and re-arms: cheaper than replacing the
+    /// timer on every refresh.
     pub(crate) fn needs_rearm(&self, next: Option<SystemTime>) -> bool {
-        self.armed_for != next
+        match (self.armed_for, next) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(armed), Some(next)) => next < armed,
+        }
     }
 
     /// Starts a new generation for a timer at `at` and returns its number.
-    pub(crate) fn arm(&mut self, at: Option<SystemTime>) -> u64 {
+    pub(crate) fn arm(&mut self, at: SystemTime) -> u64 {
         self.current = self.current.wrapping_add(1);
-        self.armed_for = at;
+        self.armed_for = Some(at);
+        self.current
+    }
+
+    /// The generation of the armed (or last) timer.
+    #[cfg(test)]
+    pub(crate) fn generation(&self) -> u64 {
         self.current
     }
 
@@ -119,15 +132,22 @@ mod tests {
     #[test]
     fn stale_generation_is_ignored() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let later = t + Duration::from_secs(60);
         let mut g = ExpiryGeneration::default();
-        assert!(g.needs_rearm(Some(t)));
-        let first = g.arm(Some(t));
-        assert!(!g.needs_rearm(Some(t)));
-        let second = g.arm(Some(t + Duration::from_secs(60)));
+        assert!(!g.needs_rearm(None));
+        assert!(g.needs_rearm(Some(later)));
+        let first = g.arm(later);
+        assert!(!g.needs_rearm(Some(later)));
+        assert!(
+            !g.needs_rearm(Some(later + Duration::from_secs(1))),
+            "later keeps the timer"
+        );
+        assert!(g.needs_rearm(Some(t)), "earlier re-arms");
+        let second = g.arm(t);
         assert!(!g.fire(first), "the replaced timer's message is stale");
         assert!(g.fire(second));
         assert!(!g.fire(second), "a timer fires once");
-        assert!(g.needs_rearm(Some(t + Duration::from_secs(60))));
+        assert!(g.needs_rearm(Some(later)));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::location::{LocationStore, StoreError};
 /// and fails as [`StoreFailure::Unavailable`] (503 + Retry-After) past it, as it does when the
 /// AOR's queue is full ([`RegistrarConfig::max_queued`]).
 pub struct Registrar<S: LocationStore> {
-    directory: Arc<Directory<S>>,
+    pub(super) directory: Arc<Directory<S>>,
     supervisor: ActorRef<SupervisorMsg>,
 }
 
