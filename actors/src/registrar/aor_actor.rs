@@ -35,6 +35,9 @@ use crate::location::{LocationStore, StoreError};
 
 /// Messages of an [`AorActor`].
 #[derive(Debug)]
+// ractor boxes every message already; boxing the job again would cost a second allocation per
+// request for no memory saved (messages are not stored in bulk).
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AorMsg {
     /// A request routed by the directory (counted).
     Job(Job),

@@ -12,7 +12,7 @@
 //! [`Registrar`]: super::Registrar
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
@@ -92,10 +92,8 @@ impl<S: LocationStore> Directory<S> {
     }
 
     fn shard(&self, aor: &Aor) -> MutexGuard<'_, HashMap<Aor, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        aor.hash(&mut h);
         // The remainder is below SHARDS, so the cast is lossless and the index in bounds.
-        let index = (h.finish() % SHARDS as u64) as usize;
+        let index = (self.hasher.hash_one(aor) % SHARDS as u64) as usize;
         lock(&self.shards[index])
     }
 

@@ -16,13 +16,13 @@
 //! acknowledged the write, and the actor's cache is only ever the store's last answer.
 //!
 //! # Layout
-//! - [`handle`]: [`Registrar`], the cloneable handle the shards call.
+//! - [`handle`] holds [`Registrar`], the cloneable handle the shards call.
 //! - `directory`: the sharded `Aor -> ActorRef` map, spawning, and the idle/restart races.
 //! - `aor_actor`: the actor of one AOR.
 //! - `supervisor`: `RegistrarSupervisor`, which restarts failed AOR actors.
 //! - `job`: one request and its reply (never lost: redelivered once, else 503).
 //! - `cache`: the cached bindings and the expiry timer's generation.
-//! - [`config`]: [`RegistrarConfig`].
+//! - [`config`] holds [`RegistrarConfig`].
 
 mod aor_actor;
 mod cache;
