@@ -138,6 +138,7 @@ fn concurrent_registers_for_one_aor_end_with_the_acknowledged_bindings() {
     let body = status(&harness);
     assert!(body.contains("\"store\": \"redis\""), "{body}");
     assert!(body.contains("\"aors\": 1"), "{body}");
+    assert!(body.contains("\"aor_actors\": 1"), "{body}");
     assert!(
         body.contains(&format!("\"bindings\": {}", DEVICES / 2)),
         "{body}"

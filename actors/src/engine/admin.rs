@@ -34,17 +34,21 @@ pub(crate) struct RegistrarHooks {
     panic: Arc<dyn Fn(Aor) -> HookFuture + Send + Sync>,
     /// Stops every AOR actor.
     shutdown: Arc<dyn Fn() + Send + Sync>,
+    /// Counts the live AOR actors.
+    live: Arc<dyn Fn() -> usize + Send + Sync>,
 }
 
 impl RegistrarHooks {
     pub(crate) fn new<S: LocationStore>(registrar: Registrar<S>) -> Self {
         let stopper = registrar.clone();
+        let counter = registrar.clone();
         Self {
             panic: Arc::new(move |aor| {
                 let registrar = registrar.clone();
                 Box::pin(async move { registrar.inject_panic(&aor).await })
             }),
             shutdown: Arc::new(move || stopper.shutdown()),
+            live: Arc::new(move || counter.live_actors()),
         }
     }
 
@@ -92,6 +96,8 @@ pub struct EngineStatus {
     pub bindings: Option<usize>,
     /// The store's error when it did not answer.
     pub store_error: Option<String>,
+    /// Live AOR actors (AORs with recent activity, not all registered ones).
+    pub aor_actors: usize,
 }
 
 /// A cloneable view of a running engine for the admin endpoint.
@@ -127,6 +133,7 @@ impl EngineAdmin {
             aors: stats.as_ref().ok().map(|s| s.aors),
             bindings: stats.as_ref().ok().map(|s| s.bindings),
             store_error: stats.err().map(|e| e.to_string()),
+            aor_actors: (self.registrar.live)(),
         }
     }
 

@@ -4,7 +4,8 @@
 //!  UDP/TCP readers ──► Ingress::deliver ──(hash of branch / Call-ID)──► Shard 0..N
 //!   (transport)        parse once, 400/513         bounded channels      proxy::Core (sans-IO)
 //!        ▲             or drop malformed input                            │  │
-//!        └────────────── TransportHandle::send ◄── Transmit ──────────────┘  └─► LocationStore
+//!        └────────────── TransportHandle::send ◄── Transmit ──────────────┘  └─► Registrar
+//!                                                         (one actor per active AOR) ─► LocationStore
 //! ```
 //!
 //! A shard is a tokio task that owns one sans-IO [`Core`](sipmesh_protocol::proxy::Core): its

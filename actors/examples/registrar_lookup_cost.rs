@@ -1,0 +1,151 @@
+//! Measures what a lookup costs through the AOR actors, with and without their binding cache,
+//! against the store called directly; memory store and a real `redis-server`.
+//!
+//! ```sh
+//! cargo run --release -p sipmesh-actors --example registrar_lookup_cost
+//! ```
+//!
+//! Prints, per store and path, the mean latency of one lookup at a time and the throughput with
+//! 256 lookups in flight over 1,000 AORs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use sipmesh_actors::location::{
+    LocationStore, MemoryLocationStore, RedisLocationStore, RedisStoreConfig,
+};
+use sipmesh_actors::registrar::{Registrar, RegistrarConfig};
+use sipmesh_protocol::peer::Transport;
+use sipmesh_protocol::registrar::{
+    Aor, ContactInput, RegisterRequest, RegistrarPolicy, RequestContacts, Source,
+};
+use sipmesh_test_support::RedisServer;
+
+const AORS: usize = 1000;
+const IN_FLIGHT: usize = 256;
+
+fn aor(i: usize) -> Aor {
+    Aor::from_uri(format!("sip:user{i}@example.com").as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn request(i: usize, c: usize) -> RegisterRequest {
+    RegisterRequest {
+        aor: aor(i),
+        call_id: Bytes::from(format!("call-{i}-{c}")),
+        cseq: 1,
+        contacts: RequestContacts::List(vec![ContactInput {
+            expires: Some(3600),
+            ..ContactInput::new(Bytes::from(format!("sip:user{i}@192.0.2.{c}:5060")))
+        }]),
+        expires_header: None,
+        path: Vec::new(),
+        supports_path: false,
+        source: Source {
+            remote: "192.0.2.1:5060".parse().unwrap_or_else(|e| panic!("{e}")),
+            transport: Transport::Udp,
+            local: "198.51.100.1:5060"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+            connection: None,
+        },
+    }
+}
+
+/// Mean latency of one lookup at a time, and lookups/s with `IN_FLIGHT` in flight.
+async fn measure<F, Fut>(n: usize, lookup: F) -> (Duration, f64)
+where
+    F: Fn(Aor) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = usize> + Send,
+{
+    let started = Instant::now();
+    for i in 0..n {
+        assert_eq!(lookup(aor(i % AORS)).await, 2);
+    }
+    let latency = started.elapsed() / n as u32;
+    let started = Instant::now();
+    let per_task = n / IN_FLIGHT;
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|t| {
+            let lookup = lookup.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    assert_eq!(lookup(aor((t * 7 + i) % AORS)).await, 2);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let rate = (per_task * IN_FLIGHT) as f64 / started.elapsed().as_secs_f64();
+    (latency, rate)
+}
+
+async fn run<S: LocationStore>(name: &str, store: Arc<S>, config: RegistrarConfig, n: usize) {
+    let registrar = Registrar::start(Arc::clone(&store), config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..AORS {
+        for c in 0..2 {
+            let r = registrar
+                .register(request(i, c), RegistrarPolicy::default())
+                .await;
+            assert!(r.is_ok(), "{r:?}");
+        }
+    }
+    let direct = {
+        let store = Arc::clone(&store);
+        move |aor: Aor| {
+            let store = Arc::clone(&store);
+            async move {
+                let found = store.lookup(&aor, SystemTime::now()).await;
+                found.map(|b| b.len()).unwrap_or(0)
+            }
+        }
+    };
+    let through = {
+        let registrar = registrar.clone();
+        move |aor: Aor| {
+            let registrar = registrar.clone();
+            async move { registrar.lookup(&aor).await.map(|b| b.len()).unwrap_or(0) }
+        }
+    };
+    let (lat, rate) = measure(n, direct).await;
+    println!("{name:6} store directly        {lat:>10.1?}/lookup  {rate:>10.0} lookups/s");
+    let label = if config.cache_lookups {
+        "actor, cache on "
+    } else {
+        "actor, cache off"
+    };
+    let (lat, rate) = measure(n, through).await;
+    println!("{name:6} {label}       {lat:>10.1?}/lookup  {rate:>10.0} lookups/s");
+    registrar.shutdown();
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    for cache in [true, false] {
+        let config = RegistrarConfig {
+            cache_lookups: cache,
+            ..RegistrarConfig::default()
+        };
+        run(
+            "memory",
+            Arc::new(MemoryLocationStore::new()),
+            config,
+            200_000,
+        )
+        .await;
+    }
+    let redis = RedisServer::start();
+    for cache in [true, false] {
+        let store = RedisLocationStore::new(&RedisStoreConfig::new(redis.url()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let config = RegistrarConfig {
+            cache_lookups: cache,
+            ..RegistrarConfig::default()
+        };
+        run("redis", Arc::new(store), config, 20_000).await;
+    }
+}
