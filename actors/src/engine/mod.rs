@@ -215,7 +215,12 @@ impl Engine {
             }
             None => {
                 let store = Arc::new(MemoryLocationStore::new());
-                let started = spawn.start(store, RegistrarConfig::default(), receivers);
+                // A memory-store lookup costs less than a cache copy (docs/DESIGN-NOTES.md).
+                let registrar = RegistrarConfig {
+                    cache_lookups: false,
+                    ..RegistrarConfig::default()
+                };
+                let started = spawn.start(store, registrar, receivers);
                 ("memory", started.await?)
             }
         };

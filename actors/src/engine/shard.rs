@@ -112,6 +112,15 @@ pub(crate) async fn run<S: LocationStore>(
             }
         }
         flush(&mut core, &transport, &registrar, policy, &done_tx);
+        // Requests the registrar answered on this task (an idle AOR actor over the memory store)
+        // are already in `done`: feed them back now, so their answers leave in this pass.
+        while let Ok(done) = done_rx.try_recv() {
+            apply(&mut core, done);
+            while let Ok(done) = done_rx.try_recv() {
+                apply(&mut core, done);
+            }
+            flush(&mut core, &transport, &registrar, policy, &done_tx);
+        }
     }
 }
 

@@ -9,6 +9,10 @@
 //!  IdleCheck     ─► idle for `idle_after` and nothing queued? leave the directory, stop
 //! ```
 //!
+//! The state lives in an [`AorCore`](super::aor_core::AorCore) that the directory may also
+//! use inline, on the caller's task, for a store that answers at once while this actor is idle
+//! (see `aor_core`); the actor runs exactly the same code for the requests it gets.
+//!
 //! The store stays the source of truth: a REGISTER is answered only from the store's
 //! [`RegisterOutcome`](sipmesh_protocol::registrar::RegisterOutcome), and the cache only ever
 //! holds what the store last returned. A restarted actor therefore starts from the store.
@@ -16,22 +20,18 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, debug, warn};
 
-use sipmesh_protocol::proxy::StoreFailure;
-use sipmesh_protocol::registrar::{
-    Aor, Binding, RegisterOutcome, RegisterRequest, RegistrarPolicy,
-};
+use sipmesh_protocol::registrar::Aor;
 
-use super::cache::{BindingCache, ExpiryGeneration};
+use super::aor_core::{SharedCore, TimerTask, lock, read_bindings};
 use super::directory::Directory;
 use super::job::{Job, Work};
-use crate::location::{LocationStore, StoreError};
+use crate::location::LocationStore;
 
 /// Messages of an [`AorActor`].
 #[derive(Debug)]
@@ -59,8 +59,8 @@ pub(crate) enum AorMsg {
 pub(crate) struct Inspection {
     /// Cached bindings.
     pub(crate) cached: usize,
-    /// Jobs taken.
-    pub(crate) taken: u64,
+    /// Jobs completed by the actor (not counting inline ones).
+    pub(crate) done: u64,
     /// Generation of the expiry timer.
     pub(crate) generation: u64,
 }
@@ -80,27 +80,24 @@ pub(crate) struct AorArgs<S: LocationStore> {
     pub(crate) aor: Aor,
     /// The directory it is listed in (and the store and settings).
     pub(crate) directory: Arc<Directory<S>>,
-    /// Where it publishes how many jobs it took (the directory bounds its queue with it).
-    pub(crate) taken: Arc<AtomicU64>,
+    /// Where it publishes how many jobs it completed (the directory bounds its queue with it,
+    /// and runs a request inline only when every job sent was completed).
+    pub(crate) done: Arc<AtomicU64>,
+    /// Its state, shared with the directory's inline path.
+    pub(crate) core: SharedCore,
 }
 
 /// The state of an AOR actor.
 pub(crate) struct AorState<S: LocationStore> {
     aor: Aor,
     directory: Arc<Directory<S>>,
-    /// Jobs taken, published through `taken_shared`.
-    taken: u64,
-    taken_shared: Arc<AtomicU64>,
-    /// The bindings as the store last reported them.
-    cache: BindingCache,
-    /// Generation of the one expiry timer.
-    expiry: ExpiryGeneration,
-    /// The armed expiry timer's task (aborted when replaced or on stop).
-    expiry_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<AorMsg>>>>,
+    /// Jobs completed, published through `done_shared` once each is finished.
+    done: u64,
+    done_shared: Arc<AtomicU64>,
+    /// Cache, expiry timer, last activity.
+    core: SharedCore,
     /// The idle-check timer's task.
-    idle_timer: Option<JoinHandle<Result<(), ractor::MessagingErr<AorMsg>>>>,
-    /// When the last job arrived.
-    last_activity: Instant,
+    idle_timer: Option<TimerTask>,
     /// `aor` span: everything this actor logs nests under it.
     span: Span,
 }
@@ -116,24 +113,19 @@ impl<S: LocationStore> Actor for AorActor<S> {
         args: AorArgs<S>,
     ) -> Result<AorState<S>, ActorProcessingErr> {
         let span = tracing::info_span!("aor", aor = %args.aor);
-        let cache = load(&args.directory, &args.aor)
+        load(&args.directory, &args.aor, &args.core, &myself, false)
             .instrument(span.clone())
             .await;
         let idle_after = args.directory.config.idle_after;
-        let mut state = AorState {
+        Ok(AorState {
             aor: args.aor,
             directory: args.directory,
-            taken: 0,
-            taken_shared: args.taken,
-            cache,
-            expiry: ExpiryGeneration::default(),
-            expiry_timer: None,
+            done: 0,
+            done_shared: args.done,
+            core: args.core,
             idle_timer: Some(myself.send_after(idle_after, || AorMsg::IdleCheck)),
-            last_activity: Instant::now(),
             span,
-        };
-        state.rearm_expiry(&myself);
-        Ok(state)
+        })
     }
 
     async fn handle(
@@ -144,16 +136,31 @@ impl<S: LocationStore> Actor for AorActor<S> {
     ) -> Result<(), ActorProcessingErr> {
         let span = state.span.clone();
         match message {
-            AorMsg::Job(job) => state.job(&myself, job).instrument(span).await,
+            AorMsg::Job(job) => {
+                state.job(&myself, job).instrument(span).await;
+                state.done += 1;
+                state.done_shared.store(state.done, Ordering::Release);
+            }
             AorMsg::Expire { generation } => {
-                let _entered = span.enter();
-                if state.expiry.fire(generation) {
-                    let now = state.directory.config.clock.now();
-                    let pruned = state.cache.prune(now);
-                    debug!(pruned, left = state.cache.len(), "expiry timer");
-                    state.rearm_expiry(&myself);
+                let now = state.directory.config.clock.now();
+                let keeps = {
+                    let mut core = lock(&state.core);
+                    if !core.expiry.fire(generation) {
+                        debug!(parent: &span, generation, "stale expiry timer ignored");
+                        return Ok(());
+                    }
+                    core.cache.keeps()
+                };
+                if keeps {
+                    let mut core = lock(&state.core);
+                    let pruned = core.cache.prune(now);
+                    debug!(parent: &span, pruned, left = core.cache.len(), "expiry timer");
+                    core.rearm_expiry(&myself, now);
                 } else {
-                    debug!(generation, "stale expiry timer ignored");
+                    // Only the earliest expiry is cached: the store says what is left.
+                    load(&state.directory, &state.aor, &state.core, &myself, true)
+                        .instrument(span)
+                        .await;
                 }
             }
             AorMsg::IdleCheck => {
@@ -162,10 +169,11 @@ impl<S: LocationStore> Actor for AorActor<S> {
             }
             #[cfg(test)]
             AorMsg::Inspect(reply) => {
+                let core = lock(&state.core);
                 let _ = reply.send(Inspection {
-                    cached: state.cache.len(),
-                    taken: state.taken,
-                    generation: state.expiry.generation(),
+                    cached: core.cache.len(),
+                    done: state.done,
+                    generation: core.expiry.generation(),
                 });
             }
         }
@@ -182,42 +190,112 @@ impl<S: LocationStore> Actor for AorActor<S> {
     }
 }
 
-/// Reads the AOR's bindings for a new actor; a store that does not answer leaves the cache
-/// unknown (lookups then go to the store) rather than failing the start.
-async fn load<S: LocationStore>(directory: &Directory<S>, aor: &Aor) -> BindingCache {
+/// Loads the AOR's bindings into the cache (at start, or with `force` when the expiry timer
+/// needs the store's view) and re-arms the expiry timer; a store that does not answer leaves
+/// the cache unknown (lookups then go to the store) rather than failing the start. A store
+/// whose calls complete at once is read under the core's lock, so an inline request cannot
+/// slip in between the read and the cache update; a networked store's answer is taken only if
+/// no request validated the cache meanwhile (the actor's own requests wait behind this one).
+async fn load<S: LocationStore>(
+    directory: &Directory<S>,
+    aor: &Aor,
+    core: &SharedCore,
+    myself: &ActorRef<AorMsg>,
+    force: bool,
+) {
     let now = directory.config.clock.now();
-    let read = directory.store.lookup(aor, now);
-    match tokio::time::timeout(directory.config.call_timeout, read).await {
-        Ok(Ok(bindings)) => BindingCache::loaded(bindings),
-        Ok(Err(e)) => {
-            warn!(error = %e, "loading bindings failed; starting with an unknown cache");
-            BindingCache::unknown()
+    let read = if S::COMPLETES_INLINE {
+        let mut core = lock(core);
+        let read = directory.store.lookup(aor, now).now_or_never();
+        if let Some(Ok(bindings)) = &read
+            && (force || !core.cache.is_valid())
+        {
+            core.cache.set(bindings);
+            core.rearm_expiry(myself, now);
         }
-        Err(_) => {
-            warn!("loading bindings timed out; starting with an unknown cache");
-            BindingCache::unknown()
+        read.map(|r| r.map(drop))
+    } else {
+        let read = directory.store.lookup(aor, now);
+        let read = tokio::time::timeout(directory.config.call_timeout, read).await;
+        let mut core = lock(core);
+        match read {
+            Ok(Ok(bindings)) => {
+                if force || !core.cache.is_valid() {
+                    core.cache.set(&bindings);
+                    core.rearm_expiry(myself, now);
+                }
+                Some(Ok(()))
+            }
+            Ok(Err(e)) => Some(Err(e)),
+            Err(_) => None,
         }
+    };
+    match read {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            warn!(error = %e, "loading bindings failed; starting with an unknown cache")
+        }
+        None => warn!("loading bindings timed out; starting with an unknown cache"),
     }
 }
 
 impl<S: LocationStore> AorState<S> {
     async fn job(&mut self, myself: &ActorRef<AorMsg>, mut job: Job) {
-        self.taken += 1;
-        self.taken_shared.store(self.taken, Ordering::Release);
-        self.last_activity = Instant::now();
         let deadline = job.deadline;
         let Some(work) = job.take() else { return };
         drop(job);
+        let config = self.directory.config;
+        let store = &*self.directory.store;
+        let now = config.clock.now();
+        if Instant::now() >= deadline {
+            // Shed: it waited in the queue past its deadline; its reply answers 503.
+            debug!("request dropped: deadline passed in the queue");
+            drop(work);
+            return;
+        }
         match work {
             Work::Register {
                 request,
                 policy,
                 reply,
-            } => {
-                reply.send(self.register(request, policy, deadline).await);
-                self.rearm_expiry(myself);
+            } if S::COMPLETES_INLINE => {
+                let result = lock(&self.core).register_now(store, request, &policy, now, myself);
+                reply.send(result);
             }
-            Work::Lookup { aor, reply } => reply.send(self.lookup(&aor, deadline).await),
+            Work::Lookup { aor, reply } if S::COMPLETES_INLINE => {
+                let result = lock(&self.core).lookup_now(store, &aor, now, config.cache_lookups);
+                reply.send(result);
+            }
+            Work::Register {
+                request,
+                policy,
+                reply,
+            } => {
+                lock(&self.core).last_activity = Instant::now();
+                let write = store.register(request, &policy, now);
+                let result = tokio::time::timeout_at(deadline, write).await.ok();
+                let mut core = lock(&self.core);
+                let result = core.registered(result);
+                core.rearm_expiry(myself, now);
+                drop(core);
+                reply.send(result);
+            }
+            Work::Lookup { aor, reply } => {
+                let cached = {
+                    let mut core = lock(&self.core);
+                    core.last_activity = Instant::now();
+                    core.cache.serve(now).filter(|_| config.cache_lookups)
+                };
+                let result = match cached {
+                    Some(bindings) => Ok(bindings),
+                    None => {
+                        let read = read_bindings(store, &aor, now);
+                        let read = tokio::time::timeout_at(deadline, read).await.ok();
+                        lock(&self.core).looked_up(read)
+                    }
+                };
+                reply.send(result);
+            }
             Work::Panic { reply } => {
                 let _ = reply.send(());
                 warn!("panicking on request (test hook)");
@@ -226,111 +304,15 @@ impl<S: LocationStore> AorState<S> {
         }
     }
 
-    /// Applies a REGISTER through the store within `deadline`; the cache follows the store's
-    /// answer, and forgets everything when the outcome is unknown.
-    async fn register(
-        &mut self,
-        request: RegisterRequest,
-        policy: RegistrarPolicy,
-        deadline: Instant,
-    ) -> Result<RegisterOutcome, StoreFailure> {
-        let now = self.directory.config.clock.now();
-        let result = if S::COMPLETES_INLINE {
-            Ok(self.directory.store.register(request, &policy, now).await)
-        } else if Instant::now() >= deadline {
-            Err(())
-        } else {
-            let write = self.directory.store.register(request, &policy, now);
-            tokio::time::timeout_at(deadline, write)
-                .await
-                .map_err(|_| ())
-        };
-        match result {
-            Ok(Ok(outcome)) => {
-                self.cache.set(outcome.bindings.clone());
-                Ok(outcome)
-            }
-            // Nothing was stored: the cache is still right.
-            Ok(Err(StoreError::Register(e))) => Err(StoreFailure::Rejected(e)),
-            Ok(Err(e @ StoreError::Unavailable(_))) => {
-                warn!(error = %e, "REGISTER: location store unavailable");
-                self.cache.invalidate();
-                Err(StoreFailure::Unavailable)
-            }
-            Err(()) => {
-                warn!("REGISTER: deadline passed before the store answered");
-                self.cache.invalidate();
-                Err(StoreFailure::Unavailable)
-            }
-        }
-    }
-
-    /// The live bindings of the AOR: from the cache when it may answer, otherwise from the store
-    /// (which alone tells 480, flows closed, from 404).
-    async fn lookup(&mut self, aor: &Aor, deadline: Instant) -> Result<Vec<Binding>, StoreFailure> {
-        let now = self.directory.config.clock.now();
-        if self.directory.config.cache_lookups
-            && let Some(bindings) = self.cache.serve(now)
-        {
-            return Ok(bindings);
-        }
-        let store = &self.directory.store;
-        let read = async {
-            let bindings = store.lookup(aor, now).await?;
-            let closed = bindings.is_empty() && store.flows_closed(aor, now).await.unwrap_or(false);
-            Ok::<_, StoreError>((bindings, closed))
-        };
-        let result = if S::COMPLETES_INLINE {
-            Ok(read.await)
-        } else {
-            tokio::time::timeout_at(deadline, read).await
-        };
-        match result {
-            Ok(Ok((bindings, closed))) => {
-                self.cache.set(bindings.clone());
-                if closed {
-                    Err(StoreFailure::FlowsClosed)
-                } else {
-                    Ok(bindings)
-                }
-            }
-            Ok(Err(e)) => {
-                warn!(error = %e, "lookup: location store unavailable");
-                Err(StoreFailure::Unavailable)
-            }
-            Err(_) => {
-                warn!("lookup: deadline passed before the store answered");
-                Err(StoreFailure::Unavailable)
-            }
-        }
-    }
-
-    /// Re-arms the expiry timer when the earliest expiry moved earlier (or none is armed).
-    /// A later earliest expiry keeps the armed timer: it fires early, prunes nothing and
-    /// re-arms, which is cheaper than a new timer on every refresh.
-    fn rearm_expiry(&mut self, myself: &ActorRef<AorMsg>) {
-        let next = self.cache.next_expiry();
-        let Some(at) = next.filter(|_| self.expiry.needs_rearm(next)) else {
-            return;
-        };
-        if let Some(t) = self.expiry_timer.take() {
-            t.abort();
-        }
-        let generation = self.expiry.arm(at);
-        let now = self.directory.config.clock.now();
-        let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
-        self.expiry_timer = Some(myself.send_after(delay, move || AorMsg::Expire { generation }));
-    }
-
     /// Stops the actor if it has been idle for its idle period and nothing is queued for it;
     /// otherwise checks again when the period would end.
     fn idle_check(&mut self, myself: &ActorRef<AorMsg>) {
         let idle_after = self.directory.config.idle_after;
-        let idle_for = self.last_activity.elapsed();
+        let idle_for = lock(&self.core).last_activity.elapsed();
         if idle_for >= idle_after {
             if self
                 .directory
-                .remove_if_idle(&self.aor, myself.get_id(), self.taken)
+                .remove_if_idle(&self.aor, myself.get_id(), self.done)
             {
                 debug!(?idle_for, "idle: stopping");
                 self.stop_timers();
@@ -345,10 +327,8 @@ impl<S: LocationStore> AorState<S> {
     }
 
     fn stop_timers(&mut self) {
-        for t in [self.expiry_timer.take(), self.idle_timer.take()]
-            .into_iter()
-            .flatten()
-        {
+        lock(&self.core).stop_timer();
+        if let Some(t) = self.idle_timer.take() {
             t.abort();
         }
     }

@@ -5,47 +5,56 @@ use std::time::SystemTime;
 
 use sipmesh_protocol::registrar::Binding;
 
-/// The bindings of one AOR as the store last reported them.
+/// The bindings of one AOR as the store last reported them, or (when lookups are not served
+/// from the cache) only their count and earliest expiry, which is all the expiry timer needs.
 #[derive(Debug, Default)]
 pub(crate) struct BindingCache {
-    /// Bindings in stored order (may hold expired ones until the expiry timer prunes them).
+    /// Bindings in stored order (may hold expired ones until the expiry timer prunes them);
+    /// empty unless `keep`.
     bindings: Vec<Binding>,
-    /// Whether `bindings` is known to match the store: false until a load succeeds, and again
+    /// Whether to keep the bindings themselves (to serve lookups).
+    keep: bool,
+    /// Number of bindings the store last reported.
+    count: usize,
+    /// Their earliest expiry.
+    next: Option<SystemTime>,
+    /// Whether the above is known to match the store: false until a load succeeds, and again
     /// after a write whose outcome is unknown (the store timed out or went away).
     valid: bool,
 }
 
 impl BindingCache {
-    /// A cache holding what the store returned.
-    pub(crate) fn loaded(bindings: Vec<Binding>) -> Self {
+    /// A cache that knows nothing yet; `keep`: hold the bindings to serve lookups.
+    pub(crate) fn unknown(keep: bool) -> Self {
         Self {
-            bindings,
-            valid: true,
+            keep,
+            ..Self::default()
         }
     }
 
-    /// A cache that knows nothing yet.
-    pub(crate) fn unknown() -> Self {
-        Self::default()
-    }
-
     /// Replaces the bindings with the store's latest answer.
-    pub(crate) fn set(&mut self, bindings: Vec<Binding>) {
-        self.bindings = bindings;
+    pub(crate) fn set(&mut self, bindings: &[Binding]) {
+        self.count = bindings.len();
+        self.next = bindings.iter().map(|b| b.expires_at).min();
+        if self.keep {
+            bindings.clone_into(&mut self.bindings);
+        }
         self.valid = true;
     }
 
     /// Forgets everything: a write may or may not have reached the store.
     pub(crate) fn invalidate(&mut self) {
         self.bindings.clear();
+        self.count = 0;
+        self.next = None;
         self.valid = false;
     }
 
-    /// The live bindings if the cache may answer a lookup: it is valid and holds no flow
-    /// binding ([`Binding::is_flow`]), since a closed connection removes those from the store
-    /// without telling this actor. `None` means "ask the store".
+    /// The live bindings if the cache may answer a lookup: it keeps bindings, is valid and
+    /// holds no flow binding ([`Binding::is_flow`]), since a closed connection removes those
+    /// from the store without telling this actor. `None` means "ask the store".
     pub(crate) fn serve(&self, now: SystemTime) -> Option<Vec<Binding>> {
-        if !self.valid || self.bindings.iter().any(Binding::is_flow) {
+        if !self.keep || !self.valid || self.bindings.iter().any(Binding::is_flow) {
             return None;
         }
         let live: Vec<Binding> = self
@@ -58,21 +67,34 @@ impl BindingCache {
         (!live.is_empty()).then_some(live)
     }
 
-    /// Drops the bindings expired at `now`; returns how many.
+    /// Whether [`Self::prune`] can work from the cache alone (else the expiry timer re-reads
+    /// the store).
+    pub(crate) fn keeps(&self) -> bool {
+        self.keep
+    }
+
+    /// Drops the bindings expired at `now` (only when it keeps them); returns how many.
     pub(crate) fn prune(&mut self, now: SystemTime) -> usize {
         let before = self.bindings.len();
         self.bindings.retain(|b| !b.is_expired(now));
+        self.count = self.bindings.len();
+        self.next = self.bindings.iter().map(|b| b.expires_at).min();
         before - self.bindings.len()
     }
 
-    /// The earliest expiry among the cached bindings.
+    /// The earliest expiry among the bindings.
     pub(crate) fn next_expiry(&self) -> Option<SystemTime> {
-        self.bindings.iter().map(|b| b.expires_at).min()
+        self.next
     }
 
-    /// Number of cached bindings.
+    /// Whether the cache is known to match the store.
+    pub(crate) fn is_valid(&self) -> bool {
+        self.valid
+    }
+
+    /// Number of bindings the store last reported (less those pruned since).
     pub(crate) fn len(&self) -> usize {
-        self.bindings.len()
+        self.count
     }
 }
 
@@ -152,7 +174,7 @@ mod tests {
 
     #[test]
     fn unknown_cache_never_serves() {
-        let cache = BindingCache::unknown();
+        let cache = BindingCache::unknown(true);
         assert_eq!(cache.serve(SystemTime::now()), None);
         assert_eq!(cache.next_expiry(), None);
     }

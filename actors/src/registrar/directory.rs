@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
@@ -22,8 +23,9 @@ use tracing::warn;
 use sipmesh_protocol::registrar::Aor;
 
 use super::aor_actor::{AorActor, AorArgs, AorMsg};
+use super::aor_core::{AorCore, SharedCore};
 use super::config::RegistrarConfig;
-use super::job::{Job, Redeliver};
+use super::job::{Job, Redeliver, Work};
 use crate::location::LocationStore;
 
 /// Number of map shards: a power of two well above the number of transaction shards.
@@ -36,8 +38,10 @@ struct Entry {
     actor: ActorRef<AorMsg>,
     /// Jobs sent to it (only changed under the shard lock).
     sent: u64,
-    /// Jobs it has taken out of its mailbox (written by the actor).
-    taken: Arc<AtomicU64>,
+    /// Jobs it has completed (written by the actor after each).
+    done: Arc<AtomicU64>,
+    /// Its state, for the inline path.
+    core: SharedCore,
 }
 
 /// The sharded map of live AOR actors plus what spawning one needs.
@@ -118,11 +122,16 @@ impl<S: LocationStore> Directory<S> {
             let Some(entry) = map.get_mut(&aor) else {
                 break;
             };
-            if entry
+            let queued = entry
                 .sent
-                .saturating_sub(entry.taken.load(Ordering::Acquire))
-                >= self.config.max_queued
-            {
+                .saturating_sub(entry.done.load(Ordering::Acquire));
+            if queued == 0 && S::COMPLETES_INLINE && self.config.inline_when_idle {
+                match self.run_inline(entry, job) {
+                    Ok(()) => return,
+                    Err(back) => job = back,
+                }
+            }
+            if queued >= self.config.max_queued {
                 drop(map);
                 warn!(%aor, limit = self.config.max_queued, "AOR actor queue full");
                 job.fail();
@@ -146,6 +155,46 @@ impl<S: LocationStore> Directory<S> {
         job.fail();
     }
 
+    /// Runs `job` on the caller's task when the store answers at once and the actor is idle:
+    /// nothing queued (checked by the caller, under the shard lock that every send takes) and
+    /// not inside a job (its core lock is free). Holding both locks keeps the idle stop and
+    /// the actor out, so the AOR's requests stay serialised and in order. Gives the job back
+    /// when the actor is busy, and for the hook (which must reach the actor).
+    fn run_inline(&self, entry: &mut Entry, mut job: Job) -> Result<(), Job> {
+        let Ok(mut core) = entry.core.try_lock() else {
+            return Err(job);
+        };
+        if matches!(job.peek(), Some(Work::Panic { .. }) | None) || job.sent_to.is_some() {
+            return Err(job);
+        }
+        let Some(work) = job.take() else {
+            return Err(job);
+        };
+        let now = self.config.clock.now();
+        let store = &*self.store;
+        let actor = &entry.actor;
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match work {
+            Work::Register {
+                request,
+                policy,
+                reply,
+            } => reply.send(core.register_now(store, request, &policy, now, actor)),
+            Work::Lookup { aor, reply } => {
+                reply.send(core.lookup_now(store, &aor, now, self.config.cache_lookups));
+            }
+            // Excluded above.
+            Work::Panic { .. } => {}
+        }));
+        if let Err(panic) = ran {
+            // Same policy as in the actor: the request was answered 503 by its reply's drop;
+            // the actor is stopped so its replacement starts from the store.
+            drop(core);
+            warn!(aor = %job.aor(), ?panic, "AOR request panicked inline; restarting its actor");
+            entry.actor.stop(Some("panicked inline".to_owned()));
+        }
+        Ok(())
+    }
+
     /// Sends a message that is not a job (no counting, no respawn): to the live actor if any.
     pub(crate) fn live_actor(&self, aor: &Aor) -> Option<ActorRef<AorMsg>> {
         self.shard(aor).get(aor).map(|e| e.actor.clone())
@@ -154,11 +203,13 @@ impl<S: LocationStore> Directory<S> {
     fn spawn(&self, aor: &Aor) -> Option<Entry> {
         let supervisor = self.supervisor.get()?.clone();
         let directory = self.myself.upgrade()?;
-        let taken = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let core = AorCore::new(self.config.cache_lookups);
         let args = AorArgs {
             aor: aor.clone(),
             directory,
-            taken: Arc::clone(&taken),
+            done: Arc::clone(&done),
+            core: Arc::clone(&core),
         };
         match ractor::ActorRuntime::spawn_linked_instant(
             None,
@@ -171,7 +222,8 @@ impl<S: LocationStore> Directory<S> {
                 Some(Entry {
                     actor,
                     sent: 0,
-                    taken,
+                    done,
+                    core,
                 })
             }
             Err(e) => {
@@ -187,14 +239,14 @@ impl<S: LocationStore> Directory<S> {
         map.remove(aor);
     }
 
-    /// Called by an idle actor: removes its entry if no job is queued for it (`taken` jobs
-    /// taken, as many as were sent). Returns whether it may stop. An actor that is no longer in
+    /// Called by an idle actor: removes its entry if no job is queued for it (`done` jobs
+    /// completed, as many as were sent). Returns whether it may stop. An actor that is no longer in
     /// the map (it was routed around) may always stop.
-    pub(crate) fn remove_if_idle(&self, aor: &Aor, id: ActorId, taken: u64) -> bool {
+    pub(crate) fn remove_if_idle(&self, aor: &Aor, id: ActorId, done: u64) -> bool {
         let mut map = self.shard(aor);
         match map.get(aor) {
             Some(e) if e.actor.get_id() == id => {
-                if e.sent != taken {
+                if e.sent != done {
                     return false;
                 }
                 self.forget(&mut map, aor);

@@ -124,6 +124,11 @@ impl Job {
         &self.aor
     }
 
+    /// The request, if not taken yet.
+    pub(crate) fn peek(&self) -> Option<&Work> {
+        self.work.as_ref()
+    }
+
     /// Takes the request out for processing: from now on the processor answers it.
     pub(crate) fn take(&mut self) -> Option<Work> {
         self.work.take()

@@ -19,12 +19,14 @@
 //! - [`handle`] holds [`Registrar`], the cloneable handle the shards call.
 //! - `directory`: the sharded `Aor -> ActorRef` map, spawning, and the idle/restart races.
 //! - `aor_actor`: the actor of one AOR.
+//! - `aor_core`: its state, shared with the inline path for stores that answer at once.
 //! - `supervisor`: `RegistrarSupervisor`, which restarts failed AOR actors.
 //! - `job`: one request and its reply (never lost: redelivered once, else 503).
 //! - `cache`: the cached bindings and the expiry timer's generation.
 //! - [`config`] holds [`RegistrarConfig`].
 
 mod aor_actor;
+mod aor_core;
 mod cache;
 pub mod config;
 mod directory;
