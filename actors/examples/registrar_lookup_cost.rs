@@ -123,8 +123,54 @@ async fn run<S: LocationStore>(name: &str, store: Arc<S>, config: RegistrarConfi
     registrar.shutdown();
 }
 
+/// REGISTERs of distinct AORs (each creates an actor) through the registrar, and directly.
+async fn distinct_registers(n: usize) {
+    let store = Arc::new(MemoryLocationStore::new());
+    let started = Instant::now();
+    for i in 0..n {
+        let policy = RegistrarPolicy::default();
+        let r = store
+            .register(request(i, 0), &policy, SystemTime::now())
+            .await;
+        assert!(r.is_ok());
+    }
+    let direct = started.elapsed() / n as u32;
+    let registrar = Registrar::start(
+        Arc::new(MemoryLocationStore::new()),
+        RegistrarConfig {
+            cache_lookups: false,
+            ..RegistrarConfig::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    for i in 0..n {
+        let r = registrar
+            .register(request(i, 0), RegistrarPolicy::default())
+            .await;
+        assert!(r.is_ok());
+    }
+    let through = started.elapsed() / n as u32;
+    let started = Instant::now();
+    for i in 0..n {
+        let r = registrar
+            .register(request(i, 1), RegistrarPolicy::default())
+            .await;
+        assert!(r.is_ok());
+    }
+    let again = started.elapsed() / n as u32;
+    println!(
+        "memory REGISTER of {n} distinct AORs: store {direct:.1?}, registrar (new actor) \
+         {through:.1?}, registrar (live actor) {again:.1?}; {} actors",
+        registrar.live_actors()
+    );
+    registrar.shutdown();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    distinct_registers(100_000).await;
     for cache in [true, false] {
         let config = RegistrarConfig {
             cache_lookups: cache,

@@ -7,6 +7,7 @@
 //!  Job(Lookup)   ─► cache if valid and flow-free, else store.lookup (+ flows_closed) ─► reply
 //!  Expire{gen}   ─► stale gen? ignore : prune cache, re-arm at the next earliest expiry
 //!  IdleCheck     ─► idle for `idle_after` and nothing queued? leave the directory, stop
+//!                   (sent by the supervisor's housekeeping, not a timer per actor)
 //! ```
 //!
 //! The state lives in an [`AorCore`](super::aor_core::AorCore) that the directory may also
@@ -28,7 +29,7 @@ use tracing::{Instrument, Span, debug, warn};
 
 use sipmesh_protocol::registrar::Aor;
 
-use super::aor_core::{SharedCore, TimerTask, lock, read_bindings};
+use super::aor_core::{SharedCore, lock, read_bindings};
 use super::directory::Directory;
 use super::job::{Job, Work};
 use crate::location::LocationStore;
@@ -46,7 +47,7 @@ pub(crate) enum AorMsg {
         /// The timer's generation (stale ones are ignored).
         generation: u64,
     },
-    /// Time to check whether the actor has been idle for its idle period.
+    /// The directory's housekeeping saw the actor idle for its idle period: stop if still so.
     IdleCheck,
     /// Tests: report the actor's state.
     #[cfg(test)]
@@ -96,8 +97,6 @@ pub(crate) struct AorState<S: LocationStore> {
     done_shared: Arc<AtomicU64>,
     /// Cache, expiry timer, last activity.
     core: SharedCore,
-    /// The idle-check timer's task.
-    idle_timer: Option<TimerTask>,
     /// `aor` span: everything this actor logs nests under it.
     span: Span,
 }
@@ -116,14 +115,12 @@ impl<S: LocationStore> Actor for AorActor<S> {
         load(&args.directory, &args.aor, &args.core, &myself, false)
             .instrument(span.clone())
             .await;
-        let idle_after = args.directory.config.idle_after;
         Ok(AorState {
             aor: args.aor,
             directory: args.directory,
             done: 0,
             done_shared: args.done,
             core: args.core,
-            idle_timer: Some(myself.send_after(idle_after, || AorMsg::IdleCheck)),
             span,
         })
     }
@@ -263,7 +260,10 @@ impl<S: LocationStore> AorState<S> {
                 reply.send(result);
             }
             Work::Lookup { aor, reply } if S::COMPLETES_INLINE => {
-                let result = lock(&self.core).lookup_now(store, &aor, now, config.cache_lookups);
+                let mut core = lock(&self.core);
+                let result = core.lookup_now(store, &aor, now, config.cache_lookups);
+                let result = core.after_lookup(myself, now, result);
+                drop(core);
                 reply.send(result);
             }
             Work::Register {
@@ -294,6 +294,7 @@ impl<S: LocationStore> AorState<S> {
                         lock(&self.core).looked_up(read)
                     }
                 };
+                lock(&self.core).rearm_expiry(myself, now);
                 reply.send(result);
             }
             Work::Panic { reply } => {
@@ -304,32 +305,27 @@ impl<S: LocationStore> AorState<S> {
         }
     }
 
-    /// Stops the actor if it has been idle for its idle period and nothing is queued for it;
-    /// otherwise checks again when the period would end.
+    /// Stops the actor if it has been idle for its idle period and nothing is queued for it
+    /// (the directory's housekeeping asks); otherwise re-evaluates the expiry timer, whose
+    /// horizon has moved.
     fn idle_check(&mut self, myself: &ActorRef<AorMsg>) {
         let idle_after = self.directory.config.idle_after;
         let idle_for = lock(&self.core).last_activity.elapsed();
-        if idle_for >= idle_after {
-            if self
+        if idle_for >= idle_after
+            && self
                 .directory
                 .remove_if_idle(&self.aor, myself.get_id(), self.done)
-            {
-                debug!(?idle_for, "idle: stopping");
-                self.stop_timers();
-                myself.stop(Some("idle".to_owned()));
-                return;
-            }
-            // A job is on its way: it resets the activity.
-            self.idle_timer = Some(myself.send_after(idle_after, || AorMsg::IdleCheck));
-        } else {
-            self.idle_timer = Some(myself.send_after(idle_after - idle_for, || AorMsg::IdleCheck));
+        {
+            debug!(?idle_for, "idle: stopping");
+            self.stop_timers();
+            myself.stop(Some("idle".to_owned()));
+            return;
         }
+        let now = self.directory.config.clock.now();
+        lock(&self.core).rearm_expiry(myself, now);
     }
 
     fn stop_timers(&mut self) {
         lock(&self.core).stop_timer();
-        if let Some(t) = self.idle_timer.take() {
-            t.abort();
-        }
     }
 }

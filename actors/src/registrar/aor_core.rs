@@ -39,6 +39,11 @@ pub(crate) struct AorCore {
     expiry_timer: Option<TimerTask>,
     /// When the last request arrived.
     pub(crate) last_activity: Instant,
+    /// Expiries further away than this get no timer: the actor will have stopped for idleness
+    /// long before (the store's sweeper expires bindings of AORs without an actor), and an
+    /// active actor re-evaluates after every request and idle check. Spares a timer task per
+    /// actor when bindings last an hour and actors ten seconds.
+    horizon: Duration,
 }
 
 /// [`AorCore`] shared by the actor and its directory entry.
@@ -51,13 +56,15 @@ pub(crate) fn lock(core: &Mutex<AorCore>) -> MutexGuard<'_, AorCore> {
 }
 
 impl AorCore {
-    /// A fresh state; `keep_bindings`: cache the bindings themselves (to serve lookups).
-    pub(crate) fn new(keep_bindings: bool) -> SharedCore {
+    /// A fresh state; `keep_bindings`: cache the bindings themselves (to serve lookups);
+    /// `horizon`: arm the expiry timer only for expiries closer than this.
+    pub(crate) fn new(keep_bindings: bool, horizon: Duration) -> SharedCore {
         Arc::new(Mutex::new(Self {
             cache: BindingCache::unknown(keep_bindings),
             expiry: ExpiryGeneration::default(),
             expiry_timer: None,
             last_activity: Instant::now(),
+            horizon,
         }))
     }
 
@@ -112,19 +119,22 @@ impl AorCore {
         }
     }
 
-    /// Re-arms the expiry timer when the earliest expiry moved earlier (or none is armed).
-    /// A later earliest expiry keeps the armed timer: it fires early, prunes nothing and
-    /// re-arms, which is cheaper than a new timer on every refresh.
+    /// Re-arms the expiry timer when the earliest expiry moved earlier (or none is armed) and
+    /// is within the horizon. A later earliest expiry keeps the armed timer: it fires early,
+    /// prunes nothing and re-arms, which is cheaper than a new timer on every refresh.
     pub(crate) fn rearm_expiry(&mut self, actor: &ActorRef<AorMsg>, now: SystemTime) {
         let next = self.cache.next_expiry();
         let Some(at) = next.filter(|_| self.expiry.needs_rearm(next)) else {
             return;
         };
+        let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
+        if delay > self.horizon {
+            return;
+        }
         if let Some(t) = self.expiry_timer.take() {
             t.abort();
         }
         let generation = self.expiry.arm(at);
-        let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
         self.expiry_timer = Some(actor.send_after(delay, move || AorMsg::Expire { generation }));
     }
 
@@ -164,6 +174,18 @@ impl AorCore {
         }
         let read = read_bindings(store, aor, now).now_or_never();
         self.looked_up(read)
+    }
+
+    /// Re-evaluates the expiry timer after a lookup (an expiry may have come within the
+    /// horizon) and returns `result`.
+    pub(crate) fn after_lookup<T>(
+        &mut self,
+        actor: &ActorRef<AorMsg>,
+        now: SystemTime,
+        result: T,
+    ) -> T {
+        self.rearm_expiry(actor, now);
+        result
     }
 }
 

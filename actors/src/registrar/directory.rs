@@ -180,7 +180,8 @@ impl<S: LocationStore> Directory<S> {
                 reply,
             } => reply.send(core.register_now(store, request, &policy, now, actor)),
             Work::Lookup { aor, reply } => {
-                reply.send(core.lookup_now(store, &aor, now, self.config.cache_lookups));
+                let result = core.lookup_now(store, &aor, now, self.config.cache_lookups);
+                reply.send(core.after_lookup(actor, now, result));
             }
             // Excluded above.
             Work::Panic { .. } => {}
@@ -204,7 +205,7 @@ impl<S: LocationStore> Directory<S> {
         let supervisor = self.supervisor.get()?.clone();
         let directory = self.myself.upgrade()?;
         let done = Arc::new(AtomicU64::new(0));
-        let core = AorCore::new(self.config.cache_lookups);
+        let core = AorCore::new(self.config.cache_lookups, 2 * self.config.idle_after);
         let args = AorArgs {
             aor: aor.clone(),
             directory,
@@ -278,6 +279,24 @@ impl<S: LocationStore> Directory<S> {
             map.remove(&aor);
         }
         Some(aor)
+    }
+
+    /// Tells every actor idle for its idle period to check (and stop). Runs every half idle
+    /// period on the supervisor's housekeeping task: one task for all actors instead of an
+    /// idle timer each. An actor busy inside a job (its core locked) is skipped this round.
+    pub(crate) fn nudge_idle(&self) {
+        let idle_after = self.config.idle_after;
+        let mut idle = Vec::new();
+        for shard in &*self.shards {
+            let map = lock(shard);
+            idle.extend(map.values().filter_map(|e| {
+                let core = e.core.try_lock().ok()?;
+                (core.last_activity.elapsed() >= idle_after).then(|| e.actor.clone())
+            }));
+        }
+        for actor in idle {
+            let _ = actor.send_message(AorMsg::IdleCheck);
+        }
     }
 
     /// Number of live AOR actors.
