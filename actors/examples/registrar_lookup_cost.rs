@@ -168,8 +168,49 @@ async fn distinct_registers(n: usize) {
     registrar.shutdown();
 }
 
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Memory of live actors, and whether idle ones go.
+async fn actor_memory(n: usize) {
+    let registrar = Registrar::start(
+        Arc::new(MemoryLocationStore::new()),
+        RegistrarConfig {
+            cache_lookups: false,
+            idle_after: Duration::from_secs(1),
+            ..RegistrarConfig::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let before = rss_kib();
+    for i in 0..n {
+        let r = registrar
+            .register(request(i, 0), RegistrarPolicy::default())
+            .await;
+        assert!(r.is_ok());
+    }
+    let live = registrar.live_actors();
+    let with_actors = rss_kib();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    println!(
+        "{n} registrations: RSS +{} B each with {live} actors, {} actors and +{} B each 3 s later",
+        (with_actors - before) * 1024 / n as u64,
+        registrar.live_actors(),
+        rss_kib().saturating_sub(before) * 1024 / n as u64,
+    );
+    registrar.shutdown();
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    actor_memory(100_000).await;
     distinct_registers(100_000).await;
     for cache in [true, false] {
         let config = RegistrarConfig {

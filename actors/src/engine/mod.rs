@@ -215,9 +215,12 @@ impl Engine {
             }
             None => {
                 let store = Arc::new(MemoryLocationStore::new());
-                // A memory-store lookup costs less than a cache copy (docs/DESIGN-NOTES.md).
+                // Over the memory store an AOR actor costs more than it adds (a lookup is cheaper
+                // than a cache copy, the store serialises): actors only where needed
+                // (docs/DESIGN-NOTES.md).
                 let registrar = RegistrarConfig {
                     cache_lookups: false,
+                    inline_without_actor: true,
                     ..RegistrarConfig::default()
                 };
                 let started = spawn.start(store, registrar, receivers);

@@ -23,6 +23,7 @@ use sipmesh_protocol::registrar::{
 
 use super::aor_actor::AorMsg;
 use super::cache::{BindingCache, ExpiryGeneration};
+use super::job::Work;
 use crate::location::{LocationStore, StoreError};
 
 /// A timer task that sends the actor a message.
@@ -186,6 +187,43 @@ impl AorCore {
     ) -> T {
         self.rearm_expiry(actor, now);
         result
+    }
+}
+
+/// Runs a request for an AOR without an actor through a store whose calls complete at once:
+/// the store alone, no cache, no timer (the store's sweeper expires its bindings).
+pub(crate) fn run_stateless<S: LocationStore>(store: &S, work: Work, now: SystemTime) {
+    match work {
+        Work::Register {
+            request,
+            policy,
+            reply,
+        } => {
+            let result = match store.register(request, &policy, now).now_or_never() {
+                Some(Ok(outcome)) => Ok(outcome),
+                Some(Err(StoreError::Register(e))) => Err(StoreFailure::Rejected(e)),
+                Some(Err(e @ StoreError::Unavailable(_))) => {
+                    warn!(error = %e, "REGISTER: location store unavailable");
+                    Err(StoreFailure::Unavailable)
+                }
+                None => Err(StoreFailure::Unavailable),
+            };
+            reply.send(result);
+        }
+        Work::Lookup { aor, reply } => {
+            let result = match read_bindings(store, &aor, now).now_or_never() {
+                Some(Ok((_, true))) => Err(StoreFailure::FlowsClosed),
+                Some(Ok((bindings, false))) => Ok(bindings),
+                Some(Err(e)) => {
+                    warn!(error = %e, "lookup: location store unavailable");
+                    Err(StoreFailure::Unavailable)
+                }
+                None => Err(StoreFailure::Unavailable),
+            };
+            reply.send(result);
+        }
+        // The hook always goes to an actor; dropping the sender tells its caller.
+        Work::Panic { reply } => drop(reply),
     }
 }
 

@@ -23,7 +23,7 @@ use tracing::warn;
 use sipmesh_protocol::registrar::Aor;
 
 use super::aor_actor::{AorActor, AorArgs, AorMsg};
-use super::aor_core::{AorCore, SharedCore};
+use super::aor_core::{AorCore, SharedCore, run_stateless};
 use super::config::RegistrarConfig;
 use super::job::{Job, Redeliver, Work};
 use crate::location::LocationStore;
@@ -113,6 +113,19 @@ impl<S: LocationStore> Directory<S> {
             // The job was dropped by this actor (it is dying): route around it. Its
             // supervision event will find its entry gone and not respawn it.
             self.forget(&mut map, &aor);
+        }
+        if S::COMPLETES_INLINE
+            && self.config.inline_without_actor
+            && !map.contains_key(&aor)
+            && job.sent_to.is_none()
+            && !matches!(job.peek(), Some(Work::Panic { .. }))
+        {
+            // No actor and nothing it would add (see `inline_without_actor`): a plain store
+            // call, serialised with every other request for this AOR by the shard lock.
+            if let Some(work) = job.take() {
+                run_stateless(&*self.store, work, self.config.clock.now());
+            }
+            return;
         }
         for _ in 0..2 {
             if !map.contains_key(&aor) {
