@@ -138,11 +138,12 @@ impl<S: LocationStore> Directory<S> {
             let queued = entry
                 .sent
                 .saturating_sub(entry.done.load(Ordering::Acquire));
-            if queued == 0 && S::COMPLETES_INLINE && self.config.inline_when_idle {
-                match self.run_inline(entry, job) {
-                    Ok(()) => return,
-                    Err(back) => job = back,
-                }
+            if queued == 0
+                && S::COMPLETES_INLINE
+                && self.config.inline_when_idle
+                && self.run_inline(entry, &mut job)
+            {
+                return;
             }
             if queued >= self.config.max_queued {
                 drop(map);
@@ -171,17 +172,17 @@ impl<S: LocationStore> Directory<S> {
     /// Runs `job` on the caller's task when the store answers at once and the actor is idle:
     /// nothing queued (checked by the caller, under the shard lock that every send takes) and
     /// not inside a job (its core lock is free). Holding both locks keeps the idle stop and
-    /// the actor out, so the AOR's requests stay serialised and in order. Gives the job back
-    /// when the actor is busy, and for the hook (which must reach the actor).
-    fn run_inline(&self, entry: &mut Entry, mut job: Job) -> Result<(), Job> {
+    /// the actor out, so the AOR's requests stay serialised and in order. Returns false (job
+    /// untouched) when the actor is busy, and for the hook (which must reach the actor).
+    fn run_inline(&self, entry: &mut Entry, job: &mut Job) -> bool {
         let Ok(mut core) = entry.core.try_lock() else {
-            return Err(job);
+            return false;
         };
         if matches!(job.peek(), Some(Work::Panic { .. }) | None) || job.sent_to.is_some() {
-            return Err(job);
+            return false;
         }
         let Some(work) = job.take() else {
-            return Err(job);
+            return false;
         };
         let now = self.config.clock.now();
         let store = &*self.store;
@@ -206,7 +207,7 @@ impl<S: LocationStore> Directory<S> {
             warn!(aor = %job.aor(), ?panic, "AOR request panicked inline; restarting its actor");
             entry.actor.stop(Some("panicked inline".to_owned()));
         }
-        Ok(())
+        true
     }
 
     /// Sends a message that is not a job (no counting, no respawn): to the live actor if any.
