@@ -158,9 +158,13 @@ impl<S: LocationStore> Registrar<S> {
         }
     }
 
-    /// Test hook: makes the actor of `aor` panic (creating it first if needed). Returns once
-    /// the actor took the order; its supervisor then restarts it from the store.
+    /// Test hook: makes the actor of `aor` panic (creating it from the store first if the AOR
+    /// has bindings but no live actor). Returns once the actor took the order; its supervisor
+    /// then restarts it from the store. [`HookError::NotFound`] when the AOR has neither.
     pub async fn inject_panic(&self, aor: &Aor) -> Result<(), HookError> {
+        if !self.has_actor(aor) && self.lookup(aor).await.is_ok_and(|b| b.is_empty()) {
+            return Err(HookError::NotFound(aor.to_string()));
+        }
         let (tx, rx) = oneshot::channel();
         self.directory
             .dispatch(self.job(aor.clone(), Work::Panic { reply: tx }));

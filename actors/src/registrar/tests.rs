@@ -12,6 +12,7 @@ use sipmesh_protocol::registrar::{Aor, RegisterRequest, RegistrarPolicy};
 
 use super::aor_actor::{AorMsg, Inspection};
 use super::{Registrar, RegistrarConfig, WallClock};
+use crate::engine::HookError;
 use crate::location::{LocationStore, MemoryLocationStore};
 
 #[path = "../../tests/support/requests.rs"]
@@ -128,6 +129,10 @@ async fn memory_store_requests_need_no_actor_until_a_hook_does() {
     assert_eq!(contacts(&r, &alice).await, ["sip:alice@192.0.2.1"]);
     assert_eq!(r.lookup(&aor("nobody")).await, Ok(Vec::new()));
     assert_eq!(r.live_actors(), 0);
+    assert!(matches!(
+        r.inject_panic(&aor("nobody")).await,
+        Err(HookError::NotFound(_))
+    ));
     // The hook creates the actor (from the store) to make it panic; it is restarted.
     assert_eq!(r.inject_panic(&alice).await, Ok(()));
     assert_eq!(inspect_eventually(&r, &alice).await.cached, 1);
