@@ -172,6 +172,60 @@ mod tests {
         assert!(g.needs_rearm(Some(later)));
     }
 
+    fn binding(contact: &str, expires_at: SystemTime, flow: bool) -> Binding {
+        use sipmesh_protocol::peer::{ConnectionId, Transport};
+        use sipmesh_protocol::registrar::Source;
+        Binding {
+            contact: bytes::Bytes::copy_from_slice(contact.as_bytes()),
+            q: 1000,
+            expires_at,
+            call_id: bytes::Bytes::from_static(b"c"),
+            cseq: 1,
+            path: Vec::new(),
+            instance: flow.then(|| bytes::Bytes::from_static(b"\"<urn:uuid:1>\"")),
+            reg_id: flow.then_some(1),
+            source: Source {
+                remote: ([192, 0, 2, 1], 40000).into(),
+                transport: Transport::Tcp,
+                local: ([198, 51, 100, 1], 5060).into(),
+                connection: Some(ConnectionId(7)),
+            },
+        }
+    }
+
+    #[test]
+    fn serves_live_bindings_but_never_flows_or_nothing() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let live = binding("sip:a@192.0.2.1", now + Duration::from_secs(60), false);
+        let gone = binding("sip:b@192.0.2.2", now - Duration::from_secs(1), false);
+        let mut cache = BindingCache::unknown(true);
+        cache.set(&[live.clone(), gone.clone()]);
+        assert_eq!(cache.serve(now), Some(vec![live.clone()]));
+        assert_eq!(cache.next_expiry(), Some(gone.expires_at));
+        assert_eq!(cache.prune(now), 1);
+        assert_eq!(cache.next_expiry(), Some(live.expires_at));
+        // Only expired bindings: the store decides between 404 and 480.
+        cache.set(std::slice::from_ref(&gone));
+        assert_eq!(cache.serve(now), None);
+        // A flow can vanish from the store when its connection closes: always ask the store.
+        let flow = binding("sip:c@x.invalid", now + Duration::from_secs(60), true);
+        assert!(flow.is_flow());
+        cache.set(&[live.clone(), flow]);
+        assert_eq!(cache.serve(now), None);
+        // An unknown outcome forgets everything.
+        cache.set(std::slice::from_ref(&live));
+        cache.invalidate();
+        assert_eq!(cache.serve(now), None);
+        // Without kept bindings it never serves, but still knows the earliest expiry.
+        let mut summary = BindingCache::unknown(false);
+        summary.set(std::slice::from_ref(&live));
+        assert_eq!(summary.serve(now), None);
+        assert_eq!(
+            (summary.len(), summary.next_expiry()),
+            (1, Some(live.expires_at))
+        );
+    }
+
     #[test]
     fn unknown_cache_never_serves() {
         let cache = BindingCache::unknown(true);
