@@ -101,9 +101,11 @@ impl<S: LocationStore> Directory<S> {
         lock(&self.shards[index])
     }
 
-    /// Sends `job` to its AOR's actor, spawning the actor if there is none (or if the one there
-    /// is the one the job was dropped by). Answers `Unavailable` when the actor's queue is
-    /// full or no actor can be spawned.
+    /// Routes `job` for its AOR: over a store that answers at once, as a plain store call when
+    /// the AOR has no actor (`inline_without_actor`) or on this task when its actor is idle
+    /// (`inline_when_idle`); otherwise to the AOR's actor, spawning one if there is none (or if
+    /// the one there is the one the job was dropped by). Answers `Unavailable` when the actor's
+    /// queue is full or no actor can be spawned.
     pub(crate) fn dispatch(&self, mut job: Job) {
         let aor = job.aor().clone();
         let mut map = self.shard(&aor);
@@ -210,7 +212,7 @@ impl<S: LocationStore> Directory<S> {
         true
     }
 
-    /// Sends a message that is not a job (no counting, no respawn): to the live actor if any.
+    /// The AOR's live actor, if any (for the handle's checks and the tests).
     pub(crate) fn live_actor(&self, aor: &Aor) -> Option<ActorRef<AorMsg>> {
         self.shard(aor).get(aor).map(|e| e.actor.clone())
     }
