@@ -13,9 +13,11 @@ use serde::Serialize;
 use thiserror::Error;
 
 use sipmesh_protocol::dialog::DialogId;
+use sipmesh_protocol::registrar::Aor;
 
 use crate::dialog::Dialogs;
-use crate::location::{StoreError, StoreStats};
+use crate::location::{LocationStore, StoreError, StoreStats};
+use crate::registrar::Registrar;
 use crate::transport::TransportHandle;
 
 /// A boxed future returning the location store's sizes.
@@ -23,6 +25,40 @@ type StatsFuture = Pin<Box<dyn Future<Output = Result<StoreStats, StoreError>> +
 
 /// Reads the location store's sizes, whatever the store type.
 pub(crate) type StoreStatsFn = Arc<dyn Fn() -> StatsFuture + Send + Sync>;
+
+/// A boxed future of a hook's result.
+type HookFuture = Pin<Box<dyn Future<Output = Result<(), HookError>> + Send>>;
+
+/// The registrar actors as the admin endpoint sees them, whatever the store type.
+#[derive(Clone)]
+pub(crate) struct RegistrarHooks {
+    /// Makes an AOR's actor panic.
+    panic: Arc<dyn Fn(Aor) -> HookFuture + Send + Sync>,
+    /// Stops every AOR actor.
+    shutdown: Arc<dyn Fn() + Send + Sync>,
+    /// Counts the live AOR actors.
+    live: Arc<dyn Fn() -> usize + Send + Sync>,
+}
+
+impl RegistrarHooks {
+    pub(crate) fn new<S: LocationStore>(registrar: Registrar<S>) -> Self {
+        let stopper = registrar.clone();
+        let counter = registrar.clone();
+        Self {
+            panic: Arc::new(move |aor| {
+                let registrar = registrar.clone();
+                Box::pin(async move { registrar.inject_panic(&aor).await })
+            }),
+            shutdown: Arc::new(move || stopper.shutdown()),
+            live: Arc::new(move || counter.live_actors()),
+        }
+    }
+
+    /// Stops every AOR actor.
+    pub(crate) fn shutdown(&self) {
+        (self.shutdown)();
+    }
+}
 
 /// An actor a test can make panic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +100,8 @@ pub struct EngineStatus {
     pub store_error: Option<String>,
     /// Live dialog actors.
     pub dialogs: usize,
+    /// Live AOR actors (AORs with recent activity, not all registered ones).
+    pub aor_actors: usize,
 }
 
 /// A cloneable view of a running engine for the admin endpoint.
@@ -73,6 +111,7 @@ pub struct EngineAdmin {
     pub(crate) store_kind: &'static str,
     pub(crate) store_stats: StoreStatsFn,
     pub(crate) dialogs: Dialogs,
+    pub(crate) registrar: RegistrarHooks,
 }
 
 impl std::fmt::Debug for EngineAdmin {
@@ -100,6 +139,7 @@ impl EngineAdmin {
             bindings: stats.as_ref().ok().map(|s| s.bindings),
             store_error: stats.err().map(|e| e.to_string()),
             dialogs: self.dialogs.live(),
+            aor_actors: (self.registrar.live)(),
         }
     }
 
@@ -107,7 +147,11 @@ impl EngineAdmin {
     /// delivered; the supervisor restarts the actor from the store.
     pub async fn inject_panic(&self, target: HookTarget) -> Result<(), HookError> {
         match target {
-            HookTarget::Aor(_) => Err(HookError::Unsupported("AOR")),
+            HookTarget::Aor(aor) => {
+                let key = Aor::from_uri(aor.as_bytes())
+                    .map_err(|e| HookError::BadKey(format!("{aor}: {e}")))?;
+                (self.registrar.panic)(key).await
+            }
             HookTarget::Dialog(key) => {
                 let id = DialogId::parse_key(&key).map_err(|e| HookError::BadKey(e.to_string()))?;
                 self.dialogs

@@ -4,7 +4,8 @@
 //!  UDP/TCP readers ──► Ingress::deliver ──(hash of branch / Call-ID)──► Shard 0..N
 //!   (transport)        parse once, 400/513         bounded channels      proxy::Core (sans-IO)
 //!        ▲             or drop malformed input                            │  │
-//!        └────────────── TransportHandle::send ◄── Transmit ──────────────┘  └─► LocationStore
+//!        └────────────── TransportHandle::send ◄── Transmit ──────────────┘  └─► Registrar
+//!                                                         (one actor per active AOR) ─► LocationStore
 //! ```
 //!
 //! A shard is a tokio task that owns one sans-IO [`Core`](sipmesh_protocol::proxy::Core): its
@@ -33,6 +34,7 @@ use sipmesh_protocol::transaction::TimerConfig;
 
 use crate::dialog::{DialogStore, Dialogs, MemoryDialogStore, RedisDialogStore};
 use crate::location::{LocationStore, MemoryLocationStore, RedisLocationStore, RedisStoreConfig};
+use crate::registrar::{Registrar, RegistrarConfig};
 use crate::transport::{self, Transport, TransportConfig, TransportError, TransportHandle};
 
 pub(crate) use ingress::Ingress;
@@ -99,12 +101,24 @@ struct ShardSpawn<'a> {
     dialogs: &'a Dialogs,
 }
 
+/// What [`ShardSpawn::start`] started.
+struct Started {
+    sweeper: JoinHandle<()>,
+    shards: Vec<JoinHandle<()>>,
+    store_stats: admin::StoreStatsFn,
+    registrar: admin::RegistrarHooks,
+}
+
 impl ShardSpawn<'_> {
-    fn start<S: LocationStore>(
+    async fn start<S: LocationStore>(
         self,
         store: Arc<S>,
+        registrar_config: RegistrarConfig,
         receivers: Vec<mpsc::Receiver<shard::ShardInput>>,
-    ) -> (JoinHandle<()>, Vec<JoinHandle<()>>, admin::StoreStatsFn) {
+    ) -> Result<Started, EngineError> {
+        let registrar = Registrar::start(store.clone(), registrar_config)
+            .await
+            .map_err(|e| EngineError::Registrar(e.to_string()))?;
         let stats_store = store.clone();
         let store_stats: admin::StoreStatsFn = Arc::new(move || {
             let store = stats_store.clone();
@@ -128,13 +142,18 @@ impl ShardSpawn<'_> {
                     core_config,
                     rx,
                     self.transport.clone(),
-                    store.clone(),
+                    registrar.clone(),
                     self.config.registrar,
                     self.dialogs.clone(),
                 ))
             })
             .collect();
-        (sweeper, shards, store_stats)
+        Ok(Started {
+            sweeper,
+            shards,
+            store_stats,
+            registrar: admin::RegistrarHooks::new(registrar),
+        })
     }
 }
 
@@ -150,6 +169,9 @@ pub enum EngineError {
     /// The dialog supervisor did not start.
     #[error("dialog supervisor: {0}")]
     Dialogs(#[source] ractor::SpawnErr),
+    /// The registrar's supervisor actor could not start.
+    #[error("registrar actors: {0}")]
+    Registrar(String),
 }
 
 /// A running engine.
@@ -218,21 +240,39 @@ impl Engine {
             transport: &transport,
             dialogs: &dialogs,
         };
-        let (store_kind, (sweeper, shards, store_stats)) = match &config.redis {
+        let (store_kind, started) = match &config.redis {
             Some(redis) => {
                 let store = RedisLocationStore::new(redis).map_err(EngineError::Redis)?;
-                ("redis", spawn.start(Arc::new(store), receivers))
+                let registrar = RegistrarConfig::for_store_timeout(redis.timeout);
+                let started = spawn.start(Arc::new(store), registrar, receivers);
+                ("redis", started.await?)
             }
-            None => (
-                "memory",
-                spawn.start(Arc::new(MemoryLocationStore::new()), receivers),
-            ),
+            None => {
+                let store = Arc::new(MemoryLocationStore::new());
+                // Over the memory store an AOR actor costs more than it adds (a lookup is cheaper
+                // than a cache copy, the store serialises): actors only where needed
+                // (docs/DESIGN-NOTES.md).
+                let registrar = RegistrarConfig {
+                    cache_lookups: false,
+                    inline_without_actor: true,
+                    ..RegistrarConfig::default()
+                };
+                let started = spawn.start(store, registrar, receivers);
+                ("memory", started.await?)
+            }
         };
+        let Started {
+            sweeper,
+            shards,
+            store_stats,
+            registrar,
+        } = started;
         let admin = EngineAdmin {
             transport: transport.clone(),
             store_kind,
             store_stats,
             dialogs: dialogs.clone(),
+            registrar,
         };
         Ok(Self {
             transport,
@@ -292,6 +332,7 @@ impl Engine {
         let _ = tokio::time::timeout(Duration::from_secs(1), futures_join_all(self.shards)).await;
         self.sweeper.abort();
         self.dialogs.stop();
+        self.admin.registrar.shutdown();
         // The last answers the shards queued are still in the transport's send queues; the
         // writers flush them within a few milliseconds.
         tokio::time::sleep(TRANSPORT_FLUSH).await;

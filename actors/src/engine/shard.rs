@@ -1,10 +1,9 @@
 //! A transaction shard: a tokio task that drives one sans-IO [`Core`].
 //!
 //! The loop does only glue: feed inbound messages and store results in, drain the core's outputs
-//! to the transport and the store, and sleep until the core's next deadline. It makes no SIP
+//! to the transport and the registrar actors, and sleep until the core's next deadline. It makes no SIP
 //! decision of its own.
 
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -13,12 +12,11 @@ use tracing::{debug, warn};
 use sipmesh_protocol::message::Message;
 use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::proxy::{Core, CoreConfig, Origin, Output, StoreFailure};
-use sipmesh_protocol::registrar::{
-    Aor, Binding, RegisterOutcome, RegisterRequest, RegistrarPolicy,
-};
+use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 
 use crate::dialog::Dialogs;
-use crate::location::{LocationStore, StoreError};
+use crate::location::LocationStore;
+use crate::registrar::Registrar;
 use crate::transport::{Destination, TransportHandle};
 
 /// Most inbound messages handled before the outputs are flushed.
@@ -57,7 +55,7 @@ pub(crate) async fn run<S: LocationStore>(
     config: CoreConfig,
     mut rx: mpsc::Receiver<ShardInput>,
     transport: TransportHandle,
-    store: Arc<S>,
+    registrar: Registrar<S>,
     policy: RegistrarPolicy,
     dialogs: Dialogs,
 ) {
@@ -107,7 +105,7 @@ pub(crate) async fn run<S: LocationStore>(
         }
         // Closed flows first: a lookup in the same batch must not pick their bindings.
         for connection in closed.drain(..) {
-            match store.remove_connection(connection).await {
+            match registrar.connection_closed(connection).await {
                 Ok(0) => {}
                 Ok(n) => debug!(%connection, removed = n, "flow closed: its bindings removed"),
                 Err(e) => {
@@ -115,7 +113,20 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(&mut core, &transport, &store, policy, &done_tx, &dialogs).await;
+        flush(
+            &mut core, &transport, &registrar, policy, &done_tx, &dialogs,
+        );
+        // Requests the registrar answered on this task (an idle AOR actor over the memory store)
+        // are already in `done`: feed them back now, so their answers leave in this pass.
+        while let Ok(done) = done_rx.try_recv() {
+            apply(&mut core, done);
+            while let Ok(done) = done_rx.try_recv() {
+                apply(&mut core, done);
+            }
+            flush(
+                &mut core, &transport, &registrar, policy, &done_tx, &dialogs,
+            );
+        }
     }
 }
 
@@ -155,28 +166,6 @@ fn apply(core: &mut Core, done: StoreDone) {
             core.handle_dialog_stored(Instant::now(), token, stored);
         }
     }
-}
-
-async fn register<S: LocationStore>(
-    store: &S,
-    request: RegisterRequest,
-    policy: RegistrarPolicy,
-) -> Result<RegisterOutcome, StoreFailure> {
-    store
-        .register(request, &policy, SystemTime::now())
-        .await
-        .map_err(store_failure)
-}
-
-async fn lookup<S: LocationStore>(store: &S, aor: &Aor) -> Result<Vec<Binding>, StoreFailure> {
-    let now = SystemTime::now();
-    let result = store.lookup(aor, now).await.map_err(store_failure);
-    if result.as_ref().is_ok_and(Vec::is_empty)
-        && store.flows_closed(aor, now).await.unwrap_or(false)
-    {
-        return Err(StoreFailure::FlowsClosed);
-    }
-    result
 }
 
 /// Whether the shard goes on after an input.
@@ -230,13 +219,12 @@ fn handle(
     Flow::Continue
 }
 
-/// Drains the core's outputs. Store operations on a store that completes inline (memory) are
-/// awaited at once and their results fed straight back; a networked store's run on their own
-/// tasks and come back through `done`, so a slow store never stalls this shard.
-async fn flush<S: LocationStore>(
+/// Drains the core's outputs. REGISTERs and lookups go to the AOR's actor, whose answer comes
+/// back through `done`, so a slow store never stalls this shard.
+fn flush<S: LocationStore>(
     core: &mut Core,
     transport: &TransportHandle,
-    store: &Arc<S>,
+    registrar: &Registrar<S>,
     policy: RegistrarPolicy,
     done: &mpsc::UnboundedSender<StoreDone>,
     dialogs: &Dialogs,
@@ -264,20 +252,9 @@ async fn flush<S: LocationStore>(
                     t.payload,
                 );
             }
-            Output::Register { token, request } if S::COMPLETES_INLINE => {
-                let result = register(store.as_ref(), request, policy).await;
-                core.handle_register_result(Instant::now(), SystemTime::now(), token, result);
-            }
-            Output::Lookup { token, aor } if S::COMPLETES_INLINE => {
-                let result = lookup(store.as_ref(), &aor).await;
-                core.handle_lookup_result(Instant::now(), token, result);
-            }
-            // A networked store: the call runs on its own task (bounded by the store's own
-            // timeout and in-flight limit) and its result comes back through `done`.
             Output::Register { token, request } => {
-                let (store, done) = (Arc::clone(store), done.clone());
-                tokio::spawn(async move {
-                    let result = register(store.as_ref(), request, policy).await;
+                let done = done.clone();
+                registrar.register_with(request, policy, move |result| {
                     let _ = done.send(StoreDone::Register { token, result });
                 });
             }
@@ -303,22 +280,11 @@ async fn flush<S: LocationStore>(
                 });
             }
             Output::Lookup { token, aor } => {
-                let (store, done) = (Arc::clone(store), done.clone());
-                tokio::spawn(async move {
-                    let result = lookup(store.as_ref(), &aor).await;
+                let done = done.clone();
+                registrar.lookup_with(aor, move |result| {
                     let _ = done.send(StoreDone::Lookup { token, result });
                 });
             }
-        }
-    }
-}
-
-fn store_failure(e: StoreError) -> StoreFailure {
-    match e {
-        StoreError::Register(r) => StoreFailure::Rejected(r),
-        other => {
-            warn!(error = %other, "location store unavailable");
-            StoreFailure::Unavailable
         }
     }
 }

@@ -14,9 +14,10 @@ use sipmesh_protocol::registrar::{
 /// store's futures are ready immediately. Every method takes the wall-clock `now` from the
 /// caller: bindings carry absolute [`SystemTime`] expiries that other nodes read.
 pub trait LocationStore: Send + Sync + 'static {
-    /// True when every method's future is ready at once (no I/O): the shard then runs store
-    /// operations inline; otherwise it spawns them and takes the result back later, so a slow
-    /// store never stalls signalling.
+    /// True when every method's future is ready at once (no I/O): the registrar then runs
+    /// requests on the caller's task when it can (see `registrar::RegistrarConfig`); otherwise
+    /// every call goes through the AOR's actor and its result comes back later, so a slow store
+    /// never stalls signalling.
     const COMPLETES_INLINE: bool = false;
 
     /// Applies a REGISTER to the stored bindings of `req.aor` atomically (RFC 3261 §10.3 steps
