@@ -6,4 +6,5 @@
 pub mod dialog;
 pub mod engine;
 pub mod location;
+pub mod redis_endpoint;
 pub mod transport;

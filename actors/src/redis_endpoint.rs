@@ -1,0 +1,187 @@
+//! One Redis "endpoint" shared by the location and dialog stores: a cheap-to-clone connection
+//! handle that implements [`ConnectionLike`], so commands, pipelines and scripts run on it the
+//! same way whatever the deployment.
+//!
+//! - **Single server** (`redis://…`): a [`ConnectionManager`], which reconnects by itself in the
+//!   background (back-off 50 ms doubling to 400 ms).
+//! - **Sentinel** (`redis+sentinel://…`, see [`url`]): a [`sentinel::SentinelLink`]. A background
+//!   task asks the sentinels for the master of the service, checks with `ROLE` that it is one,
+//!   and publishes one multiplexed connection to it. When a call on that connection fails with a
+//!   dropped connection, an I/O error, or `READONLY` (the node was demoted by a failover), the
+//!   connection is withdrawn and the task resolves and connects again, with the same back-off, until
+//!   a master answers. It also asks the sentinels every [`EndpointConfig::check_interval`]
+//!   whether the master moved, which catches a failover that left our old connection open
+//!   (a partitioned old master). While no master is known, calls wait at most
+//!   [`EndpointConfig::timeout`] for one and then fail as disconnected (the stores answer 503).
+//!
+//! Scripts need nothing here: `EVALSHA` on a new master answers `NOSCRIPT`, and the callers
+//! load the script and retry (the redis crate's `Script::invoke_async`, and the location store's
+//! batcher).
+//!
+//! Redis Cluster is refused (docs/REDIS.md, "Redis Cluster").
+
+mod sentinel;
+pub mod url;
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+
+pub use url::{EndpointUrl, EndpointUrlError, SentinelUrl};
+
+/// Connection settings of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Bound on connecting, on each reply, and on waiting for a master after a failover.
+    pub timeout: Duration,
+    /// Most requests queued on the multiplexed connection.
+    pub pipeline_buffer: usize,
+    /// How often (Sentinel only) the sentinels are asked whether the master moved.
+    pub check_interval: Duration,
+}
+
+impl EndpointConfig {
+    /// `timeout`, a pipeline buffer of 4096 and a master check every second.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            pipeline_buffer: 4096,
+            check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `WAIT <replicas> <timeout>` after writes: the reply to the write is held until that many
+/// replicas have acknowledged it, or the timeout passed. Redis replication is asynchronous, so
+/// without it a write acknowledged just before the master dies can be missing on the replica
+/// that Sentinel promotes. A shortfall (fewer replicas within the timeout) is logged and the
+/// write still succeeds: refusing it would turn a replica outage into a full outage, and the
+/// master has applied it anyway. Keep `timeout` well below the store timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// Replicas that must acknowledge (1 for a master with one replica).
+    pub replicas: u32,
+    /// Longest wait (Redis counts it in whole milliseconds; 0 would wait forever, so at least
+    /// 1 ms is sent).
+    pub timeout: Duration,
+}
+
+impl ReplicaWait {
+    /// The `WAIT` command.
+    pub fn cmd(&self) -> Cmd {
+        let ms = u64::try_from(self.timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(self.replicas).arg(ms);
+        cmd
+    }
+
+    /// Logs a shortfall given `WAIT`'s reply (the number of replicas that acknowledged).
+    pub fn check(&self, reply: &RedisResult<Value>) {
+        match reply {
+            Ok(Value::Int(n)) if u64::try_from(*n).unwrap_or(0) >= u64::from(self.replicas) => {}
+            Ok(Value::Int(n)) => tracing::warn!(
+                acknowledged = n,
+                wanted = self.replicas,
+                "redis: write not yet on enough replicas (WAIT timed out)"
+            ),
+            other => tracing::warn!(reply = ?other, "redis: WAIT failed"),
+        }
+    }
+}
+
+/// Why an endpoint could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The URL is of a form we refuse.
+    #[error(transparent)]
+    Url(#[from] EndpointUrlError),
+    /// The redis crate refused the URL or the sentinel settings.
+    #[error("invalid Redis URL: {0}")]
+    Client(#[source] RedisError),
+}
+
+/// A connection handle to the Redis that holds the data. Clones share one connection.
+#[derive(Clone)]
+pub struct RedisEndpoint {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Sentinel(sentinel::SentinelLink),
+}
+
+impl std::fmt::Debug for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.inner {
+            Inner::Single(_) => "RedisEndpoint(single)",
+            Inner::Sentinel(_) => "RedisEndpoint(sentinel)",
+        })
+    }
+}
+
+impl RedisEndpoint {
+    /// An endpoint for `url` that connects lazily, in the background. Must be called inside a
+    /// Tokio runtime.
+    pub fn new(url: &str, config: &EndpointConfig) -> Result<Self, EndpointError> {
+        let inner = match EndpointUrl::parse(url)? {
+            EndpointUrl::Single(url) => {
+                let client = Client::open(url.as_str()).map_err(EndpointError::Client)?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_min_delay(sentinel::MIN_DELAY)
+                    .set_max_delay(sentinel::MAX_DELAY)
+                    .set_number_of_retries(3)
+                    .set_pipeline_buffer_size(config.pipeline_buffer.max(1));
+                let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+                    .map_err(EndpointError::Client)?;
+                Inner::Single(conn)
+            }
+            EndpointUrl::Sentinel(s) => Inner::Sentinel(
+                sentinel::SentinelLink::spawn(&s, config).map_err(EndpointError::Client)?,
+            ),
+        };
+        Ok(Self { inner })
+    }
+
+    /// `"single"` or `"sentinel"`.
+    pub fn kind(&self) -> &'static str {
+        match self.inner {
+            Inner::Single(_) => "single",
+            Inner::Sentinel(_) => "sentinel",
+        }
+    }
+}
+
+impl ConnectionLike for RedisEndpoint {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.inner {
+            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.inner {
+            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Sentinel(c) => c.get_db(),
+        }
+    }
+}

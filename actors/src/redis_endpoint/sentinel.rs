@@ -1,0 +1,239 @@
+//! The Sentinel side of [`RedisEndpoint`](super::RedisEndpoint): a background task that keeps
+//! one connection to the current master, and the handles that use it.
+//!
+//! ```text
+//!  SentinelLink (clones) ──watch: Option<Live>──<  driver task  >── SENTINEL MASTERS + ROLE
+//!         └──── mpsc: "generation g is broken" ───────^
+//! ```
+//!
+//! The driver publishes `Some(Live)` (a connection and its generation number) once a master
+//! answers, and `None` while it looks for one. A handle whose call fails in a way that means
+//! "not the master any more" reports that generation; reports of older generations are ignored,
+//! so a burst of failures causes one reconnection.
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+use ::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use ::redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture,
+    RedisResult, ServerErrorKind, Value,
+};
+use tokio::sync::{mpsc, watch};
+
+use super::{EndpointConfig, SentinelUrl};
+
+/// First reconnection delay.
+pub(super) const MIN_DELAY: Duration = Duration::from_millis(50);
+/// Longest reconnection delay.
+pub(super) const MAX_DELAY: Duration = Duration::from_millis(400);
+
+/// The current master connection.
+#[derive(Clone)]
+struct Live {
+    /// Increases with every new connection.
+    generation: u64,
+    conn: MultiplexedConnection,
+}
+
+/// A handle on the master of a Sentinel-monitored service. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct SentinelLink {
+    current: watch::Receiver<Option<Live>>,
+    broken: mpsc::Sender<u64>,
+    /// How long a call waits for a master to be known.
+    timeout: Duration,
+    db: i64,
+}
+
+impl SentinelLink {
+    /// Starts the driver task for `url`. Must be called inside a Tokio runtime.
+    pub(super) fn spawn(url: &SentinelUrl, config: &EndpointConfig) -> RedisResult<Self> {
+        let sentinels = url
+            .sentinels
+            .iter()
+            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder =
+            SentinelClientBuilder::new(sentinels, &url.service, SentinelServerType::Master)?
+                .set_client_to_redis_db(url.db);
+        if let Some(user) = &url.username {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = &url.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        let client = builder.build()?;
+        let (tx, current) = watch::channel(None);
+        let (broken, reports) = mpsc::channel(8);
+        tokio::spawn(drive(client, tx, reports, config.clone()));
+        Ok(Self {
+            current,
+            broken,
+            timeout: config.timeout,
+            db: url.db,
+        })
+    }
+
+    /// The current master connection, waiting at most `timeout` for one.
+    async fn live(&mut self) -> RedisResult<Live> {
+        let now = self.current.borrow_and_update().clone();
+        if let Some(live) = now {
+            return Ok(live);
+        }
+        let waited = tokio::time::timeout(self.timeout, async {
+            match self.current.wait_for(Option::is_some).await {
+                Ok(live) => live.clone(),
+                Err(_) => None,
+            }
+        })
+        .await;
+        waited.ok().flatten().ok_or_else(no_master)
+    }
+
+    /// Withdraws connection `generation` if `failed` says it no longer reaches the master.
+    fn check(&self, generation: u64, failed: bool) {
+        if failed {
+            // Full: reports are already queued, one is enough.
+            let _ = self.broken.try_send(generation);
+        }
+    }
+}
+
+/// No master is known right now (reported as a dropped connection: 503, retry later).
+fn no_master() -> RedisError {
+    RedisError::from((
+        ErrorKind::Io,
+        "no Redis master known to the sentinels (failover in progress?)",
+    ))
+}
+
+/// Whether `e` means the connection no longer reaches a writable master.
+fn lost_master(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
+        || e.to_string().contains("READONLY")
+}
+
+/// Whether a reply value is a `READONLY` error (a demoted master), also inside a script error.
+fn readonly_value(v: &Value) -> bool {
+    match v {
+        Value::ServerError(e) => {
+            e.code() == "READONLY" || e.details().is_some_and(|d| d.contains("READONLY"))
+        }
+        Value::Array(items) => items.iter().any(readonly_value),
+        _ => false,
+    }
+}
+
+impl ConnectionLike for SentinelLink {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut live = self.live().await?;
+            let result = live.conn.req_packed_command(cmd).await;
+            let failed = match &result {
+                Ok(v) => readonly_value(v),
+                Err(e) => lost_master(e),
+            };
+            self.check(live.generation, failed);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut live = self.live().await?;
+            let result = live.conn.req_packed_commands(pipeline, offset, count).await;
+            let failed = match &result {
+                Ok(values) => values.iter().any(readonly_value),
+                Err(e) => lost_master(e),
+            };
+            self.check(live.generation, failed);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.db
+    }
+}
+
+/// Keeps a master connection published in `tx` until every handle is gone.
+async fn drive(
+    mut client: SentinelClient,
+    tx: watch::Sender<Option<Live>>,
+    mut reports: mpsc::Receiver<u64>,
+    config: EndpointConfig,
+) {
+    let conn_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout))
+        .set_pipeline_buffer_size(config.pipeline_buffer.max(1));
+    // Several sentinels may be asked, and the master checked, within one resolution.
+    let resolve_bound = (config.timeout * 4).max(Duration::from_secs(1));
+    let mut generation = 0_u64;
+    let mut delay = MIN_DELAY;
+    while !tx.is_closed() {
+        let attempt = async {
+            let master = client.async_get_client().await?;
+            let addr = master.get_connection_info().addr().clone();
+            let conn = master
+                .get_multiplexed_async_connection_with_config(&conn_config)
+                .await?;
+            Ok::<_, RedisError>((addr, conn))
+        };
+        let (addr, conn) = match tokio::time::timeout(resolve_bound, attempt).await {
+            Ok(Ok(found)) => found,
+            failed => {
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {resolve_bound:?}"),
+                };
+                tracing::warn!(%error, ?delay, "redis sentinel: no master yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_DELAY);
+                continue;
+            }
+        };
+        generation += 1;
+        delay = MIN_DELAY;
+        tracing::info!(master = %addr, generation, "redis sentinel: connected to the master");
+        tx.send_replace(Some(Live { generation, conn }));
+        loop {
+            tokio::select! {
+                report = reports.recv() => match report {
+                    None => return,
+                    Some(g) if g == generation => {
+                        tracing::warn!(master = %addr, "redis sentinel: lost the master");
+                        break;
+                    }
+                    Some(_) => {}
+                },
+                () = tokio::time::sleep(config.check_interval) => {
+                    let named = tokio::time::timeout(resolve_bound, client.async_get_client());
+                    if let Ok(Ok(master)) = named.await
+                        && master.get_connection_info().addr() != &addr
+                    {
+                        tracing::warn!(
+                            old = %addr,
+                            new = %master.get_connection_info().addr(),
+                            "redis sentinel: the master moved"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        tx.send_replace(None);
+    }
+}
