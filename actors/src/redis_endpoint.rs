@@ -22,13 +22,15 @@
 
 mod sentinel;
 pub mod url;
+mod wait;
 
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 pub use url::{EndpointUrl, EndpointUrlError, SentinelUrl};
+pub use wait::{DEGRADED_PAUSE, ReplicaWait, ReplicaWaiter};
 
 /// Connection settings of an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,46 +50,6 @@ impl EndpointConfig {
             timeout,
             pipeline_buffer: 4096,
             check_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// `WAIT <replicas> <timeout>` after writes: the reply to the write is held until that many
-/// replicas have acknowledged it, or the timeout passed. Redis replication is asynchronous, so
-/// without it a write acknowledged just before the master dies can be missing on the replica
-/// that Sentinel promotes. A shortfall (fewer replicas within the timeout) is logged and the
-/// write still succeeds: refusing it would turn a replica outage into a full outage, and the
-/// master has applied it anyway. Keep `timeout` well below the store timeout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReplicaWait {
-    /// Replicas that must acknowledge (1 for a master with one replica).
-    pub replicas: u32,
-    /// Longest wait (Redis counts it in whole milliseconds; 0 would wait forever, so at least
-    /// 1 ms is sent).
-    pub timeout: Duration,
-}
-
-impl ReplicaWait {
-    /// The `WAIT` command.
-    pub fn cmd(&self) -> Cmd {
-        let ms = u64::try_from(self.timeout.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut cmd = ::redis::cmd("WAIT");
-        cmd.arg(self.replicas).arg(ms);
-        cmd
-    }
-
-    /// Logs a shortfall given `WAIT`'s reply (the number of replicas that acknowledged).
-    pub fn check(&self, reply: &RedisResult<Value>) {
-        match reply {
-            Ok(Value::Int(n)) if u64::try_from(*n).unwrap_or(0) >= u64::from(self.replicas) => {}
-            Ok(Value::Int(n)) => tracing::warn!(
-                acknowledged = n,
-                wanted = self.replicas,
-                "redis: write not yet on enough replicas (WAIT timed out)"
-            ),
-            other => tracing::warn!(reply = ?other, "redis: WAIT failed"),
         }
     }
 }

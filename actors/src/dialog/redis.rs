@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use sipmesh_protocol::dialog::{DialogId, DialogState};
 
 use crate::location::{RedisStoreConfig, RedisStoreError, UnavailableReason};
-use crate::redis_endpoint::{RedisEndpoint, ReplicaWait};
+use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 use super::record;
 use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
@@ -29,7 +29,7 @@ pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
 #[derive(Clone)]
 pub struct RedisDialogStore {
     conn: RedisEndpoint,
-    replica_wait: Option<ReplicaWait>,
+    replica_wait: Option<ReplicaWaiter>,
     prefix: Arc<str>,
     timeout: Duration,
     permits: Arc<Semaphore>,
@@ -51,7 +51,7 @@ impl RedisDialogStore {
         let conn = config.open_endpoint()?;
         Ok(Self {
             conn,
-            replica_wait: config.replica_wait,
+            replica_wait: config.replica_wait.map(ReplicaWaiter::new),
             prefix: Arc::from(prefix),
             timeout: config.timeout,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -106,15 +106,17 @@ impl DialogStore for RedisDialogStore {
                 .ignore()
                 .pexpire(&key, ttl_ms)
                 .ignore();
-            if let Some(wait) = self.replica_wait {
+            if let Some(waiter) = &self.replica_wait
+                && let Some(cmd) = waiter.due()
+            {
                 // After EXEC: inside MULTI, WAIT would not block.
                 let wait_reply = self
                     .bounded(async {
                         pipe.query_async::<()>(&mut conn).await?;
-                        Ok(wait.cmd().query_async::<::redis::Value>(&mut conn).await)
+                        Ok(cmd.query_async::<::redis::Value>(&mut conn).await)
                     })
                     .await?;
-                wait.check(&wait_reply);
+                waiter.check(&wait_reply);
                 return Ok(());
             }
             self.bounded(pipe.query_async::<()>(&mut conn)).await

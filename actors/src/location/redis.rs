@@ -51,7 +51,7 @@ pub use codec::CodecError;
 
 use crate::location::store::{LocationStore, StoreError, StoreStats, UnavailableReason};
 use crate::redis_endpoint::{
-    EndpointConfig, EndpointError, EndpointUrlError, RedisEndpoint, ReplicaWait,
+    EndpointConfig, EndpointError, EndpointUrlError, RedisEndpoint, ReplicaWait, ReplicaWaiter,
 };
 
 /// Shared Lua helpers, prepended to every script.
@@ -233,7 +233,7 @@ impl RedisLocationStore {
         let batch = batch::Batcher::spawn(
             conn.clone(),
             config.max_in_flight.max(1),
-            config.replica_wait,
+            config.replica_wait.map(ReplicaWaiter::new),
         );
         Ok(Self {
             batch,

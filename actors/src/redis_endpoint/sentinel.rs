@@ -208,7 +208,10 @@ async fn drive(
         generation += 1;
         delay = MIN_DELAY;
         tracing::info!(master = %addr, generation, "redis sentinel: connected to the master");
-        tx.send_replace(Some(Live { generation, conn }));
+        tx.send_replace(Some(Live {
+            generation,
+            conn: conn.clone(),
+        }));
         loop {
             tokio::select! {
                 report = reports.recv() => match report {
@@ -220,20 +223,36 @@ async fn drive(
                     Some(_) => {}
                 },
                 () = tokio::time::sleep(config.check_interval) => {
-                    let named = tokio::time::timeout(resolve_bound, client.async_get_client());
-                    if let Ok(Ok(master)) = named.await
-                        && master.get_connection_info().addr() != &addr
-                    {
-                        tracing::warn!(
-                            old = %addr,
-                            new = %master.get_connection_info().addr(),
-                            "redis sentinel: the master moved"
-                        );
+                    if let Some(reason) = check_master(&mut client, &conn, &addr, resolve_bound).await {
+                        tracing::warn!(master = %addr, reason, "redis sentinel: leaving the master");
                         break;
                     }
                 }
             }
         }
         tx.send_replace(None);
+    }
+}
+
+/// The periodic check of an idle or healthy connection: a `PING` on it (a dead master is
+/// noticed even when no call comes), then the sentinels' view (a failover that left our
+/// connection open). Returns why the connection must be replaced, if it must.
+async fn check_master(
+    client: &mut SentinelClient,
+    conn: &MultiplexedConnection,
+    addr: &ConnectionAddr,
+    bound: Duration,
+) -> Option<&'static str> {
+    let mut conn = conn.clone();
+    if let Err(e) = ::redis::cmd("PING").query_async::<()>(&mut conn).await
+        && lost_master(&e)
+    {
+        return Some("it does not answer PING");
+    }
+    match tokio::time::timeout(bound, client.async_get_client()).await {
+        Ok(Ok(master)) if master.get_connection_info().addr() != addr => {
+            Some("the sentinels name another master")
+        }
+        _ => None,
     }
 }

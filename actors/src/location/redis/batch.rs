@@ -12,15 +12,16 @@
 //! `SCRIPT FLUSH` or a Sentinel failover to a replica that never saw it) is retried once on its
 //! own after loading the script.
 //!
-//! With a [`ReplicaWait`], a batch holding writes ends with one `WAIT`, which covers every write
-//! before it on the connection: the cost is one replica round trip per batch, not per REGISTER.
+//! With a [`ReplicaWaiter`], a batch holding writes ends with one `WAIT`, which covers every
+//! write before it on the connection: the cost is one replica round trip per batch, not per
+//! REGISTER; and only one batch is in flight at a time.
 
 use std::sync::Arc;
 
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::redis_endpoint::{RedisEndpoint, ReplicaWait};
+use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 /// Most commands in one pipeline.
 pub(super) const MAX_BATCH: usize = 128;
@@ -54,7 +55,7 @@ impl Batcher {
     pub(super) fn spawn(
         conn: RedisEndpoint,
         capacity: usize,
-        replica_wait: Option<ReplicaWait>,
+        replica_wait: Option<ReplicaWaiter>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         tokio::spawn(collect(conn, rx, replica_wait));
@@ -86,9 +87,17 @@ impl Batcher {
 async fn collect(
     conn: RedisEndpoint,
     mut rx: mpsc::Receiver<Job>,
-    replica_wait: Option<ReplicaWait>,
+    replica_wait: Option<ReplicaWaiter>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(MAX_PIPELINES));
+    // With WAIT, one pipeline at a time: WAIT blocks the connection on the server, so WAITs
+    // queued behind a slow one would add up (measured: 5 × the WAIT timeout with the replica
+    // gone), and the degraded switch could not act before they were all sent.
+    let pipelines = if replica_wait.is_some() {
+        1
+    } else {
+        MAX_PIPELINES
+    };
+    let in_flight = Arc::new(Semaphore::new(pipelines));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
@@ -103,6 +112,7 @@ async fn collect(
             }
         }
         let conn = conn.clone();
+        let replica_wait = replica_wait.clone();
         tokio::spawn(async move {
             run(conn, jobs, replica_wait).await;
             drop(permit);
@@ -112,15 +122,17 @@ async fn collect(
 
 /// Sends `jobs` as one pipeline (ended by `WAIT` when configured and a job writes) and answers
 /// each.
-async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<ReplicaWait>) {
+async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<ReplicaWaiter>) {
     // A caller that timed out already answered 503: applying its REGISTER now would only
     // surprise it.
     jobs.retain(|job| !job.reply.is_closed());
     if jobs.is_empty() {
         return;
     }
-    let wait = replica_wait.filter(|_| jobs.iter().any(|job| job.write));
-    if let ([_], None) = (jobs.as_slice(), wait) {
+    let wait = replica_wait
+        .filter(|_| jobs.iter().any(|job| job.write))
+        .and_then(|w| w.due().map(|cmd| (w, cmd)));
+    if let ([_], None) = (jobs.as_slice(), &wait) {
         for job in jobs {
             let result = job.cmd.query_async::<Value>(&mut conn).await;
             finish(&mut conn, job, result, None).await;
@@ -132,19 +144,20 @@ async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<R
     for job in &jobs {
         pipe.add_command(job.cmd.clone());
     }
-    if let Some(wait) = &wait {
-        pipe.add_command(wait.cmd());
+    if let Some((_, cmd)) = &wait {
+        pipe.add_command(cmd.clone());
     }
     let expected = jobs.len() + usize::from(wait.is_some());
     match pipe.query_async::<Vec<RedisResult<Value>>>(&mut conn).await {
         Ok(mut results) if results.len() == expected => {
-            if let Some(wait) = &wait
+            if let Some((waiter, _)) = &wait
                 && let Some(reply) = results.pop()
             {
-                wait.check(&reply);
+                waiter.check(&reply);
             }
+            let waiter = wait.map(|(w, _)| w);
             for (job, result) in jobs.into_iter().zip(results) {
-                finish(&mut conn, job, result, wait).await;
+                finish(&mut conn, job, result, waiter.as_ref()).await;
             }
         }
         Ok(results) => {
@@ -171,15 +184,17 @@ async fn finish(
     conn: &mut RedisEndpoint,
     job: Job,
     result: RedisResult<Value>,
-    wait: Option<ReplicaWait>,
+    wait: Option<&ReplicaWaiter>,
 ) {
     let result = match (result, &job.script) {
         (Err(e), Some(script)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             match script.load_async(conn).await {
                 Ok(_) => {
                     let retried = job.cmd.query_async::<Value>(conn).await;
-                    if let Some(wait) = wait.filter(|_| job.write && retried.is_ok()) {
-                        wait.check(&wait.cmd().query_async::<Value>(conn).await);
+                    if let Some(waiter) = wait.filter(|_| job.write && retried.is_ok())
+                        && let Some(cmd) = waiter.due()
+                    {
+                        waiter.check(&cmd.query_async::<Value>(conn).await);
                     }
                     retried
                 }
