@@ -459,6 +459,39 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_and_replica_wait_are_checked_at_startup() {
+        let cfg = |text: &str| toml::from_str::<RawConfig>(text).map(NodeConfig::try_from);
+        let err = |text: &str| match cfg(text) {
+            Ok(Err(e)) => format!("{e:#}"),
+            other => panic!("{text}: accepted: {other:?}"),
+        };
+        assert!(err("redis = \"redis+cluster://h:7000\"").contains("Cluster"));
+        assert!(err("redis = \"redis+sentinel://h:26379\"").contains("service"));
+        assert!(
+            err("redis = \"redis://h/\"\nredis_wait_replicas = 1\nredis_wait_timeout_ms = 900")
+                .contains("redis_wait_timeout_ms")
+        );
+        let Ok(Ok(ok)) = cfg(
+            "redis = \"redis+sentinel://a:1,b:2/main/1\"\nredis_wait_replicas = 1\n\
+             redis_wait_timeout_ms = 50",
+        ) else {
+            panic!("a sentinel URL with WAIT is accepted");
+        };
+        let redis = ok.engine.redis.unwrap();
+        assert_eq!(
+            redis.replica_wait,
+            Some(ReplicaWait {
+                replicas: 1,
+                timeout: Duration::from_millis(50)
+            })
+        );
+        let Ok(Ok(plain)) = cfg("redis = \"redis://h/\"") else {
+            panic!("a redis:// URL is accepted");
+        };
+        assert_eq!(plain.engine.redis.unwrap().replica_wait, None);
+    }
+
+    #[test]
     fn secure_listeners_need_a_certificate() {
         let raw: RawConfig = toml::from_str("listen = [\"wss:127.0.0.1:0\"]").unwrap();
         let err = NodeConfig::try_from(raw).unwrap_err().to_string();
