@@ -116,6 +116,79 @@ async fn location_store_follows_a_sentinel_failover() {
     }
 }
 
+/// `SENTINEL FAILOVER`: the old master stays up; once the replica is promoted we demote the old
+/// master ourselves at once (Sentinel does it up to ~10 s later), so our open connection to it
+/// still works but writes get `READONLY`, unless the periodic check saw the new master first.
+/// Either way the next writes land on the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn location_store_follows_a_manual_failover() {
+    let setup = RedisSentinelSetup::start("actors-sentinel-manual");
+    let store = RedisLocationStore::connect(&RedisStoreConfig::new(setup.url()))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let policy = RegistrarPolicy::default();
+    let alice = aor("alice");
+    let r = req(&alice, "a", 1, vec![contact("sip:alice@10.0.0.1", None)]);
+    assert!(store.register(r, &policy, t0()).await.is_ok());
+    setup.wait_replicated();
+    let old_master = setup.master().port();
+    let out = setup.sentinel_cli(&["SENTINEL", "FAILOVER", "mymaster"]);
+    assert!(out.contains("OK"), "SENTINEL FAILOVER: {out}");
+    let started = Instant::now();
+    let mut cseq = 1;
+    let mut refused = 0;
+    let mut register = async |contact_uri: &str| {
+        cseq += 1;
+        let r = req(&alice, "a", cseq, vec![contact(contact_uri, None)]);
+        let answer = store.register(r, &policy, t0()).await;
+        if answer.is_err() {
+            refused += 1;
+        }
+        answer.is_ok()
+    };
+    // Keep writing while Sentinel promotes the replica.
+    loop {
+        register("sip:alice@10.0.0.1").await;
+        if setup.master_port_by_sentinel() == Some(setup.replica().port()) {
+            let port = setup.replica().port().to_string();
+            let out = setup.master().cli(&["REPLICAOF", "127.0.0.1", &port]);
+            assert!(out.contains("OK"), "REPLICAOF: {out}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "failover not done 15 s after SENTINEL FAILOVER"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let switched = started.elapsed();
+    // Now writes must reach the new master (a write to the demoted one gets READONLY).
+    let key = "sipmesh:loc:aor:sip:alice@example.com";
+    loop {
+        let ok = register("sip:alice@10.0.0.99").await;
+        if ok && setup.replica().cli(&["GET", key]).contains("10.0.0.99") {
+            break;
+        }
+        assert!(
+            started.elapsed() < switched + Duration::from_secs(5),
+            "no write on the new master 5 s after the switch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "manual failover: promoted {switched:?} after SENTINEL FAILOVER, store writing to \
+         the new master {:?} after it ({refused} refused; old master port {old_master})",
+        started.elapsed()
+    );
+    let found = store.lookup(&alice, t0()).await.unwrap_or_default();
+    assert!(
+        found
+            .iter()
+            .any(|b| b.contact.as_ref() == b"sip:alice@10.0.0.99"),
+        "lookup through the store reads the new master: {found:?}"
+    );
+}
+
 /// REGISTER throughput and latency through the store, with and without `WAIT 1`, on a
 /// master with one replica on loopback. Prints the numbers; asserts only that both work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,11 @@ impl RedisSentinelSetup {
         &self.replica
     }
 
+    /// Runs a command on the sentinel with `redis-cli` and returns the raw output.
+    pub fn sentinel_cli(&self, args: &[&str]) -> String {
+        redis_cli(self.sentinel_port, args)
+    }
+
     /// The port the sentinel names as master right now.
     pub fn master_port_by_sentinel(&self) -> Option<u16> {
         let out = redis_cli(
