@@ -256,3 +256,46 @@ async fn check_master(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reply as Redis 7.0 sends it.
+    fn reply(wire: &[u8]) -> Value {
+        ::redis::parse_redis_value(wire).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn readonly_replies_mean_a_demoted_master() {
+        // Captured from redis-server 7.0.15: a SET, and an EVAL that writes, on a replica.
+        let plain = reply(b"-READONLY You can't write against a read only replica.\r\n");
+        let script = reply(
+            b"-READONLY You can't write against a read only replica. script: \
+              bd6f3018b28bbdb36260f19d3c44afed740db987, on @user_script:1.\r\n",
+        );
+        for v in [&plain, &script] {
+            assert!(readonly_value(v), "{v:?}");
+        }
+        let in_pipeline = Value::Array(vec![Value::Okay, script.clone()]);
+        assert!(readonly_value(&in_pipeline));
+        let Err(e) = script.extract_error() else {
+            panic!("an error reply");
+        };
+        assert!(lost_master(&e), "{e}");
+    }
+
+    #[test]
+    fn other_errors_keep_the_connection() {
+        let noscript = reply(b"-NOSCRIPT No matching script. Please use EVAL.\r\n");
+        let wrong = reply(b"-WRONGTYPE Operation against a key holding the wrong kind\r\n");
+        for v in [&noscript, &wrong, &Value::Int(1)] {
+            assert!(!readonly_value(v), "{v:?}");
+        }
+        let Err(e) = noscript.extract_error() else {
+            panic!("an error reply");
+        };
+        assert!(!lost_master(&e), "{e}");
+        assert!(lost_master(&no_master()));
+    }
+}
