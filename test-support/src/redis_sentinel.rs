@@ -26,12 +26,28 @@ pub struct RedisSentinelSetup {
 
 impl RedisSentinelSetup {
     /// Starts the three processes and waits (at most 10 s) until the replica is in sync and
-    /// the sentinel knows it, so that a failover can happen. Missing binaries fail the test.
+    /// the sentinel knows it, so that a failover can happen. Config, logs and RDB files go to
+    /// the test directory `<test_name>-redis`. Missing binaries fail the test.
     pub fn start(test_name: &str) -> Self {
-        let dir = TestDir::new(test_name).unwrap_or_else(|e| panic!("{e}"));
-        let master = RedisServer::start();
+        // Its own directory: a `Harness` of the same test name starts from an empty one.
+        let dir = TestDir::new(&format!("{test_name}-redis")).unwrap_or_else(|e| panic!("{e}"));
+        // Replication writes RDB files: keep them in the test directory, not the crate's.
+        let data_dir = |name: &str| {
+            let path = dir.file(name);
+            std::fs::create_dir_all(&path)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+            path.display().to_string()
+        };
+        let (master_dir, replica_dir) = (data_dir("master"), data_dir("replica"));
+        let master = RedisServer::start_with(&["--dir", &master_dir]);
         let master_port = master.port().to_string();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master_port]);
+        let replica = RedisServer::start_with(&[
+            "--dir",
+            &replica_dir,
+            "--replicaof",
+            "127.0.0.1",
+            &master_port,
+        ]);
         let sentinel_port = free_port();
         let conf = dir.file("sentinel.conf");
         let text = format!(
