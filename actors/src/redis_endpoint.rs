@@ -4,15 +4,17 @@
 //!
 //! - **Single server** (`redis://…`): a [`ConnectionManager`], which reconnects by itself in the
 //!   background (back-off 50 ms doubling to 400 ms).
-//! - **Sentinel** (`redis+sentinel://…`, see [`url`]): a [`sentinel::SentinelLink`]. A background
-//!   task asks the sentinels for the master of the service, checks with `ROLE` that it is one,
-//!   and publishes one multiplexed connection to it. When a call on that connection fails with a
-//!   dropped connection, an I/O error, or `READONLY` (the node was demoted by a failover), the
-//!   connection is withdrawn and the task resolves and connects again, with the same back-off, until
-//!   a master answers. It also asks the sentinels every [`EndpointConfig::check_interval`]
-//!   whether the master moved, which catches a failover that left our old connection open
-//!   (a partitioned old master). While no master is known, calls wait at most
-//!   [`EndpointConfig::timeout`] for one and then fail as disconnected (the stores answer 503).
+//! - **Sentinel** (`redis+sentinel://…`, see [`url`]): a `SentinelLink`
+//!   (`redis_endpoint/sentinel.rs`). A background task asks the sentinels for the master of the
+//!   service, checks with `ROLE` that it is one, and publishes one multiplexed connection to it.
+//!   When a call on that connection fails with a dropped connection, an I/O error, or
+//!   `READONLY` (the node was demoted by a failover), the connection is withdrawn and the task
+//!   resolves and connects again, with the same back-off, until a master answers. Every
+//!   [`EndpointConfig::check_interval`] it also `PING`s the connection (an idle store notices a
+//!   dead master) and asks the sentinels whether the master moved (a failover that left our old
+//!   connection open, e.g. a partitioned old master). While no master is known, calls wait at
+//!   most [`EndpointConfig::timeout`] for one and then fail as disconnected (the stores answer
+//!   503).
 //!
 //! Scripts need nothing here: `EVALSHA` on a new master answers `NOSCRIPT`, and the callers
 //! load the script and retry (the redis crate's `Script::invoke_async`, and the location store's
