@@ -19,6 +19,14 @@ use sipmesh_test_support::RedisSentinelSetup;
 
 use requests::{aor, contact, req, t0};
 
+/// Shows the endpoint's log (reconnections, master moves) in the test output.
+fn log() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+}
+
 /// Wait for the one replica, at most 200 ms.
 const WAIT_ONE: ReplicaWait = ReplicaWait {
     replicas: 1,
@@ -27,6 +35,7 @@ const WAIT_ONE: ReplicaWait = ReplicaWait {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn location_store_follows_a_sentinel_failover() {
+    log();
     let mut setup = RedisSentinelSetup::start("actors-sentinel-failover");
     let config = RedisStoreConfig {
         replica_wait: Some(WAIT_ONE),
@@ -122,6 +131,7 @@ async fn location_store_follows_a_sentinel_failover() {
 /// Either way the next writes land on the new master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn location_store_follows_a_manual_failover() {
+    log();
     let setup = RedisSentinelSetup::start("actors-sentinel-manual");
     let store = RedisLocationStore::connect(&RedisStoreConfig::new(setup.url()))
         .await

@@ -65,7 +65,8 @@ impl SentinelLink {
         let client = builder.build()?;
         let (tx, current) = watch::channel(None);
         let (broken, reports) = mpsc::channel(8);
-        tokio::spawn(drive(client, tx, reports, config.clone()));
+        let service = url.service.clone();
+        tokio::spawn(drive(client, service, tx, reports, config.clone()));
         Ok(Self {
             current,
             broken,
@@ -171,6 +172,7 @@ impl ConnectionLike for SentinelLink {
 /// Keeps a master connection published in `tx` until every handle is gone.
 async fn drive(
     mut client: SentinelClient,
+    service: String,
     tx: watch::Sender<Option<Live>>,
     mut reports: mpsc::Receiver<u64>,
     config: EndpointConfig,
@@ -181,6 +183,10 @@ async fn drive(
         .set_pipeline_buffer_size(config.pipeline_buffer.max(1));
     // Several sentinels may be asked, and the master checked, within one resolution.
     let resolve_bound = (config.timeout * 4).max(Duration::from_secs(1));
+    let mut watch = SentinelWatch {
+        service,
+        conn: None,
+    };
     let mut generation = 0_u64;
     let mut delay = MIN_DELAY;
     while !tx.is_closed() {
@@ -199,7 +205,12 @@ async fn drive(
                     Ok(Err(e)) => e.to_string(),
                     _ => format!("no answer within {resolve_bound:?}"),
                 };
-                tracing::warn!(%error, ?delay, "redis sentinel: no master yet");
+                // One warning per outage; the retries at debug level.
+                if delay == MIN_DELAY {
+                    tracing::warn!(%error, "redis sentinel: no master yet, retrying");
+                } else {
+                    tracing::debug!(%error, ?delay, "redis sentinel: no master yet");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_DELAY);
                 continue;
@@ -223,7 +234,10 @@ async fn drive(
                     Some(_) => {}
                 },
                 () = tokio::time::sleep(config.check_interval) => {
-                    if let Some(reason) = check_master(&mut client, &conn, &addr, resolve_bound).await {
+                    let checked = check_master(
+                        &mut client, &mut watch, &conn, &addr, &conn_config, resolve_bound,
+                    );
+                    if let Some(reason) = checked.await {
                         tracing::warn!(master = %addr, reason, "redis sentinel: leaving the master");
                         break;
                     }
@@ -234,13 +248,59 @@ async fn drive(
     }
 }
 
+/// The sentinels' current answer for the service (`SENTINEL get-master-addr-by-name`), over one
+/// kept connection to a sentinel, so the periodic check opens no connection.
+struct SentinelWatch {
+    service: String,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl SentinelWatch {
+    /// `(host, port)` of the master the sentinels name, if they know the service.
+    async fn master(
+        &mut self,
+        client: &mut SentinelClient,
+        config: &AsyncConnectionConfig,
+    ) -> RedisResult<Option<(String, u16)>> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let sentinel = client.async_get_sentinel_client().await?;
+                sentinel
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?
+            }
+        };
+        let mut cmd = ::redis::cmd("SENTINEL");
+        cmd.arg("get-master-addr-by-name").arg(&self.service);
+        let named = cmd.query_async(&mut conn).await?;
+        // Kept only after it answered: a failing sentinel is replaced at the next check.
+        self.conn = Some(conn);
+        Ok(named)
+    }
+}
+
+/// Whether `addr` is `host:port` (an address form we cannot compare counts as the same, so an
+/// unexpected form never causes reconnections).
+fn same_addr(addr: &ConnectionAddr, host: &str, port: u16) -> bool {
+    match addr {
+        ConnectionAddr::Tcp(h, p) => h == host && *p == port,
+        ConnectionAddr::TcpTls {
+            host: h, port: p, ..
+        } => h == host && *p == port,
+        _ => true,
+    }
+}
+
 /// The periodic check of an idle or healthy connection: a `PING` on it (a dead master is
 /// noticed even when no call comes), then the sentinels' view (a failover that left our
 /// connection open). Returns why the connection must be replaced, if it must.
 async fn check_master(
     client: &mut SentinelClient,
+    watch: &mut SentinelWatch,
     conn: &MultiplexedConnection,
     addr: &ConnectionAddr,
+    config: &AsyncConnectionConfig,
     bound: Duration,
 ) -> Option<&'static str> {
     let mut conn = conn.clone();
@@ -249,8 +309,8 @@ async fn check_master(
     {
         return Some("it does not answer PING");
     }
-    match tokio::time::timeout(bound, client.async_get_client()).await {
-        Ok(Ok(master)) if master.get_connection_info().addr() != addr => {
+    match tokio::time::timeout(bound, watch.master(client, config)).await {
+        Ok(Ok(Some((host, port)))) if !same_addr(addr, &host, port) => {
             Some("the sentinels name another master")
         }
         _ => None,
@@ -297,5 +357,18 @@ mod tests {
         };
         assert!(!lost_master(&e), "{e}");
         assert!(lost_master(&no_master()));
+    }
+
+    #[test]
+    fn sentinel_answers_compare_with_the_connected_address() {
+        let tcp = ConnectionAddr::Tcp("127.0.0.1".to_owned(), 6379);
+        assert!(same_addr(&tcp, "127.0.0.1", 6379));
+        assert!(!same_addr(&tcp, "127.0.0.1", 6380));
+        assert!(!same_addr(&tcp, "10.0.0.1", 6379));
+        let unix = ConnectionAddr::Unix("/run/redis.sock".into());
+        assert!(
+            same_addr(&unix, "10.0.0.1", 1),
+            "not comparable: no reconnection"
+        );
     }
 }
