@@ -125,6 +125,36 @@ async fn location_store_follows_a_sentinel_failover() {
     }
 }
 
+/// No sentinel answers (nothing listens on the port): the store is created (it connects
+/// lazily), and every call fails as unavailable within the timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_sentinels_give_unavailable_fast() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config = RedisStoreConfig::new(format!("redis+sentinel://127.0.0.1:{port}/mymaster"));
+    let store = RedisLocationStore::new(&config).unwrap_or_else(|e| panic!("{e}"));
+    let policy = RegistrarPolicy::default();
+    for cseq in 1..=3 {
+        let asked = Instant::now();
+        let r = req(
+            &aor("dave"),
+            "d",
+            cseq,
+            vec![contact("sip:d@10.0.0.4", None)],
+        );
+        let answer = store.register(r, &policy, t0()).await;
+        let took = asked.elapsed();
+        assert!(answer.is_err(), "{answer:?}");
+        assert!(took < Duration::from_millis(800), "refusal took {took:?}");
+    }
+    assert!(
+        RedisLocationStore::connect(&config).await.is_err(),
+        "connect() checks that a master answers"
+    );
+}
+
 /// `SENTINEL FAILOVER`: the old master stays up; once the replica is promoted we demote the old
 /// master ourselves at once (Sentinel does it up to ~10 s later), so our open connection to it
 /// still works but writes get `READONLY`, unless the periodic check saw the new master first.
