@@ -6,5 +6,6 @@
 pub mod dialog;
 pub mod engine;
 pub mod location;
+pub mod redis_endpoint;
 pub mod registrar;
 pub mod transport;

@@ -405,15 +405,15 @@ async fn memory_per_binding() {
 }
 
 #[tokio::test]
-async fn sentinel_and_cluster_urls_are_refused_clearly() {
+async fn cluster_and_malformed_sentinel_urls_are_refused_clearly() {
     for (url, what) in [
-        ("redis+sentinel://127.0.0.1:26379/mymaster", "Sentinel"),
         ("redis+cluster://127.0.0.1:7000", "Cluster"),
         ("redis://127.0.0.1:7000,127.0.0.1:7001", "Cluster"),
+        ("redis+sentinel://127.0.0.1:26379", "service name"),
     ] {
         let err = RedisLocationStore::new(&RedisStoreConfig::new(url)).err();
         assert!(
-            matches!(&err, Some(RedisStoreError::UnsupportedTopology(_))),
+            matches!(&err, Some(RedisStoreError::Url(_))),
             "{url}: {err:?}"
         );
         assert!(
@@ -426,6 +426,13 @@ async fn sentinel_and_cluster_urls_are_refused_clearly() {
         RedisLocationStore::new(&RedisStoreConfig::new("http://x")),
         Err(RedisStoreError::InvalidUrl(_))
     ));
+    // A well-formed Sentinel URL is accepted (it connects lazily, in the background).
+    assert!(
+        RedisLocationStore::new(&RedisStoreConfig::new(
+            "redis+sentinel://127.0.0.1:1/mymaster"
+        ))
+        .is_ok()
+    );
 }
 
 /// Redis stops: every call fails with `Unavailable` within 1 s. Redis returns (empty, as

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
 use sipmesh_actors::location::RedisStoreConfig;
+use sipmesh_actors::redis_endpoint::{EndpointUrl, ReplicaWait};
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
 use sipmesh_protocol::proxy::FlowTokenKey;
 use sipmesh_protocol::registrar::RegistrarPolicy;
@@ -46,9 +47,13 @@ pub struct Cli {
     /// Forward requests for domains that are not ours (default: refuse them with 403).
     #[arg(long = "relay")]
     pub relay: bool,
-    /// Keep registrations in Redis (`redis://HOST:PORT[/DB]`); without it, in memory.
+    /// Keep registrations in Redis (`redis://HOST:PORT[/DB]`, or
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`); without it, in memory.
     #[arg(long = "redis", value_name = "URL")]
     pub redis: Option<String>,
+    /// After Redis writes, `WAIT` for this many replicas (0: don't; see docs/REDIS.md).
+    #[arg(long = "redis-wait-replicas", value_name = "N")]
+    pub redis_wait_replicas: Option<u32>,
     /// PEM certificate chain for TLS and WSS listeners (reloaded on SIGHUP).
     #[arg(long = "tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -123,8 +128,13 @@ pub struct RawConfig {
     pub ws_max_connections: Option<usize>,
     /// Most stream connections (TCP, TLS, WS, WSS together) the node holds (default 4096).
     pub max_connections: Option<usize>,
-    /// Redis URL for the location store (default: in memory).
+    /// Redis URL for the location and dialog stores (default: in memory): `redis://…`,
+    /// `redis+unix://…` or `redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`.
     pub redis: Option<String>,
+    /// Replicas to `WAIT` for after Redis writes (default 0: don't wait).
+    pub redis_wait_replicas: Option<u32>,
+    /// Longest `WAIT` in milliseconds (default 100).
+    pub redis_wait_timeout_ms: Option<u64>,
     /// Key of the flow tokens in Record-Route: 64 hex digits (32 octets), the same on nodes
     /// that must accept each other's tokens (default: random at every start).
     pub flow_token_key: Option<String>,
@@ -195,6 +205,9 @@ impl Cli {
         }
         if self.redis.is_some() {
             raw.redis = self.redis;
+        }
+        if self.redis_wait_replicas.is_some() {
+            raw.redis_wait_replicas = self.redis_wait_replicas;
         }
         if self.admin.is_some() {
             raw.admin = self.admin;
@@ -268,6 +281,7 @@ impl TryFrom<RawConfig> for NodeConfig {
         }
         let tls = tls_config(&raw, &listen)?;
         let ws = ws_config(&raw)?;
+        let redis = redis_config(&raw)?;
         Ok(Self {
             tls: tls.clone(),
             ws: ws.clone(),
@@ -293,7 +307,7 @@ impl TryFrom<RawConfig> for NodeConfig {
                 registrar,
                 tls,
                 ws,
-                redis: raw.redis.as_deref().map(RedisStoreConfig::new),
+                redis,
                 flow_token_key: raw
                     .flow_token_key
                     .as_deref()
@@ -304,6 +318,28 @@ impl TryFrom<RawConfig> for NodeConfig {
             },
         })
     }
+}
+
+/// The Redis store settings: the URL checked now (a refused form fails at startup, not at the
+/// first REGISTER) and the optional replica `WAIT`.
+fn redis_config(raw: &RawConfig) -> anyhow::Result<Option<RedisStoreConfig>> {
+    let Some(url) = raw.redis.as_deref() else {
+        return Ok(None);
+    };
+    EndpointUrl::parse(url).context("redis")?;
+    let mut config = RedisStoreConfig::new(url);
+    let timeout = Duration::from_millis(raw.redis_wait_timeout_ms.unwrap_or(100));
+    if timeout >= config.timeout {
+        bail!(
+            "redis_wait_timeout_ms must be below the Redis call timeout ({:?})",
+            config.timeout
+        );
+    }
+    config.replica_wait = match raw.redis_wait_replicas.unwrap_or(0) {
+        0 => None,
+        replicas => Some(ReplicaWait { replicas, timeout }),
+    };
+    Ok(Some(config))
 }
 
 /// Loads the TLS files when any is configured; TLS and WSS listeners need a certificate.
@@ -420,6 +456,39 @@ mod tests {
             toml::from_str("[registrar]\nmin_expires = 900\nmax_expires = 600\n").unwrap();
         assert!(NodeConfig::try_from(bad).is_err());
         assert!(toml::from_str::<RawConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn redis_urls_and_replica_wait_are_checked_at_startup() {
+        let cfg = |text: &str| toml::from_str::<RawConfig>(text).map(NodeConfig::try_from);
+        let err = |text: &str| match cfg(text) {
+            Ok(Err(e)) => format!("{e:#}"),
+            other => panic!("{text}: accepted: {other:?}"),
+        };
+        assert!(err("redis = \"redis+cluster://h:7000\"").contains("Cluster"));
+        assert!(err("redis = \"redis+sentinel://h:26379\"").contains("service"));
+        assert!(
+            err("redis = \"redis://h/\"\nredis_wait_replicas = 1\nredis_wait_timeout_ms = 900")
+                .contains("redis_wait_timeout_ms")
+        );
+        let Ok(Ok(ok)) = cfg(
+            "redis = \"redis+sentinel://a:1,b:2/main/1\"\nredis_wait_replicas = 1\n\
+             redis_wait_timeout_ms = 50",
+        ) else {
+            panic!("a sentinel URL with WAIT is accepted");
+        };
+        let redis = ok.engine.redis.unwrap();
+        assert_eq!(
+            redis.replica_wait,
+            Some(ReplicaWait {
+                replicas: 1,
+                timeout: Duration::from_millis(50)
+            })
+        );
+        let Ok(Ok(plain)) = cfg("redis = \"redis://h/\"") else {
+            panic!("a redis:// URL is accepted");
+        };
+        assert_eq!(plain.engine.redis.unwrap().replica_wait, None);
     }
 
     #[test]

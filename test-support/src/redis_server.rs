@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// Arguments after the defaults (for example `--replicaof`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 /// A loopback port nobody listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
     listener
@@ -25,12 +27,24 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with `args` after the defaults (`--replicaof 127.0.0.1 6379`, …) and
+    /// waits until it accepts connections.
+    pub fn start_with(args: &[&str]) -> Self {
         let mut server = Self {
             port: free_port(),
+            extra: args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
         server.restart();
         server
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The `redis://` URL of the server.
@@ -68,6 +82,7 @@ impl RedisServer {
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -78,16 +93,42 @@ impl RedisServer {
                 )
             });
         self.child = Some(child);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on port {} within 5 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_listening(self.port);
+    }
+}
+
+/// Waits (at most 5 s) until something accepts connections on loopback `port`.
+pub(crate) fn wait_listening(port: u16) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not listen on port {port} within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs `redis-cli -p port ARGS…` and returns its output (`--raw`: one value per line).
+pub(crate) fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--raw"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run redis-cli ({e}): install the Debian package with \
+                 `apt-get install redis-tools`"
+            )
+        });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl RedisServer {
+    /// Runs a command on this server with `redis-cli` and returns the raw output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.port, args)
     }
 }
 

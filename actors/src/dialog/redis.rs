@@ -2,21 +2,22 @@
 //! with the prefix `P` (default `sipmesh:dlg:`), fields from [`record`](super::record::encode), and a
 //! key expiry of the dialog timeout plus [`EXPIRY_MARGIN`] so a lost BYE cannot leak a key.
 //!
-//! The same patterns as the location store: one lazily connecting [`ConnectionManager`] that
-//! reconnects by itself, every call bounded by a timeout and an in-flight limit, failures
-//! reported as [`DialogStoreError::Unavailable`].
+//! The same patterns as the location store: one lazily connecting [`RedisEndpoint`] (a single
+//! server, or the master named by Redis Sentinel) that reconnects by itself, every call bounded
+//! by a timeout and an in-flight limit, failures reported as [`DialogStoreError::Unavailable`],
+//! and with [`RedisStoreConfig::replica_wait`] a `WAIT` inside each save's pipeline.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError};
+use ::redis::RedisError;
 use tokio::sync::Semaphore;
 
 use sipmesh_protocol::dialog::{DialogId, DialogState};
 
-use crate::location::{RedisStoreConfig, RedisStoreError, UnavailableReason, redis::topology_of};
+use crate::location::{RedisStoreConfig, RedisStoreError, UnavailableReason};
+use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 use super::record;
 use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
@@ -27,7 +28,8 @@ pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
 /// The Redis [`DialogStore`].
 #[derive(Clone)]
 pub struct RedisDialogStore {
-    conn: ConnectionManager,
+    conn: RedisEndpoint,
+    replica_wait: Option<ReplicaWaiter>,
     prefix: Arc<str>,
     timeout: Duration,
     permits: Arc<Semaphore>,
@@ -46,20 +48,10 @@ impl RedisDialogStore {
     /// A store on the server of `config` (its URL, timeout and in-flight limit) with key
     /// prefix `prefix`. Connects lazily; must be called inside a Tokio runtime.
     pub fn new(config: &RedisStoreConfig, prefix: &str) -> Result<Self, RedisStoreError> {
-        if let Some(t) = topology_of(&config.url) {
-            return Err(RedisStoreError::UnsupportedTopology(t));
-        }
-        let client = Client::open(config.url.as_str()).map_err(RedisStoreError::InvalidUrl)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(400))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(RedisStoreError::InvalidUrl)?;
+        let conn = config.open_endpoint()?;
         Ok(Self {
             conn,
+            replica_wait: config.replica_wait.map(ReplicaWaiter::new),
             prefix: Arc::from(prefix),
             timeout: config.timeout,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -114,6 +106,19 @@ impl DialogStore for RedisDialogStore {
                 .ignore()
                 .pexpire(&key, ttl_ms)
                 .ignore();
+            if let Some(waiter) = &self.replica_wait
+                && let Some(cmd) = waiter.due()
+            {
+                // After EXEC: inside MULTI, WAIT would not block.
+                let wait_reply = self
+                    .bounded(async {
+                        pipe.query_async::<()>(&mut conn).await?;
+                        Ok(cmd.query_async::<::redis::Value>(&mut conn).await)
+                    })
+                    .await?;
+                waiter.check(&wait_reply);
+                return Ok(());
+            }
             self.bounded(pipe.query_async::<()>(&mut conn)).await
         })
     }

@@ -23,13 +23,14 @@
 //!
 //! Faults: every call is bounded by [`RedisStoreConfig::timeout`] (default 500 ms), and at most
 //! [`RedisStoreConfig::max_in_flight`] calls are outstanding; past either bound the caller gets
-//! [`StoreError::Unavailable`]. The [`ConnectionManager`] reconnects by itself in the
-//! background, with a back-off capped at 400 ms.
+//! [`StoreError::Unavailable`]. The [`RedisEndpoint`] reconnects by itself in the background,
+//! with a back-off capped at 400 ms, and with a `redis+sentinel://` URL follows a failover to the
+//! new master. With [`RedisStoreConfig::replica_wait`], every batch of REGISTER writes is
+//! followed by `WAIT` (see [`ReplicaWait`]).
 //!
-//! Only a single Redis server (`redis://`, `redis+unix://`) is supported: the scripts touch keys
-//! they compute (connection index, swept AORs), which Redis Cluster forbids across slots, and
-//! Sentinel discovery is not wired yet. Such URLs are refused with
-//! [`RedisStoreError::UnsupportedTopology`].
+//! A single server (`redis://`, `redis+unix://`) and Sentinel (`redis+sentinel://`) are
+//! supported. Redis Cluster is refused ([`EndpointUrlError::ClusterUnsupported`]): the scripts
+//! touch keys they compute (connection index, swept AORs), which Cluster forbids across slots.
 
 mod batch;
 mod codec;
@@ -38,8 +39,7 @@ mod msgpack;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script, Value};
+use ::redis::{RedisError, Script, Value};
 use bytes::Bytes;
 use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::registrar::{
@@ -50,6 +50,9 @@ use tokio::sync::Semaphore;
 pub use codec::CodecError;
 
 use crate::location::store::{LocationStore, StoreError, StoreStats, UnavailableReason};
+use crate::redis_endpoint::{
+    EndpointConfig, EndpointError, EndpointUrlError, RedisEndpoint, ReplicaWait, ReplicaWaiter,
+};
 
 /// Shared Lua helpers, prepended to every script.
 const COMMON_LUA: &str = include_str!("redis/common.lua");
@@ -63,7 +66,9 @@ const REMOVE_CONNECTION_LUA: &str = include_str!("redis/remove_connection.lua");
 /// Settings of a [`RedisLocationStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisStoreConfig {
-    /// `redis://[user:password@]host[:port][/db]` or `redis+unix:///path`.
+    /// `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`, or
+    /// `redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/service[/db]` (see
+    /// [`crate::redis_endpoint::url`]).
     pub url: String,
     /// Prefix of every key, so several deployments can share a server.
     pub key_prefix: String,
@@ -81,6 +86,9 @@ pub struct RedisStoreConfig {
     /// flows closed answers 480 rather than 404. The marker's own value (the removed bindings'
     /// latest expiry) ends it earlier; keep this at least the registrar's `max_expires`.
     pub flows_closed_ttl: Duration,
+    /// `WAIT` for this many replicas after writes (None: don't wait). Bounds the loss of
+    /// acknowledged writes in a Sentinel failover; see docs/REDIS.md for the measured cost.
+    pub replica_wait: Option<ReplicaWait>,
 }
 
 impl RedisStoreConfig {
@@ -96,25 +104,33 @@ impl RedisStoreConfig {
             max_in_flight: 4096,
             sweep_batch: 256,
             flows_closed_ttl: Duration::from_secs(3600),
+            replica_wait: None,
         }
     }
-}
 
-/// Redis deployments we recognise but do not support yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// Redis Sentinel (`redis+sentinel://…`).
-    Sentinel,
-    /// Redis Cluster (`redis+cluster://…` or several comma-separated nodes).
-    Cluster,
+    /// The connection settings of the endpoint.
+    pub fn endpoint(&self) -> EndpointConfig {
+        EndpointConfig {
+            pipeline_buffer: self.max_in_flight.max(1),
+            ..EndpointConfig::new(self.timeout)
+        }
+    }
+
+    /// Opens the endpoint of [`url`](Self::url).
+    pub fn open_endpoint(&self) -> Result<RedisEndpoint, RedisStoreError> {
+        RedisEndpoint::new(&self.url, &self.endpoint()).map_err(|e| match e {
+            EndpointError::Url(e) => RedisStoreError::Url(e),
+            EndpointError::Client(e) => RedisStoreError::InvalidUrl(e),
+        })
+    }
 }
 
 /// Why a [`RedisLocationStore`] could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisStoreError {
-    /// The URL names a Sentinel or Cluster deployment.
-    #[error("{0:?} URLs are not supported yet; give the redis:// URL of one server")]
-    UnsupportedTopology(Topology),
+    /// The URL is of a refused form (Redis Cluster, a malformed Sentinel URL).
+    #[error(transparent)]
+    Url(#[from] EndpointUrlError),
     /// The URL does not parse.
     #[error("invalid Redis URL: {0}")]
     InvalidUrl(#[source] RedisError),
@@ -124,22 +140,6 @@ pub enum RedisStoreError {
     /// The server refused or failed the first PING.
     #[error("cannot reach Redis: {0}")]
     Connect(#[source] RedisError),
-}
-
-/// Recognises Sentinel and Cluster URLs.
-pub fn topology_of(url: &str) -> Option<Topology> {
-    let scheme = url
-        .split("://")
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if scheme.contains("sentinel") {
-        Some(Topology::Sentinel)
-    } else if scheme.contains("cluster") || url.contains(',') {
-        Some(Topology::Cluster)
-    } else {
-        None
-    }
 }
 
 /// Key names derived from the prefix.
@@ -189,7 +189,7 @@ fn prefixed(prefix: &str, aor: &Aor) -> Vec<u8> {
 /// multiplexed connection.
 #[derive(Clone)]
 pub struct RedisLocationStore {
-    conn: ConnectionManager,
+    conn: RedisEndpoint,
     keys: Arc<Keys>,
     scope: Arc<str>,
     timeout: Duration,
@@ -228,21 +228,13 @@ impl RedisLocationStore {
     /// A store for `config` that connects lazily (in the background, and again after every
     /// outage). Must be called inside a Tokio runtime.
     pub fn new(config: &RedisStoreConfig) -> Result<Self, RedisStoreError> {
-        if let Some(t) = topology_of(&config.url) {
-            return Err(RedisStoreError::UnsupportedTopology(t));
-        }
-        let client = Client::open(config.url.as_str()).map_err(RedisStoreError::InvalidUrl)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(400))
-            .set_number_of_retries(3)
-            .set_pipeline_buffer_size(config.max_in_flight.max(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
-            .map_err(RedisStoreError::InvalidUrl)?;
+        let conn = config.open_endpoint()?;
         let script = |body: &str| Arc::new(Script::new(&format!("{COMMON_LUA}\n{body}")));
-        let batch = batch::Batcher::spawn(conn.clone(), config.max_in_flight.max(1));
+        let batch = batch::Batcher::spawn(
+            conn.clone(),
+            config.max_in_flight.max(1),
+            config.replica_wait.map(ReplicaWaiter::new),
+        );
         Ok(Self {
             batch,
             conn,
@@ -310,13 +302,15 @@ impl RedisLocationStore {
             .unwrap_or(Err(StoreError::Unavailable(UnavailableReason::Timeout)))
     }
 
-    /// Runs `cmd` in the next pipelined batch, with a permit and within the timeout.
+    /// Runs `cmd` in the next pipelined batch, with a permit and within the timeout; `write`
+    /// marks a command that the batch's `WAIT` (if configured) must cover.
     async fn batched(
         &self,
         cmd: ::redis::Cmd,
         script: Option<&Arc<Script>>,
+        write: bool,
     ) -> Result<Value, StoreError> {
-        let query = self.batch.query(cmd, script.cloned());
+        let query = self.batch.query(cmd, script.cloned(), write);
         let reply = self
             .bounded(async {
                 query.await.map_err(|batch::Closed| {
@@ -478,7 +472,8 @@ impl LocationStore for RedisLocationStore {
                     cmd.arg(item.as_slice());
                 }
             }
-            let Value::Array(reply) = self.batched(cmd, Some(&self.register_script)).await? else {
+            let reply = self.batched(cmd, Some(&self.register_script), true).await?;
+            let Value::Array(reply) = reply else {
                 return Err(bad_reply("register script reply"));
             };
             match reply.as_slice() {
@@ -510,7 +505,7 @@ impl LocationStore for RedisLocationStore {
         async move {
             let mut cmd = ::redis::cmd("GET");
             cmd.arg(key);
-            let mut bindings = match self.batched(cmd, None).await? {
+            let mut bindings = match self.batched(cmd, None, false).await? {
                 Value::Nil => Vec::new(),
                 Value::BulkString(value) => decode(value)?,
                 _ => return Err(bad_reply("lookup reply")),

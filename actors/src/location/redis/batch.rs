@@ -8,14 +8,20 @@
 //! with redis-rs 1.8 on this machine: about 9 µs of client CPU per individually awaited
 //! `EVALSHA`, 3 µs per command in pipelines of 64 (docs/PERFORMANCE.md).
 //!
-//! A command whose script is missing on the server (`NOSCRIPT`, after a Redis restart or
-//! `SCRIPT FLUSH`) is retried once on its own after loading the script.
+//! A command whose script is missing on the server (`NOSCRIPT`, after a Redis restart,
+//! `SCRIPT FLUSH` or a Sentinel failover to a replica that never saw it) is retried once on its
+//! own after loading the script.
+//!
+//! With a [`ReplicaWaiter`], a batch holding writes ends with one `WAIT`, which covers every
+//! write before it on the connection: the cost is one replica round trip per batch, not per
+//! REGISTER; and only one batch is in flight at a time.
 
 use std::sync::Arc;
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 /// Most commands in one pipeline.
 pub(super) const MAX_BATCH: usize = 128;
@@ -28,6 +34,8 @@ struct Job {
     cmd: Cmd,
     /// The script the command runs, to load it on `NOSCRIPT`.
     script: Option<Arc<Script>>,
+    /// A write that a configured `WAIT` must cover.
+    write: bool,
     reply: oneshot::Sender<RedisResult<Value>>,
 }
 
@@ -44,9 +52,13 @@ pub(super) struct Batcher {
 impl Batcher {
     /// Starts the collector over `conn` with room for `capacity` queued commands. Must be called
     /// inside a Tokio runtime.
-    pub(super) fn spawn(conn: ConnectionManager, capacity: usize) -> Self {
+    pub(super) fn spawn(
+        conn: RedisEndpoint,
+        capacity: usize,
+        replica_wait: Option<ReplicaWaiter>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        tokio::spawn(collect(conn, rx));
+        tokio::spawn(collect(conn, rx, replica_wait));
         Self { tx }
     }
 
@@ -56,18 +68,36 @@ impl Batcher {
         &self,
         cmd: Cmd,
         script: Option<Arc<Script>>,
+        write: bool,
     ) -> Result<RedisResult<Value>, Closed> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { cmd, script, reply })
+            .send(Job {
+                cmd,
+                script,
+                write,
+                reply,
+            })
             .await
             .map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)
     }
 }
 
-async fn collect(conn: ConnectionManager, mut rx: mpsc::Receiver<Job>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_PIPELINES));
+async fn collect(
+    conn: RedisEndpoint,
+    mut rx: mpsc::Receiver<Job>,
+    replica_wait: Option<ReplicaWaiter>,
+) {
+    // With WAIT, one pipeline at a time: WAIT blocks the connection on the server, so WAITs
+    // queued behind a slow one would add up (measured: 5 × the WAIT timeout with the replica
+    // gone), and the degraded switch could not act before they were all sent.
+    let pipelines = if replica_wait.is_some() {
+        1
+    } else {
+        MAX_PIPELINES
+    };
+    let in_flight = Arc::new(Semaphore::new(pipelines));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
@@ -82,25 +112,30 @@ async fn collect(conn: ConnectionManager, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let conn = conn.clone();
+        let replica_wait = replica_wait.clone();
         tokio::spawn(async move {
-            run(conn, jobs).await;
+            run(conn, jobs, replica_wait).await;
             drop(permit);
         });
     }
 }
 
-/// Sends `jobs` as one pipeline and answers each.
-async fn run(mut conn: ConnectionManager, mut jobs: Vec<Job>) {
+/// Sends `jobs` as one pipeline (ended by `WAIT` when configured and a job writes) and answers
+/// each.
+async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<ReplicaWaiter>) {
     // A caller that timed out already answered 503: applying its REGISTER now would only
     // surprise it.
     jobs.retain(|job| !job.reply.is_closed());
     if jobs.is_empty() {
         return;
     }
-    if let [_] = jobs.as_slice() {
+    let wait = replica_wait
+        .filter(|_| jobs.iter().any(|job| job.write))
+        .and_then(|w| w.due().map(|cmd| (w, cmd)));
+    if let ([_], None) = (jobs.as_slice(), &wait) {
         for job in jobs {
             let result = job.cmd.query_async::<Value>(&mut conn).await;
-            finish(&mut conn, job, result).await;
+            finish(&mut conn, job, result, None).await;
         }
         return;
     }
@@ -109,17 +144,27 @@ async fn run(mut conn: ConnectionManager, mut jobs: Vec<Job>) {
     for job in &jobs {
         pipe.add_command(job.cmd.clone());
     }
+    if let Some((_, cmd)) = &wait {
+        pipe.add_command(cmd.clone());
+    }
+    let expected = jobs.len() + usize::from(wait.is_some());
     match pipe.query_async::<Vec<RedisResult<Value>>>(&mut conn).await {
-        Ok(results) if results.len() == jobs.len() => {
+        Ok(mut results) if results.len() == expected => {
+            if let Some((waiter, _)) = &wait
+                && let Some(reply) = results.pop()
+            {
+                waiter.check(&reply);
+            }
+            let waiter = wait.map(|(w, _)| w);
             for (job, result) in jobs.into_iter().zip(results) {
-                finish(&mut conn, job, result).await;
+                finish(&mut conn, job, result, waiter.as_ref()).await;
             }
         }
         Ok(results) => {
             let e = RedisError::from((
                 ErrorKind::Client,
                 "pipeline reply count mismatch",
-                format!("{} replies for {} commands", results.len(), jobs.len()),
+                format!("{} replies for {expected} commands", results.len()),
             ));
             for job in jobs {
                 let _ = job.reply.send(Err(e.clone()));
@@ -133,12 +178,26 @@ async fn run(mut conn: ConnectionManager, mut jobs: Vec<Job>) {
     }
 }
 
-/// Answers `job` with `result`, after loading its script and retrying once on `NOSCRIPT`.
-async fn finish(conn: &mut ConnectionManager, job: Job, result: RedisResult<Value>) {
+/// Answers `job` with `result`, after loading its script and retrying once on `NOSCRIPT` (and
+/// waiting for replicas after a retried write, when `wait` is set).
+async fn finish(
+    conn: &mut RedisEndpoint,
+    job: Job,
+    result: RedisResult<Value>,
+    wait: Option<&ReplicaWaiter>,
+) {
     let result = match (result, &job.script) {
         (Err(e), Some(script)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             match script.load_async(conn).await {
-                Ok(_) => job.cmd.query_async::<Value>(conn).await,
+                Ok(_) => {
+                    let retried = job.cmd.query_async::<Value>(conn).await;
+                    if let Some(waiter) = wait.filter(|_| job.write && retried.is_ok())
+                        && let Some(cmd) = waiter.due()
+                    {
+                        waiter.check(&cmd.query_async::<Value>(conn).await);
+                    }
+                    retried
+                }
                 Err(load) => Err(load),
             }
         }

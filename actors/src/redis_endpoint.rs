@@ -1,0 +1,151 @@
+//! One Redis "endpoint" shared by the location and dialog stores: a cheap-to-clone connection
+//! handle that implements [`ConnectionLike`], so commands, pipelines and scripts run on it the
+//! same way whatever the deployment.
+//!
+//! - **Single server** (`redis://…`): a [`ConnectionManager`], which reconnects by itself in the
+//!   background (back-off 50 ms doubling to 400 ms).
+//! - **Sentinel** (`redis+sentinel://…`, see [`url`]): a `SentinelLink`
+//!   (`redis_endpoint/sentinel.rs`). A background task asks the sentinels for the master of the
+//!   service, checks with `ROLE` that it is one, and publishes one multiplexed connection to it.
+//!   When a call on that connection fails with a dropped connection, an I/O error, or
+//!   `READONLY` (the node was demoted by a failover), the connection is withdrawn and the task
+//!   resolves and connects again, with the same back-off, until a master answers. Every
+//!   [`EndpointConfig::check_interval`] it also `PING`s the connection (an idle store notices a
+//!   dead master) and asks the sentinels whether the master moved (a failover that left our old
+//!   connection open, e.g. a partitioned old master). While no master is known, calls wait at
+//!   most [`EndpointConfig::timeout`] for one and then fail as disconnected (the stores answer
+//!   503).
+//!
+//! Scripts need nothing here: `EVALSHA` on a new master answers `NOSCRIPT`, and the callers
+//! load the script and retry (the redis crate's `Script::invoke_async`, and the location store's
+//! batcher).
+//!
+//! Redis Cluster is refused (docs/REDIS.md, "Redis Cluster").
+
+mod sentinel;
+pub mod url;
+mod wait;
+
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+pub use url::{EndpointUrl, EndpointUrlError, SentinelUrl};
+pub use wait::{DEGRADED_PAUSE, ReplicaWait, ReplicaWaiter};
+
+/// Connection settings of an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Bound on connecting, on each reply, and on waiting for a master after a failover.
+    pub timeout: Duration,
+    /// Most requests queued on the multiplexed connection.
+    pub pipeline_buffer: usize,
+    /// How often (Sentinel only) the sentinels are asked whether the master moved.
+    pub check_interval: Duration,
+}
+
+impl EndpointConfig {
+    /// `timeout`, a pipeline buffer of 4096 and a master check every second.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            pipeline_buffer: 4096,
+            check_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why an endpoint could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The URL is of a form we refuse.
+    #[error(transparent)]
+    Url(#[from] EndpointUrlError),
+    /// The redis crate refused the URL or the sentinel settings.
+    #[error("invalid Redis URL: {0}")]
+    Client(#[source] RedisError),
+}
+
+/// A connection handle to the Redis that holds the data. Clones share one connection.
+#[derive(Clone)]
+pub struct RedisEndpoint {
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Sentinel(sentinel::SentinelLink),
+}
+
+impl std::fmt::Debug for RedisEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.inner {
+            Inner::Single(_) => "RedisEndpoint(single)",
+            Inner::Sentinel(_) => "RedisEndpoint(sentinel)",
+        })
+    }
+}
+
+impl RedisEndpoint {
+    /// An endpoint for `url` that connects lazily, in the background. Must be called inside a
+    /// Tokio runtime.
+    pub fn new(url: &str, config: &EndpointConfig) -> Result<Self, EndpointError> {
+        let inner = match EndpointUrl::parse(url)? {
+            EndpointUrl::Single(url) => {
+                let client = Client::open(url.as_str()).map_err(EndpointError::Client)?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_min_delay(sentinel::MIN_DELAY)
+                    .set_max_delay(sentinel::MAX_DELAY)
+                    .set_number_of_retries(3)
+                    .set_pipeline_buffer_size(config.pipeline_buffer.max(1));
+                let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+                    .map_err(EndpointError::Client)?;
+                Inner::Single(conn)
+            }
+            EndpointUrl::Sentinel(s) => Inner::Sentinel(
+                sentinel::SentinelLink::spawn(&s, config).map_err(EndpointError::Client)?,
+            ),
+        };
+        Ok(Self { inner })
+    }
+
+    /// `"single"` or `"sentinel"`.
+    pub fn kind(&self) -> &'static str {
+        match self.inner {
+            Inner::Single(_) => "single",
+            Inner::Sentinel(_) => "sentinel",
+        }
+    }
+}
+
+impl ConnectionLike for RedisEndpoint {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.inner {
+            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.inner {
+            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.inner {
+            Inner::Single(c) => c.get_db(),
+            Inner::Sentinel(c) => c.get_db(),
+        }
+    }
+}
