@@ -291,6 +291,12 @@ impl TcpShared {
         self.closed(id, peer);
     }
 
+    /// The actor of a connection (tests).
+    #[cfg(test)]
+    pub(super) fn actor_of(&self, id: ConnectionId) -> Option<ActorRef<ConnMsg>> {
+        self.lock().conns.get(&id).and_then(|e| e.actor.clone())
+    }
+
     /// The newest open connection of `transport` to `peer`.
     pub(crate) fn connection_to(
         &self,
