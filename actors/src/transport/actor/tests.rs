@@ -100,6 +100,14 @@ async fn connection_is_registered_and_unregistered_through_its_actor() {
     );
     let actor = tcp.actor_of(id).expect("actor");
     assert_eq!(actor.get_status(), ActorStatus::Running);
+    let supervisor = tcp.supervisor.get().cloned().expect("supervisor");
+    assert!(
+        supervisor
+            .get_children()
+            .iter()
+            .any(|c| c.get_id() == actor.get_id()),
+        "the actor is linked to the supervisor"
+    );
     assert_eq!(handle.connection_count(), 1);
     let peer = stream.local_addr().expect("local addr");
     assert_eq!(handle.connection_to(Transport::Tcp, peer), Some(id));
@@ -111,6 +119,10 @@ async fn connection_is_registered_and_unregistered_through_its_actor() {
     assert!(
         eventually(|| actor.get_status() == ActorStatus::Stopped).await,
         "actor stopped"
+    );
+    assert!(
+        eventually(|| supervisor.get_children().is_empty()).await,
+        "the supervisor forgot it"
     );
     // Exactly one notification.
     assert!(
