@@ -129,6 +129,9 @@ pub(super) async fn run<S>(
             }
             n = rx.recv_many(&mut batch, COALESCE_MAX) => {
                 if n == 0 {
+                    // Every sender is gone: the connection was unregistered (its actor
+                    // failed). Close properly, as for a close request.
+                    conn.drain_and_close(&mut ws, &mut rx, CloseCode::Normal, "").await;
                     break End::Requested;
                 }
                 if conn.write(&mut ws, batch.drain(..)).await.is_err() {
