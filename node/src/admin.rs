@@ -2,7 +2,9 @@
 //!
 //! - `GET /status`: the engine's status as JSON (listeners, connections, store sizes).
 //! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
-//!   test can watch its supervisor restart it. Only with `--test-hooks`; otherwise 404.
+//!   test can watch its supervisor restart it; `POST /test/panic/connection/{id}` (a number,
+//!   or `tcp:ip:port` for the newest connection to that peer) makes a connection actor panic,
+//!   and its supervisor closes that connection. Only with `--test-hooks`; otherwise 404.
 //!
 //! One request per connection (`Connection: close`), the request head bounded to 8 KiB and
 //! 5 seconds, no body read: enough for operators' `curl` and the tests, nothing to abuse.
@@ -154,6 +156,8 @@ async fn panic_hook(path: &str, admin: &EngineAdmin) -> Reply {
         HookTarget::Aor(percent_decode(key))
     } else if let Some(key) = path.strip_prefix("/test/panic/dialog/") {
         HookTarget::Dialog(percent_decode(key))
+    } else if let Some(key) = path.strip_prefix("/test/panic/connection/") {
+        HookTarget::Connection(percent_decode(key))
     } else {
         return Reply::text(404, "Not Found", "unknown test hook\n");
     };

@@ -1,11 +1,13 @@
 //! What an operator (or a test) can see and do in a running engine: the status behind the
 //! node's admin endpoint, and fault-injection hooks for tests.
 //!
-//! The hooks (panicking an AOR or dialog actor on purpose) exist so that the acceptance tests
-//! can prove the supervisors restart a failed actor from the store; the node only exposes them
+//! The hooks (panicking an AOR, dialog or connection actor on purpose) exist so that the
+//! acceptance tests can prove the supervisors restart a failed actor from the store (or, for a
+//! connection, close it and only it); the node only exposes them
 //! when started with `--test-hooks`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use sipmesh_protocol::registrar::Aor;
 use crate::dialog::Dialogs;
 use crate::location::{LocationStore, StoreError, StoreStats};
 use crate::registrar::Registrar;
-use crate::transport::TransportHandle;
+use crate::transport::{ConnectionId, Transport, TransportHandle};
 
 /// A boxed future returning the location store's sizes.
 type StatsFuture = Pin<Box<dyn Future<Output = Result<StoreStats, StoreError>> + Send>>;
@@ -67,6 +69,10 @@ pub enum HookTarget {
     Aor(String),
     /// The actor of this dialog (`Call-ID;from-tag;to-tag`, see the dialog module).
     Dialog(String),
+    /// The actor of a stream connection: its number (`17`), or `transport:peer` for the
+    /// newest connection of that transport to that peer (`tcp:127.0.0.1:5070`,
+    /// `wss:[::1]:40000`). The connection is closed, not restarted.
+    Connection(String),
 }
 
 /// Why a hook could not run.
@@ -159,6 +165,28 @@ impl EngineAdmin {
                     .await
                     .map_err(|_| HookError::NotFound(key))
             }
+            HookTarget::Connection(key) => {
+                let id = self.connection_by_key(&key)?;
+                if self.transport.inject_connection_panic(id) {
+                    Ok(())
+                } else {
+                    Err(HookError::NotFound(key))
+                }
+            }
         }
+    }
+
+    /// Resolves a [`HookTarget::Connection`] key.
+    fn connection_by_key(&self, key: &str) -> Result<ConnectionId, HookError> {
+        if let Ok(n) = key.parse::<u64>() {
+            return Ok(ConnectionId(n));
+        }
+        let bad = || HookError::BadKey(format!("{key}: expected a number or transport:ip:port"));
+        let (transport, peer) = key.split_once(':').ok_or_else(bad)?;
+        let transport = Transport::from_token(transport).ok_or_else(bad)?;
+        let peer: SocketAddr = peer.parse().map_err(|_| bad())?;
+        self.transport
+            .connection_to(transport, peer)
+            .ok_or_else(|| HookError::NotFound(key.to_owned()))
     }
 }

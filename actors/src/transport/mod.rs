@@ -25,16 +25,23 @@
 //! - `mmsg`: the audited `recvmmsg`/`sendmmsg` wrappers (the only `unsafe` code).
 //! - `tcp`: stream listeners, the connection registry shared by TCP, TLS, WS and WSS, and
 //!   `tcp/connection.rs`, the TCP/TLS per-connection reader and writer.
+//! - `actor`: the `ConnectionActor` of each stream connection (its registration, idle
+//!   timer, close and end-of-connection notification); `supervisor`: their
+//!   `ConnectionSupervisor`, which closes a connection whose actor panicked.
+//! - `activity`: the last-activity clock a connection's I/O and its actor's idle timer share.
 //! - `tls`: certificates, rustls configurations and their hot reload ([`TlsConfig`]).
 //! - `ws`: the WebSocket upgrade (RFC 7118: subprotocol `sip`, Origin, limits) and
 //!   `ws/connection.rs`, one SIP message per frame.
 //! - `stats`: drop and error counters.
 
+mod activity;
+mod actor;
 mod config;
 #[cfg(target_os = "linux")]
 mod mmsg;
 mod sink;
 mod stats;
+mod supervisor;
 mod tcp;
 mod tls;
 mod udp;
@@ -55,6 +62,7 @@ use tracing::{debug, warn};
 pub use self::config::TransportConfig;
 pub use self::sink::{FnSink, InboundSink};
 pub use self::stats::{StatsSnapshot, TransportStats};
+use self::supervisor::{ConnectionSupervisor, SupervisorMsg};
 pub use self::tls::{TlsConfig, TlsError, TlsFiles};
 pub use self::ws::WsConfig;
 
@@ -145,6 +153,9 @@ pub enum TransportError {
     /// The configuration is unusable.
     #[error("invalid transport configuration: {0}")]
     InvalidConfig(&'static str),
+    /// The connection supervisor could not be started.
+    #[error("cannot start the connection supervisor: {0}")]
+    Supervisor(String),
 }
 
 /// A cheap, cloneable handle for sending through the transport.
@@ -238,6 +249,18 @@ impl TransportHandle {
         self.inner.tcp.connection_count()
     }
 
+    /// The newest open (or connecting) `transport` connection to `peer`, if any.
+    pub fn connection_to(&self, transport: Transport, peer: SocketAddr) -> Option<ConnectionId> {
+        self.inner.tcp.connection_to(transport, peer)
+    }
+
+    /// Test hook: makes the connection actor of `connection` panic. Its supervisor then
+    /// closes that connection (and only it) and `ConnectionClosed` is delivered. Returns
+    /// `false` if there is no such connection, or its actor has not started yet.
+    pub fn inject_connection_panic(&self, connection: ConnectionId) -> bool {
+        self.inner.tcp.inject_panic(connection)
+    }
+
     /// Stops listeners, socket tasks and connections. Tasks end soon after; await the
     /// [`JoinSet`] returned by [`start`] to wait for the long-lived ones.
     pub fn shutdown(&self) {
@@ -273,6 +296,16 @@ pub async fn start(
         runtime,
         shutdown_rx.clone(),
     ));
+    let (supervisor, _) = ractor::Actor::spawn(None, ConnectionSupervisor, Arc::downgrade(&tcp))
+        .await
+        .map_err(|e| TransportError::Supervisor(e.to_string()))?;
+    // Only `start` sets it.
+    let _ = tcp.supervisor.set(supervisor.get_cell());
+    let mut stopping = shutdown_rx.clone();
+    tasks.spawn(async move {
+        set_or_gone(&mut stopping).await;
+        let _ = supervisor.cast(SupervisorMsg::Shutdown);
+    });
     let mut udp_senders = Vec::new();
     let mut local = Vec::new();
     for &(kind, addr) in &config.listen {

@@ -17,6 +17,7 @@ pub struct TransportStats {
     pub(crate) too_large: AtomicU64,
     pub(crate) handshake_failures: AtomicU64,
     pub(crate) upgrades_refused: AtomicU64,
+    pub(crate) actor_failures: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -43,6 +44,8 @@ pub struct StatsSnapshot {
     /// WebSocket upgrades refused with an HTTP error (no `sip` subprotocol, Origin not
     /// allowed, connection limit).
     pub upgrades_refused: u64,
+    /// Connections closed because their actor (or its I/O task) panicked.
+    pub actor_failures: u64,
 }
 
 impl TransportStats {
@@ -67,6 +70,7 @@ impl TransportStats {
             too_large: get(&self.too_large),
             handshake_failures: get(&self.handshake_failures),
             upgrades_refused: get(&self.upgrades_refused),
+            actor_failures: get(&self.actor_failures),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! sending over connections.
 //!
 //! Every connection (TCP, TLS, WS or WSS), accepted or opened by us, gets a [`ConnectionId`], an entry in the
-//! registry (its bounded send queue and close signal) and one task running its reader and
-//! writer (see `connection`, and `ws/connection.rs` for WebSocket). The registry also maps each
+//! registry (its bounded send queue, its close signal and its actor), a
+//! [`ConnectionActor`](super::actor::ConnectionActor) that owns its lifecycle, and one task
+//! running its reader and writer (see `connection`, and `ws/connection.rs` for WebSocket). The registry also maps each
 //! transport and peer address to its newest connection, so that a message for a TCP destination without a connection id reuses an
 //! existing connection (RFC 3261 §18.1.1: "a client SHOULD use an existing connection") and only
 //! otherwise opens a new one (TCP or TLS; WebSocket peers cannot be dialed), with a timeout. Messages queued while it connects go out once it
@@ -16,9 +17,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use ractor::{ActorCell, ActorId, ActorRef};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -26,6 +29,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::activity::Activity;
+use super::actor::{self as conn_actor, ConnMsg};
 use super::tls::TlsConfig;
 use super::ws::{self, WsSettings};
 use super::{
@@ -67,6 +72,9 @@ pub(crate) struct TcpShared {
     /// WS and WSS connections, including those still in their handshake.
     pub(super) ws_active: AtomicUsize,
     next_id: AtomicU64,
+    /// The [`ConnectionSupervisor`](super::supervisor::ConnectionSupervisor) every connection
+    /// actor is linked to (set once by `start`).
+    pub(super) supervisor: OnceLock<ActorCell>,
     /// A std mutex, not tokio's: it is held only for a map lookup or insert and never across an
     /// await, and `send` must work from synchronous code.
     registry: Mutex<Registry>,
@@ -87,7 +95,29 @@ struct Entry {
     peer: SocketAddr,
     tx: mpsc::Sender<Bytes>,
     /// Set to ask the connection to flush and close; dropping it (on unregister) also wakes it.
-    close: watch::Sender<bool>,
+    close: watch::Sender<CloseReason>,
+    /// The connection's actor, once it started.
+    actor: Option<ActorRef<ConnMsg>>,
+}
+
+/// The close signal of a connection: why its I/O should flush and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloseReason {
+    /// Keep going.
+    Open,
+    /// Closed by request ([`TcpShared::close`]), or the registry entry is gone.
+    Requested,
+    /// The actor's idle timer found nothing read or written for the idle timeout.
+    Idle,
+}
+
+/// Resolves with the reason once a close is asked for; a dropped sender (the connection was
+/// unregistered) counts as [`CloseReason::Requested`].
+pub(super) async fn close_requested(close: &mut watch::Receiver<CloseReason>) -> CloseReason {
+    match close.wait_for(|r| *r != CloseReason::Open).await {
+        Ok(reason) => *reason,
+        Err(_) => CloseReason::Requested,
+    }
 }
 
 /// What a connection task receives when its connection is registered.
@@ -95,7 +125,7 @@ pub(super) struct Channels {
     pub(super) rx: mpsc::Receiver<Bytes>,
     /// A sender into its own queue, for keep-alive pongs.
     pub(super) tx: mpsc::Sender<Bytes>,
-    pub(super) close: watch::Receiver<bool>,
+    pub(super) close: watch::Receiver<CloseReason>,
 }
 
 impl TcpShared {
@@ -127,6 +157,7 @@ impl TcpShared {
             ws: WsSettings::new(config),
             ws_active: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            supervisor: OnceLock::new(),
             registry: Mutex::new(Registry::default()),
         }
     }
@@ -173,7 +204,7 @@ impl TcpShared {
         }
         let id = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(self.settings.send_queue);
-        let (close, close_rx) = watch::channel(false);
+        let (close, close_rx) = watch::channel(CloseReason::Open);
         reg.conns.insert(
             id,
             Entry {
@@ -181,6 +212,7 @@ impl TcpShared {
                 peer,
                 tx: tx.clone(),
                 close,
+                actor: None,
             },
         );
         reg.by_peer.insert((transport, peer), id);
@@ -194,15 +226,91 @@ impl TcpShared {
         ))
     }
 
-    /// Forgets a connection that ended.
-    fn unregister(&self, id: ConnectionId) {
+    /// Forgets a connection that ended; `false` if it was not registered (any more).
+    fn unregister(&self, id: ConnectionId) -> bool {
         let mut reg = self.lock();
-        if let Some(entry) = reg.conns.remove(&id) {
-            let key = (entry.transport, entry.peer);
-            if reg.by_peer.get(&key) == Some(&id) {
-                reg.by_peer.remove(&key);
-            }
+        let Some(entry) = reg.conns.remove(&id) else {
+            return false;
+        };
+        let key = (entry.transport, entry.peer);
+        if reg.by_peer.get(&key) == Some(&id) {
+            reg.by_peer.remove(&key);
         }
+        // The entry (and with it the close sender, which tells the I/O to wind down) is
+        // dropped once the lock is released.
+        drop(reg);
+        drop(entry);
+        true
+    }
+
+    /// Records the actor of a registered connection; `false` if the connection is gone.
+    pub(super) fn attach(&self, id: ConnectionId, actor: ActorRef<ConnMsg>) -> bool {
+        match self.lock().conns.get_mut(&id) {
+            Some(entry) => {
+                entry.actor = Some(actor);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Starts the actor of a registered connection, linked to the supervisor, which spawns
+    /// `io` (the connection's reader and writer). Called from synchronous code: the actor is
+    /// spawned from a task of its own.
+    pub(super) fn start_actor(
+        self: &Arc<Self>,
+        transport: Transport,
+        id: ConnectionId,
+        peer: SocketAddr,
+        activity: Arc<Activity>,
+        io: conn_actor::IoFuture,
+    ) {
+        let shared = Arc::clone(self);
+        self.runtime.spawn(async move {
+            conn_actor::spawn(shared, transport, id, peer, activity, io).await;
+        });
+    }
+
+    /// A connection actor failed (panicked, or its I/O task did): closes its connection as
+    /// if it had ended, so the core learns at once (RFC 5626 §5.4: its flows are gone).
+    /// Supervision events name only the actor, so the entry is found by a scan; failures are
+    /// rare and this keeps the per-connection footprint down.
+    pub(super) fn actor_failed(&self, actor: ActorId, error: &str) {
+        let found = self
+            .lock()
+            .conns
+            .iter()
+            .find(|(_, e)| e.actor.as_ref().is_some_and(|a| a.get_id() == actor))
+            .map(|(id, e)| (*id, e.peer));
+        let Some((id, peer)) = found else {
+            debug!(%actor, %error, "failed connection actor was already unregistered");
+            return;
+        };
+        TransportStats::incr(&self.stats.actor_failures);
+        warn!(connection = %id, %peer, %error, "connection actor failed; connection closed");
+        self.closed(id, peer);
+    }
+
+    /// The actor of a connection (tests).
+    #[cfg(test)]
+    pub(super) fn actor_of(&self, id: ConnectionId) -> Option<ActorRef<ConnMsg>> {
+        self.lock().conns.get(&id).and_then(|e| e.actor.clone())
+    }
+
+    /// The newest open connection of `transport` to `peer`.
+    pub(crate) fn connection_to(
+        &self,
+        transport: Transport,
+        peer: SocketAddr,
+    ) -> Option<ConnectionId> {
+        self.lock().by_peer.get(&(transport, peer)).copied()
+    }
+
+    /// Test hook: makes the actor of `id` panic. `false` if there is no such connection (or
+    /// its actor has not started yet).
+    pub(crate) fn inject_panic(&self, id: ConnectionId) -> bool {
+        let actor = self.lock().conns.get(&id).and_then(|e| e.actor.clone());
+        actor.is_some_and(|a| a.cast(ConnMsg::Panic).is_ok())
     }
 
     /// Sends on `connection` if it is open, else on the newest `transport` connection to `addr`,
@@ -256,16 +364,35 @@ impl TcpShared {
             TransportStats::incr(&self.stats.tcp_queue_full);
         }
         let span = debug_span!("connect", %transport, connection = %id, peer = %addr);
-        self.runtime.spawn(
-            connection::connect(Arc::clone(self), transport, id, addr, channels).instrument(span),
-        );
+        let activity = Arc::new(Activity::new());
+        let io = connection::connect(
+            Arc::clone(self),
+            transport,
+            id,
+            addr,
+            channels,
+            Arc::clone(&activity),
+        )
+        .instrument(span);
+        self.start_actor(transport, id, addr, activity, Box::pin(io));
     }
 
     /// Asks a connection to flush its queue and close.
     pub(crate) fn close(&self, id: ConnectionId) {
+        self.close_for(id, CloseReason::Requested);
+    }
+
+    /// Asks a connection to flush its queue and close, for `reason`.
+    pub(super) fn close_for(&self, id: ConnectionId, reason: CloseReason) {
         if let Some(entry) = self.lock().conns.get(&id) {
-            debug!(connection = %id, "close requested");
-            entry.close.send_replace(true);
+            debug!(connection = %id, ?reason, "close requested");
+            entry.close.send_if_modified(|r| {
+                let first = *r == CloseReason::Open;
+                if first {
+                    *r = reason;
+                }
+                first
+            });
         }
     }
 
@@ -297,14 +424,26 @@ impl TcpShared {
         };
         debug!(connection = %id, %peer, %listener, "connection accepted");
         let span = debug_span!("conn", transport = %listener, connection = %id, %peer);
-        self.runtime.spawn(
-            connection::run(Arc::clone(self), Transport::Tcp, id, peer, stream, channels)
-                .instrument(span),
-        );
+        let activity = Arc::new(Activity::new());
+        let io = connection::run(
+            Arc::clone(self),
+            Transport::Tcp,
+            id,
+            peer,
+            stream,
+            channels,
+            Arc::clone(&activity),
+        )
+        .instrument(span);
+        self.start_actor(Transport::Tcp, id, peer, activity, Box::pin(io));
     }
 
+    /// The end of a connection: unregisters it and delivers `ConnectionClosed`, once (the
+    /// actor's normal stop and the supervisor's failure path may both get here).
     pub(super) fn closed(&self, id: ConnectionId, peer: SocketAddr) {
-        self.unregister(id);
+        if !self.unregister(id) {
+            return;
+        }
         debug!(connection = %id, %peer, "connection closed");
         self.sink.deliver(InboundEvent::ConnectionClosed {
             connection: id,

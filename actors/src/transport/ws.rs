@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tracing::{Instrument, debug, debug_span, warn};
 
+use super::activity::Activity;
 use super::tcp::TcpShared;
 use super::{Transport, TransportConfig, TransportStats};
 
@@ -209,8 +210,9 @@ async fn handshake(
     }
 }
 
-/// Upgrades the connection; on success spawns the connection as a task of its own, so that
-/// the handshake's (larger) state is not kept for the connection's lifetime.
+/// Upgrades the connection; on success starts its actor, which runs the connection as a task
+/// of its own, so that the handshake's (larger) state is not kept for the connection's
+/// lifetime.
 #[allow(clippy::too_many_arguments)]
 async fn upgrade<S>(
     shared: Arc<TcpShared>,
@@ -271,11 +273,32 @@ async fn upgrade<S>(
     };
     debug!(connection = %id, "WebSocket connection accepted");
     let span = debug_span!("conn", transport = %listener, connection = %id, %peer);
+    let activity = Arc::new(Activity::new());
+    let io_activity = Arc::clone(&activity);
+    let io_shared = Arc::clone(&shared);
     let run = async move {
         let _slot = slot;
-        connection::run(shared, listener, id, peer, local, ws, channels).await;
+        connection::run(
+            io_shared,
+            listener,
+            id,
+            peer,
+            local,
+            ws,
+            channels,
+            &io_activity,
+        )
+        .await;
     };
-    tokio::spawn(run.instrument(span));
+    super::actor::spawn(
+        shared,
+        listener,
+        id,
+        peer,
+        activity,
+        Box::pin(run.instrument(span)),
+    )
+    .await;
 }
 
 /// The checks made on the upgrade request. `refused` records an HTTP refusal so it is not

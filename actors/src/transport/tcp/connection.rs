@@ -3,22 +3,21 @@
 //! connection (after its handshake) runs exactly like a TCP one.
 //!
 //! - The reader delivers each framed message, answers a CRLFCRLF ping with a CRLF pong (RFC 5626
-//!   §4.4.1), and ends on EOF, a read error, a framing error, or when nothing was read or
-//!   written for the idle timeout.
+//!   §4.4.1), and ends on EOF, a read error or a framing error.
 //! - The writer takes everything queued (up to [`COALESCE_MAX`] messages), writes it with one
 //!   write, and ends on a write error or a write stalled for [`WRITE_TIMEOUT`], on shutdown, or
-//!   when asked to close (after flushing).
+//!   when asked to close (after flushing): by request, or by the connection actor's idle timer,
+//!   which watches the [`Activity`] both sides record.
 //! - Whichever ends first ends the connection, except after a too-large message: then the
 //!   writer gets up to the linger time to send the answer (a 513), the write side is shut down
 //!   (FIN) and input is discarded meanwhile, so that closing does not reset the connection
 //!   before the peer has read the answer.
 //!
-//! When the connection ends it is unregistered and `ConnectionClosed` is delivered.
+//! When the future ends, the connection's actor unregisters it and delivers `ConnectionClosed`.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -29,7 +28,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, debug_span, trace, warn};
 
-use super::{Channels, TcpShared};
+use super::{Channels, CloseReason, TcpShared, close_requested};
+use crate::transport::activity::Activity;
 use crate::transport::{
     ConnectionId, Inbound, InboundEvent, Transport, TransportStats, set_or_gone,
 };
@@ -49,35 +49,9 @@ const PONG: &[u8] = b"\r\n";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadEnd {
     Eof,
-    Idle,
     ReadError,
     FramingError,
     TooLarge,
-}
-
-/// The last time anything was read or written, for the idle timeout. An atomic (not a `Cell`)
-/// because the reader and writer futures share it and the task must be `Send`.
-struct Activity {
-    base: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
 }
 
 /// An outgoing connection once established.
@@ -117,6 +91,7 @@ pub(super) async fn connect(
     id: ConnectionId,
     peer: SocketAddr,
     channels: Channels,
+    activity: Arc<Activity>,
 ) {
     debug!("connecting");
     let mut shutdown = shared.shutdown.clone();
@@ -128,17 +103,17 @@ pub(super) async fn connect(
     let error = tokio::select! {
         connected = connecting => match connected {
             Ok(Ok(Established::Tcp(stream))) => {
-                return run(shared, transport, id, peer, stream, channels).await;
+                return run(shared, transport, id, peer, stream, channels, activity).await;
             }
             Ok(Ok(Established::Tls(stream, local))) => {
                 let (rd, wr) = tokio::io::split(*stream);
                 let conn = Conn { shared: &shared, transport, id, peer, local };
-                return conn.run(rd, wr, channels).await;
+                return conn.run(rd, wr, channels, &activity).await;
             }
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         },
-        () = set_or_gone(&mut close) => io::Error::other("closed while connecting"),
+        _ = close_requested(&mut close) => io::Error::other("closed while connecting"),
         () = set_or_gone(&mut shutdown) => io::Error::other("shut down while connecting"),
     };
     TransportStats::incr(&shared.stats.connect_failures);
@@ -148,7 +123,6 @@ pub(super) async fn connect(
         u64::try_from(dropped).unwrap_or(u64::MAX),
     );
     warn!(%peer, %transport, error = %error, dropped, "connect failed; queued messages dropped");
-    shared.closed(id, peer);
 }
 
 /// Runs an established plain TCP connection until it ends.
@@ -159,6 +133,7 @@ pub(super) async fn run(
     peer: SocketAddr,
     stream: TcpStream,
     channels: Channels,
+    activity: Arc<Activity>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "TCP_NODELAY not set");
@@ -174,7 +149,7 @@ pub(super) async fn run(
         peer,
         local,
     };
-    conn.run(rd, wr, channels).await;
+    conn.run(rd, wr, channels, &activity).await;
 }
 
 /// Runs the server side of the TLS handshake on an accepted connection (bounded by the
@@ -211,21 +186,32 @@ pub(super) async fn run_tls_accepted(shared: Arc<TcpShared>, peer: SocketAddr, s
         return;
     };
     debug!(connection = %id, "TLS connection established");
-    // A task of its own, so that the handshake's state is not kept for the connection's
-    // lifetime.
+    // A task of its own (spawned by the actor), so that the handshake's state is not kept
+    // for the connection's lifetime.
     let span = debug_span!("conn", transport = %Transport::Tls, connection = %id, %peer);
+    let activity = Arc::new(Activity::new());
+    let io_activity = Arc::clone(&activity);
+    let io_shared = Arc::clone(&shared);
     let run = async move {
         let (rd, wr) = tokio::io::split(stream);
         let conn = Conn {
-            shared: &shared,
+            shared: &io_shared,
             transport: Transport::Tls,
             id,
             peer,
             local,
         };
-        conn.run(rd, wr, channels).await;
+        conn.run(rd, wr, channels, &io_activity).await;
     };
-    tokio::spawn(run.instrument(span));
+    crate::transport::actor::spawn(
+        shared,
+        Transport::Tls,
+        id,
+        peer,
+        activity,
+        Box::pin(run.instrument(span)),
+    )
+    .await;
 }
 
 /// Reads and drops input until EOF or an error.
@@ -247,8 +233,9 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    /// Runs the reader and writer until the connection ends, then reports it closed.
-    async fn run<R, W>(&self, mut rd: R, mut wr: W, channels: Channels)
+    /// Runs the reader and writer until the connection ends (the actor then reports it
+    /// closed).
+    async fn run<R, W>(&self, mut rd: R, mut wr: W, channels: Channels, activity: &Activity)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -260,19 +247,18 @@ impl Conn<'_> {
             tx,
             mut close,
         } = channels;
-        let activity = Activity::new();
         let (wrote_tx, mut wrote_rx) = watch::channel(0u64);
         let mut shutdown = shared.shutdown.clone();
         let conn = self;
         let mut too_large = false;
         {
-            let reader = conn.read_loop(&mut rd, &tx, &activity);
+            let reader = conn.read_loop(&mut rd, &tx, activity);
             let writer = write_loop(
                 &mut wr,
                 &mut rx,
                 &mut close,
                 &mut shutdown,
-                &activity,
+                activity,
                 &wrote_tx,
             );
             tokio::pin!(reader, writer);
@@ -298,7 +284,7 @@ impl Conn<'_> {
             let _ = timeout_at(deadline, wr.shutdown()).await;
             let _ = timeout_at(deadline, discard(&mut rd)).await;
         }
-        shared.closed(id, peer);
+        debug!(connection = %id, %peer, "connection I/O ended");
     }
 
     async fn read_loop<R: AsyncRead + Unpin>(
@@ -312,17 +298,10 @@ impl Conn<'_> {
             .lenient_content_length(!settings.require_content_length);
         let mut buf = vec![0u8; settings.read_chunk];
         loop {
-            let deadline = activity.last() + settings.idle_timeout;
-            let n = match timeout_at(deadline, rd.read(&mut buf)).await {
-                Err(_) if activity.last() + settings.idle_timeout <= Instant::now() => {
-                    debug!("idle timeout");
-                    return ReadEnd::Idle;
-                }
-                // The writer was active meanwhile: wait again from its last write.
-                Err(_) => continue,
-                Ok(Ok(0)) => return ReadEnd::Eof,
-                Ok(Ok(n)) => n,
-                Ok(Err(e)) => {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) => return ReadEnd::Eof,
+                Ok(n) => n,
+                Err(e) => {
                     debug!(error = %e, "read failed");
                     return ReadEnd::ReadError;
                 }
@@ -404,7 +383,7 @@ impl Conn<'_> {
 async fn write_loop<W: AsyncWrite + Unpin>(
     wr: &mut W,
     rx: &mut mpsc::Receiver<Bytes>,
-    close: &mut watch::Receiver<bool>,
+    close: &mut watch::Receiver<CloseReason>,
     shutdown: &mut watch::Receiver<bool>,
     activity: &Activity,
     wrote: &watch::Sender<u64>,
@@ -415,7 +394,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let closing = tokio::select! {
             biased;
             n = rx.recv_many(&mut batch, COALESCE_MAX) => n == 0,
-            () = set_or_gone(close) => true,
+            _ = close_requested(close) => true,
             () = set_or_gone(shutdown) => true,
         };
         if closing {

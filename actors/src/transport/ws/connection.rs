@@ -9,10 +9,11 @@
 //! - queued messages go out as text frames (binary when not UTF-8), a batch per flush;
 //! - every `ping_interval` a ping is sent; when nothing at all arrived since the previous ping,
 //!   the peer is gone and the connection is closed;
-//! - nothing read or written for the idle timeout closes the connection;
-//! - a close request (or shutdown) flushes the queue and sends a close frame.
+//! - a close request (or shutdown) flushes the queue and sends a close frame; the connection
+//!   actor's idle timer asks for one when nothing was read or written for the idle timeout
+//!   (close code 1001, "idle").
 //!
-//! When the connection ends it is unregistered and `ConnectionClosed` is delivered.
+//! When the future ends, the connection's actor unregisters it and delivers `ConnectionClosed`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::{debug, trace};
 
-use crate::transport::tcp::{Channels, TcpShared};
+use crate::transport::activity::Activity;
+use crate::transport::tcp::{Channels, CloseReason, TcpShared, close_requested};
 use crate::transport::{
     ConnectionId, Inbound, InboundEvent, Transport, TransportStats, set_or_gone,
 };
@@ -52,7 +54,6 @@ const PONG: &[u8] = b"\r\n";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
     Closed,
-    Idle,
     NoPong,
     ReadError,
     WriteError,
@@ -72,6 +73,7 @@ where
 }
 
 /// Runs an upgraded connection until it ends.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn run<S>(
     shared: Arc<TcpShared>,
     transport: Transport,
@@ -80,6 +82,7 @@ pub(super) async fn run<S>(
     local: SocketAddr,
     mut ws: WebSocketStream<S>,
     channels: Channels,
+    activity: &Activity,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -98,11 +101,9 @@ pub(super) async fn run<S>(
         local,
     };
     let mut shutdown = shared.shutdown.clone();
-    let idle = shared.settings.idle_timeout;
     let period = shared.ws.ping_interval;
     let mut ping = tokio::time::interval_at(Instant::now() + period, period);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_activity = Instant::now();
     let mut heard_since_ping = true;
     // Grows on first use: idle connections keep no batch buffer.
     let mut batch: Vec<Bytes> = Vec::new();
@@ -110,7 +111,7 @@ pub(super) async fn run<S>(
         // Unbiased: a peer flooding us with frames must not starve our writes.
         tokio::select! {
             frame = ws.next() => {
-                last_activity = Instant::now();
+                activity.touch();
                 heard_since_ping = true;
                 match frame {
                     None => break End::Closed,
@@ -128,12 +129,15 @@ pub(super) async fn run<S>(
             }
             n = rx.recv_many(&mut batch, COALESCE_MAX) => {
                 if n == 0 {
+                    // Every sender is gone: the connection was unregistered (its actor
+                    // failed). Close properly, as for a close request.
+                    conn.drain_and_close(&mut ws, &mut rx, CloseCode::Normal, "").await;
                     break End::Requested;
                 }
                 if conn.write(&mut ws, batch.drain(..)).await.is_err() {
                     break End::WriteError;
                 }
-                last_activity = Instant::now();
+                activity.touch();
             }
             _ = ping.tick() => {
                 if !heard_since_ping {
@@ -146,26 +150,29 @@ pub(super) async fn run<S>(
                     break End::WriteError;
                 }
             }
-            () = tokio::time::sleep_until(last_activity + idle) => break End::Idle,
-            () = set_or_gone(&mut close) => {
-                conn.drain_and_close(&mut ws, &mut rx, CloseCode::Normal).await;
+            reason = close_requested(&mut close) => {
+                let (code, why) = match reason {
+                    CloseReason::Idle => (CloseCode::Away, "idle"),
+                    CloseReason::Open | CloseReason::Requested => (CloseCode::Normal, ""),
+                };
+                conn.drain_and_close(&mut ws, &mut rx, code, why).await;
                 break End::Requested;
             }
             () = set_or_gone(&mut shutdown) => {
-                conn.drain_and_close(&mut ws, &mut rx, CloseCode::Away).await;
+                conn.drain_and_close(&mut ws, &mut rx, CloseCode::Away, "").await;
                 break End::Requested;
             }
         }
     };
     debug!(?end, "WebSocket connection ended");
-    if matches!(end, End::Idle | End::NoPong) {
+    if end == End::NoPong {
         let frame = CloseFrame {
             code: CloseCode::Away,
             reason: Utf8Bytes::from_static("idle"),
         };
         let _ = timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
     }
-    shared.closed(id, peer);
+    debug!(connection = %id, %peer, "WebSocket I/O ended");
 }
 
 struct Conn<'a> {
@@ -270,6 +277,7 @@ impl Conn<'_> {
         ws: &mut WebSocketStream<S>,
         rx: &mut mpsc::Receiver<Bytes>,
         code: CloseCode,
+        reason: &'static str,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -282,7 +290,7 @@ impl Conn<'_> {
         }
         let frame = CloseFrame {
             code,
-            reason: Utf8Bytes::from_static(""),
+            reason: Utf8Bytes::from_static(reason),
         };
         let _ = timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
     }

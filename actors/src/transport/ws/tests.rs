@@ -476,3 +476,47 @@ async fn idle_connection_is_closed_with_1001() {
         InboundEvent::ConnectionClosed { .. }
     ));
 }
+
+#[tokio::test]
+async fn panicking_connection_actor_closes_only_that_websocket() {
+    let (handle, _tasks, mut rx) = ws_server(WsConfig::default(), 65_536).await;
+    let server = handle.local_addr(Transport::Ws).unwrap();
+    let mut a = ws_client(server).await;
+    let mut b = ws_client(server).await;
+    a.send(Message::text(String::from_utf8(sip(1)).unwrap()))
+        .await
+        .unwrap();
+    let a_id = next_message(&mut rx).await.connection.unwrap();
+    b.send(Message::text(String::from_utf8(sip(2)).unwrap()))
+        .await
+        .unwrap();
+    let from_b = next_message(&mut rx).await;
+    let b_id = from_b.connection.unwrap();
+    // The actor attaches right after the upgrade; retry until it has.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !handle.inject_connection_panic(a_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a's actor never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match next(&mut rx).await {
+        InboundEvent::ConnectionClosed { connection, .. } => assert_eq!(connection, a_id),
+        other => panic!("expected ConnectionClosed, got {other:?}"),
+    }
+    // a is closed with a close frame (the I/O task flushed and closed when its entry went).
+    assert_eq!(close_code(&mut a).await, Some(CloseCode::Normal));
+    assert_eq!(handle.connection_count(), 1);
+    assert_eq!(handle.stats().actor_failures, 1);
+    // b still works both ways.
+    handle.send(
+        dest(Transport::Ws, from_b.source, Some(b_id)),
+        Bytes::from(sip(3)),
+    );
+    assert_eq!(next_text(&mut b).await, sip(3));
+    b.send(Message::text(String::from_utf8(sip(4)).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut rx).await.connection, Some(b_id));
+}
