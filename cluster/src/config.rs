@@ -1,0 +1,142 @@
+//! Cluster settings: who we are, where we listen, whom we dial, and the failure-detector timing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::id::NodeId;
+
+/// Validated settings of the cluster layer of one node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id (`--node-id`; default [`NodeId::from_listen_addr`]).
+    pub node_id: NodeId,
+    /// Address of the ractor_cluster listener (TCP) and of the heartbeat socket (UDP, same
+    /// port).
+    pub listen: SocketAddr,
+    /// Members dialed at start-up and whenever their session is down.
+    pub seeds: Vec<SocketAddr>,
+    /// Shared secret of ractor_cluster's challenge/response authentication.
+    pub cookie: String,
+    /// Redis holding the leases (the same server as the state stores).
+    pub redis_url: String,
+    /// Prefix of every cluster key in Redis (default `sipmesh:`).
+    pub key_prefix: String,
+    /// Failure-detector timing.
+    pub timing: Timing,
+}
+
+/// Failure-detector and lease timing. The defaults declare a silent member dead within 3 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Lifetime of a lease in Redis (`PX`): the longest a dead node keeps looking leased.
+    pub lease_ttl: Duration,
+    /// How often the lease is renewed.
+    pub renew_every: Duration,
+    /// Safety margin: the node considers its lease gone this long before Redis would drop it,
+    /// counted from when the renewal was *sent*, so it fences itself before anyone else may
+    /// take over.
+    pub lease_margin: Duration,
+    /// Longest wait for one Redis call of the lease or member poll.
+    pub redis_timeout: Duration,
+    /// How long a node that lost its lease stays fenced before acquiring a new one, so that
+    /// every peer has seen it gone (and the old epoch is dead) before it returns.
+    pub rejoin_holdoff: Duration,
+    /// Interval of the UDP heartbeat to every member.
+    pub heartbeat_every: Duration,
+    /// Silence after which a member is suspect.
+    pub suspect_after: Duration,
+    /// Silence after which a member is dead.
+    pub dead_after: Duration,
+    /// How often the member list and their leases are read from Redis.
+    pub poll_every: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_millis(3000),
+            renew_every: Duration::from_millis(1000),
+            lease_margin: Duration::from_millis(500),
+            redis_timeout: Duration::from_millis(500),
+            rejoin_holdoff: Duration::from_millis(1000),
+            heartbeat_every: Duration::from_millis(500),
+            suspect_after: Duration::from_millis(1200),
+            dead_after: Duration::from_millis(2200),
+            poll_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A timing that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimingError {
+    /// The lease would lapse between two renewals.
+    #[error("renew_every ({renew:?}) must be under lease_ttl - lease_margin ({usable:?})")]
+    RenewTooSlow {
+        /// Renewal interval.
+        renew: Duration,
+        /// Usable part of the lease.
+        usable: Duration,
+    },
+    /// Suspicion must come before death, and both after a few heartbeats.
+    #[error(
+        "need heartbeat_every ({heartbeat:?}) < suspect_after ({suspect:?}) < dead_after ({dead:?})"
+    )]
+    DetectorOrder {
+        /// Heartbeat interval.
+        heartbeat: Duration,
+        /// Suspicion threshold.
+        suspect: Duration,
+        /// Death threshold.
+        dead: Duration,
+    },
+}
+
+impl Timing {
+    /// Checks that the intervals fit together.
+    pub fn validate(&self) -> Result<(), TimingError> {
+        let usable = self.lease_ttl.saturating_sub(self.lease_margin);
+        if self.renew_every >= usable || self.renew_every.is_zero() {
+            return Err(TimingError::RenewTooSlow {
+                renew: self.renew_every,
+                usable,
+            });
+        }
+        if !(self.heartbeat_every < self.suspect_after && self.suspect_after < self.dead_after)
+            || self.heartbeat_every.is_zero()
+        {
+            return Err(TimingError::DetectorOrder {
+                heartbeat: self.heartbeat_every,
+                suspect: self.suspect_after,
+                dead: self.dead_after,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_detect_within_three_seconds() {
+        let t = Timing::default();
+        assert_eq!(t.validate(), Ok(()));
+        assert!(t.dead_after + t.heartbeat_every <= Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_timings_are_refused() {
+        let slow = Timing {
+            renew_every: Duration::from_secs(3),
+            ..Timing::default()
+        };
+        assert!(matches!(slow.validate(), Err(TimingError::RenewTooSlow { .. })));
+        let inverted = Timing {
+            suspect_after: Duration::from_secs(5),
+            ..Timing::default()
+        };
+        assert!(matches!(inverted.validate(), Err(TimingError::DetectorOrder { .. })));
+    }
+}

@@ -1,0 +1,300 @@
+//! The failure detector, sans-IO: what this node knows about every other member, and the state
+//! it derives at a given instant.
+//!
+//! Two independent signals must agree before a peer counts as live:
+//!
+//! - its **lease** in Redis (read every [`Timing::poll_every`]): absent means dead, whatever the
+//!   network says. A frozen or partitioned node loses it within the lease TTL;
+//! - its **heartbeat** (a UDP datagram every [`Timing::heartbeat_every`]), carrying the epoch it
+//!   holds: silent for [`Timing::suspect_after`] makes it suspect, for [`Timing::dead_after`]
+//!   dead. ractor_cluster's own sessions cannot do this (no ping timeout, no TCP keepalive).
+//!
+//! A heartbeat whose epoch is not the lease's epoch (an old incarnation still talking, or a
+//! node that says it is fenced) does not count.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Timing;
+use crate::heartbeat::Heartbeat;
+use crate::id::{Epoch, NodeId};
+
+/// A member's state as seen from this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Leased and heard from recently: part of the placement set.
+    Live,
+    /// Leased but silent for a while: still in the placement set, about to be declared dead.
+    Suspect,
+    /// No lease, or silent too long: out of the placement set.
+    Dead,
+    /// This node itself, without a valid lease: it must not act as an owner.
+    Fenced,
+}
+
+impl MemberState {
+    /// Whether keys may be placed on a member in this state.
+    pub fn is_placeable(self) -> bool {
+        matches!(self, Self::Live | Self::Suspect)
+    }
+}
+
+/// One member's entry in the Redis registry, with its lease if present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryEntry {
+    /// The member.
+    pub node: NodeId,
+    /// Its cluster address (ractor_cluster TCP and heartbeat UDP).
+    pub addr: SocketAddr,
+    /// The epoch its lease holds and the lease's remaining lifetime, when it has one.
+    pub lease: Option<(Epoch, Duration)>,
+}
+
+/// The last registry read of a peer.
+#[derive(Debug, Clone, Copy)]
+struct LeaseSeen {
+    epoch: Epoch,
+    /// When Redis will drop the lease unless renewed (read time + PTTL).
+    expires: Instant,
+    /// When the read happened (for the lease age).
+    seen: Instant,
+    ttl_left: Duration,
+}
+
+/// What is known of one peer.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    addr: Option<SocketAddr>,
+    lease: Option<LeaseSeen>,
+    heartbeat: Option<(Instant, Heartbeat)>,
+    connected: bool,
+}
+
+/// A derived view of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    /// The peer.
+    pub node: NodeId,
+    /// Its cluster address, once known.
+    pub addr: Option<SocketAddr>,
+    /// Its state now.
+    pub state: MemberState,
+    /// The epoch of its lease, when it has one.
+    pub epoch: Option<Epoch>,
+    /// Time since its lease was last renewed (lease TTL minus remaining lifetime).
+    pub lease_age: Option<Duration>,
+    /// Time since its last heartbeat.
+    pub heartbeat_age: Option<Duration>,
+    /// Whether a ractor_cluster session to it is up.
+    pub connected: bool,
+}
+
+/// Everything this node knows about its peers.
+#[derive(Debug, Clone)]
+pub struct MemberTable {
+    me: NodeId,
+    timing: Timing,
+    peers: BTreeMap<NodeId, Peer>,
+}
+
+impl MemberTable {
+    /// An empty table for node `me`.
+    pub fn new(me: NodeId, timing: Timing) -> Self {
+        Self {
+            me,
+            timing,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// A heartbeat arrived at `now` from `from`.
+    pub fn handle_heartbeat(&mut self, now: Instant, from: SocketAddr, hb: Heartbeat) {
+        if hb.node == self.me {
+            return;
+        }
+        let peer = self.peers.entry(hb.node.clone()).or_default();
+        peer.addr.get_or_insert(from);
+        peer.heartbeat = Some((now, hb));
+    }
+
+    /// The registry was read at `now`: every registered member with its lease.
+    pub fn handle_registry(&mut self, now: Instant, entries: Vec<RegistryEntry>) {
+        for entry in entries {
+            if entry.node == self.me {
+                continue;
+            }
+            let peer = self.peers.entry(entry.node).or_default();
+            peer.addr = Some(entry.addr);
+            peer.lease = entry.lease.map(|(epoch, ttl_left)| LeaseSeen {
+                epoch,
+                expires: now + ttl_left,
+                seen: now,
+                ttl_left,
+            });
+        }
+    }
+
+    /// ractor_cluster sessions are up to exactly these peers.
+    pub fn handle_sessions(&mut self, connected: &BTreeSet<NodeId>) {
+        for (id, peer) in &mut self.peers {
+            peer.connected = connected.contains(id);
+        }
+        for id in connected {
+            if *id != self.me {
+                self.peers.entry(id.clone()).or_default().connected = true;
+            }
+        }
+    }
+
+    /// The state of `node` at `now` (`Dead` for an unknown peer).
+    pub fn state(&self, now: Instant, node: &NodeId) -> MemberState {
+        self.peers
+            .get(node)
+            .map_or(MemberState::Dead, |p| self.peer_state(now, p))
+    }
+
+    fn peer_state(&self, now: Instant, peer: &Peer) -> MemberState {
+        let Some(lease) = peer.lease.filter(|l| now < l.expires) else {
+            return MemberState::Dead;
+        };
+        let Some((at, hb)) = &peer.heartbeat else {
+            return MemberState::Dead;
+        };
+        if hb.fenced || hb.epoch != Some(lease.epoch) {
+            return MemberState::Dead;
+        }
+        let silence = now.saturating_duration_since(*at);
+        if silence >= self.timing.dead_after {
+            MemberState::Dead
+        } else if silence >= self.timing.suspect_after {
+            MemberState::Suspect
+        } else {
+            MemberState::Live
+        }
+    }
+
+    /// Every known peer with its state at `now`, ordered by id.
+    pub fn peers(&self, now: Instant) -> Vec<PeerView> {
+        self.peers
+            .iter()
+            .map(|(node, p)| PeerView {
+                node: node.clone(),
+                addr: p.addr,
+                state: self.peer_state(now, p),
+                epoch: p.lease.filter(|l| now < l.expires).map(|l| l.epoch),
+                lease_age: p.lease.filter(|l| now < l.expires).map(|l| {
+                    self.timing.lease_ttl.saturating_sub(l.ttl_left)
+                        + now.saturating_duration_since(l.seen)
+                }),
+                heartbeat_age: p
+                    .heartbeat
+                    .as_ref()
+                    .map(|(at, _)| now.saturating_duration_since(*at)),
+                connected: p.connected,
+            })
+            .collect()
+    }
+
+    /// Addresses to send heartbeats to and to dial: every known peer's.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.peers.values().filter_map(|p| p.addr).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        NodeId::new(s).unwrap()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.12:7000".parse().unwrap()
+    }
+
+    fn hb(node: &str, epoch: u64) -> Heartbeat {
+        Heartbeat {
+            node: id(node),
+            epoch: Some(Epoch(epoch)),
+            fenced: false,
+        }
+    }
+
+    fn registry(node: &str, epoch: Option<u64>, ttl: u64) -> Vec<RegistryEntry> {
+        vec![RegistryEntry {
+            node: id(node),
+            addr: addr(),
+            lease: epoch.map(|e| (Epoch(e), ms(ttl))),
+        }]
+    }
+
+    #[test]
+    fn lease_and_heartbeat_make_a_live_member_and_silence_kills_it() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("a"), Timing::default());
+        table.handle_registry(t0, registry("b", Some(3), 3000));
+        assert_eq!(table.state(t0, &id("b")), MemberState::Dead, "no heartbeat yet");
+        table.handle_heartbeat(t0, addr(), hb("b", 3));
+        assert_eq!(table.state(t0, &id("b")), MemberState::Live);
+        // The lease is refreshed by later reads; the heartbeats stop.
+        table.handle_registry(t0 + ms(2000), registry("b", Some(3), 2900));
+        assert_eq!(table.state(t0 + ms(1199), &id("b")), MemberState::Live);
+        assert_eq!(table.state(t0 + ms(1200), &id("b")), MemberState::Suspect);
+        assert_eq!(table.state(t0 + ms(2200), &id("b")), MemberState::Dead);
+    }
+
+    #[test]
+    fn a_missing_or_lapsed_lease_is_death_even_with_heartbeats() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("a"), Timing::default());
+        table.handle_registry(t0, registry("b", Some(3), 800));
+        table.handle_heartbeat(t0, addr(), hb("b", 3));
+        assert_eq!(table.state(t0 + ms(799), &id("b")), MemberState::Live);
+        assert_eq!(table.state(t0 + ms(800), &id("b")), MemberState::Dead, "lapsed");
+        table.handle_registry(t0 + ms(900), registry("b", None, 0));
+        table.handle_heartbeat(t0 + ms(900), addr(), hb("b", 3));
+        assert_eq!(table.state(t0 + ms(900), &id("b")), MemberState::Dead);
+    }
+
+    #[test]
+    fn an_old_incarnation_or_a_fenced_node_does_not_count() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("a"), Timing::default());
+        table.handle_registry(t0, registry("b", Some(4), 3000));
+        table.handle_heartbeat(t0, addr(), hb("b", 3));
+        assert_eq!(table.state(t0, &id("b")), MemberState::Dead, "epoch 3 != lease 4");
+        let mut fenced = hb("b", 4);
+        fenced.fenced = true;
+        table.handle_heartbeat(t0, addr(), fenced);
+        assert_eq!(table.state(t0, &id("b")), MemberState::Dead);
+        table.handle_heartbeat(t0, addr(), hb("b", 4));
+        assert_eq!(table.state(t0, &id("b")), MemberState::Live);
+    }
+
+    #[test]
+    fn views_report_ages_and_sessions() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("a"), Timing::default());
+        table.handle_registry(t0, registry("b", Some(3), 2600));
+        table.handle_heartbeat(t0, addr(), hb("b", 3));
+        table.handle_heartbeat(t0, addr(), hb("a", 1));
+        table.handle_sessions(&[id("b"), id("c")].into_iter().collect());
+        let views = table.peers(t0 + ms(100));
+        assert_eq!(views.len(), 2, "self is not a peer; c came from a session");
+        let b = &views[0];
+        assert_eq!(b.lease_age, Some(ms(500)));
+        assert_eq!(b.heartbeat_age, Some(ms(100)));
+        assert!(b.connected);
+        assert_eq!(views[1].state, MemberState::Dead);
+        assert_eq!(table.addrs(), vec![addr()]);
+    }
+}
