@@ -132,11 +132,17 @@ mod tests {
             renew_every: Duration::from_secs(3),
             ..Timing::default()
         };
-        assert!(matches!(slow.validate(), Err(TimingError::RenewTooSlow { .. })));
+        assert!(matches!(
+            slow.validate(),
+            Err(TimingError::RenewTooSlow { .. })
+        ));
         let inverted = Timing {
             suspect_after: Duration::from_secs(5),
             ..Timing::default()
         };
-        assert!(matches!(inverted.validate(), Err(TimingError::DetectorOrder { .. })));
+        assert!(matches!(
+            inverted.validate(),
+            Err(TimingError::DetectorOrder { .. })
+        ));
     }
 }

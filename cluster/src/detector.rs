@@ -242,7 +242,11 @@ mod tests {
         let t0 = Instant::now();
         let mut table = MemberTable::new(id("a"), Timing::default());
         table.handle_registry(t0, registry("b", Some(3), 3000));
-        assert_eq!(table.state(t0, &id("b")), MemberState::Dead, "no heartbeat yet");
+        assert_eq!(
+            table.state(t0, &id("b")),
+            MemberState::Dead,
+            "no heartbeat yet"
+        );
         table.handle_heartbeat(t0, addr(), hb("b", 3));
         assert_eq!(table.state(t0, &id("b")), MemberState::Live);
         // The lease is refreshed by later reads; the heartbeats stop.
@@ -259,7 +263,11 @@ mod tests {
         table.handle_registry(t0, registry("b", Some(3), 800));
         table.handle_heartbeat(t0, addr(), hb("b", 3));
         assert_eq!(table.state(t0 + ms(799), &id("b")), MemberState::Live);
-        assert_eq!(table.state(t0 + ms(800), &id("b")), MemberState::Dead, "lapsed");
+        assert_eq!(
+            table.state(t0 + ms(800), &id("b")),
+            MemberState::Dead,
+            "lapsed"
+        );
         table.handle_registry(t0 + ms(900), registry("b", None, 0));
         table.handle_heartbeat(t0 + ms(900), addr(), hb("b", 3));
         assert_eq!(table.state(t0 + ms(900), &id("b")), MemberState::Dead);
@@ -271,7 +279,11 @@ mod tests {
         let mut table = MemberTable::new(id("a"), Timing::default());
         table.handle_registry(t0, registry("b", Some(4), 3000));
         table.handle_heartbeat(t0, addr(), hb("b", 3));
-        assert_eq!(table.state(t0, &id("b")), MemberState::Dead, "epoch 3 != lease 4");
+        assert_eq!(
+            table.state(t0, &id("b")),
+            MemberState::Dead,
+            "epoch 3 != lease 4"
+        );
         let mut fenced = hb("b", 4);
         fenced.fenced = true;
         table.handle_heartbeat(t0, addr(), fenced);

@@ -120,8 +120,14 @@ mod tests {
         ] {
             assert_eq!(Heartbeat::decode(bad), Err(HeartbeatError::NotAHeartbeat));
         }
-        assert_eq!(Heartbeat::decode(b"SMHB1 n1 x L"), Err(HeartbeatError::BadEpoch));
-        assert_eq!(Heartbeat::decode(b"SMHB1 n1 1 Q"), Err(HeartbeatError::BadFlag));
+        assert_eq!(
+            Heartbeat::decode(b"SMHB1 n1 x L"),
+            Err(HeartbeatError::BadEpoch)
+        );
+        assert_eq!(
+            Heartbeat::decode(b"SMHB1 n1 1 Q"),
+            Err(HeartbeatError::BadFlag)
+        );
         assert!(matches!(
             Heartbeat::decode(b"SMHB1 n@1 1 L"),
             Err(HeartbeatError::BadNode(_))

@@ -54,7 +54,13 @@ impl NodeId {
             .ip()
             .to_string()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Self(format!("n-{ip}-{}", addr.port()))
     }
@@ -91,7 +97,10 @@ mod tests {
 
     #[test]
     fn ids_are_validated() {
-        assert_eq!(NodeId::new("a-1.b_c:2").map(|n| n.to_string()), Ok("a-1.b_c:2".to_owned()));
+        assert_eq!(
+            NodeId::new("a-1.b_c:2").map(|n| n.to_string()),
+            Ok("a-1.b_c:2".to_owned())
+        );
         assert_eq!(NodeId::new(""), Err(NodeIdError::Empty));
         assert_eq!(NodeId::new("a b"), Err(NodeIdError::BadChar(' ')));
         assert_eq!(NodeId::new("a@b"), Err(NodeIdError::BadChar('@')));

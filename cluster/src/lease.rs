@@ -121,7 +121,11 @@ impl Lease {
     /// Applies Redis's reply to the request sent at `sent_at`, received at `now`.
     pub fn handle_reply(&mut self, sent_at: Instant, now: Instant, reply: LeaseReply) {
         self.in_flight = false;
-        let valid_until = sent_at + self.timing.lease_ttl.saturating_sub(self.timing.lease_margin);
+        let valid_until = sent_at
+            + self
+                .timing
+                .lease_ttl
+                .saturating_sub(self.timing.lease_margin);
         match (self.state, reply) {
             (_, LeaseReply::Acquired(epoch)) => {
                 self.state = State::Held { epoch, valid_until };
@@ -277,7 +281,10 @@ mod tests {
         lease.handle_reply(t1, t1 + ms(1), LeaseReply::Lost);
         assert!(lease.is_fenced(t1 + ms(1)));
         assert_eq!(lease.poll_request(t1 + ms(999)), None);
-        assert_eq!(lease.poll_request(t1 + ms(1001)), Some(LeaseRequest::Acquire));
+        assert_eq!(
+            lease.poll_request(t1 + ms(1001)),
+            Some(LeaseRequest::Acquire)
+        );
     }
 
     #[test]
@@ -288,7 +295,10 @@ mod tests {
         assert_eq!(lease.poll_request(t0), Some(LeaseRequest::Acquire));
         lease.handle_error(t0 + ms(500));
         assert_eq!(lease.poll_timeout(), t0 + ms(750));
-        assert_eq!(lease.poll_request(t0 + ms(750)), Some(LeaseRequest::Acquire));
+        assert_eq!(
+            lease.poll_request(t0 + ms(750)),
+            Some(LeaseRequest::Acquire)
+        );
         assert_eq!(lease.status().times_fenced, 0);
     }
 }

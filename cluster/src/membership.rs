@@ -112,12 +112,13 @@ impl Membership {
         config.timing.validate()?;
         let timing = config.timing;
         let store = ClusterStore::new(&config.redis_url, &config.key_prefix, timing.redis_timeout)?;
-        let socket = UdpSocket::bind(config.listen)
-            .await
-            .map_err(|source| ClusterError::Heartbeat {
-                addr: config.listen,
-                source,
-            })?;
+        let socket =
+            UdpSocket::bind(config.listen)
+                .await
+                .map_err(|source| ClusterError::Heartbeat {
+                    addr: config.listen,
+                    source,
+                })?;
         let socket = Arc::new(socket);
         let mesh = Mesh::start(&config.node_id, config.listen, &config.cookie).await?;
         let mut routers = Vec::new();
@@ -126,12 +127,12 @@ impl Membership {
                 node: config.node_id.clone(),
                 service: service.to_owned(),
             };
-            let (router, _) = Actor::spawn(None, ServiceRouter, args)
-                .await
-                .map_err(|e| ClusterError::Router {
+            let (router, _) = Actor::spawn(None, ServiceRouter, args).await.map_err(|e| {
+                ClusterError::Router {
                     service,
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             routers.push(router);
         }
         let now = Instant::now();

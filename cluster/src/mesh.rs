@@ -63,12 +63,13 @@ impl Mesh {
             Some(NodeConnectionMode::Transitive),
         )
         .with_listen_addr(listen.ip());
-        let (server, _handle) = Actor::spawn(None, server, ())
-            .await
-            .map_err(|e| MeshError::Spawn {
-                addr: listen,
-                reason: e.to_string(),
-            })?;
+        let (server, _handle) =
+            Actor::spawn(None, server, ())
+                .await
+                .map_err(|e| MeshError::Spawn {
+                    addr: listen,
+                    reason: e.to_string(),
+                })?;
         Ok(Self { server })
     }
 

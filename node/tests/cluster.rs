@@ -1,0 +1,236 @@
+//! A real cluster: one `redis-server` and three `sipmesh` processes on 127.0.0.11–13 form a
+//! mesh, declare a SIGKILLed member dead within 3 s, take it back with a higher epoch after a
+//! restart, and fence a member frozen (SIGSTOP) past its lease until it re-acquires a new one.
+//! Everything is observed through each node's `GET /cluster`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sipmesh_test_support::{NodeOptions, RedisServer, SipmeshNode, Target, TestDir};
+
+/// The binary under test.
+const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+
+/// The failure detector's promise.
+const DETECTION_LIMIT: Duration = Duration::from_secs(3);
+
+/// A running cluster; everything is killed on drop.
+struct Cluster {
+    nodes: Vec<SipmeshNode>,
+    _dirs: Vec<TestDir>,
+    _redis: RedisServer,
+}
+
+impl Cluster {
+    /// Starts Redis and `n` nodes `node1..noden` on 127.0.0.11.. ; every node but the first
+    /// is seeded with the first only, so the full mesh has to be learned.
+    fn start(test: &str, n: u8) -> Self {
+        let redis = RedisServer::start();
+        let mut options: Vec<NodeOptions> = Vec::new();
+        for i in 0..n {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i));
+            let seeds = options
+                .first()
+                .and_then(NodeOptions::cluster_addr)
+                .into_iter()
+                .collect();
+            let mut o = NodeOptions::on(ip)
+                .with_admin()
+                .with_cluster(&format!("node{}", i + 1), seeds);
+            o.log_filter = "info,sipmesh_cluster=debug".to_owned();
+            o.extra_args.extend(["--redis".to_owned(), redis.url()]);
+            options.push(o);
+        }
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, o) in options.into_iter().enumerate() {
+            let dir = TestDir::new(&format!("{test}-node{}", i + 1))
+                .unwrap_or_else(|e| panic!("test dir: {e}"));
+            let node = SipmeshNode::start(SIPMESH.as_ref(), Target::Sipmesh, &dir, o)
+                .unwrap_or_else(|e| panic!("starting node{}: {e}", i + 1));
+            nodes.push(node);
+            dirs.push(dir);
+        }
+        Self {
+            nodes,
+            _dirs: dirs,
+            _redis: redis,
+        }
+    }
+
+    /// `GET /cluster` of node `i` (0-based); `None` while it does not answer.
+    fn view(&self, i: usize) -> Option<Value> {
+        let (code, body) = self.nodes[i].admin("GET", "/cluster").ok()?;
+        assert_eq!(code, 200, "GET /cluster: {body}");
+        Some(serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+    }
+
+    /// Polls every 50 ms until `ok` holds or `limit` passes; panics with every node's log.
+    fn wait(&self, what: &str, limit: Duration, mut ok: impl FnMut(&Self) -> bool) -> Duration {
+        let start = Instant::now();
+        while !ok(self) {
+            if start.elapsed() > limit {
+                let views: Vec<String> = (0..self.nodes.len())
+                    .map(|i| format!("node{}: {:?}", i + 1, self.view(i)))
+                    .collect();
+                let logs: Vec<String> = self.nodes.iter().map(SipmeshNode::log_tail).collect();
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n{}\n\n{}",
+                    views.join("\n"),
+                    logs.join("\n-----\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    }
+}
+
+/// The entry for member `id` in a view.
+fn member<'a>(view: &'a Value, id: &str) -> Option<&'a Value> {
+    view["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+fn state(view: &Value, id: &str) -> Option<String> {
+    member(view, id).and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+fn epoch(view: &Value, id: &str) -> Option<u64> {
+    member(view, id).and_then(|m| m["epoch"].as_u64())
+}
+
+/// Every node answers and sees all `ids` live; peers have a ractor_cluster session and their
+/// service routers are visible through the process groups.
+fn all_live(c: &Cluster, ids: &[&str]) -> bool {
+    (0..c.nodes.len()).all(|i| {
+        c.view(i).is_some_and(|v| {
+            ids.iter().all(|id| {
+                state(&v, id).as_deref() == Some("live")
+                    && member(&v, id)
+                        .is_some_and(|m| m["is_self"] == true || m["connected"] == true)
+            }) && v["live"].as_array().map(Vec::len) == Some(ids.len())
+                && v["routers"][0]["remote"].as_u64() == Some(ids.len() as u64 - 1)
+        })
+    })
+}
+
+const IDS: [&str; 3] = ["node1", "node2", "node3"];
+
+#[test]
+fn three_nodes_mesh_detect_a_kill_and_take_the_node_back() {
+    let mut c = Cluster::start("cluster-kill", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let old = c.view(0).and_then(|v| epoch(&v, "node3")).expect("epoch");
+
+    c.nodes[2].kill();
+    let detected = c.wait("node3 declared dead", Duration::from_secs(5), |c| {
+        (0..2).all(|i| {
+            c.view(i)
+                .is_some_and(|v| state(&v, "node3").as_deref() == Some("dead"))
+        })
+    });
+    assert!(
+        detected < DETECTION_LIMIT,
+        "SIGKILLed node declared dead after {detected:?}"
+    );
+    let live = c.view(0).expect("view")["live"].clone();
+    assert_eq!(live, serde_json::json!(["node1", "node2"]));
+
+    c.nodes[2]
+        .restart()
+        .unwrap_or_else(|e| panic!("restarting node3: {e}"));
+    c.wait("node3 back in the mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    for i in 0..3 {
+        let new = c.view(i).and_then(|v| epoch(&v, "node3")).expect("epoch");
+        assert!(
+            new > old,
+            "node{}: epoch {new} after restart, was {old}",
+            i + 1
+        );
+    }
+
+    // The CLI prints the same view as a table.
+    let admin = format!(
+        "{}:{}",
+        c.nodes[0].ip(),
+        c.nodes[0].options().admin_port.expect("admin port")
+    );
+    let out = Command::new(SIPMESH)
+        .args(["cluster", "status", "--admin", &admin])
+        .output()
+        .expect("running sipmesh cluster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("ID "), "{text}");
+    for id in IDS {
+        assert!(text.contains(id), "{id} missing from\n{text}");
+    }
+    assert_eq!(text.matches(" live ").count(), 3, "{text}");
+}
+
+#[test]
+fn a_frozen_node_fences_itself_and_rejoins_with_a_new_epoch() {
+    let c = Cluster::start("cluster-freeze", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let old = c.view(1).and_then(|v| epoch(&v, "node2")).expect("epoch");
+
+    c.nodes[1].freeze(true);
+    // Frozen past its lease: the others drop it, and Redis drops its lease.
+    c.wait("node2's lease gone", Duration::from_secs(6), |c| {
+        [0, 2].iter().all(|&i| {
+            c.view(i).is_some_and(|v| {
+                state(&v, "node2").as_deref() == Some("dead") && epoch(&v, "node2").is_none()
+            })
+        })
+    });
+    c.nodes[1].freeze(false);
+
+    // The first answer after the thaw: fenced, while the others still do not count it.
+    let thawed = c.view(1).expect("node2 answers after SIGCONT");
+    assert_eq!(
+        state(&thawed, "node2").as_deref(),
+        Some("fenced"),
+        "{thawed}"
+    );
+    assert_eq!(epoch(&thawed, "node2"), None, "{thawed}");
+    assert!(
+        thawed["live"]
+            .as_array()
+            .is_some_and(|l| !l.contains(&"node2".into()))
+    );
+    for i in [0, 2] {
+        let v = c.view(i).expect("view");
+        assert_ne!(state(&v, "node2").as_deref(), Some("live"), "{v}");
+    }
+
+    c.wait("node2 rejoined", Duration::from_secs(8), |c| {
+        all_live(c, &IDS)
+    });
+    for i in 0..3 {
+        let new = c.view(i).and_then(|v| epoch(&v, "node2")).expect("epoch");
+        assert!(
+            new > old,
+            "node{}: epoch {new} after the freeze, was {old}",
+            i + 1
+        );
+    }
+    let me = c.view(1).expect("view");
+    assert_eq!(
+        member(&me, "node2").expect("self")["times_fenced"],
+        1,
+        "{me}"
+    );
+}
