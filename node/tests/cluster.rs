@@ -21,7 +21,7 @@ const DETECTION_LIMIT: Duration = Duration::from_secs(3);
 struct Cluster {
     nodes: Vec<SipmeshNode>,
     _dirs: Vec<TestDir>,
-    _redis: RedisServer,
+    redis: RedisServer,
 }
 
 impl Cluster {
@@ -57,7 +57,7 @@ impl Cluster {
         Self {
             nodes,
             _dirs: dirs,
-            _redis: redis,
+            redis,
         }
     }
 
@@ -134,6 +134,7 @@ fn three_nodes_mesh_detect_a_kill_and_take_the_node_back() {
                 .is_some_and(|v| state(&v, "node3").as_deref() == Some("dead"))
         })
     });
+    eprintln!("measured: SIGKILLed node declared dead by both survivors after {detected:?}");
     assert!(
         detected < DETECTION_LIMIT,
         "SIGKILLed node declared dead after {detected:?}"
@@ -144,9 +145,10 @@ fn three_nodes_mesh_detect_a_kill_and_take_the_node_back() {
     c.nodes[2]
         .restart()
         .unwrap_or_else(|e| panic!("restarting node3: {e}"));
-    c.wait("node3 back in the mesh", Duration::from_secs(10), |c| {
+    let rejoined = c.wait("node3 back in the mesh", Duration::from_secs(10), |c| {
         all_live(c, &IDS)
     });
+    eprintln!("measured: restarted node live on every member {rejoined:?} after it answered");
     for i in 0..3 {
         let new = c.view(i).and_then(|v| epoch(&v, "node3")).expect("epoch");
         assert!(
@@ -197,9 +199,14 @@ fn a_frozen_node_fences_itself_and_rejoins_with_a_new_epoch() {
         })
     });
     c.nodes[1].freeze(false);
+    let thaw = Instant::now();
 
     // The first answer after the thaw: fenced, while the others still do not count it.
     let thawed = c.view(1).expect("node2 answers after SIGCONT");
+    eprintln!(
+        "measured: first admin answer {:?} after SIGCONT",
+        thaw.elapsed()
+    );
     assert_eq!(
         state(&thawed, "node2").as_deref(),
         Some("fenced"),
@@ -216,9 +223,13 @@ fn a_frozen_node_fences_itself_and_rejoins_with_a_new_epoch() {
         assert_ne!(state(&v, "node2").as_deref(), Some("live"), "{v}");
     }
 
-    c.wait("node2 rejoined", Duration::from_secs(8), |c| {
+    let rejoined = c.wait("node2 rejoined", Duration::from_secs(8), |c| {
         all_live(c, &IDS)
     });
+    eprintln!(
+        "measured: thawed node live again on every member {:?} after SIGCONT",
+        thaw.elapsed().max(rejoined)
+    );
     for i in 0..3 {
         let new = c.view(i).and_then(|v| epoch(&v, "node2")).expect("epoch");
         assert!(
@@ -233,4 +244,38 @@ fn a_frozen_node_fences_itself_and_rejoins_with_a_new_epoch() {
         1,
         "{me}"
     );
+}
+
+#[test]
+fn losing_redis_fences_every_node_and_they_come_back_with_new_epochs() {
+    let c = Cluster::start("cluster-redis-freeze", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let old: Vec<u64> = IDS
+        .iter()
+        .map(|id| c.view(0).and_then(|v| epoch(&v, id)).expect("epoch"))
+        .collect();
+
+    c.redis.freeze(true);
+    let fenced = c.wait("every node fenced", Duration::from_secs(5), |c| {
+        (0..3).all(|i| {
+            c.view(i).is_some_and(|v| {
+                state(&v, IDS[i]).as_deref() == Some("fenced")
+                    && v["live"].as_array().is_some_and(Vec::is_empty)
+            })
+        })
+    });
+    eprintln!("measured: Redis frozen -> all three nodes fenced after {fenced:?}");
+    assert!(fenced < DETECTION_LIMIT, "fenced after {fenced:?}");
+
+    c.redis.freeze(false);
+    let back = c.wait("the mesh back", Duration::from_secs(8), |c| {
+        all_live(c, &IDS)
+    });
+    eprintln!("measured: Redis thawed -> full live mesh after {back:?}");
+    for (id, old) in IDS.iter().zip(old) {
+        let new = c.view(0).and_then(|v| epoch(&v, id)).expect("epoch");
+        assert!(new > old, "{id}: epoch {new} after the outage, was {old}");
+    }
 }
