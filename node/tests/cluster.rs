@@ -9,10 +9,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sipmesh_test_support::{NodeOptions, RedisServer, SipmeshNode, Target, TestDir};
+use sipmesh_test_support::{
+    NodeOptions, RawMessage, RawRequest, RedisServer, SipmeshNode, Target, TestDir, UdpPeer,
+    ViaTransport,
+};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+
+/// The SIP domain every member serves.
+const DOMAIN: &str = "cluster.example.com";
 
 /// The failure detector's promise.
 const DETECTION_LIMIT: Duration = Duration::from_secs(3);
@@ -41,6 +47,7 @@ impl Cluster {
                 .with_admin()
                 .with_cluster(&format!("node{}", i + 1), seeds);
             o.log_filter = "info,sipmesh_cluster=debug".to_owned();
+            o.domains.push(DOMAIN.to_owned());
             o.extra_args.extend(["--redis".to_owned(), redis.url()]);
             options.push(o);
         }
@@ -277,5 +284,76 @@ fn losing_redis_fences_every_node_and_they_come_back_with_new_epochs() {
     for (id, old) in IDS.iter().zip(old) {
         let new = c.view(0).and_then(|v| epoch(&v, id)).expect("epoch");
         assert!(new > old, "{id}: epoch {new} after the outage, was {old}");
+    }
+}
+
+/// Any node serves any request, the serve-from-Redis way: bob registers at node1, and a MESSAGE
+/// entering at each of the three nodes reaches his binding (every node reads the shared
+/// location store). The owner of bob's AOR is whichever member placement says; no node needs
+/// to be it for this path.
+#[test]
+fn a_registration_at_one_node_serves_requests_entering_at_every_node() {
+    let c = Cluster::start("cluster-any-node", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let bob = UdpPeer::bind(c.nodes[0].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let contact = bob.local_addr();
+    let register = RawRequest::new(
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        ViaTransport::Udp,
+        contact,
+    )
+    .set("To", format!("<sip:bob@{DOMAIN}>"))
+    .set("From", format!("<sip:bob@{DOMAIN}>;tag=r1"))
+    .set("Call-ID", format!("cluster-bob@{}", contact.ip()))
+    .set("CSeq", "1 REGISTER")
+    .header("Contact", format!("<sip:bob@{contact}>"))
+    .header("Expires", "600");
+    let ok = bob
+        .request(c.nodes[0].udp_addr(), &register, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}"
+    );
+
+    for (i, node) in c.nodes.iter().enumerate() {
+        let alice = UdpPeer::bind(node.ip()).unwrap_or_else(|e| panic!("{e}"));
+        let text = format!("hello via node{}", i + 1);
+        let message = RawRequest::new(
+            "MESSAGE",
+            &format!("sip:bob@{DOMAIN}"),
+            ViaTransport::Udp,
+            alice.local_addr(),
+        )
+        .body("text/plain", text.as_str());
+        let sent = Instant::now();
+        alice
+            .send(node.udp_addr(), &message.to_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Some((delivered, from)) = bob.recv_from(Duration::from_secs(3)) else {
+            panic!(
+                "the MESSAGE via node{} never reached bob\n{}",
+                i + 1,
+                node.log_tail()
+            );
+        };
+        assert_eq!(delivered.body(), text.as_bytes());
+        bob.send(from, &delivered.reply(200, "OK"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = alice.recv_final(Duration::from_secs(3));
+        assert_eq!(
+            answer.as_ref().and_then(RawMessage::status),
+            Some(200),
+            "{answer:?}"
+        );
+        eprintln!(
+            "measured: MESSAGE via node{} answered in {:?} (served from Redis)",
+            i + 1,
+            sent.elapsed()
+        );
     }
 }
