@@ -32,7 +32,7 @@ use crate::id::{Epoch, NodeId};
 use crate::lease::{Lease, LeaseStatus};
 use crate::mesh::{Backoff, Mesh, MeshError, Sessions};
 use crate::placement;
-use crate::router::{RouterArgs, ServiceRouter, router_count};
+use crate::router::{RouterArgs, RouterPing, ServiceRouter, ping_remote_routers, router_count};
 use crate::store::{ClusterStore, StoreError};
 use crate::view::{ClusterView, MemberView, RouterCount};
 
@@ -94,7 +94,18 @@ pub struct Membership {
     addr: SocketAddr,
     lease: watch::Receiver<LeaseStatus>,
     peers: watch::Receiver<PeerSnapshot>,
+    store: ClusterStore,
     tasks: Arc<Tasks>,
+}
+
+/// Round trips from this node: to every peer's registrar router over ractor_cluster, and to
+/// Redis. The two costs that "forward to the owner" and "serve from Redis" trade.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PingReport {
+    /// `Whoami` calls to each remote registrar router.
+    pub routers: Vec<RouterPing>,
+    /// Median `PING` round trip to Redis, microseconds (`None` when Redis did not answer).
+    pub redis_median_us: Option<u64>,
 }
 
 /// The tasks and actors to stop on shutdown.
@@ -161,7 +172,11 @@ impl Membership {
                 targets_rx.clone(),
             )),
             tokio::spawn(heartbeat_in_task(socket, input_tx.clone())),
-            tokio::spawn(registry_task(store, timing.poll_every, input_tx.clone())),
+            tokio::spawn(registry_task(
+                store.clone(),
+                timing.poll_every,
+                input_tx.clone(),
+            )),
             tokio::spawn(mesh_task(
                 mesh.clone(),
                 config.listen,
@@ -183,6 +198,7 @@ impl Membership {
             addr: config.listen,
             lease: lease_rx,
             peers: peers_rx,
+            store,
             tasks: Arc::new(Tasks {
                 handles,
                 mesh,
@@ -294,6 +310,24 @@ impl Membership {
             live: self.live_members(),
             members,
             routers,
+        }
+    }
+
+    /// Measures `rounds` sequential round trips to every peer's registrar router and to Redis.
+    pub async fn ping(&self, rounds: usize) -> PingReport {
+        let routers = ping_remote_routers(SERVICES[0], rounds, Duration::from_millis(500)).await;
+        let mut redis = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            if let Ok(rtt) = self.store.ping().await {
+                redis.push(rtt);
+            }
+        }
+        redis.sort();
+        PingReport {
+            routers,
+            redis_median_us: redis
+                .get(redis.len() / 2)
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         }
     }
 

@@ -7,6 +7,9 @@
 //! synchronises the groups across sessions, so a node sees its peers' routers as remote actors.
 //! Request forwarding through them is the next part of the cluster work.
 
+use std::time::{Duration, Instant};
+
+use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
@@ -66,6 +69,59 @@ impl Actor for ServiceRouter {
         }
         Ok(())
     }
+}
+
+/// The round trip of a `Whoami` call to one remote router.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RouterPing {
+    /// The node the router says it runs on (`None` when it did not answer).
+    pub node: Option<String>,
+    /// Median round trip in microseconds over the answered calls.
+    pub median_us: Option<u64>,
+    /// Slowest answered round trip in microseconds.
+    pub max_us: Option<u64>,
+    /// Calls that failed or timed out.
+    pub failed: usize,
+}
+
+/// Calls `Whoami` `rounds` times on every remote router of `service`, one after another: the
+/// cost of one node-to-node request over ractor_cluster (serialisation, TCP, reply), which is
+/// what forwarding a request to its owner adds.
+pub async fn ping_remote_routers(
+    service: &str,
+    rounds: usize,
+    timeout: Duration,
+) -> Vec<RouterPing> {
+    let mut out = Vec::new();
+    for cell in ractor::pg::get_members(&group_name(service)) {
+        if cell.get_id().is_local() {
+            continue;
+        }
+        let router: ActorRef<RouterMsg> = cell.into();
+        let mut rtts = Vec::with_capacity(rounds);
+        let mut node = None;
+        let mut failed = 0;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            match router.call(RouterMsg::Whoami, Some(timeout)).await {
+                Ok(CallResult::Success(name)) => {
+                    rtts.push(start.elapsed());
+                    node = Some(name);
+                }
+                _ => failed += 1,
+            }
+        }
+        rtts.sort();
+        let us = |d: &Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        out.push(RouterPing {
+            node,
+            median_us: rtts.get(rtts.len() / 2).map(us),
+            max_us: rtts.last().map(us),
+            failed,
+        });
+    }
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out
 }
 
 /// How many routers of `service` this node knows: its own plus its peers' (remote).

@@ -136,6 +136,16 @@ impl ClusterStore {
         flat.chunks(4).map(parse_entry).collect()
     }
 
+    /// One `PING` round trip.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let mut conn = self.conn.clone();
+        let start = std::time::Instant::now();
+        let _: String = self
+            .bounded(async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        Ok(start.elapsed())
+    }
+
     /// Writes `value` to `key` only if `epoch` is `node`'s current lease epoch: the Redis-side
     /// fencing check, as store scripts use it.
     pub async fn fenced_set(

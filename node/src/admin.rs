@@ -3,6 +3,8 @@
 //! - `GET /status`: the engine's status as JSON (listeners, connections, store sizes).
 //! - `GET /cluster`: the cluster members as this node sees them (id, address, state, epoch,
 //!   lease and heartbeat ages); 404 on a node that is not clustered.
+//! - `GET /cluster/ping`: round trips to every peer's registrar router (over ractor_cluster)
+//!   and to Redis, medians of 50 sequential calls.
 //! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
 //!   test can watch its supervisor restart it. Only with `--test-hooks`; otherwise 404.
 //!
@@ -21,6 +23,9 @@ use sipmesh_cluster::Membership;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
+
+/// Sequential calls per target of `GET /cluster/ping`.
+const PING_ROUNDS: usize = 50;
 
 /// Longest time a client gets to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,6 +147,10 @@ async fn route(
             Some(membership) => json(&membership.view()),
             None => Reply::text(404, "Not Found", "this node is not clustered\n"),
         },
+        ("GET", "/cluster/ping") => match cluster {
+            Some(membership) => json(&membership.ping(PING_ROUNDS).await),
+            None => Reply::text(404, "Not Found", "this node is not clustered\n"),
+        },
         ("POST", p) if p.starts_with("/test/") => {
             if !test_hooks {
                 return Reply::text(
@@ -152,7 +161,9 @@ async fn route(
             }
             panic_hook(p, admin).await
         }
-        (_, "/status" | "/cluster") => Reply::text(405, "Method Not Allowed", "GET only\n"),
+        (_, "/status" | "/cluster" | "/cluster/ping") => {
+            Reply::text(405, "Method Not Allowed", "GET only\n")
+        }
         _ => Reply::text(404, "Not Found", "unknown path\n"),
     }
 }

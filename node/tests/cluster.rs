@@ -356,4 +356,18 @@ fn a_registration_at_one_node_serves_requests_entering_at_every_node() {
             sent.elapsed()
         );
     }
+
+    // What forwarding to an owner would add: a node-to-node call over ractor_cluster, next to
+    // a Redis round trip.
+    let (code, body) = c.nodes[0]
+        .admin("GET", "/cluster/ping")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 200, "{body}");
+    let ping: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let routers = ping["routers"].as_array().expect("routers");
+    let names: Vec<&str> = routers.iter().filter_map(|r| r["node"].as_str()).collect();
+    assert_eq!(names, ["node2", "node3"], "{body}");
+    assert!(routers.iter().all(|r| r["failed"] == 0), "{body}");
+    assert!(ping["redis_median_us"].as_u64().is_some(), "{body}");
+    eprintln!("measured: /cluster/ping from node1: {body}");
 }
