@@ -11,6 +11,11 @@
 //!
 //! A heartbeat whose epoch is not the lease's epoch (an old incarnation still talking, or a
 //! node that says it is fenced) does not count.
+//!
+//! The table also tells whether this node is **isolated** ([`MemberTable::is_isolated`]): cut
+//! off from the majority of the leased members while still reaching Redis. Such a node fences
+//! itself too, so that a node partitioned from its peers (but not from Redis) does not keep
+//! owning keys that the majority has already moved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -99,6 +104,8 @@ pub struct MemberTable {
     me: NodeId,
     timing: Timing,
     peers: BTreeMap<NodeId, Peer>,
+    /// The registry has been read at least once.
+    registry_read: bool,
 }
 
 impl MemberTable {
@@ -108,6 +115,7 @@ impl MemberTable {
             me,
             timing,
             peers: BTreeMap::new(),
+            registry_read: false,
         }
     }
 
@@ -123,6 +131,7 @@ impl MemberTable {
 
     /// The registry was read at `now`: every registered member with its lease.
     pub fn handle_registry(&mut self, now: Instant, entries: Vec<RegistryEntry>) {
+        self.registry_read = true;
         for entry in entries {
             if entry.node == self.me {
                 continue;
@@ -158,22 +167,57 @@ impl MemberTable {
     }
 
     fn peer_state(&self, now: Instant, peer: &Peer) -> MemberState {
-        let Some(lease) = peer.lease.filter(|l| now < l.expires) else {
-            return MemberState::Dead;
-        };
-        let Some((at, hb)) = &peer.heartbeat else {
-            return MemberState::Dead;
-        };
-        if hb.fenced || hb.epoch != Some(lease.epoch) {
-            return MemberState::Dead;
+        match self.silence(now, peer) {
+            Some((silence, false)) if silence < self.timing.suspect_after => MemberState::Live,
+            Some((_, false)) => MemberState::Suspect,
+            Some((_, true)) | None => MemberState::Dead,
+        }
+    }
+
+    /// Time since the last heartbeat of a reachable peer (valid lease, heartbeat with that
+    /// lease's epoch, under [`Timing::dead_after`] old) and whether it says it is fenced;
+    /// `None` when the peer is not reachable.
+    fn silence(&self, now: Instant, peer: &Peer) -> Option<(Duration, bool)> {
+        let lease = peer.lease.filter(|l| now < l.expires)?;
+        let (at, hb) = peer.heartbeat.as_ref()?;
+        if hb.epoch != Some(lease.epoch) {
+            return None;
         }
         let silence = now.saturating_duration_since(*at);
-        if silence >= self.timing.dead_after {
-            MemberState::Dead
-        } else if silence >= self.timing.suspect_after {
-            MemberState::Suspect
-        } else {
-            MemberState::Live
+        (silence < self.timing.dead_after).then_some((silence, hb.fenced))
+    }
+
+    /// Whether this node is cut off from the majority of the leased members at `now`, and so
+    /// must not act as an owner even with a valid lease of its own.
+    ///
+    /// The electorate is this node plus every peer holding a lease; this node's side is itself
+    /// plus the peers it hears (fenced or not: a peer fenced for the same reason still proves
+    /// the link works, and counting it avoids two starting nodes waiting for each other). A
+    /// side with at most half the electorate is isolated, except that an exact half containing
+    /// the lowest id wins the tie, so a two-node cluster split in two keeps one owner. Before
+    /// the first registry read the electorate is unknown, and the node counts as isolated.
+    pub fn is_isolated(&self, now: Instant) -> bool {
+        if !self.registry_read {
+            return true;
+        }
+        let mut electorate = 1;
+        let mut side = 1;
+        let mut lowest_on_our_side = true;
+        for (id, peer) in &self.peers {
+            if !peer.lease.is_some_and(|l| now < l.expires) {
+                continue;
+            }
+            electorate += 1;
+            if self.silence(now, peer).is_some() {
+                side += 1;
+            } else if *id < self.me {
+                lowest_on_our_side = false;
+            }
+        }
+        match (2 * side).cmp(&electorate) {
+            std::cmp::Ordering::Greater => false,
+            std::cmp::Ordering::Equal => !lowest_on_our_side,
+            std::cmp::Ordering::Less => true,
         }
     }
 
@@ -290,6 +334,89 @@ mod tests {
         assert_eq!(table.state(t0, &id("b")), MemberState::Dead);
         table.handle_heartbeat(t0, addr(), hb("b", 4));
         assert_eq!(table.state(t0, &id("b")), MemberState::Live);
+    }
+
+    fn entry(node: &str, epoch: u64) -> RegistryEntry {
+        RegistryEntry {
+            node: id(node),
+            addr: addr(),
+            lease: Some((Epoch(epoch), ms(3000))),
+        }
+    }
+
+    #[test]
+    fn a_node_cut_off_from_the_majority_is_isolated() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("b"), Timing::default());
+        assert!(
+            table.is_isolated(t0),
+            "electorate unknown before the registry"
+        );
+        table.handle_registry(t0, vec![entry("a", 1), entry("b", 1), entry("c", 1)]);
+        assert!(table.is_isolated(t0), "1 of 3");
+        table.handle_heartbeat(t0, addr(), hb("c", 1));
+        assert!(!table.is_isolated(t0), "2 of 3");
+        table.handle_heartbeat(t0, addr(), hb("a", 1));
+        assert!(!table.is_isolated(t0 + ms(2000)));
+        // Both peers go silent; their leases still hold (they reach Redis, we do not hear them).
+        assert!(table.is_isolated(t0 + ms(2200)));
+    }
+
+    #[test]
+    fn a_fenced_peer_still_counts_for_the_quorum() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("b"), Timing::default());
+        table.handle_registry(t0, vec![entry("a", 1), entry("c", 1)]);
+        let mut fenced = hb("c", 1);
+        fenced.fenced = true;
+        table.handle_heartbeat(t0, addr(), fenced);
+        assert!(
+            !table.is_isolated(t0),
+            "two starting nodes must not wait for each other"
+        );
+        assert_eq!(
+            table.state(t0, &id("c")),
+            MemberState::Dead,
+            "but it is not placeable"
+        );
+    }
+
+    #[test]
+    fn dead_peers_leave_the_electorate_when_their_leases_lapse() {
+        let t0 = Instant::now();
+        let mut table = MemberTable::new(id("c"), Timing::default());
+        table.handle_registry(t0, vec![entry("a", 1), entry("b", 1)]);
+        assert!(table.is_isolated(t0), "1 of 3 while the dead leases hold");
+        table.handle_registry(
+            t0 + ms(3000),
+            vec![
+                RegistryEntry {
+                    node: id("a"),
+                    addr: addr(),
+                    lease: None,
+                },
+                RegistryEntry {
+                    node: id("b"),
+                    addr: addr(),
+                    lease: None,
+                },
+            ],
+        );
+        assert!(
+            !table.is_isolated(t0 + ms(3000)),
+            "alone is a majority of one"
+        );
+    }
+
+    #[test]
+    fn an_even_split_goes_to_the_side_with_the_lowest_id() {
+        let t0 = Instant::now();
+        let mut low = MemberTable::new(id("a"), Timing::default());
+        low.handle_registry(t0, vec![entry("b", 1)]);
+        assert!(!low.is_isolated(t0));
+        let mut high = MemberTable::new(id("b"), Timing::default());
+        high.handle_registry(t0, vec![entry("a", 1)]);
+        assert!(high.is_isolated(t0));
     }
 
     #[test]

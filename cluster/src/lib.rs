@@ -13,6 +13,8 @@
 //!   second; the lease holds an epoch from `INCR P epoch:<id>`. A node whose lease lapsed
 //!   (Redis unreachable, process frozen) is fenced at once, waits a hold-off, and returns with a
 //!   new epoch. Owner writes carry the epoch and [`store::CHECK_EPOCH_LUA`] refuses stale ones.
+//!   A node that hears fewer than a majority of the leased members (cut off from its peers but
+//!   not from Redis, or just started) is fenced too (`FenceReason::Isolated`).
 //! - **Placement** ([`placement`]): rendezvous hashing over the live set.
 //! - **Routers** ([`router`]): one actor per service per node in process group
 //!   `sipmesh.<service>`.
@@ -43,4 +45,4 @@ pub use config::{ClusterConfig, Timing};
 pub use detector::MemberState;
 pub use id::{Epoch, NodeId};
 pub use membership::{ClusterError, Membership};
-pub use view::{ClusterView, MemberView};
+pub use view::{ClusterView, FenceReason, MemberView};

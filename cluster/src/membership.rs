@@ -11,7 +11,11 @@
 //! - **mesh** also redials seeds and members without a ractor_cluster session.
 //!
 //! Fencing is evaluated against the clock at the moment of the question, not by a task: a
-//! process that was frozen past its lease is fenced the instant it runs again.
+//! process that was frozen past its lease is fenced the instant it runs again. A node is also
+//! fenced while it is cut off from the majority of the leased members
+//! ([`MemberTable::is_isolated`]), which includes its first moments, until it has read the
+//! registry and heard from a majority: a joining node does not claim keys before it knows who
+//! else is there.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -34,7 +38,7 @@ use crate::mesh::{Backoff, Mesh, MeshError, Sessions};
 use crate::placement;
 use crate::router::{RouterArgs, RouterPing, ServiceRouter, ping_remote_routers, router_count};
 use crate::store::{ClusterStore, StoreError};
-use crate::view::{ClusterView, MemberView, RouterCount};
+use crate::view::{ClusterView, FenceReason, MemberView, RouterCount};
 
 /// Services that get a router in their process group on every node.
 pub const SERVICES: [&str; 2] = ["registrar", "dialog"];
@@ -85,6 +89,8 @@ enum DetectorInput {
 struct PeerSnapshot {
     at: Instant,
     peers: Vec<PeerView>,
+    /// This node is cut off from the majority ([`MemberTable::is_isolated`]).
+    isolated: bool,
 }
 
 /// The cluster layer of a running node. Cheap to clone.
@@ -95,6 +101,8 @@ pub struct Membership {
     lease: watch::Receiver<LeaseStatus>,
     peers: watch::Receiver<PeerSnapshot>,
     store: ClusterStore,
+    /// Test hook: drop every heartbeat in and out.
+    muted: watch::Sender<bool>,
     tasks: Arc<Tasks>,
 }
 
@@ -151,9 +159,11 @@ impl Membership {
         let (peers_tx, peers_rx) = watch::channel(PeerSnapshot {
             at: now,
             peers: Vec::new(),
+            isolated: true,
         });
         let (targets_tx, targets_rx) = watch::channel(config.seeds.clone());
         let (input_tx, input_rx) = mpsc::channel(1024);
+        let (muted, muted_rx) = watch::channel(false);
         let me = config.node_id.clone();
         let handles = vec![
             tokio::spawn(lease_task(
@@ -169,9 +179,11 @@ impl Membership {
                 config.listen,
                 timing.heartbeat_every,
                 lease_rx.clone(),
+                peers_rx.clone(),
                 targets_rx.clone(),
+                muted_rx.clone(),
             )),
-            tokio::spawn(heartbeat_in_task(socket, input_tx.clone())),
+            tokio::spawn(heartbeat_in_task(socket, input_tx.clone(), muted_rx)),
             tokio::spawn(registry_task(
                 store.clone(),
                 timing.poll_every,
@@ -199,6 +211,7 @@ impl Membership {
             lease: lease_rx,
             peers: peers_rx,
             store,
+            muted,
             tasks: Arc::new(Tasks {
                 handles,
                 mesh,
@@ -212,14 +225,27 @@ impl Membership {
         &self.me
     }
 
-    /// Whether this node must not act as an owner right now (no valid lease).
+    /// Whether this node must not act as an owner right now: no valid lease, or cut off from
+    /// the majority of the leased members.
     pub fn is_fenced(&self) -> bool {
-        self.owner_epoch().is_none()
+        self.fence_reason().is_some()
+    }
+
+    /// Why this node is fenced, or `None` when it may act as an owner.
+    pub fn fence_reason(&self) -> Option<FenceReason> {
+        if self.lease.borrow().owner_epoch(Instant::now()).is_none() {
+            Some(FenceReason::Lease)
+        } else if self.peers.borrow().isolated {
+            Some(FenceReason::Isolated)
+        } else {
+            None
+        }
     }
 
     /// The epoch to attach to owner writes, or `None` while fenced.
     pub fn owner_epoch(&self) -> Option<Epoch> {
-        self.lease.borrow().owner_epoch(Instant::now())
+        let epoch = self.lease.borrow().owner_epoch(Instant::now());
+        epoch.filter(|_| !self.peers.borrow().isolated)
     }
 
     /// A channel that changes whenever the lease is acquired, renewed or lost. Lapsing by the
@@ -262,15 +288,17 @@ impl Membership {
         let snapshot = self.peers.borrow().clone();
         let age = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let epoch = lease.owner_epoch(now);
+        let fenced_by = self.fence_reason();
         let mut members = vec![MemberView {
             id: self.me.clone(),
             addr: Some(self.addr),
             is_self: true,
-            state: if epoch.is_some() {
-                MemberState::Live
-            } else {
+            state: if fenced_by.is_some() {
                 MemberState::Fenced
+            } else {
+                MemberState::Live
             },
+            fenced_by,
             epoch,
             lease_age_ms: epoch
                 .and(lease.renewed_at)
@@ -291,6 +319,7 @@ impl Membership {
             lease_age_ms: p.lease_age.map(|d| age(d + lag)),
             heartbeat_age_ms: p.heartbeat_age.map(|d| age(d + lag)),
             connected: Some(p.connected),
+            fenced_by: None,
             times_fenced: None,
             owned_actors: None,
         }));
@@ -329,6 +358,13 @@ impl Membership {
                 .get(redis.len() / 2)
                 .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         }
+    }
+
+    /// Test hook: drop every heartbeat sent and received, as if this node were cut off from
+    /// its peers but not from Redis. It then fences itself as isolated and the others declare
+    /// it dead; `false` heals the partition.
+    pub fn set_partitioned(&self, partitioned: bool) {
+        self.muted.send_replace(partitioned);
     }
 
     /// Stops every task, the routers and the mesh.
@@ -393,17 +429,23 @@ async fn heartbeat_out_task(
     own: SocketAddr,
     every: Duration,
     lease: watch::Receiver<LeaseStatus>,
+    peers: watch::Receiver<PeerSnapshot>,
     targets: watch::Receiver<Vec<SocketAddr>>,
+    muted: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if *muted.borrow() {
+            continue;
+        }
+        // The lease epoch even while isolated: peers count us for their quorum by it.
         let epoch = lease.borrow().owner_epoch(Instant::now());
         let datagram = Heartbeat {
             node: me.clone(),
             epoch,
-            fenced: epoch.is_none(),
+            fenced: epoch.is_none() || peers.borrow().isolated,
         }
         .encode();
         let addrs: BTreeSet<SocketAddr> = targets.borrow().iter().copied().collect();
@@ -416,10 +458,15 @@ async fn heartbeat_out_task(
 }
 
 /// Receives heartbeats.
-async fn heartbeat_in_task(socket: Arc<UdpSocket>, tx: mpsc::Sender<DetectorInput>) {
+async fn heartbeat_in_task(
+    socket: Arc<UdpSocket>,
+    tx: mpsc::Sender<DetectorInput>,
+    muted: watch::Receiver<bool>,
+) {
     let mut buf = [0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf).await {
+            Ok(_) if *muted.borrow() => {}
             Ok((n, from)) => match Heartbeat::decode(buf.get(..n).unwrap_or_default()) {
                 Ok(hb) => {
                     if tx
@@ -507,6 +554,7 @@ async fn detector_task(
     let mut tick = tokio::time::interval(PUBLISH_EVERY);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_states: Vec<(NodeId, MemberState)> = Vec::new();
+    let mut was_isolated = true;
     loop {
         tokio::select! {
             input = rx.recv() => match input {
@@ -529,7 +577,16 @@ async fn detector_task(
                     }
                     last_states = states;
                 }
-                peers_tx.send_replace(PeerSnapshot { at: now, peers });
+                let isolated = table.is_isolated(now);
+                if isolated != was_isolated {
+                    if isolated {
+                        warn!("cut off from the majority of the members: fenced");
+                    } else {
+                        info!("in contact with a majority of the members");
+                    }
+                    was_isolated = isolated;
+                }
+                peers_tx.send_replace(PeerSnapshot { at: now, peers, isolated });
                 let mut targets = table.addrs();
                 targets.extend(&seeds);
                 targets.sort();

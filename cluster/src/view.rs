@@ -31,6 +31,8 @@ pub struct MemberView {
     pub is_self: bool,
     /// Live, suspect, dead or fenced.
     pub state: MemberState,
+    /// Why this node is fenced (this node only; `None` when it is not).
+    pub fenced_by: Option<FenceReason>,
     /// The epoch of its current lease.
     pub epoch: Option<Epoch>,
     /// Milliseconds since its lease was last renewed.
@@ -55,4 +57,14 @@ pub struct RouterCount {
     pub local: usize,
     /// Routers on peers, seen through ractor_cluster.
     pub remote: usize,
+}
+
+/// Why a node is fenced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceReason {
+    /// It holds no valid lease (never acquired, Redis unreachable, or it was frozen past it).
+    Lease,
+    /// It holds a lease but hears fewer than a majority of the leased members.
+    Isolated,
 }

@@ -7,6 +7,8 @@
 //!   and to Redis, medians of 50 sequential calls.
 //! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
 //!   test can watch its supervisor restart it. Only with `--test-hooks`; otherwise 404.
+//! - `POST /test/cluster/partition` and `/test/cluster/heal`: drop every cluster heartbeat in
+//!   and out (a partition from the peers, not from Redis), and stop doing so. `--test-hooks`.
 //!
 //! One request per connection (`Connection: close`), the request head bounded to 8 KiB and
 //! 5 seconds, no body read: enough for operators' `curl` and the tests, nothing to abuse.
@@ -159,7 +161,17 @@ async fn route(
                     "test hooks are off (start with --test-hooks)\n",
                 );
             }
-            panic_hook(p, admin).await
+            match (p, cluster) {
+                ("/test/cluster/partition", Some(m)) => {
+                    m.set_partitioned(true);
+                    Reply::text(200, "OK", "partitioned from the peers\n")
+                }
+                ("/test/cluster/heal", Some(m)) => {
+                    m.set_partitioned(false);
+                    Reply::text(200, "OK", "healed\n")
+                }
+                _ => panic_hook(p, admin).await,
+            }
         }
         (_, "/status" | "/cluster" | "/cluster/ping") => {
             Reply::text(405, "Method Not Allowed", "GET only\n")
