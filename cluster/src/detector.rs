@@ -204,7 +204,7 @@ impl MemberTable {
         let mut side = 1;
         let mut lowest_on_our_side = true;
         for (id, peer) in &self.peers {
-            if !peer.lease.is_some_and(|l| now < l.expires) {
+            if peer.lease.is_none_or(|l| now >= l.expires) {
                 continue;
             }
             electorate += 1;

@@ -173,16 +173,16 @@ impl Membership {
                 timing,
                 lease_tx,
             )),
-            tokio::spawn(heartbeat_out_task(
-                Arc::clone(&socket),
-                me.clone(),
-                config.listen,
-                timing.heartbeat_every,
-                lease_rx.clone(),
-                peers_rx.clone(),
-                targets_rx.clone(),
-                muted_rx.clone(),
-            )),
+            tokio::spawn(heartbeat_out_task(HeartbeatOut {
+                socket: Arc::clone(&socket),
+                me: me.clone(),
+                own: config.listen,
+                every: timing.heartbeat_every,
+                lease: lease_rx.clone(),
+                peers: peers_rx.clone(),
+                targets: targets_rx.clone(),
+                muted: muted_rx.clone(),
+            })),
             tokio::spawn(heartbeat_in_task(socket, input_tx.clone(), muted_rx)),
             tokio::spawn(registry_task(
                 store.clone(),
@@ -423,16 +423,37 @@ async fn lease_task(
 }
 
 /// Sends our heartbeat to every known member and seed.
-async fn heartbeat_out_task(
+/// What the heartbeat sender reads.
+struct HeartbeatOut {
+    /// The cluster UDP socket (shared with the receiver).
     socket: Arc<UdpSocket>,
+    /// Our id.
     me: NodeId,
+    /// Our cluster address (never a target).
     own: SocketAddr,
+    /// Interval.
     every: Duration,
+    /// Our lease.
     lease: watch::Receiver<LeaseStatus>,
+    /// The detector's snapshot (for isolation).
     peers: watch::Receiver<PeerSnapshot>,
+    /// Members and seeds to send to.
     targets: watch::Receiver<Vec<SocketAddr>>,
+    /// Test hook: send nothing.
     muted: watch::Receiver<bool>,
-) {
+}
+
+async fn heartbeat_out_task(out: HeartbeatOut) {
+    let HeartbeatOut {
+        socket,
+        me,
+        own,
+        every,
+        lease,
+        peers,
+        targets,
+        muted,
+    } = out;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
