@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ClusterConfig;
 use crate::detector::{MemberState, MemberTable, PeerView, RegistryEntry};
-use crate::heartbeat::{Heartbeat, MAX_DATAGRAM};
+use crate::heartbeat::{Heartbeat, HeartbeatKey, MAX_DATAGRAM};
 use crate::id::{Epoch, NodeId};
 use crate::lease::{Lease, LeaseStatus};
 use crate::mesh::{Backoff, Mesh, MeshError, Sessions};
@@ -164,6 +164,7 @@ impl Membership {
         let (targets_tx, targets_rx) = watch::channel(config.seeds.clone());
         let (input_tx, input_rx) = mpsc::channel(1024);
         let (muted, muted_rx) = watch::channel(false);
+        let key = HeartbeatKey::new(&config.cookie);
         let me = config.node_id.clone();
         let handles = vec![
             tokio::spawn(lease_task(
@@ -182,8 +183,9 @@ impl Membership {
                 peers: peers_rx.clone(),
                 targets: targets_rx.clone(),
                 muted: muted_rx.clone(),
+                key: key.clone(),
             })),
-            tokio::spawn(heartbeat_in_task(socket, input_tx.clone(), muted_rx)),
+            tokio::spawn(heartbeat_in_task(socket, input_tx.clone(), muted_rx, key)),
             tokio::spawn(registry_task(
                 store.clone(),
                 timing.poll_every,
@@ -441,6 +443,8 @@ struct HeartbeatOut {
     targets: watch::Receiver<Vec<SocketAddr>>,
     /// Test hook: send nothing.
     muted: watch::Receiver<bool>,
+    /// Authenticates the datagrams.
+    key: HeartbeatKey,
 }
 
 async fn heartbeat_out_task(out: HeartbeatOut) {
@@ -453,6 +457,7 @@ async fn heartbeat_out_task(out: HeartbeatOut) {
         peers,
         targets,
         muted,
+        key,
     } = out;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -468,7 +473,7 @@ async fn heartbeat_out_task(out: HeartbeatOut) {
             epoch,
             fenced: epoch.is_none() || peers.borrow().isolated,
         }
-        .encode();
+        .encode(&key);
         let addrs: BTreeSet<SocketAddr> = targets.borrow().iter().copied().collect();
         for addr in addrs.into_iter().filter(|a| *a != own) {
             if let Err(e) = socket.send_to(&datagram, addr).await {
@@ -483,12 +488,13 @@ async fn heartbeat_in_task(
     socket: Arc<UdpSocket>,
     tx: mpsc::Sender<DetectorInput>,
     muted: watch::Receiver<bool>,
+    key: HeartbeatKey,
 ) {
     let mut buf = [0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok(_) if *muted.borrow() => {}
-            Ok((n, from)) => match Heartbeat::decode(buf.get(..n).unwrap_or_default()) {
+            Ok((n, from)) => match Heartbeat::decode(buf.get(..n).unwrap_or_default(), &key) {
                 Ok(hb) => {
                     if tx
                         .send(DetectorInput::Heartbeat(Instant::now(), from, hb))
