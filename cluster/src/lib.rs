@@ -27,7 +27,7 @@
 //!
 //! `id` (NodeId, Epoch), `config` (ClusterConfig, Timing), `placement`, `lease`, `detector`,
 //! `heartbeat`, `store` (Redis keys and Lua), `mesh` (ractor_cluster), `router`, `view`
-//! (admin JSON), `membership` (tasks and the handle).
+//! (admin JSON), `membership` (the handle), `tasks` (the loops behind it).
 
 pub mod config;
 pub mod detector;
@@ -39,6 +39,7 @@ pub mod mesh;
 pub mod placement;
 pub mod router;
 pub mod store;
+mod tasks;
 pub mod view;
 
 pub use config::{ClusterConfig, Timing};

@@ -3,8 +3,8 @@
 //!
 //! Tasks (all stop with [`Membership::shutdown`]):
 //!
-//! - **lease**: drives [`Lease`] against Redis and publishes its [`LeaseStatus`];
-//! - **heartbeat out**: every [`Timing::heartbeat_every`], one datagram to every known member
+//! - **lease**: drives [`Lease`](crate::lease::Lease) against Redis and publishes its [`LeaseStatus`];
+//! - **heartbeat out**: every [`Timing::heartbeat_every`](crate::Timing::heartbeat_every), one datagram to every known member
 //!   and every seed, saying which epoch we hold or that we are fenced;
 //! - **heartbeat in**, **registry poll** and **mesh** feed the **detector**, which owns the
 //!   [`MemberTable`] and publishes a snapshot every 100 ms;
@@ -17,7 +17,6 @@
 //! registry and heard from a majority: a joining node does not claim keys before it knows who
 //! else is there.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,25 +25,25 @@ use ractor::Actor;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::config::ClusterConfig;
-use crate::detector::{MemberState, MemberTable, PeerView, RegistryEntry};
-use crate::heartbeat::{Heartbeat, HeartbeatKey, MAX_DATAGRAM};
+use crate::detector::{MemberState, MemberTable};
+use crate::heartbeat::HeartbeatKey;
 use crate::id::{Epoch, NodeId};
-use crate::lease::{Lease, LeaseStatus};
-use crate::mesh::{Backoff, Mesh, MeshError, Sessions};
+use crate::lease::LeaseStatus;
+use crate::mesh::{Mesh, MeshError};
 use crate::placement;
 use crate::router::{RouterArgs, RouterPing, ServiceRouter, ping_remote_routers, router_count};
 use crate::store::{ClusterStore, StoreError};
+use crate::tasks::{
+    HeartbeatOut, PeerSnapshot, detector_task, heartbeat_in_task, heartbeat_out_task, lease_task,
+    mesh_task, registry_task,
+};
 use crate::view::{ClusterView, FenceReason, MemberView, RouterCount};
 
 /// Services that get a router in their process group on every node.
 pub const SERVICES: [&str; 2] = ["registrar", "dialog"];
-
-/// How often the detector publishes its snapshot.
-const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Why the cluster layer did not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,23 +73,6 @@ pub enum ClusterError {
         /// ractor's reason.
         reason: String,
     },
-}
-
-/// An input of the detector task.
-#[derive(Debug)]
-enum DetectorInput {
-    Heartbeat(Instant, SocketAddr, Heartbeat),
-    Registry(Instant, Vec<RegistryEntry>),
-    Sessions(Sessions),
-}
-
-/// A detector snapshot.
-#[derive(Debug, Clone)]
-struct PeerSnapshot {
-    at: Instant,
-    peers: Vec<PeerView>,
-    /// This node is cut off from the majority ([`MemberTable::is_isolated`]).
-    isolated: bool,
 }
 
 /// The cluster layer of a running node. Cheap to clone.
@@ -378,254 +360,5 @@ impl Membership {
             router.stop(None);
         }
         self.tasks.mesh.stop();
-    }
-}
-
-/// Drives the lease state machine against Redis.
-async fn lease_task(
-    store: ClusterStore,
-    me: NodeId,
-    addr: SocketAddr,
-    timing: crate::config::Timing,
-    tx: watch::Sender<LeaseStatus>,
-) {
-    let mut lease = Lease::new(timing, Instant::now());
-    let mut was_fenced_since = None;
-    loop {
-        let now = Instant::now();
-        if let Some(request) = lease.poll_request(now) {
-            let result = store.lease(&me, addr, timing.lease_ttl, request).await;
-            let done = Instant::now();
-            match result {
-                Ok(reply) => lease.handle_reply(now, done, reply),
-                Err(e) => {
-                    debug!(error = %e, "lease request failed");
-                    lease.handle_error(done);
-                }
-            }
-        }
-        lease.handle_timeout(Instant::now());
-        let status = lease.status();
-        if lease.fenced_since() != was_fenced_since {
-            was_fenced_since = lease.fenced_since();
-            if was_fenced_since.is_some() {
-                warn!(node = %me, "lease lost: fenced, not acting as an owner");
-            }
-        }
-        if *tx.borrow() != status {
-            if status.epoch != tx.borrow().epoch
-                && let Some(epoch) = status.epoch
-            {
-                info!(node = %me, %epoch, "lease acquired");
-            }
-            tx.send_replace(status);
-        }
-        tokio::time::sleep_until(lease.poll_timeout().into()).await;
-    }
-}
-
-/// Sends our heartbeat to every known member and seed.
-/// What the heartbeat sender reads.
-struct HeartbeatOut {
-    /// The cluster UDP socket (shared with the receiver).
-    socket: Arc<UdpSocket>,
-    /// Our id.
-    me: NodeId,
-    /// Our cluster address (never a target).
-    own: SocketAddr,
-    /// Interval.
-    every: Duration,
-    /// Our lease.
-    lease: watch::Receiver<LeaseStatus>,
-    /// The detector's snapshot (for isolation).
-    peers: watch::Receiver<PeerSnapshot>,
-    /// Members and seeds to send to.
-    targets: watch::Receiver<Vec<SocketAddr>>,
-    /// Test hook: send nothing.
-    muted: watch::Receiver<bool>,
-    /// Authenticates the datagrams.
-    key: HeartbeatKey,
-}
-
-async fn heartbeat_out_task(out: HeartbeatOut) {
-    let HeartbeatOut {
-        socket,
-        me,
-        own,
-        every,
-        lease,
-        peers,
-        targets,
-        muted,
-        key,
-    } = out;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if *muted.borrow() {
-            continue;
-        }
-        // The lease epoch even while isolated: peers count us for their quorum by it.
-        let epoch = lease.borrow().owner_epoch(Instant::now());
-        let datagram = Heartbeat {
-            node: me.clone(),
-            epoch,
-            fenced: epoch.is_none() || peers.borrow().isolated,
-        }
-        .encode(&key);
-        let addrs: BTreeSet<SocketAddr> = targets.borrow().iter().copied().collect();
-        for addr in addrs.into_iter().filter(|a| *a != own) {
-            if let Err(e) = socket.send_to(&datagram, addr).await {
-                debug!(%addr, error = %e, "heartbeat send failed");
-            }
-        }
-    }
-}
-
-/// Receives heartbeats.
-async fn heartbeat_in_task(
-    socket: Arc<UdpSocket>,
-    tx: mpsc::Sender<DetectorInput>,
-    muted: watch::Receiver<bool>,
-    key: HeartbeatKey,
-) {
-    let mut buf = [0u8; MAX_DATAGRAM];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok(_) if *muted.borrow() => {}
-            Ok((n, from)) => match Heartbeat::decode(buf.get(..n).unwrap_or_default(), &key) {
-                Ok(hb) => {
-                    if tx
-                        .send(DetectorInput::Heartbeat(Instant::now(), from, hb))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(e) => debug!(%from, error = %e, "ignoring a datagram on the cluster port"),
-            },
-            Err(e) => {
-                debug!(error = %e, "heartbeat receive failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
-
-/// Reads the registry and every member's lease.
-async fn registry_task(store: ClusterStore, every: Duration, tx: mpsc::Sender<DetectorInput>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match store.registry().await {
-            Ok(entries) => {
-                if tx
-                    .send(DetectorInput::Registry(Instant::now(), entries))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => debug!(error = %e, "registry read failed"),
-        }
-    }
-}
-
-/// Reports sessions and dials targets without one.
-async fn mesh_task(
-    mesh: Mesh,
-    own: SocketAddr,
-    seeds: Vec<SocketAddr>,
-    targets: watch::Receiver<Vec<SocketAddr>>,
-    tx: mpsc::Sender<DetectorInput>,
-) {
-    let mut backoff = Backoff::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let sessions = mesh.sessions().await;
-        let wanted: BTreeSet<SocketAddr> = targets
-            .borrow()
-            .iter()
-            .chain(&seeds)
-            .copied()
-            .filter(|a| *a != own)
-            .collect();
-        let now = Instant::now();
-        for addr in wanted {
-            if sessions.addrs.contains(&addr) {
-                backoff.connected(addr);
-            } else if backoff.attempt(now, addr) {
-                mesh.dial(addr).await;
-            }
-        }
-        if tx.send(DetectorInput::Sessions(sessions)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Owns the member table; publishes snapshots and the heartbeat/dial targets.
-async fn detector_task(
-    mut table: MemberTable,
-    seeds: Vec<SocketAddr>,
-    mut rx: mpsc::Receiver<DetectorInput>,
-    peers_tx: watch::Sender<PeerSnapshot>,
-    targets_tx: watch::Sender<Vec<SocketAddr>>,
-) {
-    let mut tick = tokio::time::interval(PUBLISH_EVERY);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_states: Vec<(NodeId, MemberState)> = Vec::new();
-    let mut was_isolated = true;
-    loop {
-        tokio::select! {
-            input = rx.recv() => match input {
-                Some(DetectorInput::Heartbeat(at, from, hb)) => table.handle_heartbeat(at, from, hb),
-                Some(DetectorInput::Registry(at, entries)) => table.handle_registry(at, entries),
-                Some(DetectorInput::Sessions(s)) => table.handle_sessions(&s.peers),
-                None => return,
-            },
-            _ = tick.tick() => {
-                let now = Instant::now();
-                let peers = table.peers(now);
-                let states: Vec<(NodeId, MemberState)> =
-                    peers.iter().map(|p| (p.node.clone(), p.state)).collect();
-                if states != last_states {
-                    for (node, state) in &states {
-                        let before = last_states.iter().find(|(n, _)| n == node).map(|(_, s)| *s);
-                        if before != Some(*state) {
-                            info!(peer = %node, ?state, "member state changed");
-                        }
-                    }
-                    last_states = states;
-                }
-                let isolated = table.is_isolated(now);
-                if isolated != was_isolated {
-                    if isolated {
-                        warn!("cut off from the majority of the members: fenced");
-                    } else {
-                        info!("in contact with a majority of the members");
-                    }
-                    was_isolated = isolated;
-                }
-                peers_tx.send_replace(PeerSnapshot { at: now, peers, isolated });
-                let mut targets = table.addrs();
-                targets.extend(&seeds);
-                targets.sort();
-                targets.dedup();
-                targets_tx.send_if_modified(|old| {
-                    let changed = *old != targets;
-                    if changed {
-                        *old = targets;
-                    }
-                    changed
-                });
-            }
-        }
     }
 }
