@@ -59,9 +59,9 @@ impl Default for Timing {
             lease_margin: Duration::from_millis(500),
             redis_timeout: Duration::from_millis(500),
             rejoin_holdoff: Duration::from_millis(1000),
-            heartbeat_every: Duration::from_millis(500),
-            suspect_after: Duration::from_millis(1200),
-            dead_after: Duration::from_millis(2200),
+            heartbeat_every: Duration::from_millis(400),
+            suspect_after: Duration::from_millis(1000),
+            dead_after: Duration::from_millis(2400),
             poll_every: Duration::from_millis(500),
         }
     }
@@ -78,9 +78,9 @@ pub enum TimingError {
         /// Usable part of the lease.
         usable: Duration,
     },
-    /// Suspicion must come before death, and both after a few heartbeats.
+    /// Suspicion must come after a heartbeat, and death more than two heartbeats later.
     #[error(
-        "need heartbeat_every ({heartbeat:?}) < suspect_after ({suspect:?}) < dead_after ({dead:?})"
+        "need heartbeat_every ({heartbeat:?}) < suspect_after ({suspect:?}) and suspect_after + 2 * heartbeat_every < dead_after ({dead:?})"
     )]
     DetectorOrder {
         /// Heartbeat interval.
@@ -102,7 +102,10 @@ impl Timing {
                 usable,
             });
         }
-        if !(self.heartbeat_every < self.suspect_after && self.suspect_after < self.dead_after)
+        // A cut-off node must fence itself (suspect_after + heartbeat) before its peers can
+        // declare it dead (dead_after - heartbeat): see `MemberTable::is_isolated`.
+        if !(self.heartbeat_every < self.suspect_after
+            && self.suspect_after + 2 * self.heartbeat_every < self.dead_after)
             || self.heartbeat_every.is_zero()
         {
             return Err(TimingError::DetectorOrder {
@@ -123,7 +126,9 @@ mod tests {
     fn defaults_are_valid_and_detect_within_three_seconds() {
         let t = Timing::default();
         assert_eq!(t.validate(), Ok(()));
-        assert!(t.dead_after + t.heartbeat_every <= Duration::from_secs(3));
+        // Declared dead at most `dead_after` after the last heartbeat, which came before the
+        // death; the detector publishes every 100 ms.
+        assert!(t.dead_after + Duration::from_millis(100) < Duration::from_secs(3));
     }
 
     #[test]

@@ -190,6 +190,10 @@ impl MemberTable {
     /// Whether this node is cut off from the majority of the leased members at `now`, and so
     /// must not act as an owner even with a valid lease of its own.
     ///
+    /// A peer counts as heard while its last heartbeat is under [`Timing::suspect_after`] old,
+    /// so a cut-off node fences itself at most `suspect_after + heartbeat_every` after the cut,
+    /// while its peers need at least `dead_after - heartbeat_every` to declare it dead.
+    ///
     /// The electorate is this node plus every peer holding a lease; this node's side is itself
     /// plus the peers it hears (fenced or not: a peer fenced for the same reason still proves
     /// the link works, and counting it avoids two starting nodes waiting for each other). A
@@ -208,7 +212,13 @@ impl MemberTable {
                 continue;
             }
             electorate += 1;
-            if self.silence(now, peer).is_some() {
+            // Heard within `suspect_after`, not `dead_after`: this node must fence itself
+            // before the majority can declare it dead and move its keys (margin: the
+            // difference minus one heartbeat interval).
+            if self
+                .silence(now, peer)
+                .is_some_and(|(d, _)| d < self.timing.suspect_after)
+            {
                 side += 1;
             } else if *id < self.me {
                 lowest_on_our_side = false;
@@ -295,9 +305,10 @@ mod tests {
         assert_eq!(table.state(t0, &id("b")), MemberState::Live);
         // The lease is refreshed by later reads; the heartbeats stop.
         table.handle_registry(t0 + ms(2000), registry("b", Some(3), 2900));
-        assert_eq!(table.state(t0 + ms(1199), &id("b")), MemberState::Live);
-        assert_eq!(table.state(t0 + ms(1200), &id("b")), MemberState::Suspect);
-        assert_eq!(table.state(t0 + ms(2200), &id("b")), MemberState::Dead);
+        assert_eq!(table.state(t0 + ms(999), &id("b")), MemberState::Live);
+        assert_eq!(table.state(t0 + ms(1000), &id("b")), MemberState::Suspect);
+        assert_eq!(table.state(t0 + ms(2399), &id("b")), MemberState::Suspect);
+        assert_eq!(table.state(t0 + ms(2400), &id("b")), MemberState::Dead);
     }
 
     #[test]
@@ -357,9 +368,11 @@ mod tests {
         table.handle_heartbeat(t0, addr(), hb("c", 1));
         assert!(!table.is_isolated(t0), "2 of 3");
         table.handle_heartbeat(t0, addr(), hb("a", 1));
-        assert!(!table.is_isolated(t0 + ms(2000)));
         // Both peers go silent; their leases still hold (they reach Redis, we do not hear them).
-        assert!(table.is_isolated(t0 + ms(2200)));
+        // Isolated after `suspect_after`, well before they could declare us dead.
+        assert!(!table.is_isolated(t0 + ms(999)));
+        assert!(table.is_isolated(t0 + ms(1000)));
+        assert_eq!(table.state(t0 + ms(1000), &id("a")), MemberState::Suspect);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //!   cluster address; nodes dial their seeds and every member in the Redis registry, in
 //!   transitive mode, so they form a full mesh, and redial with back-off after a restart.
 //! - **Failure detection** ([`detector`], [`heartbeat`]): a member is live while its Redis
-//!   lease exists *and* its UDP heartbeats (every 500 ms) carry that lease's epoch; silent for
-//!   1.2 s it is suspect, for 2.2 s dead.
+//!   lease exists *and* its UDP heartbeats (every 400 ms, HMAC-authenticated with the cookie)
+//!   carry that lease's epoch; silent for 1 s it is suspect, for 2.4 s dead.
 //! - **Fencing** ([`lease`], [`store`]): each node renews a lease (`P node:<id>`, 3 s) every
 //!   second; the lease holds an epoch from `INCR P epoch:<id>`. A node whose lease lapsed
 //!   (Redis unreachable, process frozen) is fenced at once, waits a hold-off, and returns with a
