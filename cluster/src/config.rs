@@ -49,6 +49,10 @@ pub struct Timing {
     pub dead_after: Duration,
     /// How often the member list and their leases are read from Redis.
     pub poll_every: Duration,
+    /// How long a node that (re)gained its lease or its contact with the majority waits before
+    /// acting as an owner: long enough for every peer to have seen its lease and a heartbeat
+    /// and placed it, so that it never claims keys their old owner still claims.
+    pub settle: Duration,
 }
 
 impl Default for Timing {
@@ -63,6 +67,7 @@ impl Default for Timing {
             suspect_after: Duration::from_millis(1000),
             dead_after: Duration::from_millis(2400),
             poll_every: Duration::from_millis(500),
+            settle: Duration::from_millis(1200),
         }
     }
 }
@@ -77,6 +82,14 @@ pub enum TimingError {
         renew: Duration,
         /// Usable part of the lease.
         usable: Duration,
+    },
+    /// A node would claim keys before its peers can have placed it.
+    #[error("settle ({settle:?}) must exceed poll_every + heartbeat_every + 100 ms ({seen:?})")]
+    SettleTooShort {
+        /// Settle time.
+        settle: Duration,
+        /// Time peers need to see a node.
+        seen: Duration,
     },
     /// Suspicion must come after a heartbeat, and death more than two heartbeats later.
     #[error(
@@ -112,6 +125,15 @@ impl Timing {
                 heartbeat: self.heartbeat_every,
                 suspect: self.suspect_after,
                 dead: self.dead_after,
+            });
+        }
+        // Peers see a new lease at their next poll and a heartbeat within one interval, and
+        // publish within 100 ms.
+        let seen = self.poll_every + self.heartbeat_every + Duration::from_millis(100);
+        if self.settle <= seen {
+            return Err(TimingError::SettleTooShort {
+                settle: self.settle,
+                seen,
             });
         }
         Ok(())

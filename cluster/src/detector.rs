@@ -4,7 +4,11 @@
 //! Two independent signals must agree before a peer counts as live:
 //!
 //! - its **lease** in Redis (read every [`Timing::poll_every`]): absent means dead, whatever the
-//!   network says. A frozen or partitioned node loses it within the lease TTL;
+//!   network says. A frozen or partitioned node loses it within the lease TTL. The last
+//!   successful read counts: while Redis cannot be read, a lease is *not* presumed expired by
+//!   extrapolation, because the peer may have renewed it since, and presuming it gone would
+//!   move its keys while it still acts as their owner. A peer whose own lease lapsed says so in
+//!   its heartbeats (`F`) and stops acting first;
 //! - its **heartbeat** (a UDP datagram every [`Timing::heartbeat_every`]), carrying the epoch it
 //!   holds: silent for [`Timing::suspect_after`] makes it suspect, for [`Timing::dead_after`]
 //!   dead. ractor_cluster's own sessions cannot do this (no ping timeout, no TCP keepalive).
@@ -63,8 +67,6 @@ pub struct RegistryEntry {
 #[derive(Debug, Clone, Copy)]
 struct LeaseSeen {
     epoch: Epoch,
-    /// When Redis will drop the lease unless renewed (read time + PTTL).
-    expires: Instant,
     /// When the read happened (for the lease age).
     seen: Instant,
     ttl_left: Duration,
@@ -140,7 +142,6 @@ impl MemberTable {
             peer.addr = Some(entry.addr);
             peer.lease = entry.lease.map(|(epoch, ttl_left)| LeaseSeen {
                 epoch,
-                expires: now + ttl_left,
                 seen: now,
                 ttl_left,
             });
@@ -178,7 +179,7 @@ impl MemberTable {
     /// lease's epoch, under [`Timing::dead_after`] old) and whether it says it is fenced;
     /// `None` when the peer is not reachable.
     fn silence(&self, now: Instant, peer: &Peer) -> Option<(Duration, bool)> {
-        let lease = peer.lease.filter(|l| now < l.expires)?;
+        let lease = peer.lease?;
         let (at, hb) = peer.heartbeat.as_ref()?;
         if hb.epoch != Some(lease.epoch) {
             return None;
@@ -208,7 +209,7 @@ impl MemberTable {
         let mut side = 1;
         let mut lowest_on_our_side = true;
         for (id, peer) in &self.peers {
-            if peer.lease.is_none_or(|l| now >= l.expires) {
+            if peer.lease.is_none() {
                 continue;
             }
             electorate += 1;
@@ -239,8 +240,8 @@ impl MemberTable {
                 node: node.clone(),
                 addr: p.addr,
                 state: self.peer_state(now, p),
-                epoch: p.lease.filter(|l| now < l.expires).map(|l| l.epoch),
-                lease_age: p.lease.filter(|l| now < l.expires).map(|l| {
+                epoch: p.lease.map(|l| l.epoch),
+                lease_age: p.lease.map(|l| {
                     self.timing.lease_ttl.saturating_sub(l.ttl_left)
                         + now.saturating_duration_since(l.seen)
                 }),
@@ -312,17 +313,13 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_lapsed_lease_is_death_even_with_heartbeats() {
+    fn a_missing_lease_is_death_even_with_heartbeats() {
         let t0 = Instant::now();
         let mut table = MemberTable::new(id("a"), Timing::default());
         table.handle_registry(t0, registry("b", Some(3), 800));
-        table.handle_heartbeat(t0, addr(), hb("b", 3));
-        assert_eq!(table.state(t0 + ms(799), &id("b")), MemberState::Live);
-        assert_eq!(
-            table.state(t0 + ms(800), &id("b")),
-            MemberState::Dead,
-            "lapsed"
-        );
+        table.handle_heartbeat(t0 + ms(850), addr(), hb("b", 3));
+        // Redis unreadable since t0: the lease is not presumed gone at t0 + 800 ms.
+        assert_eq!(table.state(t0 + ms(900), &id("b")), MemberState::Live);
         table.handle_registry(t0 + ms(900), registry("b", None, 0));
         table.handle_heartbeat(t0 + ms(900), addr(), hb("b", 3));
         assert_eq!(table.state(t0 + ms(900), &id("b")), MemberState::Dead);

@@ -62,6 +62,8 @@ pub struct LeaseStatus {
     pub valid_until: Option<Instant>,
     /// When the lease was last acquired or renewed.
     pub renewed_at: Option<Instant>,
+    /// When the current epoch was acquired (the acquisition's send time).
+    pub acquired_at: Option<Instant>,
     /// How many times this process lost its lease.
     pub times_fenced: u64,
 }
@@ -86,6 +88,7 @@ pub struct Lease {
     /// A request is out and its reply has not been handled.
     in_flight: bool,
     renewed_at: Option<Instant>,
+    acquired_at: Option<Instant>,
     times_fenced: u64,
 }
 
@@ -98,6 +101,7 @@ impl Lease {
             next_request: now,
             in_flight: false,
             renewed_at: None,
+            acquired_at: None,
             times_fenced: 0,
         }
     }
@@ -130,6 +134,7 @@ impl Lease {
             (_, LeaseReply::Acquired(epoch)) => {
                 self.state = State::Held { epoch, valid_until };
                 self.renewed_at = Some(sent_at);
+                self.acquired_at = Some(sent_at);
                 self.next_request = sent_at + self.timing.renew_every;
             }
             (State::Held { epoch, .. }, LeaseReply::Renewed) => {
@@ -194,6 +199,7 @@ impl Lease {
             epoch,
             valid_until,
             renewed_at: self.renewed_at,
+            acquired_at: self.acquired_at.filter(|_| epoch.is_some()),
             times_fenced: self.times_fenced,
         }
     }

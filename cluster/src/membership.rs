@@ -42,6 +42,9 @@ use crate::tasks::{
 };
 use crate::view::{ClusterView, FenceReason, MemberView, RouterCount};
 
+/// Age past which the detector's snapshot is not trusted (it publishes every 100 ms).
+const STALE_SNAPSHOT: Duration = Duration::from_millis(300);
+
 /// Services that get a router in their process group on every node.
 pub const SERVICES: [&str; 2] = ["registrar", "dialog"];
 
@@ -85,6 +88,7 @@ pub struct Membership {
     store: ClusterStore,
     /// Test hook: drop every heartbeat in and out.
     muted: watch::Sender<bool>,
+    settle: Duration,
     tasks: Arc<Tasks>,
 }
 
@@ -96,6 +100,25 @@ pub struct PingReport {
     pub routers: Vec<RouterPing>,
     /// Median `PING` round trip to Redis, microseconds (`None` when Redis did not answer).
     pub redis_median_us: Option<u64>,
+}
+
+/// Why a node is fenced at `now`, from its lease, its isolation and how long it has held both:
+/// the rule behind [`Membership::fence_reason`], kept pure for the simulation tests.
+pub fn fence_reason(
+    now: Instant,
+    lease: &LeaseStatus,
+    isolated: bool,
+    in_contact_since: Option<Instant>,
+    settle: Duration,
+) -> Option<FenceReason> {
+    if lease.owner_epoch(now).is_none() {
+        return Some(FenceReason::Lease);
+    }
+    if isolated {
+        return Some(FenceReason::Isolated);
+    }
+    let since = lease.acquired_at.max(in_contact_since)?;
+    (now < since + settle).then_some(FenceReason::Settling)
 }
 
 /// The tasks and actors to stop on shutdown.
@@ -142,6 +165,7 @@ impl Membership {
             at: now,
             peers: Vec::new(),
             isolated: true,
+            in_contact_since: None,
         });
         let (targets_tx, targets_rx) = watch::channel(config.seeds.clone());
         let (input_tx, input_rx) = mpsc::channel(1024);
@@ -196,6 +220,7 @@ impl Membership {
             peers: peers_rx,
             store,
             muted,
+            settle: timing.settle,
             tasks: Arc::new(Tasks {
                 handles,
                 mesh,
@@ -217,19 +242,27 @@ impl Membership {
 
     /// Why this node is fenced, or `None` when it may act as an owner.
     pub fn fence_reason(&self) -> Option<FenceReason> {
-        if self.lease.borrow().owner_epoch(Instant::now()).is_none() {
-            Some(FenceReason::Lease)
-        } else if self.peers.borrow().isolated {
-            Some(FenceReason::Isolated)
-        } else {
-            None
-        }
+        let now = Instant::now();
+        let lease = *self.lease.borrow();
+        let snapshot = self.peers.borrow();
+        // A snapshot older than a few publish intervals means the process was frozen or the
+        // detector starved: what it says about our contact with the majority is stale.
+        let stale = now.saturating_duration_since(snapshot.at) > STALE_SNAPSHOT;
+        fence_reason(
+            now,
+            &lease,
+            snapshot.isolated || stale,
+            snapshot.in_contact_since,
+            self.settle,
+        )
     }
 
     /// The epoch to attach to owner writes, or `None` while fenced.
     pub fn owner_epoch(&self) -> Option<Epoch> {
-        let epoch = self.lease.borrow().owner_epoch(Instant::now());
-        epoch.filter(|_| !self.peers.borrow().isolated)
+        match self.fence_reason() {
+            None => self.lease.borrow().epoch,
+            Some(_) => None,
+        }
     }
 
     /// A channel that changes whenever the lease is acquired, renewed or lost. Lapsing by the
@@ -248,7 +281,8 @@ impl Membership {
             .filter(|p| p.state.is_placeable())
             .map(|p| p.node.clone())
             .collect();
-        if !self.is_fenced() {
+        // A settling node is placed (its peers place it too) but does not act yet.
+        if matches!(self.fence_reason(), None | Some(FenceReason::Settling)) {
             live.push(self.me.clone());
         }
         live.sort();
@@ -260,9 +294,9 @@ impl Membership {
         placement::owner_of(key, &self.live_members()).cloned()
     }
 
-    /// Whether this node owns `key` now (never while fenced).
+    /// Whether this node owns `key` now (never while fenced or settling).
     pub fn is_owner(&self, key: &[u8]) -> bool {
-        self.owner_of(key).as_ref() == Some(&self.me)
+        !self.is_fenced() && self.owner_of(key).as_ref() == Some(&self.me)
     }
 
     /// The admin view.

@@ -37,6 +37,8 @@ pub(crate) struct PeerSnapshot {
     pub(crate) peers: Vec<PeerView>,
     /// This node is cut off from the majority ([`MemberTable::is_isolated`]).
     pub(crate) isolated: bool,
+    /// Since when this node has been continuously in contact with the majority.
+    pub(crate) in_contact_since: Option<Instant>,
 }
 
 /// Drives the lease state machine against Redis.
@@ -243,6 +245,7 @@ pub(crate) async fn detector_task(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_states: Vec<(NodeId, MemberState)> = Vec::new();
     let mut was_isolated = true;
+    let mut in_contact_since = None;
     loop {
         tokio::select! {
             input = rx.recv() => match input {
@@ -269,12 +272,19 @@ pub(crate) async fn detector_task(
                 if isolated != was_isolated {
                     if isolated {
                         warn!("cut off from the majority of the members: fenced");
+                        in_contact_since = None;
                     } else {
                         info!("in contact with a majority of the members");
+                        in_contact_since = Some(now);
                     }
                     was_isolated = isolated;
                 }
-                peers_tx.send_replace(PeerSnapshot { at: now, peers, isolated });
+                peers_tx.send_replace(PeerSnapshot {
+                    at: now,
+                    peers,
+                    isolated,
+                    in_contact_since,
+                });
                 let mut targets = table.addrs();
                 targets.extend(&seeds);
                 targets.sort();

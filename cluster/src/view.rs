@@ -67,4 +67,7 @@ pub enum FenceReason {
     Lease,
     /// It holds a lease but hears fewer than a majority of the leased members.
     Isolated,
+    /// It just (re)gained its lease or its contact with the majority and waits
+    /// [`Timing::settle`](crate::Timing::settle) for its peers to place it before claiming keys.
+    Settling,
 }
