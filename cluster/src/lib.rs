@@ -14,7 +14,9 @@
 //!   (Redis unreachable, process frozen) is fenced at once, waits a hold-off, and returns with a
 //!   new epoch. Owner writes carry the epoch and [`store::CHECK_EPOCH_LUA`] refuses stale ones.
 //!   A node that hears fewer than a majority of the leased members (cut off from its peers but
-//!   not from Redis, or just started) is fenced too (`FenceReason::Isolated`).
+//!   not from Redis, or just started) is fenced too (`FenceReason::Isolated`), and a node that
+//!   just (re)gained lease or contact waits `Timing::settle` before owning (`Settling`), so no
+//!   key has two acting owners (checked by the seeded simulation in `tests/sim.rs`).
 //! - **Placement** ([`placement`]): rendezvous hashing over the live set.
 //! - **Routers** ([`router`]): one actor per service per node in process group
 //!   `sipmesh.<service>`.
