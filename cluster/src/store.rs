@@ -168,7 +168,7 @@ impl ClusterStore {
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(StoreError::Redis(e)) if e.to_string().contains("STALE_EPOCH") => {
+            Err(StoreError::Redis(e)) if e.code() == Some("STALE_EPOCH") => {
                 Err(StoreError::StaleEpoch)
             }
             Err(e) => Err(e),
