@@ -464,6 +464,23 @@ mod tests {
     }
 
     #[test]
+    fn cluster_options_become_cluster_flags() {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12));
+        let seed: SocketAddr = "127.0.0.11:7000".parse().expect("addr");
+        let mut options = NodeOptions::on(ip).with_cluster("node2", vec![seed]);
+        let port = options.cluster.as_ref().map(|c| c.port).expect("cluster");
+        assert_eq!(options.cluster_addr(), Some(SocketAddr::new(ip, port)));
+        options.extra_args.push("--redis".to_owned());
+        let args = options.args().join(" ");
+        assert!(
+            args.contains(&format!(
+                "--cluster-listen 127.0.0.12:{port} --node-id node2 --cluster-cookie sipmesh-test-cookie --cluster-seed 127.0.0.11:7000 --redis"
+            )),
+            "{args}"
+        );
+    }
+
+    #[test]
     fn kamailio_config_gets_addresses_and_aliases() {
         let dir = TestDir::new("node-kamailio-config-unit").expect("test dir");
         let mut options = NodeOptions::on(IpAddr::V4(Ipv4Addr::new(127, 3, 4, 6)));
