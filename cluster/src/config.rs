@@ -23,6 +23,8 @@ pub struct ClusterConfig {
     pub key_prefix: String,
     /// Failure-detector timing.
     pub timing: Timing,
+    /// Mutual TLS for the mesh sessions (`None`: plain TCP with the cookie handshake).
+    pub tls: Option<crate::tls::ClusterTlsFiles>,
 }
 
 /// Failure-detector and lease timing. The defaults declare a silent member dead within 3 s.

@@ -42,6 +42,7 @@ pub mod placement;
 pub mod router;
 pub mod store;
 mod tasks;
+pub mod tls;
 pub mod view;
 
 pub use config::{ClusterConfig, Timing};

@@ -40,6 +40,7 @@ use crate::tasks::{
     HeartbeatOut, PeerSnapshot, detector_task, heartbeat_in_task, heartbeat_out_task, lease_task,
     mesh_task, registry_task,
 };
+use crate::tls::ClusterTls;
 use crate::view::{ClusterView, FenceReason, MemberView, RouterCount};
 
 /// Age past which the detector's snapshot is not trusted (it publishes every 100 ms).
@@ -65,6 +66,9 @@ pub enum ClusterError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The cluster TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ClusterTlsError),
     /// The ractor_cluster node server did not start.
     #[error(transparent)]
     Mesh(#[from] MeshError),
@@ -89,6 +93,8 @@ pub struct Membership {
     /// Test hook: drop every heartbeat in and out.
     muted: watch::Sender<bool>,
     settle: Duration,
+    /// The mesh runs over TLS.
+    tls: bool,
     tasks: Arc<Tasks>,
 }
 
@@ -144,7 +150,9 @@ impl Membership {
                     source,
                 })?;
         let socket = Arc::new(socket);
-        let mesh = Mesh::start(&config.node_id, config.listen, &config.cookie).await?;
+        let tls = config.tls.as_ref().map(ClusterTls::load).transpose()?;
+        let over_tls = tls.is_some();
+        let mesh = Mesh::start(&config.node_id, config.listen, &config.cookie, tls).await?;
         let mut routers = Vec::new();
         for service in SERVICES {
             let args = RouterArgs {
@@ -221,6 +229,7 @@ impl Membership {
             store,
             muted,
             settle: timing.settle,
+            tls: over_tls,
             tasks: Arc::new(Tasks {
                 handles,
                 mesh,
@@ -355,6 +364,7 @@ impl Membership {
         ClusterView {
             node_id: self.me.clone(),
             live: self.live_members(),
+            tls: self.tls,
             members,
             routers,
         }

@@ -6,8 +6,9 @@
 //! survivors redial it when its session dropped). Sessions are matched to targets by the peer's
 //! advertised connection string (`host:port` of its cluster listener).
 //!
-//! TLS between nodes (`IncomingEncryptionMode::Tls`) is a documented TODO: sessions are plain
-//! TCP with challenge/response cookie authentication.
+//! With [`ClusterTls`] the sessions run over mutual TLS (`IncomingEncryptionMode::Tls` on the
+//! listener, `client_connect_enc` when dialing, the peer's IP as the server name); without it
+//! they are plain TCP. The cookie challenge/response runs either way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -15,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
-use ractor_cluster::{NodeServer, NodeServerMessage};
+use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
+use rustls::pki_types::ServerName;
 use tracing::debug;
 
 use crate::id::NodeId;
+use crate::tls::ClusterTls;
 
 /// How long a `GetSessions` query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -40,6 +43,7 @@ pub enum MeshError {
 #[derive(Debug, Clone)]
 pub struct Mesh {
     server: ActorRef<NodeServerMessage>,
+    tls: Option<ClusterTls>,
 }
 
 /// Current sessions: peer ids and their advertised cluster addresses.
@@ -53,13 +57,19 @@ pub struct Sessions {
 
 impl Mesh {
     /// Starts the NodeServer of `me` on `listen`, authenticating peers with `cookie`.
-    pub async fn start(me: &NodeId, listen: SocketAddr, cookie: &str) -> Result<Self, MeshError> {
+    pub async fn start(
+        me: &NodeId,
+        listen: SocketAddr,
+        cookie: &str,
+        tls: Option<ClusterTls>,
+    ) -> Result<Self, MeshError> {
         let server = NodeServer::new(
             listen.port(),
             cookie.to_owned(),
             me.to_string(),
             listen.ip().to_string(),
-            None,
+            tls.as_ref()
+                .map(|t| IncomingEncryptionMode::Tls(t.acceptor.clone())),
             Some(NodeConnectionMode::Transitive),
         )
         .with_listen_addr(listen.ip());
@@ -70,12 +80,20 @@ impl Mesh {
                     addr: listen,
                     reason: e.to_string(),
                 })?;
-        Ok(Self { server })
+        Ok(Self { server, tls })
     }
 
     /// Opens a session to `addr`; authentication continues in the background.
     pub async fn dial(&self, addr: SocketAddr) -> bool {
-        match ractor_cluster::client_connect(&self.server, addr).await {
+        let result = match &self.tls {
+            Some(tls) => {
+                let name = ServerName::IpAddress(addr.ip().into());
+                ractor_cluster::client_connect_enc(&self.server, addr, tls.connector.clone(), name)
+                    .await
+            }
+            None => ractor_cluster::client_connect(&self.server, addr).await,
+        };
+        match result {
             Ok(()) => true,
             Err(e) => {
                 debug!(%addr, error = %e, "cluster dial failed");

@@ -16,6 +16,8 @@ pub struct ClusterView {
     pub live: Vec<NodeId>,
     /// Every known member, this node first.
     pub members: Vec<MemberView>,
+    /// Whether the mesh sessions run over mutual TLS.
+    pub tls: bool,
     /// Routers of each service in the process groups: `(service, local, remote)`.
     pub routers: Vec<RouterCount>,
 }

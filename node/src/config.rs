@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
 use sipmesh_actors::location::RedisStoreConfig;
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
+use sipmesh_cluster::tls::ClusterTlsFiles;
 use sipmesh_cluster::{ClusterConfig, NodeId, Timing};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
@@ -82,6 +83,16 @@ pub struct Cli {
     /// Shared secret authenticating cluster members to each other.
     #[arg(long = "cluster-cookie", value_name = "SECRET")]
     pub cluster_cookie: Option<String>,
+    /// PEM certificate for mutual TLS between members (with `--cluster-tls-key` and
+    /// `--cluster-tls-ca`); needs an IP SAN for every member address.
+    #[arg(long = "cluster-tls-cert", value_name = "FILE")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--cluster-tls-cert`.
+    #[arg(long = "cluster-tls-key", value_name = "FILE")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM CA every member's certificate chains to.
+    #[arg(long = "cluster-tls-ca", value_name = "FILE")]
+    pub cluster_tls_ca: Option<PathBuf>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -182,6 +193,12 @@ pub struct RawCluster {
     pub cookie: Option<String>,
     /// Key prefix of the cluster keys in Redis (default `sipmesh:`).
     pub key_prefix: Option<String>,
+    /// Mutual TLS between members: this node's certificate (all three `tls_*` or none).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key.
+    pub tls_key: Option<PathBuf>,
+    /// The members' CA.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `[registrar]` section.
@@ -260,6 +277,15 @@ impl Cli {
         }
         if self.cluster_cookie.is_some() {
             raw.cluster.cookie = self.cluster_cookie;
+        }
+        for (flag, key) in [
+            (self.cluster_tls_cert, &mut raw.cluster.tls_cert),
+            (self.cluster_tls_key, &mut raw.cluster.tls_key),
+            (self.cluster_tls_ca, &mut raw.cluster.tls_ca),
+        ] {
+            if flag.is_some() {
+                *key = flag;
+            }
         }
         for (flag, key) in [
             (self.tls_cert, &mut raw.tls_cert),
@@ -392,7 +418,8 @@ fn tls_config(raw: &RawConfig, listen: &[ListenSpec]) -> anyhow::Result<Option<T
 fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
     let c = &raw.cluster;
     let Some(listen) = c.listen else {
-        if c.node_id.is_some() || !c.seeds.is_empty() || c.cookie.is_some() {
+        if c.node_id.is_some() || !c.seeds.is_empty() || c.cookie.is_some() || c.tls_cert.is_some()
+        {
             bail!("cluster settings need cluster.listen (--cluster-listen)");
         }
         return Ok(None);
@@ -412,6 +439,15 @@ fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
         .key_prefix
         .clone()
         .unwrap_or_else(|| "sipmesh:".to_owned());
+    let tls = match (&c.tls_cert, &c.tls_key, &c.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(ClusterTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        (None, None, None) => None,
+        _ => bail!("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together"),
+    };
     let timing = Timing::default();
     timing.validate()?;
     Ok(Some(ClusterConfig {
@@ -422,6 +458,7 @@ fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
         redis_url,
         key_prefix,
         timing,
+        tls,
     }))
 }
 
@@ -565,6 +602,8 @@ mod tests {
             "redis = \"redis://x/\"\n[cluster]\nlisten = \"127.0.0.1:7000\"\n",
             // Seeds without listen.
             "[cluster]\nseeds = [\"127.0.0.1:7000\"]\n",
+            // Half the TLS files.
+            "redis = \"redis://x/\"\n[cluster]\nlisten = \"127.0.0.1:7000\"\ncookie = \"k\"\ntls_cert = \"c.pem\"\n",
             // Bad id.
             "redis = \"redis://x/\"\n[cluster]\nlisten = \"127.0.0.1:7000\"\ncookie = \"k\"\nnode_id = \"a b\"\n",
         ] {
