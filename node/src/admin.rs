@@ -1,10 +1,16 @@
 //! The admin endpoint: a small HTTP/1.1 server on a loopback (or management) address.
 //!
 //! - `GET /status`: the engine's status as JSON (listeners, connections, store sizes).
+//! - `GET /cluster`: the cluster members as this node sees them (id, address, state, epoch,
+//!   lease and heartbeat ages); 404 on a node that is not clustered.
+//! - `GET /cluster/ping`: round trips to every peer's registrar router (over ractor_cluster)
+//!   and to Redis, medians of 50 sequential calls.
 //! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
 //!   test can watch its supervisor restart it; `POST /test/panic/connection/{id}` (a number,
 //!   or `tcp:ip:port` for the newest connection to that peer) makes a connection actor panic,
 //!   and its supervisor closes that connection. Only with `--test-hooks`; otherwise 404.
+//! - `POST /test/cluster/partition` and `/test/cluster/heal`: drop every cluster heartbeat in
+//!   and out (a partition from the peers, not from Redis), and stop doing so. `--test-hooks`.
 //!
 //! One request per connection (`Connection: close`), the request head bounded to 8 KiB and
 //! 5 seconds, no body read: enough for operators' `curl` and the tests, nothing to abuse.
@@ -17,9 +23,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use sipmesh_actors::engine::{EngineAdmin, HookError, HookTarget};
+use sipmesh_cluster::Membership;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
+
+/// Sequential calls per target of `GET /cluster/ping`.
+const PING_ROUNDS: usize = 50;
 
 /// Longest time a client gets to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,13 +42,19 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves admin requests on `listener` forever.
-pub async fn serve(listener: TcpListener, admin: EngineAdmin, test_hooks: bool) {
+pub async fn serve(
+    listener: TcpListener,
+    admin: EngineAdmin,
+    cluster: Option<Membership>,
+    test_hooks: bool,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let admin = admin.clone();
+                let cluster = cluster.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &admin, test_hooks).await {
+                    if let Err(e) = handle(stream, &admin, cluster.as_ref(), test_hooks).await {
                         debug!(%peer, error = %e, "admin connection failed");
                     }
                 });
@@ -73,10 +89,11 @@ impl Reply {
 async fn handle(
     mut stream: TcpStream,
     admin: &EngineAdmin,
+    cluster: Option<&Membership>,
     test_hooks: bool,
 ) -> std::io::Result<()> {
     let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(head))) => route(&head, admin, test_hooks).await,
+        Ok(Ok(Some(head))) => route(&head, admin, cluster, test_hooks).await,
         Ok(Ok(None)) => Reply::text(
             431,
             "Request Header Fields Too Large",
@@ -116,7 +133,12 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
-async fn route(head: &str, admin: &EngineAdmin, test_hooks: bool) -> Reply {
+async fn route(
+    head: &str,
+    admin: &EngineAdmin,
+    cluster: Option<&Membership>,
+    test_hooks: bool,
+) -> Reply {
     let mut parts = head.lines().next().unwrap_or_default().split(' ');
     let (method, target) = (
         parts.next().unwrap_or_default(),
@@ -124,18 +146,15 @@ async fn route(head: &str, admin: &EngineAdmin, test_hooks: bool) -> Reply {
     );
     let path = target.split('?').next().unwrap_or_default();
     match (method, path) {
-        ("GET", "/status") => {
-            let status = admin.status().await;
-            match serde_json::to_string_pretty(&status) {
-                Ok(body) => Reply {
-                    status: 200,
-                    reason: "OK",
-                    content_type: "application/json",
-                    body: body + "\n",
-                },
-                Err(e) => Reply::text(500, "Internal Server Error", format!("{e}\n")),
-            }
-        }
+        ("GET", "/status") => json(&admin.status().await),
+        ("GET", "/cluster") => match cluster {
+            Some(membership) => json(&membership.view()),
+            None => Reply::text(404, "Not Found", "this node is not clustered\n"),
+        },
+        ("GET", "/cluster/ping") => match cluster {
+            Some(membership) => json(&membership.ping(PING_ROUNDS).await),
+            None => Reply::text(404, "Not Found", "this node is not clustered\n"),
+        },
         ("POST", p) if p.starts_with("/test/") => {
             if !test_hooks {
                 return Reply::text(
@@ -144,11 +163,105 @@ async fn route(head: &str, admin: &EngineAdmin, test_hooks: bool) -> Reply {
                     "test hooks are off (start with --test-hooks)\n",
                 );
             }
-            panic_hook(p, admin).await
+            match (p, cluster) {
+                ("/test/cluster/partition", Some(m)) => {
+                    m.set_partitioned(true);
+                    Reply::text(200, "OK", "partitioned from the peers\n")
+                }
+                ("/test/cluster/heal", Some(m)) => {
+                    m.set_partitioned(false);
+                    Reply::text(200, "OK", "healed\n")
+                }
+                _ => panic_hook(p, admin).await,
+            }
         }
-        (_, "/status") => Reply::text(405, "Method Not Allowed", "GET only\n"),
+        (_, "/status" | "/cluster" | "/cluster/ping") => {
+            Reply::text(405, "Method Not Allowed", "GET only\n")
+        }
         _ => Reply::text(404, "Not Found", "unknown path\n"),
     }
+}
+
+/// A 200 with `value` as pretty JSON.
+fn json(value: &impl serde::Serialize) -> Reply {
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => Reply {
+            status: 200,
+            reason: "OK",
+            content_type: "application/json",
+            body: body + "\n",
+        },
+        Err(e) => Reply::text(500, "Internal Server Error", format!("{e}\n")),
+    }
+}
+
+/// `sipmesh cluster status`: fetches `GET /cluster` from the admin endpoint at `addr` and
+/// returns it as a table (or the raw JSON).
+pub fn cluster_status(addr: SocketAddr, raw_json: bool) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET /cluster HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP response from {addr}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!(
+            "{addr}: {}: {}",
+            head.lines().next().unwrap_or_default(),
+            body.trim()
+        );
+    }
+    if raw_json {
+        return Ok(body.to_owned());
+    }
+    let view: serde_json::Value = serde_json::from_str(body)?;
+    let mut out = format!(
+        "{:<24} {:<22} {:<8} {:>6} {:>10} {:>10} {:<9}\n",
+        "ID", "ADDRESS", "STATE", "EPOCH", "LEASE_AGE", "HB_AGE", "SESSION"
+    );
+    let members = view
+        .get("members")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let field = |m: &serde_json::Value, k: &str| match m.get(k) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => "-".to_owned(),
+        Some(v) => v.to_string(),
+    };
+    for m in &members {
+        let id = field(m, "id")
+            + if m.get("is_self").and_then(|v| v.as_bool()) == Some(true) {
+                " *"
+            } else {
+                ""
+            };
+        let ms = |k: &str| match m.get(k).and_then(|v| v.as_u64()) {
+            Some(ms) => format!("{ms}ms"),
+            None => "-".to_owned(),
+        };
+        out += &format!(
+            "{:<24} {:<22} {:<8} {:>6} {:>10} {:>10} {:<9}\n",
+            id,
+            field(m, "addr"),
+            field(m, "state"),
+            field(m, "epoch"),
+            ms("lease_age_ms"),
+            ms("heartbeat_age_ms"),
+            match m.get("connected").and_then(|v| v.as_bool()) {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "-",
+            }
+        );
+    }
+    Ok(out)
 }
 
 async fn panic_hook(path: &str, admin: &EngineAdmin) -> Reply {

@@ -16,6 +16,8 @@ use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
 use sipmesh_actors::location::RedisStoreConfig;
 use sipmesh_actors::redis_endpoint::{EndpointUrl, ReplicaWait};
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
+use sipmesh_cluster::tls::ClusterTlsFiles;
+use sipmesh_cluster::{ClusterConfig, NodeId, Timing};
 use sipmesh_protocol::proxy::FlowTokenKey;
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
@@ -74,6 +76,29 @@ pub struct Cli {
     /// For tests only: anyone who reaches the admin address can crash actors.
     #[arg(long = "test-hooks")]
     pub test_hooks: bool,
+    /// Join a cluster: the ractor_cluster listener (TCP) and heartbeat socket (UDP) address.
+    /// Needs `--redis` (leases) and a cookie.
+    #[arg(long = "cluster-listen", value_name = "IP:PORT")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// A cluster member to dial at start-up. Repeatable.
+    #[arg(long = "cluster-seed", value_name = "IP:PORT")]
+    pub cluster_seed: Vec<SocketAddr>,
+    /// This node's id in the cluster (default: derived from `--cluster-listen`).
+    #[arg(long = "node-id", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Shared secret authenticating cluster members to each other.
+    #[arg(long = "cluster-cookie", value_name = "SECRET")]
+    pub cluster_cookie: Option<String>,
+    /// PEM certificate for mutual TLS between members (with `--cluster-tls-key` and
+    /// `--cluster-tls-ca`); needs an IP SAN for every member address.
+    #[arg(long = "cluster-tls-cert", value_name = "FILE")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--cluster-tls-cert`.
+    #[arg(long = "cluster-tls-key", value_name = "FILE")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM CA every member's certificate chains to.
+    #[arg(long = "cluster-tls-ca", value_name = "FILE")]
+    pub cluster_tls_ca: Option<PathBuf>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -88,6 +113,23 @@ pub enum Command {
         /// `localhost`, `127.0.0.1` and `::1`.
         #[arg(long = "host", value_name = "NAME")]
         host: Vec<String>,
+    },
+    /// Cluster tools.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `sipmesh cluster …` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print the members as a node sees them (its admin endpoint's `GET /cluster`).
+    Status {
+        /// The node's admin endpoint (`--admin` of that node).
+        #[arg(long = "admin", value_name = "IP:PORT")]
+        admin: SocketAddr,
+        /// Print the raw JSON instead of a table.
+        #[arg(long = "json")]
+        json: bool,
     },
 }
 
@@ -145,6 +187,32 @@ pub struct RawConfig {
     /// Registrar settings.
     #[serde(default)]
     pub registrar: RawRegistrar,
+    /// Cluster settings.
+    #[serde(default)]
+    pub cluster: RawCluster,
+}
+
+/// `[cluster]` section; the node is clustered when `listen` is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Cluster address (`"127.0.0.11:7000"`): ractor_cluster TCP and heartbeat UDP.
+    pub listen: Option<SocketAddr>,
+    /// Members dialed at start-up.
+    #[serde(default)]
+    pub seeds: Vec<SocketAddr>,
+    /// This node's id (default derived from `listen`).
+    pub node_id: Option<String>,
+    /// Shared secret of the members (required with `listen`).
+    pub cookie: Option<String>,
+    /// Key prefix of the cluster keys in Redis (default `sipmesh:`).
+    pub key_prefix: Option<String>,
+    /// Mutual TLS between members: this node's certificate (all three `tls_*` or none).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key.
+    pub tls_key: Option<PathBuf>,
+    /// The members' CA.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `[registrar]` section.
@@ -179,6 +247,8 @@ pub struct NodeConfig {
     pub admin: Option<SocketAddr>,
     /// Fault-injection endpoints on the admin endpoint.
     pub test_hooks: bool,
+    /// Cluster membership, when the node is clustered (`cluster.listen` set).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Cli {
@@ -214,6 +284,25 @@ impl Cli {
         }
         if self.test_hooks {
             raw.test_hooks = Some(true);
+        }
+        if self.cluster_listen.is_some() {
+            raw.cluster.listen = self.cluster_listen;
+        }
+        raw.cluster.seeds.extend(self.cluster_seed);
+        if self.node_id.is_some() {
+            raw.cluster.node_id = self.node_id;
+        }
+        if self.cluster_cookie.is_some() {
+            raw.cluster.cookie = self.cluster_cookie;
+        }
+        for (flag, key) in [
+            (self.cluster_tls_cert, &mut raw.cluster.tls_cert),
+            (self.cluster_tls_key, &mut raw.cluster.tls_key),
+            (self.cluster_tls_ca, &mut raw.cluster.tls_ca),
+        ] {
+            if flag.is_some() {
+                *key = flag;
+            }
         }
         for (flag, key) in [
             (self.tls_cert, &mut raw.tls_cert),
@@ -282,7 +371,9 @@ impl TryFrom<RawConfig> for NodeConfig {
         let tls = tls_config(&raw, &listen)?;
         let ws = ws_config(&raw)?;
         let redis = redis_config(&raw)?;
+        let cluster = cluster_config(&raw)?;
         Ok(Self {
+            cluster,
             tls: tls.clone(),
             ws: ws.clone(),
             log_filter: raw.log_filter.unwrap_or_else(|| "info".to_owned()),
@@ -366,6 +457,55 @@ fn tls_config(raw: &RawConfig, listen: &[ListenSpec]) -> anyhow::Result<Option<T
     TlsConfig::load(&files)
         .map(Some)
         .context("loading the TLS certificates")
+}
+
+/// Validates the `[cluster]` section: a clustered node needs Redis (for its lease) and a
+/// cookie.
+fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
+    let c = &raw.cluster;
+    let Some(listen) = c.listen else {
+        if c.node_id.is_some() || !c.seeds.is_empty() || c.cookie.is_some() || c.tls_cert.is_some()
+        {
+            bail!("cluster settings need cluster.listen (--cluster-listen)");
+        }
+        return Ok(None);
+    };
+    let Some(redis_url) = raw.redis.clone() else {
+        bail!("a clustered node needs redis (--redis): leases live there");
+    };
+    let cookie = match &c.cookie {
+        Some(cookie) if !cookie.is_empty() => cookie.clone(),
+        _ => bail!("a clustered node needs cluster.cookie (--cluster-cookie)"),
+    };
+    let node_id = match &c.node_id {
+        Some(id) => NodeId::new(id).with_context(|| format!("cluster.node_id {id:?}"))?,
+        None => NodeId::from_listen_addr(listen),
+    };
+    let key_prefix = c
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| "sipmesh:".to_owned());
+    let tls = match (&c.tls_cert, &c.tls_key, &c.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(ClusterTlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        (None, None, None) => None,
+        _ => bail!("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together"),
+    };
+    let timing = Timing::default();
+    timing.validate()?;
+    Ok(Some(ClusterConfig {
+        node_id,
+        listen,
+        seeds: c.seeds.iter().copied().filter(|s| *s != listen).collect(),
+        cookie,
+        redis_url,
+        key_prefix,
+        timing,
+        tls,
+    }))
 }
 
 fn ws_config(raw: &RawConfig) -> anyhow::Result<WsConfig> {
@@ -498,6 +638,63 @@ mod tests {
         assert!(err.contains("dev-cert"), "{err}");
         let raw: RawConfig = toml::from_str("tls_cert = \"/nonexistent.pem\"").unwrap();
         assert!(NodeConfig::try_from(raw).is_err());
+    }
+
+    #[test]
+    fn cluster_keys_are_read_and_checked() {
+        let raw: RawConfig = toml::from_str(
+            "redis = \"redis://127.0.0.1:6379/\"\n[cluster]\nlisten = \"127.0.0.11:7000\"\n\
+             seeds = [\"127.0.0.12:7000\", \"127.0.0.11:7000\"]\ncookie = \"s3cret\"\n",
+        )
+        .unwrap();
+        let cfg = NodeConfig::try_from(raw).unwrap().cluster.unwrap();
+        assert_eq!(cfg.node_id.as_str(), "n-127.0.0.11-7000");
+        assert_eq!(
+            cfg.seeds,
+            vec!["127.0.0.12:7000".parse().unwrap()],
+            "self is dropped"
+        );
+        assert_eq!(cfg.cookie, "s3cret");
+        assert_eq!(cfg.key_prefix, "sipmesh:");
+
+        let cli = Cli::parse_from([
+            "sipmesh",
+            "--redis",
+            "redis://127.0.0.1:1/",
+            "--cluster-listen",
+            "127.0.0.13:7001",
+            "--cluster-seed",
+            "127.0.0.11:7000",
+            "--node-id",
+            "c",
+            "--cluster-cookie",
+            "k",
+        ]);
+        let cfg = cli.into_config().unwrap().cluster.unwrap();
+        assert_eq!(cfg.node_id.as_str(), "c");
+        assert_eq!(cfg.listen, "127.0.0.13:7001".parse().unwrap());
+
+        for bad in [
+            // No Redis.
+            "[cluster]\nlisten = \"127.0.0.1:7000\"\ncookie = \"k\"\n",
+            // No cookie.
+            "redis = \"redis://x/\"\n[cluster]\nlisten = \"127.0.0.1:7000\"\n",
+            // Seeds without listen.
+            "[cluster]\nseeds = [\"127.0.0.1:7000\"]\n",
+            // Half the TLS files.
+            "redis = \"redis://x/\"\n[cluster]\nlisten = \"127.0.0.1:7000\"\ncookie = \"k\"\ntls_cert = \"c.pem\"\n",
+            // Bad id.
+            "redis = \"redis://x/\"\n[cluster]\nlisten = \"127.0.0.1:7000\"\ncookie = \"k\"\nnode_id = \"a b\"\n",
+        ] {
+            let raw: RawConfig = toml::from_str(bad).unwrap();
+            assert!(NodeConfig::try_from(raw).is_err(), "{bad}");
+        }
+        assert!(
+            NodeConfig::try_from(RawConfig::default())
+                .unwrap()
+                .cluster
+                .is_none()
+        );
     }
 
     #[test]

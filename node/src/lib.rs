@@ -2,7 +2,9 @@
 //!
 //! [`run`] takes a validated [`config::NodeConfig`] and a shutdown future, starts the SIP engine
 //! (transports, transaction shards, registrar and proxy) and, when the future completes, stops
-//! accepting new requests and gives running transactions a bounded time to finish.
+//! accepting new requests and gives running transactions a bounded time to finish. A node with
+//! `[cluster] listen` also starts its cluster layer ([`sipmesh_cluster::Membership`]) and serves
+//! it on the admin endpoint's `GET /cluster`.
 
 pub mod admin;
 pub mod config;
@@ -15,6 +17,7 @@ use tracing::info;
 
 use sipmesh_actors::engine::Engine;
 use sipmesh_actors::transport::TlsConfig;
+use sipmesh_cluster::Membership;
 
 /// Runs a node until `shutdown` completes, then shuts down gracefully.
 pub async fn run(
@@ -27,6 +30,14 @@ pub async fn run(
     for (kind, addr) in engine.local_addrs() {
         info!(%kind, %addr, "listening");
     }
+    let membership = match config.cluster.clone() {
+        Some(cluster) => Some(
+            Membership::start(cluster)
+                .await
+                .context("starting the cluster layer")?,
+        ),
+        None => None,
+    };
     let admin = match config.admin {
         Some(addr) => {
             let listener = admin::bind(addr)
@@ -35,6 +46,7 @@ pub async fn run(
             Some(tokio::spawn(admin::serve(
                 listener,
                 engine.admin(),
+                membership.clone(),
                 config.test_hooks,
             )))
         }
@@ -47,6 +59,9 @@ pub async fn run(
     shutdown.await;
     for task in [reloader, admin].into_iter().flatten() {
         task.abort();
+    }
+    if let Some(membership) = &membership {
+        membership.shutdown();
     }
     info!(grace = ?config.shutdown_grace, "shutting down");
     engine.shutdown(config.shutdown_grace).await;

@@ -6,7 +6,7 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use sipmesh_node::config::{Cli, Command};
+use sipmesh_node::config::{Cli, ClusterCommand, Command};
 
 /// mimalloc rather than glibc malloc: the proxy allocates many small, short-lived buffers per
 /// message from several threads, and mimalloc returns freed memory to the OS instead of keeping
@@ -16,19 +16,26 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    if let Some(Command::DevCert { out, host }) = cli.command.take() {
-        let files = sipmesh_node::dev_cert::write_dev_cert(&out, &host)?;
-        println!(
-            "wrote {}, {}, {} and {}\nstart WSS with: sipmesh --listen wss:127.0.0.1:8443 --tls-cert {} --tls-key {}\nclients trust {}",
-            files.ca.display(),
-            files.ca_key.display(),
-            files.cert.display(),
-            files.key.display(),
-            files.cert.display(),
-            files.key.display(),
-            files.ca.display()
-        );
-        return Ok(());
+    match cli.command.take() {
+        None => {}
+        Some(Command::Cluster(ClusterCommand::Status { admin, json })) => {
+            print!("{}", sipmesh_node::admin::cluster_status(admin, json)?);
+            return Ok(());
+        }
+        Some(Command::DevCert { out, host }) => {
+            let files = sipmesh_node::dev_cert::write_dev_cert(&out, &host)?;
+            println!(
+                "wrote {}, {}, {} and {}\nstart WSS with: sipmesh --listen wss:127.0.0.1:8443 --tls-cert {} --tls-key {}\nclients trust {}",
+                files.ca.display(),
+                files.ca_key.display(),
+                files.cert.display(),
+                files.key.display(),
+                files.cert.display(),
+                files.key.display(),
+                files.ca.display()
+            );
+            return Ok(());
+        }
     }
     let config = cli.into_config()?;
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_filter.clone());

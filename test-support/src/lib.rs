@@ -57,7 +57,7 @@ pub use dir::TestDir;
 pub use error::HarnessError;
 pub use harness::Harness;
 pub use listen::{is_bound, wait_bound};
-pub use node::{NodeOptions, SipmeshNode, Target};
+pub use node::{ClusterOptions, NodeOptions, SipmeshNode, Target};
 pub use paths::{
     corpus_dir, kamailio_config, sipp_binary, sipp_dir, sipp_tls_binary, workspace_root,
 };

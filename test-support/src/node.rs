@@ -66,6 +66,21 @@ pub struct NodeOptions {
     pub test_hooks: bool,
     /// Further arguments appended verbatim (sipmesh only).
     pub extra_args: Vec<String>,
+    /// Cluster membership (`--cluster-*`, `--node-id`), sipmesh only.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// How a node under test joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Cluster port on the node's `ip` (TCP for ractor_cluster, UDP for heartbeats).
+    pub port: u16,
+    /// `--node-id`.
+    pub node_id: String,
+    /// `--cluster-seed` addresses.
+    pub seeds: Vec<SocketAddr>,
+    /// `--cluster-cookie`.
+    pub cookie: String,
 }
 
 impl NodeOptions {
@@ -83,7 +98,33 @@ impl NodeOptions {
             admin_port: None,
             test_hooks: false,
             extra_args: Vec::new(),
+            cluster: None,
         }
+    }
+
+    /// Adds an admin endpoint on a free port (no test hooks).
+    pub fn with_admin(mut self) -> Self {
+        self.admin_port = Some(crate::free_port(self.ip));
+        self
+    }
+
+    /// Makes the node a cluster member `node_id` on a free cluster port, dialing `seeds`, with
+    /// the test cookie. The node also needs `--redis` (in `extra_args`).
+    pub fn with_cluster(mut self, node_id: &str, seeds: Vec<SocketAddr>) -> Self {
+        self.cluster = Some(ClusterOptions {
+            port: crate::free_port(self.ip),
+            node_id: node_id.to_owned(),
+            seeds,
+            cookie: "sipmesh-test-cookie".to_owned(),
+        });
+        self
+    }
+
+    /// The cluster address, when clustered.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster
+            .as_ref()
+            .map(|c| SocketAddr::new(self.ip, c.port))
     }
 
     /// Adds an admin endpoint on a free port with the test hooks enabled.
@@ -122,6 +163,19 @@ impl NodeOptions {
         }
         if self.test_hooks {
             args.push("--test-hooks".to_owned());
+        }
+        if let Some(cluster) = &self.cluster {
+            args.extend([
+                "--cluster-listen".to_owned(),
+                SocketAddr::new(self.ip, cluster.port).to_string(),
+                "--node-id".to_owned(),
+                cluster.node_id.clone(),
+                "--cluster-cookie".to_owned(),
+                cluster.cookie.clone(),
+            ]);
+            for seed in &cluster.seeds {
+                args.extend(["--cluster-seed".to_owned(), seed.to_string()]);
+            }
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -190,6 +244,23 @@ impl SipmeshNode {
             .map_err(|e| HarnessError::io(format!("opening {}", self.log.display()), e))?;
         self.child = spawn_logged(sipmesh_command(&self.binary, &self.options), out)?;
         self.wait_ready()
+    }
+
+    /// Kills the process with SIGKILL (a crash) and reaps it; [`Self::restart`] starts it again.
+    pub fn kill(&mut self) {
+        signal_group(&self.child, "KILL");
+        let _ = wait_timeout(&mut self.child, Duration::from_secs(5));
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the process: it keeps its sockets but runs
+    /// nothing, like a node stuck in a long GC pause or a swap storm.
+    pub fn freeze(&self, frozen: bool) {
+        signal_group(&self.child, if frozen { "STOP" } else { "CONT" });
+    }
+
+    /// The options the node was started with.
+    pub fn options(&self) -> &NodeOptions {
+        &self.options
     }
 
     /// Polls with `OPTIONS` until a 200, the process exits, or [`READY_TIMEOUT`] passes.
@@ -377,6 +448,7 @@ mod tests {
             admin_port: None,
             test_hooks: false,
             extra_args: Vec::new(),
+            cluster: None,
         };
         assert_eq!(
             options.args(),
@@ -392,6 +464,23 @@ mod tests {
                 "--log-filter",
                 "info",
             ]
+        );
+    }
+
+    #[test]
+    fn cluster_options_become_cluster_flags() {
+        let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 12));
+        let seed: SocketAddr = "127.0.0.11:7000".parse().expect("addr");
+        let mut options = NodeOptions::on(ip).with_cluster("node2", vec![seed]);
+        let port = options.cluster.as_ref().map(|c| c.port).expect("cluster");
+        assert_eq!(options.cluster_addr(), Some(SocketAddr::new(ip, port)));
+        options.extra_args.push("--redis".to_owned());
+        let args = options.args().join(" ");
+        assert!(
+            args.contains(&format!(
+                "--cluster-listen 127.0.0.12:{port} --node-id node2 --cluster-cookie sipmesh-test-cookie --cluster-seed 127.0.0.11:7000 --redis"
+            )),
+            "{args}"
         );
     }
 

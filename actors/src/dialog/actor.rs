@@ -39,6 +39,10 @@ pub enum DialogMsg {
     Panic,
 }
 
+// A local-only message: ractor's `cluster` feature (on for the whole workspace, because
+// `sipmesh-cluster` uses ractor_cluster) turns off the blanket `Message` impl.
+impl ractor::Message for DialogMsg {}
+
 /// How the actor came to be, which decides whether it reads the store first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {

@@ -26,6 +26,10 @@ pub enum SupervisorMsg {
     Spawn(DialogEvent, Option<StoredAck>),
 }
 
+// A local-only message: ractor's `cluster` feature (on for the whole workspace, because
+// `sipmesh-cluster` uses ractor_cluster) turns off the blanket `Message` impl.
+impl ractor::Message for SupervisorMsg {}
+
 /// Start-up arguments.
 pub struct SupervisorArgs {
     /// The map shards use to reach live actors (the supervisor is its only writer of new

@@ -54,6 +54,10 @@ pub(crate) enum AorMsg {
     Inspect(tokio::sync::oneshot::Sender<Inspection>),
 }
 
+// ractor's `cluster` feature (for ractor_cluster) drops the blanket impl: local-only messages
+// opt in explicitly.
+impl ractor::Message for AorMsg {}
+
 /// What [`AorMsg::Inspect`] reports.
 #[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

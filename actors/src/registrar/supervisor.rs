@@ -32,6 +32,10 @@ pub(crate) enum SupervisorMsg {
     Shutdown,
 }
 
+// ractor's `cluster` feature (for ractor_cluster) drops the blanket impl: local-only messages
+// opt in explicitly.
+impl ractor::Message for SupervisorMsg {}
+
 /// Supervises the AOR actors of one store type.
 #[derive(Debug)]
 pub(crate) struct RegistrarSupervisor<S>(PhantomData<fn() -> S>);
@@ -126,7 +130,9 @@ impl<S: LocationStore> Actor for RegistrarSupervisor<S> {
                 let aor = directory.terminated(cell.get_id());
                 debug!(?aor, ?reason, "AOR actor stopped");
             }
-            SupervisionEvent::ActorStarted(_) | SupervisionEvent::ProcessGroupChanged(_) => {}
+            // Start notices, process-group and (with ractor's `cluster` feature) PID lifecycle
+            // events concern no AOR.
+            _ => {}
         }
         Ok(())
     }

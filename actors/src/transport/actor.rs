@@ -52,6 +52,10 @@ pub(crate) enum ConnMsg {
     Panic,
 }
 
+// ractor's `cluster` feature (for ractor_cluster) drops the blanket impl: local-only messages
+// opt in explicitly.
+impl ractor::Message for ConnMsg {}
+
 /// Why a connection actor failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnActorError {

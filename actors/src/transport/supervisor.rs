@@ -25,6 +25,10 @@ pub(crate) enum SupervisorMsg {
     Shutdown,
 }
 
+// ractor's `cluster` feature (for ractor_cluster) drops the blanket impl: local-only messages
+// opt in explicitly.
+impl ractor::Message for SupervisorMsg {}
+
 /// Supervisor state: the registry it cleans up after failed children (weak: the supervisor
 /// must not keep a dropped transport alive).
 pub(crate) struct SupervisorState {
