@@ -243,7 +243,12 @@ impl Engine {
         let (store_kind, started) = match &config.redis {
             Some(redis) => {
                 let store = RedisLocationStore::new(redis).map_err(EngineError::Redis)?;
-                let registrar = RegistrarConfig::for_store_timeout(redis.timeout);
+                // No cached lookups: past the actor cap an AOR is written by plain store calls
+                // too, and in a cluster other nodes write it; the actor's copy could be stale.
+                let registrar = RegistrarConfig {
+                    cache_lookups: false,
+                    ..RegistrarConfig::for_store_timeout(redis.timeout)
+                };
                 let started = spawn.start(Arc::new(store), registrar, receivers);
                 ("redis", started.await?)
             }

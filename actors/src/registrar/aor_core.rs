@@ -227,6 +227,44 @@ pub(crate) fn run_stateless<S: LocationStore>(store: &S, work: Work, now: System
     }
 }
 
+/// [`run_stateless`] for a store whose calls take time (Redis): awaited on the caller's own
+/// task, bounded by the store's timeout.
+pub(crate) async fn run_stateless_async<S: LocationStore>(
+    store: Arc<S>,
+    work: Work,
+    now: SystemTime,
+) {
+    match work {
+        Work::Register {
+            request,
+            policy,
+            reply,
+        } => {
+            let result = match store.register(request, &policy, now).await {
+                Ok(outcome) => Ok(outcome),
+                Err(StoreError::Register(e)) => Err(StoreFailure::Rejected(e)),
+                Err(e @ StoreError::Unavailable(_)) => {
+                    warn!(error = %e, "REGISTER: location store unavailable");
+                    Err(StoreFailure::Unavailable)
+                }
+            };
+            reply.send(result);
+        }
+        Work::Lookup { aor, reply } => {
+            let result = match read_bindings(&*store, &aor, now).await {
+                Ok((_, true)) => Err(StoreFailure::FlowsClosed),
+                Ok((bindings, false)) => Ok(bindings),
+                Err(e) => {
+                    warn!(error = %e, "lookup: location store unavailable");
+                    Err(StoreFailure::Unavailable)
+                }
+            };
+            reply.send(result);
+        }
+        Work::Panic { reply } => drop(reply),
+    }
+}
+
 /// The live bindings of `aor` and, when there are none, whether its flows closed.
 pub(crate) async fn read_bindings<S: LocationStore>(
     store: &S,

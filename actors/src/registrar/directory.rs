@@ -23,7 +23,7 @@ use tracing::warn;
 use sipmesh_protocol::registrar::Aor;
 
 use super::aor_actor::{AorActor, AorArgs, AorMsg};
-use super::aor_core::{AorCore, SharedCore, run_stateless};
+use super::aor_core::{AorCore, SharedCore, run_stateless, run_stateless_async};
 use super::config::RegistrarConfig;
 use super::job::{Job, Redeliver, Work};
 use crate::location::LocationStore;
@@ -126,6 +126,19 @@ impl<S: LocationStore> Directory<S> {
             // call, serialised with every other request for this AOR by the shard lock.
             if let Some(work) = job.take() {
                 run_stateless(&*self.store, work, self.config.clock.now());
+            }
+            return;
+        }
+        if !S::COMPLETES_INLINE
+            && !map.contains_key(&aor)
+            && map.len() >= self.config.max_live_actors.div_ceil(SHARDS)
+            && job.sent_to.is_none()
+            && !matches!(job.peek(), Some(Work::Panic { .. }))
+        {
+            // At the actor cap (`max_live_actors`): a plain store call on its own task.
+            if let Some(work) = job.take() {
+                let store = Arc::clone(&self.store);
+                tokio::spawn(run_stateless_async(store, work, self.config.clock.now()));
             }
             return;
         }
