@@ -132,7 +132,10 @@ impl RedisDialogStore {
         call: ::redis::ScriptInvocation<'_>,
         conn: &mut RedisEndpoint,
     ) -> Result<(), DialogStoreError> {
-        let wait = self.replica_wait.as_ref().and_then(|w| w.due().map(|c| (w, c)));
+        let wait = self
+            .replica_wait
+            .as_ref()
+            .and_then(|w| w.due().map(|c| (w, c)));
         let wait_reply = self
             .bounded(async {
                 call.invoke_async::<()>(conn).await?;
