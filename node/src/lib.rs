@@ -158,3 +158,28 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sipmesh_cluster::{NodeId, Timing};
+
+    #[test]
+    fn the_fence_names_the_cluster_lease_key_and_is_closed_before_membership() {
+        let cluster = ClusterConfig {
+            node_id: NodeId::new("node7").expect("id"),
+            listen: "127.0.0.1:7000".parse().expect("addr"),
+            seeds: Vec::new(),
+            cookie: "c".to_owned(),
+            redis_url: "redis://127.0.0.1:1".to_owned(),
+            key_prefix: "pfx:".to_owned(),
+            timing: Timing::default(),
+            tls: None,
+        };
+        let source = MembershipEpoch::default();
+        assert_eq!(source.owner_epoch(), None, "no cluster layer yet: fenced");
+        let fence = cluster_fence(&cluster, source);
+        assert_eq!(fence.lease_key(), "pfx:node:node7");
+        assert!(fence.check().is_err());
+    }
+}
