@@ -5,6 +5,7 @@
 
 pub mod dialog;
 pub mod engine;
+pub mod fence;
 pub mod location;
 pub mod redis_endpoint;
 pub mod registrar;

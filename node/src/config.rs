@@ -406,6 +406,8 @@ impl TryFrom<RawConfig> for NodeConfig {
                     .transpose()
                     .context("flow_token_key")?,
                 dialog: sipmesh_protocol::dialog::DialogConfig::default(),
+                // Set by `run` when clustered (it needs the running cluster layer).
+                fence: None,
             },
         })
     }

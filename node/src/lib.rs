@@ -4,38 +4,75 @@
 //! (transports, transaction shards, registrar and proxy) and, when the future completes, stops
 //! accepting new requests and gives running transactions a bounded time to finish. A node with
 //! `[cluster] listen` also starts its cluster layer ([`sipmesh_cluster::Membership`]) and serves
-//! it on the admin endpoint's `GET /cluster`.
+//! it on the admin endpoint's `GET /cluster`, and fences the Redis stores' owner writes with
+//! its lease epoch ([`MembershipEpoch`]).
 
 pub mod admin;
 pub mod config;
 pub mod dev_cert;
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use tracing::info;
 
 use sipmesh_actors::engine::Engine;
+use sipmesh_actors::fence::{EpochSource, Fence};
 use sipmesh_actors::transport::TlsConfig;
-use sipmesh_cluster::Membership;
+use sipmesh_cluster::{ClusterConfig, Membership};
+
+/// The stores' [`EpochSource`] on a clustered node: [`Membership::owner_epoch`] once the cluster
+/// layer runs, fenced before (the engine starts first, and no lease exists yet).
+#[derive(Debug, Clone, Default)]
+pub struct MembershipEpoch(Arc<OnceLock<Membership>>);
+
+impl MembershipEpoch {
+    /// Starts answering from `membership` (a second call is ignored).
+    pub fn set(&self, membership: Membership) {
+        let _ = self.0.set(membership);
+    }
+}
+
+impl EpochSource for MembershipEpoch {
+    fn owner_epoch(&self) -> Option<u64> {
+        self.0.get()?.owner_epoch().map(|e| e.0)
+    }
+}
+
+/// The fence of a node clustered with `cluster`: its lease key `<prefix>node:<id>` (the layout
+/// of `sipmesh_cluster::store`, docs/REDIS.md "Cluster keys") and `source`.
+pub fn cluster_fence(cluster: &ClusterConfig, source: MembershipEpoch) -> Fence {
+    Fence::new(
+        format!("{}node:{}", cluster.key_prefix, cluster.node_id),
+        Arc::new(source),
+    )
+}
 
 /// Runs a node until `shutdown` completes, then shuts down gracefully.
 pub async fn run(
     config: config::NodeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let engine = Engine::start(config.engine.clone())
+    let epoch = MembershipEpoch::default();
+    let mut engine_config = config.engine.clone();
+    if let Some(cluster) = &config.cluster {
+        engine_config.fence = Some(cluster_fence(cluster, epoch.clone()));
+    }
+    let engine = Engine::start(engine_config)
         .await
         .context("starting the SIP engine")?;
     for (kind, addr) in engine.local_addrs() {
         info!(%kind, %addr, "listening");
     }
     let membership = match config.cluster.clone() {
-        Some(cluster) => Some(
-            Membership::start(cluster)
+        Some(cluster) => {
+            let membership = Membership::start(cluster)
                 .await
-                .context("starting the cluster layer")?,
-        ),
+                .context("starting the cluster layer")?;
+            epoch.set(membership.clone());
+            Some(membership)
+        }
         None => None,
     };
     let admin = match config.admin {
@@ -119,5 +156,30 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sipmesh_cluster::{NodeId, Timing};
+
+    #[test]
+    fn the_fence_names_the_cluster_lease_key_and_is_closed_before_membership() {
+        let cluster = ClusterConfig {
+            node_id: NodeId::new("node7").expect("id"),
+            listen: "127.0.0.1:7000".parse().expect("addr"),
+            seeds: Vec::new(),
+            cookie: "c".to_owned(),
+            redis_url: "redis://127.0.0.1:1".to_owned(),
+            key_prefix: "pfx:".to_owned(),
+            timing: Timing::default(),
+            tls: None,
+        };
+        let source = MembershipEpoch::default();
+        assert_eq!(source.owner_epoch(), None, "no cluster layer yet: fenced");
+        let fence = cluster_fence(&cluster, source);
+        assert_eq!(fence.lease_key(), "pfx:node:node7");
+        assert!(fence.check().is_err());
     }
 }

@@ -488,3 +488,96 @@ fn the_mesh_forms_over_mutual_tls() {
     let log = c.nodes[0].log_text();
     assert!(!log.contains("TLS error"), "{log}");
 }
+
+/// A REGISTER for `user` from `peer` (Call-ID per user, CSeq `cseq`).
+fn register_request(peer: &UdpPeer, user: &str, cseq: u32) -> RawRequest {
+    let contact = peer.local_addr();
+    RawRequest::new(
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        ViaTransport::Udp,
+        contact,
+    )
+    .set("To", format!("<sip:{user}@{DOMAIN}>"))
+    .set("From", format!("<sip:{user}@{DOMAIN}>;tag=r{cseq}"))
+    .set("Call-ID", format!("fence-{user}@{}", contact.ip()))
+    .set("CSeq", format!("{cseq} REGISTER"))
+    .header("Contact", format!("<sip:{user}@{contact}>"))
+    .header("Expires", "600")
+}
+
+/// Fencing of owner writes (issue 5), end to end: a node frozen past its lease answers a
+/// REGISTER sent in the first instant after SIGCONT with 503 + Retry-After, without writing
+/// the binding, and registers again (200) once it holds a new lease.
+#[test]
+fn a_thawed_node_refuses_registers_with_503_until_it_holds_a_new_lease() {
+    let c = Cluster::start("cluster-fenced-writes", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let peer = UdpPeer::bind(c.nodes[1].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let ok = peer
+        .request(
+            c.nodes[1].udp_addr(),
+            &register_request(&peer, "carol", 1),
+            Duration::from_secs(3),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}"
+    );
+
+    c.nodes[1].freeze(true);
+    c.wait("node2's lease gone", Duration::from_secs(6), |c| {
+        [0, 2].iter().all(|&i| {
+            c.view(i).is_some_and(|v| {
+                state(&v, "node2").as_deref() == Some("dead") && epoch(&v, "node2").is_none()
+            })
+        })
+    });
+    c.nodes[1].freeze(false);
+    let thaw = Instant::now();
+    let refused = peer
+        .request(
+            c.nodes[1].udp_addr(),
+            &register_request(&peer, "dave", 1),
+            Duration::from_secs(3),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "measured: REGISTER to the thawed node answered {:?} after SIGCONT",
+        thaw.elapsed()
+    );
+    let refused = refused.unwrap_or_else(|| panic!("no answer\n{}", c.nodes[1].log_tail()));
+    assert_eq!(refused.status(), Some(503), "{refused:?}");
+    assert!(refused.header("Retry-After").is_some(), "{refused:?}");
+    let key = format!("sipmesh:loc:aor:sip:dave@{DOMAIN}");
+    assert_eq!(
+        c.redis.cli(&["EXISTS", &key]).trim(),
+        "0",
+        "a fenced node wrote a binding"
+    );
+
+    c.wait("node2 rejoined", Duration::from_secs(8), |c| {
+        all_live(c, &IDS)
+    });
+    let ok = peer
+        .request(
+            c.nodes[1].udp_addr(),
+            &register_request(&peer, "dave", 2),
+            Duration::from_secs(3),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}"
+    );
+    assert_eq!(c.redis.cli(&["EXISTS", &key]).trim(), "1");
+    eprintln!(
+        "measured: REGISTER accepted again {:?} after SIGCONT",
+        thaw.elapsed()
+    );
+}

@@ -6,21 +6,33 @@
 //! server, or the master named by Redis Sentinel) that reconnects by itself, every call bounded
 //! by a timeout and an in-flight limit, failures reported as [`DialogStoreError::Unavailable`],
 //! and with [`RedisStoreConfig::replica_wait`] a `WAIT` inside each save's pipeline.
+//!
+//! Fencing (issue 5): with a [`Fence`] ([`RedisDialogStore::with_fence`], a clustered node),
+//! save and remove become scripts (`redis/fenced_save.lua`, `redis/fenced_remove.lua`) that
+//! first check this node's lease epoch; while fenced they fail at once with
+//! [`UnavailableReason::Fenced`] without a Redis call, and a stale epoch (`STALE_EPOCH`, nothing
+//! written) is reported the same way. Without a fence, save stays one MULTI/EXEC.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::RedisError;
+use ::redis::{RedisError, Script};
 use tokio::sync::Semaphore;
 
 use sipmesh_protocol::dialog::{DialogId, DialogState};
 
+use crate::fence::{Fence, FenceCheck, is_stale_epoch};
 use crate::location::{RedisStoreConfig, RedisStoreError, UnavailableReason};
 use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 use super::record;
 use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
+
+/// The fenced save script.
+const FENCED_SAVE_LUA: &str = include_str!("redis/fenced_save.lua");
+/// The fenced remove script.
+const FENCED_REMOVE_LUA: &str = include_str!("redis/fenced_remove.lua");
 
 /// Default key prefix of dialog records.
 pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
@@ -33,6 +45,10 @@ pub struct RedisDialogStore {
     prefix: Arc<str>,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    /// Fencing of owner writes (None: a single node, unfenced).
+    fence: Option<Fence>,
+    fenced_save: Arc<Script>,
+    fenced_remove: Arc<Script>,
 }
 
 impl std::fmt::Debug for RedisDialogStore {
@@ -55,7 +71,27 @@ impl RedisDialogStore {
             prefix: Arc::from(prefix),
             timeout: config.timeout,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            fence: None,
+            fenced_save: Arc::new(Script::new(FENCED_SAVE_LUA)),
+            fenced_remove: Arc::new(Script::new(FENCED_REMOVE_LUA)),
         })
+    }
+
+    /// Fences this store's writes with `fence` (None: unfenced, the single-node default).
+    #[must_use]
+    pub fn with_fence(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// The lease check for one write: `Ok(None)` when unfenced, `Err(Unavailable(Fenced))`
+    /// when this node must not write now.
+    fn fence_check(&self) -> Result<Option<FenceCheck>, DialogStoreError> {
+        self.fence
+            .as_ref()
+            .map(Fence::check)
+            .transpose()
+            .map_err(DialogStoreError::Unavailable)
     }
 
     /// The key of a dialog record (for tools and tests).
@@ -74,7 +110,9 @@ impl RedisDialogStore {
                 .await
                 .map_err(|_| DialogStoreError::Unavailable(UnavailableReason::Disconnected))?;
             work.await.map_err(|e| {
-                DialogStoreError::Unavailable(if e.is_timeout() {
+                DialogStoreError::Unavailable(if is_stale_epoch(&e) {
+                    UnavailableReason::Fenced
+                } else if e.is_timeout() {
                     UnavailableReason::Timeout
                 } else {
                     UnavailableReason::Disconnected
@@ -87,16 +125,53 @@ impl RedisDialogStore {
                 UnavailableReason::Timeout,
             )))
     }
+
+    /// Runs a fenced write script, then `WAIT` when one is due (as the unfenced save does).
+    async fn write_then_wait(
+        &self,
+        call: ::redis::ScriptInvocation<'_>,
+        conn: &mut RedisEndpoint,
+    ) -> Result<(), DialogStoreError> {
+        let wait = self
+            .replica_wait
+            .as_ref()
+            .and_then(|w| w.due().map(|c| (w, c)));
+        let wait_reply = self
+            .bounded(async {
+                call.invoke_async::<()>(conn).await?;
+                match &wait {
+                    Some((_, cmd)) => Ok(Some(cmd.query_async::<::redis::Value>(conn).await)),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        if let (Some((waiter, _)), Some(reply)) = (wait, wait_reply) {
+            waiter.check(&reply);
+        }
+        Ok(())
+    }
 }
 
 impl DialogStore for RedisDialogStore {
     fn save<'a>(&'a self, state: &'a DialogState) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let fence = self.fence_check()?;
             let key = self.key(&state.id);
             let fields = record::encode(state);
             let ttl = state.timeout + EXPIRY_MARGIN;
             let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
             let mut conn = self.conn.clone();
+            if let Some(fence) = fence {
+                let mut call = self.fenced_save.prepare_invoke();
+                call.key(&key)
+                    .key(&*fence.lease_key)
+                    .arg(fence.epoch)
+                    .arg(ttl_ms);
+                for (field, value) in &fields {
+                    call.arg(field).arg(value);
+                }
+                return self.write_then_wait(call, &mut conn).await;
+            }
             // One MULTI/EXEC: the old fields go, the new ones and the expiry land together.
             let mut pipe = ::redis::pipe();
             pipe.atomic()
@@ -138,8 +213,15 @@ impl DialogStore for RedisDialogStore {
 
     fn remove<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            let fence = self.fence_check()?;
             let key = self.key(id);
             let mut conn = self.conn.clone();
+            if let Some(fence) = fence {
+                let mut call = self.fenced_remove.prepare_invoke();
+                call.key(&key).key(&*fence.lease_key).arg(fence.epoch);
+                let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
+                return Ok(n > 0);
+            }
             let cmd = ::redis::cmd("DEL").arg(&key).clone();
             let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
             Ok(n > 0)

@@ -89,6 +89,9 @@ pub struct EngineConfig {
     pub flow_token_key: Option<FlowTokenKey>,
     /// Dialog timeouts (the dialog records go to Redis too when `redis` is set).
     pub dialog: DialogConfig,
+    /// Fencing of the Redis stores' owner writes (a clustered node; None: unfenced). Unused
+    /// without `redis`.
+    pub fence: Option<crate::fence::Fence>,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -226,7 +229,8 @@ impl Engine {
         let dialog_store: Arc<dyn DialogStore> = match &config.redis {
             Some(redis) => Arc::new(
                 RedisDialogStore::new(redis, crate::dialog::redis::DEFAULT_PREFIX)
-                    .map_err(EngineError::Redis)?,
+                    .map_err(EngineError::Redis)?
+                    .with_fence(config.fence.clone()),
             ),
             None => Arc::new(MemoryDialogStore::new()),
         };
@@ -242,7 +246,9 @@ impl Engine {
         };
         let (store_kind, started) = match &config.redis {
             Some(redis) => {
-                let store = RedisLocationStore::new(redis).map_err(EngineError::Redis)?;
+                let store = RedisLocationStore::new(redis)
+                    .map_err(EngineError::Redis)?
+                    .with_fence(config.fence.clone());
                 // No cached lookups: past the actor cap an AOR is written by plain store calls
                 // too, and in a cluster other nodes write it; the actor's copy could be stale.
                 let registrar = RegistrarConfig {

@@ -28,6 +28,13 @@
 //! new master. With [`RedisStoreConfig::replica_wait`], every batch of REGISTER writes is
 //! followed by `WAIT` (see [`ReplicaWait`]).
 //!
+//! Fencing (issue 5): with a [`Fence`] ([`with_fence`](RedisLocationStore::with_fence), a
+//! clustered node), REGISTER and connection-removal writes carry this node's lease key and epoch;
+//! while fenced they fail at once with [`UnavailableReason::Fenced`], and a write whose epoch is
+//! no longer the lease's is refused by the script (`STALE_EPOCH`, nothing written) and reported
+//! the same way. The expiry sweep is not fenced: it only deletes what has expired, the same on
+//! any node. Without a fence the scripts get `''` as the epoch and skip the check.
+//!
 //! A single server (`redis://`, `redis+unix://`) and Sentinel (`redis+sentinel://`) are
 //! supported. Redis Cluster is refused ([`EndpointUrlError::ClusterUnsupported`]): the scripts
 //! touch keys they compute (connection index, swept AORs), which Cluster forbids across slots.
@@ -49,6 +56,7 @@ use tokio::sync::Semaphore;
 
 pub use codec::CodecError;
 
+use crate::fence::{Fence, FenceCheck, is_stale_epoch};
 use crate::location::store::{LocationStore, StoreError, StoreStats, UnavailableReason};
 use crate::redis_endpoint::{
     EndpointConfig, EndpointError, EndpointUrlError, RedisEndpoint, ReplicaWait, ReplicaWaiter,
@@ -201,6 +209,8 @@ pub struct RedisLocationStore {
     register_script: Arc<Script>,
     sweep_script: Arc<Script>,
     remove_connection_script: Arc<Script>,
+    /// Fencing of owner writes (None: a single node, unfenced).
+    fence: Option<Fence>,
 }
 
 impl std::fmt::Debug for RedisLocationStore {
@@ -249,7 +259,25 @@ impl RedisLocationStore {
             register_script: script(REGISTER_LUA),
             sweep_script: script(SWEEP_LUA),
             remove_connection_script: script(REMOVE_CONNECTION_LUA),
+            fence: None,
         })
+    }
+
+    /// Fences this store's owner writes with `fence` (None: unfenced, the single-node default).
+    #[must_use]
+    pub fn with_fence(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// The lease check for one owner write: `Ok(None)` when unfenced,
+    /// `Err(Unavailable(Fenced))` when this node must not write now.
+    fn fence_check(&self) -> Result<Option<FenceCheck>, StoreError> {
+        self.fence
+            .as_ref()
+            .map(Fence::check)
+            .transpose()
+            .map_err(StoreError::Unavailable)
     }
 
     /// Like [`new`](Self::new), then checks with a PING that the server answers.
@@ -412,8 +440,11 @@ impl RedisLocationStore {
     }
 }
 
-/// Maps a client error to the 503 cause.
+/// Maps a client error to the 503 cause (a write refused by the epoch check: fenced).
 fn unavailable(e: RedisError) -> StoreError {
+    if is_stale_epoch(&e) {
+        return StoreError::Unavailable(UnavailableReason::Fenced);
+    }
     if e.is_timeout() {
         return StoreError::Unavailable(UnavailableReason::Timeout);
     }
@@ -453,20 +484,28 @@ impl LocationStore for RedisLocationStore {
         let max_contacts = policy.max_contacts;
         async move {
             let plan = plan?;
+            let fence = self.fence_check()?;
             let mut cmd = ::redis::cmd("EVALSHA");
             cmd.arg(self.register_script.get_hash())
-                .arg(4)
+                .arg(if fence.is_some() { 5 } else { 4 })
                 .arg(self.keys.aor(&req.aor))
                 .arg(&self.keys.expiry)
                 .arg(&self.keys.count)
-                .arg(self.keys.closed(&req.aor))
-                .arg(codec::millis(now))
+                .arg(self.keys.closed(&req.aor));
+            if let Some(fence) = &fence {
+                cmd.arg(&*fence.lease_key);
+            }
+            cmd.arg(codec::millis(now))
                 .arg(plan.mode)
                 .arg(req.call_id.as_ref())
                 .arg(req.cseq)
                 .arg(max_contacts)
                 .arg(req.aor.as_bytes())
                 .arg(&self.keys.connection);
+            match &fence {
+                Some(fence) => cmd.arg(fence.epoch),
+                None => cmd.arg(""),
+            };
             for items in &plan.contacts {
                 for item in items {
                     cmd.arg(item.as_slice());
@@ -516,15 +555,22 @@ impl LocationStore for RedisLocationStore {
     }
 
     async fn remove_connection(&self, connection: ConnectionId) -> Result<usize, StoreError> {
+        let fence = self.fence_check()?;
         let mut conn = self.conn.clone();
         let mut call = self.remove_connection_script.prepare_invoke();
-        call.key(&self.keys.expiry)
-            .key(&self.keys.count)
-            .arg(codec::connection_text(&self.scope, connection))
+        call.key(&self.keys.expiry).key(&self.keys.count);
+        if let Some(fence) = &fence {
+            call.key(&*fence.lease_key);
+        }
+        call.arg(codec::connection_text(&self.scope, connection))
             .arg(&self.keys.aor)
             .arg(&self.keys.connection)
             .arg(&self.keys.closed)
             .arg(self.flows_closed_ttl_ms);
+        match &fence {
+            Some(fence) => call.arg(fence.epoch),
+            None => call.arg(""),
+        };
         self.bounded(call.invoke_async::<usize>(&mut conn)).await
     }
 

@@ -254,3 +254,16 @@ local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix
   end
   return value
 end
+
+-- Fencing of owner writes (docs/REDIS.md, "Fenced writes"; crate::fence). A clustered node passes
+-- its lease key (`<cluster prefix>node:<id>`) and the epoch it writes with; the write proceeds
+-- only while the key holds that epoch, the rule of sipmesh-cluster's check_epoch. `lease_key`
+-- nil (a single node) means unfenced.
+local function fence_holds(lease_key, epoch)
+  if lease_key == nil then return true end
+  return redis.call('GET', lease_key) == epoch
+end
+
+local function stale_epoch()
+  return redis.error_reply('STALE_EPOCH the epoch is not the current lease epoch')
+end

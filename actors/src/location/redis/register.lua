@@ -4,11 +4,16 @@
 -- stored state (CSeq order, contact limit) and the update itself.
 --
 -- KEYS[1] AOR value, KEYS[2] expiry index, KEYS[3] binding counter, KEYS[4] the AOR's
--- closed-flows marker (deleted when the AOR has bindings again)
+-- closed-flows marker (deleted when the AOR has bindings again), KEYS[5] (only when fenced) this
+-- node's lease key
 -- ARGV[1] now (ms), ARGV[2] mode ('Q' query, 'S' wildcard removal, 'L' contact list),
 -- ARGV[3] Call-ID, ARGV[4] CSeq, ARGV[5] max contacts, ARGV[6] AOR, ARGV[7] connection-index
--- key prefix, ARGV[8..] ITEMS arguments per Contact (expires_at 0 = remove).
--- Returns {'OK', changed (0/1), AOR value after the update} or {'CSEQ'} or {'MAX'}.
+-- key prefix, ARGV[8] the fencing epoch ('' when unfenced), ARGV[9..] ITEMS arguments per
+-- Contact (expires_at 0 = remove).
+-- Returns {'OK', changed (0/1), AOR value after the update} or {'CSEQ'} or {'MAX'}, or the error
+-- STALE_EPOCH (nothing written) when KEYS[5] does not hold the epoch ARGV[8].
+
+if not fence_holds(KEYS[5], ARGV[8]) then return stale_epoch() end
 
 local now = tonumber(ARGV[1])
 local mode = ARGV[2]
@@ -37,7 +42,7 @@ if mode == 'S' then
 elseif mode == 'L' then
   if out_of_order() then return { 'CSEQ' } end
   local before = #live
-  for i = 8, #ARGV, ITEMS do
+  for i = 9, #ARGV, ITEMS do
     local c = binding_from_args(i)
     local found
     for j, b in ipairs(working) do

@@ -3,11 +3,14 @@
 -- whose flows closed (so a request to it gets 480, not 404): the marker holds the latest expiry
 -- (ms) the removed bindings had, and lives at most ARGV[5] ms.
 --
--- KEYS[1] expiry index, KEYS[2] binding counter
+-- KEYS[1] expiry index, KEYS[2] binding counter, KEYS[3] (only when fenced) this node's lease key
 -- ARGV[1] connection (as stored, without the '=' marker), ARGV[2] AOR key prefix,
 -- ARGV[3] connection-index prefix, ARGV[4] closed-flows marker prefix,
--- ARGV[5] marker lifetime (ms)
--- Returns the number of bindings removed.
+-- ARGV[5] marker lifetime (ms), ARGV[6] the fencing epoch ('' when unfenced)
+-- Returns the number of bindings removed, or the error STALE_EPOCH (nothing written) when KEYS[3]
+-- does not hold the epoch ARGV[6].
+
+if not fence_holds(KEYS[3], ARGV[6]) then return stale_epoch() end
 
 local marker = '=' .. ARGV[1]
 local index = ARGV[3] .. ARGV[1]
