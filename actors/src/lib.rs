@@ -8,4 +8,5 @@ pub mod engine;
 pub mod location;
 pub mod redis_endpoint;
 pub mod registrar;
+pub mod rtpengine;
 pub mod transport;

@@ -369,7 +369,8 @@ mod tests {
     /// of it: decoding never panics, and whatever decodes re-encodes to a decodable document.
     #[test]
     fn mutations_never_panic() {
-        let doc = dec("d3:sdp10:v=0\r\no=- 15:flagsl5:trust6:stricte4:listl3:subi-12ee1:ni0ee").unwrap();
+        let doc =
+            dec("d3:sdp10:v=0\r\no=- 15:flagsl5:trust6:stricte4:listl3:subi-12ee1:ni0ee").unwrap();
         let bytes = doc.encode();
         assert_eq!(dec(std::str::from_utf8(&bytes).unwrap()), Ok(doc));
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;

@@ -11,7 +11,7 @@
 //! datagram to [`NgClientState::on_datagram`], and calls [`NgClientState::poll`] at
 //! [`NgClientState::next_deadline`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -252,6 +252,7 @@ impl NgClientState {
 /// Cookies seen, for tests that check uniqueness (kept tiny on purpose).
 #[cfg(test)]
 fn unique(cookies: &[Cookie]) -> bool {
+    use std::collections::HashSet;
     cookies.iter().collect::<HashSet<_>>().len() == cookies.len()
 }
 

@@ -207,7 +207,10 @@ mod tests {
 
     #[test]
     fn ping_is_just_the_command() {
-        assert_eq!(Value::Dict(Request::Ping.to_dict()).encode(), b"d7:command4:pinge");
+        assert_eq!(
+            Value::Dict(Request::Ping.to_dict()).encode(),
+            b"d7:command4:pinge"
+        );
     }
 
     #[test]

@@ -75,7 +75,12 @@ impl Response {
             .map(str::to_owned);
         let calls = get(&raw, "calls")
             .and_then(Value::as_list)
-            .map(|l| l.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         let created = get(&raw, "created").and_then(Value::as_int);
         Ok(Self {
