@@ -92,9 +92,7 @@ impl NgClient {
         if r.pong {
             Ok(())
         } else {
-            Err(NgError::BadReply(
-                sipmesh_protocol::ng::ReplyError::UnknownResult("ok".into()),
-            ))
+            Err(NgError::NotPong)
         }
     }
 }

@@ -30,6 +30,9 @@ pub enum NgError {
     /// The reply was not one this client understands.
     #[error("bad ng reply: {0}")]
     BadReply(ReplyError),
+    /// A `ping` was answered with something other than `result: pong`.
+    #[error("rtpengine answered a ping without pong")]
+    NotPong,
     /// The client's driver task has stopped (the client is shutting down).
     #[error("ng client stopped")]
     Stopped,

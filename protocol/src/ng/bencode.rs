@@ -22,7 +22,7 @@ pub enum Value {
     /// `<len>:<bytes>`.
     Bytes(Bytes),
     /// `l<values>e`.
-    List(Vec<Value>),
+    List(Vec<Self>),
     /// `d<key><value>…e`.
     Dict(Dict),
 }
@@ -55,7 +55,7 @@ impl Value {
     }
 
     /// The list when this is one.
-    pub fn as_list(&self) -> Option<&[Value]> {
+    pub fn as_list(&self) -> Option<&[Self]> {
         match self {
             Self::List(l) => Some(l),
             _ => None,
@@ -397,7 +397,7 @@ mod tests {
                 let at = ((seed >> (8 * k)) as usize) % m.len();
                 m[at] = (seed >> (8 * k + 3)) as u8;
             }
-            if seed % 3 == 0 {
+            if seed.is_multiple_of(3) {
                 m.truncate(((seed >> 40) as usize) % m.len());
             }
             if let Ok(v) = decode(&Bytes::from(m)) {

@@ -214,6 +214,9 @@ impl NgClientState {
                 });
             }
         }
+        // HashMap order is arbitrary: sort, so the output depends on the input only.
+        // HashMap order is arbitrary: sort, so that the output depends on the input only.
+        out.sort_by(|a, b| timer_cookie(a).cmp(timer_cookie(b)));
         expired.sort();
         for cookie in expired {
             self.pending.remove(&cookie);
@@ -246,6 +249,12 @@ impl NgClientState {
                 self.ended.remove(&old);
             }
         }
+    }
+}
+
+fn timer_cookie(t: &Timer) -> &Cookie {
+    match t {
+        Timer::Retransmit { cookie, .. } | Timer::TimedOut(cookie) => cookie,
     }
 }
 
@@ -321,6 +330,30 @@ mod tests {
         assert_eq!(
             c.on_datagram(&reply("r", "d6:result4:ponge"), now),
             Incoming::Late(cookie("r"))
+        );
+    }
+
+    #[test]
+    fn several_requests_poll_in_cookie_order() {
+        let t0 = Instant::now();
+        let mut c = NgClientState::new(RetransmitPolicy::default());
+        for k in ["c", "a", "b"] {
+            c.start(cookie(k), &Request::Statistics, t0).unwrap();
+        }
+        let order: Vec<Cookie> = c
+            .poll(t0 + Duration::from_millis(250))
+            .into_iter()
+            .map(|t| match t {
+                Timer::Retransmit { cookie, .. } | Timer::TimedOut(cookie) => cookie,
+            })
+            .collect();
+        assert_eq!(order, [cookie("a"), cookie("b"), cookie("c")]);
+        let r = c.on_datagram(&reply("b", "d6:result2:oke"), t0);
+        assert!(matches!(r, Incoming::Reply { .. }));
+        let timed_out = c.poll(t0 + Duration::from_secs(2));
+        assert_eq!(
+            timed_out,
+            [Timer::TimedOut(cookie("a")), Timer::TimedOut(cookie("c"))]
         );
     }
 
