@@ -61,6 +61,37 @@ a=rtpmap:0 PCMU/8000\r\n\
 a=rtpmap:8 PCMA/8000\r\n\
 a=ssrc:1001 cname:browser\r\n";
 
+/// A browser's offer in the shape Firefox sends: the fingerprint at session level, ICE
+/// credentials per media, `a=end-of-candidates`, Opus with G.722 and telephone-event.
+const FIREFOX_OFFER: &str = "v=0\r\n\
+o=mozilla...THIS_IS_SDPARTA-128.0 7016352217284372412 0 IN IP4 0.0.0.0\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=fingerprint:sha-256 0B:7A:E1:55:3C:92:4F:D0:18:6B:A7:C3:29:E4:81:5F:B6:0C:73:D8:4A:21:9E:F5:3D:68:C0:17:8B:E2:46:AF\r\n\
+a=group:BUNDLE 0\r\n\
+a=ice-options:trickle\r\n\
+a=msid-semantic:WMS *\r\n\
+m=audio 50004 UDP/TLS/RTP/SAVPF 109 9 0 8 101\r\n\
+c=IN IP4 127.0.0.1\r\n\
+a=candidate:0 1 UDP 2122252543 127.0.0.1 50004 typ host\r\n\
+a=sendrecv\r\n\
+a=end-of-candidates\r\n\
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1\r\n\
+a=fmtp:101 0-15\r\n\
+a=ice-pwd:5e1c0a8d2b7f4e6a9c3d1b0f8e7a6c5d\r\n\
+a=ice-ufrag:9f3b2c1a\r\n\
+a=mid:0\r\n\
+a=msid:{5a2f0c1e-7b3d-4e9a-8c6f-1d2e3f4a5b6c} {0e1d2c3b-4a59-6877-8695-a4b3c2d1e0f9}\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:109 opus/48000/2\r\n\
+a=rtpmap:9 G722/8000/1\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000/1\r\n\
+a=setup:actpass\r\n\
+a=ssrc:2718281828 cname:{7c6b5a49-3827-1605-f4e3-d2c1b0a99887}\r\n";
+
 fn policy() -> RetransmitPolicy {
     RetransmitPolicy {
         first_interval: Duration::from_millis(100),
@@ -100,9 +131,12 @@ async fn setup(name: &str) -> (Rtpengine, NgClient) {
     (daemon, client)
 }
 
+/// The Call-IDs the daemon holds (`list` returns 32 by default: ask for all).
 async fn calls(client: &NgClient) -> Vec<String> {
     client
-        .request(Request::List { limit: None })
+        .request(Request::List {
+            limit: Some(10_000),
+        })
         .await
         .unwrap_or_else(|e| panic!("list: {e}"))
         .calls
@@ -118,6 +152,18 @@ async fn ping_answers_pong() {
     let r = client.request(Request::Ping).await.unwrap();
     assert!(r.pong);
     client.ping().await.unwrap();
+    // Sequential round trips, for the report (debug build, loopback).
+    let mut rtts = Vec::new();
+    for _ in 0..100 {
+        let started = Instant::now();
+        client.ping().await.unwrap();
+        rtts.push(started.elapsed());
+    }
+    rtts.sort();
+    eprintln!(
+        "100 sequential pings: p50 {:?}, max {:?}",
+        rtts[50], rtts[99]
+    );
     let stats = client.request(Request::Statistics).await.unwrap();
     assert!(stats.get("statistics").is_some(), "{:?}", stats.raw);
 }
@@ -165,13 +211,24 @@ async fn legacy_call_offer_answer_query_list_delete() {
 }
 
 #[tokio::test]
-async fn webrtc_offer_becomes_plain_rtp_and_answer_becomes_dtls() {
-    let (daemon, client) = setup("ng_webrtc_to_rtp").await;
-    let call = CallRef::new("webrtc-call-1@test", "browser-tag");
+async fn chromium_offer_becomes_plain_rtp_and_answer_becomes_dtls() {
+    webrtc_to_rtp("ng_chromium_to_rtp", BROWSER_OFFER).await;
+}
+
+#[tokio::test]
+async fn firefox_offer_becomes_plain_rtp_and_answer_becomes_dtls() {
+    webrtc_to_rtp("ng_firefox_to_rtp", FIREFOX_OFFER).await;
+}
+
+/// A browser calls a phone: the browser's offer, converted for the phone (RTP/AVP, ICE
+/// removed), then the phone's answer converted back (DTLS passive, ICE, rtcp-mux).
+async fn webrtc_to_rtp(name: &str, browser_offer: &'static str) {
+    let (daemon, client) = setup(name).await;
+    let call = CallRef::new(format!("{name}@test"), "browser-tag");
     let offer = client
         .request(Request::Offer(SdpRequest {
             call: call.clone(),
-            sdp: Bytes::from_static(BROWSER_OFFER.as_bytes()),
+            sdp: Bytes::from_static(browser_offer.as_bytes()),
             options: legacy_options(),
         }))
         .await
@@ -255,4 +312,68 @@ async fn stopped_daemon_times_out_within_the_deadline() {
     // And it serves again once the daemon is back.
     daemon.restart();
     client.ping().await.unwrap();
+}
+
+/// Many calls at once through one client: every offer succeeds, `list` holds them all, and
+/// after the deletes nothing is left (no leaked sessions). Prints the round-trip times.
+#[tokio::test]
+async fn concurrent_offers_and_deletes() {
+    const CALLS: usize = 200;
+    let (daemon, _) = setup("ng_concurrent").await;
+    let wide = RetransmitPolicy {
+        max_outstanding: 256,
+        ..policy()
+    };
+    let client = NgClient::connect(daemon.ng_addr(), wide)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = std::sync::Arc::new(client);
+    let mut tasks = Vec::new();
+    for i in 0..CALLS {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client
+                .request(Request::Offer(SdpRequest {
+                    call: CallRef::new(format!("conc-{i}"), format!("f{i}")),
+                    sdp: Bytes::from_static(PHONE_OFFER.as_bytes()),
+                    options: legacy_options(),
+                }))
+                .await;
+            (started.elapsed(), r.map(|r| r.sdp.is_some()))
+        }));
+    }
+    let mut rtts = Vec::new();
+    for t in tasks {
+        let (rtt, r) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        match r {
+            Ok(true) => rtts.push(rtt),
+            other => panic!("offer failed: {other:?}\n{}", daemon.log()),
+        }
+    }
+    rtts.sort();
+    let p50 = rtts[CALLS / 2];
+    let p99 = rtts[CALLS * 99 / 100];
+    eprintln!("{CALLS} concurrent offers: p50 {p50:?}, p99 {p99:?}");
+    let mut listed = calls(&client).await;
+    listed.sort();
+    assert_eq!(listed.len(), CALLS);
+    let deletes: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request(Request::Delete(CallRef::new(
+                        format!("conc-{i}"),
+                        format!("f{i}"),
+                    )))
+                    .await
+            })
+        })
+        .collect();
+    for d in deletes {
+        let r = d.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.is_ok_and(|r| r.warning.is_none()));
+    }
+    assert!(calls(&client).await.is_empty());
 }

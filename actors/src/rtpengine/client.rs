@@ -26,6 +26,7 @@ type Reply = oneshot::Sender<Result<Response, NgError>>;
 
 struct Start {
     request: Request,
+    timeout: Duration,
     reply: Reply,
 }
 
@@ -72,17 +73,31 @@ impl NgClient {
     /// Sends `request` and waits for its reply, at most the policy's timeout (plus a small
     /// grace). `result: error` becomes [`NgError::Refused`] with the daemon's reason.
     pub async fn request(&self, request: Request) -> Result<Response, NgError> {
+        self.request_within(request, self.policy.timeout).await
+    }
+
+    /// [`NgClient::request`] with its own timeout instead of the policy's (a health ping
+    /// wants a short one).
+    pub async fn request_within(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, NgError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .try_send(Start { request, reply })
+            .try_send(Start {
+                request,
+                timeout,
+                reply,
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => NgError::Busy(self.policy.max_outstanding),
                 mpsc::error::TrySendError::Closed(_) => NgError::Stopped,
             })?;
-        match tokio::time::timeout(self.policy.timeout + GRACE, rx).await {
+        match tokio::time::timeout(timeout + GRACE, rx).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(NgError::Stopped),
-            Err(_) => Err(NgError::Timeout(self.policy.timeout)),
+            Err(_) => Err(NgError::Timeout(timeout)),
         }
     }
 
@@ -123,7 +138,8 @@ impl Cookies {
 }
 
 async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiver<Start>) {
-    let mut waiting: HashMap<Cookie, Reply> = HashMap::new();
+    // Each outstanding request's caller and its own timeout (for the error it fails with).
+    let mut waiting: HashMap<Cookie, (Reply, Duration)> = HashMap::new();
     let mut cookies = Cookies {
         prefix: rand::random(),
         next: 0,
@@ -134,16 +150,16 @@ async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiv
         let wake = state.next_deadline().map(Instant::from_std);
         tokio::select! {
             start = rx.recv(), if open => match start {
-                Some(Start { request, reply }) => {
+                Some(Start { request, timeout, reply }) => {
                     let now = Instant::now().into_std();
                     let cookie = cookies.next();
-                    match state.start(cookie.clone(), &request, now) {
+                    match state.start_within(cookie.clone(), &request, now, timeout) {
                         Ok(datagram) => {
                             if let Err(e) = socket.send(&datagram).await {
                                 // Lost like a dropped datagram: the retransmission retries.
                                 tracing::debug!(error = %e, "ng send failed");
                             }
-                            waiting.insert(cookie, reply);
+                            waiting.insert(cookie, (reply, timeout));
                         }
                         Err(StartError::TooManyOutstanding(n)) => {
                             let _ = reply.send(Err(NgError::Busy(n)));
@@ -160,7 +176,7 @@ async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiv
                     let datagram = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
                     match state.on_datagram(&datagram, Instant::now().into_std()) {
                         Incoming::Reply { cookie, outcome } => {
-                            if let Some(reply) = waiting.remove(&cookie) {
+                            if let Some((reply, _)) = waiting.remove(&cookie) {
                                 let _ = reply.send(outcome.map_err(NgError::from));
                             }
                         }
@@ -179,8 +195,8 @@ async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiv
                             }
                         }
                         Timer::TimedOut(cookie) => {
-                            if let Some(reply) = waiting.remove(&cookie) {
-                                let _ = reply.send(Err(NgError::Timeout(state.policy().timeout)));
+                            if let Some((reply, after)) = waiting.remove(&cookie) {
+                                let _ = reply.send(Err(NgError::Timeout(after)));
                             }
                         }
                     }
@@ -190,7 +206,7 @@ async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiv
         // Callers that gave up (dropped their future): stop retransmitting for them.
         let gone: Vec<Cookie> = waiting
             .iter()
-            .filter(|(_, r)| r.is_closed())
+            .filter(|(_, (r, _))| r.is_closed())
             .map(|(c, _)| c.clone())
             .collect();
         for cookie in gone {

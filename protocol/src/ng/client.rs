@@ -138,12 +138,25 @@ impl NgClientState {
         self.pending.len()
     }
 
-    /// Starts `request` under `cookie` at `now`; returns the datagram to send.
+    /// Starts `request` under `cookie` at `now` with the policy's timeout; returns the
+    /// datagram to send.
     pub fn start(
         &mut self,
         cookie: Cookie,
         request: &Request,
         now: Instant,
+    ) -> Result<Bytes, StartError> {
+        self.start_within(cookie, request, now, self.policy.timeout)
+    }
+
+    /// Starts `request` under `cookie` at `now`, failing it after `timeout` (a health ping may
+    /// want less than an offer); returns the datagram to send.
+    pub fn start_within(
+        &mut self,
+        cookie: Cookie,
+        request: &Request,
+        now: Instant,
+        timeout: Duration,
     ) -> Result<Bytes, StartError> {
         if self.pending.len() >= self.policy.max_outstanding {
             return Err(StartError::TooManyOutstanding(self.pending.len()));
@@ -159,7 +172,7 @@ impl NgClientState {
                 datagram: datagram.clone(),
                 next_send: now + self.policy.first_interval,
                 interval: self.policy.first_interval,
-                deadline: now + self.policy.timeout,
+                deadline: now + timeout,
             },
         );
         Ok(datagram)
@@ -355,6 +368,21 @@ mod tests {
             timed_out,
             [Timer::TimedOut(cookie("a")), Timer::TimedOut(cookie("c"))]
         );
+    }
+
+    #[test]
+    fn shorter_timeout_per_request() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut c = NgClientState::new(RetransmitPolicy::default());
+        c.start_within(cookie("p"), &Request::Ping, t0, ms(400))
+            .unwrap();
+        assert!(matches!(
+            c.poll(t0 + ms(250)).as_slice(),
+            [Timer::Retransmit { .. }]
+        ));
+        assert_eq!(c.next_deadline(), Some(t0 + ms(400)));
+        assert_eq!(c.poll(t0 + ms(400)), [Timer::TimedOut(cookie("p"))]);
     }
 
     #[test]

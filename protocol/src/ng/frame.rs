@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::bencode::{self, DecodeError, Dict, Value};
+use super::bencode::{self, DecodeError, Dict, Value, encode_dict};
 
 /// Longest cookie accepted (rtpengine's own are well under this).
 pub const MAX_COOKIE_LEN: usize = 64;
@@ -63,8 +63,7 @@ pub fn encode_datagram(cookie: &Cookie, dict: &Dict) -> Vec<u8> {
     let mut out = Vec::with_capacity(cookie.0.len() + 64);
     out.extend_from_slice(&cookie.0);
     out.push(b' ');
-    // Encoding borrows; the clone of a dictionary of `Bytes` is reference counting only.
-    Value::Dict(dict.clone()).encode_into(&mut out);
+    encode_dict(dict, &mut out);
     out
 }
 

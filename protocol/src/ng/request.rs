@@ -145,7 +145,8 @@ pub enum Request {
     Delete(CallRef),
     /// `query`: the call's state and counters.
     Query(CallRef),
-    /// `list`: the Call-IDs rtpengine knows, at most `limit` of them.
+    /// `list`: the Call-IDs rtpengine knows, at most `limit` of them (rtpengine 10.5 returns
+    /// 32 when no limit is given).
     List {
         /// `limit`, when set.
         limit: Option<u32>,
