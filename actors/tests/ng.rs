@@ -377,3 +377,39 @@ async fn concurrent_offers_and_deletes() {
     }
     assert!(calls(&client).await.is_empty());
 }
+
+/// A daemon that stalls for a while: the request is retransmitted (same cookie), the daemon
+/// then sees the offer several times but runs it once and answers the copies from its cookie
+/// cache; the client takes the first reply and ignores the duplicates. One call results.
+#[tokio::test]
+async fn stalled_daemon_gets_retransmissions_and_runs_the_offer_once() {
+    let (daemon, client) = setup("ng_stalled_daemon").await;
+    let call = CallRef::new("stalled-1@test", "f");
+    daemon.freeze(true);
+    let offer = {
+        let request = Request::Offer(SdpRequest {
+            call: call.clone(),
+            sdp: Bytes::from_static(PHONE_OFFER.as_bytes()),
+            options: legacy_options(),
+        });
+        let client = &client;
+        async move { client.request(request).await }
+    };
+    // The stall is the scenario: 350 ms covers the first two retransmissions (100, 300 ms),
+    // well inside the 1 s deadline.
+    let thaw = async {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        daemon.freeze(false);
+    };
+    let (outcome, ()) = tokio::join!(offer, thaw);
+    let offer = outcome.unwrap_or_else(|e| panic!("offer: {e}\n{}", daemon.log()));
+    assert!(offer.sdp.is_some());
+    assert_eq!(calls(&client).await, ["stalled-1@test"]);
+    let log = daemon.log();
+    // rtpengine logs the first copy as received and the retransmissions as duplicates.
+    assert_eq!(log.matches("Received command 'offer'").count(), 1, "{log}");
+    let duplicates = log.matches("as a duplicate").count();
+    assert!(duplicates >= 2, "expected 2 retransmissions, log:\n{log}");
+    client.request(Request::Delete(call)).await.unwrap();
+    assert!(calls(&client).await.is_empty());
+}

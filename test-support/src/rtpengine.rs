@@ -60,6 +60,24 @@ impl Rtpengine {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the daemon: requests queue in its socket
+    /// unanswered, the way an overloaded or swapping rtpengine behaves.
+    ///
+    /// # Panics
+    ///
+    /// When the daemon is not running or `kill` fails.
+    pub fn freeze(&self, frozen: bool) {
+        let Some(child) = &self.child else {
+            panic!("rtpengine is not running");
+        };
+        let status = Command::new("kill")
+            .arg(if frozen { "-STOP" } else { "-CONT" })
+            .arg(child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill failed: {status}");
+    }
+
     /// Starts the daemon again on the same address (with no calls) and waits for a pong.
     ///
     /// # Panics
