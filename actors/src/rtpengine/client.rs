@@ -128,12 +128,7 @@ struct Cookies {
 impl Cookies {
     fn next(&mut self) -> Cookie {
         self.next += 1;
-        let text = format!("{:08x}_{}", self.prefix, self.next);
-        match Cookie::new(Bytes::from(text)) {
-            Ok(c) => c,
-            // The format above is always a valid cookie.
-            Err(_) => unreachable!("generated cookie is printable ASCII"),
-        }
+        Cookie::numbered(self.prefix, self.next)
     }
 }
 
@@ -178,6 +173,12 @@ async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiv
                         Incoming::Reply { cookie, outcome } => {
                             if let Some((reply, _)) = waiting.remove(&cookie) {
                                 let _ = reply.send(outcome.map_err(NgError::from));
+                            }
+                        }
+                        // Past its deadline before the timer ran: it failed all the same.
+                        Incoming::Late(cookie) => {
+                            if let Some((reply, after)) = waiting.remove(&cookie) {
+                                let _ = reply.send(Err(NgError::Timeout(after)));
                             }
                         }
                         other => tracing::debug!(?other, "ng datagram ignored"),

@@ -46,6 +46,12 @@ impl Cookie {
         }
     }
 
+    /// A cookie from a per-client `prefix` and a sequence number: `<prefix as 8 hex>_<n>`.
+    /// Always valid; the caller supplies the randomness of the prefix.
+    pub fn numbered(prefix: u32, n: u64) -> Self {
+        Self(Bytes::from(format!("{prefix:08x}_{n}")))
+    }
+
     /// The cookie's bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -93,6 +99,13 @@ mod tests {
         let wire = encode_datagram(&cookie, &d);
         assert_eq!(wire, b"5323_1 d7:command4:pinge");
         assert_eq!(decode_datagram(&Bytes::from(wire)), Ok((cookie, d)));
+    }
+
+    #[test]
+    fn numbered_cookies_are_valid() {
+        let c = Cookie::numbered(0xdead_beef, u64::MAX);
+        assert_eq!(c.to_string(), "deadbeef_18446744073709551615");
+        assert_eq!(Cookie::new(Bytes::copy_from_slice(c.as_bytes())), Ok(c));
     }
 
     #[test]
