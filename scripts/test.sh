@@ -29,6 +29,26 @@ if ! have sipp || ! have kamailio || ! have redis-server || ! have python3 ||
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y $pkgs
 fi
 
+# rtpengine for the ng conformance tests (actors/tests/ng.rs): the harness starts its own
+# userspace daemons (--table=-1, --config-file=none); the packaged system service is not started
+# (policy-rc.d refuses it while installing, and it is never enabled here).
+if ! have rtpengine; then
+	echo "==> installing rtpengine-daemon"
+	sudo=""
+	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+	$sudo apt-get update
+	# policy-rc.d exit 101 keeps the package's init script from starting the system service.
+	policy=/usr/sbin/policy-rc.d
+	made_policy=""
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+		$sudo chmod +x "$policy"
+		made_policy=1
+	fi
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends rtpengine-daemon
+	if [ -n "$made_policy" ]; then $sudo rm -f "$policy"; fi
+fi
+
 # SIPp with TLS (`-t l1`) for the TLS and sips: tests: Debian 12's sip-tester has none. Cached in
 # target/tools/sipp-tls (see scripts/build-sipp-tls.sh): 20-30 s when missing or broken, else
 # only a version check.

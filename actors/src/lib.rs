@@ -9,4 +9,5 @@ pub mod fence;
 pub mod location;
 pub mod redis_endpoint;
 pub mod registrar;
+pub mod rtpengine;
 pub mod transport;

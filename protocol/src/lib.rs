@@ -28,3 +28,4 @@ pub use header::HeaderName;
 pub use message::{Message, Method, ParseError, StatusCode};
 pub mod dialog;
 pub mod framing;
+pub mod ng;

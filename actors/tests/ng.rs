@@ -1,0 +1,415 @@
+//! ng conformance against a real rtpengine (Debian `rtpengine-daemon`, userspace mode): the
+//! codec and [`NgClient`] must speak what the daemon speaks, for a legacy RTP phone and a WebRTC
+//! browser, on the success, error and timeout paths.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sipmesh_actors::rtpengine::{NgClient, NgError};
+use sipmesh_protocol::ng::{
+    CallRef, DtlsMode, IceMode, MediaOptions, Request, RetransmitPolicy, SdpRequest,
+};
+use sipmesh_test_support::{Rtpengine, TestDir, test_ip};
+
+/// A plain RTP/AVP phone's offer (what SIPp or a desk phone sends).
+const PHONE_OFFER: &str = "v=0\r\n\
+o=phone 1000 1 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 40000 RTP/AVP 0 8 101\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=sendrecv\r\n";
+
+/// The other phone's answer.
+const PHONE_ANSWER: &str = "v=0\r\n\
+o=callee 2000 1 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 40002 RTP/AVP 0 101\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=sendrecv\r\n";
+
+/// A browser's offer, written by hand in the shape Chromium sends: BUNDLE, ICE credentials
+/// and a host candidate, a DTLS fingerprint with `setup:actpass`, rtcp-mux, Opus.
+const BROWSER_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+a=msid-semantic: WMS stream\r\n\
+m=audio 50000 UDP/TLS/RTP/SAVPF 111 0 8\r\n\
+c=IN IP4 127.0.0.1\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0\r\n\
+a=ice-ufrag:Abcd\r\n\
+a=ice-pwd:0123456789abcdefghijklmn\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 3A:1F:5C:9E:20:44:B7:0D:6E:81:C2:97:AF:13:58:64:E0:7B:D9:42:16:3C:A5:88:F1:0E:6B:27:D4:99:52:C3\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendrecv\r\n\
+a=msid:stream track\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=ssrc:1001 cname:browser\r\n";
+
+/// A browser's offer in the shape Firefox sends: the fingerprint at session level, ICE
+/// credentials per media, `a=end-of-candidates`, Opus with G.722 and telephone-event.
+const FIREFOX_OFFER: &str = "v=0\r\n\
+o=mozilla...THIS_IS_SDPARTA-128.0 7016352217284372412 0 IN IP4 0.0.0.0\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=fingerprint:sha-256 0B:7A:E1:55:3C:92:4F:D0:18:6B:A7:C3:29:E4:81:5F:B6:0C:73:D8:4A:21:9E:F5:3D:68:C0:17:8B:E2:46:AF\r\n\
+a=group:BUNDLE 0\r\n\
+a=ice-options:trickle\r\n\
+a=msid-semantic:WMS *\r\n\
+m=audio 50004 UDP/TLS/RTP/SAVPF 109 9 0 8 101\r\n\
+c=IN IP4 127.0.0.1\r\n\
+a=candidate:0 1 UDP 2122252543 127.0.0.1 50004 typ host\r\n\
+a=sendrecv\r\n\
+a=end-of-candidates\r\n\
+a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
+a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1\r\n\
+a=fmtp:101 0-15\r\n\
+a=ice-pwd:5e1c0a8d2b7f4e6a9c3d1b0f8e7a6c5d\r\n\
+a=ice-ufrag:9f3b2c1a\r\n\
+a=mid:0\r\n\
+a=msid:{5a2f0c1e-7b3d-4e9a-8c6f-1d2e3f4a5b6c} {0e1d2c3b-4a59-6877-8695-a4b3c2d1e0f9}\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:109 opus/48000/2\r\n\
+a=rtpmap:9 G722/8000/1\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:101 telephone-event/8000/1\r\n\
+a=setup:actpass\r\n\
+a=ssrc:2718281828 cname:{7c6b5a49-3827-1605-f4e3-d2c1b0a99887}\r\n";
+
+fn policy() -> RetransmitPolicy {
+    RetransmitPolicy {
+        first_interval: Duration::from_millis(100),
+        max_interval: Duration::from_millis(400),
+        timeout: Duration::from_secs(1),
+        max_outstanding: 64,
+    }
+}
+
+fn legacy_options() -> MediaOptions {
+    MediaOptions {
+        replace: vec!["origin".into(), "session-connection".into()],
+        ice: Some(IceMode::Remove),
+        transport_protocol: Some("RTP/AVP".into()),
+        rtcp_mux: vec!["demux".into()],
+        ..MediaOptions::default()
+    }
+}
+
+fn browser_options() -> MediaOptions {
+    MediaOptions {
+        replace: vec!["origin".into(), "session-connection".into()],
+        ice: Some(IceMode::Force),
+        dtls: Some(DtlsMode::Passive),
+        transport_protocol: Some("UDP/TLS/RTP/SAVPF".into()),
+        rtcp_mux: vec!["offer".into(), "require".into()],
+        ..MediaOptions::default()
+    }
+}
+
+async fn setup(name: &str) -> (Rtpengine, NgClient) {
+    let dir = TestDir::new(name).unwrap_or_else(|e| panic!("{e}"));
+    let daemon = Rtpengine::start(&dir, test_ip(name));
+    let client = NgClient::connect(daemon.ng_addr(), policy())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (daemon, client)
+}
+
+/// The Call-IDs the daemon holds (`list` returns 32 by default: ask for all).
+async fn calls(client: &NgClient) -> Vec<String> {
+    client
+        .request(Request::List {
+            limit: Some(10_000),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("list: {e}"))
+        .calls
+}
+
+fn text(sdp: Option<&Bytes>) -> String {
+    String::from_utf8_lossy(sdp.map_or(&b""[..], |b| &b[..])).into_owned()
+}
+
+#[tokio::test]
+async fn ping_answers_pong() {
+    let (_daemon, client) = setup("ng_ping_answers_pong").await;
+    let r = client.request(Request::Ping).await.unwrap();
+    assert!(r.pong);
+    client.ping().await.unwrap();
+    // Sequential round trips, for the report (debug build, loopback).
+    let mut rtts = Vec::new();
+    for _ in 0..100 {
+        let started = Instant::now();
+        client.ping().await.unwrap();
+        rtts.push(started.elapsed());
+    }
+    rtts.sort();
+    eprintln!(
+        "100 sequential pings: p50 {:?}, max {:?}",
+        rtts[50], rtts[99]
+    );
+    let stats = client.request(Request::Statistics).await.unwrap();
+    assert!(stats.get("statistics").is_some(), "{:?}", stats.raw);
+}
+
+#[tokio::test]
+async fn legacy_call_offer_answer_query_list_delete() {
+    let (daemon, client) = setup("ng_legacy_call").await;
+    let media_ip = daemon.media_ip().to_string();
+    let call = CallRef::new("legacy-call-1@test", "from-1");
+    assert!(calls(&client).await.is_empty());
+
+    let offer = client
+        .request(Request::Offer(SdpRequest {
+            call: call.clone(),
+            sdp: Bytes::from_static(PHONE_OFFER.as_bytes()),
+            options: legacy_options(),
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("offer: {e}\n{}", daemon.log()));
+    let sdp = text(offer.sdp.as_ref());
+    assert!(sdp.contains(&format!("c=IN IP4 {media_ip}")), "{sdp}");
+    assert!(sdp.contains(" RTP/AVP 0 8 101"), "{sdp}");
+    assert!(!sdp.contains("m=audio 40000 "), "port not replaced: {sdp}");
+
+    let answer = client
+        .request(Request::Answer(SdpRequest {
+            call: call.clone().with_to_tag("to-1"),
+            sdp: Bytes::from_static(PHONE_ANSWER.as_bytes()),
+            options: legacy_options(),
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("answer: {e}\n{}", daemon.log()));
+    let sdp = text(answer.sdp.as_ref());
+    assert!(sdp.contains(&format!("c=IN IP4 {media_ip}")), "{sdp}");
+    assert!(!sdp.contains("m=audio 40002 "), "port not replaced: {sdp}");
+
+    let query = client.request(Request::Query(call.clone())).await.unwrap();
+    assert!(query.created.is_some_and(|t| t > 0), "{:?}", query.raw);
+    assert!(query.get("tags").is_some(), "{:?}", query.raw);
+
+    assert_eq!(calls(&client).await, ["legacy-call-1@test"]);
+    let deleted = client.request(Request::Delete(call.clone())).await.unwrap();
+    assert_eq!(deleted.warning, None);
+    assert!(calls(&client).await.is_empty());
+}
+
+#[tokio::test]
+async fn chromium_offer_becomes_plain_rtp_and_answer_becomes_dtls() {
+    webrtc_to_rtp("ng_chromium_to_rtp", BROWSER_OFFER).await;
+}
+
+#[tokio::test]
+async fn firefox_offer_becomes_plain_rtp_and_answer_becomes_dtls() {
+    webrtc_to_rtp("ng_firefox_to_rtp", FIREFOX_OFFER).await;
+}
+
+/// A browser calls a phone: the browser's offer, converted for the phone (RTP/AVP, ICE
+/// removed), then the phone's answer converted back (DTLS passive, ICE, rtcp-mux).
+async fn webrtc_to_rtp(name: &str, browser_offer: &'static str) {
+    let (daemon, client) = setup(name).await;
+    let call = CallRef::new(format!("{name}@test"), "browser-tag");
+    let offer = client
+        .request(Request::Offer(SdpRequest {
+            call: call.clone(),
+            sdp: Bytes::from_static(browser_offer.as_bytes()),
+            options: legacy_options(),
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("offer: {e}\n{}", daemon.log()));
+    // Towards the phone: plain RTP/AVP, no ICE, no DTLS, no rtcp-mux requirement.
+    let sdp = text(offer.sdp.as_ref());
+    assert!(sdp.contains(" RTP/AVP "), "{sdp}");
+    for gone in [
+        "SAVPF",
+        "a=ice-ufrag",
+        "a=candidate",
+        "a=fingerprint",
+        "a=setup",
+    ] {
+        assert!(!sdp.contains(gone), "{gone} left in {sdp}");
+    }
+    assert!(
+        sdp.contains(&format!("c=IN IP4 {}", daemon.media_ip())),
+        "{sdp}"
+    );
+
+    // The phone's answer, turned back into WebRTC for the browser: ICE, DTLS passive, mux.
+    let answer = client
+        .request(Request::Answer(SdpRequest {
+            call: call.clone().with_to_tag("phone-tag"),
+            sdp: Bytes::from_static(PHONE_ANSWER.as_bytes()),
+            options: browser_options(),
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("answer: {e}\n{}", daemon.log()));
+    let sdp = text(answer.sdp.as_ref());
+    for kept in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=ice-ufrag:",
+        "a=candidate:",
+        "a=fingerprint:",
+        "a=setup:passive",
+        "a=rtcp-mux",
+    ] {
+        assert!(sdp.contains(kept), "{kept} missing in {sdp}");
+    }
+
+    client.request(Request::Delete(call)).await.unwrap();
+    assert!(calls(&client).await.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_call_is_an_error_with_a_reason() {
+    let (_daemon, client) = setup("ng_unknown_call").await;
+    let unknown = CallRef::new("no-such-call", "nobody");
+    match client.request(Request::Query(unknown.clone())).await {
+        Err(NgError::Refused(reason)) => assert!(reason.contains("Unknown call"), "{reason}"),
+        other => panic!("expected result: error, got {other:?}"),
+    }
+    // rtpengine 10.5 answers a delete of an unknown call with `ok` and a warning.
+    let deleted = client.request(Request::Delete(unknown)).await.unwrap();
+    assert!(
+        deleted
+            .warning
+            .as_deref()
+            .is_some_and(|w| w.contains("not found")),
+        "{:?}",
+        deleted.raw
+    );
+}
+
+#[tokio::test]
+async fn stopped_daemon_times_out_within_the_deadline() {
+    let (mut daemon, client) = setup("ng_stopped_daemon").await;
+    client.ping().await.unwrap();
+    daemon.stop();
+    let started = Instant::now();
+    let outcome = client.request(Request::Ping).await;
+    let took = started.elapsed();
+    assert!(matches!(outcome, Err(NgError::Timeout(_))), "{outcome:?}");
+    assert!(took >= policy().timeout, "gave up early: {took:?}");
+    assert!(
+        took < policy().timeout + Duration::from_millis(300),
+        "{took:?}"
+    );
+    // And it serves again once the daemon is back.
+    daemon.restart();
+    client.ping().await.unwrap();
+}
+
+/// Many calls at once through one client: every offer succeeds, `list` holds them all, and
+/// after the deletes nothing is left (no leaked sessions). Prints the round-trip times.
+#[tokio::test]
+async fn concurrent_offers_and_deletes() {
+    const CALLS: usize = 200;
+    let (daemon, _) = setup("ng_concurrent").await;
+    let wide = RetransmitPolicy {
+        max_outstanding: 256,
+        ..policy()
+    };
+    let client = NgClient::connect(daemon.ng_addr(), wide)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = std::sync::Arc::new(client);
+    let mut tasks = Vec::new();
+    for i in 0..CALLS {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let r = client
+                .request(Request::Offer(SdpRequest {
+                    call: CallRef::new(format!("conc-{i}"), format!("f{i}")),
+                    sdp: Bytes::from_static(PHONE_OFFER.as_bytes()),
+                    options: legacy_options(),
+                }))
+                .await;
+            (started.elapsed(), r.map(|r| r.sdp.is_some()))
+        }));
+    }
+    let mut rtts = Vec::new();
+    for t in tasks {
+        let (rtt, r) = t.await.unwrap_or_else(|e| panic!("{e}"));
+        match r {
+            Ok(true) => rtts.push(rtt),
+            other => panic!("offer failed: {other:?}\n{}", daemon.log()),
+        }
+    }
+    rtts.sort();
+    let p50 = rtts[CALLS / 2];
+    let p99 = rtts[CALLS * 99 / 100];
+    eprintln!("{CALLS} concurrent offers: p50 {p50:?}, p99 {p99:?}");
+    let mut listed = calls(&client).await;
+    listed.sort();
+    assert_eq!(listed.len(), CALLS);
+    let deletes: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .request(Request::Delete(CallRef::new(
+                        format!("conc-{i}"),
+                        format!("f{i}"),
+                    )))
+                    .await
+            })
+        })
+        .collect();
+    for d in deletes {
+        let r = d.await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.is_ok_and(|r| r.warning.is_none()));
+    }
+    assert!(calls(&client).await.is_empty());
+}
+
+/// A daemon that stalls for a while: the request is retransmitted (same cookie), the daemon
+/// then sees the offer several times but runs it once and answers the copies from its cookie
+/// cache; the client takes the first reply and ignores the duplicates. One call results.
+#[tokio::test]
+async fn stalled_daemon_gets_retransmissions_and_runs_the_offer_once() {
+    let (daemon, client) = setup("ng_stalled_daemon").await;
+    let call = CallRef::new("stalled-1@test", "f");
+    daemon.freeze(true);
+    let offer = {
+        let request = Request::Offer(SdpRequest {
+            call: call.clone(),
+            sdp: Bytes::from_static(PHONE_OFFER.as_bytes()),
+            options: legacy_options(),
+        });
+        let client = &client;
+        async move { client.request(request).await }
+    };
+    // The stall is the scenario: 350 ms covers the first two retransmissions (100, 300 ms),
+    // well inside the 1 s deadline.
+    let thaw = async {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        daemon.freeze(false);
+    };
+    let (outcome, ()) = tokio::join!(offer, thaw);
+    let offer = outcome.unwrap_or_else(|e| panic!("offer: {e}\n{}", daemon.log()));
+    assert!(offer.sdp.is_some());
+    assert_eq!(calls(&client).await, ["stalled-1@test"]);
+    let log = daemon.log();
+    // rtpengine logs the first copy as received and the retransmissions as duplicates.
+    assert_eq!(log.matches("Received command 'offer'").count(), 1, "{log}");
+    let duplicates = log.matches("as a duplicate").count();
+    assert!(duplicates >= 2, "expected 2 retransmissions, log:\n{log}");
+    client.request(Request::Delete(call)).await.unwrap();
+    assert!(calls(&client).await.is_empty());
+}

@@ -1,0 +1,158 @@
+//! A real `rtpengine` (Debian package `rtpengine-daemon`) for one test, in userspace mode on a
+//! loopback address, killed when dropped. A missing binary fails the test loudly.
+//!
+//! The daemon runs with `--config-file=none` (the package's `/etc/rtpengine/rtpengine.conf`
+//! would add HTTP and CLI listeners on fixed ports), `--table=-1` (no kernel forwarding, so no
+//! privileges needed), `--interface` and `--listen-ng` on the test's address, `--dtls-passive`
+//! (see issue 6: in the active role the browser's DTLS handshake stalls) and
+//! `--delete-delay=0` (a deleted call leaves `list` at once). Its log goes to
+//! `rtpengine.log` in the test directory.
+
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{TestDir, free_port};
+
+/// A running (or, after [`Rtpengine::stop`], stopped) rtpengine daemon.
+#[derive(Debug)]
+pub struct Rtpengine {
+    ng: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Rtpengine {
+    /// Starts a daemon with its media interface and ng port on `ip` (a loopback address, for
+    /// instance [`crate::test_ip`]), logging into `dir`, and waits until it answers a ping.
+    pub fn start(dir: &TestDir, ip: IpAddr) -> Self {
+        let mut daemon = Self {
+            ng: SocketAddr::new(ip, free_port(ip)),
+            log: dir.file("rtpengine.log"),
+            child: None,
+        };
+        daemon.restart();
+        daemon
+    }
+
+    /// The ng control address (`--listen-ng`).
+    pub fn ng_addr(&self) -> SocketAddr {
+        self.ng
+    }
+
+    /// The media interface address (`--interface`).
+    pub fn media_ip(&self) -> IpAddr {
+        self.ng.ip()
+    }
+
+    /// The daemon's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the daemon; the ng address stays reserved for [`Rtpengine::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the daemon: requests queue in its socket
+    /// unanswered, the way an overloaded or swapping rtpengine behaves.
+    ///
+    /// # Panics
+    ///
+    /// When the daemon is not running or `kill` fails.
+    pub fn freeze(&self, frozen: bool) {
+        let Some(child) = &self.child else {
+            panic!("rtpengine is not running");
+        };
+        let status = Command::new("kill")
+            .arg(if frozen { "-STOP" } else { "-CONT" })
+            .arg(child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill failed: {status}");
+    }
+
+    /// Starts the daemon again on the same address (with no calls) and waits for a pong.
+    ///
+    /// # Panics
+    ///
+    /// When `rtpengine` is not installed, exits, or does not answer a ping within 10 s.
+    pub fn restart(&mut self) {
+        self.stop();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot clone a log handle: {e}"));
+        let ip = self.ng.ip();
+        let child = Command::new("rtpengine")
+            .arg("--config-file=none")
+            .arg("--table=-1")
+            .arg(format!("--interface={ip}"))
+            .arg(format!("--listen-ng={}", self.ng))
+            .args(["--foreground", "--log-stderr", "--dtls-passive"])
+            .args(["--delete-delay=0", "--port-min=30000", "--port-max=39999"])
+            .arg("--log-level=6")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start rtpengine ({e}): these tests need a real rtpengine; run \
+                     scripts/test.sh or `apt-get install rtpengine-daemon`"
+                )
+            });
+        self.child = Some(child);
+        self.wait_pong();
+    }
+
+    /// One synchronous ng `ping`: true when `pong` came back within `wait`.
+    pub fn ping(&self, wait: Duration) -> bool {
+        let Ok(sock) = UdpSocket::bind(SocketAddr::new(self.ng.ip(), 0)) else {
+            return false;
+        };
+        if sock.set_read_timeout(Some(wait)).is_err()
+            || sock.send_to(b"h1 d7:command4:pinge", self.ng).is_err()
+        {
+            return false;
+        }
+        let mut buf = [0u8; 256];
+        matches!(sock.recv(&mut buf), Ok(n) if buf.get(..n) == Some(&b"h1 d6:result4:ponge"[..]))
+    }
+
+    fn wait_pong(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("rtpengine exited at start ({status}); log:\n{}", self.log());
+            }
+            if self.ping(Duration::from_millis(100)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rtpengine did not answer a ping on {} within 10 s; log:\n{}",
+                self.ng,
+                self.log()
+            );
+        }
+    }
+}
+
+impl Drop for Rtpengine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
