@@ -227,6 +227,9 @@ pub struct RawRegistrar {
     pub default_expires: Option<u32>,
     /// Most contacts one AOR may hold.
     pub max_contacts: Option<usize>,
+    /// Most live AOR actors with Redis (default 4096; 0: none, every request is a plain store
+    /// call).
+    pub max_aor_actors: Option<usize>,
 }
 
 /// Validated configuration of a node.
@@ -408,6 +411,7 @@ impl TryFrom<RawConfig> for NodeConfig {
                 dialog: sipmesh_protocol::dialog::DialogConfig::default(),
                 // Set by `run` when clustered (it needs the running cluster layer).
                 fence: None,
+                max_aor_actors: raw.registrar.max_aor_actors.unwrap_or(4096),
             },
         })
     }

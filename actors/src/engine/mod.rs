@@ -92,6 +92,10 @@ pub struct EngineConfig {
     /// Fencing of the Redis stores' owner writes (a clustered node; None: unfenced). Unused
     /// without `redis`.
     pub fence: Option<crate::fence::Fence>,
+    /// Most live AOR actors with a networked store (Redis); past it, REGISTERs and lookups
+    /// for AORs without an actor are plain store calls. See
+    /// [`RegistrarConfig::max_live_actors`].
+    pub max_aor_actors: usize,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -253,6 +257,7 @@ impl Engine {
                 // too, and in a cluster other nodes write it; the actor's copy could be stale.
                 let registrar = RegistrarConfig {
                     cache_lookups: false,
+                    max_live_actors: config.max_aor_actors,
                     ..RegistrarConfig::for_store_timeout(redis.timeout)
                 };
                 let started = spawn.start(Arc::new(store), registrar, receivers);

@@ -129,13 +129,20 @@ impl<S: LocationStore> Directory<S> {
             }
             return;
         }
+        let uncached_lookup =
+            !self.config.cache_lookups && matches!(job.peek(), Some(Work::Lookup { .. }));
         if !S::COMPLETES_INLINE
-            && !map.contains_key(&aor)
-            && map.len() >= self.config.max_live_actors.div_ceil(SHARDS)
             && job.sent_to.is_none()
-            && !matches!(job.peek(), Some(Work::Panic { .. }))
+            && (uncached_lookup
+                || (!map.contains_key(&aor)
+                    && map.len() >= self.config.max_live_actors.div_ceil(SHARDS)
+                    && !matches!(job.peek(), Some(Work::Panic { .. }))))
         {
-            // At the actor cap (`max_live_actors`): a plain store call on its own task.
+            // A lookup the actor would not answer from a cache gains nothing from queueing
+            // behind the AOR's other requests (a hot AOR, a PBX trunk, would serialise every
+            // call's lookup on one Redis round trip at a time); and at the actor cap
+            // (`max_live_actors`) a REGISTER for an AOR without an actor is not worth one. Both
+            // are plain store calls on their own task; writes stay atomic in the Redis script.
             if let Some(work) = job.take() {
                 let store = Arc::clone(&self.store);
                 tokio::spawn(run_stateless_async(store, work, self.config.clock.now()));
