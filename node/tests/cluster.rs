@@ -309,19 +309,7 @@ fn a_registration_at_one_node_serves_requests_entering_at_every_node() {
         all_live(c, &IDS)
     });
     let bob = UdpPeer::bind(c.nodes[0].ip()).unwrap_or_else(|e| panic!("{e}"));
-    let contact = bob.local_addr();
-    let register = RawRequest::new(
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-        ViaTransport::Udp,
-        contact,
-    )
-    .set("To", format!("<sip:bob@{DOMAIN}>"))
-    .set("From", format!("<sip:bob@{DOMAIN}>;tag=r1"))
-    .set("Call-ID", format!("cluster-bob@{}", contact.ip()))
-    .set("CSeq", "1 REGISTER")
-    .header("Contact", format!("<sip:bob@{contact}>"))
-    .header("Expires", "600");
+    let register = RawRequest::register(DOMAIN, "bob", bob.local_addr(), "cluster", 1);
     let ok = bob
         .request(c.nodes[0].udp_addr(), &register, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -491,19 +479,7 @@ fn the_mesh_forms_over_mutual_tls() {
 
 /// A REGISTER for `user` from `peer` (Call-ID per user, CSeq `cseq`).
 fn register_request(peer: &UdpPeer, user: &str, cseq: u32) -> RawRequest {
-    let contact = peer.local_addr();
-    RawRequest::new(
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-        ViaTransport::Udp,
-        contact,
-    )
-    .set("To", format!("<sip:{user}@{DOMAIN}>"))
-    .set("From", format!("<sip:{user}@{DOMAIN}>;tag=r{cseq}"))
-    .set("Call-ID", format!("fence-{user}@{}", contact.ip()))
-    .set("CSeq", format!("{cseq} REGISTER"))
-    .header("Contact", format!("<sip:{user}@{contact}>"))
-    .header("Expires", "600")
+    RawRequest::register(DOMAIN, user, peer.local_addr(), "fence", cseq)
 }
 
 /// Fencing of owner writes (issue 5), end to end: a node frozen past its lease answers a

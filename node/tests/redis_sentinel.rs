@@ -17,19 +17,7 @@ const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
 const DOMAIN: &str = "sentinel.example.com";
 
 fn register(peer: &UdpPeer, node: SocketAddr, user: &str, cseq: u32) -> Option<RawMessage> {
-    let contact = peer.local_addr();
-    let req = RawRequest::new(
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-        ViaTransport::Udp,
-        contact,
-    )
-    .set("To", format!("<sip:{user}@{DOMAIN}>"))
-    .set("From", format!("<sip:{user}@{DOMAIN}>;tag=r{cseq}"))
-    .set("Call-ID", format!("sentinel-{user}@{}", contact.ip()))
-    .set("CSeq", format!("{cseq} REGISTER"))
-    .header("Contact", format!("<sip:{user}@{contact}>"))
-    .header("Expires", "600");
+    let req = RawRequest::register(DOMAIN, user, peer.local_addr(), "sentinel", cseq);
     peer.request(node, &req, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -30,19 +30,7 @@ fn bind(harness: &Harness) -> UdpPeer {
 }
 
 fn register(peer: &UdpPeer, node: SocketAddr, user: &str, cseq: u32) -> Option<RawMessage> {
-    let contact = peer.local_addr();
-    let req = RawRequest::new(
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-        ViaTransport::Udp,
-        contact,
-    )
-    .set("To", format!("<sip:{user}@{DOMAIN}>"))
-    .set("From", format!("<sip:{user}@{DOMAIN}>;tag=r{cseq}"))
-    .set("Call-ID", format!("redis-{user}@{}", contact.ip()))
-    .set("CSeq", format!("{cseq} REGISTER"))
-    .header("Contact", format!("<sip:{user}@{contact}>"))
-    .header("Expires", "600");
+    let req = RawRequest::register(DOMAIN, user, peer.local_addr(), "redis", cseq);
     peer.request(node, &req, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -95,6 +95,33 @@ impl RawRequest {
         }
     }
 
+    /// A UDP REGISTER of `user@domain` binding `<sip:user@contact>` for 600 s, with CSeq `cseq`
+    /// and the Call-ID `{call_id_prefix}-{user}@{contact ip}` (the same for every CSeq of that
+    /// user, as a UA keeps it across refreshes).
+    pub fn register(
+        domain: &str,
+        user: &str,
+        contact: SocketAddr,
+        call_id_prefix: &str,
+        cseq: u32,
+    ) -> Self {
+        Self::new(
+            "REGISTER",
+            &format!("sip:{domain}"),
+            ViaTransport::Udp,
+            contact,
+        )
+        .set("To", format!("<sip:{user}@{domain}>"))
+        .set("From", format!("<sip:{user}@{domain}>;tag=r{cseq}"))
+        .set(
+            "Call-ID",
+            format!("{call_id_prefix}-{user}@{}", contact.ip()),
+        )
+        .set("CSeq", format!("{cseq} REGISTER"))
+        .header("Contact", format!("<sip:{user}@{contact}>"))
+        .header("Expires", "600")
+    }
+
     /// Appends a header field (after the existing ones).
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
         if name.eq_ignore_ascii_case("Content-Length") {

@@ -198,32 +198,47 @@ pub(crate) fn run_stateless<S: LocationStore>(store: &S, work: Work, now: System
             request,
             policy,
             reply,
-        } => {
-            let result = match store.register(request, &policy, now).now_or_never() {
-                Some(Ok(outcome)) => Ok(outcome),
-                Some(Err(StoreError::Register(e))) => Err(StoreFailure::Rejected(e)),
-                Some(Err(e @ StoreError::Unavailable(_))) => {
-                    warn!(error = %e, "REGISTER: location store unavailable");
-                    Err(StoreFailure::Unavailable)
-                }
-                None => Err(StoreFailure::Unavailable),
-            };
-            reply.send(result);
-        }
-        Work::Lookup { aor, reply } => {
-            let result = match read_bindings(store, &aor, now).now_or_never() {
-                Some(Ok((_, true))) => Err(StoreFailure::FlowsClosed),
-                Some(Ok((bindings, false))) => Ok(bindings),
-                Some(Err(e)) => {
-                    warn!(error = %e, "lookup: location store unavailable");
-                    Err(StoreFailure::Unavailable)
-                }
-                None => Err(StoreFailure::Unavailable),
-            };
-            reply.send(result);
-        }
+        } => reply.send(
+            store
+                .register(request, &policy, now)
+                .now_or_never()
+                .map_or(Err(StoreFailure::Unavailable), register_result),
+        ),
+        Work::Lookup { aor, reply } => reply.send(
+            read_bindings(store, &aor, now)
+                .now_or_never()
+                .map_or(Err(StoreFailure::Unavailable), lookup_result),
+        ),
         // The hook always goes to an actor; dropping the sender tells its caller.
         Work::Panic { reply } => drop(reply),
+    }
+}
+
+/// A store's REGISTER answer as the core takes it (an outage logged).
+fn register_result(
+    result: Result<RegisterOutcome, StoreError>,
+) -> Result<RegisterOutcome, StoreFailure> {
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(StoreError::Register(e)) => Err(StoreFailure::Rejected(e)),
+        Err(e @ StoreError::Unavailable(_)) => {
+            warn!(error = %e, "REGISTER: location store unavailable");
+            Err(StoreFailure::Unavailable)
+        }
+    }
+}
+
+/// A store's lookup answer as the core takes it: no binding because flows closed is 480.
+fn lookup_result(
+    result: Result<(Vec<Binding>, bool), StoreError>,
+) -> Result<Vec<Binding>, StoreFailure> {
+    match result {
+        Ok((_, true)) => Err(StoreFailure::FlowsClosed),
+        Ok((bindings, false)) => Ok(bindings),
+        Err(e) => {
+            warn!(error = %e, "lookup: location store unavailable");
+            Err(StoreFailure::Unavailable)
+        }
     }
 }
 
@@ -239,27 +254,9 @@ pub(crate) async fn run_stateless_async<S: LocationStore>(
             request,
             policy,
             reply,
-        } => {
-            let result = match store.register(request, &policy, now).await {
-                Ok(outcome) => Ok(outcome),
-                Err(StoreError::Register(e)) => Err(StoreFailure::Rejected(e)),
-                Err(e @ StoreError::Unavailable(_)) => {
-                    warn!(error = %e, "REGISTER: location store unavailable");
-                    Err(StoreFailure::Unavailable)
-                }
-            };
-            reply.send(result);
-        }
+        } => reply.send(register_result(store.register(request, &policy, now).await)),
         Work::Lookup { aor, reply } => {
-            let result = match read_bindings(&*store, &aor, now).await {
-                Ok((_, true)) => Err(StoreFailure::FlowsClosed),
-                Ok((bindings, false)) => Ok(bindings),
-                Err(e) => {
-                    warn!(error = %e, "lookup: location store unavailable");
-                    Err(StoreFailure::Unavailable)
-                }
-            };
-            reply.send(result);
+            reply.send(lookup_result(read_bindings(&*store, &aor, now).await));
         }
         Work::Panic { reply } => drop(reply),
     }
