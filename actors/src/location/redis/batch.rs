@@ -133,16 +133,19 @@ async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<R
         .filter(|_| jobs.iter().any(|job| job.write))
         .and_then(|w| w.due().map(|cmd| (w, cmd)));
     if let ([_], None) = (jobs.as_slice(), &wait) {
-        for job in jobs {
-            let result = job.cmd.query_async::<Value>(&mut conn).await;
-            finish(&mut conn, job, result, None).await;
+        for mut job in jobs {
+            let cmd = std::mem::replace(&mut job.cmd, Cmd::new());
+            let result = cmd.query_async::<Value>(&mut conn).await;
+            finish(&mut conn, job, &cmd, result, None).await;
         }
         return;
     }
+    // The commands move into the pipeline (no copy per command); a NOSCRIPT retry reads its
+    // command back from there.
     let mut pipe = ::redis::pipe();
     pipe.ignore_errors();
-    for job in &jobs {
-        pipe.add_command(job.cmd.clone());
+    for job in &mut jobs {
+        pipe.add_command(std::mem::replace(&mut job.cmd, Cmd::new()));
     }
     if let Some((_, cmd)) = &wait {
         pipe.add_command(cmd.clone());
@@ -156,8 +159,8 @@ async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<R
                 waiter.check(&reply);
             }
             let waiter = wait.map(|(w, _)| w);
-            for (job, result) in jobs.into_iter().zip(results) {
-                finish(&mut conn, job, result, waiter.as_ref()).await;
+            for ((job, cmd), result) in jobs.into_iter().zip(pipe.cmd_iter()).zip(results) {
+                finish(&mut conn, job, cmd, result, waiter.as_ref()).await;
             }
         }
         Ok(results) => {
@@ -183,6 +186,7 @@ async fn run(mut conn: RedisEndpoint, mut jobs: Vec<Job>, replica_wait: Option<R
 async fn finish(
     conn: &mut RedisEndpoint,
     job: Job,
+    cmd: &Cmd,
     result: RedisResult<Value>,
     wait: Option<&ReplicaWaiter>,
 ) {
@@ -190,7 +194,7 @@ async fn finish(
         (Err(e), Some(script)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             match script.load_async(conn).await {
                 Ok(_) => {
-                    let retried = job.cmd.query_async::<Value>(conn).await;
+                    let retried = cmd.query_async::<Value>(conn).await;
                     if let Some(waiter) = wait.filter(|_| job.write && retried.is_ok())
                         && let Some(cmd) = waiter.due()
                     {

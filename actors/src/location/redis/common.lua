@@ -225,7 +225,10 @@ local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix
   else
     value = encode_set(new)
     redis.call('SET', aor_key, value)
-    redis.call('DEL', closed_key)
+    -- The closed-flows marker exists only while the AOR has no stored binding at all
+    -- (remove_connection sets it when it empties the AOR), so only the first write after that
+    -- needs to delete it: not every refresh.
+    if #old == 0 then redis.call('DEL', closed_key) end
     local min = new[1][EXP]
     for i = 2, #new do
       if new[i][EXP] < min then min = new[i][EXP] end
