@@ -86,13 +86,7 @@ fn a_call_reaches_a_binding_registered_before_a_crash() {
     let redis = RedisServer::start();
     let mut harness = node("redis-restart-call", &redis);
     let transport = SippTransport::Udp;
-    let uas = match harness.uas("uas_call.xml", transport).spawn() {
-        Ok(uas) => uas,
-        Err(e) => panic!("cannot start the UAS: {e}"),
-    };
-    if let Err(e) = uas.wait_listening() {
-        panic!("UAS did not bind: {e}");
-    }
+    let uas = harness.spawn_uas("uas_call.xml", transport);
     harness.run_ok(harness.register("bob.csv", uas.local_addr(), transport));
     if let Err(e) = harness.node_mut().restart() {
         panic!("restarting the node: {e}");

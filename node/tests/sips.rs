@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use sipmesh_test_support::{Harness, SecureListeners, SippRunning, SippTransport};
+use sipmesh_test_support::{Harness, SecureListeners, SippTransport};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -21,17 +21,6 @@ fn start(test: &str) -> (Harness, SecureListeners) {
         Ok(started) => started,
         Err(e) => panic!("cannot start the node for {test}: {e}"),
     }
-}
-
-fn spawn_uas(harness: &Harness, transport: SippTransport) -> SippRunning {
-    let uas = match harness.uas("uas_call.xml", transport).spawn() {
-        Ok(uas) => uas,
-        Err(e) => panic!("cannot start the UAS: {e}"),
-    };
-    if let Err(e) = uas.wait_listening() {
-        panic!("UAS did not bind: {e}");
-    }
-    uas
 }
 
 /// REGISTERs the `sips:` AOR of `bob` over TLS (to the node's `tls` listener) with `contact`.
@@ -49,7 +38,7 @@ fn register_sips(harness: &Harness, tls: SocketAddr, contact: &str) {
 fn sips_call_over_tls_end_to_end() {
     let (harness, listeners) = start("sips-call-tls");
     // Callee: a SIPp UAS listening on TLS only, registered as sips:bob over TLS.
-    let uas = spawn_uas(&harness, SippTransport::Tls);
+    let uas = harness.spawn_uas("uas_call.xml", SippTransport::Tls);
     let callee = uas.local_addr();
     register_sips(&harness, listeners.tls, &format!("sips:bob@{callee}"));
     // Caller: sips:alice -> sips:bob, over TLS.
@@ -105,7 +94,7 @@ fn sips_request_over_udp_or_tcp_is_refused_with_403() {
 fn sips_request_to_a_udp_only_binding_gets_480() {
     let (harness, listeners) = start("sips-udp-binding-480");
     // bob's only binding is plain UDP (a SIPp UAS that never gets the call).
-    let uas = spawn_uas(&harness, SippTransport::Udp);
+    let uas = harness.spawn_uas("uas_call.xml", SippTransport::Udp);
     harness.run_ok(harness.register("bob.csv", uas.local_addr(), SippTransport::Udp));
     let outcome = harness.run_ok(
         harness

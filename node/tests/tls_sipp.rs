@@ -19,17 +19,6 @@ fn start(test: &str) -> (Harness, SecureListeners) {
     }
 }
 
-fn spawn_uas(harness: &Harness, transport: SippTransport) -> SippRunning {
-    let uas = match harness.uas("uas_call.xml", transport).spawn() {
-        Ok(uas) => uas,
-        Err(e) => panic!("cannot start the UAS: {e}"),
-    };
-    if let Err(e) = uas.wait_listening() {
-        panic!("UAS did not bind: {e}");
-    }
-    uas
-}
-
 /// Waits for the UAS, checks it, and returns its message log.
 fn finish(harness: &Harness, uas: SippRunning) -> String {
     match uas.wait() {
@@ -87,7 +76,7 @@ fn tls_register() {
 #[test]
 fn tls_caller_to_udp_callee() {
     let (harness, listeners) = start("tls-sipp-call-tls-udp");
-    let uas = spawn_uas(&harness, SippTransport::Udp);
+    let uas = harness.spawn_uas("uas_call.xml", SippTransport::Udp);
     harness.run_ok(harness.register("bob.csv", uas.local_addr(), SippTransport::Udp));
     // uac_call.xml sends ACK and BYE along the Record-Route set, whose caller-facing entry is
     // the node's TLS listener: they go out on SIPp's TLS connection (`-t l1` has no other).
@@ -111,7 +100,7 @@ fn tls_caller_to_udp_callee() {
 fn udp_caller_to_tls_callee() {
     let (harness, _listeners) = start("tls-sipp-call-udp-tls");
     // The UAS listens on TLS only: whatever reaches it came over TLS from the node.
-    let uas = spawn_uas(&harness, SippTransport::Tls);
+    let uas = harness.spawn_uas("uas_call.xml", SippTransport::Tls);
     harness.run_ok(
         harness
             .uac("register_tls_contact.xml", SippTransport::Udp)

@@ -97,6 +97,22 @@ impl Harness {
         Sipp::new(scenario, &self.dir, self.ip(), transport)
     }
 
+    /// Starts the UAS `scenario` in the background and waits until it listens.
+    ///
+    /// # Panics
+    ///
+    /// When SIPp cannot start or does not bind: the message says why.
+    pub fn spawn_uas(&self, scenario: &str, transport: SippTransport) -> crate::SippRunning {
+        let uas = match self.uas(scenario, transport).spawn() {
+            Ok(uas) => uas,
+            Err(e) => panic!("cannot start the UAS {scenario}: {e}"),
+        };
+        if let Err(e) = uas.wait_listening() {
+            panic!("UAS {scenario} did not bind: {e}");
+        }
+        uas
+    }
+
     /// A `register.xml` run binding the user in `field0` of `csv` to `contact`.
     pub fn register(&self, csv: &str, contact: SocketAddr, transport: SippTransport) -> Sipp {
         self.uac("register.xml", transport)
