@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Call-setup benchmark with media: sipmesh + rtpengine against Kamailio + rtpengine.
+
+What it measures (issue 6): the call-setup time a proxy adds when it drives rtpengine,
+INVITE -> 200 at the caller minus the callee's own answer time, as p50 and p99 over
+``--calls`` SIPp calls with SDP (RTP/AVP on both legs, so rtpengine relays plain RTP).
+
+* ``direct``:   the SIPp UAC calls the SIPp UAS with no proxy; its INVITE -> 200 time is
+                the callee's own answer time (plus SIPp's own overhead), subtracted below.
+* ``sipmesh``:  ``sipmesh --rtpengine udp:127.0.0.1:NG`` (in-memory store); the UAS is
+                registered as ``uas``; every call is offered to and answered by rtpengine.
+* ``kamailio``: Kamailio 5.6 with bench/media/kamailio-media.cfg (registrar + record-routing
+                proxy + rtpengine module: offer on INVITE, answer on 18x/2xx with SDP,
+                delete on BYE/CANCEL/failure), same rtpengine daemon.
+
+The load is paced (``--rate`` calls/s, at most ``--limit`` in flight) so that the figure is
+latency, not queueing at saturation. Times come from a ``tcpdump`` capture on the loopback
+interface (microsecond kernel timestamps; SIPp's own response-time counters tick in whole
+milliseconds, too coarse here). For every call, matched by Call-ID:
+
+    added = (200 reaching the caller - INVITE leaving the caller)
+          - (200 leaving the callee  - INVITE reaching the callee)
+
+so the callee's own answer time is subtracted call by call. The ``direct`` target is the
+floor of that method (no proxy: the same packets, only the kernel in between).
+
+After each target the script asks rtpengine for its call list (ng ``list`` with a limit):
+a sipmesh or Kamailio run that leaves sessions behind is reported as a failure.
+
+Only the Python 3 standard library is used; the server and SIPp plumbing is shared with
+bench/load/run.py. Exit status: 0 when every target produced its figures with no failed
+call and no leaked session, 1 otherwise, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import struct
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+def _load_bench_module():
+    """bench/load/run.py (servers, SIPp helpers), under a name that cannot clash with this file."""
+    spec = importlib.util.spec_from_file_location("sipmesh_load_bench", HERE.parent / "load/run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+load = _load_bench_module()
+
+REPO = HERE.parent.parent
+KAMAILIO_MEDIA_CFG = HERE / "kamailio-media.cfg"
+NG_IP = "127.0.0.1"
+NG_PORT = 22290
+PORTS = {"kamailio": 15270, "sipmesh": 15280}
+UAC_PORT = {"direct": 19000, "kamailio": 19001, "sipmesh": 19002}
+UAS_PORT = {"direct": 19500, "kamailio": 19501, "sipmesh": 19502}
+TARGETS = ("direct", "sipmesh", "kamailio")
+
+
+# ------------------------------------------------------------------------- rtpengine ng
+
+
+def bencode(value: object) -> bytes:
+    if isinstance(value, int):
+        return b"i%de" % value
+    if isinstance(value, str):
+        value = value.encode()
+    if isinstance(value, bytes):
+        return b"%d:%s" % (len(value), value)
+    if isinstance(value, list):
+        return b"l" + b"".join(bencode(v) for v in value) + b"e"
+    if isinstance(value, dict):
+        items = sorted((k.encode() if isinstance(k, str) else k, v) for k, v in value.items())
+        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in items) + b"e"
+    raise TypeError(f"cannot bencode {type(value)}")
+
+
+def bdecode(data: bytes, pos: int = 0) -> tuple[object, int]:
+    lead = data[pos:pos + 1]
+    if lead == b"i":
+        end = data.index(b"e", pos)
+        return int(data[pos + 1:end]), end + 1
+    if lead in (b"l", b"d"):
+        pos += 1
+        items = []
+        while data[pos:pos + 1] != b"e":
+            item, pos = bdecode(data, pos)
+            items.append(item)
+        if lead == b"l":
+            return items, pos + 1
+        return dict(zip(items[0::2], items[1::2])), pos + 1
+    colon = data.index(b":", pos)
+    length = int(data[pos:colon])
+    return data[colon + 1:colon + 1 + length], colon + 1 + length
+
+
+def ng_call(command: dict, timeout: float = 1.0) -> dict:
+    cookie = f"bench{time.monotonic_ns()}".encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(cookie + b" " + bencode(command), (NG_IP, NG_PORT))
+        while True:
+            data, _ = sock.recvfrom(65535)
+            got_cookie, _, body = data.partition(b" ")
+            if got_cookie == cookie:
+                reply, _ = bdecode(body)
+                if not isinstance(reply, dict):
+                    raise load.BenchError(f"rtpengine: unexpected ng reply {data!r}")
+                return reply
+
+
+def rtpengine_calls() -> list[bytes]:
+    reply = ng_call({"command": "list", "limit": 100000})
+    if reply.get(b"result") != b"ok":
+        raise load.BenchError(f"rtpengine list failed: {reply!r}")
+    return list(reply.get(b"calls", []))
+
+
+class Rtpengine:
+    """One userspace rtpengine daemon for the whole benchmark."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Rtpengine":
+        log = open(self.workdir / "rtpengine.log", "ab")
+        self.proc = subprocess.Popen(
+            ["rtpengine", "--config-file=none", "--table=-1", f"--interface={NG_IP}",
+             f"--listen-ng={NG_IP}:{NG_PORT}", "--foreground", "--log-stderr",
+             "--delete-delay=0", "--port-min=40000", "--port-max=49999", "--log-level=4"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise load.BenchError(f"rtpengine exited at startup (see {self.workdir}/rtpengine.log)")
+            try:
+                if ng_call({"command": "ping"}, timeout=0.3).get(b"result") == b"pong":
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise load.BenchError("rtpengine did not answer an ng ping within 10 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+# ------------------------------------------------------------------------------ servers
+
+
+class KamailioMedia(load.Kamailio):
+    name = "kamailio"
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        cmd[cmd.index("-f") + 1] = str(KAMAILIO_MEDIA_CFG)
+        return cmd + ["-A", f'BENCH_NG="udp:{NG_IP}:{NG_PORT}"']
+
+
+class SipmeshMedia(load.Sipmesh):
+    name = "sipmesh"
+
+    def command(self) -> list[str]:
+        return super().command() + ["--rtpengine", f"udp:{NG_IP}:{NG_PORT}"]
+
+
+# ------------------------------------------------------------------------------ one run
+
+
+@dataclass
+class Setup:
+    """Per-call setup time added (see the module doc) of one target in one run, in ms."""
+
+    times_ms: list[float] = field(default_factory=list)
+    failed: int = 0
+    leaked: int = 0
+    error: str | None = None
+
+    def pct(self, q: float) -> float | None:
+        if not self.times_ms:
+            return None
+        ordered = sorted(self.times_ms)
+        return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Capture:
+    """`tcpdump` on the loopback interface, SIP over UDP between the test addresses only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Capture":
+        self.path.unlink(missing_ok=True)
+        flt = f"udp and (host {load.UAC_IP} or host {load.UAS_IP})"
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-s", "2048", "-B", "16384", "-U",
+             "-w", str(self.path), flt],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.path.with_suffix(".log"), "wb"), start_new_session=True,
+        )
+        deadline = time.monotonic() + 5.0
+        while not self.path.exists() or self.path.stat().st_size == 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise load.BenchError(f"tcpdump did not start (see {self.path.with_suffix('.log')})")
+            time.sleep(0.05)
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            # tcpdump may still be working through its buffer on a busy machine: stop it only
+            # once the file has stopped growing for a second (at most 20 s).
+            deadline = time.monotonic() + 20.0
+            size, stable_since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                now_size = self.path.stat().st_size
+                if now_size != size:
+                    size, stable_since = now_size, time.monotonic()
+                elif time.monotonic() - stable_since >= 1.0:
+                    break
+                time.sleep(0.1)
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def sip_packets(path: Path):
+    """(timestamp s, src ip, dst ip, payload) of every UDP packet in a pcap (Ethernet or cooked)."""
+    data = path.read_bytes()
+    if len(data) < 24:
+        raise load.BenchError(f"capture {path} is empty")
+    magic = data[:4]
+    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    link_len = {1: 14, 113: 16, 276: 20}.get(linktype)
+    if link_len is None:
+        raise load.BenchError(f"capture {path}: unsupported link type {linktype}")
+    pos = 24
+    while pos + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
+        frame = data[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        ip = frame[link_len:]
+        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        ihl = (ip[0] & 0x0F) * 4
+        src, dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        yield sec + frac / (1e9 if nano else 1e6), src, dst, ip[ihl + 8:]
+
+
+def header(payload: bytes, *names: bytes) -> bytes | None:
+    for line in payload.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() in names:
+            return value.strip()
+    return None
+
+
+def setup_times(path: Path) -> list[float]:
+    """Per call, in ms: the caller's INVITE->200 minus the callee's INVITE->200."""
+    firsts: dict[bytes, dict[str, float]] = {}
+    for ts, src, dst, payload in sip_packets(path):
+        start = payload.split(b"\r\n", 1)[0]
+        call_id = header(payload, b"call-id", b"i")
+        cseq = header(payload, b"cseq")
+        if call_id is None or cseq is None or not cseq.endswith(b"INVITE"):
+            continue
+        events = []
+        if start.startswith(b"INVITE "):
+            events = [e for e, hit in (("inv_uac", src == load.UAC_IP),
+                                       ("inv_uas", dst == load.UAS_IP)) if hit]
+        elif start.startswith(b"SIP/2.0 200"):
+            events = [e for e, hit in (("ok_uas", src == load.UAS_IP),
+                                       ("ok_uac", dst == load.UAC_IP)) if hit]
+        for event in events:
+            firsts.setdefault(call_id, {}).setdefault(event, ts)
+    times = []
+    for events in firsts.values():
+        if len(events) == 4:
+            caller = events["ok_uac"] - events["inv_uac"]
+            callee = events["ok_uas"] - events["inv_uas"]
+            times.append((caller - callee) * 1000.0)
+    return times
+
+
+def run_target(target: str, args: argparse.Namespace, workdir: Path, run: int,
+               users: Path, binary: Path) -> Setup:
+    tag = f"run{run}-{target}"
+    server: load.Server | None = None
+    if target == "sipmesh":
+        server = SipmeshMedia(workdir, PORTS["sipmesh"], binary)
+    elif target == "kamailio":
+        server = KamailioMedia(workdir, PORTS["kamailio"])
+    uas_port = UAS_PORT[target]
+    setup = Setup()
+    try:
+        if server is not None:
+            server.start()
+        with load.Uas(workdir, tag, "call_uas.xml", uas_port):
+            if server is not None:
+                if not load.register_once(server.port, load.CALLEE,
+                                          f"sip:{load.CALLEE}@{load.UAS_IP}:{uas_port}"):
+                    raise load.BenchError(f"{tag}: registering the UAS failed")
+            remote = (f"{load.SERVER_IP}:{server.port}" if server is not None
+                      else f"{load.UAS_IP}:{uas_port}")
+            stat = workdir / f"{tag}.stat.csv"
+            cmd = [
+                "sipp", remote, "-sf", str(load.SCENARIOS / "call_uac.xml"),
+                "-inf", str(users), "-i", load.UAC_IP, "-p", str(UAC_PORT[target]),
+                "-m", str(args.calls), "-r", str(args.rate), "-l", str(args.limit),
+                "-nd", "-nostdin", "-recv_timeout", "5000", "-timeout", "120s",
+                "-trace_stat", "-stf", str(stat), "-fd", "1",
+                "-key", "domain", load.DOMAIN, "-key", "callee", load.CALLEE,
+            ]
+            pcap = workdir / f"{tag}.pcap"
+            with Capture(pcap), open(workdir / f"{tag}.sipp.out", "wb") as out:
+                subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT, timeout=180, check=False, cwd=workdir)
+            successful, failed, _ = load.parse_stat_file(stat)
+            setup.failed = failed + max(0, args.calls - successful - failed)
+            setup.times_ms = setup_times(pcap)
+            if len(setup.times_ms) < successful:
+                raise load.BenchError(f"{tag}: the capture holds {len(setup.times_ms)} complete "
+                                      f"call setups of {successful} (tcpdump dropped packets?)")
+        if target != "direct":
+            # Give BYE transactions a moment to reach rtpengine, then check for leaks.
+            deadline = time.monotonic() + 3.0
+            calls = rtpengine_calls()
+            while calls and time.monotonic() < deadline:
+                time.sleep(0.2)
+                calls = rtpengine_calls()
+            setup.leaked = len(calls)
+            if calls:
+                # Clean up so the next target starts from an empty daemon.
+                for call_id in calls:
+                    ng_call({"command": "delete", "call-id": call_id})
+    except (load.BenchError, OSError, subprocess.TimeoutExpired) as err:
+        setup.error = str(err)
+    finally:
+        if server is not None:
+            server.stop()
+    return setup
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=100, help="calls per second offered")
+    parser.add_argument("--limit", type=int, default=50, help="calls in flight at most")
+    parser.add_argument("--target", choices=("sipmesh", "kamailio", "both"), default="both")
+    parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--sipmesh-bin", type=Path, default=REPO / "target/release/sipmesh")
+    parser.add_argument("--workdir", type=Path)
+    args = parser.parse_args()
+
+    targets = ["direct"] + (["sipmesh", "kamailio"] if args.target == "both" else [args.target])
+    needed = ["sipp", "rtpengine", "tcpdump"] + (["kamailio", "kamcmd"] if "kamailio" in targets else [])
+    for tool in needed:
+        if shutil.which(tool) is None:
+            print(f"error: {tool} not found in PATH", file=sys.stderr)
+            return 2
+    if "sipmesh" in targets and not args.no_build:
+        print("building sipmesh: cargo build --release -p sipmesh-node", flush=True)
+        if subprocess.run(["cargo", "build", "--release", "-p", "sipmesh-node"],
+                          cwd=REPO, check=False).returncode != 0:
+            print("error: cargo build failed", file=sys.stderr)
+            return 1
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sipmesh-media-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    users = workdir / "callers.csv"
+    load.write_users(users, 1000)
+    print(f"sipmesh media call-setup benchmark: runs={args.runs} calls={args.calls} "
+          f"rate={args.rate}/s limit={args.limit} targets={','.join(targets)}")
+    print(f"machine: nproc={os.cpu_count()} cpu={load.cpu_model()} "
+          f"load={os.getloadavg()[0]:.2f}; workdir: {workdir}", flush=True)
+
+    results: dict[str, list[Setup]] = {t: [] for t in targets}
+    with Rtpengine(workdir):
+        for run in range(1, args.runs + 1):
+            for target in targets:
+                s = run_target(target, args, workdir, run, users, args.sipmesh_bin)
+                results[target].append(s)
+                p50, p99 = s.pct(0.50), s.pct(0.99)
+                shown = (s.error if s.error else
+                         f"p50={p50:.3f} ms p99={p99:.3f} ms calls={len(s.times_ms)}")
+                print(f"run {run} {target:9} {shown} failed={s.failed} leaked={s.leaked}",
+                      flush=True)
+
+    def median(target: str, q: float) -> float | None:
+        values = [s.pct(q) for s in results[target] if s.error is None]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values and len(values) == len(results[target]) else None
+
+    ok = all(s.error is None and s.failed == 0 and s.leaked == 0
+             for runs in results.values() for s in runs)
+    print(f"\nmedians of {args.runs} run(s) of the per-call setup time added "
+          "(caller's INVITE->200 minus the callee's), ms")
+    print(f"{'target':10} {'p50':>9} {'p99':>9}")
+    medians: dict[str, dict[float, float | None]] = {}
+    for target in targets:
+        medians[target] = {q: median(target, q) for q in (0.50, 0.99)}
+        cells = [f"{v:.3f}" if v is not None else "FAILED" for v in medians[target].values()]
+        note = "  (no proxy: the method's floor)" if target == "direct" else ""
+        print(f"{target:10} {cells[0]:>9} {cells[1]:>9}{note}")
+    if "sipmesh" in targets and "kamailio" in targets:
+        for q, name in ((0.50, "p50"), (0.99, "p99")):
+            a, b = medians["sipmesh"][q], medians["kamailio"][q]
+            if a is not None and b is not None and b > 0:
+                print(f"sipmesh/kamailio {name}: {a / b:.2f}")
+    failed = sum(s.failed for runs in results.values() for s in runs)
+    leaked = sum(s.leaked for runs in results.values() for s in runs)
+    print(f"failed calls: {failed}; rtpengine sessions left behind: {leaked}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
