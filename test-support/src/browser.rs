@@ -1,0 +1,763 @@
+//! A real browser for the end-to-end media tests: Debian's `chromium`, headless, driven by
+//! `tests/browser/driver.mjs` (puppeteer-core) through JsSIP pages registered over WSS.
+//!
+//! [`Chromium`] is the browser process: the harness starts it (its own process group, killed
+//! with the test process through `setpriv --pdeathsig`), with a fresh profile whose preference
+//! `webrtc.ip_handling_policy = default_public_and_private_interfaces` keeps WebRTC on one
+//! wildcard-bound UDP socket, so that the page can advertise it as 127.0.0.1 and no media ever
+//! leaves loopback (see `tests/browser/page.js`). It is stopped on drop; [`Chromium::close`]
+//! also proves that no process of its group is left.
+//!
+//! [`BrowserRun`] is one `node driver.mjs SCENARIO` connected to that browser over the DevTools
+//! protocol; [`BrowserRun::finish`] parses the driver's final `REPORT` line into a
+//! [`BrowserReport`] (registrations, call states, ICE/DTLS states, getStats RTP packet counts over
+//! time, the selected candidate pair, the BYE result), which the test judges, for instance with
+//! [`CallReport::check_media`].
+//!
+//! Nothing skips: a missing `chromium`, `node` or `npm ci` is a [`BrowserError`] that says what
+//! to run (`scripts/test.sh`).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::process::{self, wait_timeout};
+use crate::{TestDir, workspace_root};
+
+/// Debian's Chromium (`apt-get install chromium`); `SIPMESH_CHROMIUM` overrides it.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// How long Chromium gets to write its DevTools port.
+const START_LIMIT: Duration = Duration::from_secs(15);
+
+/// The flags `driver.mjs` uses too (`CHROMIUM_FLAGS`): headless, no sandbox (tests run as
+/// root), fake camera/microphone and permission prompt, the node's development certificate
+/// accepted, real addresses (no mDNS names) in ICE candidates.
+const FLAGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--ignore-certificate-errors",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--remote-debugging-address=127.0.0.1",
+    "--remote-debugging-port=0",
+];
+
+/// The profile preference that disables WebRTC adapter enumeration (one wildcard socket).
+const PREFERENCES: &str =
+    r#"{"webrtc":{"ip_handling_policy":"default_public_and_private_interfaces"}}"#;
+
+/// Why the browser could not be run (the behaviour under test is judged from the report).
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    /// The Chromium binary is not installed.
+    #[error("Chromium not found at {0}: run scripts/test.sh (apt-get install chromium)")]
+    ChromiumMissing(PathBuf),
+    /// `node` or the packages of `tests/browser` are missing.
+    #[error("browser driver not installed ({0}): run scripts/test.sh (npm ci in tests/browser)")]
+    DriverMissing(String),
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the harness was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Chromium exited before it published its DevTools endpoint.
+    #[error("Chromium exited at start ({status}); its log {log}:\n{tail}")]
+    ChromiumExited {
+        /// Exit status, as text.
+        status: String,
+        /// Chromium's log file.
+        log: PathBuf,
+        /// The end of that log.
+        tail: String,
+    },
+    /// Chromium did not publish its DevTools endpoint in time.
+    #[error("Chromium wrote no DevToolsActivePort within {0:?}")]
+    ChromiumSilent(Duration),
+    /// Processes of Chromium's group outlived [`Chromium::close`].
+    #[error("Chromium left processes behind: {0:?}")]
+    Leftovers(Vec<u32>),
+    /// The driver did not print an expected `EVENT` line in time.
+    #[error("the driver never printed `EVENT {expected}` within {limit:?}\n{output}")]
+    NoEvent {
+        /// The prefix waited for.
+        expected: String,
+        /// How long it was given.
+        limit: Duration,
+        /// What it printed, and its stderr.
+        output: String,
+    },
+    /// The driver did not finish in time and was killed.
+    #[error("the driver still ran after {limit:?}; killed\n{output}")]
+    DriverTimeout {
+        /// How long it was given.
+        limit: Duration,
+        /// What it printed, and its stderr.
+        output: String,
+    },
+    /// The driver failed or printed no `REPORT` line.
+    #[error("the driver failed ({status}) or printed no REPORT\n{output}")]
+    DriverFailed {
+        /// Its exit status, as text.
+        status: String,
+        /// What it printed, and its stderr.
+        output: String,
+    },
+    /// The `REPORT` line is not the JSON the harness expects.
+    #[error("unreadable REPORT: {source}\n{line}")]
+    BadReport {
+        /// The line.
+        line: String,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl BrowserError {
+    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// `tests/browser/`: the page, the driver and their `package.json`.
+pub fn browser_dir() -> PathBuf {
+    workspace_root().join("tests").join("browser")
+}
+
+/// A headless Chromium for one test; stopped (with every process of its group) on drop.
+#[derive(Debug)]
+pub struct Chromium {
+    child: Child,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl Chromium {
+    /// Starts Chromium with a fresh profile in `dir` and waits for its DevTools endpoint.
+    pub fn launch(dir: &TestDir) -> Result<Self, BrowserError> {
+        let binary = std::env::var_os("SIPMESH_CHROMIUM")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(CHROMIUM), PathBuf::from);
+        if !binary.is_file() {
+            return Err(BrowserError::ChromiumMissing(binary));
+        }
+        let profile = dir.file("chromium-profile");
+        let default = profile.join("Default");
+        fs::create_dir_all(&default)
+            .map_err(|e| BrowserError::io(format!("creating {}", default.display()), e))?;
+        let prefs = default.join("Preferences");
+        fs::write(&prefs, PREFERENCES)
+            .map_err(|e| BrowserError::io(format!("writing {}", prefs.display()), e))?;
+        let port_file = profile.join("DevToolsActivePort");
+        let _ = fs::remove_file(&port_file);
+        let log = dir.file("chromium.log");
+        let out = fs::File::create(&log)
+            .map_err(|e| BrowserError::io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| BrowserError::io("duplicating a log handle", e))?;
+        let mut command = process::command(&binary);
+        command
+            .args(FLAGS)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = command
+            .spawn()
+            .map_err(|e| BrowserError::io(format!("starting {}", binary.display()), e))?;
+        let mut chromium = Self {
+            child,
+            endpoint: String::new(),
+            log,
+        };
+        chromium.endpoint = chromium.wait_endpoint(&port_file)?;
+        Ok(chromium)
+    }
+
+    /// Polls `DevToolsActivePort` (line 1: port, line 2: browser path) until it is complete.
+    fn wait_endpoint(&mut self, port_file: &Path) -> Result<String, BrowserError> {
+        let deadline = Instant::now() + START_LIMIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(BrowserError::ChromiumExited {
+                    status: status.to_string(),
+                    log: self.log.clone(),
+                    tail: process::tail(&self.log, 4000),
+                });
+            }
+            if let Ok(text) = fs::read_to_string(port_file) {
+                let mut lines = text.lines();
+                if let (Some(port), Some(path)) = (lines.next(), lines.next())
+                    && let Ok(port) = port.trim().parse::<u16>()
+                    && path.starts_with("/devtools/browser/")
+                {
+                    return Ok(format!("ws://127.0.0.1:{port}{}", path.trim()));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(BrowserError::ChromiumSilent(START_LIMIT));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The browser's DevTools WebSocket (`ws://127.0.0.1:PORT/devtools/browser/ID`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The process group id (Chromium's pid).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Chromium's own log (`chromium.log` in the test directory).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Stops Chromium (SIGTERM, then SIGKILL) and fails if any process of its group survives.
+    pub fn close(mut self) -> Result<(), BrowserError> {
+        process::stop(&mut self.child);
+        let group = self.child.id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = live_group_members(group);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BrowserError::Leftovers(left));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        process::stop(&mut self.child);
+    }
+}
+
+/// Processes (not zombies) whose process group is `group`, from `/proc/PID/stat`.
+pub fn live_group_members(group: u32) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pgrp == Some(group) && state != Some("Z") && state != Some("X") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// What `driver.mjs` does (its first argument).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrowserScenario {
+    /// Pages `alice` and `bob`; alice calls bob, media peer to peer, alice hangs up.
+    Pair,
+    /// Page `web` calls `target` (a user at the node's domain), then hangs up.
+    Call {
+        /// The callee's user part.
+        target: String,
+    },
+    /// Page `web` registers (`EVENT registered web`), answers the next call, then hangs up.
+    Answer,
+}
+
+impl BrowserScenario {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Pair => "pair",
+            Self::Call { .. } => "call",
+            Self::Answer => "answer",
+        }
+    }
+}
+
+/// One running `node tests/browser/driver.mjs SCENARIO`; killed on drop.
+#[derive(Debug)]
+pub struct BrowserRun {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    stderr: PathBuf,
+}
+
+/// Fails unless `node` runs and `npm ci` has installed the driver's packages.
+pub fn require_driver() -> Result<(), BrowserError> {
+    let node = Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err(BrowserError::DriverMissing("`node` not on PATH".into()));
+    }
+    for package in ["puppeteer-core", "esbuild", "jssip"] {
+        let dir = browser_dir().join("node_modules").join(package);
+        if !dir.is_dir() {
+            return Err(BrowserError::DriverMissing(format!(
+                "{} missing",
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl BrowserRun {
+    /// Runs `scenario` in `chromium` against the node's WSS listener `wss` (domain `domain`),
+    /// with the page, bundle and logs in `dir`.
+    pub fn spawn(
+        chromium: &Chromium,
+        dir: &TestDir,
+        scenario: &BrowserScenario,
+        wss: SocketAddr,
+        domain: IpAddr,
+    ) -> Result<Self, BrowserError> {
+        require_driver()?;
+        let name = scenario.name();
+        let stderr = dir.file(&format!("browser-{name}.stderr"));
+        let err = fs::File::create(&stderr)
+            .map_err(|e| BrowserError::io(format!("creating {}", stderr.display()), e))?;
+        let mut command = process::command(Path::new("node"));
+        command
+            .arg(browser_dir().join("driver.mjs"))
+            .arg(name)
+            .current_dir(browser_dir())
+            .env("SIPMESH_CHROMIUM_WS", chromium.endpoint())
+            .env("SIPMESH_WSS_URL", format!("wss://{wss}"))
+            .env("SIPMESH_DOMAIN", domain.to_string())
+            .env("SIPMESH_OUT", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .process_group(0);
+        if let BrowserScenario::Call { target } = scenario {
+            command.env("SIPMESH_TARGET", target);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| BrowserError::io("starting node driver.mjs", e))?;
+        let Some(stdout) = child.stdout.take() else {
+            return Err(BrowserError::io(
+                "reading the driver's stdout",
+                std::io::Error::other("no pipe"),
+            ));
+        };
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        })
+    }
+
+    /// Everything the driver printed so far, and its stderr (for failure messages).
+    pub fn output(&self) -> String {
+        let shown: Vec<&str> = self
+            .seen
+            .iter()
+            .map(|l| l.get(..2000).unwrap_or(l))
+            .collect();
+        format!(
+            "driver stdout:\n{}\ndriver stderr ({}):\n{}",
+            shown.join("\n"),
+            self.stderr.display(),
+            process::tail(&self.stderr, 6000)
+        )
+    }
+
+    /// Waits for a line `EVENT <prefix>...`.
+    pub fn wait_event(&mut self, prefix: &str, limit: Duration) -> Result<(), BrowserError> {
+        let deadline = Instant::now() + limit;
+        let wanted = format!("EVENT {prefix}");
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.starts_with(&wanted);
+                    self.seen.push(line);
+                    if hit {
+                        return Ok(());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Err(BrowserError::NoEvent {
+            expected: prefix.to_owned(),
+            limit,
+            output: self.output(),
+        })
+    }
+
+    /// Waits (at most `limit`) for the driver to exit and returns its report.
+    pub fn finish(mut self, limit: Duration) -> Result<BrowserReport, BrowserError> {
+        let status = wait_timeout(&mut self.child, limit);
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        let Some(status) = status else {
+            process::stop(&mut self.child);
+            return Err(BrowserError::DriverTimeout {
+                limit,
+                output: self.output(),
+            });
+        };
+        let report = self
+            .seen
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("REPORT "));
+        match report {
+            Some(line) if status.success() => {
+                serde_json::from_str(line).map_err(|source| BrowserError::BadReport {
+                    line: line.to_owned(),
+                    source,
+                })
+            }
+            _ => Err(BrowserError::DriverFailed {
+                status: status.to_string(),
+                output: self.output(),
+            }),
+        }
+    }
+}
+
+impl Drop for BrowserRun {
+    fn drop(&mut self) {
+        process::stop(&mut self.child);
+    }
+}
+
+/// The driver's `REPORT`: one entry per page.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrowserReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// `Chrome/156.0.8078.108`, as the browser tells.
+    pub browser: String,
+    /// The driver's run time, including the bundle build.
+    pub elapsed_ms: u64,
+    /// One per page (user agent), in the scenario's order.
+    pub agents: Vec<AgentReport>,
+}
+
+impl BrowserReport {
+    /// The page of `user`.
+    pub fn agent(&self, user: &str) -> Option<&AgentReport> {
+        self.agents.iter().find(|a| a.user.as_deref() == Some(user))
+    }
+}
+
+/// One JsSIP user agent.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentReport {
+    /// Its user part.
+    pub user: Option<String>,
+    /// Whether REGISTER succeeded.
+    pub registered: bool,
+    /// The registration failure, if any.
+    pub registration_error: Option<String>,
+    /// Errors of the page (such as an SDP without a usable candidate).
+    pub errors: Vec<String>,
+    /// First lines of every SIP message on its WebSocket: `MS in|out START-LINE`.
+    pub wire: Vec<String>,
+    /// Its calls, in the order they appeared.
+    pub calls: Vec<CallReport>,
+}
+
+/// One call of a page.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CallReport {
+    /// `outgoing` or `incoming`.
+    pub direction: String,
+    /// Its Call-ID.
+    pub call_id: Option<String>,
+    /// JsSIP session events (`progress`, `accepted`, `confirmed`, `ended:ORIGIN:CAUSE`, ...).
+    pub states: Vec<Mark>,
+    /// `iceconnectionstatechange` history.
+    pub ice_states: Vec<Mark>,
+    /// getStats samples, every 250 ms from confirmation until media flowed or the wait ended.
+    pub samples: Vec<StatsSample>,
+    /// The final response to the call's BYE, whoever sent it.
+    pub bye: Option<ByeResult>,
+    /// A page error for this call.
+    pub error: Option<String>,
+    /// The failure status code, when the call failed with a response.
+    pub failed_status: Option<u16>,
+    /// The SDP the page sent (after the loopback rewrite).
+    pub local_sdp: Option<String>,
+    /// The SDP the page received.
+    pub remote_sdp: Option<String>,
+}
+
+/// A named event at a page time.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Mark {
+    /// Milliseconds since the page loaded.
+    pub ms: u64,
+    /// The event.
+    pub state: String,
+}
+
+/// One getStats sample.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatsSample {
+    /// Milliseconds since the page loaded.
+    pub ms: u64,
+    /// `RTCPeerConnection.iceConnectionState`.
+    pub ice: Option<String>,
+    /// `RTCPeerConnection.connectionState`.
+    pub connection: Option<String>,
+    /// The transport's `dtlsState`.
+    pub dtls: Option<String>,
+    /// Audio RTP packets received.
+    pub inbound: u64,
+    /// Audio RTP packets sent.
+    pub outbound: u64,
+    /// The inbound codec (`audio/opus`, `audio/PCMU`).
+    pub codec: Option<String>,
+    /// Selected pair, local end: `ADDRESS:PORT udp host|prflx|...`.
+    pub local: Option<String>,
+    /// Selected pair, remote end.
+    pub remote: Option<String>,
+}
+
+/// The final response to a BYE.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ByeResult {
+    /// `in`: the page sent the BYE and received this response; `out`: the page answered a BYE.
+    pub direction: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// How many RTP packets each way make "media flows" (issue 6).
+pub const MIN_PACKETS: u64 = 50;
+
+/// How long after the call is confirmed the packets may take (issue 6).
+pub const MEDIA_WITHIN: Duration = Duration::from_secs(15);
+
+impl CallReport {
+    /// When the call was confirmed (page time), if it was.
+    pub fn confirmed_at(&self) -> Option<u64> {
+        self.states
+            .iter()
+            .find(|m| m.state == "confirmed")
+            .map(|m| m.ms)
+    }
+
+    /// The first sample with ICE connected, DTLS connected and more than [`MIN_PACKETS`] RTP
+    /// packets each way, within [`MEDIA_WITHIN`] of confirmation, whose selected pair has a
+    /// 127.0.0.1 `host` candidate at the remote end and a loopback address locally; else why not.
+    pub fn check_media(&self) -> Result<&StatsSample, String> {
+        let confirmed = self
+            .confirmed_at()
+            .ok_or_else(|| format!("never confirmed: {:?}", self.states))?;
+        let limit = confirmed + u64::try_from(MEDIA_WITHIN.as_millis()).unwrap_or(u64::MAX);
+        let flowing = self.samples.iter().find(|s| {
+            matches!(s.ice.as_deref(), Some("connected" | "completed"))
+                && s.dtls.as_deref() == Some("connected")
+                && s.inbound > MIN_PACKETS
+                && s.outbound > MIN_PACKETS
+        });
+        let Some(sample) = flowing else {
+            return Err(format!(
+                "no sample with ICE and DTLS connected and > {MIN_PACKETS} packets each way; last: {:?}",
+                self.samples.last()
+            ));
+        };
+        if sample.ms > limit {
+            return Err(format!(
+                "media flowed only {} ms after confirmation",
+                sample.ms - confirmed
+            ));
+        }
+        let remote = sample.remote.as_deref().unwrap_or_default();
+        if !(remote.starts_with("127.") && remote.ends_with(" udp host")) {
+            return Err(format!(
+                "selected remote candidate not loopback host: {remote:?}"
+            ));
+        }
+        let local = sample.local.as_deref().unwrap_or_default();
+        if !local.starts_with("127.") {
+            return Err(format!("selected local candidate not loopback: {local:?}"));
+        }
+        Ok(sample)
+    }
+}
+
+/// A legacy phone for the browser calls: a SIPp run over UDP with `-rtp_echo` (every RTP
+/// packet it receives on its media port goes back to its sender), so a browser sees inbound
+/// RTP as soon as its own outbound RTP reaches the phone. Killed on drop.
+#[derive(Debug)]
+pub struct LegacyPhone {
+    child: Child,
+    sip: SocketAddr,
+    media: SocketAddr,
+    screen: PathBuf,
+}
+
+impl LegacyPhone {
+    /// Starts `sipp` (built by the harness: scenario, remote, keys) with RTP echo on a free
+    /// media port of its address, its screen in `dir`; waits until it listens for SIP.
+    pub fn spawn(sipp: crate::Sipp, dir: &TestDir) -> Result<Self, BrowserError> {
+        let sip = sipp.local_addr();
+        let media = SocketAddr::new(sip.ip(), crate::free_port(sip.ip()));
+        let mut command = sipp
+            .command()
+            .map_err(|e| BrowserError::io("building the SIPp command", std::io::Error::other(e)))?;
+        command
+            .args(["-rtp_echo", "-mi", &media.ip().to_string()])
+            .args(["-mp", &media.port().to_string()]);
+        let screen = dir.file(&format!("legacy-phone.{}.screen.log", sip.port()));
+        let out = fs::File::create(&screen)
+            .map_err(|e| BrowserError::io(format!("creating {}", screen.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| BrowserError::io("duplicating a log handle", e))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| BrowserError::io("starting SIPp", e))?;
+        let phone = Self {
+            child,
+            sip,
+            media,
+            screen,
+        };
+        if !crate::wait_bound(sip, false, Duration::from_secs(5)) {
+            return Err(BrowserError::io(
+                format!("SIPp did not bind {sip}"),
+                std::io::Error::other(process::tail(&phone.screen, 2000)),
+            ));
+        }
+        Ok(phone)
+    }
+
+    /// Its SIP address (UDP).
+    pub fn sip_addr(&self) -> SocketAddr {
+        self.sip
+    }
+
+    /// Its RTP echo address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media
+    }
+
+    /// Waits (at most `limit`) for SIPp to exit; `Ok` when it passed, else its screen.
+    pub fn wait(mut self, limit: Duration) -> Result<(), String> {
+        match wait_timeout(&mut self.child, limit) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!(
+                "SIPp failed ({status}):\n{}",
+                process::tail(&self.screen, 4000)
+            )),
+            None => Err(format!(
+                "SIPp still running after {limit:?}:\n{}",
+                process::tail(&self.screen, 4000)
+            )),
+        }
+    }
+}
+
+impl Drop for LegacyPhone {
+    fn drop(&mut self) {
+        process::stop(&mut self.child);
+    }
+}
+
+/// Starts the node for `test_name` with a WSS listener (a fresh development certificate for the
+/// test's address) plus `extra_args` (for instance `--rtpengine udp:IP:PORT`); returns the WSS
+/// address. Like [`crate::Harness::try_start_secure`], which has no hook for extra arguments.
+pub fn start_wss_node(
+    binary: &str,
+    test_name: &str,
+    extra_args: Vec<String>,
+) -> Result<(crate::Harness, SocketAddr), crate::HarnessError> {
+    let ip = crate::test_ip(test_name);
+    let certs = TestDir::new(&format!("{test_name}-certs"))?;
+    let output = Command::new(binary)
+        .args(["dev-cert", "--out"])
+        .arg(certs.path())
+        .args(["--host", &ip.to_string()])
+        .output()
+        .map_err(|e| crate::HarnessError::io(format!("running {binary} dev-cert"), e))?;
+    if !output.status.success() {
+        return Err(crate::HarnessError::ToolFailed {
+            what: format!("{binary} dev-cert"),
+            status: output.status,
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let mut wss = SocketAddr::new(ip, 0);
+    let harness = crate::Harness::try_start(binary, test_name, |options| {
+        let mut port = crate::free_port(ip);
+        while port == options.tcp_port {
+            port = crate::free_port(ip);
+        }
+        wss.set_port(port);
+        options.extra_args.extend([
+            "--listen".to_owned(),
+            format!("wss:{wss}"),
+            "--tls-cert".to_owned(),
+            certs.file("cert.pem").display().to_string(),
+            "--tls-key".to_owned(),
+            certs.file("key.pem").display().to_string(),
+        ]);
+        options.extra_args.extend(extra_args);
+    })?;
+    Ok((harness, wss))
+}
