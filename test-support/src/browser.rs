@@ -150,6 +150,7 @@ pub struct Chromium {
     child: Child,
     endpoint: String,
     log: PathBuf,
+    profile: PathBuf,
 }
 
 impl Chromium {
@@ -192,6 +193,7 @@ impl Chromium {
             child,
             endpoint: String::new(),
             log,
+            profile,
         };
         chromium.endpoint = chromium.wait_endpoint(&port_file)?;
         Ok(chromium)
@@ -239,13 +241,24 @@ impl Chromium {
         &self.log
     }
 
-    /// Stops Chromium (SIGTERM, then SIGKILL) and fails if any process of its group survives.
+    /// Live processes of this browser: its process group, plus any process whose command line
+    /// names its profile directory (the crashpad handlers start their own sessions).
+    pub fn processes(&self) -> Vec<u32> {
+        let mut pids = live_group_members(self.child.id());
+        for pid in processes_naming(&self.profile) {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Stops Chromium (SIGTERM, then SIGKILL) and fails if any of its processes survives.
     pub fn close(mut self) -> Result<(), BrowserError> {
         process::stop(&mut self.child);
-        let group = self.child.id();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let left = live_group_members(group);
+            let left = self.processes();
             if left.is_empty() {
                 return Ok(());
             }
@@ -260,38 +273,66 @@ impl Chromium {
 impl Drop for Chromium {
     fn drop(&mut self) {
         process::stop(&mut self.child);
+        // Helpers outside the group (crashpad) normally follow the browser; make sure.
+        for pid in processes_naming(&self.profile) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
+}
+
+/// The state letter of `/proc/PID/stat` and the fields after it.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+    let after = stat.rfind(')').and_then(|i| stat.get(i + 1..))?;
+    Some(after.split_whitespace().map(str::to_owned).collect())
+}
+
+fn is_live(fields: &[String]) -> bool {
+    !matches!(fields.first().map(String::as_str), Some("Z" | "X") | None)
+}
+
+fn pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live processes whose command line contains `path` (a unique per-test directory).
+fn processes_naming(path: &Path) -> Vec<u32> {
+    let needle = path.as_os_str().as_encoded_bytes();
+    if needle.is_empty() {
+        return Vec::new();
+    }
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle))
+                && stat_fields(*pid).is_some_and(|f| is_live(&f))
+        })
+        .collect()
 }
 
 /// Processes (not zombies) whose process group is `group`, from `/proc/PID/stat`.
 pub fn live_group_members(group: u32) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-        let Some(after) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
-            continue;
-        };
-        let mut fields = after.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|p| p.parse::<u32>().ok());
-        if pgrp == Some(group) && state != Some("Z") && state != Some("X") {
-            pids.push(pid);
-        }
-    }
-    pids
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            stat_fields(*pid).is_some_and(|f| {
+                is_live(&f) && f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group)
+            })
+        })
+        .collect()
 }
 
 /// What `driver.mjs` does (its first argument).
