@@ -58,8 +58,21 @@ fn assert_call(harness: &Harness, report: &BrowserReport, user: &str, direction:
     let [call] = calls.as_slice() else {
         panic!("{user}: expected one {direction} call\n{}", context());
     };
-    if let Err(why) = call.check_media() {
-        panic!("{user}: {why}\n{}", context());
+    match call.check_media() {
+        Ok(sample) => eprintln!(
+            "{user} {direction}: confirmed at {:?} ms, media at {} ms: ICE {:?}, DTLS {:?}, {} in / {} out, {:?}, pair {:?} <-> {:?} ({})",
+            call.confirmed_at(),
+            sample.ms,
+            sample.ice,
+            sample.dtls,
+            sample.inbound,
+            sample.outbound,
+            sample.codec,
+            sample.local,
+            sample.remote,
+            report.browser,
+        ),
+        Err(why) => panic!("{user}: {why}\n{}", context()),
     }
     let bye = call.bye.as_ref().map(|b| b.status);
     assert_eq!(bye, Some(200), "{user}: BYE result\n{}", context());

@@ -117,7 +117,9 @@
     return out.join(eol);
   }
 
-  const pcConfig = { iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+  // JsSIP's defaults (bundlePolicy 'balanced'): rtpengine 10.5 (Debian 12) answers without an
+  // a=group:BUNDLE line, which 'max-bundle' would reject.
+  const pcConfig = { iceServers: [], rtcpMuxPolicy: 'require' };
   const mediaConstraints = { audio: true, video: false };
 
   function track(session, direction, callId) {
@@ -154,6 +156,18 @@
       watchPc(session.connection);
     }
     session.on('peerconnection', (e) => watchPc(e.peerconnection));
+    // Why WebRTC refused an SDP (JsSIP only says "Bad Media Description" / "WebRTC Error").
+    for (const name of [
+      'getusermediafailed',
+      'peerconnection:createofferfailed',
+      'peerconnection:createanswerfailed',
+      'peerconnection:setlocaldescriptionfailed',
+      'peerconnection:setremotedescriptionfailed',
+    ]) {
+      session.on(name, (err) => {
+        call.error = `${name}: ${err && err.message ? err.message : err}`;
+      });
+    }
     for (const name of ['progress', 'accepted', 'confirmed']) {
       session.on(name, () => mark(name));
     }
