@@ -19,7 +19,7 @@ use std::time::Duration;
 use sipmesh_test_support::browser::{
     self, BrowserReport, BrowserRun, BrowserScenario, CallReport, Chromium, LegacyPhone,
 };
-use sipmesh_test_support::{Harness, Rtpengine, Sipp, SippTransport, sipp_dir};
+use sipmesh_test_support::{Harness, Rtpengine, Sipp, SippTransport, TestDir, sipp_dir};
 
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -117,11 +117,25 @@ fn browser_calls_browser_with_media_on_loopback() {
     close(chromium);
 }
 
+/// Dropping the harness's Chromium (as a failing test does) leaves none of its processes.
+#[test]
+fn chromium_leaves_no_process_behind_when_dropped() {
+    let dir = TestDir::new("browser-drop").unwrap_or_else(|e| panic!("{e}"));
+    let chromium = Chromium::launch(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let pids = chromium.processes();
+    assert!(pids.len() > 1, "a browser and its helpers: {pids:?}");
+    drop(chromium);
+    let left: Vec<u32> = pids
+        .into_iter()
+        .filter(|p| browser::is_running(*p))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// A node with `--rtpengine` on a real rtpengine (on the test's address).
 fn start_with_rtpengine(test: &str) -> (Harness, std::net::SocketAddr, Rtpengine) {
     let ip = sipmesh_test_support::test_ip(test);
-    let rtp_dir = sipmesh_test_support::TestDir::new(&format!("{test}-rtpengine"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let rtp_dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
     let rtpengine = Rtpengine::start(&rtp_dir, ip);
     let (harness, wss) = browser::start_wss_node(
         SIPMESH,

@@ -292,6 +292,11 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(after.split_whitespace().map(str::to_owned).collect())
 }
 
+/// Whether process `pid` exists and is not a zombie.
+pub fn is_running(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|f| is_live(&f))
+}
+
 fn is_live(fields: &[String]) -> bool {
     !matches!(fields.first().map(String::as_str), Some("Z" | "X") | None)
 }
