@@ -807,3 +807,45 @@ pub fn start_wss_node(
     })?;
     Ok((harness, wss))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(sample: &str) -> CallReport {
+        let json = format!(
+            r#"{{"direction":"outgoing","call_id":"c1","states":[{{"ms":100,"state":"confirmed"}}],
+               "ice_states":[],"samples":[{sample}],"bye":{{"direction":"in","status":200}},
+               "error":null,"failed_status":null,"local_sdp":null,"remote_sdp":null}}"#
+        );
+        match serde_json::from_str(&json) {
+            Ok(call) => call,
+            Err(e) => panic!("{e}: {json}"),
+        }
+    }
+
+    const GOOD: &str = r#"{"ms":1500,"ice":"connected","connection":"connected","dtls":"connected",
+        "inbound":53,"outbound":54,"codec":"audio/opus","local":"127.0.0.1:5000 udp prflx",
+        "remote":"127.0.0.1:6000 udp host"}"#;
+
+    #[test]
+    fn media_on_loopback_within_the_window_passes() {
+        let report = call(GOOD);
+        assert_eq!(report.check_media().map(|s| s.inbound), Ok(53));
+        assert_eq!(report.bye.map(|b| b.status), Some(200));
+    }
+
+    #[test]
+    fn media_off_loopback_late_or_thin_fails() {
+        let off = GOOD.replace("127.0.0.1:5000", "192.0.2.2:5000");
+        assert!(call(&off).check_media().is_err());
+        let prflx = GOOD.replace("6000 udp host", "6000 udp prflx");
+        assert!(call(&prflx).check_media().is_err());
+        let late = GOOD.replace("\"ms\":1500", "\"ms\":15101");
+        assert!(call(&late).check_media().is_err());
+        let thin = GOOD.replace("\"inbound\":53", "\"inbound\":50");
+        assert!(call(&thin).check_media().is_err());
+        let no_dtls = GOOD.replace("\"dtls\":\"connected\"", "\"dtls\":\"connecting\"");
+        assert!(call(&no_dtls).check_media().is_err());
+    }
+}
