@@ -63,6 +63,24 @@ if [ ! -d "$jssip/node_modules/jssip" ] || [ ! -d "$jssip/node_modules/ws" ] ||
 	(cd "$jssip" && npm ci --no-audit --no-fund)
 fi
 
+# The browser tests (node/tests/browser.rs): Debian's Chromium (never a downloaded browser;
+# puppeteer-core only drives it) and the driver's packages (puppeteer-core, esbuild, jssip),
+# pinned by tests/browser/package-lock.json.
+if [ ! -x /usr/bin/chromium ]; then
+	echo "==> installing chromium"
+	sudo=""
+	if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+	$sudo apt-get update
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends chromium
+fi
+browser=tests/browser
+if [ ! -d "$browser/node_modules/puppeteer-core" ] || [ ! -d "$browser/node_modules/esbuild" ] ||
+	[ ! -d "$browser/node_modules/jssip" ] ||
+	[ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+	echo "==> npm ci in $browser"
+	(cd "$browser" && npm ci --no-audit --no-fund)
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all --check
 

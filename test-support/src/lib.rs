@@ -53,6 +53,7 @@ mod tcp_peer;
 mod udp_peer;
 
 pub mod admin;
+pub mod browser;
 pub use corpus::{CorpusOutcome, CorpusTransport, run_corpus};
 pub use dir::TestDir;
 pub use error::HarnessError;
