@@ -61,6 +61,14 @@ pub enum Capability {
     /// A request to a TCP/WS user may enter at any node; the node holding the flow delivers it
     /// over the cluster. Off: such requests enter at the node holding the flow.
     FlowRelay,
+    /// In-dialog requests (ACK, BYE) may enter at any node, not only at the node that
+    /// record-routed the dialog (a cluster-wide Record-Route identity). Off: they enter at the
+    /// node the INVITE entered at.
+    AnyNodeInDialog,
+    /// In-dialog requests reach a user registered over a TCP flow (a `.invalid` Contact, RFC
+    /// 5626): the Record-Route facing it must carry a flow token, as it does for WS. Off: TCP
+    /// users are messaged but not called.
+    TcpFlowInDialog,
     /// Established dialogs survive a node fault: in-dialog requests are routed from the dialog
     /// state by any survivor (a cluster-wide Record-Route identity). Off: calls are placed only
     /// while no fault is pending, so no dialog outlives the node that record-routed it.
@@ -72,12 +80,20 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability: the full target of issue 5.
-    pub const ALL: [Self; 3] = [Self::FlowRelay, Self::DialogFailover, Self::Flow480];
+    pub const ALL: [Self; 5] = [
+        Self::FlowRelay,
+        Self::AnyNodeInDialog,
+        Self::TcpFlowInDialog,
+        Self::DialogFailover,
+        Self::Flow480,
+    ];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
         match self {
             Self::FlowRelay => "flow-relay",
+            Self::AnyNodeInDialog => "any-node-in-dialog",
+            Self::TcpFlowInDialog => "tcp-flow-in-dialog",
             Self::DialogFailover => "dialog-failover",
             Self::Flow480 => "flow-480",
         }
@@ -132,7 +148,7 @@ pub struct Cli {
     #[arg(long, default_value = "udp,tcp,ws", value_delimiter = ',')]
     pub transports: Vec<Transport>,
     /// Cluster capabilities the run relies on, comma-separated (`flow-relay`,
-    /// `dialog-failover`, `flow-480`), or `all` / `none`.
+    /// `any-node-in-dialog`, `tcp-flow-in-dialog`, `dialog-failover`, `flow-480`), or `all` / `none`.
     #[arg(long, default_value = "all")]
     pub capabilities: String,
     /// Report format.

@@ -9,7 +9,9 @@ pub enum ChaosError {
     #[error("unknown transport {0:?} (udp, tcp, ws)")]
     UnknownTransport(String),
     /// `--capabilities` named something unknown.
-    #[error("unknown capability {0:?} (flow-relay, dialog-failover, flow-480, all, none)")]
+    #[error(
+        "unknown capability {0:?} (flow-relay, any-node-in-dialog, tcp-flow-in-dialog, dialog-failover, flow-480, all, none)"
+    )]
     UnknownCapability(String),
     /// `--nodes` out of range.
     #[error("--nodes {0}: a chaos run needs 2 to 200 nodes")]

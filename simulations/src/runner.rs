@@ -176,7 +176,7 @@ impl Runner {
             let Some(caller) = self.swarm.agents.get(i % self.swarm.agents.len()).cloned() else {
                 break;
             };
-            if let Some((callee, entry)) = self.swarm.pick_target(&caller, &mut rng)
+            if let Some((callee, entry)) = self.swarm.pick_target(&caller, true, &mut rng)
                 && let Some(d) = self
                     .swarm
                     .place_call(&caller, &callee, entry, &mut rng)

@@ -136,7 +136,7 @@ impl Swarm {
                 let outcome = agent.register(entry, REGISTER_EXPIRES).await;
                 self.stats.record(OpKind::Register, &outcome);
             } else if roll < 60 || !self.calls_allowed.load(Ordering::SeqCst) {
-                let Some((target, entry)) = self.pick_target(&agent, &mut rng) else {
+                let Some((target, entry)) = self.pick_target(&agent, false, &mut rng) else {
                     continue;
                 };
                 let outcome = agent.message(entry, &target.user, 200).await;
@@ -154,7 +154,7 @@ impl Swarm {
 
     /// A call: INVITE, ACK, a short hold, BYE; in-dialog requests enter at random nodes.
     async fn short_call(&self, agent: &Arc<Agent>, rng: &mut StdRng) {
-        let Some((callee, entry)) = self.pick_target(agent, rng) else {
+        let Some((callee, entry)) = self.pick_target(agent, true, rng) else {
             return;
         };
         let Some(dialog) = self.place_call(agent, &callee, entry, rng).await else {
@@ -172,7 +172,7 @@ impl Swarm {
         entry: NodeIx,
         rng: &mut StdRng,
     ) -> Option<Dialog> {
-        let ack_entry = self.topo.random_up(rng).unwrap_or(entry);
+        let ack_entry = self.in_dialog_entry(entry, rng).unwrap_or(entry);
         let result = caller.invite(entry, ack_entry, callee).await;
         self.stats.record(
             OpKind::Call,
@@ -194,10 +194,22 @@ impl Swarm {
         };
         let mut last: Result<(), OpFailure> = Err(OpFailure::NoRoute);
         for _ in 0..BYE_ATTEMPTS {
-            let Some(entry) = self.topo.random_up(rng) else {
+            let Some(entry) = self.in_dialog_entry(dialog.entry, rng) else {
                 break;
             };
             last = caller.bye(dialog, entry).await;
+            if std::env::var_os("CHAOS_DEBUG").is_some() && last.is_err() {
+                eprintln!(
+                    "bye {:?} entry {entry} invite-entry {} caller {:?}@{} callee {:?}@{} routes {:?}",
+                    last,
+                    dialog.entry,
+                    caller.transport,
+                    caller.home(),
+                    callee.transport,
+                    callee.home(),
+                    dialog.route_set
+                );
+            }
             if last.is_ok() {
                 break;
             }
@@ -220,6 +232,16 @@ impl Swarm {
         }
     }
 
+    /// Where an in-dialog request of a dialog whose INVITE entered at `invite_entry` enters: a
+    /// random node that is up with `any-node-in-dialog`, else the record-routing node itself.
+    fn in_dialog_entry(&self, invite_entry: NodeIx, rng: &mut StdRng) -> Option<NodeIx> {
+        if self.has(Capability::AnyNodeInDialog) {
+            self.topo.random_up(rng)
+        } else {
+            Some(invite_entry)
+        }
+    }
+
     /// Where `agent`'s own out-of-dialog request enters: a UDP agent picks a random node that
     /// is up; a stream agent uses its connection (the entry is then only nominal).
     fn entry_for_own_request(&self, agent: &Agent, rng: &mut StdRng) -> Option<NodeIx> {
@@ -231,15 +253,23 @@ impl Swarm {
     }
 
     /// A registered, reachable peer for `agent` and the node the request enters at, preferring
-    /// a peer registered at another node than `agent`.
-    pub fn pick_target(&self, agent: &Agent, rng: &mut StdRng) -> Option<(Arc<Agent>, NodeIx)> {
+    /// a peer registered at another node than `agent`. A callee (`for_call`) over TCP is
+    /// skipped without `tcp-flow-in-dialog`.
+    pub fn pick_target(
+        &self,
+        agent: &Agent,
+        for_call: bool,
+        rng: &mut StdRng,
+    ) -> Option<(Arc<Agent>, NodeIx)> {
         let relay = self.has(Capability::FlowRelay);
+        let tcp_callee = !for_call || self.has(Capability::TcpFlowInDialog);
         let now = Instant::now();
         let mut candidates: Vec<&Arc<Agent>> = self
             .agents
             .iter()
             .filter(|t| t.id != agent.id && t.registered(now) && t.reachable())
             .filter(|t| self.topo.is_up(t.home()))
+            .filter(|t| tcp_callee || t.transport != crate::config::Transport::Tcp)
             .filter(|t| {
                 relay
                     || !t.transport.is_stream()
