@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod bench;
 pub mod checks;
 pub mod cluster;
 pub mod config;

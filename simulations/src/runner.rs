@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -19,7 +19,7 @@ use crate::cluster::{self, Cluster, DOMAIN};
 use crate::config::{Capability, Cli, Transport};
 use crate::error::ChaosError;
 use crate::report::{FenceCheck, PhaseReport, RunReport};
-use crate::swarm::{DialogTally, Swarm};
+use crate::swarm::Swarm;
 use crate::topology::{NodeIx, Topology};
 
 /// Longest wait for every member to see every node live.
@@ -78,19 +78,14 @@ pub async fn run(cli: Cli) -> Result<RunReport, ChaosError> {
     } else {
         Duration::from_secs(1)
     };
-    let swarm = Arc::new(Swarm {
+    let swarm = Arc::new(Swarm::new(
         agents,
         topo,
-        stats: Default::default(),
-        dialogs: DialogTally::default(),
-        calls_allowed: AtomicBool::new(true),
-        calls_in_flight: AtomicU64::new(0),
-        stopping: AtomicBool::new(false),
-        caps: caps.clone(),
-        think: Duration::from_millis(cli.think_ms),
+        caps.clone(),
+        Duration::from_millis(cli.think_ms),
         reconnect_delay,
-        seed: cli.seed,
-    });
+        cli.seed,
+    ));
     let phases = 2 + cli.kills as u32 + u32::from(!cli.no_freeze);
     let phase_len = (cli.duration() / phases).max(Duration::from_secs(3));
     let mut runner = Runner {

@@ -79,6 +79,30 @@ pub struct Swarm {
 }
 
 impl Swarm {
+    /// A swarm of `agents` over `topo`, calls allowed, nothing running yet.
+    pub fn new(
+        agents: Vec<Arc<Agent>>,
+        topo: Arc<Topology>,
+        caps: Vec<Capability>,
+        think: Duration,
+        reconnect_delay: Duration,
+        seed: u64,
+    ) -> Self {
+        Self {
+            agents,
+            topo,
+            stats: Stats::default(),
+            dialogs: DialogTally::default(),
+            calls_allowed: AtomicBool::new(true),
+            calls_in_flight: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            caps,
+            think,
+            reconnect_delay,
+            seed,
+        }
+    }
+
     /// Whether capability `c` is relied on.
     pub fn has(&self, c: Capability) -> bool {
         self.caps.contains(&c)
