@@ -79,7 +79,7 @@ impl Agent {
     ) -> Result<Arc<Self>, OpFailure> {
         let user = format!("u{id}");
         let tag = format!("t{run:x}{id}");
-        let endpoint = Endpoint::new(String::new(), tag);
+        let endpoint = Endpoint::new(&user, String::new(), tag);
         let (contact, attachment) = match transport {
             Transport::Udp => {
                 let (link, local) = link::open_udp(AGENT_IP, Arc::clone(&endpoint))
@@ -190,6 +190,11 @@ impl Agent {
             Some(link) => !link.is_closed(),
             None => false,
         }
+    }
+
+    /// Takes the count of requests that reached this agent but were meant for another user.
+    pub fn take_misdelivered(&self) -> u64 {
+        self.endpoint.take_misdelivered()
     }
 
     /// Requests answered by this agent so far.

@@ -25,17 +25,28 @@ pub struct Endpoint {
     tag: String,
     /// Requests received (INVITE, MESSAGE, BYE, …; not ACK).
     received: AtomicU64,
+    /// The user part every Request-URI reaching this endpoint must carry.
+    user: String,
+    /// Requests whose Request-URI named another user: delivered to the wrong agent.
+    misdelivered: AtomicU64,
 }
 
 impl Endpoint {
-    /// An endpoint answering with `contact` and To tag `tag`.
-    pub fn new(contact: String, tag: String) -> Arc<Self> {
+    /// An endpoint of `user` answering with `contact` and To tag `tag`.
+    pub fn new(user: &str, contact: String, tag: String) -> Arc<Self> {
         Arc::new(Self {
             pending: Mutex::new(HashMap::new()),
             contact: Mutex::new(contact),
             tag,
             received: AtomicU64::new(0),
+            user: user.to_owned(),
+            misdelivered: AtomicU64::new(0),
         })
+    }
+
+    /// Takes the count of requests meant for another user, and resets it.
+    pub fn take_misdelivered(&self) -> u64 {
+        self.misdelivered.swap(0, Ordering::SeqCst)
     }
 
     /// Changes the Contact of future answers (after a reconnect).
@@ -97,6 +108,17 @@ impl Endpoint {
             return None;
         }
         self.received.fetch_add(1, Ordering::Relaxed);
+        let for_us = req
+            .request_uri_raw()
+            .and_then(|u| std::str::from_utf8(u).ok())
+            .and_then(|u| u.split_once(':'))
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .is_some_and(|(user, _)| user == self.user);
+        if !for_us {
+            // Answered 404 so the sender does not count it as delivered.
+            self.misdelivered.fetch_add(1, Ordering::SeqCst);
+            return Some(response_to(req, StatusCode(404), "Not Here").build());
+        }
         let mut response = response_to(req, StatusCode::OK, "OK").to_tag(&self.tag);
         if *method == Method::Invite {
             // RFC 3261 §12.1.1: the UAS copies Record-Route into the 2xx, in order.
@@ -135,7 +157,7 @@ mod tests {
 
     #[test]
     fn answers_invite_with_tag_contact_and_record_route() {
-        let ep = Endpoint::new("sip:bob@127.0.0.1:5999".to_owned(), "b1".to_owned());
+        let ep = Endpoint::new("bob", "sip:bob@127.0.0.1:5999".to_owned(), "b1".to_owned());
         let req = Message::parse(invite()).expect("parses");
         let answer = Message::parse(ep.answer(&req).expect("answered")).expect("parses");
         assert_eq!(answer.status(), Some(StatusCode::OK));
@@ -144,11 +166,16 @@ mod tests {
         assert_eq!(answer.header_count(&HeaderName::Via), 2);
         assert!(answer.header(&HeaderName::Contact).is_some());
         assert_eq!(ep.received(), 1);
+        assert_eq!(ep.take_misdelivered(), 0);
+        let carol = Endpoint::new("carol", "sip:carol@h".to_owned(), "c1".to_owned());
+        let answer = Message::parse(carol.answer(&req).expect("answered")).expect("parses");
+        assert_eq!(answer.status(), Some(StatusCode(404)));
+        assert_eq!(carol.take_misdelivered(), 1);
     }
 
     #[test]
     fn routes_responses_by_branch() {
-        let ep = Endpoint::new("sip:x@y".to_owned(), "t".to_owned());
+        let ep = Endpoint::new("x", "sip:x@y".to_owned(), "t".to_owned());
         let mut rx = ep.expect("z9hG4bKuac");
         let resp = Bytes::from_static(
             b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5998;branch=z9hG4bKuac\r\n\

@@ -49,6 +49,8 @@ pub struct PhaseReport {
     /// Held dialogs not checked because an end became unreachable (a TCP/WS callee whose
     /// node died).
     pub dialogs_unreachable: u64,
+    /// Requests delivered to an agent other than the one they were addressed to; must be 0.
+    pub misdelivered: u64,
     /// Time from the fault to the first full round of new calls and messages to UDP users
     /// through every survivor, ms; `None` when never reached.
     pub service_restored_ms: Option<u64>,
@@ -143,6 +145,13 @@ impl RunReport {
                 p.dialogs_not_ended,
                 p.dialogs_unreachable
             );
+            if p.misdelivered > 0 {
+                let _ = writeln!(
+                    out,
+                    "  requests delivered to the wrong user: {}",
+                    p.misdelivered
+                );
+            }
             if let Some(ms) = p.service_restored_ms {
                 let _ = writeln!(out, "  full service {ms} ms after the fault");
             }

@@ -415,6 +415,18 @@ impl Runner {
                 "{not_ended} established dialogs could not be ended with both ends reachable"
             ));
         }
+        p.misdelivered = self
+            .swarm
+            .agents
+            .iter()
+            .map(|a| a.take_misdelivered())
+            .sum();
+        if p.misdelivered > 0 {
+            p.violations.push(format!(
+                "{} requests were delivered to another user than the one addressed",
+                p.misdelivered
+            ));
+        }
         p.ops = self.swarm.stats.take();
         p.duration_ms = millis(start.elapsed());
     }

@@ -89,7 +89,14 @@ fn main() -> ExitCode {
     } else {
         println!(
             "{:>5} {:>7} {:>12} {:>8} {:>9} {:>8} {:>17} {:>14}",
-            "nodes", "agents", "REGISTER/s", "reg-err", "calls/s", "call-err", "failover med ms", "failover max"
+            "nodes",
+            "agents",
+            "REGISTER/s",
+            "reg-err",
+            "calls/s",
+            "call-err",
+            "failover med ms",
+            "failover max"
         );
         for f in &all {
             println!(
@@ -100,12 +107,16 @@ fn main() -> ExitCode {
                 f.register_failed,
                 f.calls_per_s,
                 f.calls_failed,
-                f.failover_median_ms.map_or("-".to_owned(), |v| v.to_string()),
+                f.failover_median_ms
+                    .map_or("-".to_owned(), |v| v.to_string()),
                 f.failover_max_ms.map_or("-".to_owned(), |v| v.to_string()),
             );
         }
         for f in all.iter().filter(|f| !f.failover_ms.is_empty()) {
-            println!("failover ms per kill ({} nodes): {:?}", f.nodes, f.failover_ms);
+            println!(
+                "failover ms per kill ({} nodes): {:?}",
+                f.nodes, f.failover_ms
+            );
         }
     }
     ExitCode::SUCCESS
