@@ -108,8 +108,9 @@ fn main() -> ExitCode {
                 f.calls_per_s,
                 f.calls_failed,
                 f.failover_median_ms
-                    .map_or("-".to_owned(), |v| v.to_string()),
-                f.failover_max_ms.map_or("-".to_owned(), |v| v.to_string()),
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
+                f.failover_max_ms
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string()),
             );
         }
         for f in all.iter().filter(|f| !f.failover_ms.is_empty()) {
