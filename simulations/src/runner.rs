@@ -65,7 +65,9 @@ pub async fn run(cli: Cli) -> Result<RunReport, ChaosError> {
         *counts
             .entry(format!("{transport:?}").to_lowercase())
             .or_default() += 1;
-        let agent = Agent::start(id, transport, id % n, Arc::clone(&topo), run)
+        // Homes cycle independently of transports, so every node holds every kind of user.
+        let home = (id / cli.transports.len()) % n;
+        let agent = Agent::start(id, transport, home, Arc::clone(&topo), run)
             .await
             .map_err(|e| ChaosError::AgentStart(id, e))?;
         agents.push(agent);
