@@ -17,6 +17,7 @@ use crate::config::Transport;
 use crate::endpoint::Endpoint;
 use crate::error::OpFailure;
 use crate::link::{self, Closed, Link};
+use crate::routing::Attach;
 use crate::sip::{Dialog, lists_contact};
 use crate::topology::{NodeIx, Topology};
 
@@ -172,6 +173,14 @@ impl Agent {
     /// The node the agent registered through or is connected to.
     pub fn home(&self) -> NodeIx {
         self.attachment().home
+    }
+
+    /// How the agent is attached now.
+    pub fn attach(&self) -> Attach {
+        Attach {
+            transport: self.transport,
+            home: self.home(),
+        }
     }
 
     /// Connection generation (bumped at every reconnect).

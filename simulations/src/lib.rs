@@ -32,6 +32,7 @@ pub mod endpoint;
 pub mod error;
 pub mod link;
 pub mod report;
+pub mod routing;
 pub mod runner;
 pub mod sip;
 pub mod stats;

@@ -38,16 +38,16 @@ pub struct PhaseReport {
     pub duration_ms: u64,
     /// Operations by kind.
     pub ops: BTreeMap<OpKind, OpCounts>,
-    /// Registrations acknowledged with 200 but missing from every lookup at the phase's end.
+    /// Acknowledged, unexpired registrations looked up at the phase's end.
     pub registrations_checked: u64,
-    /// See `registrations_checked`; must be 0.
+    /// Of those, missing from the lookups through three nodes; must be 0.
     pub registrations_lost: u64,
-    /// Dialogs held across the fault, then ended with BYE.
-    pub dialogs_held: u64,
-    /// Held dialogs whose BYE failed though both ends were reachable; must be 0.
+    /// Dialogs established in the phase (2xx and ACK), including those held across its fault.
+    pub dialogs_established: u64,
+    /// Dialogs whose BYE failed (three tries) though both ends were reachable; must be 0.
     pub dialogs_not_ended: u64,
-    /// Held dialogs not checked because an end became unreachable (a TCP/WS callee whose
-    /// node died).
+    /// Dialogs not checked because an end became unreachable (a TCP/WS callee whose
+    /// connection died with its node).
     pub dialogs_unreachable: u64,
     /// Requests delivered to an agent other than the one they were addressed to; must be 0.
     pub misdelivered: u64,
@@ -138,10 +138,10 @@ impl RunReport {
             }
             let _ = writeln!(
                 out,
-                "  registrations lost {}/{} checked; held dialogs {}: not ended {}, unreachable end {}",
+                "  registrations lost {}/{} checked; dialogs established {}: not ended {}, unreachable end {}",
                 p.registrations_lost,
                 p.registrations_checked,
-                p.dialogs_held,
+                p.dialogs_established,
                 p.dialogs_not_ended,
                 p.dialogs_unreachable
             );

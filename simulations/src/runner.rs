@@ -409,7 +409,7 @@ impl Runner {
             ));
         }
         let (established, not_ended, unreachable) = self.swarm.dialogs.take();
-        p.dialogs_held = established;
+        p.dialogs_established = established;
         p.dialogs_not_ended = not_ended;
         p.dialogs_unreachable = unreachable;
         if not_ended > 0 {

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::agent::{Agent, REGISTER_EXPIRES};
 use crate::config::Capability;
 use crate::error::OpFailure;
+use crate::routing::{Entry, Rules};
 use crate::sip::Dialog;
 use crate::stats::{OpKind, Stats};
 use crate::topology::{NodeIx, Topology};
@@ -285,35 +286,25 @@ impl Swarm {
         for_call: bool,
         rng: &mut StdRng,
     ) -> Option<(Arc<Agent>, NodeIx)> {
-        let relay = self.has(Capability::FlowRelay);
-        let tcp_callee = !for_call || self.has(Capability::TcpFlowInDialog);
+        let rules = Rules::new(&self.caps);
+        let from = agent.attach();
         let now = Instant::now();
         let mut candidates: Vec<&Arc<Agent>> = self
             .agents
             .iter()
             .filter(|t| t.id != agent.id && t.registered(now) && t.reachable())
             .filter(|t| self.topo.is_up(t.home()))
-            .filter(|t| tcp_callee || t.transport != crate::config::Transport::Tcp)
-            .filter(|t| {
-                relay
-                    || !t.transport.is_stream()
-                    || !agent.transport.is_stream()
-                    || t.home() == agent.home()
-            })
+            .filter(|t| rules.may_address(from, t.attach(), for_call))
             .collect();
         candidates.shuffle(rng);
-        let home = agent.home();
         let target = candidates
             .iter()
-            .find(|t| t.home() != home)
+            .find(|t| t.home() != from.home)
             .or_else(|| candidates.first())
             .map(|t| Arc::clone(t))?;
-        let entry = if agent.transport.is_stream() {
-            agent.home()
-        } else if target.transport.is_stream() && !relay {
-            target.home()
-        } else {
-            self.topo.random_up(rng)?
+        let entry = match rules.entry(from, target.attach()) {
+            Entry::Node(n) => n,
+            Entry::Random => self.topo.random_up(rng)?,
         };
         Some((target, entry))
     }
