@@ -143,6 +143,14 @@ impl Cluster {
         }
     }
 
+    /// Every node's log file.
+    pub fn log_paths(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| n.log_path().display().to_string())
+            .collect()
+    }
+
     /// The tail of node `i`'s log.
     pub fn log_tail(&self, i: NodeIx) -> String {
         self.nodes

@@ -78,6 +78,8 @@ pub struct RunReport {
     pub capabilities: Vec<String>,
     /// Capabilities not relied on (their checks were not run).
     pub capabilities_off: Vec<String>,
+    /// The nodes' log files (kept after the run).
+    pub node_logs: Vec<String>,
     /// Phases in order.
     pub phases: Vec<PhaseReport>,
     /// Wall time, ms.
@@ -171,9 +173,10 @@ impl RunReport {
                 let _ = writeln!(out, "  VIOLATION: {v}");
             }
         }
+        let _ = writeln!(out, "\nnode logs: {}", self.node_logs.join(" "));
         let _ = writeln!(
             out,
-            "\n{} in {} ms",
+            "{} in {} ms",
             if self.passed { "PASSED" } else { "FAILED" },
             self.duration_ms
         );

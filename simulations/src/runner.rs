@@ -108,6 +108,7 @@ pub async fn run(cli: Cli) -> Result<RunReport, ChaosError> {
             .filter(|c| !caps.contains(c))
             .map(|c| c.name().to_owned())
             .collect(),
+        node_logs: runner.cluster.log_paths(),
         ..RunReport::default()
     };
 
