@@ -113,6 +113,16 @@ fn main() -> ExitCode {
                     .map_or_else(|| "-".to_owned(), |v| v.to_string()),
             );
         }
+        if let Some(one) = all.iter().find(|f| f.nodes == 1) {
+            for f in all.iter().filter(|f| f.nodes > 1) {
+                println!(
+                    "{} nodes / 1 node: REGISTER/s {:.2}, calls/s {:.2}",
+                    f.nodes,
+                    f.register_per_s / one.register_per_s.max(f64::MIN_POSITIVE),
+                    f.calls_per_s / one.calls_per_s.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
         for f in all.iter().filter(|f| !f.failover_ms.is_empty()) {
             println!(
                 "failover ms per kill ({} nodes): {:?}",
