@@ -186,13 +186,15 @@ impl Runner {
         held
     }
 
-    /// Ends the calls held across a fault.
+    /// Ends the calls held across a fault (while the faulty node is still out).
     async fn after_fault(&mut self, held: &[crate::sip::Dialog]) {
-        let mut rng = StdRng::seed_from_u64(self.seed());
-        for d in held {
-            self.swarm.end_call(d, &mut rng).await;
-        }
-        self.swarm.calls_allowed.store(true, Ordering::SeqCst);
+        let seed = self.seed();
+        let swarm = &self.swarm;
+        futures_util::future::join_all(held.iter().enumerate().map(|(i, d)| async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ i as u64);
+            swarm.end_call(d, &mut rng).await;
+        }))
+        .await;
     }
 
     /// SIGKILL a random node, measure the time to full service, restart it.
@@ -247,6 +249,9 @@ impl Runner {
                 orphans.first().map(|a| a.aor()).unwrap_or_default()
             ));
         }
+        // Dialogs held across the kill are ended while the node is still dead: through the
+        // survivors only.
+        self.after_fault(&held).await;
         let until = start + self.phase_len * 2 / 3;
         tokio::time::sleep_until(until.into()).await;
         block_in_place(|| self.cluster.restart(victim))?;
@@ -259,7 +264,7 @@ impl Runner {
             )),
         }
         self.swarm.topo.set_up(victim, true);
-        self.after_fault(&held).await;
+        self.swarm.calls_allowed.store(true, Ordering::SeqCst);
         tokio::time::sleep_until((start + self.phase_len).into()).await;
         self.finish(&mut p, start).await;
         Ok(p)
@@ -299,6 +304,8 @@ impl Runner {
             }),
             ..FenceCheck::default()
         };
+        // Dialogs held across the freeze are ended while the node is still frozen.
+        self.after_fault(&held).await;
         // Writes queued in the frozen node's socket: it handles them right after SIGCONT.
         let run = self.seed();
         let stale: Vec<(String, String)> = (0..STALE_WRITES)
@@ -353,9 +360,9 @@ impl Runner {
             .inspect(|_| p.rejoin_ms = Some(millis(restarted.elapsed())))
             .is_some();
         self.swarm.topo.set_up(victim, true);
+        self.swarm.calls_allowed.store(true, Ordering::SeqCst);
         judge_fence(&mut p, &fence, &vid);
         p.fence = Some(fence);
-        self.after_fault(&held).await;
         tokio::time::sleep_until((start + self.phase_len).into()).await;
         self.finish(&mut p, start).await;
         p
