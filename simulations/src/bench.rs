@@ -125,7 +125,7 @@ pub async fn measure(cfg: &BenchConfig) -> Result<BenchFigures, ChaosError> {
             topo.set_up(victim, false);
             let at = Instant::now();
             block_in_place(|| cluster.kill(victim));
-            let took = checks::service_restored(&swarm, victim, at, PROBE_LIMIT, rng.r#gen()).await;
+            let took = checks::service_restored(&swarm, victim, at, PROBE_LIMIT).await;
             figures
                 .failover_ms
                 .push(took.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));

@@ -62,7 +62,7 @@ pub async fn registrations(swarm: &Swarm, checker: &Agent, seed: u64) -> (u64, u
 /// One probe round through every node that is up: a MESSAGE and a whole call (INVITE, ACK,
 /// BYE all entering at that node) between UDP users, the callee preferably registered at
 /// `victim`. True when everything succeeded.
-async fn probe_round(swarm: &Swarm, victim: NodeIx, rng: &mut StdRng) -> bool {
+async fn probe_round(swarm: &Swarm, victim: NodeIx) -> bool {
     let (at_victim, others) = swarm.udp_users_by_home(victim);
     let Some(caller) = others.first().cloned() else {
         return false;
@@ -83,7 +83,6 @@ async fn probe_round(swarm: &Swarm, victim: NodeIx, rng: &mut StdRng) -> bool {
             return false;
         }
     }
-    let _ = rng;
     true
 }
 
@@ -93,11 +92,9 @@ pub async fn service_restored(
     victim: NodeIx,
     fault_at: Instant,
     limit: Duration,
-    seed: u64,
 ) -> Option<Duration> {
-    let mut rng = StdRng::seed_from_u64(seed);
     while fault_at.elapsed() < limit {
-        if probe_round(swarm, victim, &mut rng).await {
+        if probe_round(swarm, victim).await {
             return Some(fault_at.elapsed());
         }
         tokio::time::sleep(PROBE_PAUSE).await;

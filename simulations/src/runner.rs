@@ -225,7 +225,7 @@ impl Runner {
         let limit = Duration::from_millis(self.cli.service_limit_ms);
         let flow_check = self.swarm.has(Capability::Flow480);
         let (service, flow) = tokio::join!(
-            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT, seed),
+            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT),
             async {
                 if flow_check {
                     checks::flow_480(
@@ -285,10 +285,8 @@ impl Runner {
         self.swarm.topo.set_up(victim, false);
         let fault_at = Instant::now();
         block_in_place(|| self.cluster.freeze(victim, true));
-        let seed = self.seed();
         let limit = Duration::from_millis(self.cli.service_limit_ms);
-        let service =
-            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT, seed).await;
+        let service = checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT).await;
         self.judge_service(&mut p, service, limit);
         let mut fence = FenceCheck {
             declared_dead_by_survivors: block_in_place(|| {
