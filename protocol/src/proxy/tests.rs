@@ -72,6 +72,8 @@ impl Harness {
             shard: 3,
             rng_seed: 42,
             flow_token_key: test_flow_key(),
+            incarnation: super::Incarnation::default(),
+            incarnation: super::Incarnation::default(),
         };
         let now = Instant::now();
         Self {
@@ -694,6 +696,8 @@ fn relayed_requests_to_host_names_are_resolved_first() {
             shard: 3,
             rng_seed: 42,
             flow_token_key: test_flow_key(),
+            incarnation: super::Incarnation::default(),
+            incarnation: super::Incarnation::default(),
         },
         h.now,
     );
@@ -751,6 +755,8 @@ fn sips_requests_need_tls_on_both_sides() {
             shard: 3,
             rng_seed: 42,
             flow_token_key: test_flow_key(),
+            incarnation: super::Incarnation::default(),
+            incarnation: super::Incarnation::default(),
         },
         h.now,
     );
