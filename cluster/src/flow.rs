@@ -66,14 +66,7 @@ pub trait FlowHost: Send + Sync + 'static {
 pub enum FlowMsg {
     /// Write a message on one of this node's connections; answers whether it was there.
     #[rpc]
-    Deliver(
-        u16,
-        String,
-        u64,
-        String,
-        Vec<u8>,
-        RpcReplyPort<bool>,
-    ),
+    Deliver(u16, String, u64, String, Vec<u8>, RpcReplyPort<bool>),
     /// A response for a transaction of this node, relayed from a connection's holder.
     Relay(u16, String, u64, String, Vec<u8>),
     /// This node's SIP listeners (see [`FlowHost::listeners`]).
@@ -81,7 +74,13 @@ pub enum FlowMsg {
     Listeners(RpcReplyPort<String>),
 }
 
-fn frame(from: u16, transport: String, connection: u64, peer: String, payload: Vec<u8>) -> FlowFrame {
+fn frame(
+    from: u16,
+    transport: String,
+    connection: u64,
+    peer: String,
+    payload: Vec<u8>,
+) -> FlowFrame {
     FlowFrame {
         from,
         transport,
@@ -227,7 +226,40 @@ pub async fn peer_listeners(timeout: Duration) -> Vec<String> {
     out
 }
 
+/// A running router.
+pub type FlowRouterRef = ActorRef<FlowMsg>;
+
 /// Starts this node's router.
-pub async fn start_router(args: FlowRouterArgs) -> Result<ActorRef<FlowMsg>, ractor::SpawnErr> {
+pub async fn start_router(args: FlowRouterArgs) -> Result<FlowRouterRef, ractor::SpawnErr> {
     Actor::spawn(None, FlowRouter, args).await.map(|(r, _)| r)
+}
+
+/// A 32-octet key derived from the cluster cookie for `label` (HMAC-SHA-256 keyed with the
+/// cookie, RFC 2104), so every member derives the same secret without configuring it twice:
+/// the flow-token key, which must be shared for a Record-Route flow token written by one node
+/// to verify at another.
+pub fn derived_key(cookie: &str, label: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(cookie.as_bytes())
+        .unwrap_or_else(|_| <Hmac<sha2::Sha256> as Mac>::new(&Default::default()));
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_keys_depend_on_cookie_and_label() {
+        let a = derived_key("secret", "flow-token");
+        assert_eq!(a, derived_key("secret", "flow-token"));
+        assert_ne!(a, derived_key("secret2", "flow-token"));
+        assert_ne!(a, derived_key("secret", "other"));
+    }
+
+    #[test]
+    fn holder_groups_name_the_incarnation() {
+        assert_eq!(holder_group(7), "sipmesh.transport.7");
+    }
 }

@@ -153,7 +153,9 @@ enum StoreDone {
         stored: bool,
     },
     /// A connection held by another node could not be reached.
-    FlowUnreachable { connection: ConnectionId },
+    FlowUnreachable {
+        connection: ConnectionId,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
