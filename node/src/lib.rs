@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cluster_flows;
 pub mod config;
 pub mod dev_cert;
+pub mod lost_flows;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -94,7 +95,7 @@ pub async fn run(
         engine_config.fence = Some(cluster_fence(cluster, epoch.clone()));
         clustered_engine(cluster, &mut engine_config).await?;
     }
-    let engine = Engine::start(engine_config)
+    let engine = Engine::start(engine_config.clone())
         .await
         .context("starting the SIP engine")?;
     for (kind, addr) in engine.local_addrs() {
@@ -118,6 +119,19 @@ pub async fn run(
         ),
         None => None,
     };
+    let lost_flows = match (&membership, &engine_config.redis) {
+        (Some(membership), Some(redis)) => {
+            let store = sipmesh_actors::location::RedisLocationStore::new(redis)
+                .map_err(|e| anyhow::anyhow!("location store for lost flows: {e}"))?
+                .with_fence(engine_config.fence.clone());
+            Some(lost_flows::start(
+                membership.clone(),
+                store,
+                engine_config.incarnation,
+            ))
+        }
+        _ => None,
+    };
     let admin = match config.admin {
         Some(addr) => {
             let listener = admin::bind(addr)
@@ -137,7 +151,7 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin].into_iter().flatten() {
+    for task in [reloader, admin, lost_flows].into_iter().flatten() {
         task.abort();
     }
     if let Some(flows) = &flows {
