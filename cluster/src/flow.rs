@@ -59,6 +59,8 @@ pub trait FlowHost: Send + Sync + 'static {
     fn relayed(&self, frame: FlowFrame);
     /// This node's SIP listeners as `TRANSPORT IP:port`, one per line.
     fn listeners(&self) -> String;
+    /// The holder of `connection` says it closed while this node had requests over it.
+    fn closed(&self, connection: u64);
 }
 
 /// Messages of a [`FlowRouter`]; serialisable, so peers reach it over the mesh.
@@ -72,6 +74,8 @@ pub enum FlowMsg {
     /// This node's SIP listeners (see [`FlowHost::listeners`]).
     #[rpc]
     Listeners(RpcReplyPort<String>),
+    /// A connection of the sender closed while this node had requests over it.
+    Closed(u64),
 }
 
 fn frame(
@@ -147,6 +151,7 @@ impl Actor for FlowRouter {
             FlowMsg::Listeners(reply) => {
                 let _ = reply.send(state.host.listeners());
             }
+            FlowMsg::Closed(connection) => state.host.closed(connection),
         }
         Ok(())
     }
@@ -207,6 +212,14 @@ pub fn relay(to: u16, frame: FlowFrame) -> Result<(), FlowError> {
             frame.peer,
             frame.payload,
         ))
+        .map_err(|_| FlowError::NoAnswer)
+}
+
+/// Tells incarnation `to` that this node's `connection` closed (fire and forget).
+pub fn closed(to: u16, connection: u64) -> Result<(), FlowError> {
+    let router = remote_router(to).ok_or(FlowError::NoHolder(to))?;
+    router
+        .cast(FlowMsg::Closed(connection))
         .map_err(|_| FlowError::NoAnswer)
 }
 

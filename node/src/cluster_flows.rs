@@ -68,6 +68,12 @@ impl FlowRelay for MeshRelay {
             debug!(%to, error = %e, "relaying a response failed");
         }
     }
+
+    fn closed(&self, to: Incarnation, connection: ConnectionId) {
+        if let Err(e) = flow::closed(to.0, connection.0) {
+            debug!(%to, error = %e, "reporting a closed flow failed");
+        }
+    }
 }
 
 /// [`FlowHost`] over the engine.
@@ -91,6 +97,10 @@ impl FlowHost for EngineHost {
             .iter()
             .map(|l| format!("{} {}\n", l.transport.via_token(), l.addr))
             .collect()
+    }
+
+    fn closed(&self, connection: u64) {
+        self.0.remote_closed(ConnectionId(connection));
     }
 }
 

@@ -340,3 +340,40 @@ fn requests_to_a_flow_of_a_killed_node_get_480_until_the_user_registers_again() 
     let took = message_reaches(&c, 2, &mut bob, "welcome back");
     eprintln!("measured: after re-registering at node2, MESSAGE via node3: {took:?}");
 }
+
+/// bob's connection closes while an INVITE that entered at node2 waits for his answer: node1
+/// (the holder) tells node2 at once, and the caller gets 480 rather than a timeout.
+#[test]
+fn a_flow_closing_under_a_remote_transaction_gives_480_at_once() {
+    let c = Cluster::start("cluster-flows-close", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let mut bob = register_tcp(&c, 0, "bob", 1);
+    message_reaches(&c, 1, &mut bob, "warm up");
+    let alice = UdpPeer::bind(c.nodes[1].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let invite = RawRequest::new(
+        "INVITE",
+        &format!("sip:bob@{DOMAIN}"),
+        ViaTransport::Udp,
+        alice.local_addr(),
+    )
+    .header("Contact", format!("<sip:alice@{}>", alice.local_addr()));
+    alice
+        .send(c.nodes[1].udp_addr(), &invite.to_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got = bob.recv(WAIT).expect("INVITE at bob");
+    assert_eq!(got.method(), Some("INVITE"), "{got:?}");
+    drop(bob);
+    let closed = Instant::now();
+    let answer = alice.recv_final(WAIT);
+    assert_eq!(
+        answer.as_ref().and_then(RawMessage::status),
+        Some(480),
+        "{answer:?}"
+    );
+    eprintln!(
+        "measured: 480 at the caller {:?} after the callee's connection closed at another node",
+        closed.elapsed()
+    );
+}

@@ -200,6 +200,7 @@ impl InboundSink for Arc<Ingress> {
             }
             InboundEvent::ConnectionClosed { connection, peer } => {
                 trace!(?connection, %peer, "connection closed");
+                self.flows.connection_closed(connection);
                 // Every shard fails its transactions over the connection; one of them (spread
                 // by connection number) removes the bindings. Blocking here is not an option
                 // (this is a reader task), and a full queue must not lose the event: retry

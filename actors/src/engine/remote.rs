@@ -65,26 +65,43 @@ pub trait FlowRelay: Send + Sync + 'static {
     fn deliver(&self, holder: Incarnation, frame: RemoteFrame) -> RelayFuture;
     /// Hands a response that arrived on one of this node's connections to `to`.
     fn relay(&self, to: Incarnation, frame: RemoteFrame);
+    /// Tells `to` that `connection`, over which it has requests waiting for responses, closed.
+    fn closed(&self, to: Incarnation, connection: ConnectionId);
 }
 
 /// Branches of requests written here for other nodes.
 #[derive(Debug, Default)]
 struct RelayTable {
-    by_branch: HashMap<String, Incarnation>,
+    by_branch: HashMap<String, (Incarnation, ConnectionId)>,
     expiry: VecDeque<(Instant, String)>,
 }
 
 impl RelayTable {
-    fn insert(&mut self, now: Instant, branch: String, to: Incarnation) {
+    fn insert(&mut self, now: Instant, branch: String, to: Incarnation, via: ConnectionId) {
         self.expire(now);
-        if self.by_branch.insert(branch.clone(), to).is_none() {
+        if self.by_branch.insert(branch.clone(), (to, via)).is_none() {
             self.expiry.push_back((now + RELAY_TTL, branch));
         }
     }
 
     fn get(&mut self, now: Instant, branch: &str) -> Option<Incarnation> {
         self.expire(now);
-        self.by_branch.get(branch).copied()
+        self.by_branch.get(branch).map(|(to, _)| *to)
+    }
+
+    /// The nodes with requests over `connection`, whose entries are dropped.
+    fn close(&mut self, connection: ConnectionId) -> Vec<Incarnation> {
+        let mut to = Vec::new();
+        self.by_branch.retain(|_, (node, via)| {
+            if *via != connection {
+                return true;
+            }
+            if !to.contains(node) {
+                to.push(*node);
+            }
+            false
+        });
+        to
     }
 
     fn expire(&mut self, now: Instant) {
@@ -191,10 +208,32 @@ impl Flows {
         true
     }
 
-    fn remember(&self, branch: String, to: Incarnation) {
+    fn remember(&self, branch: String, to: Incarnation, via: ConnectionId) {
         if let Ok(mut table) = self.table.lock() {
-            table.insert(Instant::now(), branch, to);
+            table.insert(Instant::now(), branch, to, via);
             self.entries.store(table.by_branch.len(), Ordering::Relaxed);
+        }
+    }
+
+    /// For the ingress: one of this node's connections closed; the nodes with requests over it
+    /// learn it now (their transactions fail with 480 rather than time out).
+    pub(crate) fn connection_closed(&self, connection: ConnectionId) {
+        if self.entries.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Some(relay) = self.relay.get() else {
+            return;
+        };
+        let to = match self.table.lock() {
+            Ok(mut table) => {
+                let to = table.close(connection);
+                self.entries.store(table.by_branch.len(), Ordering::Relaxed);
+                to
+            }
+            Err(_) => return,
+        };
+        for node in to {
+            relay.closed(node, connection);
         }
     }
 }
@@ -246,7 +285,8 @@ impl EngineFlows {
             && msg.is_request()
             && let Some(branch) = msg.top_via().ok().and_then(|v| v.branch)
         {
-            self.flows.remember(branch.to_owned(), frame.from);
+            self.flows
+                .remember(branch.to_owned(), frame.from, frame.connection);
         }
         self.transport.send(
             Destination {
@@ -277,18 +317,26 @@ impl EngineFlows {
         });
     }
 
-    /// The other members' SIP listeners: Route values and Vias naming them name this node
-    /// (one Record-Route identity for the cluster). Every shard gets the list.
-    pub fn set_cluster_peers(&self, peers: Vec<Listener>) {
+    /// The holder of `connection` says it closed: the transactions waiting on it fail now.
+    pub fn remote_closed(&self, connection: ConnectionId) {
+        self.broadcast(|| ShardInput::FlowUnreachable(connection));
+    }
+
+    fn broadcast(&self, input: impl Fn() -> ShardInput) {
         for tx in &self.shards {
-            let input = ShardInput::ClusterPeers(peers.clone());
-            if let Err(mpsc::error::TrySendError::Full(input)) = tx.try_send(input) {
+            if let Err(mpsc::error::TrySendError::Full(input)) = tx.try_send(input()) {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(input).await;
                 });
             }
         }
+    }
+
+    /// The other members' SIP listeners: Route values and Vias naming them name this node
+    /// (one Record-Route identity for the cluster). Every shard gets the list.
+    pub fn set_cluster_peers(&self, peers: Vec<Listener>) {
+        self.broadcast(|| ShardInput::ClusterPeers(peers.clone()));
     }
 }
 
@@ -300,9 +348,21 @@ mod tests {
     fn relay_table_forgets_after_the_ttl() {
         let mut t = RelayTable::default();
         let now = Instant::now();
-        t.insert(now, "z9hG4bK1".to_owned(), Incarnation(3));
+        t.insert(now, "z9hG4bK1".to_owned(), Incarnation(3), ConnectionId(1));
         assert_eq!(t.get(now, "z9hG4bK1"), Some(Incarnation(3)));
         assert_eq!(t.get(now + RELAY_TTL, "z9hG4bK1"), None);
         assert!(t.by_branch.is_empty());
+    }
+
+    #[test]
+    fn a_closed_connection_names_each_waiting_node_once() {
+        let mut t = RelayTable::default();
+        let now = Instant::now();
+        t.insert(now, "a".to_owned(), Incarnation(3), ConnectionId(1));
+        t.insert(now, "b".to_owned(), Incarnation(3), ConnectionId(1));
+        t.insert(now, "c".to_owned(), Incarnation(4), ConnectionId(2));
+        assert_eq!(t.close(ConnectionId(1)), vec![Incarnation(3)]);
+        assert_eq!(t.get(now, "c"), Some(Incarnation(4)));
+        assert_eq!(t.get(now, "a"), None);
     }
 }

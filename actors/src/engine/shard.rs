@@ -48,6 +48,8 @@ pub(crate) enum ShardInput {
     },
     /// The other cluster members' SIP listeners (see `Core::set_cluster_peers`).
     ClusterPeers(Vec<Listener>),
+    /// A connection held by another node closed (see `Core::handle_flow_unreachable`).
+    FlowUnreachable(ConnectionId),
     /// Exit now.
     Stop,
 }
@@ -225,6 +227,9 @@ fn handle(
             }
         }
         ShardInput::ClusterPeers(peers) => core.set_cluster_peers(peers),
+        ShardInput::FlowUnreachable(connection) => {
+            core.handle_flow_unreachable(Instant::now(), connection);
+        }
         ShardInput::Stop => return Flow::Stop,
     }
     Flow::Continue
