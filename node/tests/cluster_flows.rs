@@ -377,3 +377,113 @@ fn a_flow_closing_under_a_remote_transaction_gives_480_at_once() {
         closed.elapsed()
     );
 }
+
+/// The same over WebSocket, the transport that cannot be dialed at all: a browser-style UA
+/// (`.invalid` Contact) registered at node1 gets a MESSAGE that entered at node3, and its 200
+/// reaches the caller.
+#[test]
+fn a_websocket_flow_at_one_node_is_reached_from_another() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    let ips: Vec<std::net::IpAddr> = (0..3)
+        .map(|i| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11 + i)))
+        .collect();
+    let ws_ports: Vec<u16> = ips
+        .iter()
+        .map(|ip| sipmesh_test_support::free_port(*ip))
+        .collect();
+    let c = Cluster::start_each("cluster-flows-ws", 3, |i, ip| {
+        vec![
+            "--listen".to_owned(),
+            format!("ws:{}", SocketAddr::new(ip, ws_ports[i])),
+        ]
+    });
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async {
+        let ws_addr = SocketAddr::new(ips[0], ws_ports[0]);
+        let url = format!("ws://{ws_addr}/");
+        let tcp = tokio::net::TcpStream::connect(ws_addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .unwrap_or_else(|e| panic!("{e}"));
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+        let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, tcp))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let register = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKwsreg1\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:web@{DOMAIN}>;tag=w1\r\nTo: <sip:web@{DOMAIN}>\r\n\
+             Call-ID: wsreg1@ws.test\r\nCSeq: 1 REGISTER\r\n\
+             Contact: <sip:web@df7jal23ls0d.invalid;transport=ws>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+        );
+        ws.send(Ws::text(register))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut next_text = async || loop {
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Ws::Text(t)))) if !t.starts_with("SIP/2.0 1") => {
+                    break t.to_string();
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no SIP frame on the WebSocket: {other:?}"),
+            }
+        };
+        let answer = next_text().await;
+        assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+        let alice = UdpPeer::bind(c.nodes[2].ip()).unwrap_or_else(|e| panic!("{e}"));
+        let sent = Instant::now();
+        let mut got = None;
+        while got.is_none() && sent.elapsed() < SETTLE {
+            let mut msg = RawRequest::new(
+                "MESSAGE",
+                &format!("sip:web@{DOMAIN}"),
+                ViaTransport::Udp,
+                alice.local_addr(),
+            )
+            .body("text/plain", "to the browser");
+            msg = msg.set("Call-ID", format!("ws-msg-{}@test", sent.elapsed().as_micros()));
+            alice
+                .send(c.nodes[2].udp_addr(), &msg.to_bytes())
+                .unwrap_or_else(|e| panic!("{e}"));
+            match tokio::time::timeout(Duration::from_millis(1500), ws.next()).await {
+                Ok(Some(Ok(Ws::Text(t)))) => got = Some(t.to_string()),
+                _ => {
+                    let _ = alice.recv_final(Duration::from_millis(100));
+                }
+            }
+        }
+        let got = got.unwrap_or_else(|| panic!("no MESSAGE at the browser\n{}", c.nodes[0].log_tail()));
+        let m = RawMessage::parse(got.as_bytes()).unwrap_or_else(|| panic!("{got}"));
+        assert_eq!(m.method(), Some("MESSAGE"), "{got}");
+        let reply = String::from_utf8(m.reply(200, "OK")).unwrap_or_else(|e| panic!("{e}"));
+        ws.send(Ws::text(reply))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = alice.recv_final(WAIT);
+        assert_eq!(
+            answer.as_ref().and_then(RawMessage::status),
+            Some(200),
+            "{answer:?}"
+        );
+        eprintln!(
+            "measured: MESSAGE via node3 to a WebSocket flow at node1 answered in {:?}",
+            sent.elapsed()
+        );
+    });
+}

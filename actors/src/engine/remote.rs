@@ -306,7 +306,7 @@ impl EngineFlows {
             .listeners
             .iter()
             .find(|l| l.transport == frame.transport)
-            .or(self.listeners.first())
+            .or_else(|| self.listeners.first())
             .map_or(frame.peer, |l| l.addr);
         self.ingress.handle(Inbound {
             data: frame.payload,

@@ -35,6 +35,15 @@ impl Cluster {
 
     /// Like [`Self::start`], with `args` added to every node's command line.
     pub(crate) fn start_with(test: &str, n: u8, args: &[String]) -> Self {
+        Self::start_each(test, n, |_, _| args.to_vec())
+    }
+
+    /// Like [`Self::start`], with `args(i, ip)` added to node `i`'s (0-based) command line.
+    pub(crate) fn start_each(
+        test: &str,
+        n: u8,
+        args: impl Fn(usize, IpAddr) -> Vec<String>,
+    ) -> Self {
         let redis = RedisServer::start();
         let mut options: Vec<NodeOptions> = Vec::new();
         for i in 0..n {
@@ -50,7 +59,7 @@ impl Cluster {
             o.log_filter = "info,sipmesh_cluster=debug".to_owned();
             o.domains.push(DOMAIN.to_owned());
             o.extra_args.extend(["--redis".to_owned(), redis.url()]);
-            o.extra_args.extend(args.iter().cloned());
+            o.extra_args.extend(args(usize::from(i), ip));
             options.push(o);
         }
         let mut nodes = Vec::new();
