@@ -20,6 +20,10 @@
 //! REGISTER is answered only from that result, so a 200 is never sent for state the store did
 //! not take.
 //!
+//! In a cluster, a destination over a connection held by another node process comes out as
+//! [`Output::RemoteTransmit`] (see [`Incarnation`]); the shell carries it there, and calls
+//! [`Core::handle_flow_unreachable`] when it cannot.
+//!
 //! Dialogs (see [`crate::dialog`]) come out as [`Output::Dialog`] events; the 2xx that confirms
 //! a dialog comes out as [`Output::StoreDialog`] and is held until
 //! [`Core::handle_dialog_stored`] or [`DIALOG_HOLD`]. In-dialog requests are still routed by
@@ -29,6 +33,7 @@ mod ack;
 mod addressing;
 mod arena;
 mod cancel;
+mod cluster;
 mod config;
 mod core;
 #[cfg(test)]
@@ -49,6 +54,7 @@ mod tests;
 mod timers;
 mod wire;
 
+pub use self::cluster::Incarnation;
 pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
 pub use self::core::{Core, Output, StoreFailure};
 pub use self::dialogs::DIALOG_HOLD;
