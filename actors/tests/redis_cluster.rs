@@ -9,16 +9,20 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sipmesh_actors::dialog::{DialogStore, RedisDialogStore};
+use sipmesh_actors::dialog::{DialogStore, DialogStoreError, RedisDialogStore};
+use sipmesh_actors::fence::{Fence, FixedEpoch};
 use sipmesh_actors::location::redis::DEFAULT_BUCKETS;
-use sipmesh_actors::location::{LocationStore, RedisLocationStore, RedisStoreConfig};
+use sipmesh_actors::location::{
+    LocationStore, RedisLocationStore, RedisStoreConfig, StoreError, UnavailableReason,
+};
 use sipmesh_protocol::dialog::Leg;
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogSnapshot, DialogState};
+use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
 use sipmesh_test_support::RedisCluster;
 use support::location_cases as cases;
-use support::requests::{aor, contact, req, t0};
+use support::requests::{aor, contact, req, source, t0};
 
 /// Settings with a generous timeout (a shared machine; see `redis_store.rs`) and `prefix`.
 fn config(cluster: &RedisCluster, prefix: &str) -> RedisStoreConfig {
@@ -216,4 +220,75 @@ async fn dialog_store_on_a_cluster() {
     let sizes = cluster.dbsizes();
     assert_eq!(sizes.iter().sum::<u64>(), 10, "{sizes:?}");
     assert!(sizes.iter().filter(|&&n| n > 0).count() >= 2, "{sizes:?}");
+}
+
+/// A fence whose epoch the test sets.
+fn fence_at(epoch: u64) -> Option<Fence> {
+    Some(Fence::new(LEASE_KEY, Arc::new(FixedEpoch(Some(epoch)))))
+}
+
+const LEASE_KEY: &str = "sipmesh:node:a";
+
+/// Fenced writes on a Cluster (per-record fencing tokens, docs/REDIS.md): after node `a` wrote an
+/// AOR and a dialog with epoch 5, its older incarnation (epoch 3) can no longer write, remove or
+/// take a flow of them, and nothing changes; the newer epoch still can. What the token cannot
+/// see: an AOR the newer incarnation has not written yet (the older one may still write it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_writes_on_a_cluster_refuse_an_older_epoch() {
+    let cluster = RedisCluster::start("fenced_writes_on_a_cluster_refuse_an_older_epoch", 3);
+    let fenced = Err(StoreError::Unavailable(UnavailableReason::Fenced));
+    let new = store(&cluster, "f:").await.with_fence(fence_at(5));
+    let old = store(&cluster, "f:").await.with_fence(fence_at(3));
+    let policy = RegistrarPolicy::default();
+    let alice = aor("alice");
+    let mut flow = req(&alice, "c1", 1, vec![contact("sip:a@flow.invalid", None)]);
+    flow.source = source(Some(42));
+    assert!(new.register(flow, &policy, t0()).await.is_ok());
+    let before = cluster.cli(&["GET", &String::from_utf8_lossy(&new.aor_key(&alice))]);
+    let stale = old
+        .register(
+            req(&alice, "c2", 1, vec![contact("sip:a2@h", None)]),
+            &policy,
+            t0(),
+        )
+        .await;
+    assert_eq!(stale.map(|_| ()), fenced);
+    assert_eq!(
+        old.remove_connection(ConnectionId(42)).await,
+        Err(StoreError::Unavailable(UnavailableReason::Fenced))
+    );
+    let after = cluster.cli(&["GET", &String::from_utf8_lossy(&new.aor_key(&alice))]);
+    assert_eq!(before, after, "a stale epoch wrote nothing");
+    // Not yet written by epoch 5: the token does not know it (the documented limit).
+    let carol = req(&aor("carol"), "c3", 1, vec![contact("sip:c@h", None)]);
+    assert!(old.register(carol, &policy, t0()).await.is_ok());
+    // The newer epoch goes on writing.
+    let r = req(&alice, "c1", 2, vec![contact("sip:a3@h", None)]);
+    assert_eq!(
+        new.register(r, &policy, t0())
+            .await
+            .map(|o| o.bindings.len()),
+        Ok(2)
+    );
+    assert_eq!(new.remove_connection(ConnectionId(42)).await, Ok(1));
+
+    let config = config(&cluster, "f:");
+    let dialogs = |epoch| {
+        RedisDialogStore::new(&config, "sipmesh:dlg:")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_fence(fence_at(epoch))
+    };
+    let (new, old) = (dialogs(5), dialogs(3));
+    let s = dialog_state("fenced@host");
+    new.save(&s).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        old.save(&s).await,
+        Err(DialogStoreError::Unavailable(UnavailableReason::Fenced))
+    ));
+    assert!(matches!(
+        old.remove(&s.id).await,
+        Err(DialogStoreError::Unavailable(UnavailableReason::Fenced))
+    ));
+    assert_eq!(new.load(&s.id).await.unwrap(), Some(s.clone()));
+    assert!(new.remove(&s.id).await.unwrap());
 }
