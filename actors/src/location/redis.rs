@@ -33,7 +33,9 @@
 //! while fenced they fail at once with [`UnavailableReason::Fenced`], and a write whose epoch is
 //! no longer the lease's is refused by the script (`STALE_EPOCH`, nothing written) and reported
 //! the same way. The expiry sweep is not fenced: it only deletes what has expired, the same on
-//! any node. Without a fence the scripts get `''` as the epoch and skip the check.
+//! any node. Without a fence the scripts get `''` as the epoch and skip the check. On a Redis
+//! Cluster the lease key is in another slot: the scripts check a per-AOR fencing token instead
+//! (`fence_token_holds` in `common.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
 //!
 //! A single server (`redis://`, `redis+unix://`) and Sentinel (`redis+sentinel://`) use the
 //! layout above. On a Redis Cluster (`redis+cluster://`) every key a script touches must be in one
@@ -521,6 +523,7 @@ impl LocationStore for RedisLocationStore {
         let plan = self.plan(&req, policy, now);
         let max_contacts = policy.max_contacts;
         async move {
+            let started = tokio::time::Instant::now();
             let plan = plan?;
             let fence = self.fence_check()?;
             let mut cmd = ::redis::cmd("EVALSHA");
@@ -584,7 +587,14 @@ impl LocationStore for RedisLocationStore {
                     let bindings = decode(bytes_of(value).unwrap_or_default().to_vec())?;
                     let changed = matches!(changed, Value::Int(1));
                     if changed && self.cluster.is_some() {
-                        self.cluster_register_followup(&req.aor, effects).await?;
+                        // The index updates share the call's time bound with the script.
+                        let left = self.timeout.saturating_sub(started.elapsed());
+                        tokio::time::timeout(
+                            left,
+                            self.cluster_register_followup(&req.aor, effects),
+                        )
+                        .await
+                        .unwrap_or(Err(StoreError::Unavailable(UnavailableReason::Timeout)))?;
                     }
                     Ok(RegisterOutcome {
                         bindings,
