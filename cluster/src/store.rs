@@ -290,28 +290,6 @@ impl ClusterStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cluster_urls_give_seeds_and_credentials() {
-        assert_eq!(cluster_seeds("redis://h:1/"), None);
-        assert_eq!(
-            cluster_seeds("redis+cluster://u:pw@a:7000,b,[::1]:7002/"),
-            Some((
-                vec![
-                    "redis://a:7000/".to_owned(),
-                    "redis://b:6379/".to_owned(),
-                    "redis://[::1]:7002/".to_owned()
-                ],
-                Some("u".to_owned()),
-                Some("pw".to_owned())
-            ))
-        );
-    }
-}
-
 /// One registry entry from four values: id, address, epoch (`''` when none), PTTL.
 fn parse_entry(chunk: &[Value]) -> Result<RegistryEntry, StoreError> {
     let text = |v: Option<&Value>| -> Option<String> {
@@ -333,4 +311,26 @@ fn parse_entry(chunk: &[Value]) -> Result<RegistryEntry, StoreError> {
         _ => None,
     };
     Ok(RegistryEntry { node, addr, lease })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_give_seeds_and_credentials() {
+        assert_eq!(cluster_seeds("redis://h:1/"), None);
+        assert_eq!(
+            cluster_seeds("redis+cluster://u:pw@a:7000,b,[::1]:7002/"),
+            Some((
+                vec![
+                    "redis://a:7000/".to_owned(),
+                    "redis://b:6379/".to_owned(),
+                    "redis://[::1]:7002/".to_owned()
+                ],
+                Some("u".to_owned()),
+                Some("pw".to_owned())
+            ))
+        );
+    }
 }
