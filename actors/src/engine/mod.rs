@@ -96,6 +96,8 @@ pub struct EngineConfig {
     /// for AORs without an actor are plain store calls. See
     /// [`RegistrarConfig::max_live_actors`].
     pub max_aor_actors: usize,
+    /// Media relaying through rtpengine (None, or no instance: SDP passes untouched).
+    pub media: Option<crate::media::MediaConfig>,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -106,6 +108,7 @@ struct ShardSpawn<'a> {
     config: &'a EngineConfig,
     transport: &'a TransportHandle,
     dialogs: &'a Dialogs,
+    media: Option<crate::media::MediaSessions>,
 }
 
 /// What [`ShardSpawn::start`] started.
@@ -152,6 +155,9 @@ impl ShardSpawn<'_> {
                     registrar.clone(),
                     self.config.registrar,
                     self.dialogs.clone(),
+                    self.media
+                        .clone()
+                        .zip(self.config.media.as_ref().map(|m| m.profiles.clone())),
                 ))
             })
             .collect();
@@ -173,6 +179,9 @@ pub enum EngineError {
     /// The Redis URL is not usable.
     #[error("location store: {0}")]
     Redis(crate::location::RedisStoreError),
+    /// The rtpengine clients could not be opened.
+    #[error("media: {0}")]
+    Media(#[from] crate::rtpengine::NgError),
     /// The dialog supervisor did not start.
     #[error("dialog supervisor: {0}")]
     Dialogs(#[source] ractor::SpawnErr),
@@ -241,12 +250,21 @@ impl Engine {
         let dialogs = Dialogs::start(dialog_store, config.dialog)
             .await
             .map_err(EngineError::Dialogs)?;
+        let media = match &config.media {
+            Some(m) if !m.instances.is_empty() => {
+                let (sessions, timeouts) = crate::media::MediaSessions::start(m.clone()).await?;
+                tokio::spawn(media_timeouts(sessions.clone(), timeouts));
+                Some(sessions)
+            }
+            _ => None,
+        };
         let spawn = ShardSpawn {
             listeners,
             flow_token_key,
             config: &config,
             transport: &transport,
             dialogs: &dialogs,
+            media: media.clone(),
         };
         let (store_kind, started) = match &config.redis {
             Some(redis) => {
@@ -374,6 +392,24 @@ async fn sweep_expired<S: LocationStore>(store: Arc<S>) {
             Ok(n) => tracing::debug!(removed = n, "expired bindings swept"),
             Err(e) => tracing::warn!(error = %e, "sweeping expired bindings failed"),
         }
+    }
+}
+
+/// Calls whose media stopped: their rtpengine session is deleted.
+async fn media_timeouts(
+    sessions: crate::media::MediaSessions,
+    mut timeouts: mpsc::UnboundedReceiver<String>,
+) {
+    while let Some(call_id) = timeouts.recv().await {
+        tracing::info!(%call_id, "media timeout: rtpengine session deleted");
+        sessions.request(
+            sipmesh_protocol::ng::Request::Delete(sipmesh_protocol::ng::CallRef {
+                call_id,
+                from_tag: None,
+                to_tag: None,
+            }),
+            |_| {},
+        );
     }
 }
 

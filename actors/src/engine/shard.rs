@@ -16,6 +16,7 @@ use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 
 use crate::dialog::Dialogs;
 use crate::location::LocationStore;
+use crate::media::MediaSessions;
 use crate::registrar::Registrar;
 use crate::transport::{Destination, TransportHandle};
 
@@ -58,9 +59,14 @@ pub(crate) async fn run<S: LocationStore>(
     registrar: Registrar<S>,
     policy: RegistrarPolicy,
     dialogs: Dialogs,
+    media: Option<(MediaSessions, sipmesh_protocol::media::MediaProfiles)>,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
+    let media = media.map(|(sessions, profiles)| {
+        core.enable_media(profiles);
+        sessions
+    });
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
@@ -114,7 +120,13 @@ pub(crate) async fn run<S: LocationStore>(
             }
         }
         flush(
-            &mut core, &transport, &registrar, policy, &done_tx, &dialogs,
+            &mut core,
+            &transport,
+            &registrar,
+            policy,
+            &done_tx,
+            &dialogs,
+            media.as_ref(),
         );
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
@@ -124,7 +136,13 @@ pub(crate) async fn run<S: LocationStore>(
                 apply(&mut core, done);
             }
             flush(
-                &mut core, &transport, &registrar, policy, &done_tx, &dialogs,
+                &mut core,
+                &transport,
+                &registrar,
+                policy,
+                &done_tx,
+                &dialogs,
+                media.as_ref(),
             );
         }
     }
@@ -149,6 +167,10 @@ enum StoreDone {
         token: u64,
         stored: bool,
     },
+    Media {
+        token: u64,
+        result: Result<bytes::Bytes, sipmesh_protocol::proxy::MediaFailure>,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
@@ -164,6 +186,9 @@ fn apply(core: &mut Core, done: StoreDone) {
         }
         StoreDone::DialogStored { token, stored } => {
             core.handle_dialog_stored(Instant::now(), token, stored);
+        }
+        StoreDone::Media { token, result } => {
+            core.handle_media_result(Instant::now(), token, result);
         }
     }
 }
@@ -228,9 +253,24 @@ fn flush<S: LocationStore>(
     policy: RegistrarPolicy,
     done: &mpsc::UnboundedSender<StoreDone>,
     dialogs: &Dialogs,
+    media: Option<&MediaSessions>,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
+            // rtpengine work runs on the call's session task; the result comes back as a
+            // `StoreDone::Media`, so a slow or dead instance never stalls this shard.
+            Output::Media { token, request } => {
+                let done = done.clone();
+                let reply = move |result| {
+                    if let Some(token) = token {
+                        let _ = done.send(StoreDone::Media { token, result });
+                    }
+                };
+                match media {
+                    Some(m) => m.request(request, reply),
+                    None => reply(Err(sipmesh_protocol::proxy::MediaFailure::Unavailable)),
+                }
+            }
             // The dialog's actor keeps the record; routing does not wait for it.
             Output::Dialog(ev) => dialogs.handle(ev),
             // A confirmed dialog: its 2xx is held in the core until the record is stored.

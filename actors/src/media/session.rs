@@ -1,0 +1,190 @@
+//! One media session: the task that runs the ng requests of one call, in order, on the
+//! instance the call was placed on, and watches its media once it is answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sipmesh_protocol::ng::{CallRef, Dict, Request, Response};
+use sipmesh_protocol::proxy::MediaFailure;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::pool::RtpenginePool;
+use crate::rtpengine::NgError;
+
+/// Where the result of one offer or answer goes. Dropped without an answer (a session task
+/// that panicked, a runtime shutting down) it answers [`MediaFailure::Unavailable`], so a
+/// parked request never waits forever.
+pub(super) struct Reply(Option<Box<dyn FnOnce(Result<Bytes, MediaFailure>) + Send>>);
+
+impl Reply {
+    pub(super) fn new(f: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    pub(super) fn none() -> Self {
+        Self(None)
+    }
+
+    pub(super) fn send(mut self, result: Result<Bytes, MediaFailure>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(MediaFailure::Unavailable));
+        }
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// A message to a session task.
+#[derive(Debug)]
+pub(super) struct SessionMsg {
+    pub(super) request: Request,
+    pub(super) reply: Reply,
+}
+
+/// What a session needs besides its queue.
+pub(super) struct SessionArgs {
+    pub(super) call_id: String,
+    pub(super) instance: usize,
+    pub(super) pool: Arc<RtpenginePool>,
+    pub(super) media_timeout: Duration,
+    pub(super) poll_interval: Duration,
+    /// Gets the Call-ID of a call whose media stopped.
+    pub(super) timeouts: mpsc::UnboundedSender<String>,
+}
+
+/// The session task: requests in arrival order; after a `delete` it ends.
+pub(super) async fn run(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
+    let span = tracing::debug_span!("media", call_id = %args.call_id);
+    let _entered = span.enter();
+    let mut watch: Option<Watch> = None;
+    loop {
+        let poll_at = watch.as_ref().map(|w| w.next_poll);
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            () = sleep_until(poll_at) => {
+                if let Some(w) = &mut watch
+                    && poll(&args, w).await
+                {
+                    info!(after = ?args.media_timeout, "no media: call timed out");
+                    let _ = args.timeouts.send(args.call_id.clone());
+                    watch = None;
+                }
+                continue;
+            }
+        };
+        let Some(SessionMsg { request, reply }) = msg else {
+            return;
+        };
+        let is_delete = matches!(request, Request::Delete(_));
+        let is_answer = matches!(request, Request::Answer(_));
+        let result = execute(&args, request).await;
+        if is_answer && result.is_ok() && watch.is_none() {
+            watch = Some(Watch {
+                next_poll: Instant::now() + args.poll_interval,
+                packets: None,
+                last_change: Instant::now(),
+            });
+        }
+        reply.send(result);
+        if is_delete {
+            debug!("media session deleted");
+            return;
+        }
+    }
+}
+
+/// Media watch of an answered call.
+struct Watch {
+    next_poll: Instant,
+    packets: Option<i64>,
+    last_change: Instant,
+}
+
+/// Queries the call; true when its packet count has not moved for the media timeout.
+async fn poll(args: &SessionArgs, w: &mut Watch) -> bool {
+    w.next_poll = Instant::now() + args.poll_interval;
+    let Some(instance) = args.pool.get(args.instance) else {
+        return false;
+    };
+    let query = Request::Query(CallRef {
+        call_id: args.call_id.clone(),
+        from_tag: None,
+        to_tag: None,
+    });
+    let packets = match instance.client.request(query).await {
+        Ok(r) => rtp_packets(&r),
+        // rtpengine forgot the call (its own timeout, a restart): no media either.
+        Err(NgError::Refused(_)) => Some(-1),
+        Err(e) => {
+            debug!(error = %e, "media query failed");
+            return false;
+        }
+    };
+    let Some(packets) = packets else {
+        return false;
+    };
+    if w.packets != Some(packets) {
+        w.packets = Some(packets);
+        w.last_change = Instant::now();
+        return false;
+    }
+    w.last_change.elapsed() >= args.media_timeout
+}
+
+/// `totals.RTP.packets` plus `totals.RTCP.packets` of a `query` reply.
+fn rtp_packets(r: &Response) -> Option<i64> {
+    let totals = r.raw.get(&b"totals"[..])?.as_dict()?;
+    let count = |d: &Dict, k: &[u8]| {
+        d.get(k)
+            .and_then(|v| v.as_dict())
+            .and_then(|d| d.get(&b"packets"[..]))
+            .and_then(|v| v.as_int())
+    };
+    Some(count(totals, b"RTP").unwrap_or(0) + count(totals, b"RTCP").unwrap_or(0))
+}
+
+/// Runs one request; offers and answers yield the rewritten SDP.
+async fn execute(args: &SessionArgs, request: Request) -> Result<Bytes, MediaFailure> {
+    let Some(instance) = args.pool.get(args.instance) else {
+        return Err(MediaFailure::Unavailable);
+    };
+    let command = request.command();
+    match instance.client.request(request).await {
+        Ok(r) => r
+            .sdp
+            .ok_or_else(|| MediaFailure::Refused(format!("no SDP in the {command} reply"))),
+        Err(NgError::Refused(reason)) => {
+            warn!(command, %reason, "rtpengine refused");
+            Err(MediaFailure::Refused(reason))
+        }
+        Err(e) => {
+            warn!(command, error = %e, rtpengine = %instance.spec.addr, "rtpengine request failed");
+            if matches!(e, NgError::Timeout(_)) {
+                args.pool.mark_down(args.instance);
+            }
+            Err(MediaFailure::Unavailable)
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
