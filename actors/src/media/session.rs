@@ -17,7 +17,10 @@ use crate::rtpengine::NgError;
 /// Where the result of one offer or answer goes. Dropped without an answer (a session task
 /// that panicked, a runtime shutting down) it answers [`MediaFailure::Unavailable`], so a
 /// parked request never waits forever.
-pub(super) struct Reply(Option<Box<dyn FnOnce(Result<Bytes, MediaFailure>) + Send>>);
+pub(super) struct Reply(Option<ReplyFn>);
+
+/// The callback behind a [`Reply`].
+type ReplyFn = Box<dyn FnOnce(Result<Bytes, MediaFailure>) + Send>;
 
 impl Reply {
     pub(super) fn new(f: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static) -> Self {

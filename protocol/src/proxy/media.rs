@@ -65,20 +65,24 @@ struct CallMedia {
 /// Something waiting for rtpengine.
 #[derive(Debug)]
 enum Parked {
-    Request {
-        server: u64,
-        msg: Message,
-        plan: ForwardPlan,
-        targets: Vec<Target>,
-        call: CallMedia,
-    },
+    Request(Box<ParkedRequest>),
     Response {
         ctx: u64,
         index: usize,
         code: u16,
-        msg: Message,
+        msg: Box<Message>,
         tag: String,
     },
+}
+
+/// A request waiting for its offer.
+#[derive(Debug)]
+struct ParkedRequest {
+    server: u64,
+    msg: Message,
+    plan: ForwardPlan,
+    targets: Vec<Target>,
+    call: CallMedia,
 }
 
 /// The media state of one core.
@@ -113,13 +117,16 @@ impl Core {
         result: Result<Bytes, MediaFailure>,
     ) {
         match self.media.parked.remove(&token) {
-            Some(Parked::Request {
-                server,
-                msg,
-                plan,
-                targets,
-                call,
-            }) => self.resume_request(now, server, &msg, plan, targets, call, result),
+            Some(Parked::Request(p)) => {
+                let ParkedRequest {
+                    server,
+                    msg,
+                    plan,
+                    targets,
+                    call,
+                } = *p;
+                self.resume_request(now, server, &msg, plan, targets, call, result);
+            }
             Some(Parked::Response {
                 ctx,
                 index,
@@ -293,13 +300,13 @@ impl Core {
         );
         self.media.parked.insert(
             token,
-            Parked::Request {
+            Parked::Request(Box::new(ParkedRequest {
                 server,
                 msg: msg.clone(),
                 plan: plan.clone(),
                 targets: targets.to_vec(),
                 call,
-            },
+            })),
         );
         self.outputs.push_back(Output::Media {
             token: Some(token),
@@ -370,7 +377,7 @@ impl Core {
                 ctx,
                 index,
                 code,
-                msg: msg.clone(),
+                msg: Box::new(msg.clone()),
                 tag,
             },
         );

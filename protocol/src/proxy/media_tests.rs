@@ -117,7 +117,7 @@ fn offer_then_answer_rewrite_both_bodies_and_a_retransmission_reuses_the_answer(
     assert!(
         again
             .iter()
-            .any(|(d, m)| d.addr == addr(ALICE) && m.body() == Bytes::from(relayed_answer)),
+            .any(|(d, m)| d.addr == addr(ALICE) && m.body() == relayed_answer),
         "retransmission forwarded with the cached answer"
     );
 }
