@@ -191,3 +191,197 @@ fn stopped_instance_is_out_within_two_seconds() {
     );
     rtp[1].assert_no_calls(LIST_EMPTY);
 }
+
+/// A browser's offer in the shape Chromium sends (BUNDLE, ICE, DTLS `actpass`, rtcp-mux,
+/// Opus and G.711), as in `actors/tests/ng.rs`.
+const BROWSER_OFFER: &str = "v=0\r\n\
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+a=msid-semantic: WMS stream\r\n\
+m=audio 50000 UDP/TLS/RTP/SAVPF 111 0 8\r\n\
+c=IN IP4 127.0.0.1\r\n\
+a=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0\r\n\
+a=ice-ufrag:Abcd\r\n\
+a=ice-pwd:0123456789abcdefghijklmn\r\n\
+a=ice-options:trickle\r\n\
+a=fingerprint:sha-256 3A:1F:5C:9E:20:44:B7:0D:6E:81:C2:97:AF:13:58:64:E0:7B:D9:42:16:3C:A5:88:F1:0E:6B:27:D4:99:52:C3\r\n\
+a=setup:actpass\r\n\
+a=mid:0\r\n\
+a=sendrecv\r\n\
+a=msid:stream track\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:111 opus/48000/2\r\n\
+a=fmtp:111 minptime=10;useinbandfec=1\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=ssrc:1001 cname:browser\r\n";
+
+mod ws {
+    //! A hand-driven browser-like SIP client over WebSocket (RFC 7118).
+
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::Duration;
+
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::{self, Message, WebSocket};
+
+    pub(super) struct WsClient(WebSocket<TcpStream>);
+
+    impl WsClient {
+        pub(super) fn connect(addr: SocketAddr) -> Self {
+            let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut request = format!("ws://{addr}/")
+                .into_client_request()
+                .unwrap_or_else(|e| panic!("{e}"));
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+            let (ws, _) =
+                tungstenite::client(request, stream).unwrap_or_else(|e| panic!("WS upgrade: {e}"));
+            Self(ws)
+        }
+
+        pub(super) fn send(&mut self, text: &str) {
+            self.0
+                .send(Message::text(text))
+                .unwrap_or_else(|e| panic!("WS send: {e}"));
+        }
+
+        /// The next SIP message (read timeout 5 s).
+        pub(super) fn recv(&mut self) -> String {
+            loop {
+                match self.0.read() {
+                    Ok(Message::Text(t)) => return t.to_string(),
+                    Ok(Message::Binary(b)) => return String::from_utf8_lossy(&b).into_owned(),
+                    Ok(_) => continue,
+                    Err(e) => panic!("WS read: {e}"),
+                }
+            }
+        }
+
+        /// The next response that is not provisional.
+        pub(super) fn recv_final(&mut self) -> String {
+            loop {
+                let m = self.recv();
+                if !m.starts_with("SIP/2.0 1") {
+                    return m;
+                }
+            }
+        }
+    }
+}
+
+/// The values of every `name` header line of `msg`, split at commas.
+fn header_values(msg: &str, name: &str) -> Vec<String> {
+    let head = msg.split("\r\n\r\n").next().unwrap_or_default();
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+#[test]
+fn browser_over_ws_calls_a_legacy_phone_through_rtpengine() {
+    let test = "media::browser_to_phone";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let mut ws_addr = None;
+    let harness = Harness::try_start(SIPMESH, test, |o| {
+        let ws = std::net::SocketAddr::new(o.ip, sipmesh_test_support::free_port(o.ip));
+        ws_addr = Some(ws);
+        o.extra_args.extend([
+            "--rtpengine".to_owned(),
+            spec(&rtp[0], 1),
+            "--listen".to_owned(),
+            format!("ws:{ws}"),
+        ]);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
+    // The legacy phone checks that it is offered plain RTP/AVP on rtpengine's ports.
+    let uas = registered_uas(&harness, "uas_call_media.xml", 0, 1);
+    let ip = harness.ip();
+    let mut browser = ws::WsClient::connect(ws_addr);
+    let host = "df7jal23ls0d.invalid";
+    let common = |method: &str, cseq: u32, branch: &str, to_tag: &str| {
+        format!(
+            "Via: SIP/2.0/WS {host};branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:alice@{ip}>;tag=webtag1\r\n\
+             To: <sip:bob@{ip}>{to_tag}\r\n\
+             Call-ID: browser-call-1\r\n\
+             CSeq: {cseq} {method}\r\n\
+             Contact: <sip:alice@{host};transport=ws>\r\n"
+        )
+    };
+    browser.send(&format!(
+        "INVITE sip:bob@{ip} SIP/2.0\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{BROWSER_OFFER}",
+        common("INVITE", 1, "inv1", ""),
+        BROWSER_OFFER.len()
+    ));
+    let ok = browser.recv_final();
+    assert!(ok.starts_with("SIP/2.0 200"), "INVITE answered:\n{ok}");
+    let sdp = body(&ok);
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=candidate:",
+        "a=ice-ufrag:",
+        "a=fingerprint:",
+        "a=setup:passive",
+        "a=rtcp-mux",
+    ] {
+        assert!(
+            sdp.contains(needle),
+            "answer to the browser lacks {needle}:\n{sdp}"
+        );
+    }
+    assert!(
+        !sdp.contains(" RTP/AVP "),
+        "answer to the browser still plain RTP/AVP:\n{sdp}"
+    );
+    let to_tag = header_values(&ok, "To")
+        .first()
+        .and_then(|t| t.split(";tag=").nth(1).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no To tag in:\n{ok}"));
+    let mut routes = header_values(&ok, "Record-Route");
+    routes.reverse();
+    let target = header_values(&ok, "Contact")
+        .first()
+        .map(|c| {
+            c.trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_else(|| panic!("no Contact in:\n{ok}"));
+    let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let tag = format!(";tag={to_tag}");
+    browser.send(&format!(
+        "ACK {target} SIP/2.0\r\n{}{route_lines}Content-Length: 0\r\n\r\n",
+        common("ACK", 1, "ack1", &tag)
+    ));
+    browser.send(&format!(
+        "BYE {target} SIP/2.0\r\n{}{route_lines}Content-Length: 0\r\n\r\n",
+        common("BYE", 2, "bye1", &tag)
+    ));
+    let bye_ok = browser.recv_final();
+    assert!(bye_ok.starts_with("SIP/2.0 200"), "BYE answered:\n{bye_ok}");
+    finish(&harness, uas);
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}
