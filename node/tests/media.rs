@@ -385,3 +385,30 @@ fn browser_over_ws_calls_a_legacy_phone_through_rtpengine() {
     finish(&harness, uas);
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
+
+#[test]
+fn silent_call_is_ended_with_bye_to_both_sides() {
+    let test = "media::timeout_bye";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let config = format!(
+        "[media]\nrtpengine = [\"{}\"]\nmedia_timeout_ms = 1500\npoll_interval_ms = 250\n",
+        spec(&rtp[0], 1)
+    );
+    let harness = Harness::try_start_with_config(SIPMESH, test, &config, |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let uas = registered_uas(&harness, "uas_media_timeout.xml", 0, 1);
+    let started = Instant::now();
+    harness.run_ok(
+        harness
+            .uac("uac_media_timeout.xml", SippTransport::Udp)
+            .inf("alice_to_bob.csv")
+            .timeout(Duration::from_secs(15)),
+    );
+    finish(&harness, uas);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "call ended after {took:?} (media timeout 1.5 s)"
+    );
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}

@@ -247,13 +247,19 @@ impl Engine {
             ),
             None => Arc::new(MemoryDialogStore::new()),
         };
-        let dialogs = Dialogs::start(dialog_store, config.dialog)
+        let dialogs = Dialogs::start(dialog_store.clone(), config.dialog)
             .await
             .map_err(EngineError::Dialogs)?;
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
                 let (sessions, timeouts) = crate::media::MediaSessions::start(m.clone()).await?;
-                tokio::spawn(media_timeouts(sessions.clone(), timeouts));
+                let ends = MediaEnds {
+                    store: dialog_store.clone(),
+                    dialogs: dialogs.clone(),
+                    transport: transport.clone(),
+                    local: local.clone(),
+                };
+                tokio::spawn(media_timeouts(sessions.clone(), timeouts, ends));
                 Some(sessions)
             }
             _ => None,
@@ -395,22 +401,66 @@ async fn sweep_expired<S: LocationStore>(store: Arc<S>) {
     }
 }
 
-/// Calls whose media stopped: their rtpengine session is deleted.
+/// Calls whose media stopped (issue 6): a BYE to both ends built from the dialog record, the
+/// dialog ended, the rtpengine session deleted.
 async fn media_timeouts(
     sessions: crate::media::MediaSessions,
-    mut timeouts: mpsc::UnboundedReceiver<String>,
+    mut timeouts: mpsc::UnboundedReceiver<crate::media::TimedOut>,
+    ends: MediaEnds,
 ) {
-    while let Some(call_id) = timeouts.recv().await {
-        tracing::info!(%call_id, "media timeout: rtpengine session deleted");
+    use sipmesh_protocol::dialog::{DialogEvent, DialogId, EndReason};
+    use sipmesh_protocol::ng::{CallRef, Request};
+    while let Some(t) = timeouts.recv().await {
+        tracing::info!(call_id = %t.call_id, "media timeout: ending the call");
+        if let (Some(from), Some(to)) = (&t.from_tag, &t.to_tag) {
+            let id = DialogId::new(t.call_id.clone(), from.clone(), to.clone());
+            match crate::dialog::store::load_either(ends.store.as_ref(), &id).await {
+                Ok(Some(dialog)) => {
+                    let local = &ends.local;
+                    let byes = sipmesh_protocol::media::byes_for(
+                        &dialog,
+                        |kind| local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a),
+                        |route| local.iter().any(|(_, a)| route.contains(&a.to_string())),
+                        || format!("z9hG4bKmt{:016x}", rand::random::<u64>()),
+                    );
+                    for bye in byes {
+                        let d = bye.destination;
+                        ends.transport.send(
+                            transport::Destination {
+                                transport: d.transport,
+                                addr: d.addr,
+                                connection: d.connection,
+                                local: d.local,
+                            },
+                            bye.payload,
+                        );
+                    }
+                    ends.dialogs.handle(DialogEvent::Terminated {
+                        id: dialog.id.clone(),
+                        reason: EndReason::Timeout,
+                    });
+                }
+                Ok(None) => tracing::warn!(call_id = %t.call_id, "media timeout: no dialog record"),
+                Err(e) => tracing::warn!(error = %e, "media timeout: dialog record unreadable"),
+            }
+        }
         sessions.request(
-            sipmesh_protocol::ng::Request::Delete(sipmesh_protocol::ng::CallRef {
-                call_id,
+            Request::Delete(CallRef {
+                call_id: t.call_id,
                 from_tag: None,
                 to_tag: None,
             }),
             |_| {},
         );
     }
+}
+
+/// What ending a call from the middle needs.
+struct MediaEnds {
+    store: Arc<dyn DialogStore>,
+    dialogs: Dialogs,
+    transport: TransportHandle,
+    local: Vec<(Transport, SocketAddr)>,
 }
 
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {

@@ -23,11 +23,14 @@
 //!   costs a call at most that timeout; other calls have their own tasks and never wait.
 //! - Media timeout: a session that has been answered polls `query` every
 //!   [`MediaConfig::poll_interval`]; when rtpengine saw no new RTP for
-//!   [`MediaConfig::media_timeout`], the session reports the Call-ID on the timeout channel.
+//!   [`MediaConfig::media_timeout`], the session reports it ([`TimedOut`]); the engine then
+//!   sends a BYE to both ends from the dialog record (`sipmesh_protocol::media::byes_for`),
+//!   ends the dialog and deletes the session.
 
 mod pool;
 mod session;
 mod supervisor;
 
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
+pub use session::TimedOut;
 pub use supervisor::MediaSessions;

@@ -59,6 +59,18 @@ pub(super) struct SessionMsg {
     pub(super) reply: Reply,
 }
 
+/// A call whose media stopped, with the tags its offer and answer carried (the dialog's id
+/// when both are known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    /// The call.
+    pub call_id: String,
+    /// The From tag of the first offer (the caller's).
+    pub from_tag: Option<String>,
+    /// The To tag of the first answer (the callee's).
+    pub to_tag: Option<String>,
+}
+
 /// What a session needs besides its queue.
 pub(super) struct SessionArgs {
     pub(super) call_id: String,
@@ -66,8 +78,8 @@ pub(super) struct SessionArgs {
     pub(super) pool: Arc<RtpenginePool>,
     pub(super) media_timeout: Duration,
     pub(super) poll_interval: Duration,
-    /// Gets the Call-ID of a call whose media stopped.
-    pub(super) timeouts: mpsc::UnboundedSender<String>,
+    /// Gets the calls whose media stopped.
+    pub(super) timeouts: mpsc::UnboundedSender<TimedOut>,
 }
 
 /// The session task: requests in arrival order; after a `delete` it ends.
@@ -75,6 +87,7 @@ pub(super) async fn run(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<Sessi
     let span = tracing::debug_span!("media", call_id = %args.call_id);
     let _entered = span.enter();
     let mut watch: Option<Watch> = None;
+    let (mut from_tag, mut to_tag) = (None, None);
     loop {
         let poll_at = watch.as_ref().map(|w| w.next_poll);
         let msg = tokio::select! {
@@ -84,7 +97,11 @@ pub(super) async fn run(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<Sessi
                     && poll(&args, w).await
                 {
                     info!(after = ?args.media_timeout, "no media: call timed out");
-                    let _ = args.timeouts.send(args.call_id.clone());
+                    let _ = args.timeouts.send(TimedOut {
+                        call_id: args.call_id.clone(),
+                        from_tag: from_tag.clone(),
+                        to_tag: to_tag.clone(),
+                    });
                     watch = None;
                 }
                 continue;
@@ -95,7 +112,19 @@ pub(super) async fn run(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<Sessi
         };
         let is_delete = matches!(request, Request::Delete(_));
         let is_answer = matches!(request, Request::Answer(_));
+        let tags = match &request {
+            Request::Offer(r) | Request::Answer(r) => {
+                (r.call.from_tag.clone(), r.call.to_tag.clone())
+            }
+            _ => (None, None),
+        };
         let result = execute(&args, request).await;
+        if result.is_ok() {
+            from_tag = from_tag.or(tags.0);
+            if is_answer {
+                to_tag = to_tag.or(tags.1);
+            }
+        }
         if is_answer && result.is_ok() && watch.is_none() {
             watch = Some(Watch {
                 next_poll: Instant::now() + args.poll_interval,

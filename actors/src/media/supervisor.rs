@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::pool::{MediaConfig, RtpenginePool};
-use super::session::{self, Reply, SessionArgs, SessionMsg};
+use super::session::{self, Reply, SessionArgs, SessionMsg, TimedOut};
 use crate::rtpengine::NgError;
 
 /// A live session: its queue and the instance it is placed on.
@@ -26,7 +26,7 @@ struct Inner {
     pool: Arc<RtpenginePool>,
     config: MediaConfig,
     sessions: Mutex<HashMap<String, Entry>>,
-    timeouts: mpsc::UnboundedSender<String>,
+    timeouts: mpsc::UnboundedSender<TimedOut>,
 }
 
 /// The media sessions of a node (cheap to clone).
@@ -36,10 +36,10 @@ pub struct MediaSessions {
 }
 
 impl MediaSessions {
-    /// Opens the pool; the receiver gets the Call-ID of every call whose media timed out.
+    /// Opens the pool; the receiver gets every call whose media timed out.
     pub async fn start(
         config: MediaConfig,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<String>), NgError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<TimedOut>), NgError> {
         let pool = RtpenginePool::start(&config).await?;
         let (timeouts, rx) = mpsc::unbounded_channel();
         Ok((

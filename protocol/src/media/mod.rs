@@ -8,12 +8,15 @@
 //! - [`profile`]: the kind of each leg ([`LegKind`]: a WebRTC browser or a legacy phone), from
 //!   its transport and its SDP, and the ng [`MediaOptions`](crate::ng::MediaOptions) rtpengine
 //!   needs to produce SDP for that leg ([`MediaProfiles::options_towards`]);
-//! - [`sdp`]: spotting an SDP body and replacing it (with its Content-Length) in a message.
+//! - [`sdp`]: spotting an SDP body and replacing it (with its Content-Length) in a message;
+//! - [`bye`]: the BYEs that end a call at both ends when its media stopped.
 //!
 //! The proxy side (parking a request until rtpengine answered) is in `proxy/media.rs`.
 
+pub mod bye;
 pub mod profile;
 pub mod sdp;
 
+pub use bye::{Bye, byes_for};
 pub use profile::{LegKind, MediaProfiles};
 pub use sdp::{SdpError, has_sdp, replace_body};
