@@ -412,3 +412,18 @@ fn silent_call_is_ended_with_bye_to_both_sides() {
     );
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
+
+#[test]
+fn reinvite_is_re_offered_and_re_answered_through_the_same_instance() {
+    let test = "media::reinvite";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let harness = node(test, &[spec(&rtp[0], 1)]);
+    let uas = registered_uas(&harness, "uas_reinvite_media.xml", 0, 1);
+    harness.run_ok(
+        harness
+            .uac("uac_reinvite_media.xml", SippTransport::Udp)
+            .inf("alice_to_bob.csv"),
+    );
+    finish(&harness, uas);
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}

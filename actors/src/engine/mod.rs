@@ -252,7 +252,9 @@ impl Engine {
             .map_err(EngineError::Dialogs)?;
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
-                let (sessions, timeouts) = crate::media::MediaSessions::start(m.clone()).await?;
+                let (sessions, timeouts) =
+                    crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()))
+                        .await?;
                 let ends = MediaEnds {
                     store: dialog_store.clone(),
                     dialogs: dialogs.clone(),

@@ -276,8 +276,18 @@ fn flush<S: LocationStore>(
             // A confirmed dialog: its 2xx is held in the core until the record is stored.
             Output::StoreDialog { token, event } => {
                 let done = done.clone();
+                // Issue 6: the call's rtpengine instance goes into the dialog record, once the
+                // record exists, so that any node can reach it.
+                let media_session = media.and_then(|m| {
+                    let id = event.id().clone();
+                    m.instance_of(&id.call_id)
+                        .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
+                });
                 dialogs.handle_acked(event, move |stored| {
                     let _ = done.send(StoreDone::DialogStored { token, stored });
+                    if let Some((id, value, dialogs)) = media_session {
+                        dialogs.set_media_session(&id, value);
+                    }
                 });
             }
             Output::Transmit(t) => {

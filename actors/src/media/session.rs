@@ -9,7 +9,7 @@ use sipmesh_protocol::ng::{CallRef, Dict, Request, Response};
 use sipmesh_protocol::proxy::MediaFailure;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::pool::RtpenginePool;
 use crate::rtpengine::NgError;
@@ -83,9 +83,12 @@ pub(super) struct SessionArgs {
 }
 
 /// The session task: requests in arrival order; after a `delete` it ends.
-pub(super) async fn run(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
+pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>) {
     let span = tracing::debug_span!("media", call_id = %args.call_id);
-    let _entered = span.enter();
+    serve(args, rx).instrument(span).await;
+}
+
+async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
     let mut watch: Option<Watch> = None;
     let (mut from_tag, mut to_tag) = (None, None);
     loop {

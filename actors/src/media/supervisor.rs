@@ -10,9 +10,12 @@ use sipmesh_protocol::proxy::MediaFailure;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::pool::{MediaConfig, RtpenginePool};
+use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
 use super::session::{self, Reply, SessionArgs, SessionMsg, TimedOut};
+use crate::dialog::DialogStore;
+use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
+use sipmesh_protocol::dialog::DialogId;
 
 /// A live session: its queue and the instance it is placed on.
 #[derive(Debug)]
@@ -21,12 +24,22 @@ struct Entry {
     instance: usize,
 }
 
-#[derive(Debug)]
 struct Inner {
     pool: Arc<RtpenginePool>,
     config: MediaConfig,
     sessions: Mutex<HashMap<String, Entry>>,
+    /// Dialog records, to find the instance of a call set up elsewhere (`media_session`).
+    store: Option<Arc<dyn DialogStore>>,
     timeouts: mpsc::UnboundedSender<TimedOut>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaSessions")
+            .field("instances", &self.pool.len())
+            .field("store", &self.store.as_ref().map(|s| s.kind()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The media sessions of a node (cheap to clone).
@@ -39,6 +52,7 @@ impl MediaSessions {
     /// Opens the pool; the receiver gets every call whose media timed out.
     pub async fn start(
         config: MediaConfig,
+        store: Option<Arc<dyn DialogStore>>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<TimedOut>), NgError> {
         let pool = RtpenginePool::start(&config).await?;
         let (timeouts, rx) = mpsc::unbounded_channel();
@@ -48,6 +62,7 @@ impl MediaSessions {
                     pool,
                     config,
                     sessions: Mutex::new(HashMap::new()),
+                    store,
                     timeouts,
                 }),
             },
@@ -85,7 +100,10 @@ impl MediaSessions {
         request: Request,
         done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
     ) {
-        let reply = Reply::new(done);
+        self.dispatch(request, Reply::new(done), true);
+    }
+
+    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) {
         let call_id = match &request {
             Request::Offer(r) | Request::Answer(r) => r.call.call_id.clone(),
             Request::Delete(c) | Request::Query(c) => c.call_id.clone(),
@@ -111,6 +129,11 @@ impl MediaSessions {
                     e.instance
                 }
             },
+            None if look_up && self.recorded_elsewhere(&msg.request) => {
+                drop(sessions);
+                self.look_up_then_dispatch(msg.request, msg.reply);
+                return;
+            }
             None => match self.inner.pool.pick() {
                 Some(i) => i,
                 None => {
@@ -123,6 +146,49 @@ impl MediaSessions {
         let tx = self.spawn(&call_id, instance);
         let _ = tx.send(msg);
         sessions.insert(call_id, Entry { tx, instance });
+    }
+
+    /// A request inside a dialog (it has both tags) for a call with no session here: its
+    /// instance may be recorded in the dialog record by the node that set it up.
+    fn recorded_elsewhere(&self, request: &Request) -> bool {
+        let (Request::Offer(r) | Request::Answer(r)) = request else {
+            return false;
+        };
+        self.inner.store.is_some() && r.call.from_tag.is_some() && r.call.to_tag.is_some()
+    }
+
+    fn look_up_then_dispatch(&self, request: Request, reply: Reply) {
+        let (Request::Offer(r) | Request::Answer(r)) = &request else {
+            return;
+        };
+        let (Some(store), Some(from), Some(to)) = (
+            self.inner.store.clone(),
+            r.call.from_tag.clone(),
+            r.call.to_tag.clone(),
+        ) else {
+            return;
+        };
+        let id = DialogId::new(r.call.call_id.clone(), from, to);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let recorded = match load_either(store.as_ref(), &id).await {
+                Ok(Some(d)) => d.media_session,
+                Ok(None) => None,
+                Err(e) => {
+                    debug!(error = %e, "dialog record for the media session unreadable");
+                    None
+                }
+            };
+            let addr = recorded
+                .as_deref()
+                .and_then(|m| InstanceSpec::parse(m).ok())
+                .map(|s| s.addr);
+            if let Some(addr) = addr {
+                debug!(call_id = %id.call_id, %addr, "media session adopted from the dialog record");
+                this.adopt(&id.call_id, addr);
+            }
+            this.dispatch(request, reply, false);
+        });
     }
 
     fn spawn(&self, call_id: &str, instance: usize) -> mpsc::UnboundedSender<SessionMsg> {

@@ -287,8 +287,14 @@ impl Core {
             answering: Vec::new(),
             answered: Vec::new(),
         };
+        let mut call_ref = CallRef::new(&call.call_id, &call.from_tag);
+        // A re-offer inside a dialog names the other end too (and lets a node without the
+        // session find its instance in the dialog record).
+        if let Ok(Some(to_tag)) = msg.to_tag() {
+            call_ref = call_ref.with_to_tag(to_tag);
+        }
         let request = Request::Offer(SdpRequest {
-            call: CallRef::new(&call.call_id, &call.from_tag),
+            call: call_ref,
             sdp: body,
             options,
         });
