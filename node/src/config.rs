@@ -669,6 +669,32 @@ mod tests {
     }
 
     #[test]
+    fn media_section_and_rtpengine_flags() {
+        let cfg = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert!(cfg.engine.media.is_none(), "no rtpengine: SDP untouched");
+        let raw: RawConfig = toml::from_str(
+            "[media]\nrtpengine = [\"udp:127.0.0.1:2223=3\", \"127.0.0.2:2223\"]\n\
+             media_timeout_ms = 1500\nbypass_same_kind = true\nflags = [\"trust-address\"]\n",
+        )
+        .unwrap();
+        let media = NodeConfig::try_from(raw).unwrap().engine.media.unwrap();
+        assert_eq!(media.instances.len(), 2);
+        assert_eq!(media.instances[0].weight, 3);
+        assert_eq!(media.instances[1].weight, 1);
+        assert_eq!(media.media_timeout, Duration::from_millis(1500));
+        assert_eq!(media.ping_interval, Duration::from_millis(500));
+        assert!(media.profiles.bypass_same_kind);
+        assert_eq!(media.profiles.flags, vec!["trust-address"]);
+        assert_eq!(media.profiles.replace, vec!["origin", "session-connection"]);
+        let bad: RawConfig = toml::from_str("[media]\nrtpengine = [\"udp:nowhere\"]\n").unwrap();
+        assert!(NodeConfig::try_from(bad).is_err());
+        let zero: RawConfig =
+            toml::from_str("[media]\nrtpengine = [\"udp:127.0.0.1:1\"]\nping_interval_ms = 0\n")
+                .unwrap();
+        assert!(NodeConfig::try_from(zero).is_err());
+    }
+
+    #[test]
     fn defaults_listen_on_loopback_udp_and_tcp() {
         let cfg = NodeConfig::try_from(RawConfig::default()).unwrap();
         assert_eq!(cfg.engine.listen.len(), 2);
