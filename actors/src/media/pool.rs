@@ -212,6 +212,42 @@ async fn ping_loop(instance: Arc<Instance>, interval: Duration, timeout: Duratio
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn picks_healthy_instances_by_weight() {
+        // Nothing listens on these ports; the first pings only fail after their timeout, and
+        // the picks below happen before that.
+        let config = MediaConfig {
+            instances: vec![
+                InstanceSpec::parse("udp:127.0.0.1:9=1").unwrap(),
+                InstanceSpec::parse("udp:127.0.0.1:7=3").unwrap(),
+            ],
+            ping_interval: Duration::from_secs(60),
+            ..MediaConfig::default()
+        };
+        let pool = RtpenginePool::start(&config).await.unwrap();
+        let mut counts = [0u32; 2];
+        for _ in 0..4000 {
+            counts[pool.pick().unwrap()] += 1;
+        }
+        assert!(
+            (800..1200).contains(&counts[0]),
+            "weight 1 got {}",
+            counts[0]
+        );
+        assert!(
+            (2800..3200).contains(&counts[1]),
+            "weight 3 got {}",
+            counts[1]
+        );
+        pool.mark_down(1);
+        assert!(
+            (0..100).all(|_| pool.pick() == Some(0)),
+            "a down instance gets no call"
+        );
+        pool.mark_down(0);
+        assert_eq!(pool.pick(), None);
+    }
+
     #[test]
     fn parses_instance_specs() {
         let a = InstanceSpec::parse("udp:127.0.0.1:2223=3").unwrap();
