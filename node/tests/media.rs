@@ -427,3 +427,57 @@ fn reinvite_is_re_offered_and_re_answered_through_the_same_instance() {
     finish(&harness, uas);
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
+
+#[test]
+fn the_instance_is_recorded_in_the_dialog_record_in_redis() {
+    let test = "media::recorded_in_redis";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let redis = sipmesh_test_support::RedisServer::start();
+    let rtp_spec = spec(&rtp[0], 1);
+    let url = redis.url();
+    let harness = Harness::try_start(SIPMESH, test, |o| {
+        o.extra_args.extend([
+            "--rtpengine".to_owned(),
+            rtp_spec,
+            "--redis".to_owned(),
+            url,
+        ]);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let uas = registered_uas(&harness, "uas_call_media.xml", 0, 1);
+    let uac = harness
+        .uac("uac_call_media.xml", SippTransport::Udp)
+        .inf("alice_to_bob.csv")
+        .duration_ms(2000)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
+    let want = format!("udp:{}", rtp[0].ng_addr());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let keys = redis.cli(&["--scan", "--pattern", "sipmesh:dlg:*"]);
+        let recorded: Vec<String> = keys
+            .lines()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| {
+                redis
+                    .cli(&["HGET", k.trim(), "media_session"])
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        if recorded.iter().any(|m| *m == want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "media_session {want} not in the dialog record: keys {keys:?}, values {recorded:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    match uac.wait() {
+        Ok(outcome) => harness.check(&outcome),
+        Err(e) => panic!("cannot collect the UAC: {e}"),
+    }
+    finish(&harness, uas);
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}
