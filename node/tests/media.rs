@@ -465,7 +465,7 @@ fn the_instance_is_recorded_in_the_dialog_record_in_redis() {
                     .to_owned()
             })
             .collect();
-        if recorded.iter().any(|m| *m == want) {
+        if recorded.contains(&want) {
             break;
         }
         assert!(
