@@ -481,3 +481,140 @@ fn the_instance_is_recorded_in_the_dialog_record_in_redis() {
     finish(&harness, uas);
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
+
+/// A browser's answer to rtpengine's WebRTC offer (DTLS `active`, one host candidate).
+const BROWSER_ANSWER: &str = "v=0\r\n\
+o=- 1357924680 2 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+t=0 0\r\n\
+a=group:BUNDLE 0\r\n\
+m=audio 50002 UDP/TLS/RTP/SAVPF 0\r\n\
+c=IN IP4 127.0.0.1\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 50002 typ host generation 0\r\n\
+a=ice-ufrag:Wxyz\r\n\
+a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
+a=fingerprint:sha-256 11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00\r\n\
+a=setup:active\r\n\
+a=mid:0\r\n\
+a=sendrecv\r\n\
+a=rtcp-mux\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
+
+/// A response to `req` (a request received as text): Vias, Record-Route, From, Call-ID and
+/// CSeq copied, To with `to_tag` when it has none, a Contact and an optional SDP body.
+fn respond(req: &str, code: u16, reason: &str, to_tag: &str, sdp: Option<&str>) -> String {
+    let head = req.split("\r\n\r\n").next().unwrap_or_default();
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let n = name.trim().to_ascii_lowercase();
+        if [
+            "via",
+            "v",
+            "record-route",
+            "from",
+            "f",
+            "call-id",
+            "i",
+            "cseq",
+        ]
+        .contains(&n.as_str())
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if n == "to" || n == "t" {
+            if value.contains(";tag=") {
+                out.push_str(&format!("To:{value}\r\n"));
+            } else {
+                out.push_str(&format!("To:{value};tag={to_tag}\r\n"));
+            }
+        }
+    }
+    out.push_str("Contact: <sip:bob@b0b0b0.invalid;transport=ws>\r\n");
+    match sdp {
+        Some(b) => out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => out.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    out
+}
+
+#[test]
+fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
+    let test = "media::phone_to_browser";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let mut ws_addr = None;
+    let harness = Harness::try_start(SIPMESH, test, |o| {
+        let ws = std::net::SocketAddr::new(o.ip, sipmesh_test_support::free_port(o.ip));
+        ws_addr = Some(ws);
+        o.extra_args.extend([
+            "--rtpengine".to_owned(),
+            spec(&rtp[0], 1),
+            "--listen".to_owned(),
+            format!("ws:{ws}"),
+        ]);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
+    let ip = harness.ip();
+    let mut browser = ws::WsClient::connect(ws_addr);
+    browser.send(&format!(
+        "REGISTER sip:{ip} SIP/2.0\r\n\
+         Via: SIP/2.0/WS b0b0b0.invalid;branch=z9hG4bKbrowserreg1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:bob@{ip}>;tag=reg1\r\n\
+         To: <sip:bob@{ip}>\r\n\
+         Call-ID: browser-reg-1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:bob@b0b0b0.invalid;transport=ws>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    ));
+    let registered = browser.recv_final();
+    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+    // The phone's scenario checks that the 200 it gets carries rtpengine's plain RTP/AVP.
+    let uac = harness
+        .uac("uac_call_media.xml", SippTransport::Udp)
+        .inf("alice_to_bob.csv")
+        .duration_ms(200)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
+    let invite = loop {
+        let m = browser.recv();
+        if m.starts_with("INVITE ") {
+            break m;
+        }
+    };
+    let offer = body(&invite);
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=candidate:",
+        "a=ice-ufrag:",
+        "a=fingerprint:",
+        "a=rtcp-mux",
+    ] {
+        assert!(
+            offer.contains(needle),
+            "offer to the browser lacks {needle}:\n{offer}"
+        );
+    }
+    assert!(
+        !offer.contains(" RTP/AVP "),
+        "offer to the browser still plain RTP/AVP:\n{offer}"
+    );
+    browser.send(&respond(&invite, 200, "OK", "brw1", Some(BROWSER_ANSWER)));
+    let ack = browser.recv();
+    assert!(ack.starts_with("ACK "), "ACK expected:\n{ack}");
+    let bye = browser.recv();
+    assert!(bye.starts_with("BYE "), "BYE expected:\n{bye}");
+    browser.send(&respond(&bye, 200, "OK", "brw1", None));
+    match uac.wait() {
+        Ok(outcome) => harness.check(&outcome),
+        Err(e) => panic!("cannot collect the UAC: {e}"),
+    }
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}
