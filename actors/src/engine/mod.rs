@@ -17,7 +17,7 @@ mod admin;
 mod ingress;
 mod shard;
 
-pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget};
+pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget, RtpengineStatus};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -315,6 +315,7 @@ impl Engine {
             store_stats,
             dialogs: dialogs.clone(),
             registrar,
+            media,
         };
         Ok(Self {
             transport,
