@@ -131,6 +131,7 @@ fn rtpengine_down_answers_503_quickly() {
     );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(3), "503 took {took:?}");
+    eprintln!("INVITE with rtpengine down answered 503 after {took:?}");
     // The callee never saw the INVITE.
     drop(uas);
     // And once rtpengine is back, calls go through again.
@@ -221,6 +222,7 @@ fn stopped_instance_is_out_within_two_seconds_and_back_when_it_answers() {
         back < Duration::from_secs(2),
         "instance back after {back:?}"
     );
+    eprintln!("rtpengine instance out after {out:?}, back after {back:?}");
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
 
