@@ -652,3 +652,27 @@ fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
     }
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
+
+#[test]
+fn a_first_offer_to_a_frozen_instance_moves_the_call_to_another() {
+    let test = "media::frozen_moves";
+    let (_dir, rtp) = daemons(test, &["rtpengine-a", "rtpengine-b"]);
+    // Most new calls pick A; it freezes before the pings notice.
+    let harness = node(test, &[spec(&rtp[0], 20), spec(&rtp[1], 1)]);
+    let uas = registered_uas(&harness, "uas_call_media.xml", 0, 3);
+    rtp[0].freeze(true);
+    let started = Instant::now();
+    harness.run_ok(
+        harness
+            .uac("uac_call_media.xml", SippTransport::Udp)
+            .inf("alice_to_bob.csv")
+            .calls(3)
+            .rate(10)
+            .duration_ms(50),
+    );
+    finish(&harness, uas);
+    eprintln!("3 calls with A frozen took {:?}", started.elapsed());
+    rtp[0].freeze(false);
+    rtp[0].assert_no_calls(LIST_EMPTY);
+    rtp[1].assert_no_calls(LIST_EMPTY);
+}

@@ -2,6 +2,7 @@
 //! instance the call was placed on, and watches its media once it is answered.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -74,7 +75,8 @@ pub struct TimedOut {
 /// What a session needs besides its queue.
 pub(super) struct SessionArgs {
     pub(super) call_id: String,
-    pub(super) instance: usize,
+    /// The instance the call is on; a first offer that fails moves it (see [`serve`]).
+    pub(super) instance: Arc<AtomicUsize>,
     pub(super) pool: Arc<RtpenginePool>,
     pub(super) media_timeout: Duration,
     pub(super) poll_interval: Duration,
@@ -121,7 +123,33 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             }
             _ => (None, None),
         };
-        let result = execute(&args, request).await;
+        let fresh = from_tag.is_none();
+        let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
+        let mut result = execute(&args, request).await;
+        // The first offer of a call failed on an instance that did not answer (it is now
+        // marked down): nothing lives there yet, so the call moves to another healthy
+        // instance and the offer is tried once more there.
+        if let (Err(MediaFailure::Unavailable), Some(request)) = (&result, retry)
+            && let Some(next) = args.pool.pick()
+            && next != args.instance.load(Ordering::Relaxed)
+        {
+            info!(rtpengine = %args.pool.get(next).map(|i| i.spec.addr.to_string()).unwrap_or_default(),
+                "first offer failed: call moved to another instance");
+            let old = args.instance.swap(next, Ordering::Relaxed);
+            // The old instance may only be slow: if the offer reaches it later, this delete
+            // follows it (a frozen daemon reads its queued datagrams in order).
+            if let Some(i) = args.pool.get(old).cloned() {
+                let delete = Request::Delete(CallRef {
+                    call_id: args.call_id.clone(),
+                    from_tag: None,
+                    to_tag: None,
+                });
+                tokio::spawn(async move {
+                    let _ = i.client.request(delete).await;
+                });
+            }
+            result = execute(&args, request).await;
+        }
         if result.is_ok() {
             from_tag = from_tag.or(tags.0);
             if is_answer {
@@ -153,7 +181,7 @@ struct Watch {
 /// Queries the call; true when its packet count has not moved for the media timeout.
 async fn poll(args: &SessionArgs, w: &mut Watch) -> bool {
     w.next_poll = Instant::now() + args.poll_interval;
-    let Some(instance) = args.pool.get(args.instance) else {
+    let Some(instance) = args.pool.get(args.instance.load(Ordering::Relaxed)) else {
         return false;
     };
     let query = Request::Query(CallRef {
@@ -195,7 +223,8 @@ fn rtp_packets(r: &Response) -> Option<i64> {
 
 /// Runs one request; offers and answers yield the rewritten SDP.
 async fn execute(args: &SessionArgs, request: Request) -> Result<Bytes, MediaFailure> {
-    let Some(instance) = args.pool.get(args.instance) else {
+    let index = args.instance.load(Ordering::Relaxed);
+    let Some(instance) = args.pool.get(index) else {
         return Err(MediaFailure::Unavailable);
     };
     let command = request.command();
@@ -210,7 +239,7 @@ async fn execute(args: &SessionArgs, request: Request) -> Result<Bytes, MediaFai
         Err(e) => {
             warn!(command, error = %e, rtpengine = %instance.spec.addr, "rtpengine request failed");
             if matches!(e, NgError::Timeout(_)) {
-                args.pool.mark_down(args.instance);
+                args.pool.mark_down(index);
             }
             Err(MediaFailure::Unavailable)
         }

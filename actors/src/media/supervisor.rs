@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -21,7 +22,8 @@ use sipmesh_protocol::dialog::DialogId;
 #[derive(Debug)]
 struct Entry {
     tx: mpsc::UnboundedSender<SessionMsg>,
-    instance: usize,
+    /// Shared with the task, which may move a call whose first offer failed.
+    instance: Arc<AtomicUsize>,
 }
 
 struct Inner {
@@ -82,7 +84,10 @@ impl MediaSessions {
 
     /// The instance a live call is placed on.
     pub fn instance_of(&self, call_id: &str) -> Option<SocketAddr> {
-        let index = self.lock().get(call_id).map(|e| e.instance)?;
+        let index = self
+            .lock()
+            .get(call_id)
+            .map(|e| e.instance.load(Ordering::Relaxed))?;
         self.inner.pool.get(index).map(|i| i.spec.addr)
     }
 
@@ -126,7 +131,7 @@ impl MediaSessions {
                 Err(mpsc::error::SendError(back)) => {
                     debug!(%call_id, "media session restarted");
                     msg = back;
-                    e.instance
+                    e.instance.load(Ordering::Relaxed)
                 }
             },
             None if look_up && self.recorded_elsewhere(&msg.request) => {
@@ -143,7 +148,8 @@ impl MediaSessions {
                 }
             },
         };
-        let tx = self.spawn(&call_id, instance);
+        let instance = Arc::new(AtomicUsize::new(instance));
+        let tx = self.spawn(&call_id, instance.clone());
         let _ = tx.send(msg);
         sessions.insert(call_id, Entry { tx, instance });
     }
@@ -191,7 +197,11 @@ impl MediaSessions {
         });
     }
 
-    fn spawn(&self, call_id: &str, instance: usize) -> mpsc::UnboundedSender<SessionMsg> {
+    fn spawn(
+        &self,
+        call_id: &str,
+        instance: Arc<AtomicUsize>,
+    ) -> mpsc::UnboundedSender<SessionMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
         let args = SessionArgs {
             call_id: call_id.to_owned(),
@@ -237,7 +247,8 @@ impl MediaSessions {
         if sessions.contains_key(call_id) {
             return;
         }
-        let tx = self.spawn(call_id, instance);
+        let instance = Arc::new(AtomicUsize::new(instance));
+        let tx = self.spawn(call_id, instance.clone());
         sessions.insert(call_id.to_owned(), Entry { tx, instance });
     }
 }
