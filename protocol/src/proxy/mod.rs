@@ -46,6 +46,9 @@ mod forward;
 mod local;
 mod locality;
 mod matching;
+mod media;
+#[cfg(test)]
+mod media_tests;
 mod response_context;
 mod rng;
 mod routing;
@@ -60,6 +63,7 @@ pub use self::core::{Core, Output, StoreFailure};
 pub use self::dialogs::DIALOG_HOLD;
 pub use self::flow::{FlowTokenKey, FlowTokenKeyError, MAC_LEN as FLOW_TOKEN_MAC_LEN};
 pub use self::locality::Locality;
+pub use self::media::MediaFailure;
 pub use self::response_context::{ResponseAction, ResponseContext};
 pub use self::rng::IdGenerator;
 pub use self::timers::TimerQueue;
