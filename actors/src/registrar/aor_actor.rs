@@ -149,8 +149,9 @@ impl<S: LocationStore> Actor for AorActor<S> {
             AorMsg::Job(job) => {
                 // A job driven by a caller may still be running: wait for it (in order).
                 let gate = Arc::clone(&state.gate);
-                let _gate = gate.lock().await;
+                let running = gate.lock().await;
                 state.job(&myself, job).instrument(span).await;
+                drop(running);
                 state.done += 1;
                 state.done_shared.fetch_add(1, Ordering::Release);
             }

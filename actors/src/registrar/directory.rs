@@ -296,6 +296,15 @@ impl<S: LocationStore> Directory<S> {
         true
     }
 
+    /// Tests: whether the AOR's actor is idle (nothing queued, not inside a job), so that its
+    /// next job is run or driven by the caller.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self, aor: &Aor) -> bool {
+        self.shard(aor)
+            .get(aor)
+            .is_some_and(|e| e.sent == e.done.load(Ordering::Acquire) && e.gate.try_lock().is_ok())
+    }
+
     /// The AOR's live actor, if any (for the handle's checks and the tests).
     pub(crate) fn live_actor(&self, aor: &Aor) -> Option<ActorRef<AorMsg>> {
         self.shard(aor).get(aor).map(|e| e.actor.clone())

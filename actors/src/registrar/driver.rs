@@ -137,8 +137,8 @@ pub(crate) async fn run_borrowed<S: LocationStore>(
     let ran = AssertUnwindSafe(run_work(&*store, &config, &core, &actor, work, deadline))
         .catch_unwind()
         .await;
-    done.fetch_add(1, Ordering::Release);
     drop(gate);
+    done.fetch_add(1, Ordering::Release);
     if let Err(panic) = ran {
         warn!(%aor, ?panic, "AOR request panicked on the caller's task; restarting its actor");
         actor.stop(Some("panicked on the caller's task".to_owned()));

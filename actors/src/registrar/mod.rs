@@ -37,6 +37,8 @@ mod job;
 mod supervisor;
 
 #[cfg(test)]
+mod driver_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{RegistrarConfig, WallClock};
