@@ -14,11 +14,7 @@ use sipmesh_protocol::registrar::{
 use super::{Driver, Registrar, RegistrarConfig};
 use crate::location::{LocationStore, MemoryLocationStore, StoreError, StoreStats};
 
-#[path = "../../tests/support/requests.rs"]
-#[allow(dead_code, unreachable_pub)] // shared with the integration tests, which use all of it
-mod requests;
-
-use requests::{aor, contact, req};
+use super::tests::requests::{aor, contact, req};
 
 /// The memory store behind one yield per call: answers later, like a networked store.
 #[derive(Debug, Default)]
