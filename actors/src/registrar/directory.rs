@@ -25,7 +25,7 @@ use sipmesh_protocol::registrar::Aor;
 use super::aor_actor::{AorActor, AorArgs, AorMsg};
 use super::aor_core::{AorCore, SharedCore, lock as lock_core, run_stateless, run_stateless_async};
 use super::config::RegistrarConfig;
-use super::driver::{Borrowed, Driver, run_borrowed};
+use super::driver::{Borrowed, Driver, Finish, run_borrowed};
 use super::job::{Job, Redeliver, Work};
 use crate::location::LocationStore;
 
@@ -289,8 +289,7 @@ impl<S: LocationStore> Directory<S> {
             config: self.config,
             core: Arc::clone(&entry.core),
             actor: entry.actor.clone(),
-            gate,
-            done: Arc::clone(&entry.done),
+            finish: Finish::new(gate, Arc::clone(&entry.done)),
         };
         driver.push(run_borrowed(borrowed, aor, work, deadline));
         true

@@ -111,10 +111,8 @@ pub(crate) struct Borrowed<S: LocationStore> {
     pub(crate) core: SharedCore,
     /// The actor (its expiry timer messages it; stopped if the request panics).
     pub(crate) actor: ActorRef<AorMsg>,
-    /// The actor's gate, held until the request is answered.
-    pub(crate) gate: OwnedMutexGuard<()>,
-    /// The actor's completed-jobs counter (the request was counted as sent).
-    pub(crate) done: Arc<AtomicU64>,
+    /// The actor's gate and completed-jobs counter (the request was counted as sent).
+    pub(crate) finish: Finish,
 }
 
 /// Runs `work` for `aor` as its idle actor would (see `AorState::job`), then counts it done
@@ -131,17 +129,40 @@ pub(crate) async fn run_borrowed<S: LocationStore>(
         config,
         core,
         actor,
-        gate,
-        done,
+        finish,
     } = borrowed;
     let ran = AssertUnwindSafe(run_work(&*store, &config, &core, &actor, work, deadline))
         .catch_unwind()
         .await;
-    drop(gate);
-    done.fetch_add(1, Ordering::Release);
+    drop(finish);
     if let Err(panic) = ran {
         warn!(%aor, ?panic, "AOR request panicked on the caller's task; restarting its actor");
         actor.stop(Some("panicked on the caller's task".to_owned()));
+    }
+}
+
+/// Opens the gate and counts the job done: when the job finished, and also when the driving
+/// task drops it unfinished, even unpolled (it is stopping; the reply's drop answered 503), so
+/// the actor is neither blocked behind it nor kept from its idle stop.
+pub(crate) struct Finish {
+    gate: Option<OwnedMutexGuard<()>>,
+    done: Arc<AtomicU64>,
+}
+
+impl Finish {
+    /// Holds `gate` until dropped, then counts one job in `done`.
+    pub(crate) fn new(gate: OwnedMutexGuard<()>, done: Arc<AtomicU64>) -> Self {
+        Self {
+            gate: Some(gate),
+            done,
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        drop(self.gate.take());
+        self.done.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -195,3 +195,37 @@ async fn concurrent_driven_and_queued_registers_keep_every_binding() {
     assert_eq!(r.lookup(&alice).await.map(|b| b.len()), Ok(N));
     assert_eq!(r.live_actors(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driven_call_dropped_unfinished_answers_503_and_frees_the_actor() {
+    let r = registrar().await;
+    let alice = aor("alice");
+    assert!(
+        r.register(one(&alice, "a0", "sip:a0@192.0.2.1"), policy())
+            .await
+            .is_ok()
+    );
+    until_idle(&r, &alice).await;
+    let mut driver = Driver::new();
+    let (tx, rx) = oneshot::channel();
+    r.register_driven(
+        one(&alice, "a1", "sip:a1@192.0.2.1"),
+        policy(),
+        &mut driver,
+        move |res| {
+            let _ = tx.send(res.map(|o| o.bindings.len()));
+        },
+    );
+    assert_eq!(driver.len(), 1);
+    assert!(!r.directory.is_idle(&alice));
+    // The driving task stops without ever polling it.
+    drop(driver);
+    assert_eq!(rx.await.ok(), Some(Err(StoreFailure::Unavailable)));
+    until_idle(&r, &alice).await;
+    assert_eq!(
+        r.register(one(&alice, "a2", "sip:a2@192.0.2.1"), policy())
+            .await
+            .map(|o| o.bindings.len()),
+        Ok(2)
+    );
+}
