@@ -17,7 +17,7 @@ use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 use crate::dialog::Dialogs;
 use crate::location::LocationStore;
 use crate::media::MediaSessions;
-use crate::registrar::Registrar;
+use crate::registrar::{Driver, Registrar};
 use crate::transport::{Destination, TransportHandle};
 
 /// Most inbound messages handled before the outputs are flushed.
@@ -75,6 +75,9 @@ pub(crate) async fn run<S: LocationStore>(
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
+    // Registrar calls this task drives itself (an idle AOR actor's job over Redis): their
+    // answers land in `done` like the actors' do.
+    let mut driver = Driver::new();
     loop {
         if drain.is_some() && core.is_quiescent() {
             debug!(shard, "drained");
@@ -107,6 +110,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
             () = sleep => core.handle_timeout(Instant::now()),
+            () = driver.advance(), if !driver.is_empty() => {}
             Some(done) = done_rx.recv() => {
                 apply(&mut core, done);
                 while let Ok(done) = done_rx.try_recv() {
@@ -133,6 +137,7 @@ pub(crate) async fn run<S: LocationStore>(
             &dialogs,
             &flows,
             media.as_ref(),
+            &mut driver,
         );
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
@@ -149,7 +154,8 @@ pub(crate) async fn run<S: LocationStore>(
                 &done_tx,
                 &dialogs,
                 &flows,
-            media.as_ref(),
+                media.as_ref(),
+                &mut driver,
             );
         }
     }
@@ -274,6 +280,7 @@ fn flush<S: LocationStore>(
     dialogs: &Dialogs,
     flows: &super::remote::Flows,
     media: Option<&MediaSessions>,
+    driver: &mut Driver,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
@@ -330,7 +337,7 @@ fn flush<S: LocationStore>(
             }
             Output::Register { token, request } => {
                 let done = done.clone();
-                registrar.register_with(request, policy, move |result| {
+                registrar.register_driven(request, policy, driver, move |result| {
                     let _ = done.send(StoreDone::Register { token, result });
                 });
             }
@@ -357,7 +364,7 @@ fn flush<S: LocationStore>(
             }
             Output::Lookup { token, aor } => {
                 let done = done.clone();
-                registrar.lookup_with(aor, move |result| {
+                registrar.lookup_driven(aor, driver, move |result| {
                     let _ = done.send(StoreDone::Lookup { token, result });
                 });
             }
