@@ -151,3 +151,98 @@ fn a_node_thawed_after_being_declared_dead_closes_its_flows_and_the_client_recov
         );
     }
 }
+
+/// The same when node1 is cut off from its peers (not from Redis): it fences itself as
+/// isolated, the majority declares it dead and removes its flows, so node1 closes bob's
+/// connection at once, before the majority even acts; after the heal bob registers again at
+/// node1 and is reached through every node.
+#[test]
+fn an_isolated_node_closes_its_flows_and_the_client_recovers_after_the_heal() {
+    let c = Cluster::start("cluster-isolated-flows", 3);
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let mut bob = register_tcp(&c, 0, "bob", 1);
+    message_reaches(&c, 2, &mut bob, "before the partition");
+
+    let (code, body) = c.nodes[0]
+        .admin("POST", "/test/cluster/partition")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 200, "{body}");
+    let cut = Instant::now();
+    // Isolated within suspect_after + a heartbeat (≤ 1.4 s), then closed within a poll.
+    assert!(
+        bob.wait_closed(DETECTION_LIMIT),
+        "node1 kept bob's connection open {DETECTION_LIMIT:?} after it was cut off\n{}",
+        c.nodes[0].log_tail()
+    );
+    eprintln!(
+        "measured: isolated node1 closed bob's connection {:?} after the cut",
+        cut.elapsed()
+    );
+    c.wait(
+        "node1 dead at node2 and node3",
+        DETECTION_LIMIT + WAIT,
+        |c| {
+            [1, 2].iter().all(|&i| {
+                c.view(i)
+                    .is_some_and(|v| state(&v, "node1").as_deref() == Some("dead"))
+            })
+        },
+    );
+    let alice = UdpPeer::bind(c.nodes[2].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let answer = alice
+        .request(c.nodes[2].udp_addr(), &message(&alice, "cut off"), WAIT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        answer.as_ref().and_then(RawMessage::status),
+        Some(480),
+        "{answer:?}"
+    );
+
+    let (code, body) = c.nodes[0]
+        .admin("POST", "/test/cluster/heal")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 200, "{body}");
+    c.wait("the mesh healed", SETTLE, |c| all_live(c, &IDS));
+    let mut bob = register_until_ok(&c, 0, "bob", 2);
+    for node in [1, 2, 0] {
+        let took = message_reaches(&c, node, &mut bob, &format!("healed via node{}", node + 1));
+        eprintln!(
+            "measured: after the heal and re-registering at node1, MESSAGE via node{}: {took:?}",
+            node + 1
+        );
+    }
+}
+
+/// Registers over TCP at node `i` until it is answered 200 (a node that just rejoined answers
+/// 503 while it settles); panics after [`SETTLE`].
+fn register_until_ok(c: &Cluster, i: usize, user: &str, cseq: u32) -> TcpPeer {
+    let start = Instant::now();
+    let mut cseq = cseq;
+    loop {
+        let mut peer =
+            TcpPeer::connect(c.nodes[i].tcp_addr(), WAIT).unwrap_or_else(|e| panic!("{e}"));
+        let local = peer.local_addr();
+        let register = RawRequest::register(DOMAIN, user, local, "freeze", cseq)
+            .set(
+                "Via",
+                format!("SIP/2.0/TCP {local};rport;branch=z9hG4bK-reg-{user}-{cseq}"),
+            )
+            .set("Contact", format!("<sip:{user}@{local};transport=tcp;ob>"));
+        let answer = peer
+            .request(&register, WAIT)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = answer.as_ref().and_then(RawMessage::status);
+        if status == Some(200) {
+            return peer;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "REGISTER at node{} still answered {answer:?}",
+            i + 1
+        );
+        cseq += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
