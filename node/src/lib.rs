@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cluster_flows;
 pub mod config;
 pub mod dev_cert;
+pub mod fenced_flows;
 pub mod lost_flows;
 
 use std::future::Future;
@@ -124,14 +125,15 @@ pub async fn run(
             let store = sipmesh_actors::location::RedisLocationStore::new(redis)
                 .map_err(|e| anyhow::anyhow!("location store for lost flows: {e}"))?
                 .with_fence(engine_config.fence.clone());
-            Some(lost_flows::start(
-                membership.clone(),
-                store,
-                engine_config.incarnation,
+            let fenced = fenced_flows::start(membership.clone(), engine.flows(), store.clone());
+            Some((
+                lost_flows::start(membership.clone(), store, engine_config.incarnation),
+                fenced,
             ))
         }
         _ => None,
     };
+    let (lost_flows, fenced_flows) = lost_flows.unzip();
     let admin = match config.admin {
         Some(addr) => {
             let listener = admin::bind(addr)
@@ -151,7 +153,10 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin, lost_flows].into_iter().flatten() {
+    for task in [reloader, admin, lost_flows, fenced_flows]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     if let Some(flows) = &flows {
