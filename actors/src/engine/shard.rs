@@ -55,23 +55,35 @@ pub(crate) enum ShardInput {
     Stop,
 }
 
+/// What a shard hands its core's outputs to: the I/O side of every output kind.
+pub(crate) struct ShardServices<S: LocationStore> {
+    /// Sends on this node's sockets and connections.
+    pub(crate) transport: TransportHandle,
+    /// REGISTERs and lookups (AOR actors over the location store).
+    pub(crate) registrar: Registrar<S>,
+    /// The registrar rules (expiry bounds, contact limits).
+    pub(crate) policy: RegistrarPolicy,
+    /// Dialog actors and their store.
+    pub(crate) dialogs: Dialogs,
+    /// Connections held by other cluster members.
+    pub(crate) flows: std::sync::Arc<super::remote::Flows>,
+    /// Media sessions through rtpengine, with the profiles the core applies (None: SDP passes
+    /// untouched).
+    pub(crate) media: Option<(MediaSessions, sipmesh_protocol::media::MediaProfiles)>,
+}
+
 /// Runs a shard until it is told to stop (or every sender is gone).
 pub(crate) async fn run<S: LocationStore>(
     config: CoreConfig,
     mut rx: mpsc::Receiver<ShardInput>,
-    transport: TransportHandle,
-    registrar: Registrar<S>,
-    policy: RegistrarPolicy,
-    dialogs: Dialogs,
-    flows: std::sync::Arc<super::remote::Flows>,
-    media: Option<(MediaSessions, sipmesh_protocol::media::MediaProfiles)>,
+    mut services: ShardServices<S>,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
-    let media = media.map(|(sessions, profiles)| {
-        core.enable_media(profiles);
-        sessions
-    });
+    if let Some((_, profiles)) = services.media.as_mut() {
+        core.enable_media(std::mem::take(profiles));
+    }
+    let registrar = services.registrar.clone();
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
@@ -128,17 +140,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(
-            &mut core,
-            &transport,
-            &registrar,
-            policy,
-            &done_tx,
-            &dialogs,
-            &flows,
-            media.as_ref(),
-            &mut driver,
-        );
+        flush(&mut core, &services, &done_tx, &mut driver);
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
         while let Ok(done) = done_rx.try_recv() {
@@ -146,17 +148,7 @@ pub(crate) async fn run<S: LocationStore>(
             while let Ok(done) = done_rx.try_recv() {
                 apply(&mut core, done);
             }
-            flush(
-                &mut core,
-                &transport,
-                &registrar,
-                policy,
-                &done_tx,
-                &dialogs,
-                &flows,
-                media.as_ref(),
-                &mut driver,
-            );
+            flush(&mut core, &services, &done_tx, &mut driver);
         }
     }
 }
@@ -273,15 +265,20 @@ fn handle(
 /// back through `done`, so a slow store never stalls this shard.
 fn flush<S: LocationStore>(
     core: &mut Core,
-    transport: &TransportHandle,
-    registrar: &Registrar<S>,
-    policy: RegistrarPolicy,
+    services: &ShardServices<S>,
     done: &mpsc::UnboundedSender<StoreDone>,
-    dialogs: &Dialogs,
-    flows: &super::remote::Flows,
-    media: Option<&MediaSessions>,
     driver: &mut Driver,
 ) {
+    let ShardServices {
+        transport,
+        registrar,
+        policy,
+        dialogs,
+        flows,
+        media,
+    } = services;
+    let policy = *policy;
+    let media = media.as_ref().map(|(sessions, _)| sessions);
     while let Some(out) = core.poll_output() {
         match out {
             // rtpengine work runs on the call's session task; the result comes back as a
