@@ -146,8 +146,12 @@ impl Rtpengine {
     pub fn list_calls(&self, wait: Duration) -> Option<Vec<String>> {
         let sock = UdpSocket::bind(SocketAddr::new(self.ng.ip(), 0)).ok()?;
         sock.set_read_timeout(Some(wait)).ok()?;
-        sock.send_to(b"l1 d7:command4:list5:limiti1000ee", self.ng)
-            .ok()?;
+        // A fresh cookie per request: rtpengine answers a repeated cookie from its cache of
+        // recent replies (it takes it for a retransmission), which would replay an old list.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let request = format!("l{}-{n} d7:command4:list5:limiti1000ee", std::process::id());
+        sock.send_to(request.as_bytes(), self.ng).ok()?;
         let mut buf = vec![0u8; 65_535];
         let n = sock.recv(&mut buf).ok()?;
         parse_calls(buf.get(..n)?)
