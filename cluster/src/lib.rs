@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod detector;
+pub mod flow;
 pub mod heartbeat;
 pub mod id;
 pub mod lease;

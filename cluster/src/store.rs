@@ -136,6 +136,17 @@ impl ClusterStore {
         flat.chunks(4).map(parse_entry).collect()
     }
 
+    /// A new value of the cluster-wide process counter (`INCR P incarnation`): every node
+    /// process takes one at start and numbers its connections with it (see
+    /// [`crate::flow`]), so connection ids never collide across nodes or restarts.
+    pub async fn next_incarnation(&self) -> Result<u64, StoreError> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(format!("{}incarnation", self.prefix));
+        let mut conn = self.conn.clone();
+        self.bounded(async move { cmd.query_async(&mut conn).await })
+            .await
+    }
+
     /// One `PING` round trip.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         let mut conn = self.conn.clone();

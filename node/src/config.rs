@@ -412,6 +412,8 @@ impl TryFrom<RawConfig> for NodeConfig {
                 // Set by `run` when clustered (it needs the running cluster layer).
                 fence: None,
                 max_aor_actors: raw.registrar.max_aor_actors.unwrap_or(4096),
+                // Set by `run` when clustered (a Redis counter).
+                incarnation: Default::default(),
             },
         })
     }

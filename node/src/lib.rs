@@ -8,8 +8,10 @@
 //! its lease epoch ([`MembershipEpoch`]).
 
 pub mod admin;
+pub mod cluster_flows;
 pub mod config;
 pub mod dev_cert;
+pub mod lost_flows;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +23,7 @@ use sipmesh_actors::engine::Engine;
 use sipmesh_actors::fence::{EpochSource, Fence};
 use sipmesh_actors::transport::TlsConfig;
 use sipmesh_cluster::{ClusterConfig, Membership};
+use sipmesh_protocol::proxy::{FlowTokenKey, Incarnation};
 
 /// The stores' [`EpochSource`] on a clustered node: [`Membership::owner_epoch`] once the cluster
 /// layer runs, fenced before (the engine starts first, and no lease exists yet).
@@ -49,6 +52,38 @@ pub fn cluster_fence(cluster: &ClusterConfig, source: MembershipEpoch) -> Fence 
     )
 }
 
+/// What a clustered node's engine needs from the cluster before it starts: a fresh incarnation
+/// (its connection ids say which process holds them), connection ids in Redis scoped by the
+/// node id, and a flow-token key shared by every member (derived from the cookie unless
+/// configured), so a Record-Route flow token written at one node verifies at any other.
+async fn clustered_engine(
+    cluster: &ClusterConfig,
+    engine: &mut sipmesh_actors::engine::EngineConfig,
+) -> anyhow::Result<()> {
+    let store = sipmesh_cluster::store::ClusterStore::new(
+        &cluster.redis_url,
+        &cluster.key_prefix,
+        cluster.timing.redis_timeout,
+    )
+    .context("cluster store")?;
+    let counter = store
+        .next_incarnation()
+        .await
+        .context("taking an incarnation number from Redis")?;
+    engine.incarnation = Incarnation::from_counter(counter);
+    info!(incarnation = %engine.incarnation, "cluster incarnation");
+    if let Some(redis) = &mut engine.redis {
+        redis.connection_scope = cluster.node_id.to_string();
+    }
+    if engine.flow_token_key.is_none() {
+        engine.flow_token_key = Some(FlowTokenKey::new(sipmesh_cluster::flow::derived_key(
+            &cluster.cookie,
+            "sipmesh flow-token key",
+        )));
+    }
+    Ok(())
+}
+
 /// Runs a node until `shutdown` completes, then shuts down gracefully.
 pub async fn run(
     config: config::NodeConfig,
@@ -58,8 +93,9 @@ pub async fn run(
     let mut engine_config = config.engine.clone();
     if let Some(cluster) = &config.cluster {
         engine_config.fence = Some(cluster_fence(cluster, epoch.clone()));
+        clustered_engine(cluster, &mut engine_config).await?;
     }
-    let engine = Engine::start(engine_config)
+    let engine = Engine::start(engine_config.clone())
         .await
         .context("starting the SIP engine")?;
     for (kind, addr) in engine.local_addrs() {
@@ -74,6 +110,27 @@ pub async fn run(
             Some(membership)
         }
         None => None,
+    };
+    let flows = match &membership {
+        Some(_) => Some(
+            cluster_flows::ClusterFlows::start(engine.flows())
+                .await
+                .context("starting the transport router")?,
+        ),
+        None => None,
+    };
+    let lost_flows = match (&membership, &engine_config.redis) {
+        (Some(membership), Some(redis)) => {
+            let store = sipmesh_actors::location::RedisLocationStore::new(redis)
+                .map_err(|e| anyhow::anyhow!("location store for lost flows: {e}"))?
+                .with_fence(engine_config.fence.clone());
+            Some(lost_flows::start(
+                membership.clone(),
+                store,
+                engine_config.incarnation,
+            ))
+        }
+        _ => None,
     };
     let admin = match config.admin {
         Some(addr) => {
@@ -94,8 +151,11 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin].into_iter().flatten() {
+    for task in [reloader, admin, lost_flows].into_iter().flatten() {
         task.abort();
+    }
+    if let Some(flows) = &flows {
+        flows.stop();
     }
     if let Some(membership) = &membership {
         membership.shutdown();

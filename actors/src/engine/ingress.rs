@@ -6,7 +6,7 @@
 //! and hands every other message to the shard that owns its transaction.
 
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -18,19 +18,23 @@ use sipmesh_protocol::proxy::shard_of_branch;
 
 use crate::transport::{Destination, Inbound, InboundEvent, InboundSink, TransportHandle};
 
+use super::remote::Flows;
 use super::shard::ShardInput;
 
 /// The parse-and-dispatch stage between the transports and the shards.
 pub(crate) struct Ingress {
     shards: Vec<mpsc::Sender<ShardInput>>,
+    /// Responses for requests written here for another node go back to it.
+    flows: Arc<Flows>,
     transport: OnceLock<TransportHandle>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl Ingress {
-    pub(crate) fn new(shards: Vec<mpsc::Sender<ShardInput>>) -> Self {
+    pub(crate) fn new(shards: Vec<mpsc::Sender<ShardInput>>, flows: Arc<Flows>) -> Self {
         Self {
             shards,
+            flows,
             transport: OnceLock::new(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -62,7 +66,7 @@ impl Ingress {
         usize::try_from(h.finish() % n as u64).unwrap_or(0)
     }
 
-    fn handle(&self, inbound: Inbound) {
+    pub(crate) fn handle(&self, inbound: Inbound) {
         let origin = Origin {
             transport: inbound.transport,
             source: inbound.source,
@@ -71,6 +75,9 @@ impl Ingress {
         };
         match Message::parse(inbound.data.clone()) {
             Ok(msg) => {
+                if self.flows.relay_response(&msg, &inbound) {
+                    return;
+                }
                 let shard = self.shard_for(&msg);
                 if let Some(tx) = self.shards.get(shard) {
                     match tx.try_send(ShardInput::Message(Box::new((msg, origin)))) {
@@ -167,7 +174,7 @@ fn salvage_head(data: &Bytes) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-impl InboundSink for std::sync::Arc<Ingress> {
+impl InboundSink for Arc<Ingress> {
     fn deliver(&self, event: InboundEvent) {
         match event {
             InboundEvent::Message(inbound) => self.handle(inbound),
@@ -193,6 +200,7 @@ impl InboundSink for std::sync::Arc<Ingress> {
             }
             InboundEvent::ConnectionClosed { connection, peer } => {
                 trace!(?connection, %peer, "connection closed");
+                self.flows.connection_closed(connection);
                 // Every shard fails its transactions over the connection; one of them (spread
                 // by connection number) removes the bindings. Blocking here is not an option
                 // (this is a reader task), and a full queue must not lose the event: retry

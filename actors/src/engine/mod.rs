@@ -15,9 +15,11 @@
 
 mod admin;
 mod ingress;
+mod remote;
 mod shard;
 
 pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget};
+pub use remote::{EngineFlows, FlowRelay, RelayFuture, RemoteFrame};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use sipmesh_protocol::dialog::DialogConfig;
-use sipmesh_protocol::proxy::{CoreConfig, FlowTokenKey, Listener};
+use sipmesh_protocol::proxy::{CoreConfig, FlowTokenKey, Incarnation, Listener};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_protocol::transaction::TimerConfig;
 
@@ -96,6 +98,9 @@ pub struct EngineConfig {
     /// for AORs without an actor are plain store calls. See
     /// [`RegistrarConfig::max_live_actors`].
     pub max_aor_actors: usize,
+    /// This process's cluster incarnation (0: not clustered): the high bits of its connection
+    /// ids, so other nodes know who holds a flow (see [`Incarnation`], [`EngineFlows`]).
+    pub incarnation: Incarnation,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -106,6 +111,7 @@ struct ShardSpawn<'a> {
     config: &'a EngineConfig,
     transport: &'a TransportHandle,
     dialogs: &'a Dialogs,
+    flows: &'a Arc<remote::Flows>,
 }
 
 /// What [`ShardSpawn::start`] started.
@@ -144,6 +150,7 @@ impl ShardSpawn<'_> {
                     shard: u8::try_from(index).unwrap_or(u8::MAX),
                     rng_seed: rand::random(),
                     flow_token_key: self.flow_token_key.clone(),
+                    incarnation: self.config.incarnation,
                 };
                 tokio::spawn(shard::run(
                     core_config,
@@ -152,6 +159,7 @@ impl ShardSpawn<'_> {
                     registrar.clone(),
                     self.config.registrar,
                     self.dialogs.clone(),
+                    self.flows.clone(),
                 ))
             })
             .collect();
@@ -194,6 +202,7 @@ pub struct Engine {
     dialogs: Dialogs,
     local: Vec<(Transport, SocketAddr)>,
     admin: EngineAdmin,
+    flows: EngineFlows,
 }
 
 impl Engine {
@@ -204,7 +213,8 @@ impl Engine {
             .clamp(1, 16);
         let (senders, receivers): (Vec<_>, Vec<_>) =
             (0..shard_count).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
-        let ingress = Arc::new(Ingress::new(senders.clone()));
+        let flows = Arc::new(remote::Flows::new(config.incarnation));
+        let ingress = Arc::new(Ingress::new(senders.clone(), flows.clone()));
         let transport_config = TransportConfig {
             listen: config.listen.iter().map(|l| (l.kind, l.addr)).collect(),
             max_message_size: config.max_message_size,
@@ -212,6 +222,7 @@ impl Engine {
             max_connections: config.max_connections,
             tls: config.tls.clone(),
             ws: config.ws.clone(),
+            connection_id_base: config.incarnation.connection_base(),
             ..TransportConfig::default()
         };
         let (transport, transport_tasks) =
@@ -241,7 +252,15 @@ impl Engine {
         let dialogs = Dialogs::start(dialog_store, config.dialog)
             .await
             .map_err(EngineError::Dialogs)?;
+        let engine_flows = EngineFlows {
+            flows: flows.clone(),
+            ingress: ingress.clone(),
+            transport: transport.clone(),
+            shards: senders.clone(),
+            listeners: listeners.clone(),
+        };
         let spawn = ShardSpawn {
+            flows: &flows,
             listeners,
             flow_token_key,
             config: &config,
@@ -299,12 +318,18 @@ impl Engine {
             dialogs,
             local,
             admin,
+            flows: engine_flows,
         })
     }
 
     /// A handle for the admin endpoint: status and test hooks.
     pub fn admin(&self) -> EngineAdmin {
         self.admin.clone()
+    }
+
+    /// The handle the cluster layer uses for flows held here or elsewhere.
+    pub fn flows(&self) -> EngineFlows {
+        self.flows.clone()
     }
 
     /// The addresses actually bound.

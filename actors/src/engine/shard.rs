@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use sipmesh_protocol::message::Message;
 use sipmesh_protocol::peer::ConnectionId;
-use sipmesh_protocol::proxy::{Core, CoreConfig, Origin, Output, StoreFailure};
+use sipmesh_protocol::proxy::{Core, CoreConfig, Listener, Origin, Output, StoreFailure};
 use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 
 use crate::dialog::Dialogs;
@@ -46,6 +46,10 @@ pub(crate) enum ShardInput {
         /// This shard removes its bindings from the store.
         remove_bindings: bool,
     },
+    /// The other cluster members' SIP listeners (see `Core::set_cluster_peers`).
+    ClusterPeers(Vec<Listener>),
+    /// A connection held by another node closed (see `Core::handle_flow_unreachable`).
+    FlowUnreachable(ConnectionId),
     /// Exit now.
     Stop,
 }
@@ -58,6 +62,7 @@ pub(crate) async fn run<S: LocationStore>(
     registrar: Registrar<S>,
     policy: RegistrarPolicy,
     dialogs: Dialogs,
+    flows: std::sync::Arc<super::remote::Flows>,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
@@ -114,7 +119,7 @@ pub(crate) async fn run<S: LocationStore>(
             }
         }
         flush(
-            &mut core, &transport, &registrar, policy, &done_tx, &dialogs,
+            &mut core, &transport, &registrar, policy, &done_tx, &dialogs, &flows,
         );
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
@@ -124,7 +129,7 @@ pub(crate) async fn run<S: LocationStore>(
                 apply(&mut core, done);
             }
             flush(
-                &mut core, &transport, &registrar, policy, &done_tx, &dialogs,
+                &mut core, &transport, &registrar, policy, &done_tx, &dialogs, &flows,
             );
         }
     }
@@ -149,6 +154,10 @@ enum StoreDone {
         token: u64,
         stored: bool,
     },
+    /// A connection held by another node could not be reached.
+    FlowUnreachable {
+        connection: ConnectionId,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
@@ -164,6 +173,9 @@ fn apply(core: &mut Core, done: StoreDone) {
         }
         StoreDone::DialogStored { token, stored } => {
             core.handle_dialog_stored(Instant::now(), token, stored);
+        }
+        StoreDone::FlowUnreachable { connection } => {
+            core.handle_flow_unreachable(Instant::now(), connection);
         }
     }
 }
@@ -214,6 +226,10 @@ fn handle(
                 closed.push(connection);
             }
         }
+        ShardInput::ClusterPeers(peers) => core.set_cluster_peers(peers),
+        ShardInput::FlowUnreachable(connection) => {
+            core.handle_flow_unreachable(Instant::now(), connection);
+        }
         ShardInput::Stop => return Flow::Stop,
     }
     Flow::Continue
@@ -228,6 +244,7 @@ fn flush<S: LocationStore>(
     policy: RegistrarPolicy,
     done: &mpsc::UnboundedSender<StoreDone>,
     dialogs: &Dialogs,
+    flows: &super::remote::Flows,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
@@ -251,6 +268,12 @@ fn flush<S: LocationStore>(
                     },
                     t.payload,
                 );
+            }
+            Output::RemoteTransmit { holder, transmit } => {
+                let done = done.clone();
+                flows.send_remote(holder, transmit, move |connection| {
+                    let _ = done.send(StoreDone::FlowUnreachable { connection });
+                });
             }
             Output::Register { token, request } => {
                 let done = done.clone();

@@ -293,6 +293,82 @@ impl RedisLocationStore {
         }
     }
 
+    /// Removes the flow bindings of one stored connection text (`scope:id`), as
+    /// `remove_connection` does for this node's own connections.
+    async fn remove_connection_text(&self, text: String) -> Result<usize, StoreError> {
+        let fence = self.fence_check()?;
+        let mut conn = self.conn.clone();
+        let mut call = self.remove_connection_script.prepare_invoke();
+        call.key(&self.keys.expiry).key(&self.keys.count);
+        if let Some(fence) = &fence {
+            call.key(&*fence.lease_key);
+        }
+        call.arg(text)
+            .arg(&self.keys.aor)
+            .arg(&self.keys.connection)
+            .arg(&self.keys.closed)
+            .arg(self.flows_closed_ttl_ms);
+        match &fence {
+            Some(fence) => call.arg(fence.epoch),
+            None => call.arg(""),
+        };
+        self.bounded(call.invoke_async::<usize>(&mut conn)).await
+    }
+
+    /// Removes the flow bindings of every connection of `scope` (another node's, declared dead
+    /// by the cluster, or this node's own from before a restart: no connection of a process
+    /// outlives it) and marks the AORs left empty as closed flows, so requests to them get 480
+    /// until the users register again. Connections for which `keep` holds are left alone (a
+    /// restarted node keeps its new process's). Walks the connection index with `SCAN`;
+    /// returns the number of bindings removed.
+    pub async fn remove_scope_connections(
+        &self,
+        scope: &str,
+        keep: impl Fn(ConnectionId) -> bool,
+    ) -> Result<usize, StoreError> {
+        let index_prefix = self.keys.connection.clone();
+        let glob = |s: &str| {
+            s.chars()
+                .fold(String::with_capacity(s.len()), |mut out, c| {
+                    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                    out
+                })
+        };
+        let pattern = format!("{}{}:*", glob(&index_prefix), glob(scope));
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let mut cmd = ::redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
+            let mut conn = self.conn.clone();
+            let (next, keys): (u64, Vec<String>) = self.bounded(cmd.query_async(&mut conn)).await?;
+            for key in keys {
+                let Some(text) = key.strip_prefix(&index_prefix) else {
+                    continue;
+                };
+                // Exactly `scope:<digits>`: not a longer scope that starts with this one.
+                let id = text
+                    .strip_prefix(scope)
+                    .and_then(|r| r.strip_prefix(':'))
+                    .and_then(|id| id.parse::<u64>().ok());
+                if id.is_some_and(|id| !keep(ConnectionId(id))) {
+                    removed += self.remove_connection_text(text.to_owned()).await?;
+                }
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
     /// The Redis key holding the bindings of `aor` (for tools and tests).
     pub fn aor_key(&self, aor: &Aor) -> Vec<u8> {
         self.keys.aor(aor)
@@ -555,23 +631,8 @@ impl LocationStore for RedisLocationStore {
     }
 
     async fn remove_connection(&self, connection: ConnectionId) -> Result<usize, StoreError> {
-        let fence = self.fence_check()?;
-        let mut conn = self.conn.clone();
-        let mut call = self.remove_connection_script.prepare_invoke();
-        call.key(&self.keys.expiry).key(&self.keys.count);
-        if let Some(fence) = &fence {
-            call.key(&*fence.lease_key);
-        }
-        call.arg(codec::connection_text(&self.scope, connection))
-            .arg(&self.keys.aor)
-            .arg(&self.keys.connection)
-            .arg(&self.keys.closed)
-            .arg(self.flows_closed_ttl_ms);
-        match &fence {
-            Some(fence) => call.arg(fence.epoch),
-            None => call.arg(""),
-        };
-        self.bounded(call.invoke_async::<usize>(&mut conn)).await
+        self.remove_connection_text(codec::connection_text(&self.scope, connection))
+            .await
     }
 
     async fn flows_closed(&self, aor: &Aor, now: SystemTime) -> Result<bool, StoreError> {

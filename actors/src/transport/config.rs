@@ -63,6 +63,10 @@ pub struct TransportConfig {
     pub ws: WsConfig,
     /// Deadline for an accepted connection's TLS handshake and WebSocket upgrade. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Connection ids start above this (a clustered node puts its incarnation in the high
+    /// bits, so its ids are unique across the cluster: `sipmesh_protocol::proxy::Incarnation`).
+    /// Default 0.
+    pub connection_id_base: u64,
 }
 
 impl Default for TransportConfig {
@@ -83,6 +87,7 @@ impl Default for TransportConfig {
             tls: None,
             ws: WsConfig::default(),
             handshake_timeout: Duration::from_secs(10),
+            connection_id_base: 0,
         }
     }
 }

@@ -156,7 +156,7 @@ impl TcpShared {
             system_tls: OnceLock::new(),
             ws: WsSettings::new(config),
             ws_active: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(config.connection_id_base + 1),
             supervisor: OnceLock::new(),
             registry: Mutex::new(Registry::default()),
         }

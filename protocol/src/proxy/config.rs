@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::peer::Listener;
 use crate::transaction::TimerConfig;
 
+use super::cluster::Incarnation;
 use super::flow::FlowTokenKey;
 
 /// RFC 3261 §16.6 step 11: Timer C must be larger than 3 minutes.
@@ -32,4 +33,7 @@ pub struct CoreConfig {
     /// Authenticates the flow tokens in our Record-Route values (RFC 5626 §5.2); the same for
     /// every shard of a node (and for nodes that must accept each other's tokens).
     pub flow_token_key: FlowTokenKey,
+    /// This node process's cluster incarnation (0: not clustered); connections of other
+    /// incarnations are reached through their holder (see [`Incarnation`]).
+    pub incarnation: Incarnation,
 }

@@ -34,6 +34,15 @@ use super::timers::TimerQueue;
 pub enum Output {
     /// Send bytes.
     Transmit(Transmit),
+    /// Send bytes over a connection held by another cluster node, `holder` (see
+    /// [`Incarnation`](super::Incarnation)): the shell hands them to that node, and calls
+    /// [`Core::handle_flow_unreachable`] when it cannot.
+    RemoteTransmit {
+        /// The node process holding `transmit.destination.connection`.
+        holder: super::Incarnation,
+        /// What to send there.
+        transmit: Transmit,
+    },
     /// Apply a REGISTER to the location store, then call
     /// [`Core::handle_register_result`] with `token`.
     Register {
@@ -433,10 +442,17 @@ impl Core {
     }
 
     pub(super) fn transmit(&mut self, destination: Destination, payload: Bytes) {
-        self.outputs.push_back(Output::Transmit(Transmit {
+        let transmit = Transmit {
             destination,
             payload,
-        }));
+        };
+        let remote = destination
+            .connection
+            .and_then(|c| super::cluster::remote_holder(self.cfg.incarnation, c));
+        self.outputs.push_back(match remote {
+            Some(holder) => Output::RemoteTransmit { holder, transmit },
+            None => Output::Transmit(transmit),
+        });
     }
 
     /// Handles a request: retransmission, ACK, CANCEL, or a new server transaction.

@@ -442,3 +442,64 @@ fn mac_is_hmac_sha256_truncated() {
         "5bdcc146bf60754e6a042426089575c7"
     );
 }
+
+/// A browser whose WebSocket is held by cluster node 2, called through node 1: the INVITE goes
+/// out as a remote transmit to node 2 (never as a local send), with a flow token for node 2's
+/// connection in the Record-Route; when node 2 cannot deliver, the caller gets 480 at once.
+#[test]
+fn a_flow_held_by_another_node_is_sent_there_and_480_when_unreachable() {
+    use super::Incarnation;
+    let (me, holder) = (Incarnation(1), Incarnation(2));
+    let remote_conn = ConnectionId(holder.connection_base() + 5);
+    let mut h = Harness::clustered(me);
+    h.recv_from(
+        Origin {
+            connection: Some(remote_conn),
+            ..ws_origin()
+        },
+        &format!(
+            "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKwr1\n\
+             Max-Forwards: 69\nFrom: <sip:web@example.com>;tag=w\nTo: <sip:web@example.com>\n\
+             Call-ID: wreg\nCSeq: 1 REGISTER\n\
+             Contact: <{BROWSER_CONTACT}>;+sip.instance=\"<urn:uuid:0001>\";reg-id=1;expires=600\n\
+             Supported: path, outbound, gruu\nContent-Length: 0\n\n"
+        ),
+    );
+    h.remote.clear();
+    h.take();
+    h.recv(
+        ALICE,
+        &format!(
+            "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1\nMax-Forwards: 70\n\
+             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: remote-1\nCSeq: 1 INVITE\n\
+             Contact: <sip:alice@{ALICE}>\nContent-Length: 0\n\n"
+        ),
+    );
+    assert!(
+        h.take()
+            .iter()
+            .all(|(d, m)| d.connection.is_none() && !m.is_request()),
+        "nothing is sent locally over the remote connection"
+    );
+    let (to, d, invite) = h.remote.pop().expect("a remote transmit");
+    assert_eq!(to, holder);
+    assert_eq!(d.connection, Some(remote_conn));
+    assert_eq!(invite.method().map(|m| m.as_str()), Some("INVITE"));
+    let rr = record_routes(&invite).join(",");
+    let token = FlowToken {
+        connection: remote_conn,
+        remote: addr(BROWSER),
+    }
+    .encode(&test_flow_key());
+    assert!(rr.contains(&token), "{rr}");
+
+    h.core.handle_flow_unreachable(h.now, remote_conn);
+    h.pump();
+    let codes: Vec<u16> = h
+        .take()
+        .iter()
+        .filter_map(|(_, m)| m.status().map(|s| s.0))
+        .filter(|c| *c >= 200)
+        .collect();
+    assert_eq!(codes, vec![480], "answered at once, not after Timer B");
+}

@@ -17,6 +17,9 @@ use crate::peer::{Listener, Transport};
 pub struct Locality {
     listeners: Vec<Listener>,
     domains: Vec<String>,
+    /// The other cluster members' listeners: they name "us" too (one Record-Route identity
+    /// for the cluster), but we never send from them.
+    peers: Vec<Listener>,
 }
 
 impl Locality {
@@ -25,7 +28,13 @@ impl Locality {
         Self {
             listeners,
             domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            peers: Vec::new(),
         }
+    }
+
+    /// Replaces the other cluster members' listeners (see [`is_self`](Self::is_self)).
+    pub fn set_peers(&mut self, peers: Vec<Listener>) {
+        self.peers = peers;
     }
 
     /// The listeners.
@@ -48,7 +57,8 @@ impl Locality {
 
     /// True when the URI host/port names this node: the host is a listener IP or a local domain,
     /// and the port (default 5060, or 5061 for `sips:`) is a listener's port for a transport
-    /// allowed by `transport` (`None` = any).
+    /// allowed by `transport` (`None` = any). A cluster peer's listener counts as ours (RFC 3261
+    /// §16.4 loose routing through any member: see [`set_peers`](Self::set_peers)).
     pub fn is_self(
         &self,
         host: &str,
@@ -60,7 +70,7 @@ impl Locality {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let ip = bare.parse::<IpAddr>().ok();
         let named = ip.is_none() && self.domains.iter().any(|d| d.eq_ignore_ascii_case(bare));
-        self.listeners.iter().any(|l| {
+        self.listeners.iter().chain(&self.peers).any(|l| {
             l.addr.port() == port
                 && transport.is_none_or(|t| t == l.transport)
                 && (named
@@ -141,6 +151,24 @@ mod tests {
             !l.is_self("127.0.0.1", None, None, true),
             "sips defaults to 5061"
         );
+    }
+
+    #[test]
+    fn cluster_peers_name_us_but_are_never_sent_from() {
+        let mut l = locality();
+        let peer = Listener {
+            transport: Transport::Tcp,
+            addr: "127.0.0.12:5062".parse().unwrap(),
+        };
+        assert!(!l.is_self("127.0.0.12", Some(5062), Some(Transport::Tcp), false));
+        l.set_peers(vec![peer]);
+        assert!(l.is_self("127.0.0.12", Some(5062), Some(Transport::Tcp), false));
+        assert!(!l.is_self("127.0.0.12", Some(5062), Some(Transport::Udp), false));
+        assert!(!l.is_local_domain("127.0.0.13"));
+        let out = l
+            .outbound_listener(Transport::Tcp, "127.0.0.12".parse().unwrap(), None)
+            .unwrap();
+        assert_eq!(out.addr.port(), 5060);
     }
 
     #[test]

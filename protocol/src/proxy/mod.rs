@@ -29,6 +29,7 @@ mod ack;
 mod addressing;
 mod arena;
 mod cancel;
+mod cluster;
 mod config;
 mod core;
 #[cfg(test)]
@@ -49,6 +50,7 @@ mod tests;
 mod timers;
 mod wire;
 
+pub use self::cluster::Incarnation;
 pub use self::config::{CoreConfig, DEFAULT_MAX_FORWARDS, TIMER_C};
 pub use self::core::{Core, Output, StoreFailure};
 pub use self::dialogs::DIALOG_HOLD;

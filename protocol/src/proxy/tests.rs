@@ -31,6 +31,8 @@ pub(super) struct Harness {
     pub(super) wall: SystemTime,
     pub(super) bindings: Vec<(crate::registrar::Aor, Vec<Binding>)>,
     pub(super) sent: Vec<(Destination, Message)>,
+    /// Messages for connections held by other cluster nodes, with their holder.
+    pub(super) remote: Vec<(super::Incarnation, Destination, Message)>,
     pub(super) store_down: bool,
     /// Lookups of AORs with no binding answer [`StoreFailure::FlowsClosed`].
     pub(super) flows_closed: bool,
@@ -51,6 +53,11 @@ pub(super) fn test_flow_key() -> super::FlowTokenKey {
 
 impl Harness {
     pub(super) fn new() -> Self {
+        Self::clustered(super::Incarnation::default())
+    }
+
+    /// A harness whose core is the cluster process `incarnation`.
+    pub(super) fn clustered(incarnation: super::Incarnation) -> Self {
         let cfg = CoreConfig {
             listeners: vec![
                 Listener {
@@ -72,6 +79,7 @@ impl Harness {
             shard: 3,
             rng_seed: 42,
             flow_token_key: test_flow_key(),
+            incarnation,
         };
         let now = Instant::now();
         Self {
@@ -80,6 +88,7 @@ impl Harness {
             wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
             bindings: Vec::new(),
             sent: Vec::new(),
+            remote: Vec::new(),
             store_down: false,
             flows_closed: false,
             hosts: Vec::new(),
@@ -115,6 +124,10 @@ impl Harness {
                 Output::Transmit(t) => {
                     let m = Message::parse(t.payload.clone()).expect("core output parses");
                     self.sent.push((t.destination, m));
+                }
+                Output::RemoteTransmit { holder, transmit } => {
+                    let m = Message::parse(transmit.payload.clone()).expect("core output parses");
+                    self.remote.push((holder, transmit.destination, m));
                 }
                 Output::Register { token, request } => {
                     let result = if self.store_down {
@@ -694,6 +707,7 @@ fn relayed_requests_to_host_names_are_resolved_first() {
             shard: 3,
             rng_seed: 42,
             flow_token_key: test_flow_key(),
+            incarnation: super::Incarnation::default(),
         },
         h.now,
     );
@@ -751,6 +765,7 @@ fn sips_requests_need_tls_on_both_sides() {
             shard: 3,
             rng_seed: 42,
             flow_token_key: test_flow_key(),
+            incarnation: super::Incarnation::default(),
         },
         h.now,
     );

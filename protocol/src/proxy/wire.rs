@@ -86,9 +86,15 @@ fn record_route_value(l: &Listener, flow: Option<FlowToken>, key: &FlowTokenKey)
 }
 
 /// The flow token a Record-Route value facing a peer on `transport` carries: only for peers
-/// that cannot be dialed back (WebSocket; TLS, whose certificate we could not verify).
+/// that cannot be dialed back (WebSocket; TLS, whose certificate we could not verify), and in
+/// a cluster for TCP too: an in-dialog request may enter at a node other than the one holding
+/// the connection, and only the token tells it which connection (and node) that is.
 fn flow_for_record_route(transport: Transport, token: Option<FlowToken>) -> Option<FlowToken> {
-    token.filter(|_| matches!(transport, Transport::Ws | Transport::Wss | Transport::Tls))
+    token.filter(|t| match transport {
+        Transport::Ws | Transport::Wss | Transport::Tls => true,
+        Transport::Tcp => super::Incarnation::of(t.connection).is_clustered(),
+        Transport::Udp | Transport::Sctp => false,
+    })
 }
 
 fn push_hostport(v: &mut String, addr: std::net::SocketAddr) {

@@ -1,0 +1,143 @@
+//! A real cluster for the `cluster*` tests: one `redis-server` and `sipmesh` processes on
+//! 127.0.0.11.. , observed through each node's `GET /cluster`.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sipmesh_test_support::{NodeOptions, RedisServer, SipmeshNode, Target, TestDir};
+
+/// The binary under test.
+pub(crate) const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+
+/// The SIP domain every member serves.
+pub(crate) const DOMAIN: &str = "cluster.example.com";
+
+/// The failure detector's promise.
+pub(crate) const DETECTION_LIMIT: Duration = Duration::from_secs(3);
+
+/// A running cluster; everything is killed on drop.
+pub(crate) struct Cluster {
+    pub(crate) nodes: Vec<SipmeshNode>,
+    _dirs: Vec<TestDir>,
+    pub(crate) redis: RedisServer,
+}
+
+impl Cluster {
+    /// Starts Redis and `n` nodes `node1..noden` on 127.0.0.11.. ; every node but the first
+    /// is seeded with the first only, so the full mesh has to be learned.
+    pub(crate) fn start(test: &str, n: u8) -> Self {
+        Self::start_with(test, n, &[])
+    }
+
+    /// Like [`Self::start`], with `args` added to every node's command line.
+    pub(crate) fn start_with(test: &str, n: u8, args: &[String]) -> Self {
+        Self::start_each(test, n, |_, _| args.to_vec())
+    }
+
+    /// Like [`Self::start`], with `args(i, ip)` added to node `i`'s (0-based) command line.
+    pub(crate) fn start_each(
+        test: &str,
+        n: u8,
+        args: impl Fn(usize, IpAddr) -> Vec<String>,
+    ) -> Self {
+        let redis = RedisServer::start();
+        let mut options: Vec<NodeOptions> = Vec::new();
+        for i in 0..n {
+            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i));
+            let seeds = options
+                .first()
+                .and_then(NodeOptions::cluster_addr)
+                .into_iter()
+                .collect();
+            let mut o = NodeOptions::on(ip)
+                .with_test_hooks()
+                .with_cluster(&format!("node{}", i + 1), seeds);
+            o.log_filter = "info,sipmesh_cluster=debug".to_owned();
+            o.domains.push(DOMAIN.to_owned());
+            o.extra_args.extend(["--redis".to_owned(), redis.url()]);
+            o.extra_args.extend(args(usize::from(i), ip));
+            options.push(o);
+        }
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, o) in options.into_iter().enumerate() {
+            let dir = TestDir::new(&format!("{test}-node{}", i + 1))
+                .unwrap_or_else(|e| panic!("test dir: {e}"));
+            let node = SipmeshNode::start(SIPMESH.as_ref(), Target::Sipmesh, &dir, o)
+                .unwrap_or_else(|e| panic!("starting node{}: {e}", i + 1));
+            nodes.push(node);
+            dirs.push(dir);
+        }
+        Self {
+            nodes,
+            _dirs: dirs,
+            redis,
+        }
+    }
+
+    /// `GET /cluster` of node `i` (0-based); `None` while it does not answer.
+    pub(crate) fn view(&self, i: usize) -> Option<Value> {
+        let (code, body) = self.nodes[i].admin("GET", "/cluster").ok()?;
+        assert_eq!(code, 200, "GET /cluster: {body}");
+        Some(serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+    }
+
+    /// Polls every 50 ms until `ok` holds or `limit` passes; panics with every node's log.
+    pub(crate) fn wait(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut ok: impl FnMut(&Self) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        while !ok(self) {
+            if start.elapsed() > limit {
+                let views: Vec<String> = (0..self.nodes.len())
+                    .map(|i| format!("node{}: {:?}", i + 1, self.view(i)))
+                    .collect();
+                let logs: Vec<String> = self.nodes.iter().map(SipmeshNode::log_tail).collect();
+                panic!(
+                    "timed out after {limit:?} waiting for {what}\n{}\n\n{}",
+                    views.join("\n"),
+                    logs.join("\n-----\n")
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        start.elapsed()
+    }
+}
+
+/// The entry for member `id` in a view.
+pub(crate) fn member<'a>(view: &'a Value, id: &str) -> Option<&'a Value> {
+    view["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+pub(crate) fn state(view: &Value, id: &str) -> Option<String> {
+    member(view, id).and_then(|m| m["state"].as_str().map(str::to_owned))
+}
+
+pub(crate) fn epoch(view: &Value, id: &str) -> Option<u64> {
+    member(view, id).and_then(|m| m["epoch"].as_u64())
+}
+
+/// Every node answers and sees all `ids` live; peers have a ractor_cluster session and their
+/// service routers are visible through the process groups.
+pub(crate) fn all_live(c: &Cluster, ids: &[&str]) -> bool {
+    (0..c.nodes.len()).all(|i| {
+        c.view(i).is_some_and(|v| {
+            ids.iter().all(|id| {
+                state(&v, id).as_deref() == Some("live")
+                    && member(&v, id)
+                        .is_some_and(|m| m["is_self"] == true || m["connected"] == true)
+            }) && v["live"].as_array().map(Vec::len) == Some(ids.len())
+                && v["routers"][0]["remote"].as_u64() == Some(ids.len() as u64 - 1)
+        })
+    })
+}
+
+pub(crate) const IDS: [&str; 3] = ["node1", "node2", "node3"];
