@@ -20,7 +20,12 @@
 //! load the script and retry (the redis crate's `Script::invoke_async`, and the location store's
 //! batcher).
 //!
-//! Redis Cluster is refused (docs/REDIS.md, "Redis Cluster").
+//! - **Cluster** (`redis+cluster://…`): the redis crate's async [`ClusterConnection`], which
+//!   learns the slot map from the seed nodes, routes every command by the hash slot of its first
+//!   key (keyless commands go to any master), follows `MOVED`/`ASK` and refreshes the map by
+//!   itself. A pipeline must stay within one slot ([`RedisEndpoint::is_cluster`] tells the
+//!   stores to send commands one by one instead); `SCRIPT LOAD` goes to every master. The stores
+//!   switch to their Cluster key layout (docs/REDIS.md, "Redis Cluster").
 
 mod sentinel;
 pub mod url;
@@ -29,9 +34,11 @@ mod wait;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
-pub use url::{EndpointUrl, EndpointUrlError, SentinelUrl};
+pub use url::{ClusterUrl, EndpointUrl, EndpointUrlError, SentinelUrl};
 pub use wait::{DEGRADED_PAUSE, ReplicaWait, ReplicaWaiter};
 
 /// Connection settings of an endpoint.
@@ -77,6 +84,7 @@ pub struct RedisEndpoint {
 enum Inner {
     Single(ConnectionManager),
     Sentinel(sentinel::SentinelLink),
+    Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for RedisEndpoint {
@@ -84,6 +92,7 @@ impl std::fmt::Debug for RedisEndpoint {
         f.write_str(match self.inner {
             Inner::Single(_) => "RedisEndpoint(single)",
             Inner::Sentinel(_) => "RedisEndpoint(sentinel)",
+            Inner::Cluster(_) => "RedisEndpoint(cluster)",
         })
     }
 }
@@ -109,17 +118,50 @@ impl RedisEndpoint {
             EndpointUrl::Sentinel(s) => Inner::Sentinel(
                 sentinel::SentinelLink::spawn(&s, config).map_err(EndpointError::Client)?,
             ),
+            EndpointUrl::Cluster(c) => Inner::Cluster(cluster_connection(&c, config)?),
         };
         Ok(Self { inner })
     }
 
-    /// `"single"` or `"sentinel"`.
+    /// `"single"`, `"sentinel"` or `"cluster"`.
     pub fn kind(&self) -> &'static str {
         match self.inner {
             Inner::Single(_) => "single",
             Inner::Sentinel(_) => "sentinel",
+            Inner::Cluster(_) => "cluster",
         }
     }
+
+    /// Whether this is a Redis Cluster: every script and pipeline must then stay within one
+    /// hash slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner, Inner::Cluster(_))
+    }
+}
+
+/// A lazily connecting cluster connection for `url` (the seeds are contacted in the background,
+/// on the first command).
+fn cluster_connection(
+    url: &ClusterUrl,
+    config: &EndpointConfig,
+) -> Result<ClusterConnection, EndpointError> {
+    let mut builder = ClusterClientBuilder::new(url.node_urls())
+        .connection_timeout(config.timeout)
+        .response_timeout(config.timeout)
+        .retries(2)
+        .min_retry_wait(u64::try_from(sentinel::MIN_DELAY.as_millis()).unwrap_or(50))
+        .max_retry_wait(u64::try_from(sentinel::MAX_DELAY.as_millis()).unwrap_or(400));
+    if let Some(user) = &url.username {
+        builder = builder.username(user);
+    }
+    if let Some(password) = &url.password {
+        builder = builder.password(password);
+    }
+    let client = builder.build().map_err(EndpointError::Client)?;
+    let cluster_config = ClusterConfig::new()
+        .set_connection_timeout(config.timeout)
+        .set_response_timeout(config.timeout);
+    Ok(client.get_pending_async_connection_with_config(cluster_config))
 }
 
 impl ConnectionLike for RedisEndpoint {
@@ -127,6 +169,7 @@ impl ConnectionLike for RedisEndpoint {
         match &mut self.inner {
             Inner::Single(c) => c.req_packed_command(cmd),
             Inner::Sentinel(c) => c.req_packed_command(cmd),
+            Inner::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -139,6 +182,7 @@ impl ConnectionLike for RedisEndpoint {
         match &mut self.inner {
             Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Inner::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -146,6 +190,7 @@ impl ConnectionLike for RedisEndpoint {
         match &self.inner {
             Inner::Single(c) => c.get_db(),
             Inner::Sentinel(c) => c.get_db(),
+            Inner::Cluster(c) => c.get_db(),
         }
     }
 }

@@ -405,10 +405,10 @@ async fn memory_per_binding() {
 }
 
 #[tokio::test]
-async fn cluster_and_malformed_sentinel_urls_are_refused_clearly() {
+async fn malformed_cluster_and_sentinel_urls_are_refused_clearly() {
     for (url, what) in [
-        ("redis+cluster://127.0.0.1:7000", "Cluster"),
-        ("redis://127.0.0.1:7000,127.0.0.1:7001", "Cluster"),
+        ("redis+cluster://127.0.0.1:7000/3", "database 0"),
+        ("redis://127.0.0.1:7000,127.0.0.1:7001", "redis+cluster://"),
         ("redis+sentinel://127.0.0.1:26379", "service name"),
     ] {
         let err = RedisLocationStore::new(&RedisStoreConfig::new(url)).err();
@@ -426,13 +426,17 @@ async fn cluster_and_malformed_sentinel_urls_are_refused_clearly() {
         RedisLocationStore::new(&RedisStoreConfig::new("http://x")),
         Err(RedisStoreError::InvalidUrl(_))
     ));
-    // A well-formed Sentinel URL is accepted (it connects lazily, in the background).
-    assert!(
-        RedisLocationStore::new(&RedisStoreConfig::new(
-            "redis+sentinel://127.0.0.1:1/mymaster"
-        ))
-        .is_ok()
-    );
+    // Well-formed Sentinel and Cluster URLs are accepted (they connect lazily, in the
+    // background).
+    for url in [
+        "redis+sentinel://127.0.0.1:1/mymaster",
+        "redis+cluster://127.0.0.1:1,127.0.0.1:2/",
+    ] {
+        assert!(
+            RedisLocationStore::new(&RedisStoreConfig::new(url)).is_ok(),
+            "{url}"
+        );
+    }
 }
 
 /// Redis stops: every call fails with `Unavailable` within 1 s. Redis returns (empty, as

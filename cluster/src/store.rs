@@ -3,13 +3,20 @@
 //!
 //! Every call is bounded by [`Timing::redis_timeout`](crate::config::Timing::redis_timeout):
 //! the lease task must learn quickly that Redis is gone, so that the node fences itself in time.
+//!
+//! On a Redis Cluster (`redis+cluster://h:p[,h:p…][/]`, the same form the stores accept) the
+//! prefix `P` becomes the hash tag `{P}`: the lease, epoch and registry keys of every node then
+//! share one slot, so `lease.lua` and `members.lua` (which computes lease key names) run
+//! unchanged. `fenced_set` then only works on keys that carry the same tag.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 
 use crate::detector::RegistryEntry;
 use crate::id::{Epoch, NodeId};
@@ -43,10 +50,79 @@ pub enum StoreError {
     BadEntry(String),
 }
 
-/// Cluster keys of one node in one Redis server.
+/// The connection: one server, or a Redis Cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The seed node URLs and credentials of `redis+cluster://[user[:password]@]h:p[,h:p…][/]`
+/// (None: not a Cluster URL). Credentials are taken as written (no percent-decoding).
+fn cluster_seeds(url: &str) -> Option<(Vec<String>, Option<String>, Option<String>)> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("redis+cluster") {
+        return None;
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (user, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+        Some((u, p)) => (
+            (!u.is_empty()).then(|| u.to_owned()),
+            (!p.is_empty()).then(|| p.to_owned()),
+        ),
+        None => (None, None),
+    };
+    let seeds = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            let has_port = h.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']'));
+            if has_port {
+                format!("redis://{h}/")
+            } else {
+                format!("redis://{h}:6379/")
+            }
+        })
+        .collect();
+    Some((seeds, user, password))
+}
+
+/// Cluster keys of one node in one Redis server (or one Redis Cluster).
 #[derive(Clone)]
 pub struct ClusterStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     timeout: Duration,
     lease: Script,
@@ -64,8 +140,38 @@ impl std::fmt::Debug for ClusterStore {
 }
 
 impl ClusterStore {
-    /// A store on `url` with key prefix `prefix`; connects lazily (inside a Tokio runtime).
+    /// A store on `url` with key prefix `prefix` (on a Redis Cluster: `{prefix}`, see the module
+    /// documentation); connects lazily (inside a Tokio runtime).
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
+        let scripts = |conn, prefix: String| Self {
+            conn,
+            prefix,
+            timeout,
+            lease: Script::new(LEASE_LUA),
+            members: Script::new(MEMBERS_LUA),
+            fenced_set: Script::new(&format!("{CHECK_EPOCH_LUA}\n{FENCED_SET_LUA}")),
+        };
+        if let Some((seeds, user, password)) = cluster_seeds(url) {
+            let mut builder = ClusterClientBuilder::new(seeds)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(1)
+                .min_retry_wait(50)
+                .max_retry_wait(400);
+            if let Some(user) = user {
+                builder = builder.username(user);
+            }
+            if let Some(password) = password {
+                builder = builder.password(password);
+            }
+            let client = builder.build().map_err(StoreError::InvalidUrl)?;
+            let conn = client.get_pending_async_connection_with_config(
+                ClusterConfig::new()
+                    .set_connection_timeout(timeout)
+                    .set_response_timeout(timeout),
+            );
+            return Ok(scripts(Conn::Cluster(conn), format!("{{{prefix}}}")));
+        }
         let client = Client::open(url).map_err(StoreError::InvalidUrl)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -75,14 +181,12 @@ impl ClusterStore {
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(StoreError::InvalidUrl)?;
-        Ok(Self {
-            conn,
-            prefix: prefix.to_owned(),
-            timeout,
-            lease: Script::new(LEASE_LUA),
-            members: Script::new(MEMBERS_LUA),
-            fenced_set: Script::new(&format!("{CHECK_EPOCH_LUA}\n{FENCED_SET_LUA}")),
-        })
+        Ok(scripts(Conn::Single(conn), prefix.to_owned()))
+    }
+
+    /// The key prefix in use (`{prefix}` on a Redis Cluster).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The lease key of `node` (`P node:<id>`).
@@ -130,7 +234,7 @@ impl ClusterStore {
             .key(format!("{}members", self.prefix))
             .arg(&self.prefix);
         let mut conn = self.conn.clone();
-        let flat: Vec<redis::Value> = self
+        let flat: Vec<Value> = self
             .bounded(async move { invocation.invoke_async(&mut conn).await })
             .await?;
         flat.chunks(4).map(parse_entry).collect()
@@ -198,8 +302,8 @@ impl ClusterStore {
 }
 
 /// One registry entry from four values: id, address, epoch (`''` when none), PTTL.
-fn parse_entry(chunk: &[redis::Value]) -> Result<RegistryEntry, StoreError> {
-    let text = |v: Option<&redis::Value>| -> Option<String> {
+fn parse_entry(chunk: &[Value]) -> Result<RegistryEntry, StoreError> {
+    let text = |v: Option<&Value>| -> Option<String> {
         v.and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
     };
     let id = text(chunk.first()).unwrap_or_default();
@@ -218,4 +322,26 @@ fn parse_entry(chunk: &[redis::Value]) -> Result<RegistryEntry, StoreError> {
         _ => None,
     };
     Ok(RegistryEntry { node, addr, lease })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_give_seeds_and_credentials() {
+        assert_eq!(cluster_seeds("redis://h:1/"), None);
+        assert_eq!(
+            cluster_seeds("redis+cluster://u:pw@a:7000,b,[::1]:7002/"),
+            Some((
+                vec![
+                    "redis://a:7000/".to_owned(),
+                    "redis://b:6379/".to_owned(),
+                    "redis://[::1]:7002/".to_owned()
+                ],
+                Some("u".to_owned()),
+                Some("pw".to_owned())
+            ))
+        );
+    }
 }

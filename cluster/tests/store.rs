@@ -127,3 +127,58 @@ async fn an_unreachable_redis_is_an_error_within_the_timeout() {
         started.elapsed()
     );
 }
+
+/// The same keys on a real 3-master Redis Cluster (`redis+cluster://`): the prefix becomes the
+/// hash tag `{sipmesh:}`, so lease, epoch and registry share one slot and the scripts run
+/// unchanged; epochs grow, a stale renewal is lost, the registry reads the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_registry_on_a_redis_cluster() {
+    let cluster = sipmesh_test_support::RedisCluster::start("cluster_store_leases", 3);
+    let store =
+        ClusterStore::new(&cluster.url(), "sipmesh:", Duration::from_secs(2)).expect("store");
+    assert_eq!(store.prefix(), "{sipmesh:}");
+    assert_eq!(
+        store.lease_key(&NodeId::new("a").expect("id")),
+        "{sipmesh:}node:a"
+    );
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        let node = NodeId::new(name).expect("id");
+        let reply = store
+            .lease(&node, addr(), TTL, LeaseRequest::Acquire)
+            .await
+            .expect("acquire");
+        assert_eq!(reply, LeaseReply::Acquired(Epoch(1)), "node {i}");
+    }
+    let a = NodeId::new("a").expect("id");
+    let second = store
+        .lease(&a, addr(), TTL, LeaseRequest::Acquire)
+        .await
+        .expect("re-acquire");
+    assert_eq!(second, LeaseReply::Acquired(Epoch(2)));
+    let stale = store
+        .lease(&a, addr(), TTL, LeaseRequest::Renew(Epoch(1)))
+        .await
+        .expect("stale renew");
+    assert_eq!(stale, LeaseReply::Lost);
+    let renewed = store
+        .lease(&a, addr(), TTL, LeaseRequest::Renew(Epoch(2)))
+        .await
+        .expect("renew");
+    assert_eq!(renewed, LeaseReply::Renewed);
+    let registry = store.registry().await.expect("registry");
+    assert_eq!(registry.len(), 3);
+    assert!(registry.iter().all(|e| e.lease.is_some()), "{registry:?}");
+    // A fenced write on a key of the same slot.
+    store
+        .fenced_set(&a, Epoch(2), "{sipmesh:}test:x", "v")
+        .await
+        .expect("fenced write");
+    let refused = store
+        .fenced_set(&a, Epoch(1), "{sipmesh:}test:x", "v0")
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::StaleEpoch)),
+        "{refused:?}"
+    );
+    assert_eq!(cluster.cli(&["GET", "{sipmesh:}test:x"]).trim(), "v");
+}

@@ -425,7 +425,10 @@ fn redis_config(raw: &RawConfig) -> anyhow::Result<Option<RedisStoreConfig>> {
     let Some(url) = raw.redis.as_deref() else {
         return Ok(None);
     };
-    EndpointUrl::parse(url).context("redis")?;
+    let parsed = EndpointUrl::parse(url).context("redis")?;
+    if matches!(parsed, EndpointUrl::Cluster(_)) && raw.redis_wait_replicas.unwrap_or(0) > 0 {
+        bail!("redis_wait_replicas is not supported with a Redis Cluster URL (WAIT is per master)");
+    }
     let mut config = RedisStoreConfig::new(url);
     let timeout = Duration::from_millis(raw.redis_wait_timeout_ms.unwrap_or(100));
     if timeout >= config.timeout {
@@ -613,7 +616,16 @@ mod tests {
             Ok(Err(e)) => format!("{e:#}"),
             other => panic!("{text}: accepted: {other:?}"),
         };
-        assert!(err("redis = \"redis+cluster://h:7000\"").contains("Cluster"));
+        assert!(err("redis = \"redis+cluster://h:7000/1\"").contains("Cluster"));
+        assert!(err("redis = \"redis://a:1,b:2/\"").contains("redis+cluster://"));
+        assert!(
+            err("redis = \"redis+cluster://h:7000\"\nredis_wait_replicas = 1")
+                .contains("redis_wait_replicas")
+        );
+        assert!(matches!(
+            cfg("redis = \"redis+cluster://a:7000,b:7001/\""),
+            Ok(Ok(_))
+        ));
         assert!(err("redis = \"redis+sentinel://h:26379\"").contains("service"));
         assert!(
             err("redis = \"redis://h/\"\nredis_wait_replicas = 1\nredis_wait_timeout_ms = 900")

@@ -12,6 +12,10 @@
 //! first check this node's lease epoch; while fenced they fail at once with
 //! [`UnavailableReason::Fenced`] without a Redis call, and a stale epoch (`STALE_EPOCH`, nothing
 //! written) is reported the same way. Without a fence, save stays one MULTI/EXEC.
+//!
+//! On a Redis Cluster the record key is hash-tagged, `P{<id>}`, and the fence cannot read the
+//! lease key (another slot): it checks a per-record fencing token instead
+//! (`redis/fence_cluster.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +33,10 @@ use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 use super::record;
 use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
 
+/// The fence check of a single server.
+const FENCE_SINGLE_LUA: &str = include_str!("redis/fence_single.lua");
+/// The fence check on a Redis Cluster (a per-record fencing token).
+const FENCE_CLUSTER_LUA: &str = include_str!("redis/fence_cluster.lua");
 /// The fenced save script.
 const FENCED_SAVE_LUA: &str = include_str!("redis/fenced_save.lua");
 /// The fenced remove script.
@@ -49,6 +57,8 @@ pub struct RedisDialogStore {
     fence: Option<Fence>,
     fenced_save: Arc<Script>,
     fenced_remove: Arc<Script>,
+    /// On a Redis Cluster: keys `P{<dialog>}`, fenced with per-record tokens.
+    cluster: bool,
 }
 
 impl std::fmt::Debug for RedisDialogStore {
@@ -65,6 +75,13 @@ impl RedisDialogStore {
     /// prefix `prefix`. Connects lazily; must be called inside a Tokio runtime.
     pub fn new(config: &RedisStoreConfig, prefix: &str) -> Result<Self, RedisStoreError> {
         let conn = config.open_endpoint()?;
+        let cluster = conn.is_cluster();
+        let fence = if cluster {
+            FENCE_CLUSTER_LUA
+        } else {
+            FENCE_SINGLE_LUA
+        };
+        let script = |body: &str| Arc::new(Script::new(&format!("{fence}\n{body}")));
         Ok(Self {
             conn,
             replica_wait: config.replica_wait.map(ReplicaWaiter::new),
@@ -72,8 +89,9 @@ impl RedisDialogStore {
             timeout: config.timeout,
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             fence: None,
-            fenced_save: Arc::new(Script::new(FENCED_SAVE_LUA)),
-            fenced_remove: Arc::new(Script::new(FENCED_REMOVE_LUA)),
+            fenced_save: script(FENCED_SAVE_LUA),
+            fenced_remove: script(FENCED_REMOVE_LUA),
+            cluster,
         })
     }
 
@@ -94,9 +112,24 @@ impl RedisDialogStore {
             .map_err(DialogStoreError::Unavailable)
     }
 
-    /// The key of a dialog record (for tools and tests).
+    /// The key of a dialog record (for tools and tests): `P<id>`, or on a Redis Cluster
+    /// `P{<id>}` (a hash tag, so its fencing token shares its slot).
     pub fn key(&self, id: &DialogId) -> String {
-        format!("{}{}", self.prefix, id.key())
+        if self.cluster {
+            format!("{}{{{}}}", self.prefix, id.key())
+        } else {
+            format!("{}{}", self.prefix, id.key())
+        }
+    }
+
+    /// The second key of a fenced script: the lease key, or on a Cluster this node's fencing
+    /// token of the record, `P{<id>}fence:<lease key>`.
+    fn fence_key(&self, id: &DialogId, fence: &FenceCheck) -> String {
+        if self.cluster {
+            format!("{}fence:{}", self.key(id), fence.lease_key)
+        } else {
+            fence.lease_key.to_string()
+        }
     }
 
     async fn bounded<T>(
@@ -164,7 +197,7 @@ impl DialogStore for RedisDialogStore {
             if let Some(fence) = fence {
                 let mut call = self.fenced_save.prepare_invoke();
                 call.key(&key)
-                    .key(&*fence.lease_key)
+                    .key(self.fence_key(&state.id, &fence))
                     .arg(fence.epoch)
                     .arg(ttl_ms);
                 for (field, value) in &fields {
@@ -218,7 +251,9 @@ impl DialogStore for RedisDialogStore {
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
                 let mut call = self.fenced_remove.prepare_invoke();
-                call.key(&key).key(&*fence.lease_key).arg(fence.epoch);
+                call.key(&key)
+                    .key(self.fence_key(id, &fence))
+                    .arg(fence.epoch);
                 let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
                 return Ok(n > 0);
             }

@@ -33,13 +33,17 @@
 //! while fenced they fail at once with [`UnavailableReason::Fenced`], and a write whose epoch is
 //! no longer the lease's is refused by the script (`STALE_EPOCH`, nothing written) and reported
 //! the same way. The expiry sweep is not fenced: it only deletes what has expired, the same on
-//! any node. Without a fence the scripts get `''` as the epoch and skip the check.
+//! any node. Without a fence the scripts get `''` as the epoch and skip the check. On a Redis
+//! Cluster the lease key is in another slot: the scripts check a per-AOR fencing token instead
+//! (`fence_token_holds` in `common.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
 //!
-//! A single server (`redis://`, `redis+unix://`) and Sentinel (`redis+sentinel://`) are
-//! supported. Redis Cluster is refused ([`EndpointUrlError::ClusterUnsupported`]): the scripts
-//! touch keys they compute (connection index, swept AORs), which Cluster forbids across slots.
+//! A single server (`redis://`, `redis+unix://`) and Sentinel (`redis+sentinel://`) use the
+//! layout above. On a Redis Cluster (`redis+cluster://`) every key a script touches must be in one
+//! hash slot, so the store switches to the Cluster layout of `redis/cluster.rs` (hash-tagged AOR
+//! keys, bucketed indexes updated after the AOR script; the same registrar rules).
 
 mod batch;
+mod cluster;
 mod codec;
 mod msgpack;
 
@@ -70,6 +74,10 @@ const REGISTER_LUA: &str = include_str!("redis/register.lua");
 const SWEEP_LUA: &str = include_str!("redis/sweep.lua");
 /// The connection-removal script.
 const REMOVE_CONNECTION_LUA: &str = include_str!("redis/remove_connection.lua");
+/// The single-server key layout of the register script.
+const LAYOUT_SINGLE_LUA: &str = include_str!("redis/layout_single.lua");
+
+pub use cluster::DEFAULT_BUCKETS;
 
 /// Settings of a [`RedisLocationStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +98,9 @@ pub struct RedisStoreConfig {
     pub max_in_flight: usize,
     /// AORs examined per sweep script run (keeps each run short).
     pub sweep_batch: usize,
+    /// Redis Cluster only: number of buckets the expiry index and the binding counter are
+    /// spread over (each bucket is one hash slot; see docs/REDIS.md, "Redis Cluster").
+    pub cluster_buckets: u32,
     /// Lifetime of a closed-flows marker (`P closed:<AOR>`): the bound on how long an AOR whose
     /// flows closed answers 480 rather than 404. The marker's own value (the removed bindings'
     /// latest expiry) ends it earlier; keep this at least the registrar's `max_expires`.
@@ -111,6 +122,7 @@ impl RedisStoreConfig {
             timeout: Duration::from_millis(500),
             max_in_flight: 4096,
             sweep_batch: 256,
+            cluster_buckets: DEFAULT_BUCKETS,
             flows_closed_ttl: Duration::from_secs(3600),
             replica_wait: None,
         }
@@ -211,6 +223,8 @@ pub struct RedisLocationStore {
     remove_connection_script: Arc<Script>,
     /// Fencing of owner writes (None: a single node, unfenced).
     fence: Option<Fence>,
+    /// The Cluster layout (None: a single server or Sentinel).
+    cluster: Option<Arc<cluster::ClusterLayout>>,
 }
 
 impl std::fmt::Debug for RedisLocationStore {
@@ -240,6 +254,12 @@ impl RedisLocationStore {
     pub fn new(config: &RedisStoreConfig) -> Result<Self, RedisStoreError> {
         let conn = config.open_endpoint()?;
         let script = |body: &str| Arc::new(Script::new(&format!("{COMMON_LUA}\n{body}")));
+        let cluster = conn.is_cluster().then(|| {
+            Arc::new(cluster::ClusterLayout::new(
+                &config.key_prefix,
+                config.cluster_buckets,
+            ))
+        });
         let batch = batch::Batcher::spawn(
             conn.clone(),
             config.max_in_flight.max(1),
@@ -256,7 +276,11 @@ impl RedisLocationStore {
                 .unwrap_or(u64::MAX)
                 .max(1),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            register_script: script(REGISTER_LUA),
+            register_script: match &cluster {
+                Some(layout) => Arc::clone(&layout.register),
+                None => script(&format!("{LAYOUT_SINGLE_LUA}\n{REGISTER_LUA}")),
+            },
+            cluster,
             sweep_script: script(SWEEP_LUA),
             remove_connection_script: script(REMOVE_CONNECTION_LUA),
             fence: None,
@@ -297,6 +321,10 @@ impl RedisLocationStore {
     /// `remove_connection` does for this node's own connections.
     async fn remove_connection_text(&self, text: String) -> Result<usize, StoreError> {
         let fence = self.fence_check()?;
+        if self.cluster.is_some() {
+            let fence = fence.as_ref().map(|f| (&*f.lease_key, f.epoch));
+            return self.cluster_remove_connection(&text, fence).await;
+        }
         let mut conn = self.conn.clone();
         let mut call = self.remove_connection_script.prepare_invoke();
         call.key(&self.keys.expiry).key(&self.keys.count);
@@ -371,7 +399,23 @@ impl RedisLocationStore {
 
     /// The Redis key holding the bindings of `aor` (for tools and tests).
     pub fn aor_key(&self, aor: &Aor) -> Vec<u8> {
-        self.keys.aor(aor)
+        match &self.cluster {
+            Some(layout) => layout.aor_key(aor),
+            None => self.keys.aor(aor),
+        }
+    }
+
+    /// The Redis key of `aor`'s closed-flows marker.
+    fn closed_key(&self, aor: &Aor) -> Vec<u8> {
+        match &self.cluster {
+            Some(layout) => layout.closed_key(aor),
+            None => self.keys.closed(aor),
+        }
+    }
+
+    /// Whether the store uses the Redis Cluster layout.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// Evaluates the Lua port of RFC 3261 §19.1.4 URI equivalence used by the register script
@@ -559,25 +603,42 @@ impl LocationStore for RedisLocationStore {
         let plan = self.plan(&req, policy, now);
         let max_contacts = policy.max_contacts;
         async move {
+            let started = tokio::time::Instant::now();
             let plan = plan?;
             let fence = self.fence_check()?;
             let mut cmd = ::redis::cmd("EVALSHA");
-            cmd.arg(self.register_script.get_hash())
-                .arg(if fence.is_some() { 5 } else { 4 })
-                .arg(self.keys.aor(&req.aor))
-                .arg(&self.keys.expiry)
-                .arg(&self.keys.count)
-                .arg(self.keys.closed(&req.aor));
-            if let Some(fence) = &fence {
-                cmd.arg(&*fence.lease_key);
+            cmd.arg(self.register_script.get_hash());
+            match &self.cluster {
+                None => {
+                    cmd.arg(if fence.is_some() { 5 } else { 4 })
+                        .arg(self.keys.aor(&req.aor))
+                        .arg(&self.keys.expiry)
+                        .arg(&self.keys.count)
+                        .arg(self.keys.closed(&req.aor));
+                    if let Some(fence) = &fence {
+                        cmd.arg(&*fence.lease_key);
+                    }
+                }
+                Some(layout) => {
+                    cmd.arg(if fence.is_some() { 3 } else { 2 })
+                        .arg(layout.aor_key(&req.aor))
+                        .arg(layout.closed_key(&req.aor));
+                    if fence.is_some() {
+                        cmd.arg(layout.fence_key(&req.aor));
+                    }
+                }
             }
             cmd.arg(codec::millis(now))
                 .arg(plan.mode)
                 .arg(req.call_id.as_ref())
                 .arg(req.cseq)
                 .arg(max_contacts)
-                .arg(req.aor.as_bytes())
-                .arg(&self.keys.connection);
+                .arg(req.aor.as_bytes());
+            match (&self.cluster, &fence) {
+                (None, _) => cmd.arg(&self.keys.connection),
+                (Some(_), Some(fence)) => cmd.arg(&*fence.lease_key),
+                (Some(_), None) => cmd.arg(""),
+            };
             match &fence {
                 Some(fence) => cmd.arg(fence.epoch),
                 None => cmd.arg(""),
@@ -587,16 +648,37 @@ impl LocationStore for RedisLocationStore {
                     cmd.arg(item.as_slice());
                 }
             }
-            let reply = self.batched(cmd, Some(&self.register_script), true).await?;
+            let reply = match &self.cluster {
+                None => self.batched(cmd, Some(&self.register_script), true).await?,
+                Some(_) => {
+                    self.bounded(cluster::query_script(
+                        &mut self.conn.clone(),
+                        &cmd,
+                        Some(&self.register_script),
+                    ))
+                    .await?
+                }
+            };
             let Value::Array(reply) = reply else {
                 return Err(bad_reply("register script reply"));
             };
             match reply.as_slice() {
-                [status, changed, value] if bytes_of(status) == Some(b"OK") => {
+                [status, changed, value, effects @ ..] if bytes_of(status) == Some(b"OK") => {
                     let bindings = decode(bytes_of(value).unwrap_or_default().to_vec())?;
+                    let changed = matches!(changed, Value::Int(1));
+                    if changed && self.cluster.is_some() {
+                        // The index updates share the call's time bound with the script.
+                        let left = self.timeout.saturating_sub(started.elapsed());
+                        tokio::time::timeout(
+                            left,
+                            self.cluster_register_followup(&req.aor, effects),
+                        )
+                        .await
+                        .unwrap_or(Err(StoreError::Unavailable(UnavailableReason::Timeout)))?;
+                    }
                     Ok(RegisterOutcome {
                         bindings,
-                        changed: matches!(changed, Value::Int(1)),
+                        changed,
                         response_path: plan.response_path,
                     })
                 }
@@ -616,11 +698,17 @@ impl LocationStore for RedisLocationStore {
         aor: &Aor,
         now: SystemTime,
     ) -> impl Future<Output = Result<Vec<Binding>, StoreError>> + Send {
-        let key = self.keys.aor(aor);
+        let key = self.aor_key(aor);
         async move {
             let mut cmd = ::redis::cmd("GET");
             cmd.arg(key);
-            let mut bindings = match self.batched(cmd, None, false).await? {
+            let reply = if self.cluster.is_some() {
+                let mut conn = self.conn.clone();
+                self.bounded(cmd.query_async::<Value>(&mut conn)).await?
+            } else {
+                self.batched(cmd, None, false).await?
+            };
+            let mut bindings = match reply {
                 Value::Nil => Vec::new(),
                 Value::BulkString(value) => decode(value)?,
                 _ => return Err(bad_reply("lookup reply")),
@@ -639,9 +727,9 @@ impl LocationStore for RedisLocationStore {
         let mut conn = self.conn.clone();
         let mut pipe = ::redis::pipe();
         pipe.cmd("GET")
-            .arg(self.keys.closed(aor))
+            .arg(self.closed_key(aor))
             .cmd("GET")
-            .arg(self.keys.aor(aor));
+            .arg(self.aor_key(aor));
         let (until, value): (Option<Vec<u8>>, Option<Vec<u8>>) =
             self.bounded(pipe.query_async(&mut conn)).await?;
         let Some(until) = until else {
@@ -659,6 +747,9 @@ impl LocationStore for RedisLocationStore {
     }
 
     async fn sweep_expired(&self, now: SystemTime) -> Result<usize, StoreError> {
+        if self.cluster.is_some() {
+            return self.cluster_sweep(codec::millis(now)).await;
+        }
         let mut removed = 0;
         loop {
             let mut conn = self.conn.clone();
@@ -679,6 +770,9 @@ impl LocationStore for RedisLocationStore {
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
+        if self.cluster.is_some() {
+            return self.cluster_stats().await;
+        }
         let mut conn = self.conn.clone();
         let mut pipe = ::redis::pipe();
         pipe.cmd("ZCARD")

@@ -6,11 +6,17 @@
 //!   `service` as named by the listed sentinels (default port 26379). The credentials and the
 //!   database are those of the data nodes (master and replicas); the sentinels are asked without
 //!   credentials. Credentials may be percent-encoded (`%40` for `@`, `%2C` for `,`).
-//! - `redis+cluster://…`, or a plain URL with several comma-separated hosts: Redis Cluster,
-//!   refused with [`EndpointUrlError::ClusterUnsupported`] (docs/REDIS.md says why).
+//! - `redis+cluster://[[user]:password@]host[:port][,host[:port]…][/]`: a Redis Cluster, found
+//!   through any of the listed seed nodes (default port 6379). The credentials are those of the
+//!   cluster nodes; a Cluster has only database 0, so the path may only be empty, `/` or `/0`.
+//! - a plain `redis://` URL with several comma-separated hosts is refused with
+//!   [`EndpointUrlError::SeveralHosts`] (say `redis+cluster://` or `redis+sentinel://`).
 
 /// Default port of a Redis Sentinel.
 pub const SENTINEL_PORT: u16 = 26379;
+
+/// Default port of a Redis Cluster node.
+pub const CLUSTER_PORT: u16 = 6379;
 
 /// A parsed Redis URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -19,6 +25,46 @@ pub enum EndpointUrl {
     Single(String),
     /// A master found through Redis Sentinel.
     Sentinel(SentinelUrl),
+    /// A Redis Cluster.
+    Cluster(ClusterUrl),
+}
+
+/// The parts of a `redis+cluster://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterUrl {
+    /// The seed nodes, tried in order: `(host, port)`.
+    pub nodes: Vec<(String, u16)>,
+    /// ACL user on the cluster nodes.
+    pub username: Option<String>,
+    /// Password on the cluster nodes.
+    pub password: Option<String>,
+}
+
+impl ClusterUrl {
+    /// The seed nodes as `redis://` URLs without credentials (the redis crate's cluster client
+    /// takes the credentials separately).
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(host, port)| {
+                if host.contains(':') {
+                    format!("redis://[{host}]:{port}/")
+                } else {
+                    format!("redis://{host}:{port}/")
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for ClusterUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterUrl")
+            .field("nodes", &self.nodes)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The parts of a `redis+sentinel://` URL.
@@ -54,6 +100,7 @@ impl std::fmt::Debug for EndpointUrl {
             // The URL may carry a password.
             Self::Single(_) => f.write_str("Single(<url>)"),
             Self::Sentinel(s) => f.debug_tuple("Sentinel").field(s).finish(),
+            Self::Cluster(c) => f.debug_tuple("Cluster").field(c).finish(),
         }
     }
 }
@@ -61,12 +108,18 @@ impl std::fmt::Debug for EndpointUrl {
 /// Why a Redis URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointUrlError {
-    /// Redis Cluster is not supported (see docs/REDIS.md, "Redis Cluster").
+    /// A plain `redis://` URL naming several hosts.
     #[error(
-        "Redis Cluster URLs are not supported: the store's scripts span hash slots \
-         (see docs/REDIS.md); give a redis:// or redis+sentinel:// URL"
+        "a redis:// URL names one server: for a Redis Cluster say redis+cluster://h:p,h:p, \
+         for Sentinel redis+sentinel://h:p,h:p/SERVICE"
     )]
-    ClusterUnsupported,
+    SeveralHosts,
+    /// A `redis+cluster://` URL without any host.
+    #[error("redis+cluster:// URL without a node")]
+    MissingClusterNode,
+    /// A `redis+cluster://` URL with a database other than 0 (a Cluster has only database 0).
+    #[error("a Redis Cluster has only database 0, not {0:?}")]
+    ClusterDb(String),
     /// A `redis+sentinel://` URL without a `/service` path.
     #[error("redis+sentinel:// URL without a service name (…/SERVICE[/DB])")]
     MissingService,
@@ -93,7 +146,7 @@ impl EndpointUrl {
         let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
         let scheme = scheme.to_ascii_lowercase();
         if scheme.contains("cluster") {
-            return Err(EndpointUrlError::ClusterUnsupported);
+            return parse_cluster(rest).map(Self::Cluster);
         }
         if scheme.contains("sentinel") {
             return parse_sentinel(rest).map(Self::Sentinel);
@@ -105,19 +158,24 @@ impl EndpointUrl {
             .unwrap_or_default()
             .contains(',')
         {
-            return Err(EndpointUrlError::ClusterUnsupported);
+            return Err(EndpointUrlError::SeveralHosts);
         }
         Ok(Self::Single(url.to_owned()))
     }
 }
 
-fn parse_sentinel(rest: &str) -> Result<SentinelUrl, EndpointUrlError> {
+/// User and password of an optional `user:password` part, percent-decoded.
+type Credentials = (Option<String>, Option<String>);
+
+/// Splits `authority` into its credentials and the host list, and `rest` into authority and
+/// path.
+fn split_authority(rest: &str) -> Result<(Credentials, &str, &str), EndpointUrlError> {
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hosts) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
-    let (username, password) = match userinfo {
+    let credentials = match userinfo {
         None => (None, None),
         Some(u) => {
             let (user, pass) = u.split_once(':').unwrap_or((u, ""));
@@ -129,9 +187,40 @@ fn parse_sentinel(rest: &str) -> Result<SentinelUrl, EndpointUrlError> {
             )
         }
     };
+    Ok((credentials, hosts, path))
+}
+
+fn parse_cluster(rest: &str) -> Result<ClusterUrl, EndpointUrlError> {
+    let ((username, password), hosts, path) = split_authority(rest)?;
+    let mut nodes = Vec::new();
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        nodes.push(host_port(host, CLUSTER_PORT)?);
+    }
+    if nodes.is_empty() {
+        return Err(EndpointUrlError::MissingClusterNode);
+    }
+    let path = path.split('?').next().unwrap_or_default();
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    if let Some(db) = segments.next()
+        && db != "0"
+    {
+        return Err(EndpointUrlError::ClusterDb(db.to_owned()));
+    }
+    if let Some(extra) = segments.next() {
+        return Err(EndpointUrlError::TrailingPath(extra.to_owned()));
+    }
+    Ok(ClusterUrl {
+        nodes,
+        username,
+        password,
+    })
+}
+
+fn parse_sentinel(rest: &str) -> Result<SentinelUrl, EndpointUrlError> {
+    let ((username, password), hosts, path) = split_authority(rest)?;
     let mut sentinels = Vec::new();
     for host in hosts.split(',').filter(|h| !h.is_empty()) {
-        sentinels.push(host_port(host)?);
+        sentinels.push(host_port(host, SENTINEL_PORT)?);
     }
     if sentinels.is_empty() {
         return Err(EndpointUrlError::MissingSentinel);
@@ -162,8 +251,8 @@ fn parse_sentinel(rest: &str) -> Result<SentinelUrl, EndpointUrlError> {
     })
 }
 
-/// `host`, `host:port`, `[v6]` or `[v6]:port`.
-fn host_port(text: &str) -> Result<(String, u16), EndpointUrlError> {
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; `default` when the port is absent.
+fn host_port(text: &str, default: u16) -> Result<(String, u16), EndpointUrlError> {
     let bad = || EndpointUrlError::InvalidPort(text.to_owned());
     let (host, port) = if let Some(v6) = text.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(bad)?;
@@ -175,7 +264,7 @@ fn host_port(text: &str) -> Result<(String, u16), EndpointUrlError> {
         }
     };
     let port = match port {
-        None => SENTINEL_PORT,
+        None => default,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
     };
     Ok((host.to_owned(), port))
@@ -281,13 +370,66 @@ mod tests {
     }
 
     #[test]
-    fn cluster_urls_are_refused() {
-        for url in ["redis+cluster://h:7000", "redis://a:1,b:2/"] {
-            assert_eq!(
-                EndpointUrl::parse(url).err(),
-                Some(EndpointUrlError::ClusterUnsupported),
+    fn several_hosts_in_a_plain_url_are_refused() {
+        assert_eq!(
+            EndpointUrl::parse("redis://a:1,b:2/").err(),
+            Some(EndpointUrlError::SeveralHosts)
+        );
+    }
+
+    #[test]
+    fn cluster_urls_with_seeds_credentials_and_defaults() {
+        let Ok(EndpointUrl::Cluster(c)) =
+            EndpointUrl::parse("redis+cluster://u:p%2Cw@10.0.0.1:7000,h2,[::1]:7002/")
+        else {
+            panic!("not a cluster URL");
+        };
+        assert_eq!(
+            c.nodes,
+            vec![
+                ("10.0.0.1".to_owned(), 7000),
+                ("h2".to_owned(), CLUSTER_PORT),
+                ("::1".to_owned(), 7002),
+            ]
+        );
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.password.as_deref(), Some("p,w"));
+        assert!(!format!("{c:?}").contains("p,w"), "password redacted");
+        assert_eq!(
+            c.node_urls(),
+            [
+                "redis://10.0.0.1:7000/",
+                "redis://h2:6379/",
+                "redis://[::1]:7002/"
+            ]
+        );
+        for url in ["redis+cluster://h:1", "redis+cluster://h:1/0"] {
+            assert!(
+                matches!(EndpointUrl::parse(url), Ok(EndpointUrl::Cluster(_))),
                 "{url}"
             );
+        }
+    }
+
+    #[test]
+    fn bad_cluster_urls_are_refused_with_a_reason() {
+        let cases = [
+            ("redis+cluster:///", EndpointUrlError::MissingClusterNode),
+            (
+                "redis+cluster://h:1/2",
+                EndpointUrlError::ClusterDb("2".to_owned()),
+            ),
+            (
+                "redis+cluster://h:1/0/x",
+                EndpointUrlError::TrailingPath("x".to_owned()),
+            ),
+            (
+                "redis+cluster://h:70000",
+                EndpointUrlError::InvalidPort("h:70000".to_owned()),
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(EndpointUrl::parse(url).err(), Some(want), "{url}");
         }
     }
 }

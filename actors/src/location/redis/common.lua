@@ -213,49 +213,100 @@ local function indexed(conn)
   return conn ~= '' and string.sub(conn, -1) ~= '~'
 end
 
--- Replaces the stored bindings of `aor` (`old` -> `new`), keeping the expiry index, the
--- binding counter and the connection index in step. Returns the encoded new value ('' when
--- the AOR has no binding left), so callers need not encode it again. An AOR that has bindings
--- again is no longer one whose flows closed: its `closed_key` marker goes.
-local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix, closed_key)
-  local value = ''
+-- Writes the AOR value (`old` -> `new`) and nothing else: the keys of the AOR's own hash slot.
+-- Returns the encoded new value ('' when the AOR has no binding left), so callers need not encode
+-- it again. An AOR that has bindings again is no longer one whose flows closed: its `closed_key`
+-- marker goes.
+local function write_aor(aor_key, old, new, closed_key)
   if #new == 0 then
     redis.call('DEL', aor_key)
-    redis.call('ZREM', exp_key, aor)
-  else
-    value = encode_set(new)
-    redis.call('SET', aor_key, value)
-    -- The closed-flows marker exists only while the AOR has no stored binding at all
-    -- (remove_connection sets it when it empties the AOR), so only the first write after that
-    -- needs to delete it: not every refresh.
-    if #old == 0 then redis.call('DEL', closed_key) end
-    local min = new[1][EXP]
-    for i = 2, #new do
-      if new[i][EXP] < min then min = new[i][EXP] end
-    end
-    redis.call('ZADD', exp_key, min, aor)
+    return ''
   end
-  if #new ~= #old then redis.call('INCRBY', count_key, #new - #old) end
-  local still
+  local value = encode_set(new)
+  redis.call('SET', aor_key, value)
+  -- The closed-flows marker exists only while the AOR has no stored binding at all
+  -- (remove_connection sets it when it empties the AOR), so only the first write after that
+  -- needs to delete it: not every refresh.
+  if #old == 0 then redis.call('DEL', closed_key) end
+  return value
+end
+
+-- The earliest expiry of a binding set (0 when empty): the AOR's score in the expiry index.
+local function earliest(set)
+  if #set == 0 then return 0 end
+  local min = set[1][EXP]
+  for i = 2, #set do
+    if set[i][EXP] < min then min = set[i][EXP] end
+  end
+  return min
+end
+
+-- What a rewrite (`old` -> `new`) changes in the indexes, without touching them:
+-- { old earliest expiry, new earliest expiry (0: none), binding count delta,
+--   connections to index (as stored, without the '=' marker), connections to unindex }.
+-- A single server applies it at once (apply_index); a Redis Cluster node returns it, and the
+-- caller applies it on the index keys' own slots (docs/REDIS.md, "Redis Cluster").
+local function index_effects(old, new)
+  local adds, removes, still = {}, {}, {}
   for _, b in ipairs(new) do
     local conn = b[CONN]
-    if indexed(conn) then
-      still = still or {}
-      if not still[conn] then
-        still[conn] = true
-        redis.call('SADD', conn_prefix .. string.sub(conn, 2), aor)
-      end
+    if indexed(conn) and not still[conn] then
+      still[conn] = true
+      adds[#adds + 1] = string.sub(conn, 2)
     end
   end
   for _, b in ipairs(old) do
     local conn = b[CONN]
-    if indexed(conn) and not (still and still[conn]) then
-      still = still or {}
+    if indexed(conn) and not still[conn] then
       still[conn] = true
-      redis.call('SREM', conn_prefix .. string.sub(conn, 2), aor)
+      removes[#removes + 1] = string.sub(conn, 2)
     end
   end
+  return { earliest(old), earliest(new), #new - #old, adds, removes }
+end
+
+-- Applies index_effects `fx` of `aor` on a single server: expiry index, counter, connection sets.
+local function apply_index(aor, fx, exp_key, count_key, conn_prefix)
+  if fx[2] == 0 then
+    redis.call('ZREM', exp_key, aor)
+  else
+    redis.call('ZADD', exp_key, fx[2], aor)
+  end
+  if fx[3] ~= 0 then redis.call('INCRBY', count_key, fx[3]) end
+  for _, conn in ipairs(fx[4]) do redis.call('SADD', conn_prefix .. conn, aor) end
+  for _, conn in ipairs(fx[5]) do redis.call('SREM', conn_prefix .. conn, aor) end
+end
+
+-- Replaces the stored bindings of `aor` (`old` -> `new`) on a single server, keeping the expiry
+-- index, the binding counter and the connection index in step, in the same script. Returns the
+-- encoded new value ('' when the AOR has no binding left).
+local function store_aor(aor_key, aor, old, new, exp_key, count_key, conn_prefix, closed_key)
+  local value = write_aor(aor_key, old, new, closed_key)
+  apply_index(aor, index_effects(old, new), exp_key, count_key, conn_prefix)
   return value
+end
+
+-- The bindings of `old` that are not flows over connection `marker` ('=' .. scope:id), and the
+-- latest expiry among the removed ones (nil when none was removed).
+local function without_flow(old, marker)
+  local kept, until_ms = {}, nil
+  for _, b in ipairs(old) do
+    if b[CONN] ~= marker then
+      kept[#kept + 1] = b
+    elseif until_ms == nil or b[EXP] > until_ms then
+      until_ms = b[EXP]
+    end
+  end
+  return kept, until_ms
+end
+
+-- The bindings of `old` that are still live at `now`.
+local function live_at(old, now)
+  local live = {}
+  for _, b in ipairs(old) do
+    if b[EXP] > now then live[#live + 1] = b end
+  end
+  return live
 end
 
 -- Fencing of owner writes (docs/REDIS.md, "Fenced writes"; crate::fence). A clustered node passes
@@ -265,6 +316,23 @@ end
 local function fence_holds(lease_key, epoch)
   if lease_key == nil then return true end
   return redis.call('GET', lease_key) == epoch
+end
+
+-- Redis Cluster: the lease key lives in another hash slot, so a script cannot read it. Instead
+-- each AOR (or dialog) keeps a fencing token in its own slot, a hash: field = the writer's lease
+-- key (one per node), value = the highest lease epoch that node wrote this AOR with. A write
+-- with a lower epoch than the recorded one is refused (an older incarnation of the same node
+-- writing after a newer one did); otherwise the epoch is recorded. `token_key` nil: unfenced.
+-- The token lives a day past the last fenced write (docs/REDIS.md, "Fenced writes in Cluster").
+local TOKEN_TTL_MS = 86400000
+
+local function fence_token_holds(token_key, field, epoch)
+  if token_key == nil then return true end
+  local seen = redis.call('HGET', token_key, field)
+  if seen and tonumber(seen) > tonumber(epoch) then return false end
+  redis.call('HSET', token_key, field, epoch)
+  redis.call('PEXPIRE', token_key, TOKEN_TTL_MS)
+  return true
 end
 
 local function stale_epoch()

@@ -3,28 +3,25 @@
 -- wildcard form) were done by the caller before this runs; here are the checks that need the
 -- stored state (CSeq order, contact limit) and the update itself.
 --
--- KEYS[1] AOR value, KEYS[2] expiry index, KEYS[3] binding counter, KEYS[4] the AOR's
--- closed-flows marker (deleted when the AOR has bindings again), KEYS[5] (only when fenced) this
--- node's lease key
+-- The KEYS and the key-naming ARGV come from the layout prepended before this body
+-- (layout_single.lua or layout_cluster.lua: AOR_KEY, fence_ok, commit); the rules are the same.
 -- ARGV[1] now (ms), ARGV[2] mode ('Q' query, 'S' wildcard removal, 'L' contact list),
--- ARGV[3] Call-ID, ARGV[4] CSeq, ARGV[5] max contacts, ARGV[6] AOR, ARGV[7] connection-index
--- key prefix, ARGV[8] the fencing epoch ('' when unfenced), ARGV[9..] ITEMS arguments per
--- Contact (expires_at 0 = remove).
--- Returns {'OK', changed (0/1), AOR value after the update} or {'CSEQ'} or {'MAX'}, or the error
--- STALE_EPOCH (nothing written) when KEYS[5] does not hold the epoch ARGV[8].
+-- ARGV[3] Call-ID, ARGV[4] CSeq, ARGV[5] max contacts, ARGV[6] AOR, ARGV[7] layout-specific
+-- (connection-index key prefix; Cluster: fencing token field), ARGV[8] the fencing epoch
+-- ('' when unfenced), ARGV[9..] ITEMS arguments per Contact (expires_at 0 = remove).
+-- Returns {'OK', changed (0/1), AOR value after the update, [Cluster, when changed: the
+-- index_effects items]} or {'CSEQ'} or {'MAX'}, or the error STALE_EPOCH (nothing written)
+-- when the fence does not hold.
 
-if not fence_holds(KEYS[5], ARGV[8]) then return stale_epoch() end
+if not fence_ok() then return stale_epoch() end
 
 local now = tonumber(ARGV[1])
 local mode = ARGV[2]
 local call_id, cseq = ARGV[3], tonumber(ARGV[4])
 local max_contacts = tonumber(ARGV[5])
 
-local old = decode_set(redis.call('GET', KEYS[1]))
-local live = {}
-for _, b in ipairs(old) do
-  if b[EXP] > now then live[#live + 1] = b end
-end
+local old = decode_set(redis.call('GET', AOR_KEY))
+local live = live_at(old, now)
 local changed = #live ~= #old
 
 local function out_of_order()
@@ -69,6 +66,6 @@ elseif mode == 'L' then
 end
 
 if changed then
-  return { 'OK', 1, store_aor(KEYS[1], ARGV[6], old, working, KEYS[2], KEYS[3], ARGV[7], KEYS[4]) }
+  return { 'OK', 1, commit(old, working) }
 end
 return { 'OK', 0, encode_set(working) }

@@ -20,14 +20,7 @@ for _, aor in ipairs(redis.call('SMEMBERS', index)) do
   local key = ARGV[2] .. aor
   local closed_key = ARGV[4] .. aor
   local old = decode_set(redis.call('GET', key))
-  local kept, until_ms = {}, nil
-  for _, b in ipairs(old) do
-    if b[CONN] ~= marker then
-      kept[#kept + 1] = b
-    elseif until_ms == nil or b[EXP] > until_ms then
-      until_ms = b[EXP]
-    end
-  end
+  local kept, until_ms = without_flow(old, marker)
   if #kept ~= #old then
     removed = removed + #old - #kept
     store_aor(key, aor, old, kept, KEYS[1], KEYS[2], ARGV[3], closed_key)

@@ -13,10 +13,7 @@ local removed = 0
 for _, aor in ipairs(due) do
   local key = ARGV[3] .. aor
   local old = decode_set(redis.call('GET', key))
-  local live = {}
-  for _, b in ipairs(old) do
-    if b[EXP] > now then live[#live + 1] = b end
-  end
+  local live = live_at(old, now)
   removed = removed + #old - #live
   -- Always rewrite: this also repairs an index entry that was stale.
   store_aor(key, aor, old, live, KEYS[1], KEYS[2], ARGV[4], ARGV[5] .. aor)

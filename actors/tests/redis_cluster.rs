@@ -1,0 +1,294 @@
+//! The Redis stores against a real Redis Cluster (3 masters started by the test with
+//! `redis-server --cluster-enabled yes` and `redis-cli --cluster create`; missing binaries fail
+//! the test): every registrar case of the single-server tests, the randomised comparison with
+//! the memory store, concurrent REGISTERs for one AOR, keys spread over the masters, and the
+//! dialog store.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sipmesh_actors::dialog::{DialogStore, DialogStoreError, RedisDialogStore};
+use sipmesh_actors::fence::{Fence, FixedEpoch};
+use sipmesh_actors::location::redis::DEFAULT_BUCKETS;
+use sipmesh_actors::location::{
+    LocationStore, RedisLocationStore, RedisStoreConfig, StoreError, UnavailableReason,
+};
+use sipmesh_protocol::dialog::Leg;
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogSnapshot, DialogState};
+use sipmesh_protocol::peer::ConnectionId;
+use sipmesh_protocol::registrar::RegistrarPolicy;
+
+use sipmesh_test_support::RedisCluster;
+use support::location_cases as cases;
+use support::requests::{aor, contact, req, source, t0};
+
+/// Settings with a generous timeout (a shared machine; see `redis_store.rs`) and `prefix`.
+fn config(cluster: &RedisCluster, prefix: &str) -> RedisStoreConfig {
+    RedisStoreConfig {
+        timeout: Duration::from_secs(10),
+        key_prefix: prefix.to_owned(),
+        ..RedisStoreConfig::new(cluster.url())
+    }
+}
+
+async fn store(cluster: &RedisCluster, prefix: &str) -> RedisLocationStore {
+    let store = RedisLocationStore::connect(&config(cluster, prefix))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    assert!(store.is_cluster());
+    store
+}
+
+/// Every shared registrar case (each under its own key prefix, so each starts empty), then the
+/// randomised step-by-step comparison with the memory store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrar_cases_on_a_cluster() {
+    let cluster = RedisCluster::start("registrar_cases_on_a_cluster", 3);
+    macro_rules! run {
+        ($($case:ident),* $(,)?) => {$(
+            cases::$case(&store(&cluster, concat!(stringify!($case), ":")).await).await;
+        )*};
+    }
+    run!(
+        register_lookup_and_error_leaves_state_alone,
+        removing_last_binding_removes_aor,
+        expiry_sweep,
+        refresh_moves_expiry_index,
+        remove_connection_drops_only_its_bindings,
+        wildcard,
+        expiry_bounds,
+        binding_identity,
+        contact_limit,
+        query_and_path,
+        flows_closed_after_remove_connection,
+    );
+    for seed in 0..2 {
+        let s = store(&cluster, &format!("seed{seed}:")).await;
+        cases::same_outcomes_as_memory(&s, seed, 300).await;
+    }
+}
+
+/// 8 tasks × 40 REGISTERs (adds, and removals of every fifth) for one AOR: the final set is
+/// exactly the acknowledged one, and the bucketed counter agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registers_on_a_cluster_end_with_acknowledged_union() {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 40;
+    let cluster = RedisCluster::start(
+        "concurrent_registers_on_a_cluster_end_with_acknowledged_union",
+        3,
+    );
+    let store = Arc::new(store(&cluster, "conc:").await);
+    let alice = aor("alice");
+    let policy = RegistrarPolicy {
+        max_contacts: TASKS * PER_TASK,
+        ..Default::default()
+    };
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (store, alice) = (Arc::clone(&store), alice.clone());
+            tokio::spawn(async move {
+                let mut kept = Vec::new();
+                let call_id = format!("call-{t}");
+                let mut cseq = 0;
+                for i in 0..PER_TASK {
+                    let uri = format!("sip:t{t}-{i}@10.0.0.{t}");
+                    cseq += 1;
+                    let r = req(&alice, &call_id, cseq, vec![contact(uri.clone(), None)]);
+                    if store.register(r, &policy, t0()).await.is_ok() {
+                        kept.push(uri.clone());
+                    }
+                    if i % 5 == 0 {
+                        cseq += 1;
+                        let r = req(&alice, &call_id, cseq, vec![contact(uri.clone(), Some(0))]);
+                        if store.register(r, &policy, t0()).await.is_ok() {
+                            kept.retain(|u| u != &uri);
+                        }
+                    }
+                }
+                kept
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for t in tasks {
+        expected.extend(t.await.unwrap_or_default());
+    }
+    expected.sort();
+    assert_eq!(expected.len(), TASKS * (PER_TASK - PER_TASK / 5));
+    let mut stored: Vec<String> = store
+        .lookup(&alice, t0())
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b.contact).into_owned())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, expected);
+    let stats = store.stats().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((stats.aors, stats.bindings), (1, expected.len()));
+}
+
+/// 300 AORs: their keys land in many slots on every master, the stats sum the buckets, and
+/// the sweep empties every bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_spread_over_the_masters() {
+    const AORS: usize = 300;
+    let cluster = RedisCluster::start("keys_spread_over_the_masters", 3);
+    let store = store(&cluster, "spread:").await;
+    let policy = RegistrarPolicy::default();
+    let mut slots = std::collections::BTreeSet::new();
+    for i in 0..AORS {
+        let who = aor(&format!("user{i}"));
+        let r = req(&who, "c", 1, vec![contact(format!("sip:u{i}@h"), Some(60))]);
+        store
+            .register(r, &policy, t0())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if i % 30 == 0 {
+            let key = String::from_utf8_lossy(&store.aor_key(&who)).into_owned();
+            slots.insert(cluster.keyslot(&key));
+        }
+    }
+    assert!(slots.len() >= 5, "AOR keys in few slots: {slots:?}");
+    let sizes = cluster.dbsizes();
+    println!("DBSIZE per master after {AORS} AORs: {sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n >= (AORS as u64) / 10),
+        "keys not spread over every master: {sizes:?}"
+    );
+    let stats = store.stats().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((stats.aors, stats.bindings), (AORS, AORS));
+    let later = t0() + Duration::from_secs(61);
+    assert_eq!(store.sweep_expired(later).await, Ok(AORS));
+    let stats = store.stats().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((stats.aors, stats.bindings), (0, 0));
+    // Left: only the bucket counters (at 0).
+    assert_eq!(
+        cluster.dbsizes().iter().sum::<u64>(),
+        u64::from(DEFAULT_BUCKETS),
+        "the sweep left keys behind"
+    );
+}
+
+fn dialog_state(call: &str) -> DialogState {
+    let leg = |tag: &str| Leg {
+        uri: format!("sip:{tag}@example.com"),
+        tag: tag.to_owned(),
+        target: Some(format!("sip:{tag}@192.0.2.1:5060")),
+        route_set: vec!["<sip:p1.example.com;lr>".to_owned()],
+        cseq: Some(7),
+        flow: None,
+    };
+    let snapshot = DialogSnapshot {
+        id: DialogId::new(call, "a1", "b1"),
+        caller: leg("a1"),
+        callee: leg("b1"),
+        session_expires: None,
+    };
+    DialogState::from_event(
+        &DialogEvent::Confirmed(Box::new(snapshot)),
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_800_000_000_250),
+        &DialogConfig::default(),
+    )
+    .unwrap()
+}
+
+/// Dialog records on a cluster: save, load, overwrite, remove, for records in several slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialog_store_on_a_cluster() {
+    let cluster = RedisCluster::start("dialog_store_on_a_cluster", 3);
+    let store = RedisDialogStore::new(&config(&cluster, "x:"), "sipmesh:dlg:")
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..20 {
+        let s = dialog_state(&format!("call{i}@host"));
+        assert_eq!(store.load(&s.id).await.unwrap(), None);
+        store.save(&s).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.load(&s.id).await.unwrap(), Some(s.clone()));
+        let mut refreshed = s.clone();
+        refreshed.callee.target = None;
+        store.save(&refreshed).await.unwrap();
+        assert_eq!(store.load(&s.id).await.unwrap(), Some(refreshed));
+        if i % 2 == 0 {
+            assert!(store.remove(&s.id).await.unwrap());
+            assert!(!store.remove(&s.id).await.unwrap());
+            assert_eq!(store.load(&s.id).await.unwrap(), None);
+        }
+    }
+    let sizes = cluster.dbsizes();
+    assert_eq!(sizes.iter().sum::<u64>(), 10, "{sizes:?}");
+    assert!(sizes.iter().filter(|&&n| n > 0).count() >= 2, "{sizes:?}");
+}
+
+/// A fence whose epoch the test sets.
+fn fence_at(epoch: u64) -> Option<Fence> {
+    Some(Fence::new(LEASE_KEY, Arc::new(FixedEpoch(Some(epoch)))))
+}
+
+const LEASE_KEY: &str = "sipmesh:node:a";
+
+/// Fenced writes on a Cluster (per-record fencing tokens, docs/REDIS.md): after node `a` wrote an
+/// AOR and a dialog with epoch 5, its older incarnation (epoch 3) can no longer write, remove or
+/// take a flow of them, and nothing changes; the newer epoch still can. What the token cannot
+/// see: an AOR the newer incarnation has not written yet (the older one may still write it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_writes_on_a_cluster_refuse_an_older_epoch() {
+    let cluster = RedisCluster::start("fenced_writes_on_a_cluster_refuse_an_older_epoch", 3);
+    let fenced = Err(StoreError::Unavailable(UnavailableReason::Fenced));
+    let new = store(&cluster, "f:").await.with_fence(fence_at(5));
+    let old = store(&cluster, "f:").await.with_fence(fence_at(3));
+    let policy = RegistrarPolicy::default();
+    let alice = aor("alice");
+    let mut flow = req(&alice, "c1", 1, vec![contact("sip:a@flow.invalid", None)]);
+    flow.source = source(Some(42));
+    assert!(new.register(flow, &policy, t0()).await.is_ok());
+    let before = cluster.cli(&["GET", &String::from_utf8_lossy(&new.aor_key(&alice))]);
+    let stale = old
+        .register(
+            req(&alice, "c2", 1, vec![contact("sip:a2@h", None)]),
+            &policy,
+            t0(),
+        )
+        .await;
+    assert_eq!(stale.map(|_| ()), fenced);
+    assert_eq!(
+        old.remove_connection(ConnectionId(42)).await,
+        Err(StoreError::Unavailable(UnavailableReason::Fenced))
+    );
+    let after = cluster.cli(&["GET", &String::from_utf8_lossy(&new.aor_key(&alice))]);
+    assert_eq!(before, after, "a stale epoch wrote nothing");
+    // Not yet written by epoch 5: the token does not know it (the documented limit).
+    let carol = req(&aor("carol"), "c3", 1, vec![contact("sip:c@h", None)]);
+    assert!(old.register(carol, &policy, t0()).await.is_ok());
+    // The newer epoch goes on writing.
+    let r = req(&alice, "c1", 2, vec![contact("sip:a3@h", None)]);
+    assert_eq!(
+        new.register(r, &policy, t0())
+            .await
+            .map(|o| o.bindings.len()),
+        Ok(2)
+    );
+    assert_eq!(new.remove_connection(ConnectionId(42)).await, Ok(1));
+
+    let config = config(&cluster, "f:");
+    let dialogs = |epoch| {
+        RedisDialogStore::new(&config, "sipmesh:dlg:")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_fence(fence_at(epoch))
+    };
+    let (new, old) = (dialogs(5), dialogs(3));
+    let s = dialog_state("fenced@host");
+    new.save(&s).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(
+        old.save(&s).await,
+        Err(DialogStoreError::Unavailable(UnavailableReason::Fenced))
+    ));
+    assert!(matches!(
+        old.remove(&s.id).await,
+        Err(DialogStoreError::Unavailable(UnavailableReason::Fenced))
+    ));
+    assert_eq!(new.load(&s.id).await.unwrap(), Some(s.clone()));
+    assert!(new.remove(&s.id).await.unwrap());
+}
