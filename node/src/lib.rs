@@ -12,6 +12,7 @@ pub mod cluster_flows;
 pub mod config;
 pub mod dev_cert;
 pub mod lost_flows;
+pub mod takeover;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -132,6 +133,24 @@ pub async fn run(
         }
         _ => None,
     };
+    let (takeover, owned) = match (&membership, &engine_config.redis, &config.cluster) {
+        (Some(membership), Some(redis), Some(cluster)) => {
+            let store = sipmesh_actors::dialog::RedisDialogStore::new(
+                redis,
+                sipmesh_actors::dialog::redis::DEFAULT_PREFIX,
+            )
+            .map_err(|e| anyhow::anyhow!("dialog store for takeover: {e}"))?
+            .with_fence(engine_config.fence.clone());
+            let (task, owned) = takeover::start(
+                membership.clone(),
+                store,
+                engine.dialogs(),
+                cluster.key_prefix.clone(),
+            );
+            (Some(task), Some(owned))
+        }
+        _ => (None, None),
+    };
     let admin = match config.admin {
         Some(addr) => {
             let listener = admin::bind(addr)
@@ -141,6 +160,7 @@ pub async fn run(
                 listener,
                 engine.admin(),
                 membership.clone(),
+                owned,
                 config.test_hooks,
             )))
         }
@@ -151,7 +171,10 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin, lost_flows].into_iter().flatten() {
+    for task in [reloader, admin, lost_flows, takeover]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     if let Some(flows) = &flows {

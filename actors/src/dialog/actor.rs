@@ -35,6 +35,12 @@ pub enum DialogMsg {
     Timeout(u64),
     /// Read the record from the store now (after a restart) and arm the timer.
     Load,
+    /// Take the dialog over from another node (failover or rebalancing): adopt this record,
+    /// write it under this node's fence (moving it to this node's owner index) and arm the
+    /// timer for the time it had left.
+    Adopt(Box<DialogState>, std::time::Duration),
+    /// Stop without touching the store: another node owns the dialog now.
+    Release,
     /// Test hook: panic now (the supervisor restarts the actor from the store).
     Panic,
 }
@@ -137,6 +143,18 @@ impl Actor for DialogActor {
                 DialogMsg::Load => {
                     ensure_loaded(state).await;
                     arm_timer(&myself, state);
+                }
+                DialogMsg::Adopt(dialog, remaining) => {
+                    state.loaded = true;
+                    if let Err(e) = state.store.save(&dialog).await {
+                        warn!(error = %e, "writing the adopted dialog record failed");
+                    }
+                    state.dialog = Some(*dialog);
+                    arm_timer_after(&myself, state, remaining);
+                }
+                DialogMsg::Release => {
+                    debug!("dialog handed to its new owner");
+                    myself.stop(Some("released".to_owned()));
                 }
                 DialogMsg::Timeout(generation) if generation != state.generation => {}
                 DialogMsg::Timeout(_) => {
@@ -266,14 +284,23 @@ async fn remove(state: &DialogActorState, id: &DialogId) {
 /// Re-arms the single timer for the record's timeout (or the early timeout while the actor
 /// has no record yet).
 fn arm_timer(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState) {
-    state.generation += 1;
-    if let Some(t) = state.timer.take() {
-        t.abort();
-    }
     let after = state
         .dialog
         .as_ref()
         .map_or(state.config.early_timeout, |d| d.timeout);
+    arm_timer_after(myself, state, after);
+}
+
+/// Re-arms the single timer to fire `after` from now.
+fn arm_timer_after(
+    myself: &ActorRef<DialogMsg>,
+    state: &mut DialogActorState,
+    after: std::time::Duration,
+) {
+    state.generation += 1;
+    if let Some(t) = state.timer.take() {
+        t.abort();
+    }
     let generation = state.generation;
     let me = myself.clone();
     state.timer = Some(ractor::concurrency::spawn(async move {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorRef, MessagingErr, SpawnErr};
 use tracing::warn;
 
-use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogMsg, StoredAck};
 use super::store::DialogStore;
@@ -79,6 +79,20 @@ impl ActorMap {
         } else {
             false
         }
+    }
+
+    /// The ids of the live dialog actors.
+    pub fn ids(&self) -> Vec<DialogId> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Number of live dialog actors.
@@ -191,6 +205,36 @@ impl Dialogs {
         }
         warn!(dialog_id = %id, "dialog actor not restarted within the hook's wait");
         Ok(())
+    }
+
+    /// Takes over a stored dialog (failover or rebalancing, see
+    /// [`takeover`](super::takeover)): unless an actor already serves it, one is started with
+    /// `dialog`, writes it under this node's fence and ends it `remaining` from now.
+    /// Idempotent; never blocks.
+    pub fn adopt(&self, dialog: DialogState, remaining: Duration) {
+        if self.map.get(&dialog.id).is_some() {
+            return;
+        }
+        if self
+            .supervisor
+            .cast(SupervisorMsg::Adopt(Box::new(dialog), remaining))
+            .is_err()
+        {
+            warn!("dialog supervisor is gone: adoption dropped");
+        }
+    }
+
+    /// Stops the live actor of `id` without touching its record (its new owner runs it);
+    /// true when there was one.
+    pub fn release(&self, id: &DialogId) -> bool {
+        self.map
+            .get(id)
+            .is_some_and(|a| a.cast(DialogMsg::Release).is_ok())
+    }
+
+    /// The ids of the live dialog actors.
+    pub fn live_ids(&self) -> Vec<DialogId> {
+        self.map.ids()
     }
 
     /// Whether a live actor serves `id` (either orientation).

@@ -20,6 +20,7 @@
 //! - `actor`: [`DialogActor`](actor::DialogActor).
 //! - `store`, `memory`, `redis`, `record`: the store trait, its two implementations
 //!   and the Redis hash layout.
+//! - `takeover`: failover and rebalancing of dialog actors between cluster nodes (issue 5).
 
 pub mod actor;
 pub mod handle;
@@ -28,6 +29,7 @@ pub mod record;
 pub mod redis;
 pub mod store;
 pub mod supervisor;
+pub mod takeover;
 #[cfg(test)]
 mod tests;
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{debug, warn};
 
-use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
+use std::time::Duration;
+
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
 use super::handle::ActorMap;
@@ -24,6 +26,9 @@ pub enum SupervisorMsg {
     /// An event for a dialog with no live actor (as far as the sender saw), with its
     /// acknowledgement.
     Spawn(DialogEvent, Option<StoredAck>),
+    /// Take over a stored dialog (failover, rebalancing) unless an actor already serves it:
+    /// the record and its time left.
+    Adopt(Box<DialogState>, Duration),
 }
 
 // A local-only message: ractor's `cluster` feature (on for the whole workspace, because
@@ -106,6 +111,16 @@ impl Actor for DialogSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SupervisorMsg::Adopt(dialog, remaining) => {
+                // Idempotent: a live actor (an earlier adoption, or one an in-dialog request
+                // created) already serves the dialog.
+                if state.map.get(&dialog.id).is_none() {
+                    let id = dialog.id.clone();
+                    if let Some(actor) = Self::spawn_child(&myself, state, id, Start::Fresh).await {
+                        let _ = actor.cast(DialogMsg::Adopt(dialog, remaining));
+                    }
+                }
+            }
             SupervisorMsg::Spawn(ev, ack) => {
                 // Another Spawn for the same dialog may have been queued before the first
                 // created the actor: deliver to it.

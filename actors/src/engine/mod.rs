@@ -327,6 +327,11 @@ impl Engine {
         self.admin.clone()
     }
 
+    /// The dialog actors of this node (the cluster layer moves them between nodes).
+    pub fn dialogs(&self) -> Dialogs {
+        self.dialogs.clone()
+    }
+
     /// The handle the cluster layer uses for flows held here or elsewhere.
     pub fn flows(&self) -> EngineFlows {
         self.flows.clone()
