@@ -8,7 +8,10 @@
 //! actor for (a dead node's share: actor, timer for the time left, record moved to this node's
 //! index under its fence), and releases the actors of dialogs another node now owns (a
 //! restarted node's share goes back to it; the record stays, so requests in between are served
-//! from Redis). A failed rebalance is retried on the next tick; nothing runs while fenced.
+//! from Redis). A node that adopted anything bumps `sipmesh:dlg:rebalance`; every node
+//! rebalances when that generation changes too, so the node that ran a moved dialog stops its
+//! actor within a tick. A failed rebalance is retried on the next tick; nothing runs while
+//! fenced.
 //!
 //! Every second the node also publishes its number of dialog actors in Redis
 //! (`sipmesh:dlg:owned:<lease key>`, 5 s expiry) and reads its peers', for
@@ -69,6 +72,7 @@ pub fn start(
     };
     let task = tokio::spawn(async move {
         let mut placed: Option<Vec<NodeId>> = None;
+        let mut generation: Option<u64> = None;
         let mut last_count = Instant::now() - COUNT_EVERY;
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -84,12 +88,26 @@ pub fn start(
                 continue;
             }
             let live = membership.live_members();
-            if placed.as_ref() == Some(&live) {
+            let seen = match store.rebalance_generation().await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!(error = %e, "reading the rebalance generation failed");
+                    continue;
+                }
+            };
+            if placed.as_ref() == Some(&live) && generation == Some(seen) {
                 continue;
             }
             let owns = |id: &_| membership.is_owner(&placement_key(id));
             match rebalance(&store, &dialogs, owns).await {
                 Ok(r) => {
+                    generation = Some(seen);
+                    if r.adopted > 0 {
+                        // The nodes that ran these dialogs release them on seeing the bump.
+                        if let Err(e) = store.bump_rebalance().await {
+                            warn!(error = %e, "bumping the rebalance generation failed");
+                        }
+                    }
                     if r.adopted > 0 || r.released > 0 {
                         info!(
                             members = ?live,

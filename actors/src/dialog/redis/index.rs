@@ -6,6 +6,8 @@
 //!   key (its dialog actors' records). A survivor reads a dead node's set to re-create its
 //!   actors; the new owner's first save moves the key to its own set.
 //! - `P owners`: the set of every owner-index key, so a rebalancing node finds all of them.
+//! - `P rebalance`: a counter bumped by every node that adopted dialogs; the others rebalance
+//!   when it changes, so the node that ran a moved dialog stops its actor promptly.
 //! - `P owned:<lease key>`: the number of dialog actors that node runs, published every second
 //!   with a short expiry (a statistic: written unfenced).
 //!
@@ -118,6 +120,26 @@ impl RedisDialogStore {
             self.bounded(cmd.query_async::<i64>(&mut conn)).await?;
         }
         Ok(out)
+    }
+
+    /// The rebalance generation `P rebalance`: bumped by a node that adopted dialogs, so that
+    /// the nodes that ran them before see the change and release theirs (0 when unset).
+    pub async fn rebalance_generation(&self) -> Result<u64, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("GET")
+            .arg(format!("{}rebalance", self.prefix))
+            .clone();
+        let v: Option<u64> = self.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Bumps the rebalance generation (see [`Self::rebalance_generation`]).
+    pub async fn bump_rebalance(&self) -> Result<u64, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("INCR")
+            .arg(format!("{}rebalance", self.prefix))
+            .clone();
+        self.bounded(cmd.query_async(&mut conn)).await
     }
 
     /// Publishes `count`, the dialog actors this node runs, under `P owned:<own lease key>`
