@@ -14,6 +14,7 @@ use sipmesh_protocol::dialog::{
     DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason,
 };
 
+use super::retry::RemovalRetry;
 use super::store::{DialogStore, load_either};
 
 /// Called once the event it came with was applied: `true` when the record is in the store
@@ -69,6 +70,8 @@ pub struct DialogArgs {
     pub store: Arc<dyn DialogStore>,
     /// Timeouts.
     pub config: DialogConfig,
+    /// Where a refused removal goes for a retry.
+    pub retry: RemovalRetry,
 }
 
 /// The actor's state: the record plus handles.
@@ -79,6 +82,7 @@ pub struct DialogActorState {
     loaded: bool,
     store: Arc<dyn DialogStore>,
     config: DialogConfig,
+    retry: RemovalRetry,
     /// Generation of the armed timer; a firing with another number is stale.
     generation: u64,
     timer: Option<JoinHandle<()>>,
@@ -110,6 +114,7 @@ impl Actor for DialogActor {
             loaded: args.start == Start::Fresh,
             store: args.store,
             config: args.config,
+            retry: args.retry,
             generation: 0,
             timer: None,
             span,
@@ -274,7 +279,8 @@ async fn remove(state: &DialogActorState, id: &DialogId) {
             }
             Ok(false) => {}
             Err(e) => {
-                warn!(error = %e, "removing the dialog record failed");
+                warn!(error = %e, "removing the dialog record failed: queued for a retry");
+                state.retry.push(id.clone());
                 return;
             }
         }

@@ -13,6 +13,7 @@ use tracing::warn;
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogMsg, StoredAck};
+use super::retry::RemovalRetry;
 use super::store::DialogStore;
 use super::supervisor::{DialogSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -115,6 +116,8 @@ pub struct Dialogs {
     map: Arc<ActorMap>,
     supervisor: ActorRef<SupervisorMsg>,
     store_kind: &'static str,
+    retry: RemovalRetry,
+    retry_task: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -142,16 +145,21 @@ impl Dialogs {
     ) -> Result<Self, SpawnErr> {
         let map = Arc::new(ActorMap::new());
         let store_kind = store.kind();
+        let retry = RemovalRetry::default();
+        let retry_task = retry.spawn(Arc::clone(&store)).abort_handle();
         let args = SupervisorArgs {
             map: Arc::clone(&map),
             store,
             config,
+            retry: retry.clone(),
         };
         let (supervisor, _join) = Actor::spawn(None, DialogSupervisor, args).await?;
         Ok(Self {
             map,
             supervisor,
             store_kind,
+            retry,
+            retry_task,
         })
     }
 
@@ -252,8 +260,14 @@ impl Dialogs {
         self.store_kind
     }
 
+    /// Removals refused by the store (fenced, unreachable) waiting for their retry.
+    pub fn pending_removals(&self) -> usize {
+        self.retry.len()
+    }
+
     /// Stops the supervisor and, with it, every dialog actor (records stay in the store).
     pub fn stop(&self) {
+        self.retry_task.abort();
         self.supervisor.stop(None);
     }
 }

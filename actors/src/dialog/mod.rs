@@ -20,6 +20,7 @@
 //! - `actor`: [`DialogActor`](actor::DialogActor).
 //! - `store`, `memory`, `redis`, `record`: the store trait, its two implementations
 //!   and the Redis hash layout.
+//! - `retry`: removals refused while fenced, queued and retried.
 //! - `takeover`: failover and rebalancing of dialog actors between cluster nodes (issue 5).
 
 pub mod actor;
@@ -27,6 +28,7 @@ pub mod handle;
 pub mod memory;
 pub mod record;
 pub mod redis;
+pub mod retry;
 pub mod store;
 pub mod supervisor;
 pub mod takeover;

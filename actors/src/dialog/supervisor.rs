@@ -18,6 +18,7 @@ use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState}
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
 use super::handle::ActorMap;
+use super::retry::RemovalRetry;
 use super::store::DialogStore;
 
 /// Messages of the [`DialogSupervisor`].
@@ -44,6 +45,8 @@ pub struct SupervisorArgs {
     pub store: Arc<dyn DialogStore>,
     /// Timeouts.
     pub config: DialogConfig,
+    /// The queue of refused removals.
+    pub retry: RemovalRetry,
 }
 
 /// Supervisor state.
@@ -51,6 +54,7 @@ pub struct SupervisorState {
     map: Arc<ActorMap>,
     store: Arc<dyn DialogStore>,
     config: DialogConfig,
+    retry: RemovalRetry,
     /// Which dialog each child serves (supervision events only name the actor).
     children: HashMap<ActorId, DialogId>,
 }
@@ -71,6 +75,7 @@ impl DialogSupervisor {
             start,
             store: Arc::clone(&state.store),
             config: state.config,
+            retry: state.retry.clone(),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -100,6 +105,7 @@ impl Actor for DialogSupervisor {
             map: args.map,
             store: args.store,
             config: args.config,
+            retry: args.retry,
             children: HashMap::new(),
         })
     }

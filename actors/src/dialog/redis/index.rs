@@ -93,7 +93,7 @@ impl RedisDialogStore {
             for key in chunk {
                 pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
             }
-            let replies: Vec<(HashMap<String, String>, i64)> = {
+            let replies: Vec<FieldsAndTtl> = {
                 let flat: Vec<::redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
                 pair_up(flat)?
             };
@@ -176,10 +176,11 @@ impl RedisDialogStore {
     }
 }
 
+/// A record's fields and its `PTTL`.
+type FieldsAndTtl = (HashMap<String, String>, i64);
+
 /// Reads a flat pipeline reply of (HGETALL, PTTL) pairs.
-fn pair_up(
-    flat: Vec<::redis::Value>,
-) -> Result<Vec<(HashMap<String, String>, i64)>, DialogStoreError> {
+fn pair_up(flat: Vec<::redis::Value>) -> Result<Vec<FieldsAndTtl>, DialogStoreError> {
     let mut out = Vec::with_capacity(flat.len() / 2);
     let mut it = flat.into_iter();
     while let (Some(h), Some(t)) = (it.next(), it.next()) {
