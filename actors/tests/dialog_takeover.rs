@@ -12,8 +12,21 @@ use sipmesh_actors::dialog::{DialogStore, Dialogs, RedisDialogStore};
 use sipmesh_actors::fence::{Fence, FixedEpoch};
 use sipmesh_actors::location::RedisStoreConfig;
 use sipmesh_protocol::dialog::{
-    DialogConfig, DialogEvent, DialogId, DialogSnapshot, DialogState, Leg,
+    DialogConfig, DialogEvent, DialogId, DialogSnapshot, DialogState, EndReason, Leg,
 };
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sipmesh_actors::fence::EpochSource;
+
+/// An epoch source the test switches; 0 is fenced.
+#[derive(Debug, Default)]
+struct TestEpoch(AtomicU64);
+
+impl EpochSource for TestEpoch {
+    fn owner_epoch(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::SeqCst)).filter(|e| *e != 0)
+    }
+}
 use sipmesh_test_support::RedisServer;
 
 const N: usize = 2000;
@@ -129,4 +142,54 @@ async fn a_second_node_adopts_every_dialog_of_the_first_from_its_owner_index() {
     .await;
     assert_eq!(scard(&server, &index_b), N - 1, "records kept");
     on_b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_refused_while_fenced_is_retried_once_the_lease_is_back() {
+    let server = RedisServer::start();
+    let lease = "sipmesh:node:f";
+    server.cli(&["SET", lease, "3"]);
+    let epoch = Arc::new(TestEpoch::default());
+    epoch.0.store(3, Ordering::SeqCst);
+    let config = RedisStoreConfig {
+        timeout: Duration::from_secs(5),
+        ..RedisStoreConfig::new(server.url())
+    };
+    let store = RedisDialogStore::new(&config, "sipmesh:dlg:")
+        .expect("store")
+        .with_fence(Some(Fence::new(lease, epoch.clone())));
+    let index = store.own_index().expect("index");
+    let dialogs = Dialogs::start(Arc::new(store.clone()), DialogConfig::default())
+        .await
+        .expect("dialogs");
+    let d = dialog("fenced@host");
+    let key = store.key(&d.id);
+    dialogs.adopt(d.clone(), Duration::from_secs(600));
+    until("the adopted record indexed", Duration::from_secs(5), || {
+        scard(&server, &index) == 1
+    })
+    .await;
+
+    // Fenced: the BYE's removal is refused and queued; the record stays.
+    epoch.0.store(0, Ordering::SeqCst);
+    dialogs.handle(DialogEvent::Terminated {
+        id: d.id.clone(),
+        reason: EndReason::Bye,
+    });
+    until("the removal queued", Duration::from_secs(5), || {
+        dialogs.pending_removals() == 1
+    })
+    .await;
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "1");
+
+    // The lease is back (a new epoch): the retry removes the record and its index entry.
+    server.cli(&["SET", lease, "4"]);
+    epoch.0.store(4, Ordering::SeqCst);
+    until("the queued removal done", Duration::from_secs(5), || {
+        dialogs.pending_removals() == 0
+    })
+    .await;
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    assert_eq!(scard(&server, &index), 0);
+    dialogs.stop();
 }
