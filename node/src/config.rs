@@ -86,6 +86,9 @@ pub struct Cli {
     /// This node's id in the cluster (default: derived from `--cluster-listen`).
     #[arg(long = "node-id", value_name = "NAME")]
     pub node_id: Option<String>,
+    /// Seconds a member may hold no lease before it is removed from the registry (default 60).
+    #[arg(long = "cluster-prune-after", value_name = "SECONDS")]
+    pub cluster_prune_after: Option<u64>,
     /// Shared secret authenticating cluster members to each other.
     #[arg(long = "cluster-cookie", value_name = "SECRET")]
     pub cluster_cookie: Option<String>,
@@ -207,6 +210,8 @@ pub struct RawCluster {
     pub cookie: Option<String>,
     /// Key prefix of the cluster keys in Redis (default `sipmesh:`).
     pub key_prefix: Option<String>,
+    /// Seconds a member may hold no lease before it leaves the registry (default 60).
+    pub prune_after_s: Option<u64>,
     /// Mutual TLS between members: this node's certificate (all three `tls_*` or none).
     pub tls_cert: Option<PathBuf>,
     /// Its private key.
@@ -297,6 +302,9 @@ impl Cli {
         }
         if self.cluster_cookie.is_some() {
             raw.cluster.cookie = self.cluster_cookie;
+        }
+        if self.cluster_prune_after.is_some() {
+            raw.cluster.prune_after_s = self.cluster_prune_after;
         }
         for (flag, key) in [
             (self.cluster_tls_cert, &mut raw.cluster.tls_cert),
@@ -505,7 +513,10 @@ fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
         (None, None, None) => None,
         _ => bail!("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together"),
     };
-    let timing = Timing::default();
+    let mut timing = Timing::default();
+    if let Some(s) = c.prune_after_s {
+        timing.prune_after = std::time::Duration::from_secs(s);
+    }
     timing.validate()?;
     Ok(Some(ClusterConfig {
         node_id,

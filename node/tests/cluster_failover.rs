@@ -316,3 +316,40 @@ fn index_len(c: &Cluster, id: &str) -> u64 {
     .and_then(|n| n.parse::<u64>().ok())
     .unwrap_or(0)
 }
+
+#[test]
+fn a_member_without_a_lease_for_prune_after_leaves_the_registry_and_the_view() {
+    let mut c = Cluster::start_with(
+        "failover-prune",
+        3,
+        &["--cluster-prune-after".to_owned(), "2".to_owned()],
+    );
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    c.nodes[2].kill();
+    let killed = Instant::now();
+    c.wait(
+        "node3 pruned from both views",
+        Duration::from_secs(10),
+        |c| {
+            (0..2).all(|i| {
+                c.view(i)
+                    .is_some_and(|v| cluster_support::member(&v, "node3").is_none())
+            })
+        },
+    );
+    eprintln!(
+        "measured: SIGKILLed member pruned (prune_after 2 s) {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        redis_cli(&c, &["HEXISTS", "sipmesh:members", "node3"]),
+        ["0"]
+    );
+    // A pruned member that comes back registers again.
+    c.nodes[2]
+        .restart()
+        .unwrap_or_else(|e| panic!("restarting node3: {e}"));
+    c.wait("node3 back", Duration::from_secs(10), |c| all_live(c, &IDS));
+}
