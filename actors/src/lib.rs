@@ -7,6 +7,7 @@ pub mod dialog;
 pub mod engine;
 pub mod fence;
 pub mod location;
+pub mod media;
 pub mod redis_endpoint;
 pub mod registrar;
 pub mod rtpengine;

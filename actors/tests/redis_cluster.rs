@@ -292,3 +292,47 @@ async fn fenced_writes_on_a_cluster_refuse_an_older_epoch() {
     assert_eq!(new.load(&s.id).await.unwrap(), Some(s.clone()));
     assert!(new.remove(&s.id).await.unwrap());
 }
+
+/// One master of three is killed: REGISTERs for AORs in its slots get `Unavailable` within
+/// 1 s (the default 500 ms store timeout), never a hang, and AORs on the other masters keep
+/// registering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_master_fails_its_aors_fast_and_spares_the_others() {
+    let mut cluster = RedisCluster::start("a_dead_master_fails_its_aors_fast", 3);
+    let store = RedisLocationStore::connect(&RedisStoreConfig {
+        key_prefix: "dead:".to_owned(),
+        ..RedisStoreConfig::new(cluster.url())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("connect: {e}"));
+    let policy = RegistrarPolicy::default();
+    let users: Vec<String> = (0..24).map(|i| format!("user{i}")).collect();
+    for u in &users {
+        let r = req(&aor(u), "c", 1, vec![contact(format!("sip:{u}@h"), None)]);
+        store
+            .register(r, &policy, t0())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    cluster.stop_node(0);
+    let (mut ok, mut unavailable) = (0, 0);
+    for u in &users {
+        let r = req(&aor(u), "c", 2, vec![contact(format!("sip:{u}@h"), None)]);
+        let started = std::time::Instant::now();
+        match store.register(r, &policy, t0()).await {
+            Ok(_) => ok += 1,
+            Err(StoreError::Unavailable(_)) => unavailable += 1,
+            Err(e) => panic!("{u}: {e}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{u}: {:?}",
+            started.elapsed()
+        );
+    }
+    println!("one master down: {ok} REGISTERs ok, {unavailable} unavailable");
+    assert!(
+        ok > 0 && unavailable > 0,
+        "ok {ok}, unavailable {unavailable}"
+    );
+}

@@ -22,6 +22,8 @@
 //!   the registry.
 //! - **Routers** ([`router`]): one actor per service per node in process group
 //!   `sipmesh.<service>`.
+//! - **Flows** ([`flow`]): the `transport` service hands a SIP message to the node that holds
+//!   the TCP/TLS/WS connection it must go over, and relays the responses back.
 //!
 //! The decision logic ([`lease::Lease`], [`detector::MemberTable`], [`placement`],
 //! [`heartbeat::Heartbeat`]) is sans-IO and tested with explicit instants; [`Membership`] is
@@ -30,7 +32,7 @@
 //! # Layout
 //!
 //! `id` (NodeId, Epoch), `config` (ClusterConfig, Timing), `placement`, `lease`, `detector`,
-//! `heartbeat`, `store` (Redis keys and Lua), `mesh` (ractor_cluster), `router`, `view`
+//! `heartbeat`, `store` (Redis keys and Lua), `mesh` (ractor_cluster), `router`, `flow`, `view`
 //! (admin JSON), `membership` (the handle), `tasks` (the loops behind it).
 
 pub mod config;

@@ -5,7 +5,8 @@
 //! stays a local actor on its owner, found through placement; the group only answers "which
 //! nodes run service X" and gives a remote-capable address to forward to. ractor_cluster
 //! synchronises the groups across sessions, so a node sees its peers' routers as remote actors.
-//! Request forwarding through them is the next part of the cluster work.
+//! The `transport` service, which carries SIP messages to the node holding a connection, has
+//! its own router ([`crate::flow::FlowRouter`]) in the same naming scheme.
 
 use std::time::{Duration, Instant};
 

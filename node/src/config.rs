@@ -14,10 +14,12 @@ use serde::Deserialize;
 
 use sipmesh_actors::engine::{EngineConfig, ListenSpec, RelayPolicy};
 use sipmesh_actors::location::RedisStoreConfig;
+use sipmesh_actors::media::{InstanceSpec, MediaConfig};
 use sipmesh_actors::redis_endpoint::{EndpointUrl, ReplicaWait};
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
 use sipmesh_cluster::tls::ClusterTlsFiles;
 use sipmesh_cluster::{ClusterConfig, NodeId, Timing};
+use sipmesh_protocol::media::MediaProfiles;
 use sipmesh_protocol::proxy::FlowTokenKey;
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
@@ -102,6 +104,10 @@ pub struct Cli {
     /// PEM CA every member's certificate chains to.
     #[arg(long = "cluster-tls-ca", value_name = "FILE")]
     pub cluster_tls_ca: Option<PathBuf>,
+    /// An rtpengine instance for media relaying, `udp:IP:PORT[=weight]`. Repeatable; without
+    /// any, SDP passes untouched.
+    #[arg(long = "rtpengine", value_name = "udp:IP:PORT[=WEIGHT]")]
+    pub rtpengine: Vec<String>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -193,6 +199,33 @@ pub struct RawConfig {
     /// Cluster settings.
     #[serde(default)]
     pub cluster: RawCluster,
+    /// Media relaying through rtpengine.
+    #[serde(default)]
+    pub media: RawMedia,
+}
+
+/// `[media]` section: rtpengine instances and flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    /// Instances, `"udp:IP:PORT[=weight]"` (the `--rtpengine` values are added).
+    #[serde(default)]
+    pub rtpengine: Vec<String>,
+    /// ng `replace` for every leg (default `["origin", "session-connection"]`).
+    pub replace: Option<Vec<String>>,
+    /// Extra ng `flags` for every leg.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// Calls between two legs of the same kind bypass rtpengine (default false).
+    pub bypass_same_kind: Option<bool>,
+    /// Milliseconds between health pings of each instance (default 500).
+    pub ping_interval_ms: Option<u64>,
+    /// Longest wait for one ng request, in milliseconds (default 1000).
+    pub request_timeout_ms: Option<u64>,
+    /// A call with no media for this many milliseconds is ended (default 60000).
+    pub media_timeout_ms: Option<u64>,
+    /// Milliseconds between media-activity queries of an answered call (default 5000).
+    pub poll_interval_ms: Option<u64>,
 }
 
 /// `[cluster]` section; the node is clustered when `listen` is set.
@@ -297,6 +330,7 @@ impl Cli {
             raw.cluster.listen = self.cluster_listen;
         }
         raw.cluster.seeds.extend(self.cluster_seed);
+        raw.media.rtpengine.extend(self.rtpengine);
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
         }
@@ -383,6 +417,7 @@ impl TryFrom<RawConfig> for NodeConfig {
         let ws = ws_config(&raw)?;
         let redis = redis_config(&raw)?;
         let cluster = cluster_config(&raw)?;
+        let media = media_config(&raw)?;
         Ok(Self {
             cluster,
             tls: tls.clone(),
@@ -422,9 +457,62 @@ impl TryFrom<RawConfig> for NodeConfig {
                 max_aor_actors: raw.registrar.max_aor_actors.unwrap_or(4096),
                 // Set by `run` when clustered (a Redis counter).
                 incarnation: Default::default(),
+                media,
             },
         })
     }
+}
+
+/// The media settings: `None` without any rtpengine instance (SDP passes untouched).
+fn media_config(raw: &RawConfig) -> anyhow::Result<Option<MediaConfig>> {
+    let m = &raw.media;
+    if m.rtpengine.is_empty() {
+        return Ok(None);
+    }
+    let instances = m
+        .rtpengine
+        .iter()
+        .map(|s| InstanceSpec::parse(s).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("rtpengine")?;
+    let defaults = MediaConfig::default();
+    let ms = |v: Option<u64>, d: Duration, name: &str| -> anyhow::Result<Duration> {
+        match v {
+            Some(0) => bail!("media.{name} must be above 0"),
+            Some(n) => Ok(Duration::from_millis(n)),
+            None => Ok(d),
+        }
+    };
+    let mut profiles = MediaProfiles::default();
+    if let Some(r) = &m.replace {
+        profiles.replace.clone_from(r);
+    }
+    profiles.flags.clone_from(&m.flags);
+    profiles.bypass_same_kind = m.bypass_same_kind.unwrap_or(false);
+    Ok(Some(MediaConfig {
+        instances,
+        profiles,
+        ping_interval: ms(
+            m.ping_interval_ms,
+            defaults.ping_interval,
+            "ping_interval_ms",
+        )?,
+        request_timeout: ms(
+            m.request_timeout_ms,
+            defaults.request_timeout,
+            "request_timeout_ms",
+        )?,
+        media_timeout: ms(
+            m.media_timeout_ms,
+            defaults.media_timeout,
+            "media_timeout_ms",
+        )?,
+        poll_interval: ms(
+            m.poll_interval_ms,
+            defaults.poll_interval,
+            "poll_interval_ms",
+        )?,
+    }))
 }
 
 /// The Redis store settings: the URL checked now (a refused form fails at startup, not at the
@@ -515,7 +603,7 @@ fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
     };
     let mut timing = Timing::default();
     if let Some(s) = c.prune_after_s {
-        timing.prune_after = std::time::Duration::from_secs(s);
+        timing.prune_after = Duration::from_secs(s);
     }
     timing.validate()?;
     Ok(Some(ClusterConfig {
@@ -594,6 +682,32 @@ mod tests {
             Transport::Tls
         );
         assert!(parse_listen("udp:127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn media_section_and_rtpengine_flags() {
+        let cfg = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert!(cfg.engine.media.is_none(), "no rtpengine: SDP untouched");
+        let raw: RawConfig = toml::from_str(
+            "[media]\nrtpengine = [\"udp:127.0.0.1:2223=3\", \"127.0.0.2:2223\"]\n\
+             media_timeout_ms = 1500\nbypass_same_kind = true\nflags = [\"trust-address\"]\n",
+        )
+        .unwrap();
+        let media = NodeConfig::try_from(raw).unwrap().engine.media.unwrap();
+        assert_eq!(media.instances.len(), 2);
+        assert_eq!(media.instances[0].weight, 3);
+        assert_eq!(media.instances[1].weight, 1);
+        assert_eq!(media.media_timeout, Duration::from_millis(1500));
+        assert_eq!(media.ping_interval, Duration::from_millis(500));
+        assert!(media.profiles.bypass_same_kind);
+        assert_eq!(media.profiles.flags, vec!["trust-address"]);
+        assert_eq!(media.profiles.replace, vec!["origin", "session-connection"]);
+        let bad: RawConfig = toml::from_str("[media]\nrtpengine = [\"udp:nowhere\"]\n").unwrap();
+        assert!(NodeConfig::try_from(bad).is_err());
+        let zero: RawConfig =
+            toml::from_str("[media]\nrtpengine = [\"udp:127.0.0.1:1\"]\nping_interval_ms = 0\n")
+                .unwrap();
+        assert!(NodeConfig::try_from(zero).is_err());
     }
 
     #[test]

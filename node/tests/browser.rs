@@ -9,7 +9,7 @@
 //!   127.0.0.1, signalling through the node;
 //! * browser to a legacy phone (SIPp over UDP, plain `RTP/AVP`, `-rtp_echo`) and the legacy
 //!   phone to the browser: through the node with `--rtpengine` and a real rtpengine converting
-//!   SAVPF <-> AVP. These wait for the media sessions (issue 6) and are ignored until then.
+//!   SAVPF <-> AVP.
 //!
 //! All media stays on loopback: see `tests/browser/page.js` and README "Browser tests".
 //! A missing `chromium`, `node`, `npm ci` or `rtpengine` fails the test; nothing skips.
@@ -152,7 +152,6 @@ fn start_with_rtpengine(test: &str) -> (Harness, std::net::SocketAddr, Rtpengine
 /// Browser (WSS, SAVPF) calls a legacy phone (SIPp over UDP, RTP/AVP PCMU, RTP echo) through
 /// the node and rtpengine; the browser hangs up.
 #[test]
-#[ignore = "needs media sessions (issue 6), enable when s3-media lands"]
 fn browser_calls_legacy_phone_through_rtpengine() {
     let (harness, wss, rtpengine) = start_with_rtpengine("browser-to-legacy");
     let phone = LegacyPhone::spawn(
@@ -174,8 +173,8 @@ fn browser_calls_legacy_phone_through_rtpengine() {
     .unwrap_or_else(|e| panic!("{e}"));
     let report = run.finish(RUN_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     assert_call(&harness, &report, "web", "outgoing");
-    // When s3-media lands (it adds Rtpengine::assert_no_calls): no leaked rtpengine session.
-    // rtpengine.assert_no_calls(Duration::from_secs(5));
+    // No leaked rtpengine session.
+    rtpengine.assert_no_calls(Duration::from_secs(5));
     if let Err(e) = phone.wait(Duration::from_secs(10)) {
         panic!("legacy phone: {e}\n--- rtpengine ---\n{}", rtpengine.log());
     }
@@ -185,7 +184,6 @@ fn browser_calls_legacy_phone_through_rtpengine() {
 /// A legacy phone (SIPp over UDP, RTP/AVP, RTP echo) calls the browser through the node and
 /// rtpengine; the browser answers and hangs up.
 #[test]
-#[ignore = "needs media sessions (issue 6), enable when s3-media lands"]
 fn legacy_phone_calls_browser_through_rtpengine() {
     let (harness, wss, rtpengine) = start_with_rtpengine("legacy-to-browser");
     let chromium = launch(&harness);
@@ -209,8 +207,8 @@ fn legacy_phone_calls_browser_through_rtpengine() {
     let phone = LegacyPhone::spawn(uac, harness.dir()).unwrap_or_else(|e| panic!("{e}"));
     let report = run.finish(RUN_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     assert_call(&harness, &report, "web", "incoming");
-    // When s3-media lands (it adds Rtpengine::assert_no_calls): no leaked rtpengine session.
-    // rtpengine.assert_no_calls(Duration::from_secs(5));
+    // No leaked rtpengine session.
+    rtpengine.assert_no_calls(Duration::from_secs(5));
     if let Err(e) = phone.wait(Duration::from_secs(10)) {
         panic!("legacy phone: {e}\n--- rtpengine ---\n{}", rtpengine.log());
     }

@@ -28,4 +28,5 @@ pub use header::HeaderName;
 pub use message::{Message, Method, ParseError, StatusCode};
 pub mod dialog;
 pub mod framing;
+pub mod media;
 pub mod ng;

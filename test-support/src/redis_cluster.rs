@@ -38,6 +38,9 @@ impl RedisCluster {
                     &bus,
                     "--cluster-node-timeout",
                     "2000",
+                    // The other masters keep serving their slots while one is down.
+                    "--cluster-require-full-coverage",
+                    "no",
                     "--dir",
                     &data,
                     "--logfile",
@@ -111,6 +114,13 @@ impl RedisCluster {
     /// The masters.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// Kills master `i` (its slots stay unserved: there are no replicas).
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(node) = self.nodes.get_mut(i) {
+            node.stop();
+        }
     }
 
     /// The hash slot of `key` (`CLUSTER KEYSLOT`).

@@ -37,6 +37,17 @@ impl Rtpengine {
         daemon
     }
 
+    /// Like [`Rtpengine::start`], with its own log file name (several daemons in one test).
+    pub fn start_named(dir: &TestDir, ip: IpAddr, name: &str) -> Self {
+        let mut daemon = Self {
+            ng: SocketAddr::new(ip, free_port(ip)),
+            log: dir.file(&format!("{name}.log")),
+            child: None,
+        };
+        daemon.restart();
+        daemon
+    }
+
     /// The ng control address (`--listen-ng`).
     pub fn ng_addr(&self) -> SocketAddr {
         self.ng
@@ -130,6 +141,39 @@ impl Rtpengine {
         matches!(sock.recv(&mut buf), Ok(n) if buf.get(..n) == Some(&b"h1 d6:result4:ponge"[..]))
     }
 
+    /// The Call-IDs rtpengine holds (`list` with a limit of 1000), or `None` when it did not
+    /// answer within `wait`.
+    pub fn list_calls(&self, wait: Duration) -> Option<Vec<String>> {
+        let sock = UdpSocket::bind(SocketAddr::new(self.ng.ip(), 0)).ok()?;
+        sock.set_read_timeout(Some(wait)).ok()?;
+        sock.send_to(b"l1 d7:command4:list5:limiti1000ee", self.ng)
+            .ok()?;
+        let mut buf = vec![0u8; 65_535];
+        let n = sock.recv(&mut buf).ok()?;
+        parse_calls(buf.get(..n)?)
+    }
+
+    /// Polls [`Rtpengine::list_calls`] until rtpengine holds no call, at most `limit`.
+    ///
+    /// # Panics
+    ///
+    /// When calls are still listed at the deadline (a leaked session), with their Call-IDs.
+    pub fn assert_no_calls(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let calls = self.list_calls(Duration::from_millis(500));
+            if calls.as_ref().is_some_and(Vec::is_empty) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rtpengine on {} still holds calls after {limit:?}: {calls:?}",
+                self.ng
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_pong(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -151,8 +195,39 @@ impl Rtpengine {
     }
 }
 
+/// The `calls` list of a `list` reply (`<cookie> d5:callsl<len>:<id>…e…e`).
+fn parse_calls(reply: &[u8]) -> Option<Vec<String>> {
+    const KEY: &[u8] = b"5:callsl";
+    let start = reply.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let mut rest = reply.get(start..)?;
+    let mut calls = Vec::new();
+    while rest.first() != Some(&b'e') {
+        let colon = rest.iter().position(|b| *b == b':')?;
+        let len: usize = std::str::from_utf8(rest.get(..colon)?).ok()?.parse().ok()?;
+        let id = rest.get(colon + 1..colon + 1 + len)?;
+        calls.push(String::from_utf8_lossy(id).into_owned());
+        rest = rest.get(colon + 1 + len..)?;
+    }
+    Some(calls)
+}
+
 impl Drop for Rtpengine {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_calls;
+
+    #[test]
+    fn parses_list_replies() {
+        assert_eq!(parse_calls(b"l1 d5:callsle6:result2:oke"), Some(Vec::new()));
+        assert_eq!(
+            parse_calls(b"l1 d5:callsl3:abc2:xye6:result2:oke"),
+            Some(vec!["abc".to_owned(), "xy".to_owned()])
+        );
+        assert_eq!(parse_calls(b"l1 d6:result5:errore"), None);
     }
 }

@@ -43,6 +43,9 @@ pub enum DialogMsg {
     /// Stop without touching the store: another node owns the dialog now.
     Release,
     /// Test hook: panic now (the supervisor restarts the actor from the store).
+    /// Issue 6: the media session of the dialog (`udp:IP:PORT` of its rtpengine instance),
+    /// recorded so that any node can reach the call's instance.
+    SetMedia(String),
     Panic,
 }
 
@@ -141,6 +144,19 @@ impl Actor for DialogActor {
         let span = state.span.clone();
         async {
             match msg {
+                DialogMsg::SetMedia(media) => {
+                    ensure_loaded(state).await;
+                    if let Some(d) = &mut state.dialog
+                        && d.media_session.as_deref() != Some(media.as_str())
+                    {
+                        d.media_session = Some(media);
+                        if d.phase == DialogPhase::Confirmed
+                            && let Err(e) = state.store.save(d).await
+                        {
+                            warn!(error = %e, "storing the media session failed");
+                        }
+                    }
+                }
                 DialogMsg::Panic => {
                     warn!("test hook: dialog actor panics");
                     panic!("test hook: injected dialog actor panic");

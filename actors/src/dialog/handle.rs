@@ -245,6 +245,13 @@ impl Dialogs {
         self.map.ids()
     }
 
+    /// Records the media session of a live dialog (issue 6); ignored when no actor serves it.
+    pub fn set_media_session(&self, id: &DialogId, media: String) {
+        if let Some(actor) = self.map.get(id) {
+            let _ = actor.cast(DialogMsg::SetMedia(media));
+        }
+    }
+
     /// Whether a live actor serves `id` (either orientation).
     pub fn is_live(&self, id: &DialogId) -> bool {
         self.map.get(id).is_some()

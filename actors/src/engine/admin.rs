@@ -108,6 +108,21 @@ pub struct EngineStatus {
     pub dialogs: usize,
     /// Live AOR actors (AORs with recent activity, not all registered ones).
     pub aor_actors: usize,
+    /// Live media sessions (issue 6), when media is relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_sessions: Option<usize>,
+    /// The rtpengine instances and their health, when media is relayed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rtpengine: Vec<RtpengineStatus>,
+}
+
+/// One rtpengine instance in [`EngineStatus`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RtpengineStatus {
+    /// Its ng address.
+    pub addr: String,
+    /// Whether it answered its last ping.
+    pub healthy: bool,
 }
 
 /// A cloneable view of a running engine for the admin endpoint.
@@ -118,6 +133,7 @@ pub struct EngineAdmin {
     pub(crate) store_stats: StoreStatsFn,
     pub(crate) dialogs: Dialogs,
     pub(crate) registrar: RegistrarHooks,
+    pub(crate) media: Option<crate::media::MediaSessions>,
 }
 
 impl std::fmt::Debug for EngineAdmin {
@@ -146,6 +162,20 @@ impl EngineAdmin {
             store_error: stats.err().map(|e| e.to_string()),
             dialogs: self.dialogs.live(),
             aor_actors: (self.registrar.live)(),
+            media_sessions: self.media.as_ref().map(crate::media::MediaSessions::live),
+            rtpengine: self
+                .media
+                .as_ref()
+                .map(|m| {
+                    m.health()
+                        .into_iter()
+                        .map(|(addr, healthy)| RtpengineStatus {
+                            addr: addr.to_string(),
+                            healthy,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -18,7 +18,7 @@ mod ingress;
 mod remote;
 mod shard;
 
-pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget};
+pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget, RtpengineStatus};
 pub use remote::{EngineFlows, FlowRelay, RelayFuture, RemoteFrame};
 
 use std::net::SocketAddr;
@@ -101,6 +101,8 @@ pub struct EngineConfig {
     /// This process's cluster incarnation (0: not clustered): the high bits of its connection
     /// ids, so other nodes know who holds a flow (see [`Incarnation`], [`EngineFlows`]).
     pub incarnation: Incarnation,
+    /// Media relaying through rtpengine (None, or no instance: SDP passes untouched).
+    pub media: Option<crate::media::MediaConfig>,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -112,6 +114,7 @@ struct ShardSpawn<'a> {
     transport: &'a TransportHandle,
     dialogs: &'a Dialogs,
     flows: &'a Arc<remote::Flows>,
+    media: Option<crate::media::MediaSessions>,
 }
 
 /// What [`ShardSpawn::start`] started.
@@ -160,6 +163,9 @@ impl ShardSpawn<'_> {
                     self.config.registrar,
                     self.dialogs.clone(),
                     self.flows.clone(),
+                    self.media
+                        .clone()
+                        .zip(self.config.media.as_ref().map(|m| m.profiles.clone())),
                 ))
             })
             .collect();
@@ -181,6 +187,9 @@ pub enum EngineError {
     /// The Redis URL is not usable.
     #[error("location store: {0}")]
     Redis(crate::location::RedisStoreError),
+    /// The rtpengine clients could not be opened.
+    #[error("media: {0}")]
+    Media(#[from] crate::rtpengine::NgError),
     /// The dialog supervisor did not start.
     #[error("dialog supervisor: {0}")]
     Dialogs(#[source] ractor::SpawnErr),
@@ -249,9 +258,25 @@ impl Engine {
             ),
             None => Arc::new(MemoryDialogStore::new()),
         };
-        let dialogs = Dialogs::start(dialog_store, config.dialog)
+        let dialogs = Dialogs::start(dialog_store.clone(), config.dialog)
             .await
             .map_err(EngineError::Dialogs)?;
+        let media = match &config.media {
+            Some(m) if !m.instances.is_empty() => {
+                let (sessions, timeouts) =
+                    crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()))
+                        .await?;
+                let ends = MediaEnds {
+                    store: dialog_store.clone(),
+                    dialogs: dialogs.clone(),
+                    transport: transport.clone(),
+                    local: local.clone(),
+                };
+                tokio::spawn(media_timeouts(sessions.clone(), timeouts, ends));
+                Some(sessions)
+            }
+            _ => None,
+        };
         let engine_flows = EngineFlows {
             flows: flows.clone(),
             ingress: ingress.clone(),
@@ -266,6 +291,7 @@ impl Engine {
             config: &config,
             transport: &transport,
             dialogs: &dialogs,
+            media: media.clone(),
         };
         let (store_kind, started) = match &config.redis {
             Some(redis) => {
@@ -308,6 +334,7 @@ impl Engine {
             store_stats,
             dialogs: dialogs.clone(),
             registrar,
+            media,
         };
         Ok(Self {
             transport,
@@ -405,6 +432,68 @@ async fn sweep_expired<S: LocationStore>(store: Arc<S>) {
             Err(e) => tracing::warn!(error = %e, "sweeping expired bindings failed"),
         }
     }
+}
+
+/// Calls whose media stopped (issue 6): a BYE to both ends built from the dialog record, the
+/// dialog ended, the rtpengine session deleted.
+async fn media_timeouts(
+    sessions: crate::media::MediaSessions,
+    mut timeouts: mpsc::UnboundedReceiver<crate::media::TimedOut>,
+    ends: MediaEnds,
+) {
+    use sipmesh_protocol::dialog::{DialogEvent, DialogId, EndReason};
+    use sipmesh_protocol::ng::{CallRef, Request};
+    while let Some(t) = timeouts.recv().await {
+        tracing::info!(call_id = %t.call_id, "media timeout: ending the call");
+        if let (Some(from), Some(to)) = (&t.from_tag, &t.to_tag) {
+            let id = DialogId::new(t.call_id.clone(), from.clone(), to.clone());
+            match crate::dialog::store::load_either(ends.store.as_ref(), &id).await {
+                Ok(Some(dialog)) => {
+                    let local = &ends.local;
+                    let byes = sipmesh_protocol::media::byes_for(
+                        &dialog,
+                        |kind| local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a),
+                        |route| local.iter().any(|(_, a)| route.contains(&a.to_string())),
+                        || format!("z9hG4bKmt{:016x}", rand::random::<u64>()),
+                    );
+                    for bye in byes {
+                        let d = bye.destination;
+                        ends.transport.send(
+                            transport::Destination {
+                                transport: d.transport,
+                                addr: d.addr,
+                                connection: d.connection,
+                                local: d.local,
+                            },
+                            bye.payload,
+                        );
+                    }
+                    ends.dialogs.handle(DialogEvent::Terminated {
+                        id: dialog.id.clone(),
+                        reason: EndReason::Timeout,
+                    });
+                }
+                Ok(None) => tracing::warn!(call_id = %t.call_id, "media timeout: no dialog record"),
+                Err(e) => tracing::warn!(error = %e, "media timeout: dialog record unreadable"),
+            }
+        }
+        sessions.request(
+            Request::Delete(CallRef {
+                call_id: t.call_id,
+                from_tag: None,
+                to_tag: None,
+            }),
+            |_| {},
+        );
+    }
+}
+
+/// What ending a call from the middle needs.
+struct MediaEnds {
+    store: Arc<dyn DialogStore>,
+    dialogs: Dialogs,
+    transport: TransportHandle,
+    local: Vec<(Transport, SocketAddr)>,
 }
 
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {

@@ -16,6 +16,7 @@ use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 
 use crate::dialog::Dialogs;
 use crate::location::LocationStore;
+use crate::media::MediaSessions;
 use crate::registrar::Registrar;
 use crate::transport::{Destination, TransportHandle};
 
@@ -63,9 +64,14 @@ pub(crate) async fn run<S: LocationStore>(
     policy: RegistrarPolicy,
     dialogs: Dialogs,
     flows: std::sync::Arc<super::remote::Flows>,
+    media: Option<(MediaSessions, sipmesh_protocol::media::MediaProfiles)>,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
+    let media = media.map(|(sessions, profiles)| {
+        core.enable_media(profiles);
+        sessions
+    });
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
@@ -119,7 +125,14 @@ pub(crate) async fn run<S: LocationStore>(
             }
         }
         flush(
-            &mut core, &transport, &registrar, policy, &done_tx, &dialogs, &flows,
+            &mut core,
+            &transport,
+            &registrar,
+            policy,
+            &done_tx,
+            &dialogs,
+            &flows,
+            media.as_ref(),
         );
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
@@ -129,7 +142,14 @@ pub(crate) async fn run<S: LocationStore>(
                 apply(&mut core, done);
             }
             flush(
-                &mut core, &transport, &registrar, policy, &done_tx, &dialogs, &flows,
+                &mut core,
+                &transport,
+                &registrar,
+                policy,
+                &done_tx,
+                &dialogs,
+                &flows,
+                media.as_ref(),
             );
         }
     }
@@ -158,6 +178,11 @@ enum StoreDone {
     FlowUnreachable {
         connection: ConnectionId,
     },
+    /// rtpengine's answer to a parked offer/answer.
+    Media {
+        token: u64,
+        result: Result<bytes::Bytes, sipmesh_protocol::proxy::MediaFailure>,
+    },
 }
 
 fn apply(core: &mut Core, done: StoreDone) {
@@ -176,6 +201,9 @@ fn apply(core: &mut Core, done: StoreDone) {
         }
         StoreDone::FlowUnreachable { connection } => {
             core.handle_flow_unreachable(Instant::now(), connection);
+        }
+        StoreDone::Media { token, result } => {
+            core.handle_media_result(Instant::now(), token, result);
         }
     }
 }
@@ -245,16 +273,41 @@ fn flush<S: LocationStore>(
     done: &mpsc::UnboundedSender<StoreDone>,
     dialogs: &Dialogs,
     flows: &super::remote::Flows,
+    media: Option<&MediaSessions>,
 ) {
     while let Some(out) = core.poll_output() {
         match out {
+            // rtpengine work runs on the call's session task; the result comes back as a
+            // `StoreDone::Media`, so a slow or dead instance never stalls this shard.
+            Output::Media { token, request } => {
+                let done = done.clone();
+                let reply = move |result| {
+                    if let Some(token) = token {
+                        let _ = done.send(StoreDone::Media { token, result });
+                    }
+                };
+                match media {
+                    Some(m) => m.request(request, reply),
+                    None => reply(Err(sipmesh_protocol::proxy::MediaFailure::Unavailable)),
+                }
+            }
             // The dialog's actor keeps the record; routing does not wait for it.
             Output::Dialog(ev) => dialogs.handle(ev),
             // A confirmed dialog: its 2xx is held in the core until the record is stored.
             Output::StoreDialog { token, event } => {
                 let done = done.clone();
+                // Issue 6: the call's rtpengine instance goes into the dialog record, once the
+                // record exists, so that any node can reach it.
+                let media_session = media.and_then(|m| {
+                    let id = event.id().clone();
+                    m.instance_of(&id.call_id)
+                        .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
+                });
                 dialogs.handle_acked(event, move |stored| {
                     let _ = done.send(StoreDone::DialogStored { token, stored });
+                    if let Some((id, value, dialogs)) = media_session {
+                        dialogs.set_media_session(&id, value);
+                    }
                 });
             }
             Output::Transmit(t) => {

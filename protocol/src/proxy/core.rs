@@ -81,6 +81,15 @@ pub enum Output {
         /// The confirmed dialog.
         event: DialogEvent,
     },
+    /// Send an ng request to rtpengine (see `proxy/media.rs`). With a token, call
+    /// [`Core::handle_media_result`] with it and the SDP of the reply; without one
+    /// (`delete`), nothing waits for the reply.
+    Media {
+        /// Correlates the result (`None`: fire and forget).
+        token: Option<u64>,
+        /// The ng request.
+        request: crate::ng::Request,
+    },
 }
 
 /// Why a store operation failed.
@@ -247,6 +256,8 @@ pub struct Core {
     pub(super) held: HashMap<u64, super::dialogs::Held>,
     pub(super) outputs: VecDeque<Output>,
     pub(super) draining: bool,
+    /// SDP relaying through rtpengine (see `media.rs`).
+    pub(super) media: super::media::MediaHooks,
 }
 
 impl Core {
@@ -272,6 +283,7 @@ impl Core {
             held: HashMap::new(),
             outputs: VecDeque::new(),
             draining: false,
+            media: super::media::MediaHooks::default(),
         }
     }
 

@@ -255,6 +255,7 @@ impl Core {
     /// here): a failure ends every dialog still early; an in-dialog BYE that got no response
     /// of its own (timeout, unreachable) still ends its dialog.
     pub(super) fn dialog_final(&mut self, ctx_id: u64, code: u16) {
+        self.media_final(ctx_id, code);
         let Some(track) = self.dialog_tracks.get_mut(&ctx_id) else {
             return;
         };

@@ -89,6 +89,9 @@ impl Core {
         plan: ForwardPlan,
         targets: Vec<Target>,
     ) {
+        if self.media_request_gate(server, msg, &plan, &targets) {
+            return;
+        }
         let is_invite = msg.method() == Some(&Method::Invite);
         let ctx_id = self.new_id();
         let mut ctx = ProxyContext {
@@ -258,7 +261,7 @@ impl Core {
         }
     }
 
-    fn branch_response(
+    pub(super) fn branch_response(
         &mut self,
         now: Instant,
         ctx_id: u64,
@@ -266,6 +269,9 @@ impl Core {
         code: u16,
         msg: &Message,
     ) {
+        if self.media_response_gate(now, ctx_id, index, code, msg) {
+            return;
+        }
         let Some(ctx) = self.contexts.get_mut(&ctx_id) else {
             return;
         };

@@ -20,6 +20,10 @@
 //! REGISTER is answered only from that result, so a 200 is never sent for state the store did
 //! not take.
 //!
+//! In a cluster, a destination over a connection held by another node process comes out as
+//! [`Output::RemoteTransmit`] (see [`Incarnation`]); the shell carries it there, and calls
+//! [`Core::handle_flow_unreachable`] when it cannot.
+//!
 //! Dialogs (see [`crate::dialog`]) come out as [`Output::Dialog`] events; the 2xx that confirms
 //! a dialog comes out as [`Output::StoreDialog`] and is held until
 //! [`Core::handle_dialog_stored`] or [`DIALOG_HOLD`]. In-dialog requests are still routed by
@@ -42,6 +46,9 @@ mod forward;
 mod local;
 mod locality;
 mod matching;
+mod media;
+#[cfg(test)]
+mod media_tests;
 mod response_context;
 mod rng;
 mod routing;
@@ -56,6 +63,7 @@ pub use self::core::{Core, Output, StoreFailure};
 pub use self::dialogs::DIALOG_HOLD;
 pub use self::flow::{FlowTokenKey, FlowTokenKeyError, MAC_LEN as FLOW_TOKEN_MAC_LEN};
 pub use self::locality::Locality;
+pub use self::media::MediaFailure;
 pub use self::response_context::{ResponseAction, ResponseContext};
 pub use self::rng::IdGenerator;
 pub use self::timers::TimerQueue;

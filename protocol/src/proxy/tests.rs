@@ -44,6 +44,8 @@ pub(super) struct Harness {
     /// the tokens wait in `unacked`.
     pub(super) ack_dialogs: bool,
     pub(super) unacked: Vec<u64>,
+    /// ng requests the core asked for (`Output::Media`), in order.
+    pub(super) media: Vec<(Option<u64>, crate::ng::Request)>,
 }
 
 /// The flow-token key of every test core.
@@ -95,6 +97,7 @@ impl Harness {
             dialogs: Vec::new(),
             ack_dialogs: true,
             unacked: Vec::new(),
+            media: Vec::new(),
         }
     }
 
@@ -162,6 +165,7 @@ impl Harness {
                     self.core.handle_resolve_result(self.now, token, found);
                 }
                 Output::Dialog(ev) => self.dialogs.push(ev),
+                Output::Media { token, request } => self.media.push((token, request)),
                 Output::StoreDialog { token, event } => {
                     self.dialogs.push(event);
                     if self.ack_dialogs {

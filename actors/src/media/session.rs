@@ -1,0 +1,254 @@
+//! One media session: the task that runs the ng requests of one call, in order, on the
+//! instance the call was placed on, and watches its media once it is answered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sipmesh_protocol::ng::{CallRef, Dict, Request, Response};
+use sipmesh_protocol::proxy::MediaFailure;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, warn};
+
+use super::pool::RtpenginePool;
+use crate::rtpengine::NgError;
+
+/// Where the result of one offer or answer goes. Dropped without an answer (a session task
+/// that panicked, a runtime shutting down) it answers [`MediaFailure::Unavailable`], so a
+/// parked request never waits forever.
+pub(super) struct Reply(Option<ReplyFn>);
+
+/// The callback behind a [`Reply`].
+type ReplyFn = Box<dyn FnOnce(Result<Bytes, MediaFailure>) + Send>;
+
+impl Reply {
+    pub(super) fn new(f: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
+    pub(super) fn none() -> Self {
+        Self(None)
+    }
+
+    pub(super) fn send(mut self, result: Result<Bytes, MediaFailure>) {
+        if let Some(f) = self.0.take() {
+            f(result);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(MediaFailure::Unavailable));
+        }
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
+/// A message to a session task.
+#[derive(Debug)]
+pub(super) struct SessionMsg {
+    pub(super) request: Request,
+    pub(super) reply: Reply,
+}
+
+/// A call whose media stopped, with the tags its offer and answer carried (the dialog's id
+/// when both are known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    /// The call.
+    pub call_id: String,
+    /// The From tag of the first offer (the caller's).
+    pub from_tag: Option<String>,
+    /// The To tag of the first answer (the callee's).
+    pub to_tag: Option<String>,
+}
+
+/// What a session needs besides its queue.
+pub(super) struct SessionArgs {
+    pub(super) call_id: String,
+    /// The instance the call is on; a first offer that fails moves it (see [`serve`]).
+    pub(super) instance: Arc<AtomicUsize>,
+    pub(super) pool: Arc<RtpenginePool>,
+    pub(super) media_timeout: Duration,
+    pub(super) poll_interval: Duration,
+    /// Gets the calls whose media stopped.
+    pub(super) timeouts: mpsc::UnboundedSender<TimedOut>,
+}
+
+/// The session task: requests in arrival order; after a `delete` it ends.
+pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>) {
+    let span = tracing::debug_span!("media", call_id = %args.call_id);
+    serve(args, rx).instrument(span).await;
+}
+
+async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
+    let mut watch: Option<Watch> = None;
+    let (mut from_tag, mut to_tag) = (None, None);
+    loop {
+        let poll_at = watch.as_ref().map(|w| w.next_poll);
+        let msg = tokio::select! {
+            msg = rx.recv() => msg,
+            () = sleep_until(poll_at) => {
+                if let Some(w) = &mut watch
+                    && poll(&args, w).await
+                {
+                    info!(after = ?args.media_timeout, "no media: call timed out");
+                    let _ = args.timeouts.send(TimedOut {
+                        call_id: args.call_id.clone(),
+                        from_tag: from_tag.clone(),
+                        to_tag: to_tag.clone(),
+                    });
+                    watch = None;
+                }
+                continue;
+            }
+        };
+        let Some(SessionMsg { request, reply }) = msg else {
+            return;
+        };
+        let is_delete = matches!(request, Request::Delete(_));
+        let is_answer = matches!(request, Request::Answer(_));
+        let tags = match &request {
+            Request::Offer(r) | Request::Answer(r) => {
+                (r.call.from_tag.clone(), r.call.to_tag.clone())
+            }
+            _ => (None, None),
+        };
+        let fresh = from_tag.is_none();
+        let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
+        let mut result = execute(&args, request).await;
+        // The first offer of a call failed on an instance that did not answer (it is now
+        // marked down): nothing lives there yet, so the call moves to another healthy
+        // instance and the offer is tried once more there.
+        if let (Err(MediaFailure::Unavailable), Some(request)) = (&result, retry)
+            && let Some(next) = args.pool.pick()
+            && next != args.instance.load(Ordering::Relaxed)
+        {
+            info!(rtpengine = %args.pool.get(next).map(|i| i.spec.addr.to_string()).unwrap_or_default(),
+                "first offer failed: call moved to another instance");
+            let old = args.instance.swap(next, Ordering::Relaxed);
+            // The old instance may only be slow: if the offer reaches it later, this delete
+            // follows it (a frozen daemon reads its queued datagrams in order).
+            if let Some(i) = args.pool.get(old).cloned() {
+                let delete = Request::Delete(CallRef {
+                    call_id: args.call_id.clone(),
+                    from_tag: None,
+                    to_tag: None,
+                });
+                tokio::spawn(async move {
+                    let _ = i.client.request(delete).await;
+                });
+            }
+            result = execute(&args, request).await;
+        }
+        if result.is_ok() {
+            from_tag = from_tag.or(tags.0);
+            if is_answer {
+                to_tag = to_tag.or(tags.1);
+            }
+        }
+        if is_answer && result.is_ok() && watch.is_none() {
+            watch = Some(Watch {
+                next_poll: Instant::now() + args.poll_interval,
+                packets: None,
+                last_change: Instant::now(),
+            });
+        }
+        reply.send(result);
+        if is_delete {
+            debug!("media session deleted");
+            return;
+        }
+    }
+}
+
+/// Media watch of an answered call.
+struct Watch {
+    next_poll: Instant,
+    packets: Option<i64>,
+    last_change: Instant,
+}
+
+/// Queries the call; true when its packet count has not moved for the media timeout.
+async fn poll(args: &SessionArgs, w: &mut Watch) -> bool {
+    w.next_poll = Instant::now() + args.poll_interval;
+    let Some(instance) = args.pool.get(args.instance.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    let query = Request::Query(CallRef {
+        call_id: args.call_id.clone(),
+        from_tag: None,
+        to_tag: None,
+    });
+    let packets = match instance.client.request(query).await {
+        Ok(r) => rtp_packets(&r),
+        // rtpengine forgot the call (its own timeout, a restart): no media either.
+        Err(NgError::Refused(_)) => Some(-1),
+        Err(e) => {
+            debug!(error = %e, "media query failed");
+            return false;
+        }
+    };
+    let Some(packets) = packets else {
+        return false;
+    };
+    if w.packets != Some(packets) {
+        w.packets = Some(packets);
+        w.last_change = Instant::now();
+        return false;
+    }
+    w.last_change.elapsed() >= args.media_timeout
+}
+
+/// `totals.RTP.packets` plus `totals.RTCP.packets` of a `query` reply.
+fn rtp_packets(r: &Response) -> Option<i64> {
+    let totals = r.raw.get(&b"totals"[..])?.as_dict()?;
+    let count = |d: &Dict, k: &[u8]| {
+        d.get(k)
+            .and_then(|v| v.as_dict())
+            .and_then(|d| d.get(&b"packets"[..]))
+            .and_then(|v| v.as_int())
+    };
+    Some(count(totals, b"RTP").unwrap_or(0) + count(totals, b"RTCP").unwrap_or(0))
+}
+
+/// Runs one request; offers and answers yield the rewritten SDP.
+async fn execute(args: &SessionArgs, request: Request) -> Result<Bytes, MediaFailure> {
+    let index = args.instance.load(Ordering::Relaxed);
+    let Some(instance) = args.pool.get(index) else {
+        return Err(MediaFailure::Unavailable);
+    };
+    let command = request.command();
+    match instance.client.request(request).await {
+        Ok(r) => r
+            .sdp
+            .ok_or_else(|| MediaFailure::Refused(format!("no SDP in the {command} reply"))),
+        Err(NgError::Refused(reason)) => {
+            warn!(command, %reason, "rtpengine refused");
+            Err(MediaFailure::Refused(reason))
+        }
+        Err(e) => {
+            warn!(command, error = %e, rtpengine = %instance.spec.addr, "rtpengine request failed");
+            if matches!(e, NgError::Timeout(_)) {
+                args.pool.mark_down(index);
+            }
+            Err(MediaFailure::Unavailable)
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,424 @@
+//! Media hooks of the proxy: SDP goes through rtpengine before it is forwarded (issue 6).
+//!
+//! With media enabled ([`Core::enable_media`]), the core does not forward an SDP body as it
+//! came:
+//!
+//! - an INVITE or UPDATE with an SDP offer (RFC 3264 §4, RFC 3311) is parked and comes out as
+//!   [`Output::Media`] with an ng `offer`; [`Core::handle_media_result`] resumes it with
+//!   rtpengine's SDP (body and Content-Length rewritten), or answers it 503 + Retry-After
+//!   (no instance answered) or 500 (rtpengine refused). Other calls never wait for it;
+//! - a 18x or 2xx with an SDP answer to such a request is parked the same way with an ng
+//!   `answer` (the callee's To tag as `to-tag`). A retransmission of a parked response is
+//!   absorbed; one of an answered response reuses the rewritten SDP without asking again. If
+//!   rtpengine fails on the answer the response is forwarded as it came (the callee already
+//!   accepted; failing the call here would leave it half up);
+//! - a BYE, and a final failure (≥300, which includes the 487 after a CANCEL) sent upstream
+//!   for an initial INVITE, come out as an ng `delete` without a token (nothing waits).
+//!
+//! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
+//! [`LegKind`] (its transport; with forking, the first target's), the answer for the
+//! caller's (its transport and the offer's SDP). Late offers (INVITE without SDP, offer in the
+//! 2xx and answer in the ACK) are not relayed yet.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use crate::media::{LegKind, MediaProfiles, has_sdp, replace_body};
+use crate::message::{Message, Method, StatusCode};
+use crate::ng::{CallRef, Request, SdpRequest};
+
+use super::core::{Core, Output};
+use super::forward::{ForwardPlan, Target};
+
+/// Why rtpengine gave no SDP for an offer or answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaFailure {
+    /// No healthy instance, or the instance did not answer in time: 503 + Retry-After.
+    #[error("no media relay available")]
+    Unavailable,
+    /// rtpengine answered `result: error` (or gave no SDP): 500 with the reason.
+    #[error("media relay refused: {0}")]
+    Refused(String),
+}
+
+/// Seconds a caller is asked to wait when no media relay is available (RFC 3261 §21.5.4).
+const RETRY_AFTER: &str = "5";
+
+/// Media facts of one forwarded request with an SDP offer, by response context.
+#[derive(Debug, Clone)]
+struct CallMedia {
+    call_id: String,
+    from_tag: String,
+    caller: LegKind,
+    callee: LegKind,
+    /// An initial INVITE (its failure ends the rtpengine session).
+    initial: bool,
+    /// (To tag, status) of responses waiting for rtpengine's answer.
+    answering: Vec<(String, u16)>,
+    /// (To tag, SDP as received, SDP as rewritten) of answered responses.
+    answered: Vec<(String, Bytes, Bytes)>,
+}
+
+/// Something waiting for rtpengine.
+#[derive(Debug)]
+enum Parked {
+    Request(Box<ParkedRequest>),
+    Response {
+        ctx: u64,
+        index: usize,
+        code: u16,
+        msg: Box<Message>,
+        tag: String,
+    },
+}
+
+/// A request waiting for its offer.
+#[derive(Debug)]
+struct ParkedRequest {
+    server: u64,
+    msg: Message,
+    plan: ForwardPlan,
+    targets: Vec<Target>,
+    call: CallMedia,
+}
+
+/// The media state of one core.
+#[derive(Debug, Default)]
+pub(super) struct MediaHooks {
+    /// `None`: media disabled, SDP passes untouched.
+    profiles: Option<MediaProfiles>,
+    parked: HashMap<u64, Parked>,
+    calls: HashMap<u64, CallMedia>,
+    /// The next forward of this server transaction already went through rtpengine.
+    resuming_request: Option<u64>,
+    /// The next response handled already went through rtpengine.
+    resuming_response: bool,
+}
+
+impl Core {
+    /// Relays SDP through rtpengine from now on (see the module docs of `proxy::media`).
+    pub fn enable_media(&mut self, profiles: MediaProfiles) {
+        self.media.profiles = Some(profiles);
+    }
+
+    /// Number of requests and responses waiting for rtpengine (for tests and statistics).
+    pub fn media_waiting(&self) -> usize {
+        self.media.parked.len()
+    }
+
+    /// The result of an [`Output::Media`] with `token`: rtpengine's SDP, or why there is none.
+    pub fn handle_media_result(
+        &mut self,
+        now: Instant,
+        token: u64,
+        result: Result<Bytes, MediaFailure>,
+    ) {
+        match self.media.parked.remove(&token) {
+            Some(Parked::Request(p)) => {
+                let ParkedRequest {
+                    server,
+                    msg,
+                    plan,
+                    targets,
+                    call,
+                } = *p;
+                self.resume_request(now, server, &msg, plan, targets, call, result);
+            }
+            Some(Parked::Response {
+                ctx,
+                index,
+                code,
+                msg,
+                tag,
+            }) => {
+                let rewritten = match result {
+                    Ok(sdp) => {
+                        if let Some(c) = self.media.calls.get_mut(&ctx) {
+                            c.answering.retain(|(t, c)| !(*t == tag && *c == code));
+                            c.answered.push((tag, msg.body(), sdp.clone()));
+                        }
+                        replace_body(&msg, &sdp)
+                            .map_err(|e| warn!(error = %e, "answer SDP not applied"))
+                            .ok()
+                    }
+                    Err(e) => {
+                        warn!(error = %e, code, "rtpengine answer failed: response forwarded as is");
+                        if let Some(c) = self.media.calls.get_mut(&ctx) {
+                            c.answering.retain(|(t, c)| !(*t == tag && *c == code));
+                        }
+                        None
+                    }
+                };
+                self.media.resuming_response = true;
+                self.branch_response(now, ctx, index, code, rewritten.as_ref().unwrap_or(&msg));
+                self.media.resuming_response = false;
+            }
+            None => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // the parked request, taken apart
+    fn resume_request(
+        &mut self,
+        now: Instant,
+        server: u64,
+        msg: &Message,
+        plan: ForwardPlan,
+        targets: Vec<Target>,
+        call: CallMedia,
+        result: Result<Bytes, MediaFailure>,
+    ) {
+        let alive = self
+            .servers
+            .get(&server)
+            .is_some_and(|e| !e.finished && !e.cancelled);
+        if !alive {
+            debug!("request ended while rtpengine worked on its offer");
+            if call.initial {
+                self.media_delete(&call.call_id);
+            }
+            return;
+        }
+        let sdp = match result {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                warn!(error = %e, "rtpengine offer failed");
+                if call.initial {
+                    // The offer may have reached rtpengine and only the reply been lost.
+                    self.media_delete(&call.call_id);
+                }
+                match e {
+                    MediaFailure::Unavailable => self.respond_local(
+                        now,
+                        server,
+                        StatusCode(503),
+                        "Service Unavailable: media relay unavailable",
+                        &[("Retry-After", RETRY_AFTER.to_owned())],
+                    ),
+                    MediaFailure::Refused(_) => self.respond_local(
+                        now,
+                        server,
+                        StatusCode(500),
+                        "Server Internal Error: media relay refused the offer",
+                        &[],
+                    ),
+                }
+                return;
+            }
+        };
+        let rewritten = match replace_body(msg, &sdp) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "offer SDP not applied");
+                self.respond_local(
+                    now,
+                    server,
+                    StatusCode(500),
+                    "Server Internal Error: media relay SDP unusable",
+                    &[],
+                );
+                return;
+            }
+        };
+        self.media.resuming_request = Some(server);
+        self.forward(now, server, &rewritten, plan, targets);
+        self.media.resuming_request = None;
+        if let Some(ctx) = self.servers.get(&server).and_then(|e| e.context) {
+            if self.media.calls.len() > 64 + 2 * self.contexts.len() {
+                let live = &self.contexts;
+                self.media.calls.retain(|c, _| live.contains_key(c));
+            }
+            self.media.calls.insert(ctx, call);
+        }
+    }
+
+    /// Called by `forward` before anything is sent: `true` when the request was taken over
+    /// (parked for an rtpengine offer).
+    pub(super) fn media_request_gate(
+        &mut self,
+        server: u64,
+        msg: &Message,
+        plan: &ForwardPlan,
+        targets: &[Target],
+    ) -> bool {
+        let Some(profiles) = &self.media.profiles else {
+            return false;
+        };
+        if self.media.resuming_request == Some(server) {
+            self.media.resuming_request = None;
+            return false;
+        }
+        let Some(method) = msg.method() else {
+            return false;
+        };
+        let Ok(call_id) = msg.call_id() else {
+            return false;
+        };
+        if *method == Method::Bye {
+            let call_id = call_id.to_owned();
+            self.media_delete(&call_id);
+            return false;
+        }
+        if !matches!(method, Method::Invite | Method::Update) || !has_sdp(msg) {
+            return false;
+        }
+        let Some(first) = targets.first() else {
+            return false;
+        };
+        let Ok(Some(from_tag)) = msg.from_tag() else {
+            return false;
+        };
+        let body = msg.body();
+        let caller = LegKind::of(plan.origin.transport, Some(&body));
+        let callee = LegKind::of(first.destination.transport, None);
+        if !profiles.relays(caller, callee) {
+            return false;
+        }
+        let options = profiles.options_towards(callee, caller);
+        let call = CallMedia {
+            call_id: call_id.to_owned(),
+            from_tag: from_tag.to_owned(),
+            caller,
+            callee,
+            initial: *method == Method::Invite && !matches!(msg.to_tag(), Ok(Some(_))),
+            answering: Vec::new(),
+            answered: Vec::new(),
+        };
+        let mut call_ref = CallRef::new(&call.call_id, &call.from_tag);
+        // A re-offer inside a dialog names the other end too (and lets a node without the
+        // session find its instance in the dialog record).
+        if let Ok(Some(to_tag)) = msg.to_tag() {
+            call_ref = call_ref.with_to_tag(to_tag);
+        }
+        let request = Request::Offer(SdpRequest {
+            call: call_ref,
+            sdp: body,
+            options,
+        });
+        let token = self.new_id();
+        debug!(
+            caller = caller.as_str(),
+            callee = callee.as_str(),
+            "SDP offer to rtpengine"
+        );
+        self.media.parked.insert(
+            token,
+            Parked::Request(Box::new(ParkedRequest {
+                server,
+                msg: msg.clone(),
+                plan: plan.clone(),
+                targets: targets.to_vec(),
+                call,
+            })),
+        );
+        self.outputs.push_back(Output::Media {
+            token: Some(token),
+            request,
+        });
+        true
+    }
+
+    /// Called by `branch_response` first: `true` when the response was taken over (parked
+    /// for an rtpengine answer, absorbed, or forwarded with a cached answer).
+    pub(super) fn media_response_gate(
+        &mut self,
+        now: Instant,
+        ctx: u64,
+        index: usize,
+        code: u16,
+        msg: &Message,
+    ) -> bool {
+        if self.media.profiles.is_none() {
+            return false;
+        }
+        if self.media.resuming_response {
+            self.media.resuming_response = false;
+            return false;
+        }
+        if !(101..300).contains(&code) || !has_sdp(msg) {
+            return false;
+        }
+        let Some(profiles) = self.media.profiles.clone() else {
+            return false;
+        };
+        let Ok(Some(tag)) = msg.to_tag() else {
+            return false;
+        };
+        let tag = tag.to_owned();
+        let Some(call) = self.media.calls.get_mut(&ctx) else {
+            return false;
+        };
+        let body = msg.body();
+        if let Some((_, _, sdp)) = call
+            .answered
+            .iter()
+            .find(|(t, original, _)| *t == tag && *original == body)
+        {
+            let sdp = sdp.clone();
+            let Ok(rewritten) = replace_body(msg, &sdp) else {
+                return false;
+            };
+            self.media.resuming_response = true;
+            self.branch_response(now, ctx, index, code, &rewritten);
+            self.media.resuming_response = false;
+            return true;
+        }
+        if call.answering.iter().any(|(t, c)| *t == tag && *c == code) {
+            return true;
+        }
+        call.answering.push((tag.clone(), code));
+        let options = profiles.options_towards(call.caller, call.callee);
+        let request = Request::Answer(SdpRequest {
+            call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
+            sdp: body,
+            options,
+        });
+        let token = self.new_id();
+        self.media.parked.insert(
+            token,
+            Parked::Response {
+                ctx,
+                index,
+                code,
+                msg: Box::new(msg.clone()),
+                tag,
+            },
+        );
+        self.outputs.push_back(Output::Media {
+            token: Some(token),
+            request,
+        });
+        true
+    }
+
+    /// The final response `code` of context `ctx` goes upstream: a failure of an initial
+    /// INVITE ends its rtpengine session.
+    pub(super) fn media_final(&mut self, ctx: u64, code: u16) {
+        if code < 300 {
+            return;
+        }
+        let Some(call) = self.media.calls.get(&ctx) else {
+            return;
+        };
+        if call.initial {
+            let call_id = call.call_id.clone();
+            self.media.calls.remove(&ctx);
+            self.media_delete(&call_id);
+        }
+    }
+
+    /// Emits an ng `delete` of the whole call (nothing waits for it).
+    fn media_delete(&mut self, call_id: &str) {
+        self.outputs.push_back(Output::Media {
+            token: None,
+            request: Request::Delete(CallRef {
+                call_id: call_id.to_owned(),
+                from_tag: None,
+                to_tag: None,
+            }),
+        });
+    }
+}

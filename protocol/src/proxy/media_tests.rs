@@ -1,0 +1,210 @@
+//! Deterministic tests of the media hooks (`media.rs`): offer parked until rtpengine's SDP,
+//! answer rewritten, delete on failure and BYE, 503 when no relay answers.
+
+use bytes::Bytes;
+
+use crate::media::MediaProfiles;
+use crate::message::Message;
+use crate::ng::{IceMode, Request};
+
+use super::MediaFailure;
+use super::tests::{ALICE, BOB, Harness, addr, invite, status};
+
+const RELAYED: &str = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30000 RTP/AVP 0\r\n";
+
+/// A response to `req` with an SDP body.
+fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} Whatever\r\n");
+    for h in req.headers() {
+        let n = h.name_str();
+        let v = h.value_str().unwrap();
+        if ["Via", "From", "Call-ID", "CSeq", "Record-Route"]
+            .iter()
+            .any(|x| n.eq_ignore_ascii_case(x))
+        {
+            s.push_str(&format!("{n}: {v}\r\n"));
+        } else if n.eq_ignore_ascii_case("To") {
+            s.push_str(&format!("To: {v};tag={to_tag}\r\n"));
+        }
+    }
+    s.push_str(&format!(
+        "Contact: <sip:bob@{BOB}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    s
+}
+
+fn media_harness() -> Harness {
+    let mut h = Harness::new();
+    h.core.enable_media(MediaProfiles::default());
+    h.register("bob", BOB, 1);
+    h
+}
+
+/// Alice's INVITE, offered to rtpengine and resumed with [`RELAYED`]: the INVITE bob got.
+fn offered_call(h: &mut Harness) -> Message {
+    h.recv(ALICE, &invite("bob", "z9hG4bKm1"));
+    let sent = h.take();
+    assert!(
+        sent.iter().all(|(_, m)| !m.is_request()),
+        "nothing forwarded before rtpengine answered"
+    );
+    let (token, request) = h.media.pop().expect("an ng request");
+    let Request::Offer(offer) = request else {
+        panic!("an offer: {request:?}")
+    };
+    assert_eq!(offer.call.call_id, "call-1");
+    assert_eq!(offer.call.from_tag.as_deref(), Some("a1"));
+    assert_eq!(
+        offer.options.ice, None,
+        "legacy to legacy: relayed unchanged"
+    );
+    assert_eq!(offer.options.replace, vec!["origin", "session-connection"]);
+    let now = h.now;
+    h.core.handle_media_result(
+        now,
+        token.expect("offer has a token"),
+        Ok(Bytes::from_static(RELAYED.as_bytes())),
+    );
+    h.pump();
+    let out = h.take();
+    let (_, inv) = out
+        .into_iter()
+        .find(|(d, m)| d.addr == addr(BOB) && m.is_request())
+        .expect("INVITE forwarded after the offer");
+    assert_eq!(inv.body(), Bytes::from_static(RELAYED.as_bytes()));
+    assert_eq!(inv.content_length().unwrap(), Some(RELAYED.len() as u32));
+    inv
+}
+
+#[test]
+fn offer_then_answer_rewrite_both_bodies_and_a_retransmission_reuses_the_answer() {
+    let mut h = media_harness();
+    let inv = offered_call(&mut h);
+    h.recv(
+        BOB,
+        &sdp_answer(&inv, 200, "b1", "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+    );
+    assert!(
+        h.take().iter().all(|(d, _)| d.addr != addr(ALICE)),
+        "200 parked"
+    );
+    let (token, request) = h.media.pop().expect("an answer request");
+    let Request::Answer(answer) = request else {
+        panic!("an answer: {request:?}")
+    };
+    assert_eq!(answer.call.to_tag.as_deref(), Some("b1"));
+    let now = h.now;
+    let relayed_answer = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30002 RTP/AVP 0\r\n";
+    h.core
+        .handle_media_result(now, token.unwrap(), Ok(Bytes::from(relayed_answer)));
+    h.pump();
+    let out = h.take();
+    let ok = out
+        .iter()
+        .find(|(d, m)| d.addr == addr(ALICE) && !m.is_request())
+        .map(|(_, m)| m)
+        .expect("200 forwarded to alice");
+    assert_eq!(status(ok), 200);
+    assert_eq!(ok.body(), Bytes::from(relayed_answer));
+    // The callee retransmits its 200: same rewritten SDP, no new ng request.
+    h.recv(
+        BOB,
+        &sdp_answer(&inv, 200, "b1", "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+    );
+    assert!(h.media.is_empty(), "no second answer: {:?}", h.media);
+    let again = h.take();
+    assert!(
+        again
+            .iter()
+            .any(|(d, m)| d.addr == addr(ALICE) && m.body() == relayed_answer),
+        "retransmission forwarded with the cached answer"
+    );
+}
+
+#[test]
+fn busy_deletes_the_session() {
+    let mut h = media_harness();
+    let inv = offered_call(&mut h);
+    h.recv(BOB, &super::tests::answer(&inv, 486, "b1"));
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|(d, m)| d.addr == addr(ALICE) && status(m) == 486)
+    );
+    let (token, request) = h.media.pop().expect("a delete");
+    assert_eq!(token, None);
+    assert!(matches!(request, Request::Delete(ref c) if c.call_id == "call-1"));
+}
+
+#[test]
+fn no_relay_answers_503_with_retry_after() {
+    let mut h = media_harness();
+    h.recv(ALICE, &invite("bob", "z9hG4bKm2"));
+    let (token, _) = h.media.pop().unwrap();
+    let now = h.now;
+    h.core
+        .handle_media_result(now, token.unwrap(), Err(MediaFailure::Unavailable));
+    h.pump();
+    let out = h.take();
+    let (_, resp) = out
+        .iter()
+        .find(|(d, m)| d.addr == addr(ALICE) && status(m) >= 200)
+        .expect("answered");
+    assert_eq!(status(resp), 503);
+    assert!(resp.as_bytes().windows(12).any(|w| w == b"Retry-After:"));
+    assert!(out.iter().all(|(d, _)| d.addr != addr(BOB)));
+    assert_eq!(h.core.media_waiting(), 0);
+}
+
+#[test]
+fn refused_offer_answers_500() {
+    let mut h = media_harness();
+    h.recv(ALICE, &invite("bob", "z9hG4bKm3"));
+    let (token, _) = h.media.pop().unwrap();
+    let now = h.now;
+    h.core.handle_media_result(
+        now,
+        token.unwrap(),
+        Err(MediaFailure::Refused("Unknown call".into())),
+    );
+    h.pump();
+    let out = h.take();
+    assert!(
+        out.iter()
+            .any(|(d, m)| d.addr == addr(ALICE) && status(m) == 500)
+    );
+}
+
+#[test]
+fn browser_caller_gets_a_legacy_offer_and_a_browser_answer() {
+    use crate::peer::{Origin, Transport};
+    let mut h = media_harness();
+    let ws = Origin {
+        transport: Transport::Ws,
+        source: addr(ALICE),
+        local: addr(super::tests::PROXY_WS),
+        connection: Some(crate::peer::ConnectionId(7)),
+    };
+    let text = invite("bob", "z9hG4bKm4").replace("SIP/2.0/UDP", "SIP/2.0/WS");
+    h.recv_from(ws, &text);
+    let (_, request) = h.media.pop().expect("offer");
+    let Request::Offer(offer) = request else {
+        panic!("offer")
+    };
+    assert_eq!(offer.options.ice, Some(IceMode::Remove));
+    assert_eq!(offer.options.transport_protocol.as_deref(), Some("RTP/AVP"));
+}
+
+#[test]
+fn without_media_sdp_passes_untouched() {
+    let mut h = Harness::new();
+    h.register("bob", BOB, 1);
+    h.recv(ALICE, &invite("bob", "z9hG4bKm5"));
+    assert!(h.media.is_empty());
+    assert!(
+        h.take()
+            .iter()
+            .any(|(d, m)| d.addr == addr(BOB) && m.is_request())
+    );
+}
