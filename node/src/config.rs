@@ -78,6 +78,10 @@ pub struct Cli {
     /// For tests only: anyone who reaches the admin address can crash actors.
     #[arg(long = "test-hooks")]
     pub test_hooks: bool,
+    /// Lifetime of a confirmed dialog without a session timer, in seconds (default 43200); at
+    /// its end the node sends a BYE to both sides.
+    #[arg(long = "dialog-timeout", value_name = "SECONDS")]
+    pub dialog_timeout: Option<u64>,
     /// Join a cluster: the ractor_cluster listener (TCP) and heartbeat socket (UDP) address.
     /// Needs `--redis` (leases) and a cookie.
     #[arg(long = "cluster-listen", value_name = "IP:PORT")]
@@ -158,6 +162,8 @@ pub struct RawConfig {
     pub relay: Option<bool>,
     /// Largest SIP message accepted, in bytes (default 65536).
     pub max_message_size: Option<usize>,
+    /// Lifetime of a confirmed dialog without a session timer, seconds (default 43200).
+    pub dialog_timeout_s: Option<u64>,
     /// Seconds an idle TCP connection is kept (default 600).
     pub tcp_idle_timeout: Option<u64>,
     /// Seconds given to running transactions on SIGTERM/SIGINT (default 5).
@@ -323,6 +329,9 @@ impl Cli {
         if self.admin.is_some() {
             raw.admin = self.admin;
         }
+        if self.dialog_timeout.is_some() {
+            raw.dialog_timeout_s = self.dialog_timeout;
+        }
         if self.test_hooks {
             raw.test_hooks = Some(true);
         }
@@ -451,7 +460,13 @@ impl TryFrom<RawConfig> for NodeConfig {
                     .map(FlowTokenKey::from_hex)
                     .transpose()
                     .context("flow_token_key")?,
-                dialog: sipmesh_protocol::dialog::DialogConfig::default(),
+                dialog: sipmesh_protocol::dialog::DialogConfig {
+                    default_timeout: raw.dialog_timeout_s.map_or(
+                        sipmesh_protocol::dialog::DialogConfig::default().default_timeout,
+                        Duration::from_secs,
+                    ),
+                    ..sipmesh_protocol::dialog::DialogConfig::default()
+                },
                 // Set by `run` when clustered (it needs the running cluster layer).
                 fence: None,
                 max_aor_actors: raw.registrar.max_aor_actors.unwrap_or(4096),

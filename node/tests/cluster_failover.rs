@@ -353,3 +353,53 @@ fn a_member_without_a_lease_for_prune_after_leaves_the_registry_and_the_view() {
         .unwrap_or_else(|e| panic!("restarting node3: {e}"));
     c.wait("node3 back", Duration::from_secs(10), |c| all_live(c, &IDS));
 }
+
+/// The next request `method` reaching `peer` within `limit`.
+fn request_within(peer: &UdpPeer, method: &str, limit: Duration) -> Option<RawMessage> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let (msg, from) = peer.recv_from(left)?;
+        if msg.method() == Some(method) {
+            peer.send(from, &msg.reply(200, "OK")).ok()?;
+            return Some(msg);
+        }
+    }
+}
+
+#[test]
+fn an_adopted_dialog_still_times_out_with_a_bye_to_both_sides() {
+    let mut c = Cluster::start_with(
+        "failover-timeout",
+        3,
+        &["--dialog-timeout".to_owned(), "6".to_owned()],
+    );
+    c.wait("a full live mesh", Duration::from_secs(10), |c| {
+        all_live(c, &IDS)
+    });
+    let alice = UdpPeer::bind(c.nodes[1].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let bob = UdpPeer::bind(c.nodes[1].ip()).unwrap_or_else(|e| panic!("{e}"));
+    register_bob(&c, 1, &bob);
+    let call = place_call(&c, 1, &alice, &bob, 0);
+    let placed = Instant::now();
+    c.wait("the record in Redis", WAIT, |c| exists(c, &call.key()));
+    c.nodes[1].kill();
+    c.wait(
+        "a survivor running the dialog",
+        Duration::from_secs(5),
+        |c| [0, 2].iter().filter_map(|&i| own_count(c, i)).sum::<u64>() == 1,
+    );
+    let to_alice = request_within(&alice, "BYE", Duration::from_secs(8));
+    let to_bob = request_within(&bob, "BYE", Duration::from_secs(2));
+    let at = placed.elapsed();
+    assert!(
+        to_alice.is_some() && to_bob.is_some(),
+        "BYE to alice {to_alice:?}, to bob {to_bob:?}\n{}\n{}",
+        c.nodes[0].log_tail(),
+        c.nodes[2].log_tail()
+    );
+    eprintln!(
+        "measured: adopted dialog (timeout 6 s) ended with BYEs to both sides {at:?} after setup"
+    );
+    c.wait("the record gone", WAIT, |c| !exists(c, &call.key()));
+}

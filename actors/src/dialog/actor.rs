@@ -14,6 +14,7 @@ use sipmesh_protocol::dialog::{
     DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason,
 };
 
+use super::handle::TimeoutHook;
 use super::retry::RemovalRetry;
 use super::store::{DialogStore, load_either};
 
@@ -75,6 +76,8 @@ pub struct DialogArgs {
     pub config: DialogConfig,
     /// Where a refused removal goes for a retry.
     pub retry: RemovalRetry,
+    /// Called when the timer ends a confirmed dialog.
+    pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// The actor's state: the record plus handles.
@@ -86,6 +89,7 @@ pub struct DialogActorState {
     store: Arc<dyn DialogStore>,
     config: DialogConfig,
     retry: RemovalRetry,
+    hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Generation of the armed timer; a firing with another number is stale.
     generation: u64,
     timer: Option<JoinHandle<()>>,
@@ -118,6 +122,7 @@ impl Actor for DialogActor {
             store: args.store,
             config: args.config,
             retry: args.retry,
+            hook: args.hook,
             generation: 0,
             timer: None,
             span,
@@ -180,6 +185,11 @@ impl Actor for DialogActor {
                 DialogMsg::Timeout(generation) if generation != state.generation => {}
                 DialogMsg::Timeout(_) => {
                     info!("dialog timed out");
+                    if let (Some(d), Some(hook)) = (&state.dialog, state.hook.get())
+                        && d.phase == DialogPhase::Confirmed
+                    {
+                        hook(d);
+                    }
                     let id = state.dialog.as_ref().map(|d| d.id.clone());
                     if let Some(id) = id {
                         let ev = DialogEvent::Terminated {

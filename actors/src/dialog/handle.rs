@@ -110,6 +110,10 @@ impl ActorMap {
     }
 }
 
+/// Called by a dialog actor when its timer ends a confirmed dialog, before the record goes
+/// (the engine sends a BYE to both ends).
+pub type TimeoutHook = Arc<dyn Fn(&DialogState) + Send + Sync>;
+
 /// A cloneable handle to the dialog actors of one node.
 #[derive(Clone)]
 pub struct Dialogs {
@@ -118,6 +122,7 @@ pub struct Dialogs {
     store_kind: &'static str,
     retry: RemovalRetry,
     retry_task: tokio::task::AbortHandle,
+    hook: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -147,7 +152,9 @@ impl Dialogs {
         let store_kind = store.kind();
         let retry = RemovalRetry::default();
         let retry_task = retry.spawn(Arc::clone(&store)).abort_handle();
+        let hook = Arc::new(std::sync::OnceLock::new());
         let args = SupervisorArgs {
+            hook: Arc::clone(&hook),
             map: Arc::clone(&map),
             store,
             config,
@@ -160,6 +167,7 @@ impl Dialogs {
             store_kind,
             retry,
             retry_task,
+            hook,
         })
     }
 
@@ -265,6 +273,11 @@ impl Dialogs {
     /// `memory` or `redis`.
     pub fn store_kind(&self) -> &'static str {
         self.store_kind
+    }
+
+    /// Sets the hook called when a dialog times out (a second call is ignored).
+    pub fn set_timeout_hook(&self, hook: TimeoutHook) {
+        let _ = self.hook.set(hook);
     }
 
     /// Removals refused by the store (fenced, unreachable) waiting for their retry.

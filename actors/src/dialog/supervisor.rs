@@ -17,7 +17,7 @@ use std::time::Duration;
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
-use super::handle::ActorMap;
+use super::handle::{ActorMap, TimeoutHook};
 use super::retry::RemovalRetry;
 use super::store::DialogStore;
 
@@ -47,6 +47,8 @@ pub struct SupervisorArgs {
     pub config: DialogConfig,
     /// The queue of refused removals.
     pub retry: RemovalRetry,
+    /// Called at a dialog's timeout.
+    pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// Supervisor state.
@@ -55,6 +57,7 @@ pub struct SupervisorState {
     store: Arc<dyn DialogStore>,
     config: DialogConfig,
     retry: RemovalRetry,
+    hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Which dialog each child serves (supervision events only name the actor).
     children: HashMap<ActorId, DialogId>,
 }
@@ -76,6 +79,7 @@ impl DialogSupervisor {
             store: Arc::clone(&state.store),
             config: state.config,
             retry: state.retry.clone(),
+            hook: Arc::clone(&state.hook),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -106,6 +110,7 @@ impl Actor for DialogSupervisor {
             store: args.store,
             config: args.config,
             retry: args.retry,
+            hook: args.hook,
             children: HashMap::new(),
         })
     }
