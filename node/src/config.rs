@@ -461,8 +461,8 @@ impl TryFrom<RawConfig> for NodeConfig {
                     .transpose()
                     .context("flow_token_key")?,
                 dialog: sipmesh_protocol::dialog::DialogConfig {
-                    default_timeout: raw.dialog_timeout_s.map_or(
-                        sipmesh_protocol::dialog::DialogConfig::default().default_timeout,
+                    default_timeout: raw.dialog_timeout_s.map_or_else(
+                        || sipmesh_protocol::dialog::DialogConfig::default().default_timeout,
                         Duration::from_secs,
                     ),
                     ..sipmesh_protocol::dialog::DialogConfig::default()

@@ -56,6 +56,7 @@ pub(crate) enum ShardInput {
 }
 
 /// Runs a shard until it is told to stop (or every sender is gone).
+#[allow(clippy::too_many_arguments)] // the shard's inputs, each used once
 pub(crate) async fn run<S: LocationStore>(
     config: CoreConfig,
     mut rx: mpsc::Receiver<ShardInput>,
@@ -265,6 +266,7 @@ fn handle(
 
 /// Drains the core's outputs. REGISTERs and lookups go to the AOR's actor, whose answer comes
 /// back through `done`, so a slow store never stalls this shard.
+#[allow(clippy::too_many_arguments)] // the shard's outputs, each used once
 fn flush<S: LocationStore>(
     core: &mut Core,
     transport: &TransportHandle,
