@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cluster_flows;
 pub mod config;
 pub mod dev_cert;
+pub mod fenced_flows;
 pub mod lost_flows;
 pub mod takeover;
 
@@ -125,10 +126,10 @@ pub async fn run(
             let store = sipmesh_actors::location::RedisLocationStore::new(redis)
                 .map_err(|e| anyhow::anyhow!("location store for lost flows: {e}"))?
                 .with_fence(engine_config.fence.clone());
-            Some(lost_flows::start(
-                membership.clone(),
-                store,
-                engine_config.incarnation,
+            let fenced = fenced_flows::start(membership.clone(), engine.flows(), store.clone());
+            Some((
+                lost_flows::start(membership.clone(), store, engine_config.incarnation),
+                fenced,
             ))
         }
         _ => None,
@@ -151,6 +152,7 @@ pub async fn run(
         }
         _ => (None, None),
     };
+    let (lost_flows, fenced_flows) = lost_flows.unzip();
     let admin = match config.admin {
         Some(addr) => {
             let listener = admin::bind(addr)
@@ -171,7 +173,7 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin, lost_flows, takeover]
+    for task in [reloader, admin, lost_flows, fenced_flows, takeover]
         .into_iter()
         .flatten()
     {

@@ -46,6 +46,10 @@ struct Attachment {
     generation: u64,
     /// Expiry of the last acknowledged registration over the current connection.
     acked_until: Option<Instant>,
+    /// The node holding this connection failed (killed, or frozen past its lease and declared
+    /// dead): by the cluster's rules the flow died with it, whatever the socket says, until
+    /// the agent registers again.
+    orphaned: bool,
 }
 
 /// One simulated user.
@@ -94,6 +98,7 @@ impl Agent {
                         sent_by: local.to_string(),
                         generation: 0,
                         acked_until: None,
+                        orphaned: false,
                     },
                 )
             }
@@ -107,6 +112,7 @@ impl Agent {
                         sent_by: format!("{user}-{run:x}.invalid"),
                         generation: 0,
                         acked_until: None,
+                        orphaned: false,
                     },
                 )
             }
@@ -154,6 +160,7 @@ impl Agent {
         a.home = node;
         a.generation += 1;
         a.acked_until = None;
+        a.orphaned = false;
         Ok(closed)
     }
 
@@ -168,6 +175,23 @@ impl Agent {
     /// Drops the acknowledged registration: the connection it was bound to is gone.
     pub fn connection_lost(&self) {
         self.attachment().acked_until = None;
+    }
+
+    /// The node holding this agent's connection failed: its flow counts as gone (and its
+    /// registration with it) until it registers again, even while the socket stays open.
+    pub fn orphan(&self) {
+        let mut a = self.attachment();
+        a.orphaned = true;
+        a.acked_until = None;
+    }
+
+    /// Whether the agent's socket or connection is open (whatever the cluster's rules say of
+    /// its flow).
+    pub fn link_open(&self) -> bool {
+        self.attachment()
+            .link
+            .as_ref()
+            .is_some_and(|l| !l.is_closed())
     }
 
     /// The node the agent registered through or is connected to.
@@ -193,12 +217,11 @@ impl Agent {
         self.attachment().acked_until.is_some_and(|t| t > now)
     }
 
-    /// Whether the agent can be reached right now (UDP: always; stream: connection open).
+    /// Whether the agent can be reached right now (UDP: always; stream: connection open and
+    /// not orphaned by the failure of the node holding it).
     pub fn reachable(&self) -> bool {
-        match &self.attachment().link {
-            Some(link) => !link.is_closed(),
-            None => false,
-        }
+        let a = self.attachment();
+        !a.orphaned && a.link.as_ref().is_some_and(|l| !l.is_closed())
     }
 
     /// Takes the count of requests that reached this agent but were meant for another user.
@@ -322,6 +345,7 @@ impl Agent {
         let mut a = self.attachment();
         if a.generation == generation {
             a.acked_until = Some(sent + Duration::from_secs(u64::from(expires)));
+            a.orphaned = false;
             if self.transport == Transport::Udp {
                 a.home = entry;
             }

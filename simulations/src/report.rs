@@ -25,6 +25,11 @@ pub struct FenceCheck {
     pub acknowledged_but_missing: u64,
     /// Whether the node was live on every member again at the phase's end.
     pub rejoined: bool,
+    /// TCP/WS agents connected to the frozen node when it froze (their flows died with it).
+    pub orphans: u64,
+    /// Of those, still connected 1.5 s after SIGCONT: the node
+    /// kept serving a flow the survivors had removed, so the client never re-registers.
+    pub orphans_still_connected: u64,
 }
 
 /// One phase's outcome.

@@ -34,6 +34,10 @@ const PROBE_LIMIT: Duration = Duration::from_secs(20);
 /// Fencing probes queued to a frozen node.
 const STALE_WRITES: u64 = 4;
 
+/// How soon after SIGCONT the thawed node must have closed the connections of the flows its
+/// survivors removed (it was fenced by its lapsed lease on its first look).
+const THAW_CLOSE_LIMIT: Duration = Duration::from_millis(1500);
+
 /// A run in progress.
 struct Runner {
     cli: Cli,
@@ -218,6 +222,9 @@ impl Runner {
             "SIGKILL {}, then restart",
             cluster::node_id(victim)
         ));
+        for a in &orphans {
+            a.orphan();
+        }
         self.swarm.topo.set_up(victim, false);
         let fault_at = Instant::now();
         block_in_place(|| self.cluster.kill(victim));
@@ -282,12 +289,50 @@ impl Runner {
         let victim = self.pick_victim();
         let vid = cluster::node_id(victim);
         p.fault = Some(format!("SIGSTOP {vid} past its lease, then SIGCONT"));
+        // Its TCP/WS users are in the same position as after a kill: once the survivors
+        // declare the node dead their flows are gone, although their sockets stay open.
+        let orphans: Vec<(Arc<Agent>, u64)> = self
+            .swarm
+            .agents
+            .iter()
+            .filter(|a| a.transport.is_stream() && a.home() == victim && a.reachable())
+            .map(|a| (Arc::clone(a), a.generation()))
+            .collect();
+        for (a, _) in &orphans {
+            a.orphan();
+        }
         self.swarm.topo.set_up(victim, false);
         let fault_at = Instant::now();
         block_in_place(|| self.cluster.freeze(victim, true));
         let limit = Duration::from_millis(self.cli.service_limit_ms);
-        let service = checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT).await;
+        let seed = self.seed();
+        let flow_check = self.swarm.has(Capability::Flow480);
+        let orphan_agents: Vec<Arc<Agent>> = orphans.iter().map(|(a, _)| Arc::clone(a)).collect();
+        let (service, flow) = tokio::join!(
+            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT),
+            async {
+                if flow_check {
+                    checks::flow_480(
+                        &self.swarm,
+                        &self.checker,
+                        &orphan_agents,
+                        Duration::from_secs(4),
+                        seed,
+                    )
+                    .await
+                } else {
+                    None
+                }
+            }
+        );
         self.judge_service(&mut p, service, limit);
+        p.flow_480_seen = flow;
+        if flow == Some(false) {
+            p.violations.push(format!(
+                "requests to {} (flow held by the frozen node) got no 480 before it re-registered",
+                orphan_agents.first().map(|a| a.aor()).unwrap_or_default()
+            ));
+        }
         let mut fence = FenceCheck {
             declared_dead_by_survivors: block_in_place(|| {
                 self.cluster
@@ -327,11 +372,25 @@ impl Runner {
         fence.stale_writes_sent = STALE_WRITES;
         tokio::time::sleep(Duration::from_millis(300)).await;
         block_in_place(|| self.cluster.freeze(victim, false));
+        let thawed = Instant::now();
         fence.self_state_after_thaw = block_in_place(|| {
             self.cluster
                 .view(victim)
                 .and_then(|v| cluster::state(&v, &vid))
         });
+        // The thawed node must close the connections whose flows the survivors removed, so
+        // their clients recover (reconnect and register again, RFC 5626 §4.4.1).
+        let still_open = || {
+            orphans
+                .iter()
+                .filter(|(a, g)| a.generation() == *g && a.link_open())
+                .count() as u64
+        };
+        while still_open() > 0 && thawed.elapsed() < THAW_CLOSE_LIMIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        fence.orphans = orphans.len() as u64;
+        fence.orphans_still_connected = still_open();
         let mut acked = Vec::new();
         for h in pending {
             acked.push(matches!(h.await, Ok(Ok(200))));
@@ -465,6 +524,13 @@ fn judge_fence(p: &mut PhaseReport, f: &FenceCheck, vid: &str) {
         p.violations.push(format!(
             "{} writes acknowledged by {vid} are missing",
             f.acknowledged_but_missing
+        ));
+    }
+    if f.orphans_still_connected > 0 {
+        p.violations.push(format!(
+            "{} of {} TCP/WS clients of {vid} still connected {THAW_CLOSE_LIMIT:?} after SIGCONT: \
+             their flows were removed while it was declared dead, so they never re-register",
+            f.orphans_still_connected, f.orphans
         ));
     }
     if !f.rejoined {

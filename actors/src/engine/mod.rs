@@ -156,18 +156,18 @@ impl ShardSpawn<'_> {
                     flow_token_key: self.flow_token_key.clone(),
                     incarnation: self.config.incarnation,
                 };
-                tokio::spawn(shard::run(
-                    core_config,
-                    rx,
-                    self.transport.clone(),
-                    registrar.clone(),
-                    self.config.registrar,
-                    self.dialogs.clone(),
-                    self.flows.clone(),
-                    self.media
+                let services = shard::ShardServices {
+                    transport: self.transport.clone(),
+                    registrar: registrar.clone(),
+                    policy: self.config.registrar,
+                    dialogs: self.dialogs.clone(),
+                    flows: self.flows.clone(),
+                    media: self
+                        .media
                         .clone()
                         .zip(self.config.media.as_ref().map(|m| m.profiles.clone())),
-                ))
+                };
+                tokio::spawn(shard::run(core_config, rx, services))
             })
             .collect();
         Ok(Started {

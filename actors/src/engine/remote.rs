@@ -269,6 +269,17 @@ impl EngineFlows {
         let _ = self.flows.relay.set(relay);
     }
 
+    /// Closes every stream connection of this node (its clients must recover their flows
+    /// elsewhere); returns how many were asked to close.
+    pub fn close_all_streams(&self) -> usize {
+        self.transport.close_all_streams()
+    }
+
+    /// Whether `connection` is open (or connecting) at this node.
+    pub fn holds(&self, connection: ConnectionId) -> bool {
+        self.transport.has_connection(connection)
+    }
+
     /// This node's SIP listeners.
     pub fn listeners(&self) -> &[Listener] {
         &self.listeners

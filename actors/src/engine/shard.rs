@@ -17,7 +17,7 @@ use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 use crate::dialog::Dialogs;
 use crate::location::LocationStore;
 use crate::media::MediaSessions;
-use crate::registrar::Registrar;
+use crate::registrar::{Driver, Registrar};
 use crate::transport::{Destination, TransportHandle};
 
 /// Most inbound messages handled before the outputs are flushed.
@@ -55,27 +55,41 @@ pub(crate) enum ShardInput {
     Stop,
 }
 
+/// What a shard hands its core's outputs to: the I/O side of every output kind.
+pub(crate) struct ShardServices<S: LocationStore> {
+    /// Sends on this node's sockets and connections.
+    pub(crate) transport: TransportHandle,
+    /// REGISTERs and lookups (AOR actors over the location store).
+    pub(crate) registrar: Registrar<S>,
+    /// The registrar rules (expiry bounds, contact limits).
+    pub(crate) policy: RegistrarPolicy,
+    /// Dialog actors and their store.
+    pub(crate) dialogs: Dialogs,
+    /// Connections held by other cluster members.
+    pub(crate) flows: std::sync::Arc<super::remote::Flows>,
+    /// Media sessions through rtpengine, with the profiles the core applies (None: SDP passes
+    /// untouched).
+    pub(crate) media: Option<(MediaSessions, sipmesh_protocol::media::MediaProfiles)>,
+}
+
 /// Runs a shard until it is told to stop (or every sender is gone).
-#[allow(clippy::too_many_arguments)] // the shard's inputs, each used once
 pub(crate) async fn run<S: LocationStore>(
     config: CoreConfig,
     mut rx: mpsc::Receiver<ShardInput>,
-    transport: TransportHandle,
-    registrar: Registrar<S>,
-    policy: RegistrarPolicy,
-    dialogs: Dialogs,
-    flows: std::sync::Arc<super::remote::Flows>,
-    media: Option<(MediaSessions, sipmesh_protocol::media::MediaProfiles)>,
+    mut services: ShardServices<S>,
 ) {
     let shard = config.shard;
     let mut core = Core::new(config, Instant::now());
-    let media = media.map(|(sessions, profiles)| {
-        core.enable_media(profiles);
-        sessions
-    });
+    if let Some((_, profiles)) = services.media.as_mut() {
+        core.enable_media(std::mem::take(profiles));
+    }
+    let registrar = services.registrar.clone();
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
+    // Registrar calls this task drives itself (an idle AOR actor's job over Redis): their
+    // answers land in `done` like the actors' do.
+    let mut driver = Driver::new();
     loop {
         if drain.is_some() && core.is_quiescent() {
             debug!(shard, "drained");
@@ -108,6 +122,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
             () = sleep => core.handle_timeout(Instant::now()),
+            () = driver.advance(), if !driver.is_empty() => {}
             Some(done) = done_rx.recv() => {
                 apply(&mut core, done);
                 while let Ok(done) = done_rx.try_recv() {
@@ -125,16 +140,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(
-            &mut core,
-            &transport,
-            &registrar,
-            policy,
-            &done_tx,
-            &dialogs,
-            &flows,
-            media.as_ref(),
-        );
+        flush(&mut core, &services, &done_tx, &mut driver);
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
         while let Ok(done) = done_rx.try_recv() {
@@ -142,16 +148,7 @@ pub(crate) async fn run<S: LocationStore>(
             while let Ok(done) = done_rx.try_recv() {
                 apply(&mut core, done);
             }
-            flush(
-                &mut core,
-                &transport,
-                &registrar,
-                policy,
-                &done_tx,
-                &dialogs,
-                &flows,
-                media.as_ref(),
-            );
+            flush(&mut core, &services, &done_tx, &mut driver);
         }
     }
 }
@@ -266,17 +263,22 @@ fn handle(
 
 /// Drains the core's outputs. REGISTERs and lookups go to the AOR's actor, whose answer comes
 /// back through `done`, so a slow store never stalls this shard.
-#[allow(clippy::too_many_arguments)] // the shard's outputs, each used once
 fn flush<S: LocationStore>(
     core: &mut Core,
-    transport: &TransportHandle,
-    registrar: &Registrar<S>,
-    policy: RegistrarPolicy,
+    services: &ShardServices<S>,
     done: &mpsc::UnboundedSender<StoreDone>,
-    dialogs: &Dialogs,
-    flows: &super::remote::Flows,
-    media: Option<&MediaSessions>,
+    driver: &mut Driver,
 ) {
+    let ShardServices {
+        transport,
+        registrar,
+        policy,
+        dialogs,
+        flows,
+        media,
+    } = services;
+    let policy = *policy;
+    let media = media.as_ref().map(|(sessions, _)| sessions);
     while let Some(out) = core.poll_output() {
         match out {
             // rtpengine work runs on the call's session task; the result comes back as a
@@ -332,7 +334,7 @@ fn flush<S: LocationStore>(
             }
             Output::Register { token, request } => {
                 let done = done.clone();
-                registrar.register_with(request, policy, move |result| {
+                registrar.register_driven(request, policy, driver, move |result| {
                     let _ = done.send(StoreDone::Register { token, result });
                 });
             }
@@ -359,7 +361,7 @@ fn flush<S: LocationStore>(
             }
             Output::Lookup { token, aor } => {
                 let done = done.clone();
-                registrar.lookup_with(aor, move |result| {
+                registrar.lookup_driven(aor, driver, move |result| {
                     let _ = done.send(StoreDone::Lookup { token, result });
                 });
             }

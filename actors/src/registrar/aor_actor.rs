@@ -90,15 +90,22 @@ pub(crate) struct AorArgs<S: LocationStore> {
     pub(crate) done: Arc<AtomicU64>,
     /// Its state, shared with the directory's inline path.
     pub(crate) core: SharedCore,
+    /// Held while one of its jobs runs, here or on a caller's task (see `driver`).
+    pub(crate) gate: Arc<tokio::sync::Mutex<()>>,
+    /// The gate, held from the spawn until the AOR is loaded.
+    pub(crate) loading: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// The state of an AOR actor.
 pub(crate) struct AorState<S: LocationStore> {
     aor: Aor,
     directory: Arc<Directory<S>>,
-    /// Jobs completed, published through `done_shared` once each is finished.
+    /// Jobs this actor completed (the tests inspect it).
     done: u64,
+    /// Jobs completed, here or driven by a caller, published once each is finished.
     done_shared: Arc<AtomicU64>,
+    /// Held while a job runs (see [`AorArgs::gate`]).
+    gate: Arc<tokio::sync::Mutex<()>>,
     /// Cache, expiry timer, last activity.
     core: SharedCore,
     /// `aor` span: everything this actor logs nests under it.
@@ -119,12 +126,14 @@ impl<S: LocationStore> Actor for AorActor<S> {
         load(&args.directory, &args.aor, &args.core, &myself, false)
             .instrument(span.clone())
             .await;
+        drop(args.loading);
         Ok(AorState {
             aor: args.aor,
             directory: args.directory,
             done: 0,
             done_shared: args.done,
             core: args.core,
+            gate: args.gate,
             span,
         })
     }
@@ -138,11 +147,17 @@ impl<S: LocationStore> Actor for AorActor<S> {
         let span = state.span.clone();
         match message {
             AorMsg::Job(job) => {
+                // A job driven by a caller may still be running: wait for it (in order).
+                let gate = Arc::clone(&state.gate);
+                let running = gate.lock().await;
                 state.job(&myself, job).instrument(span).await;
+                drop(running);
                 state.done += 1;
-                state.done_shared.store(state.done, Ordering::Release);
+                state.done_shared.fetch_add(1, Ordering::Release);
             }
             AorMsg::Expire { generation } => {
+                let gate = Arc::clone(&state.gate);
+                let _gate = gate.lock().await;
                 let now = state.directory.config.clock.now();
                 let keeps = {
                     let mut core = lock(&state.core);
@@ -316,9 +331,11 @@ impl<S: LocationStore> AorState<S> {
         let idle_after = self.directory.config.idle_after;
         let idle_for = lock(&self.core).last_activity.elapsed();
         if idle_for >= idle_after
-            && self
-                .directory
-                .remove_if_idle(&self.aor, myself.get_id(), self.done)
+            && self.directory.remove_if_idle(
+                &self.aor,
+                myself.get_id(),
+                self.done_shared.load(Ordering::Acquire),
+            )
         {
             debug!(?idle_for, "idle: stopping");
             self.stop_timers();

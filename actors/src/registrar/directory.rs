@@ -23,8 +23,9 @@ use tracing::warn;
 use sipmesh_protocol::registrar::Aor;
 
 use super::aor_actor::{AorActor, AorArgs, AorMsg};
-use super::aor_core::{AorCore, SharedCore, run_stateless, run_stateless_async};
+use super::aor_core::{AorCore, SharedCore, lock as lock_core, run_stateless, run_stateless_async};
 use super::config::RegistrarConfig;
+use super::driver::{Borrowed, Driver, Finish, run_borrowed};
 use super::job::{Job, Redeliver, Work};
 use crate::location::LocationStore;
 
@@ -42,6 +43,9 @@ struct Entry {
     done: Arc<AtomicU64>,
     /// Its state, for the inline path.
     core: SharedCore,
+    /// Held by whoever runs one of its jobs: the actor, or a caller driving a job of the idle
+    /// actor itself (see `driver`), so the AOR's jobs never overlap.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The sharded map of live AOR actors plus what spawning one needs.
@@ -105,8 +109,10 @@ impl<S: LocationStore> Directory<S> {
     /// the AOR has no actor (`inline_without_actor`) or on this task when its actor is idle
     /// (`inline_when_idle`); otherwise to the AOR's actor, spawning one if there is none (or if
     /// the one there is the one the job was dropped by). Answers `Unavailable` when the actor's
-    /// queue is full or no actor can be spawned.
-    pub(crate) fn dispatch(&self, mut job: Job) {
+    /// queue is full or no actor can be spawned. With a `driver` (a networked store), a job
+    /// that would otherwise wake another task only to wait for the store there (an idle
+    /// actor's job, a plain store call) becomes a call the caller drives (see `driver`).
+    pub(crate) fn dispatch(&self, mut job: Job, mut driver: Option<&mut Driver>) {
         let aor = job.aor().clone();
         let mut map = self.shard(&aor);
         if let (Some(e), Some(dead)) = (map.get(&aor), job.sent_to)
@@ -145,7 +151,11 @@ impl<S: LocationStore> Directory<S> {
             // are plain store calls on their own task; writes stay atomic in the Redis script.
             if let Some(work) = job.take() {
                 let store = Arc::clone(&self.store);
-                tokio::spawn(run_stateless_async(store, work, self.config.clock.now()));
+                let call = run_stateless_async(store, work, self.config.clock.now());
+                match driver {
+                    Some(driver) => driver.push(call),
+                    None => drop(tokio::spawn(call)),
+                }
             }
             return;
         }
@@ -164,6 +174,13 @@ impl<S: LocationStore> Directory<S> {
                 && S::COMPLETES_INLINE
                 && self.config.inline_when_idle
                 && self.run_inline(entry, &mut job)
+            {
+                return;
+            }
+            if queued == 0
+                && !S::COMPLETES_INLINE
+                && let Some(driver) = driver.as_deref_mut()
+                && self.drive(entry, &mut job, driver)
             {
                 return;
             }
@@ -232,6 +249,61 @@ impl<S: LocationStore> Directory<S> {
         true
     }
 
+    /// Takes the job of an idle actor over a networked store for the caller to drive (see
+    /// `driver`): a lookup the actor's cache can answer is answered here and now; anything else
+    /// becomes a driven call holding the actor's gate, counted as sent to the actor so that its
+    /// idle stop waits for it. Returns false (job untouched) when the actor is inside a job
+    /// (its gate is held), for the hook (which must reach the actor) and for redeliveries.
+    fn drive(&self, entry: &mut Entry, job: &mut Job, driver: &mut Driver) -> bool {
+        if matches!(job.peek(), Some(Work::Panic { .. }) | None) || job.sent_to.is_some() {
+            return false;
+        }
+        let Ok(gate) = Arc::clone(&entry.gate).try_lock_owned() else {
+            return false;
+        };
+        let deadline = job.deadline;
+        let aor = job.aor().clone();
+        let Some(work) = job.take() else {
+            return false;
+        };
+        let work = match work {
+            Work::Lookup { aor, reply } if self.config.cache_lookups => {
+                let now = self.config.clock.now();
+                let mut core = lock_core(&entry.core);
+                core.last_activity = tokio::time::Instant::now();
+                match core.cache.serve(now) {
+                    Some(bindings) => {
+                        core.rearm_expiry(&entry.actor, now);
+                        drop(core);
+                        reply.send(Ok(bindings));
+                        return true;
+                    }
+                    None => Work::Lookup { aor, reply },
+                }
+            }
+            work => work,
+        };
+        entry.sent += 1;
+        let borrowed = Borrowed {
+            store: Arc::clone(&self.store),
+            config: self.config,
+            core: Arc::clone(&entry.core),
+            actor: entry.actor.clone(),
+            finish: Finish::new(gate, Arc::clone(&entry.done)),
+        };
+        driver.push(run_borrowed(borrowed, aor, work, deadline));
+        true
+    }
+
+    /// Tests: whether the AOR's actor is idle (nothing queued, not inside a job), so that its
+    /// next job is run or driven by the caller.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self, aor: &Aor) -> bool {
+        self.shard(aor)
+            .get(aor)
+            .is_some_and(|e| e.sent == e.done.load(Ordering::Acquire) && e.gate.try_lock().is_ok())
+    }
+
     /// The AOR's live actor, if any (for the handle's checks and the tests).
     pub(crate) fn live_actor(&self, aor: &Aor) -> Option<ActorRef<AorMsg>> {
         self.shard(aor).get(aor).map(|e| e.actor.clone())
@@ -242,11 +314,18 @@ impl<S: LocationStore> Directory<S> {
         let directory = self.myself.upgrade()?;
         let done = Arc::new(AtomicU64::new(0));
         let core = AorCore::new(self.config.cache_lookups, 2 * self.config.idle_after);
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        // Held by the actor until it has loaded the AOR: no job is driven before that.
+        let Ok(loading) = Arc::clone(&gate).try_lock_owned() else {
+            return None;
+        };
         let args = AorArgs {
             aor: aor.clone(),
             directory,
             done: Arc::clone(&done),
             core: Arc::clone(&core),
+            gate: Arc::clone(&gate),
+            loading,
         };
         match ractor::ActorRuntime::spawn_linked_instant(
             None,
@@ -261,6 +340,7 @@ impl<S: LocationStore> Directory<S> {
                     sent: 0,
                     done,
                     core,
+                    gate,
                 })
             }
             Err(e) => {
@@ -351,7 +431,7 @@ impl<S: LocationStore> Directory<S> {
 
 impl<S: LocationStore> Redeliver for Directory<S> {
     fn redeliver(&self, _aor: Aor, job: Job) {
-        self.dispatch(job);
+        self.dispatch(job, None);
     }
 }
 

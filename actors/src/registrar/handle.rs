@@ -14,6 +14,7 @@ use sipmesh_protocol::registrar::{
 
 use super::config::RegistrarConfig;
 use super::directory::Directory;
+use super::driver::Driver;
 use super::job::{Job, Reply, Work};
 use super::supervisor::{RegistrarSupervisor, SupervisorMsg};
 use crate::engine::HookError;
@@ -92,7 +93,39 @@ impl<S: LocationStore> Registrar<S> {
             policy,
             reply: Reply::new(reply),
         };
-        self.directory.dispatch(self.job(aor, work));
+        self.directory.dispatch(self.job(aor, work), None);
+    }
+
+    /// [`Self::register_with`], but a request that would only wait for a networked store on
+    /// another task becomes a call in `driver`, which the caller drives (see [`Driver`]).
+    pub fn register_driven(
+        &self,
+        request: RegisterRequest,
+        policy: RegistrarPolicy,
+        driver: &mut Driver,
+        reply: impl FnOnce(Result<RegisterOutcome, StoreFailure>) + Send + 'static,
+    ) {
+        let aor = request.aor.clone();
+        let work = Work::Register {
+            request,
+            policy,
+            reply: Reply::new(reply),
+        };
+        self.directory.dispatch(self.job(aor, work), Some(driver));
+    }
+
+    /// [`Self::lookup_with`], driven like [`Self::register_driven`].
+    pub fn lookup_driven(
+        &self,
+        aor: Aor,
+        driver: &mut Driver,
+        reply: impl FnOnce(Result<Vec<Binding>, StoreFailure>) + Send + 'static,
+    ) {
+        let work = Work::Lookup {
+            aor: aor.clone(),
+            reply: Reply::new(reply),
+        };
+        self.directory.dispatch(self.job(aor, work), Some(driver));
     }
 
     /// Looks up the live bindings of `aor` through its actor; `reply` gets the result on the
@@ -107,7 +140,7 @@ impl<S: LocationStore> Registrar<S> {
             aor: aor.clone(),
             reply: Reply::new(reply),
         };
-        self.directory.dispatch(self.job(aor, work));
+        self.directory.dispatch(self.job(aor, work), None);
     }
 
     /// Applies a REGISTER and waits for the result (answered only once the store has it).
@@ -167,7 +200,7 @@ impl<S: LocationStore> Registrar<S> {
         }
         let (tx, rx) = oneshot::channel();
         self.directory
-            .dispatch(self.job(aor.clone(), Work::Panic { reply: tx }));
+            .dispatch(self.job(aor.clone(), Work::Panic { reply: tx }), None);
         match tokio::time::timeout(self.directory.config.call_timeout, rx).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) | Err(_) => Err(HookError::NotFound(aor.to_string())),

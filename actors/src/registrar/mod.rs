@@ -21,6 +21,7 @@
 //! - `aor_actor`: the actor of one AOR.
 //! - `aor_core`: its state, shared with the inline path for stores that answer at once.
 //! - `supervisor`: `RegistrarSupervisor`, which restarts failed AOR actors.
+//! - [`driver`]: [`Driver`], the calls a shard drives itself (an idle actor's job over Redis).
 //! - `job`: one request and its reply (never lost: redelivered once, else 503).
 //! - `cache`: the cached bindings and the expiry timer's generation.
 //! - [`config`] holds [`RegistrarConfig`].
@@ -30,12 +31,16 @@ mod aor_core;
 mod cache;
 pub mod config;
 mod directory;
+pub mod driver;
 pub mod handle;
 mod job;
 mod supervisor;
 
 #[cfg(test)]
+mod driver_tests;
+#[cfg(test)]
 mod tests;
 
 pub use config::{RegistrarConfig, WallClock};
+pub use driver::Driver;
 pub use handle::Registrar;

@@ -17,7 +17,7 @@ use crate::location::{LocationStore, MemoryLocationStore};
 
 #[path = "../../tests/support/requests.rs"]
 #[allow(dead_code, unreachable_pub)] // shared with the integration tests, which use all of it
-mod requests;
+pub(super) mod requests;
 
 use requests::{aor, contact, req};
 

@@ -225,6 +225,14 @@ impl TransportHandle {
         self.inner.tcp.close(connection);
     }
 
+    /// Closes every stream connection (TCP, TLS, WS, WSS, accepted or dialed) after flushing
+    /// what is queued on each; listeners keep accepting. Returns how many were asked to close.
+    /// A node that may have been declared dead by its peers uses it so its clients notice the
+    /// flow is gone and recover it elsewhere (RFC 5626 §4.4.1).
+    pub fn close_all_streams(&self) -> usize {
+        self.inner.tcp.close_all()
+    }
+
     /// The bound addresses, in configuration order (with the real port when port 0 was asked).
     pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
         &self.inner.local
@@ -247,6 +255,11 @@ impl TransportHandle {
     /// Number of open (or connecting) stream connections.
     pub fn connection_count(&self) -> usize {
         self.inner.tcp.connection_count()
+    }
+
+    /// Whether `connection` is open (or connecting).
+    pub fn has_connection(&self, connection: ConnectionId) -> bool {
+        self.inner.tcp.has_connection(connection)
     }
 
     /// The newest open (or connecting) `transport` connection to `peer`, if any.

@@ -297,6 +297,11 @@ impl TcpShared {
         self.lock().conns.get(&id).and_then(|e| e.actor.clone())
     }
 
+    /// Whether `id` is registered (open or connecting).
+    pub(crate) fn has_connection(&self, id: ConnectionId) -> bool {
+        self.lock().conns.contains_key(&id)
+    }
+
     /// The newest open connection of `transport` to `peer`.
     pub(crate) fn connection_to(
         &self,
@@ -380,6 +385,27 @@ impl TcpShared {
     /// Asks a connection to flush its queue and close.
     pub(crate) fn close(&self, id: ConnectionId) {
         self.close_for(id, CloseReason::Requested);
+    }
+
+    /// Asks every stream connection (TCP, TLS, WS, WSS; accepted or dialed) to flush its queue
+    /// and close; returns how many were asked.
+    pub(crate) fn close_all(&self) -> usize {
+        let reg = self.lock();
+        let mut asked = 0;
+        for (id, entry) in &reg.conns {
+            let first = entry.close.send_if_modified(|r| {
+                let first = *r == CloseReason::Open;
+                if first {
+                    *r = CloseReason::Requested;
+                }
+                first
+            });
+            if first {
+                debug!(connection = %id, "close requested (all connections)");
+                asked += 1;
+            }
+        }
+        asked
     }
 
     /// Asks a connection to flush its queue and close, for `reason`.

@@ -536,3 +536,34 @@ async fn tcp_missing_content_length_is_bodiless_when_lenient() {
         other => panic!("expected the message, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn close_all_streams_closes_every_connection_and_keeps_listening() {
+    let (handle, _tasks, mut rx) =
+        start_with(TransportConfig::new(vec![(Transport::Tcp, v4())])).await;
+    let server = handle.local_addr(Transport::Tcp).expect("bound");
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut c = TcpStream::connect(server).await.unwrap();
+        c.write_all(&sip(i)).await.unwrap();
+        next_message(&mut rx).await;
+        clients.push(c);
+    }
+    assert_eq!(handle.connection_count(), 3);
+    assert_eq!(handle.close_all_streams(), 3);
+    for c in &mut clients {
+        expect_eof(c).await;
+    }
+    for _ in 0..3 {
+        assert!(matches!(
+            next(&mut rx).await,
+            InboundEvent::ConnectionClosed { .. }
+        ));
+    }
+    assert_eq!(handle.connection_count(), 0);
+    // The listener still accepts: a client reconnects at once.
+    let mut again = TcpStream::connect(server).await.unwrap();
+    again.write_all(&sip(9)).await.unwrap();
+    assert_eq!(next_message(&mut rx).await.data, sip(9));
+    assert_eq!(handle.close_all_streams(), 1);
+}
