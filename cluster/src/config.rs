@@ -55,6 +55,9 @@ pub struct Timing {
     /// acting as an owner: long enough for every peer to have seen its lease and a heartbeat
     /// and placed it, so that it never claims keys their old owner still claims.
     pub settle: Duration,
+    /// How long a member may hold no lease before it is removed from the registry (see
+    /// [`crate::prune`]).
+    pub prune_after: Duration,
 }
 
 impl Default for Timing {
@@ -70,6 +73,7 @@ impl Default for Timing {
             dead_after: Duration::from_millis(2400),
             poll_every: Duration::from_millis(500),
             settle: Duration::from_millis(1200),
+            prune_after: Duration::from_secs(60),
         }
     }
 }

@@ -134,6 +134,18 @@ impl MemberTable {
     /// The registry was read at `now`: every registered member with its lease.
     pub fn handle_registry(&mut self, now: Instant, entries: Vec<RegistryEntry>) {
         self.registry_read = true;
+        // A dead peer without a session that left the registry (pruned) is forgotten.
+        let listed: BTreeSet<&NodeId> = entries.iter().map(|e| &e.node).collect();
+        let gone: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| !listed.contains(id) && !p.connected)
+            .map(|(id, _)| id.clone())
+            .filter(|id| self.state(now, id) == MemberState::Dead)
+            .collect();
+        for id in gone {
+            self.peers.remove(&id);
+        }
         for entry in entries {
             if entry.node == self.me {
                 continue;

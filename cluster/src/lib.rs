@@ -18,6 +18,8 @@
 //!   just (re)gained lease or contact waits `Timing::settle` before owning (`Settling`), so no
 //!   key has two acting owners (checked by the seeded simulation in `tests/sim.rs`).
 //! - **Placement** ([`placement`]): rendezvous hashing over the live set.
+//! - **Pruning** ([`prune`]): a member without a lease for `Timing::prune_after` (60 s) leaves
+//!   the registry.
 //! - **Routers** ([`router`]): one actor per service per node in process group
 //!   `sipmesh.<service>`.
 //! - **Flows** ([`flow`]): the `transport` service hands a SIP message to the node that holds
@@ -42,6 +44,7 @@ pub mod lease;
 pub mod membership;
 pub mod mesh;
 pub mod placement;
+pub mod prune;
 pub mod router;
 pub mod store;
 mod tasks;

@@ -203,6 +203,7 @@ impl Membership {
             tokio::spawn(registry_task(
                 store.clone(),
                 timing.poll_every,
+                (config.node_id.clone(), timing.prune_after),
                 input_tx.clone(),
             )),
             tokio::spawn(mesh_task(

@@ -28,6 +28,8 @@ pub const CHECK_EPOCH_LUA: &str = include_str!("lua/check_epoch.lua");
 
 const LEASE_LUA: &str = include_str!("lua/lease.lua");
 const MEMBERS_LUA: &str = include_str!("lua/members.lua");
+/// Removes a leaseless member from the registry.
+const PRUNE_LUA: &str = include_str!("lua/prune.lua");
 const FENCED_SET_LUA: &str = include_str!("lua/fenced_set.lua");
 
 /// A failed cluster call to Redis.
@@ -225,6 +227,22 @@ impl ClusterStore {
             LeaseRequest::Renew(_) if n == 1 => LeaseReply::Renewed,
             LeaseRequest::Renew(_) => LeaseReply::Lost,
         })
+    }
+
+    /// Removes `node` from the registry if it holds no lease (see [`crate::prune`]); true
+    /// when it was removed.
+    pub async fn prune_member(&self, node: &NodeId) -> Result<bool, StoreError> {
+        let script = Script::new(PRUNE_LUA);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(format!("{}members", self.prefix))
+            .key(self.lease_key(node))
+            .arg(node.as_str());
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(n > 0)
     }
 
     /// Every registered member with its lease.

@@ -177,14 +177,27 @@ pub(crate) async fn heartbeat_in_task(
 pub(crate) async fn registry_task(
     store: ClusterStore,
     every: Duration,
+    prune: (NodeId, Duration),
     tx: mpsc::Sender<DetectorInput>,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut clock = crate::prune::PruneClock::default();
     loop {
         tick.tick().await;
         match store.registry().await {
             Ok(entries) => {
+                for node in clock.due(Instant::now(), &prune.0, &entries, prune.1) {
+                    match store.prune_member(&node).await {
+                        Ok(removed) => {
+                            clock.forget(&node);
+                            if removed {
+                                tracing::info!(%node, "long-dead member pruned from the registry");
+                            }
+                        }
+                        Err(e) => debug!(%node, error = %e, "pruning a member failed"),
+                    }
+                }
                 if tx
                     .send(DetectorInput::Registry(Instant::now(), entries))
                     .await

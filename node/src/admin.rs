@@ -2,7 +2,8 @@
 //!
 //! - `GET /status`: the engine's status as JSON (listeners, connections, store sizes).
 //! - `GET /cluster`: the cluster members as this node sees them (id, address, state, epoch,
-//!   lease and heartbeat ages); 404 on a node that is not clustered.
+//!   lease and heartbeat ages, and `owned_actors`: the dialog actors each runs, see
+//!   [`crate::takeover`]); 404 on a node that is not clustered.
 //! - `GET /cluster/ping`: round trips to every peer's registrar router (over ractor_cluster)
 //!   and to Redis, medians of 50 sequential calls.
 //! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
@@ -25,6 +26,8 @@ use tracing::{debug, info, warn};
 use sipmesh_actors::engine::{EngineAdmin, HookError, HookTarget};
 use sipmesh_cluster::Membership;
 
+use crate::takeover::OwnedActors;
+
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
 
@@ -46,6 +49,7 @@ pub async fn serve(
     listener: TcpListener,
     admin: EngineAdmin,
     cluster: Option<Membership>,
+    owned: Option<OwnedActors>,
     test_hooks: bool,
 ) {
     loop {
@@ -53,8 +57,12 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let admin = admin.clone();
                 let cluster = cluster.clone();
+                let owned = owned.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &admin, cluster.as_ref(), test_hooks).await {
+                    let cluster = cluster.as_ref();
+                    if let Err(e) =
+                        handle(stream, &admin, cluster, owned.as_ref(), test_hooks).await
+                    {
                         debug!(%peer, error = %e, "admin connection failed");
                     }
                 });
@@ -90,10 +98,11 @@ async fn handle(
     mut stream: TcpStream,
     admin: &EngineAdmin,
     cluster: Option<&Membership>,
+    owned: Option<&OwnedActors>,
     test_hooks: bool,
 ) -> std::io::Result<()> {
     let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(head))) => route(&head, admin, cluster, test_hooks).await,
+        Ok(Ok(Some(head))) => route(&head, admin, cluster, owned, test_hooks).await,
         Ok(Ok(None)) => Reply::text(
             431,
             "Request Header Fields Too Large",
@@ -137,6 +146,7 @@ async fn route(
     head: &str,
     admin: &EngineAdmin,
     cluster: Option<&Membership>,
+    owned: Option<&OwnedActors>,
     test_hooks: bool,
 ) -> Reply {
     let mut parts = head.lines().next().unwrap_or_default().split(' ');
@@ -148,7 +158,13 @@ async fn route(
     match (method, path) {
         ("GET", "/status") => json(&admin.status().await),
         ("GET", "/cluster") => match cluster {
-            Some(membership) => json(&membership.view()),
+            Some(membership) => {
+                let mut view = membership.view();
+                if let Some(owned) = owned {
+                    owned.fill(&mut view);
+                }
+                json(&view)
+            }
             None => Reply::text(404, "Not Found", "this node is not clustered\n"),
         },
         ("GET", "/cluster/ping") => match cluster {

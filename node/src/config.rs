@@ -78,6 +78,10 @@ pub struct Cli {
     /// For tests only: anyone who reaches the admin address can crash actors.
     #[arg(long = "test-hooks")]
     pub test_hooks: bool,
+    /// Lifetime of a confirmed dialog without a session timer, in seconds (default 43200); at
+    /// its end the node sends a BYE to both sides.
+    #[arg(long = "dialog-timeout", value_name = "SECONDS")]
+    pub dialog_timeout: Option<u64>,
     /// Join a cluster: the ractor_cluster listener (TCP) and heartbeat socket (UDP) address.
     /// Needs `--redis` (leases) and a cookie.
     #[arg(long = "cluster-listen", value_name = "IP:PORT")]
@@ -88,6 +92,9 @@ pub struct Cli {
     /// This node's id in the cluster (default: derived from `--cluster-listen`).
     #[arg(long = "node-id", value_name = "NAME")]
     pub node_id: Option<String>,
+    /// Seconds a member may hold no lease before it is removed from the registry (default 60).
+    #[arg(long = "cluster-prune-after", value_name = "SECONDS")]
+    pub cluster_prune_after: Option<u64>,
     /// Shared secret authenticating cluster members to each other.
     #[arg(long = "cluster-cookie", value_name = "SECRET")]
     pub cluster_cookie: Option<String>,
@@ -155,6 +162,8 @@ pub struct RawConfig {
     pub relay: Option<bool>,
     /// Largest SIP message accepted, in bytes (default 65536).
     pub max_message_size: Option<usize>,
+    /// Lifetime of a confirmed dialog without a session timer, seconds (default 43200).
+    pub dialog_timeout_s: Option<u64>,
     /// Seconds an idle TCP connection is kept (default 600).
     pub tcp_idle_timeout: Option<u64>,
     /// Seconds given to running transactions on SIGTERM/SIGINT (default 5).
@@ -240,6 +249,8 @@ pub struct RawCluster {
     pub cookie: Option<String>,
     /// Key prefix of the cluster keys in Redis (default `sipmesh:`).
     pub key_prefix: Option<String>,
+    /// Seconds a member may hold no lease before it leaves the registry (default 60).
+    pub prune_after_s: Option<u64>,
     /// Mutual TLS between members: this node's certificate (all three `tls_*` or none).
     pub tls_cert: Option<PathBuf>,
     /// Its private key.
@@ -318,6 +329,9 @@ impl Cli {
         if self.admin.is_some() {
             raw.admin = self.admin;
         }
+        if self.dialog_timeout.is_some() {
+            raw.dialog_timeout_s = self.dialog_timeout;
+        }
         if self.test_hooks {
             raw.test_hooks = Some(true);
         }
@@ -331,6 +345,9 @@ impl Cli {
         }
         if self.cluster_cookie.is_some() {
             raw.cluster.cookie = self.cluster_cookie;
+        }
+        if self.cluster_prune_after.is_some() {
+            raw.cluster.prune_after_s = self.cluster_prune_after;
         }
         for (flag, key) in [
             (self.cluster_tls_cert, &mut raw.cluster.tls_cert),
@@ -443,7 +460,13 @@ impl TryFrom<RawConfig> for NodeConfig {
                     .map(FlowTokenKey::from_hex)
                     .transpose()
                     .context("flow_token_key")?,
-                dialog: sipmesh_protocol::dialog::DialogConfig::default(),
+                dialog: sipmesh_protocol::dialog::DialogConfig {
+                    default_timeout: raw.dialog_timeout_s.map_or_else(
+                        || sipmesh_protocol::dialog::DialogConfig::default().default_timeout,
+                        Duration::from_secs,
+                    ),
+                    ..sipmesh_protocol::dialog::DialogConfig::default()
+                },
                 // Set by `run` when clustered (it needs the running cluster layer).
                 fence: None,
                 max_aor_actors: raw.registrar.max_aor_actors.unwrap_or(4096),
@@ -593,7 +616,10 @@ fn cluster_config(raw: &RawConfig) -> anyhow::Result<Option<ClusterConfig>> {
         (None, None, None) => None,
         _ => bail!("cluster.tls_cert, cluster.tls_key and cluster.tls_ca go together"),
     };
-    let timing = Timing::default();
+    let mut timing = Timing::default();
+    if let Some(s) = c.prune_after_s {
+        timing.prune_after = Duration::from_secs(s);
+    }
     timing.validate()?;
     Ok(Some(ClusterConfig {
         node_id,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dev_cert;
 pub mod fenced_flows;
 pub mod lost_flows;
+pub mod takeover;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -133,6 +134,24 @@ pub async fn run(
         }
         _ => None,
     };
+    let (takeover, owned) = match (&membership, &engine_config.redis, &config.cluster) {
+        (Some(membership), Some(redis), Some(cluster)) => {
+            let store = sipmesh_actors::dialog::RedisDialogStore::new(
+                redis,
+                sipmesh_actors::dialog::redis::DEFAULT_PREFIX,
+            )
+            .map_err(|e| anyhow::anyhow!("dialog store for takeover: {e}"))?
+            .with_fence(engine_config.fence.clone());
+            let (task, owned) = takeover::start(
+                membership.clone(),
+                store,
+                engine.dialogs(),
+                cluster.key_prefix.clone(),
+            );
+            (Some(task), Some(owned))
+        }
+        _ => (None, None),
+    };
     let (lost_flows, fenced_flows) = lost_flows.unzip();
     let admin = match config.admin {
         Some(addr) => {
@@ -143,6 +162,7 @@ pub async fn run(
                 listener,
                 engine.admin(),
                 membership.clone(),
+                owned,
                 config.test_hooks,
             )))
         }
@@ -153,7 +173,7 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin, lost_flows, fenced_flows]
+    for task in [reloader, admin, lost_flows, fenced_flows, takeover]
         .into_iter()
         .flatten()
     {

@@ -14,6 +14,8 @@ use sipmesh_protocol::dialog::{
     DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason,
 };
 
+use super::handle::TimeoutHook;
+use super::retry::RemovalRetry;
 use super::store::{DialogStore, load_either};
 
 /// Called once the event it came with was applied: `true` when the record is in the store
@@ -35,6 +37,12 @@ pub enum DialogMsg {
     Timeout(u64),
     /// Read the record from the store now (after a restart) and arm the timer.
     Load,
+    /// Take the dialog over from another node (failover or rebalancing): adopt this record,
+    /// write it under this node's fence (moving it to this node's owner index) and arm the
+    /// timer for the time it had left.
+    Adopt(Box<DialogState>, std::time::Duration),
+    /// Stop without touching the store: another node owns the dialog now.
+    Release,
     /// Test hook: panic now (the supervisor restarts the actor from the store).
     /// Issue 6: the media session of the dialog (`udp:IP:PORT` of its rtpengine instance),
     /// recorded so that any node can reach the call's instance.
@@ -66,6 +74,10 @@ pub struct DialogArgs {
     pub store: Arc<dyn DialogStore>,
     /// Timeouts.
     pub config: DialogConfig,
+    /// Where a refused removal goes for a retry.
+    pub retry: RemovalRetry,
+    /// Called when the timer ends a confirmed dialog.
+    pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// The actor's state: the record plus handles.
@@ -76,6 +88,8 @@ pub struct DialogActorState {
     loaded: bool,
     store: Arc<dyn DialogStore>,
     config: DialogConfig,
+    retry: RemovalRetry,
+    hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Generation of the armed timer; a firing with another number is stale.
     generation: u64,
     timer: Option<JoinHandle<()>>,
@@ -107,6 +121,8 @@ impl Actor for DialogActor {
             loaded: args.start == Start::Fresh,
             store: args.store,
             config: args.config,
+            retry: args.retry,
+            hook: args.hook,
             generation: 0,
             timer: None,
             span,
@@ -154,9 +170,26 @@ impl Actor for DialogActor {
                     ensure_loaded(state).await;
                     arm_timer(&myself, state);
                 }
+                DialogMsg::Adopt(dialog, remaining) => {
+                    state.loaded = true;
+                    if let Err(e) = state.store.save(&dialog).await {
+                        warn!(error = %e, "writing the adopted dialog record failed");
+                    }
+                    state.dialog = Some(*dialog);
+                    arm_timer_after(&myself, state, remaining);
+                }
+                DialogMsg::Release => {
+                    debug!("dialog handed to its new owner");
+                    myself.stop(Some("released".to_owned()));
+                }
                 DialogMsg::Timeout(generation) if generation != state.generation => {}
                 DialogMsg::Timeout(_) => {
                     info!("dialog timed out");
+                    if let (Some(d), Some(hook)) = (&state.dialog, state.hook.get())
+                        && d.phase == DialogPhase::Confirmed
+                    {
+                        hook(d);
+                    }
                     let id = state.dialog.as_ref().map(|d| d.id.clone());
                     if let Some(id) = id {
                         let ev = DialogEvent::Terminated {
@@ -272,7 +305,8 @@ async fn remove(state: &DialogActorState, id: &DialogId) {
             }
             Ok(false) => {}
             Err(e) => {
-                warn!(error = %e, "removing the dialog record failed");
+                warn!(error = %e, "removing the dialog record failed: queued for a retry");
+                state.retry.push(id.clone());
                 return;
             }
         }
@@ -282,14 +316,23 @@ async fn remove(state: &DialogActorState, id: &DialogId) {
 /// Re-arms the single timer for the record's timeout (or the early timeout while the actor
 /// has no record yet).
 fn arm_timer(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState) {
-    state.generation += 1;
-    if let Some(t) = state.timer.take() {
-        t.abort();
-    }
     let after = state
         .dialog
         .as_ref()
         .map_or(state.config.early_timeout, |d| d.timeout);
+    arm_timer_after(myself, state, after);
+}
+
+/// Re-arms the single timer to fire `after` from now.
+fn arm_timer_after(
+    myself: &ActorRef<DialogMsg>,
+    state: &mut DialogActorState,
+    after: std::time::Duration,
+) {
+    state.generation += 1;
+    if let Some(t) = state.timer.take() {
+        t.abort();
+    }
     let generation = state.generation;
     let me = myself.clone();
     state.timer = Some(ractor::concurrency::spawn(async move {

@@ -10,9 +10,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorRef, MessagingErr, SpawnErr};
 use tracing::warn;
 
-use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogMsg, StoredAck};
+use super::retry::RemovalRetry;
 use super::store::DialogStore;
 use super::supervisor::{DialogSupervisor, SupervisorArgs, SupervisorMsg};
 
@@ -81,6 +82,20 @@ impl ActorMap {
         }
     }
 
+    /// The ids of the live dialog actors.
+    pub fn ids(&self) -> Vec<DialogId> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Number of live dialog actors.
     pub fn len(&self) -> usize {
         self.shards
@@ -95,12 +110,19 @@ impl ActorMap {
     }
 }
 
+/// Called by a dialog actor when its timer ends a confirmed dialog, before the record goes
+/// (the engine sends a BYE to both ends).
+pub type TimeoutHook = Arc<dyn Fn(&DialogState) + Send + Sync>;
+
 /// A cloneable handle to the dialog actors of one node.
 #[derive(Clone)]
 pub struct Dialogs {
     map: Arc<ActorMap>,
     supervisor: ActorRef<SupervisorMsg>,
     store_kind: &'static str,
+    retry: RemovalRetry,
+    retry_task: tokio::task::AbortHandle,
+    hook: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -128,16 +150,24 @@ impl Dialogs {
     ) -> Result<Self, SpawnErr> {
         let map = Arc::new(ActorMap::new());
         let store_kind = store.kind();
+        let retry = RemovalRetry::default();
+        let retry_task = retry.spawn(Arc::clone(&store)).abort_handle();
+        let hook = Arc::new(std::sync::OnceLock::new());
         let args = SupervisorArgs {
+            hook: Arc::clone(&hook),
             map: Arc::clone(&map),
             store,
             config,
+            retry: retry.clone(),
         };
         let (supervisor, _join) = Actor::spawn(None, DialogSupervisor, args).await?;
         Ok(Self {
             map,
             supervisor,
             store_kind,
+            retry,
+            retry_task,
+            hook,
         })
     }
 
@@ -193,6 +223,36 @@ impl Dialogs {
         Ok(())
     }
 
+    /// Takes over a stored dialog (failover or rebalancing, see
+    /// [`takeover`](super::takeover)): unless an actor already serves it, one is started with
+    /// `dialog`, writes it under this node's fence and ends it `remaining` from now.
+    /// Idempotent; never blocks.
+    pub fn adopt(&self, dialog: DialogState, remaining: Duration) {
+        if self.map.get(&dialog.id).is_some() {
+            return;
+        }
+        if self
+            .supervisor
+            .cast(SupervisorMsg::Adopt(Box::new(dialog), remaining))
+            .is_err()
+        {
+            warn!("dialog supervisor is gone: adoption dropped");
+        }
+    }
+
+    /// Stops the live actor of `id` without touching its record (its new owner runs it);
+    /// true when there was one.
+    pub fn release(&self, id: &DialogId) -> bool {
+        self.map
+            .get(id)
+            .is_some_and(|a| a.cast(DialogMsg::Release).is_ok())
+    }
+
+    /// The ids of the live dialog actors.
+    pub fn live_ids(&self) -> Vec<DialogId> {
+        self.map.ids()
+    }
+
     /// Records the media session of a live dialog (issue 6); ignored when no actor serves it.
     pub fn set_media_session(&self, id: &DialogId, media: String) {
         if let Some(actor) = self.map.get(id) {
@@ -215,8 +275,19 @@ impl Dialogs {
         self.store_kind
     }
 
+    /// Sets the hook called when a dialog times out (a second call is ignored).
+    pub fn set_timeout_hook(&self, hook: TimeoutHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Removals refused by the store (fenced, unreachable) waiting for their retry.
+    pub fn pending_removals(&self) -> usize {
+        self.retry.len()
+    }
+
     /// Stops the supervisor and, with it, every dialog actor (records stay in the store).
     pub fn stop(&self) {
+        self.retry_task.abort();
         self.supervisor.stop(None);
     }
 }

@@ -20,18 +20,22 @@
 //! - `actor`: [`DialogActor`](actor::DialogActor).
 //! - `store`, `memory`, `redis`, `record`: the store trait, its two implementations
 //!   and the Redis hash layout.
+//! - `retry`: removals refused while fenced, queued and retried.
+//! - `takeover`: failover and rebalancing of dialog actors between cluster nodes (issue 5).
 
 pub mod actor;
 pub mod handle;
 pub mod memory;
 pub mod record;
 pub mod redis;
+pub mod retry;
 pub mod store;
 pub mod supervisor;
+pub mod takeover;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{DialogHookError, Dialogs};
+pub use handle::{DialogHookError, Dialogs, TimeoutHook};
 pub use memory::MemoryDialogStore;
 pub use redis::RedisDialogStore;
 pub use store::{DialogStore, DialogStoreError, EXPIRY_MARGIN};

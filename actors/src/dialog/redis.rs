@@ -13,6 +13,11 @@
 //! [`UnavailableReason::Fenced`] without a Redis call, and a stale epoch (`STALE_EPOCH`, nothing
 //! written) is reported the same way. Without a fence, save stays one MULTI/EXEC.
 //!
+//! Owner index (issue 5, failover): on a single server every fenced save also puts the record
+//! key in its writer's set `P by-owner:<lease key>` (and takes it out of the previous writer's),
+//! so a survivor finds a dead node's dialogs without a keyspace scan; see [`index`] and
+//! docs/REDIS.md "Dialog owner index". Not kept on a Redis Cluster (the set is in another slot).
+//!
 //! On a Redis Cluster the record key is hash-tagged, `P{<id>}`, and the fence cannot read the
 //! lease key (another slot): it checks a per-record fencing token instead
 //! (`redis/fence_cluster.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
@@ -31,7 +36,10 @@ use crate::location::{RedisStoreConfig, RedisStoreError, UnavailableReason};
 use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 use super::record;
+
+mod index;
 use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
+pub use index::IndexedRecord;
 
 /// The fence check of a single server.
 const FENCE_SINGLE_LUA: &str = include_str!("redis/fence_single.lua");
@@ -196,10 +204,12 @@ impl DialogStore for RedisDialogStore {
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
                 let mut call = self.fenced_save.prepare_invoke();
-                call.key(&key)
-                    .key(self.fence_key(&state.id, &fence))
-                    .arg(fence.epoch)
-                    .arg(ttl_ms);
+                call.key(&key).key(self.fence_key(&state.id, &fence));
+                if !self.cluster {
+                    call.key(self.index_key_of(&fence.lease_key))
+                        .key(self.owners_key());
+                }
+                call.arg(fence.epoch).arg(ttl_ms);
                 for (field, value) in &fields {
                     call.arg(field).arg(value);
                 }
@@ -251,9 +261,11 @@ impl DialogStore for RedisDialogStore {
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
                 let mut call = self.fenced_remove.prepare_invoke();
-                call.key(&key)
-                    .key(self.fence_key(id, &fence))
-                    .arg(fence.epoch);
+                call.key(&key).key(self.fence_key(id, &fence));
+                if !self.cluster {
+                    call.key(self.index_key_of(&fence.lease_key));
+                }
+                call.arg(fence.epoch);
                 let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
                 return Ok(n > 0);
             }

@@ -12,10 +12,13 @@ use std::sync::Arc;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{debug, warn};
 
-use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId};
+use std::time::Duration;
+
+use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
-use super::handle::ActorMap;
+use super::handle::{ActorMap, TimeoutHook};
+use super::retry::RemovalRetry;
 use super::store::DialogStore;
 
 /// Messages of the [`DialogSupervisor`].
@@ -24,6 +27,9 @@ pub enum SupervisorMsg {
     /// An event for a dialog with no live actor (as far as the sender saw), with its
     /// acknowledgement.
     Spawn(DialogEvent, Option<StoredAck>),
+    /// Take over a stored dialog (failover, rebalancing) unless an actor already serves it:
+    /// the record and its time left.
+    Adopt(Box<DialogState>, Duration),
 }
 
 // A local-only message: ractor's `cluster` feature (on for the whole workspace, because
@@ -39,6 +45,10 @@ pub struct SupervisorArgs {
     pub store: Arc<dyn DialogStore>,
     /// Timeouts.
     pub config: DialogConfig,
+    /// The queue of refused removals.
+    pub retry: RemovalRetry,
+    /// Called at a dialog's timeout.
+    pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// Supervisor state.
@@ -46,6 +56,8 @@ pub struct SupervisorState {
     map: Arc<ActorMap>,
     store: Arc<dyn DialogStore>,
     config: DialogConfig,
+    retry: RemovalRetry,
+    hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Which dialog each child serves (supervision events only name the actor).
     children: HashMap<ActorId, DialogId>,
 }
@@ -66,6 +78,8 @@ impl DialogSupervisor {
             start,
             store: Arc::clone(&state.store),
             config: state.config,
+            retry: state.retry.clone(),
+            hook: Arc::clone(&state.hook),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -95,6 +109,8 @@ impl Actor for DialogSupervisor {
             map: args.map,
             store: args.store,
             config: args.config,
+            retry: args.retry,
+            hook: args.hook,
             children: HashMap::new(),
         })
     }
@@ -106,6 +122,16 @@ impl Actor for DialogSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SupervisorMsg::Adopt(dialog, remaining) => {
+                // Idempotent: a live actor (an earlier adoption, or one an in-dialog request
+                // created) already serves the dialog.
+                if state.map.get(&dialog.id).is_none() {
+                    let id = dialog.id.clone();
+                    if let Some(actor) = Self::spawn_child(&myself, state, id, Start::Fresh).await {
+                        let _ = actor.cast(DialogMsg::Adopt(dialog, remaining));
+                    }
+                }
+            }
             SupervisorMsg::Spawn(ev, ack) => {
                 // Another Spawn for the same dialog may have been queued before the first
                 // created the actor: deliver to it.

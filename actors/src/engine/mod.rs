@@ -14,6 +14,7 @@
 //! (or the Call-ID for RFC 2543 peers), and responses carry our own branch, which names the shard.
 
 mod admin;
+mod dialog_end;
 mod ingress;
 mod remote;
 mod shard;
@@ -277,12 +278,19 @@ impl Engine {
             }
             _ => None,
         };
+        let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
+        dialogs.set_timeout_hook(dialog_end::bye_both_ends(
+            transport.clone(),
+            local.clone(),
+            Arc::clone(&cluster_peers),
+        ));
         let engine_flows = EngineFlows {
             flows: flows.clone(),
             ingress: ingress.clone(),
             transport: transport.clone(),
             shards: senders.clone(),
             listeners: listeners.clone(),
+            cluster_peers,
         };
         let spawn = ShardSpawn {
             flows: &flows,
@@ -352,6 +360,11 @@ impl Engine {
     /// A handle for the admin endpoint: status and test hooks.
     pub fn admin(&self) -> EngineAdmin {
         self.admin.clone()
+    }
+
+    /// The dialog actors of this node (the cluster layer moves them between nodes).
+    pub fn dialogs(&self) -> Dialogs {
+        self.dialogs.clone()
     }
 
     /// The handle the cluster layer uses for flows held here or elsewhere.

@@ -246,6 +246,8 @@ pub struct EngineFlows {
     pub(crate) transport: TransportHandle,
     pub(crate) shards: Vec<mpsc::Sender<ShardInput>>,
     pub(crate) listeners: Vec<Listener>,
+    /// The other members' listeners, also read by the dialog-timeout BYEs.
+    pub(crate) cluster_peers: Arc<std::sync::RwLock<Vec<Listener>>>,
 }
 
 impl std::fmt::Debug for EngineFlows {
@@ -347,6 +349,10 @@ impl EngineFlows {
     /// The other members' SIP listeners: Route values and Vias naming them name this node
     /// (one Record-Route identity for the cluster). Every shard gets the list.
     pub fn set_cluster_peers(&self, peers: Vec<Listener>) {
+        *self
+            .cluster_peers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = peers.clone();
         self.broadcast(|| ShardInput::ClusterPeers(peers.clone()));
     }
 }

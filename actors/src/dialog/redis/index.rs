@@ -1,0 +1,194 @@
+//! The dialog owner index (issue 5, failover; docs/REDIS.md "Dialog owner index"): reading the
+//! per-owner sets that the fenced save and remove scripts keep, and the per-node actor counts
+//! shown in the admin view.
+//!
+//! - `P by-owner:<lease key>`: a set of the record keys last written by the node of that lease
+//!   key (its dialog actors' records). A survivor reads a dead node's set to re-create its
+//!   actors; the new owner's first save moves the key to its own set.
+//! - `P owners`: the set of every owner-index key, so a rebalancing node finds all of them.
+//! - `P rebalance`: a counter bumped by every node that adopted dialogs; the others rebalance
+//!   when it changes, so the node that ran a moved dialog stops its actor promptly.
+//! - `P owned:<lease key>`: the number of dialog actors that node runs, published every second
+//!   with a short expiry (a statistic: written unfenced).
+//!
+//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sipmesh_protocol::dialog::DialogState;
+use tracing::warn;
+
+use super::super::record;
+use super::super::store::{DialogStoreError, EXPIRY_MARGIN};
+use super::RedisDialogStore;
+
+/// One record found through an owner index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedRecord {
+    /// Its Redis key.
+    pub key: String,
+    /// The record.
+    pub state: DialogState,
+    /// Time left until its dialog timeout: the key's remaining life less [`EXPIRY_MARGIN`]
+    /// (every save resets the expiry to timeout + margin, so this counts from the last
+    /// refresh, whichever node wrote it).
+    pub remaining: Duration,
+}
+
+impl RedisDialogStore {
+    /// The owner index of the node holding lease key `lease_key`: `P by-owner:<lease key>`.
+    pub fn index_key_of(&self, lease_key: &str) -> String {
+        format!("{}by-owner:{lease_key}", self.prefix)
+    }
+
+    /// The set of every owner index: `P owners`.
+    pub fn owners_key(&self) -> String {
+        format!("{}owners", self.prefix)
+    }
+
+    /// The key of the published actor count of the node of `lease_key`: `P owned:<lease key>`.
+    pub fn owned_key_of(&self, lease_key: &str) -> String {
+        format!("{}owned:{lease_key}", self.prefix)
+    }
+
+    /// This store's own owner index (`None` unfenced or on a Redis Cluster: no index kept).
+    pub fn own_index(&self) -> Option<String> {
+        match (&self.fence, self.cluster) {
+            (Some(f), false) => Some(self.index_key_of(f.lease_key())),
+            _ => None,
+        }
+    }
+
+    /// Every owner index ever written (members of `P owners`).
+    pub async fn owner_indexes(&self) -> Result<Vec<String>, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("SMEMBERS").arg(self.owners_key()).clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// The number of record keys in owner index `index`.
+    pub async fn index_len(&self, index: &str) -> Result<u64, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("SCARD").arg(index).clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// The records listed in owner index `index`, with their time left. Keys whose record is
+    /// gone are removed from the index; a record that does not decode is skipped (logged).
+    pub async fn indexed(&self, index: &str) -> Result<Vec<IndexedRecord>, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = self
+            .bounded(
+                ::redis::cmd("SMEMBERS")
+                    .arg(index)
+                    .clone()
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(members.len());
+        let mut gone = Vec::new();
+        for chunk in members.chunks(256) {
+            let mut pipe = ::redis::pipe();
+            for key in chunk {
+                pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+            }
+            let replies: Vec<FieldsAndTtl> = {
+                let flat: Vec<::redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+                pair_up(flat)?
+            };
+            for (key, (fields, pttl)) in chunk.iter().zip(replies) {
+                if fields.is_empty() {
+                    gone.push(key.clone());
+                    continue;
+                }
+                match record::decode(&fields) {
+                    Ok(state) => {
+                        let life = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
+                        out.push(IndexedRecord {
+                            key: key.clone(),
+                            state,
+                            remaining: life.saturating_sub(EXPIRY_MARGIN),
+                        });
+                    }
+                    Err(e) => warn!(%key, error = %e, "skipping an undecodable dialog record"),
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let cmd = ::redis::cmd("SREM").arg(index).arg(&gone).clone();
+            self.bounded(cmd.query_async::<i64>(&mut conn)).await?;
+        }
+        Ok(out)
+    }
+
+    /// The rebalance generation `P rebalance`: bumped by a node that adopted dialogs, so that
+    /// the nodes that ran them before see the change and release theirs (0 when unset).
+    pub async fn rebalance_generation(&self) -> Result<u64, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("GET")
+            .arg(format!("{}rebalance", self.prefix))
+            .clone();
+        let v: Option<u64> = self.bounded(cmd.query_async(&mut conn)).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Bumps the rebalance generation (see [`Self::rebalance_generation`]).
+    pub async fn bump_rebalance(&self) -> Result<u64, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("INCR")
+            .arg(format!("{}rebalance", self.prefix))
+            .clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// Publishes `count`, the dialog actors this node runs, under `P owned:<own lease key>`
+    /// for `ttl` (nothing without a fence).
+    pub async fn publish_owned(&self, count: u64, ttl: Duration) -> Result<(), DialogStoreError> {
+        let Some(fence) = &self.fence else {
+            return Ok(());
+        };
+        let mut conn = self.conn.clone();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let cmd = ::redis::cmd("SET")
+            .arg(self.owned_key_of(fence.lease_key()))
+            .arg(count)
+            .arg("PX")
+            .arg(ms)
+            .clone();
+        self.bounded(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// The published actor counts of the nodes of `lease_keys` (`None` where none is fresh).
+    pub async fn owned_counts(
+        &self,
+        lease_keys: &[String],
+    ) -> Result<Vec<Option<u64>>, DialogStoreError> {
+        if lease_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut cmd = ::redis::cmd("MGET");
+        for k in lease_keys {
+            cmd.arg(self.owned_key_of(k));
+        }
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+}
+
+/// A record's fields and its `PTTL`.
+type FieldsAndTtl = (HashMap<String, String>, i64);
+
+/// Reads a flat pipeline reply of (HGETALL, PTTL) pairs.
+fn pair_up(flat: Vec<::redis::Value>) -> Result<Vec<FieldsAndTtl>, DialogStoreError> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(h), Some(t)) = (it.next(), it.next()) {
+        let fields: HashMap<String, String> =
+            ::redis::from_redis_value(h).map_err(|_| DialogStoreError::BadRecord("hash"))?;
+        let pttl: i64 =
+            ::redis::from_redis_value(t).map_err(|_| DialogStoreError::BadRecord("pttl"))?;
+        out.push((fields, pttl));
+    }
+    Ok(out)
+}

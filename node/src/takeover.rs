@@ -1,0 +1,163 @@
+//! Dialog failover and hand-back between cluster nodes (issue 5, point 4), and the per-member
+//! actor counts of the admin view (point 5).
+//!
+//! Every clustered node watches its placement set ([`Membership::live_members`]). When it
+//! changes (a member declared dead or left, a member (re)joined), and once when this node first
+//! holds its lease, the node runs [`rebalance`]: it reads the dialog owner indexes in Redis,
+//! adopts the stored dialogs whose rendezvous owner ([`placement_key`]) it now is and runs no
+//! actor for (a dead node's share: actor, timer for the time left, record moved to this node's
+//! index under its fence), and releases the actors of dialogs another node now owns (a
+//! restarted node's share goes back to it; the record stays, so requests in between are served
+//! from Redis). A node that adopted anything bumps `sipmesh:dlg:rebalance`; every node
+//! rebalances when that generation changes too, so the node that ran a moved dialog stops its
+//! actor within a tick. A failed rebalance is retried on the next tick; nothing runs while
+//! fenced.
+//!
+//! Every second the node also publishes its number of dialog actors in Redis
+//! (`sipmesh:dlg:owned:<lease key>`, 5 s expiry) and reads its peers', for
+//! `owned_actors` in `GET /cluster`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use sipmesh_actors::dialog::takeover::{placement_key, rebalance};
+use sipmesh_actors::dialog::{Dialogs, RedisDialogStore};
+use sipmesh_cluster::{ClusterView, Membership, NodeId};
+
+/// How often the placement set is compared.
+const EVERY: Duration = Duration::from_millis(200);
+/// How often the actor counts are published and read.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+/// Life of a published count.
+const COUNT_TTL: Duration = Duration::from_secs(5);
+
+/// The actor counts of the members, for the admin view. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OwnedActors {
+    dialogs: Dialogs,
+    peers: watch::Receiver<BTreeMap<NodeId, u64>>,
+}
+
+impl OwnedActors {
+    /// Fills `owned_actors` of every member of `view`: this node's live dialog actors, and
+    /// each peer's last published count (`None` when none is fresh: a dead member).
+    pub fn fill(&self, view: &mut ClusterView) {
+        let peers = self.peers.borrow();
+        for m in &mut view.members {
+            m.owned_actors = if m.is_self {
+                u64::try_from(self.dialogs.live()).ok()
+            } else {
+                peers.get(&m.id).copied()
+            };
+        }
+    }
+}
+
+/// Starts the watcher; it runs until aborted. `lease_prefix` is the cluster key prefix (lease
+/// keys are `<prefix>node:<id>`).
+pub fn start(
+    membership: Membership,
+    store: RedisDialogStore,
+    dialogs: Dialogs,
+    lease_prefix: String,
+) -> (JoinHandle<()>, OwnedActors) {
+    let (tx, rx) = watch::channel(BTreeMap::new());
+    let owned = OwnedActors {
+        dialogs: dialogs.clone(),
+        peers: rx,
+    };
+    let task = tokio::spawn(async move {
+        let mut placed: Option<Vec<NodeId>> = None;
+        let mut generation: Option<u64> = None;
+        let mut last_count = Instant::now() - COUNT_EVERY;
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if last_count.elapsed() >= COUNT_EVERY {
+                last_count = Instant::now();
+                publish_counts(&membership, &store, &dialogs, &lease_prefix, &tx).await;
+            }
+            if membership.is_fenced() {
+                // Whatever changed meanwhile, look again once the lease is back.
+                placed = None;
+                continue;
+            }
+            let live = membership.live_members();
+            let seen = match store.rebalance_generation().await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!(error = %e, "reading the rebalance generation failed");
+                    continue;
+                }
+            };
+            if placed.as_ref() == Some(&live) && generation == Some(seen) {
+                continue;
+            }
+            let owns = |id: &_| membership.is_owner(&placement_key(id));
+            match rebalance(&store, &dialogs, owns).await {
+                Ok(r) => {
+                    generation = Some(seen);
+                    if r.adopted > 0 {
+                        // The nodes that ran these dialogs release them on seeing the bump.
+                        if let Err(e) = store.bump_rebalance().await {
+                            warn!(error = %e, "bumping the rebalance generation failed");
+                        }
+                    }
+                    if r.adopted > 0 || r.released > 0 {
+                        info!(
+                            members = ?live,
+                            scanned = r.scanned,
+                            adopted = r.adopted,
+                            released = r.released,
+                            took_ms = r.took.as_millis(),
+                            "dialog actors rebalanced"
+                        );
+                    }
+                    placed = Some(live);
+                }
+                Err(e) => warn!(error = %e, "dialog rebalance failed; retrying"),
+            }
+        }
+    });
+    (task, owned)
+}
+
+async fn publish_counts(
+    membership: &Membership,
+    store: &RedisDialogStore,
+    dialogs: &Dialogs,
+    lease_prefix: &str,
+    tx: &watch::Sender<BTreeMap<NodeId, u64>>,
+) {
+    let live = u64::try_from(dialogs.live()).unwrap_or(u64::MAX);
+    if let Err(e) = store.publish_owned(live, COUNT_TTL).await {
+        warn!(error = %e, "publishing the actor count failed");
+    }
+    let peers: Vec<NodeId> = membership
+        .view()
+        .members
+        .into_iter()
+        .filter(|m| !m.is_self)
+        .map(|m| m.id)
+        .collect();
+    let keys: Vec<String> = peers
+        .iter()
+        .map(|id| format!("{lease_prefix}node:{id}"))
+        .collect();
+    match store.owned_counts(&keys).await {
+        Ok(counts) => {
+            let map = peers
+                .into_iter()
+                .zip(counts)
+                .filter_map(|(id, c)| c.map(|c| (id, c)))
+                .collect();
+            tx.send_replace(map);
+        }
+        Err(e) => warn!(error = %e, "reading the peers' actor counts failed"),
+    }
+}
