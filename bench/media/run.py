@@ -217,7 +217,7 @@ class Capture:
 
     def __enter__(self) -> "Capture":
         self.path.unlink(missing_ok=True)
-        flt = f"udp and (host {load.UAC_IP} or host {load.UAS_IP})"
+        flt = f"udp and (host {load.UAC_IP} or host {load.UAS_IP} or port {NG_PORT})"
         self.proc = subprocess.Popen(
             ["tcpdump", "-i", "lo", "-n", "-s", "2048", "-B", "16384", "-U",
              "-w", str(self.path), flt],
