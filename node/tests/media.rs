@@ -448,6 +448,35 @@ fn silent_call_is_ended_with_bye_to_both_sides() {
 }
 
 #[test]
+fn dialog_timeout_ends_the_call_and_deletes_its_session() {
+    // Media keeps its 60 s timeout: the 2 s dialog timeout must end the call (BYE to both
+    // ends) and delete the rtpengine session on its own.
+    let test = "media::dialog_timeout";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let config = format!(
+        "dialog_timeout_s = 2\n[media]\nrtpengine = [\"{}\"]\nmedia_timeout_ms = 60000\n",
+        spec(&rtp[0], 1)
+    );
+    let harness = Harness::try_start_with_config(SIPMESH, test, &config, |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let uas = registered_uas(&harness, "uas_media_timeout.xml", 0, 1);
+    let started = Instant::now();
+    harness.run_ok(
+        harness
+            .uac("uac_media_timeout.xml", SippTransport::Udp)
+            .inf("alice_to_bob.csv")
+            .timeout(Duration::from_secs(15)),
+    );
+    finish(&harness, uas);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "call ended after {took:?} (dialog timeout 2 s, media timeout 60 s)"
+    );
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}
+
+#[test]
 fn reinvite_is_re_offered_and_re_answered_through_the_same_instance() {
     let test = "media::reinvite";
     let (_dir, rtp) = daemons(test, &["rtpengine"]);

@@ -2,7 +2,8 @@
 //! ends, built from the dialog record by [`sipmesh_protocol::media::byes_for`]): the hook the
 //! dialog actors call when their timer fires, also on a node that adopted the dialog after its
 //! owner died (issue 5). A Record-Route entry naming this node or any cluster member's
-//! listener counts as ours, so the BYEs skip a dead member's Route.
+//! listener counts as ours, so the BYEs skip a dead member's Route. With media relayed, the
+//! call's rtpengine session is deleted too (issue 6: delete on dialog timeout).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -11,14 +12,19 @@ use sipmesh_protocol::dialog::DialogState;
 use sipmesh_protocol::peer::Transport;
 use sipmesh_protocol::proxy::Listener;
 
+use sipmesh_protocol::ng::{CallRef, Request};
+
 use crate::dialog::TimeoutHook;
+use crate::media::MediaSessions;
 use crate::transport::{self, TransportHandle};
 
-/// The hook: BYEs to both ends over `transport`, from this node's `local` listeners.
+/// The hook: BYEs to both ends over `transport`, from this node's `local` listeners, and the
+/// call's rtpengine session deleted when media is relayed.
 pub(crate) fn bye_both_ends(
     transport: TransportHandle,
     local: Vec<(Transport, SocketAddr)>,
     peers: Arc<RwLock<Vec<Listener>>>,
+    media: Option<MediaSessions>,
 ) -> TimeoutHook {
     Arc::new(move |dialog: &DialogState| {
         let peers = peers.read().unwrap_or_else(PoisonError::into_inner).clone();
@@ -26,24 +32,53 @@ pub(crate) fn bye_both_ends(
             local.iter().any(|(_, a)| route.contains(&a.to_string()))
                 || peers.iter().any(|p| route.contains(&p.addr.to_string()))
         };
-        let byes = sipmesh_protocol::media::byes_for(
-            dialog,
-            |kind| local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a),
-            ours,
-            || format!("z9hG4bKdt{:016x}", rand::random::<u64>()),
-        );
-        tracing::info!(byes = byes.len(), "dialog timeout: BYE to both ends");
-        for bye in byes {
-            let d = bye.destination;
-            transport.send(
-                transport::Destination {
-                    transport: d.transport,
-                    addr: d.addr,
-                    connection: d.connection,
-                    local: d.local,
-                },
-                bye.payload,
-            );
+        let sent = send_byes(&transport, &local, ours, dialog, "z9hG4bKdt");
+        tracing::info!(byes = sent, "dialog timeout: BYE to both ends");
+        if let Some(media) = &media {
+            delete_session(media, &dialog.id.call_id);
         }
     })
+}
+
+/// Sends a BYE to each end of `dialog` (built by `byes_for`; `ours` says which Route values
+/// name this node); returns how many were sent.
+pub(crate) fn send_byes(
+    transport: &TransportHandle,
+    local: &[(Transport, SocketAddr)],
+    ours: impl Fn(&str) -> bool,
+    dialog: &DialogState,
+    branch_prefix: &str,
+) -> usize {
+    let byes = sipmesh_protocol::media::byes_for(
+        dialog,
+        |kind| local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a),
+        ours,
+        || format!("{branch_prefix}{:016x}", rand::random::<u64>()),
+    );
+    let sent = byes.len();
+    for bye in byes {
+        let d = bye.destination;
+        transport.send(
+            transport::Destination {
+                transport: d.transport,
+                addr: d.addr,
+                connection: d.connection,
+                local: d.local,
+            },
+            bye.payload,
+        );
+    }
+    sent
+}
+
+/// Deletes the whole call's rtpengine session (no tags: every leg), without waiting.
+pub(crate) fn delete_session(media: &MediaSessions, call_id: &str) {
+    media.request(
+        Request::Delete(CallRef {
+            call_id: call_id.to_owned(),
+            from_tag: None,
+            to_tag: None,
+        }),
+        |_| {},
+    );
 }

@@ -283,6 +283,7 @@ impl Engine {
             transport.clone(),
             local.clone(),
             Arc::clone(&cluster_peers),
+            media.clone(),
         ));
         let engine_flows = EngineFlows {
             flows: flows.clone(),
@@ -450,7 +451,6 @@ async fn media_timeouts(
     ends: MediaEnds,
 ) {
     use sipmesh_protocol::dialog::{DialogEvent, DialogId, EndReason};
-    use sipmesh_protocol::ng::{CallRef, Request};
     while let Some(t) = timeouts.recv().await {
         tracing::info!(call_id = %t.call_id, "media timeout: ending the call");
         if let (Some(from), Some(to)) = (&t.from_tag, &t.to_tag) {
@@ -458,24 +458,9 @@ async fn media_timeouts(
             match crate::dialog::store::load_either(ends.store.as_ref(), &id).await {
                 Ok(Some(dialog)) => {
                     let local = &ends.local;
-                    let byes = sipmesh_protocol::media::byes_for(
-                        &dialog,
-                        |kind| local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a),
-                        |route| local.iter().any(|(_, a)| route.contains(&a.to_string())),
-                        || format!("z9hG4bKmt{:016x}", rand::random::<u64>()),
-                    );
-                    for bye in byes {
-                        let d = bye.destination;
-                        ends.transport.send(
-                            transport::Destination {
-                                transport: d.transport,
-                                addr: d.addr,
-                                connection: d.connection,
-                                local: d.local,
-                            },
-                            bye.payload,
-                        );
-                    }
+                    let ours =
+                        |route: &str| local.iter().any(|(_, a)| route.contains(&a.to_string()));
+                    dialog_end::send_byes(&ends.transport, local, ours, &dialog, "z9hG4bKmt");
                     ends.dialogs.handle(DialogEvent::Terminated {
                         id: dialog.id.clone(),
                         reason: EndReason::Timeout,
@@ -485,14 +470,7 @@ async fn media_timeouts(
                 Err(e) => tracing::warn!(error = %e, "media timeout: dialog record unreadable"),
             }
         }
-        sessions.request(
-            Request::Delete(CallRef {
-                call_id: t.call_id,
-                from_tag: None,
-                to_tag: None,
-            }),
-            |_| {},
-        );
+        dialog_end::delete_session(&sessions, &t.call_id);
     }
 }
 
