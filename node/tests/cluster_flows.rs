@@ -22,28 +22,6 @@ const WAIT: Duration = Duration::from_secs(3);
 /// are published through ractor's process groups once the mesh forms).
 const SETTLE: Duration = Duration::from_secs(8);
 
-/// Connects to node `i` over TCP and registers `user` there as a flow; returns the connection.
-fn register_tcp(c: &Cluster, i: usize, user: &str, cseq: u32) -> TcpPeer {
-    let mut peer = TcpPeer::connect(c.nodes[i].tcp_addr(), WAIT).unwrap_or_else(|e| panic!("{e}"));
-    let local = peer.local_addr();
-    let register = RawRequest::register(DOMAIN, user, local, "flows", cseq)
-        .set(
-            "Via",
-            format!("SIP/2.0/TCP {local};rport;branch=z9hG4bK-reg-{user}-{cseq}"),
-        )
-        .set("Contact", format!("<sip:{user}@{local};transport=tcp;ob>"));
-    let ok = peer
-        .request(&register, WAIT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        ok.as_ref().and_then(RawMessage::status),
-        Some(200),
-        "REGISTER over TCP at node{}: {ok:?}",
-        i + 1
-    );
-    peer
-}
-
 /// `text` without ANSI colour sequences (the node's log is coloured).
 fn plain(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -178,7 +156,7 @@ fn a_tcp_flow_held_by_one_node_is_reached_through_every_other_node() {
     c.wait("a full live mesh", Duration::from_secs(10), |c| {
         all_live(c, &IDS)
     });
-    let mut bob = register_tcp(&c, 0, "bob", 1);
+    let mut bob = register_tcp(&c, 0, "bob", 1, "flows", WAIT);
     for node in [1, 2, 0] {
         let took = message_reaches(&c, node, &mut bob, &format!("hi via node{}", node + 1));
         eprintln!(
@@ -279,7 +257,7 @@ fn requests_to_a_flow_of_a_killed_node_get_480_until_the_user_registers_again() 
     c.wait("a full live mesh", Duration::from_secs(10), |c| {
         all_live(c, &IDS)
     });
-    let mut bob = register_tcp(&c, 0, "bob", 1);
+    let mut bob = register_tcp(&c, 0, "bob", 1, "flows", WAIT);
     message_reaches(&c, 1, &mut bob, "before the kill");
 
     c.nodes[0].kill();
@@ -336,7 +314,7 @@ fn requests_to_a_flow_of_a_killed_node_get_480_until_the_user_registers_again() 
     }
 
     // bob reconnects to node2 and registers again: reachable through node3.
-    let mut bob = register_tcp(&c, 1, "bob", 2);
+    let mut bob = register_tcp(&c, 1, "bob", 2, "flows", WAIT);
     let took = message_reaches(&c, 2, &mut bob, "welcome back");
     eprintln!("measured: after re-registering at node2, MESSAGE via node3: {took:?}");
 }
@@ -349,7 +327,7 @@ fn a_flow_closing_under_a_remote_transaction_gives_480_at_once() {
     c.wait("a full live mesh", Duration::from_secs(10), |c| {
         all_live(c, &IDS)
     });
-    let mut bob = register_tcp(&c, 0, "bob", 1);
+    let mut bob = register_tcp(&c, 0, "bob", 1, "flows", WAIT);
     message_reaches(&c, 1, &mut bob, "warm up");
     let alice = UdpPeer::bind(c.nodes[1].ip()).unwrap_or_else(|e| panic!("{e}"));
     let invite = RawRequest::new(

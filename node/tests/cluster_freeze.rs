@@ -22,28 +22,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// How soon after SIGCONT the thawed node must close its connections.
 const CLOSE_LIMIT: Duration = Duration::from_millis(1500);
 
-/// Connects to node `i` over TCP and registers `user` there as a flow.
-fn register_tcp(c: &Cluster, i: usize, user: &str, cseq: u32) -> TcpPeer {
-    let mut peer = TcpPeer::connect(c.nodes[i].tcp_addr(), WAIT).unwrap_or_else(|e| panic!("{e}"));
-    let local = peer.local_addr();
-    let register = RawRequest::register(DOMAIN, user, local, "freeze", cseq)
-        .set(
-            "Via",
-            format!("SIP/2.0/TCP {local};rport;branch=z9hG4bK-reg-{user}-{cseq}"),
-        )
-        .set("Contact", format!("<sip:{user}@{local};transport=tcp;ob>"));
-    let ok = peer
-        .request(&register, WAIT)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        ok.as_ref().and_then(RawMessage::status),
-        Some(200),
-        "REGISTER over TCP at node{}: {ok:?}",
-        i + 1
-    );
-    peer
-}
-
 /// A MESSAGE to bob from `alice`.
 fn message(alice: &UdpPeer, text: &str) -> RawRequest {
     RawRequest::new(
@@ -92,7 +70,7 @@ fn a_node_thawed_after_being_declared_dead_closes_its_flows_and_the_client_recov
     c.wait("a full live mesh", Duration::from_secs(10), |c| {
         all_live(c, &IDS)
     });
-    let mut bob = register_tcp(&c, 0, "bob", 1);
+    let mut bob = register_tcp(&c, 0, "bob", 1, "freeze", WAIT);
     message_reaches(&c, 1, &mut bob, "before the freeze");
 
     c.nodes[0].freeze(true);
@@ -141,7 +119,7 @@ fn a_node_thawed_after_being_declared_dead_closes_its_flows_and_the_client_recov
     );
 
     // bob recovers his flow at node2; node1 rejoins; every node reaches him.
-    let mut bob = register_tcp(&c, 1, "bob", 2);
+    let mut bob = register_tcp(&c, 1, "bob", 2, "freeze", WAIT);
     c.wait("node1 live again everywhere", SETTLE, |c| all_live(c, &IDS));
     for node in [2, 0, 1] {
         let took = message_reaches(&c, node, &mut bob, &format!("after via node{}", node + 1));
@@ -162,7 +140,7 @@ fn an_isolated_node_closes_its_flows_and_the_client_recovers_after_the_heal() {
     c.wait("a full live mesh", Duration::from_secs(10), |c| {
         all_live(c, &IDS)
     });
-    let mut bob = register_tcp(&c, 0, "bob", 1);
+    let mut bob = register_tcp(&c, 0, "bob", 1, "freeze", WAIT);
     message_reaches(&c, 2, &mut bob, "before the partition");
 
     let (code, body) = c.nodes[0]

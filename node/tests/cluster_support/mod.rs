@@ -8,7 +8,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sipmesh_test_support::{NodeOptions, RedisServer, SipmeshNode, Target, TestDir};
+use sipmesh_test_support::{
+    NodeOptions, RawMessage, RawRequest, RedisServer, SipmeshNode, Target, TcpPeer, TestDir,
+};
 
 /// The binary under test.
 pub(crate) const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
@@ -141,3 +143,33 @@ pub(crate) fn all_live(c: &Cluster, ids: &[&str]) -> bool {
 }
 
 pub(crate) const IDS: [&str; 3] = ["node1", "node2", "node3"];
+
+/// Connects to node `i` over TCP and registers `user` there as a flow (`;ob`, Call-ID from
+/// `callid_prefix`); returns the connection.
+pub(crate) fn register_tcp(
+    c: &Cluster,
+    i: usize,
+    user: &str,
+    cseq: u32,
+    callid_prefix: &str,
+    wait: Duration,
+) -> TcpPeer {
+    let mut peer = TcpPeer::connect(c.nodes[i].tcp_addr(), wait).unwrap_or_else(|e| panic!("{e}"));
+    let local = peer.local_addr();
+    let register = RawRequest::register(DOMAIN, user, local, callid_prefix, cseq)
+        .set(
+            "Via",
+            format!("SIP/2.0/TCP {local};rport;branch=z9hG4bK-reg-{user}-{cseq}"),
+        )
+        .set("Contact", format!("<sip:{user}@{local};transport=tcp;ob>"));
+    let ok = peer
+        .request(&register, wait)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "REGISTER over TCP at node{}: {ok:?}",
+        i + 1
+    );
+    peer
+}
