@@ -70,50 +70,49 @@ fn spec(r: &Rtpengine, weight: u32) -> String {
     format!("udp:{}={weight}", r.ng_addr())
 }
 
-#[test]
-fn call_through_rtpengine_rewrites_offer_and_answer_and_bye_deletes() {
-    let test = "media::call_rewrites_and_bye_deletes";
+/// One SIPp call (`uac` against a registered `uas`, both over UDP) through a node with one
+/// rtpengine; the scenarios check the SDP and the end; rtpengine must hold no call afterwards.
+fn sipp_call_leaves_no_session(test: &str, uas: &str, uac: &str, duration_ms: Option<u64>) {
     let (_dir, rtp) = daemons(test, &["rtpengine"]);
     let harness = node(test, &[spec(&rtp[0], 1)]);
-    let uas = registered_uas(&harness, "uas_call_media.xml", 0, 1);
-    harness.run_ok(
-        harness
-            .uac("uac_call_media.xml", SippTransport::Udp)
-            .inf("alice_to_bob.csv")
-            .duration_ms(300),
-    );
-    finish(&harness, uas);
+    let callee = registered_uas(&harness, uas, 0, 1);
+    let mut caller = harness.uac(uac, SippTransport::Udp).inf("alice_to_bob.csv");
+    if let Some(ms) = duration_ms {
+        caller = caller.duration_ms(ms);
+    }
+    harness.run_ok(caller);
+    finish(&harness, callee);
     rtp[0].assert_no_calls(LIST_EMPTY);
+}
+
+#[test]
+fn call_through_rtpengine_rewrites_offer_and_answer_and_bye_deletes() {
+    sipp_call_leaves_no_session(
+        "media::call_rewrites_and_bye_deletes",
+        "uas_call_media.xml",
+        "uac_call_media.xml",
+        Some(300),
+    );
 }
 
 #[test]
 fn busy_callee_deletes_the_session() {
-    let test = "media::busy_deletes";
-    let (_dir, rtp) = daemons(test, &["rtpengine"]);
-    let harness = node(test, &[spec(&rtp[0], 1)]);
-    let uas = registered_uas(&harness, "uas_486_media.xml", 0, 1);
-    harness.run_ok(
-        harness
-            .uac("uac_486_media.xml", SippTransport::Udp)
-            .inf("alice_to_bob.csv"),
+    sipp_call_leaves_no_session(
+        "media::busy_deletes",
+        "uas_486_media.xml",
+        "uac_486_media.xml",
+        None,
     );
-    finish(&harness, uas);
-    rtp[0].assert_no_calls(LIST_EMPTY);
 }
 
 #[test]
 fn cancel_deletes_the_session() {
-    let test = "media::cancel_deletes";
-    let (_dir, rtp) = daemons(test, &["rtpengine"]);
-    let harness = node(test, &[spec(&rtp[0], 1)]);
-    let uas = registered_uas(&harness, "uas_ring_forever.xml", 0, 1);
-    harness.run_ok(
-        harness
-            .uac("uac_cancel.xml", SippTransport::Udp)
-            .inf("alice_to_bob.csv"),
+    sipp_call_leaves_no_session(
+        "media::cancel_deletes",
+        "uas_ring_forever.xml",
+        "uac_cancel.xml",
+        None,
     );
-    finish(&harness, uas);
-    rtp[0].assert_no_calls(LIST_EMPTY);
 }
 
 #[test]
