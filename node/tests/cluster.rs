@@ -1,4 +1,4 @@
-//! A real cluster: one `redis-server` and three `sipmesh` processes on 127.0.0.11–13 form a
+//! A real cluster: one `redis-server` and three `sipmesh` processes on 127.0.K.11–13 (K per test) form a
 //! mesh, declare a SIGKILLed member dead within 3 s, take it back with a higher epoch after a
 //! restart, and fence a member frozen (SIGSTOP) past its lease until it re-acquires a new one.
 //! Everything is observed through each node's `GET /cluster`.
@@ -336,7 +336,11 @@ fn member_certificates(out: &std::path::Path, ips: &[&str]) {
 fn the_mesh_forms_over_mutual_tls() {
     let certs = TestDir::new("cluster-tls-certs").unwrap_or_else(|e| panic!("{e}"));
     let out = certs.file("pki");
-    member_certificates(&out, &["127.0.0.11", "127.0.0.12", "127.0.0.13"]);
+    let ips: Vec<String> = (0..3)
+        .map(|i| member_ip("cluster-tls", i).to_string())
+        .collect();
+    let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+    member_certificates(&out, &ips);
     let path = |f: &str| out.join(f).display().to_string();
     let args = [
         "--cluster-tls-cert".to_owned(),

@@ -366,9 +366,7 @@ fn a_websocket_flow_at_one_node_is_reached_from_another() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-    let ips: Vec<std::net::IpAddr> = (0..3)
-        .map(|i| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11 + i)))
-        .collect();
+    let ips: Vec<std::net::IpAddr> = (0..3).map(|i| member_ip("cluster-flows-ws", i)).collect();
     let ws_ports: Vec<u16> = ips
         .iter()
         .map(|ip| sipmesh_test_support::free_port(*ip))

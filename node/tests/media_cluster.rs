@@ -6,7 +6,7 @@
 //! has no session for the call, so the delete goes to every configured instance), so
 //! rtpengine's `list` ends empty. The session is checked to be still there after the kill.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use sipmesh_test_support::{
@@ -166,7 +166,7 @@ impl MediaCluster {
         let rtp = Rtpengine::start(&rtp_dir, test_ip(test));
         let ws: Vec<SocketAddr> = (0..3)
             .map(|i| {
-                let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i));
+                let ip = member_ip(test, i);
                 SocketAddr::new(ip, free_port(ip))
             })
             .collect();

@@ -1,5 +1,6 @@
 //! A real cluster for the `cluster*` tests: one `redis-server` and `sipmesh` processes on
-//! 127.0.0.11.. , observed through each node's `GET /cluster`.
+//! 127.0.K.11.. (K from the test's name, see [`member_ip`]), observed through each node's
+//! `GET /cluster`.
 
 #![allow(dead_code)]
 
@@ -21,6 +22,18 @@ pub(crate) const DOMAIN: &str = "cluster.example.com";
 /// The failure detector's promise.
 pub(crate) const DETECTION_LIMIT: Duration = Duration::from_secs(3);
 
+/// The address of member `i` (0-based) of `test`'s cluster: 127.0.K.(11 + i), with K in 1..=250
+/// derived from the test's name. Cluster tests run in parallel; on addresses of their own, one
+/// test's nodes can never take a port another test's nodes picked (a shared 127.0.0.11..13 let
+/// an outgoing socket of one cluster land on a heartbeat port chosen by another).
+pub(crate) fn member_ip(test: &str, i: u8) -> IpAddr {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    test.hash(&mut hasher);
+    let k = u8::try_from(1 + hasher.finish() % 250).unwrap_or(1);
+    IpAddr::V4(Ipv4Addr::new(127, 0, k, 11 + i))
+}
+
 /// A running cluster; everything is killed on drop.
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<SipmeshNode>,
@@ -29,7 +42,7 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Starts Redis and `n` nodes `node1..noden` on 127.0.0.11.. ; every node but the first
+    /// Starts Redis and `n` nodes `node1..noden` on [`member_ip`]s; every node but the first
     /// is seeded with the first only, so the full mesh has to be learned.
     pub(crate) fn start(test: &str, n: u8) -> Self {
         Self::start_with(test, n, &[])
@@ -49,7 +62,7 @@ impl Cluster {
         let redis = RedisServer::start();
         let mut options: Vec<NodeOptions> = Vec::new();
         for i in 0..n {
-            let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11 + i));
+            let ip = member_ip(test, i);
             let seeds = options
                 .first()
                 .and_then(NodeOptions::cluster_addr)
