@@ -47,6 +47,7 @@ mod redis_cluster;
 mod redis_sentinel;
 mod redis_server;
 mod rtpengine;
+pub mod sdp;
 mod secure;
 mod sipp;
 mod stats;
