@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipmesh_test_support::{RawMessage, RawRequest, TcpPeer, UdpPeer, ViaTransport};
+use sipmesh_test_support::{RawMessage, RawRequest, UdpPeer, ViaTransport};
 
 mod cluster_support;
 
@@ -38,51 +38,6 @@ fn plain(text: &str) -> String {
         }
     }
     out
-}
-
-/// A MESSAGE to bob sent by `alice` into `node`.
-fn message(alice: &UdpPeer, text: &str) -> RawRequest {
-    RawRequest::new(
-        "MESSAGE",
-        &format!("sip:bob@{DOMAIN}"),
-        ViaTransport::Udp,
-        alice.local_addr(),
-    )
-    .body("text/plain", text)
-}
-
-/// Sends a MESSAGE into `node` until bob (on `bob`) gets it and answers 200, which must reach
-/// alice; panics after [`SETTLE`]. Returns the time of the successful round.
-fn message_reaches(c: &Cluster, node: usize, bob: &mut TcpPeer, text: &str) -> Duration {
-    let alice = UdpPeer::bind(c.nodes[node].ip()).unwrap_or_else(|e| panic!("{e}"));
-    let start = Instant::now();
-    loop {
-        let sent = Instant::now();
-        alice
-            .send(c.nodes[node].udp_addr(), &message(&alice, text).to_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        if let Some(m) = bob.recv(Duration::from_millis(1500)) {
-            assert_eq!(m.method(), Some("MESSAGE"), "{m:?}");
-            assert_eq!(m.body(), text.as_bytes());
-            bob.send(&m.reply(200, "OK"))
-                .unwrap_or_else(|e| panic!("{e}"));
-            let answer = alice.recv_final(WAIT);
-            assert_eq!(
-                answer.as_ref().and_then(RawMessage::status),
-                Some(200),
-                "{answer:?}"
-            );
-            return sent.elapsed();
-        }
-        let answer = alice.recv_final(Duration::from_millis(200));
-        assert!(
-            start.elapsed() < SETTLE,
-            "the MESSAGE via node{} never reached bob (last answer {answer:?})\n{}\n-----\n{}",
-            node + 1,
-            c.nodes[node].log_tail(),
-            c.nodes[0].log_tail()
-        );
-    }
 }
 
 /// A 2xx (or other) response from bob to `req`, with his Contact and the Record-Route copied
@@ -158,7 +113,13 @@ fn a_tcp_flow_held_by_one_node_is_reached_through_every_other_node() {
     });
     let mut bob = register_tcp(&c, 0, "bob", 1, "flows", WAIT);
     for node in [1, 2, 0] {
-        let took = message_reaches(&c, node, &mut bob, &format!("hi via node{}", node + 1));
+        let took = message_reaches(
+            &c,
+            node,
+            &mut bob,
+            &format!("hi via node{}", node + 1),
+            SETTLE,
+        );
         eprintln!(
             "measured: MESSAGE via node{} to a TCP flow at node1: {took:?}",
             node + 1
@@ -258,7 +219,7 @@ fn requests_to_a_flow_of_a_killed_node_get_480_until_the_user_registers_again() 
         all_live(c, &IDS)
     });
     let mut bob = register_tcp(&c, 0, "bob", 1, "flows", WAIT);
-    message_reaches(&c, 1, &mut bob, "before the kill");
+    message_reaches(&c, 1, &mut bob, "before the kill", SETTLE);
 
     c.nodes[0].kill();
     let killed = Instant::now();
@@ -315,7 +276,7 @@ fn requests_to_a_flow_of_a_killed_node_get_480_until_the_user_registers_again() 
 
     // bob reconnects to node2 and registers again: reachable through node3.
     let mut bob = register_tcp(&c, 1, "bob", 2, "flows", WAIT);
-    let took = message_reaches(&c, 2, &mut bob, "welcome back");
+    let took = message_reaches(&c, 2, &mut bob, "welcome back", SETTLE);
     eprintln!("measured: after re-registering at node2, MESSAGE via node3: {took:?}");
 }
 
@@ -328,7 +289,7 @@ fn a_flow_closing_under_a_remote_transaction_gives_480_at_once() {
         all_live(c, &IDS)
     });
     let mut bob = register_tcp(&c, 0, "bob", 1, "flows", WAIT);
-    message_reaches(&c, 1, &mut bob, "warm up");
+    message_reaches(&c, 1, &mut bob, "warm up", SETTLE);
     let alice = UdpPeer::bind(c.nodes[1].ip()).unwrap_or_else(|e| panic!("{e}"));
     let invite = RawRequest::new(
         "INVITE",

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sipmesh_test_support::{RawMessage, RawRequest, TcpPeer, UdpPeer, ViaTransport};
+use sipmesh_test_support::{RawMessage, RawRequest, TcpPeer, UdpPeer};
 
 mod cluster_support;
 
@@ -22,48 +22,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 /// How soon after SIGCONT the thawed node must close its connections.
 const CLOSE_LIMIT: Duration = Duration::from_millis(1500);
 
-/// A MESSAGE to bob from `alice`.
-fn message(alice: &UdpPeer, text: &str) -> RawRequest {
-    RawRequest::new(
-        "MESSAGE",
-        &format!("sip:bob@{DOMAIN}"),
-        ViaTransport::Udp,
-        alice.local_addr(),
-    )
-    .body("text/plain", text)
-}
-
-/// Sends a MESSAGE into `node` until bob gets it and his 200 reaches the sender; panics after
-/// [`SETTLE`]. Returns the time since the first try.
-fn message_reaches(c: &Cluster, node: usize, bob: &mut TcpPeer, text: &str) -> Duration {
-    let alice = UdpPeer::bind(c.nodes[node].ip()).unwrap_or_else(|e| panic!("{e}"));
-    let start = Instant::now();
-    loop {
-        alice
-            .send(c.nodes[node].udp_addr(), &message(&alice, text).to_bytes())
-            .unwrap_or_else(|e| panic!("{e}"));
-        if let Some(m) = bob.recv(Duration::from_millis(1500)) {
-            assert_eq!(m.method(), Some("MESSAGE"), "{m:?}");
-            bob.send(&m.reply(200, "OK"))
-                .unwrap_or_else(|e| panic!("{e}"));
-            let answer = alice.recv_final(WAIT);
-            assert_eq!(
-                answer.as_ref().and_then(RawMessage::status),
-                Some(200),
-                "{answer:?}"
-            );
-            return start.elapsed();
-        }
-        let answer = alice.recv_final(Duration::from_millis(200));
-        assert!(
-            start.elapsed() < SETTLE,
-            "the MESSAGE via node{} never reached bob (last answer {answer:?})\n{}",
-            node + 1,
-            c.nodes[node].log_tail()
-        );
-    }
-}
-
 #[test]
 fn a_node_thawed_after_being_declared_dead_closes_its_flows_and_the_client_recovers() {
     let c = Cluster::start("cluster-freeze-flows", 3);
@@ -71,7 +29,7 @@ fn a_node_thawed_after_being_declared_dead_closes_its_flows_and_the_client_recov
         all_live(c, &IDS)
     });
     let mut bob = register_tcp(&c, 0, "bob", 1, "freeze", WAIT);
-    message_reaches(&c, 1, &mut bob, "before the freeze");
+    message_reaches(&c, 1, &mut bob, "before the freeze", SETTLE);
 
     c.nodes[0].freeze(true);
     c.wait(
@@ -122,7 +80,13 @@ fn a_node_thawed_after_being_declared_dead_closes_its_flows_and_the_client_recov
     let mut bob = register_tcp(&c, 1, "bob", 2, "freeze", WAIT);
     c.wait("node1 live again everywhere", SETTLE, |c| all_live(c, &IDS));
     for node in [2, 0, 1] {
-        let took = message_reaches(&c, node, &mut bob, &format!("after via node{}", node + 1));
+        let took = message_reaches(
+            &c,
+            node,
+            &mut bob,
+            &format!("after via node{}", node + 1),
+            SETTLE,
+        );
         eprintln!(
             "measured: after re-registering at node2, MESSAGE via node{}: {took:?}",
             node + 1
@@ -141,7 +105,7 @@ fn an_isolated_node_closes_its_flows_and_the_client_recovers_after_the_heal() {
         all_live(c, &IDS)
     });
     let mut bob = register_tcp(&c, 0, "bob", 1, "freeze", WAIT);
-    message_reaches(&c, 2, &mut bob, "before the partition");
+    message_reaches(&c, 2, &mut bob, "before the partition", SETTLE);
 
     let (code, body) = c.nodes[0]
         .admin("POST", "/test/cluster/partition")
@@ -185,7 +149,13 @@ fn an_isolated_node_closes_its_flows_and_the_client_recovers_after_the_heal() {
     c.wait("the mesh healed", SETTLE, |c| all_live(c, &IDS));
     let mut bob = register_until_ok(&c, 0, "bob", 2);
     for node in [1, 2, 0] {
-        let took = message_reaches(&c, node, &mut bob, &format!("healed via node{}", node + 1));
+        let took = message_reaches(
+            &c,
+            node,
+            &mut bob,
+            &format!("healed via node{}", node + 1),
+            SETTLE,
+        );
         eprintln!(
             "measured: after the heal and re-registering at node1, MESSAGE via node{}: {took:?}",
             node + 1

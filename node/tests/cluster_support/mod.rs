@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sipmesh_test_support::{
     NodeOptions, RawMessage, RawRequest, RedisServer, SipmeshNode, Target, TcpPeer, TestDir,
+    UdpPeer, ViaTransport,
 };
 
 /// The binary under test.
@@ -185,4 +186,56 @@ pub(crate) fn register_tcp(
         i + 1
     );
     peer
+}
+
+/// A MESSAGE to bob from `alice` (over UDP).
+pub(crate) fn message(alice: &UdpPeer, text: &str) -> RawRequest {
+    RawRequest::new(
+        "MESSAGE",
+        &format!("sip:bob@{DOMAIN}"),
+        ViaTransport::Udp,
+        alice.local_addr(),
+    )
+    .body("text/plain", text)
+}
+
+/// Sends a MESSAGE into `node` until bob (on `bob`) gets it and answers 200, which must reach
+/// the sender; panics after `settle`. Returns the time of the successful round.
+pub(crate) fn message_reaches(
+    c: &Cluster,
+    node: usize,
+    bob: &mut TcpPeer,
+    text: &str,
+    settle: Duration,
+) -> Duration {
+    let wait = Duration::from_secs(3);
+    let alice = UdpPeer::bind(c.nodes[node].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let start = Instant::now();
+    loop {
+        let sent = Instant::now();
+        alice
+            .send(c.nodes[node].udp_addr(), &message(&alice, text).to_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let Some(m) = bob.recv(Duration::from_millis(1500)) {
+            assert_eq!(m.method(), Some("MESSAGE"), "{m:?}");
+            assert_eq!(m.body(), text.as_bytes());
+            bob.send(&m.reply(200, "OK"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let answer = alice.recv_final(wait);
+            assert_eq!(
+                answer.as_ref().and_then(RawMessage::status),
+                Some(200),
+                "{answer:?}"
+            );
+            return sent.elapsed();
+        }
+        let answer = alice.recv_final(Duration::from_millis(200));
+        assert!(
+            start.elapsed() < settle,
+            "the MESSAGE via node{} never reached bob (last answer {answer:?})\n{}\n-----\n{}",
+            node + 1,
+            c.nodes[node].log_tail(),
+            c.nodes[0].log_tail()
+        );
+    }
 }
