@@ -84,15 +84,40 @@ pub(super) struct SessionArgs {
     pub(super) timeouts: mpsc::UnboundedSender<TimedOut>,
 }
 
-/// The session task: requests in arrival order; after a `delete` it ends.
-pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>) {
-    let span = tracing::debug_span!("media", call_id = %args.call_id);
-    serve(args, rx).instrument(span).await;
+/// The tags a session learnt from its offer and answer (for [`TimedOut`]).
+#[derive(Debug, Default)]
+pub(super) struct Tags {
+    from_tag: Option<String>,
+    to_tag: Option<String>,
 }
 
-async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
+/// The session task: requests in arrival order; after a `delete` it ends. `tags` are what
+/// an earlier request run outside the task (the first offer, see [`first_offer`]) learnt.
+pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>, tags: Tags) {
+    let span = tracing::debug_span!("media", call_id = %args.call_id);
+    serve(args, rx, tags).instrument(span).await;
+}
+
+/// The first offer of a new call, run by whoever polls it (the shard that asked, issue 6:
+/// no task spawned and no hop through a session task on the call-setup path). Requests that
+/// arrive meanwhile wait in the session's queue; `then` gets the queue and the tags once the
+/// reply is sent (the supervisor starts the session task with them when there is work).
+pub(super) async fn first_offer(
+    args: SessionArgs,
+    msg: SessionMsg,
+    then: impl FnOnce(SessionArgs, Tags),
+) {
+    let mut tags = Tags::default();
+    let SessionMsg { request, reply } = msg;
+    let result = step(&args, &mut tags, request)
+        .instrument(tracing::debug_span!("media", call_id = %args.call_id))
+        .await;
+    reply.send(result);
+    then(args, tags);
+}
+
+async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, mut tags: Tags) {
     let mut watch: Option<Watch> = None;
-    let (mut from_tag, mut to_tag) = (None, None);
     loop {
         let poll_at = watch.as_ref().map(|w| w.next_poll);
         let msg = tokio::select! {
@@ -104,8 +129,8 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
                     info!(after = ?args.media_timeout, "no media: call timed out");
                     let _ = args.timeouts.send(TimedOut {
                         call_id: args.call_id.clone(),
-                        from_tag: from_tag.clone(),
-                        to_tag: to_tag.clone(),
+                        from_tag: tags.from_tag.clone(),
+                        to_tag: tags.to_tag.clone(),
                     });
                     watch = None;
                 }
@@ -117,45 +142,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
         };
         let is_delete = matches!(request, Request::Delete(_));
         let is_answer = matches!(request, Request::Answer(_));
-        let tags = match &request {
-            Request::Offer(r) | Request::Answer(r) => {
-                (r.call.from_tag.clone(), r.call.to_tag.clone())
-            }
-            _ => (None, None),
-        };
-        let fresh = from_tag.is_none();
-        let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
-        let mut result = execute(&args, request).await;
-        // The first offer of a call failed on an instance that did not answer (it is now
-        // marked down): nothing lives there yet, so the call moves to another healthy
-        // instance and the offer is tried once more there.
-        if let (Err(MediaFailure::Unavailable), Some(request)) = (&result, retry)
-            && let Some(next) = args.pool.pick()
-            && next != args.instance.load(Ordering::Relaxed)
-        {
-            info!(rtpengine = %args.pool.get(next).map(|i| i.spec.addr.to_string()).unwrap_or_default(),
-                "first offer failed: call moved to another instance");
-            let old = args.instance.swap(next, Ordering::Relaxed);
-            // The old instance may only be slow: if the offer reaches it later, this delete
-            // follows it (a frozen daemon reads its queued datagrams in order).
-            if let Some(i) = args.pool.get(old).cloned() {
-                let delete = Request::Delete(CallRef {
-                    call_id: args.call_id.clone(),
-                    from_tag: None,
-                    to_tag: None,
-                });
-                tokio::spawn(async move {
-                    let _ = i.client.request(delete).await;
-                });
-            }
-            result = execute(&args, request).await;
-        }
-        if result.is_ok() {
-            from_tag = from_tag.or(tags.0);
-            if is_answer {
-                to_tag = to_tag.or(tags.1);
-            }
-        }
+        let result = step(&args, &mut tags, request).await;
         if is_answer && result.is_ok() && watch.is_none() {
             watch = Some(Watch {
                 next_poll: Instant::now() + args.poll_interval,
@@ -169,6 +156,53 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             return;
         }
     }
+}
+
+/// Runs one request of the session and records the tags it carried when it succeeded.
+async fn step(
+    args: &SessionArgs,
+    tags: &mut Tags,
+    request: Request,
+) -> Result<Bytes, MediaFailure> {
+    let is_answer = matches!(request, Request::Answer(_));
+    let carried = match &request {
+        Request::Offer(r) | Request::Answer(r) => (r.call.from_tag.clone(), r.call.to_tag.clone()),
+        _ => (None, None),
+    };
+    let fresh = tags.from_tag.is_none();
+    let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
+    let mut result = execute(args, request).await;
+    // The first offer of a call failed on an instance that did not answer (it is now
+    // marked down): nothing lives there yet, so the call moves to another healthy
+    // instance and the offer is tried once more there.
+    if let (Err(MediaFailure::Unavailable), Some(request)) = (&result, retry)
+        && let Some(next) = args.pool.pick()
+        && next != args.instance.load(Ordering::Relaxed)
+    {
+        info!(rtpengine = %args.pool.get(next).map(|i| i.spec.addr.to_string()).unwrap_or_default(),
+            "first offer failed: call moved to another instance");
+        let old = args.instance.swap(next, Ordering::Relaxed);
+        // The old instance may only be slow: if the offer reaches it later, this delete
+        // follows it (a frozen daemon reads its queued datagrams in order).
+        if let Some(i) = args.pool.get(old).cloned() {
+            let delete = Request::Delete(CallRef {
+                call_id: args.call_id.clone(),
+                from_tag: None,
+                to_tag: None,
+            });
+            tokio::spawn(async move {
+                let _ = i.client.request(delete).await;
+            });
+        }
+        result = execute(args, request).await;
+    }
+    if result.is_ok() {
+        tags.from_tag = tags.from_tag.take().or(carried.0);
+        if is_answer {
+            tags.to_tag = tags.to_tag.take().or(carried.1);
+        }
+    }
+    result
 }
 
 /// Media watch of an answered call.

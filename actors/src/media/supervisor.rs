@@ -1,7 +1,9 @@
 //! [`MediaSessions`]: the supervisor of the session tasks, one per Call-ID.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
-use super::session::{self, Reply, SessionArgs, SessionMsg, TimedOut};
+use super::session::{self, Reply, SessionArgs, SessionMsg, Tags, TimedOut};
 use crate::dialog::DialogStore;
 use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
@@ -24,6 +26,45 @@ struct Entry {
     tx: mpsc::UnboundedSender<SessionMsg>,
     /// Shared with the task, which may move a call whose first offer failed.
     instance: Arc<AtomicUsize>,
+    /// A session with no task yet (its first offer ran inline and nothing else came): the
+    /// task starts with the next request.
+    idle: Option<Idle>,
+}
+
+/// What starts the task of an idle session.
+struct Idle {
+    args: SessionArgs,
+    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    tags: Tags,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Idle")
+    }
+}
+
+/// The first offer of a new call, for the caller to poll (see
+/// [`MediaSessions::request_inline`]). Dropped unpolled, the offer fails as
+/// [`MediaFailure::Unavailable`].
+#[must_use = "the offer runs only when the job is polled"]
+pub struct MediaJob(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for MediaJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaJob")
+    }
+}
+
+impl Future for MediaJob {
+    type Output = ();
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 struct Inner {
@@ -105,53 +146,119 @@ impl MediaSessions {
         request: Request,
         done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
     ) {
-        self.dispatch(request, Reply::new(done), true);
+        if let Some(job) = self.request_inline(request, done) {
+            tokio::spawn(job);
+        }
     }
 
-    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) {
+    /// [`MediaSessions::request`], except that the first offer of a new call comes back as a
+    /// job for the caller to poll (issue 6: the shard polls it, so the ng request leaves from
+    /// the shard's task and its reply wakes the shard directly; no session task is spawned
+    /// until the call has a second request). Later requests of the call queue behind it.
+    pub fn request_inline(
+        &self,
+        request: Request,
+        done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
+    ) -> Option<MediaJob> {
+        self.dispatch(request, Reply::new(done), true)
+    }
+
+    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) -> Option<MediaJob> {
         let call_id = match &request {
             Request::Offer(r) | Request::Answer(r) => r.call.call_id.clone(),
             Request::Delete(c) | Request::Query(c) => c.call_id.clone(),
             Request::Ping | Request::List { .. } | Request::Statistics => {
                 reply.send(Err(MediaFailure::Refused("not a call request".into())));
-                return;
+                return None;
             }
         };
         if let Request::Delete(call) = request {
             self.delete(&call_id, call);
             reply.send(Ok(Bytes::new()));
-            return;
+            return None;
         }
         let mut msg = SessionMsg { request, reply };
         let mut sessions = self.lock();
-        let instance = match sessions.get(&call_id) {
-            Some(e) => match e.tx.send(msg) {
-                Ok(()) => return,
-                // The task died (a panic): restart it on the call's instance.
-                Err(mpsc::error::SendError(back)) => {
-                    debug!(%call_id, "media session restarted");
-                    msg = back;
-                    e.instance.load(Ordering::Relaxed)
+        let instance = match sessions.get_mut(&call_id) {
+            Some(e) => {
+                if let Some(idle) = e.idle.take() {
+                    tokio::spawn(session::run(idle.args, idle.rx, idle.tags));
                 }
-            },
+                match e.tx.send(msg) {
+                    Ok(()) => return None,
+                    // The task died (a panic): restart it on the call's instance.
+                    Err(mpsc::error::SendError(back)) => {
+                        debug!(%call_id, "media session restarted");
+                        msg = back;
+                        e.instance.load(Ordering::Relaxed)
+                    }
+                }
+            }
             None if look_up && self.recorded_elsewhere(&msg.request) => {
                 drop(sessions);
                 self.look_up_then_dispatch(msg.request, msg.reply);
-                return;
+                return None;
             }
             None => match self.inner.pool.pick() {
-                Some(i) => i,
+                Some(i) => {
+                    // A new call: its first offer runs inline.
+                    let instance = Arc::new(AtomicUsize::new(i));
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let args = self.args(&call_id, instance.clone());
+                    sessions.insert(
+                        call_id,
+                        Entry {
+                            tx,
+                            instance,
+                            idle: None,
+                        },
+                    );
+                    drop(sessions);
+                    let this = self.clone();
+                    let then = move |args, tags| this.after_first_offer(args, rx, tags);
+                    return Some(MediaJob(Box::pin(session::first_offer(args, msg, then))));
+                }
                 None => {
                     drop(sessions);
                     msg.reply.send(Err(MediaFailure::Unavailable));
-                    return;
+                    return None;
                 }
             },
         };
         let instance = Arc::new(AtomicUsize::new(instance));
         let tx = self.spawn(&call_id, instance.clone());
         let _ = tx.send(msg);
-        sessions.insert(call_id, Entry { tx, instance });
+        sessions.insert(
+            call_id,
+            Entry {
+                tx,
+                instance,
+                idle: None,
+            },
+        );
+        None
+    }
+
+    /// After an inline first offer: the session stays idle (no task) when nothing queued
+    /// behind the offer, else its task starts on the queue (a delete after a CANCEL, an
+    /// answer). A session deleted or replaced meanwhile gets its task too, which runs what
+    /// queued and ends.
+    fn after_first_offer(
+        &self,
+        args: SessionArgs,
+        rx: mpsc::UnboundedReceiver<SessionMsg>,
+        tags: Tags,
+    ) {
+        let mut sessions = self.lock();
+        match sessions.get_mut(&args.call_id) {
+            Some(e) if Arc::ptr_eq(&e.instance, &args.instance) && rx.is_empty() => {
+                e.idle = Some(Idle { args, rx, tags });
+            }
+            _ => {
+                drop(sessions);
+                tokio::spawn(session::run(args, rx, tags));
+            }
+        }
     }
 
     /// A request inside a dialog (it has both tags) for a call with no session here: its
@@ -193,8 +300,21 @@ impl MediaSessions {
                 debug!(call_id = %id.call_id, %addr, "media session adopted from the dialog record");
                 this.adopt(&id.call_id, addr);
             }
-            this.dispatch(request, reply, false);
+            if let Some(job) = this.dispatch(request, reply, false) {
+                job.await;
+            }
         });
+    }
+
+    fn args(&self, call_id: &str, instance: Arc<AtomicUsize>) -> SessionArgs {
+        SessionArgs {
+            call_id: call_id.to_owned(),
+            instance,
+            pool: self.inner.pool.clone(),
+            media_timeout: self.inner.config.media_timeout,
+            poll_interval: self.inner.config.poll_interval,
+            timeouts: self.inner.timeouts.clone(),
+        }
     }
 
     fn spawn(
@@ -203,15 +323,8 @@ impl MediaSessions {
         instance: Arc<AtomicUsize>,
     ) -> mpsc::UnboundedSender<SessionMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let args = SessionArgs {
-            call_id: call_id.to_owned(),
-            instance,
-            pool: self.inner.pool.clone(),
-            media_timeout: self.inner.config.media_timeout,
-            poll_interval: self.inner.config.poll_interval,
-            timeouts: self.inner.timeouts.clone(),
-        };
-        tokio::spawn(session::run(args, rx));
+        let args = self.args(call_id, instance);
+        tokio::spawn(session::run(args, rx, Tags::default()));
         tx
     }
 
@@ -219,7 +332,10 @@ impl MediaSessions {
     /// call may have been set up by another node or before a restart).
     fn delete(&self, call_id: &str, call: CallRef) {
         let entry = self.lock().remove(call_id);
-        if let Some(e) = entry {
+        if let Some(mut e) = entry {
+            if let Some(idle) = e.idle.take() {
+                tokio::spawn(session::run(idle.args, idle.rx, idle.tags));
+            }
             let msg = SessionMsg {
                 request: Request::Delete(call.clone()),
                 reply: Reply::none(),
@@ -249,6 +365,13 @@ impl MediaSessions {
         }
         let instance = Arc::new(AtomicUsize::new(instance));
         let tx = self.spawn(call_id, instance.clone());
-        sessions.insert(call_id.to_owned(), Entry { tx, instance });
+        sessions.insert(
+            call_id.to_owned(),
+            Entry {
+                tx,
+                instance,
+                idle: None,
+            },
+        );
     }
 }
