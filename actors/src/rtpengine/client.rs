@@ -92,7 +92,12 @@ impl NgClient {
             armed: None,
         }));
         let rearm = Arc::new(Notify::new());
-        let driver = tokio::spawn(drive(socket.clone(), shared.clone(), rearm.clone()));
+        let driver = tokio::spawn(drive(
+            socket.clone(),
+            shared.clone(),
+            rearm.clone(),
+            policy.first_interval,
+        ));
         Ok(Self {
             peer,
             policy,
@@ -197,16 +202,22 @@ impl Cookies {
 
 /// The driver: replies in, retransmissions and timeouts out. Callers' replies are sent after
 /// the lock is released.
-async fn drive(socket: Arc<UdpSocket>, shared: SharedRef, rearm: Arc<Notify>) {
+///
+/// The driver never sleeps longer than `tick` (the first retransmission interval): a new
+/// request's first deadline is then no earlier than the driver's own, so a caller has no
+/// reason to wake it (issue 6: one task wake-up fewer per request; an idle client costs ten
+/// timer wake-ups a second). Only a request with a shorter timeout rearms it.
+async fn drive(socket: Arc<UdpSocket>, shared: SharedRef, rearm: Arc<Notify>, tick: Duration) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut answers: Vec<(Reply, Result<Response, NgError>)> = Vec::new();
     let mut resend: Vec<Bytes> = Vec::new();
     loop {
         let wake = {
             let mut s = lock(&shared);
-            let next = s.state.next_deadline();
-            s.armed = next;
-            next.map(Instant::from_std)
+            let idle = std::time::Instant::now() + tick.max(Duration::from_millis(1));
+            let next = s.state.next_deadline().map_or(idle, |d| d.min(idle));
+            s.armed = Some(next);
+            Some(Instant::from_std(next))
         };
         tokio::select! {
             () = rearm.notified() => {}
