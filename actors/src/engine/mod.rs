@@ -262,23 +262,34 @@ impl Engine {
         let dialogs = Dialogs::start(dialog_store.clone(), config.dialog)
             .await
             .map_err(EngineError::Dialogs)?;
+        let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
                 let (sessions, timeouts) =
                     crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()))
                         .await?;
+                // Issue 6: a clustered node logs its offered, unconfirmed calls in Redis, so
+                // that a survivor deletes their sessions if this node dies.
+                if let (Some(redis), Some(fence)) = (&config.redis, &config.fence) {
+                    let conn = redis.open_endpoint().map_err(EngineError::Redis)?;
+                    sessions.set_pending(crate::media::PendingMedia::start(
+                        conn,
+                        fence.lease_key(),
+                        redis.timeout,
+                    ));
+                }
                 let ends = MediaEnds {
                     store: dialog_store.clone(),
                     dialogs: dialogs.clone(),
                     transport: transport.clone(),
                     local: local.clone(),
+                    peers: Arc::clone(&cluster_peers),
                 };
                 tokio::spawn(media_timeouts(sessions.clone(), timeouts, ends));
                 Some(sessions)
             }
             _ => None,
         };
-        let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
         dialogs.set_timeout_hook(dialog_end::bye_both_ends(
             transport.clone(),
             local.clone(),
@@ -366,6 +377,12 @@ impl Engine {
     /// The dialog actors of this node (the cluster layer moves them between nodes).
     pub fn dialogs(&self) -> Dialogs {
         self.dialogs.clone()
+    }
+
+    /// The media sessions of this node, when media is relayed (the cluster layer moves their
+    /// watches with the dialogs and sweeps a dead node's offered calls, issue 6).
+    pub fn media(&self) -> Option<crate::media::MediaSessions> {
+        self.admin.media.clone()
     }
 
     /// The handle the cluster layer uses for flows held here or elsewhere.
@@ -458,8 +475,17 @@ async fn media_timeouts(
             match crate::dialog::store::load_either(ends.store.as_ref(), &id).await {
                 Ok(Some(dialog)) => {
                     let local = &ends.local;
-                    let ours =
-                        |route: &str| local.iter().any(|(_, a)| route.contains(&a.to_string()));
+                    // A cluster member's Record-Route counts as ours too: an adopted call's
+                    // route names the dead node that set it up.
+                    let peers = ends
+                        .peers
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    let ours = |route: &str| {
+                        local.iter().any(|(_, a)| route.contains(&a.to_string()))
+                            || peers.iter().any(|p| route.contains(&p.addr.to_string()))
+                    };
                     dialog_end::send_byes(&ends.transport, local, ours, &dialog, "z9hG4bKmt");
                     ends.dialogs.handle(DialogEvent::Terminated {
                         id: dialog.id.clone(),
@@ -480,6 +506,8 @@ struct MediaEnds {
     dialogs: Dialogs,
     transport: TransportHandle,
     local: Vec<(Transport, SocketAddr)>,
+    /// The cluster members' SIP listeners.
+    peers: Arc<std::sync::RwLock<Vec<Listener>>>,
 }
 
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {

@@ -307,8 +307,13 @@ fn flush<S: LocationStore>(
                     m.instance_of(&id.call_id)
                         .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
                 });
+                // Once stored, the record names the call's instance: off the pending log.
+                let confirmed = media.map(|m| (m.clone(), event.id().call_id.clone()));
                 dialogs.handle_acked(event, move |stored| {
                     let _ = done.send(StoreDone::DialogStored { token, stored });
+                    if let Some((m, call_id)) = confirmed {
+                        m.confirmed(&call_id);
+                    }
                     if let Some((id, value, dialogs)) = media_session {
                         dialogs.set_media_session(&id, value);
                     }

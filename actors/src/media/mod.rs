@@ -26,11 +26,18 @@
 //!   [`MediaConfig::media_timeout`], the session reports it ([`TimedOut`]); the engine then
 //!   sends a BYE to both ends from the dialog record (`sipmesh_protocol::media::byes_for`),
 //!   ends the dialog and deletes the session.
+//! - Takeover (`takeover`, `pending`): a survivor watches the media of the confirmed calls it
+//!   adopts from a dead node, and deletes the sessions of the calls that node had offered but
+//!   not confirmed (logged in Redis by [`PendingMedia`]).
 
+mod pending;
 mod pool;
 mod session;
 mod supervisor;
+mod takeover;
 
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::TimedOut;
+pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use supervisor::MediaSessions;
+pub use takeover::Sweep;

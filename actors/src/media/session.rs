@@ -82,6 +82,9 @@ pub(super) struct SessionArgs {
     pub(super) poll_interval: Duration,
     /// Gets the calls whose media stopped.
     pub(super) timeouts: mpsc::UnboundedSender<TimedOut>,
+    /// An answered call adopted from a dead node (its dialog's From and To tags): the watch
+    /// starts at once (see `takeover`).
+    pub(super) adopted: Option<(String, String)>,
 }
 
 /// The session task: requests in arrival order; after a `delete` it ends.
@@ -91,8 +94,12 @@ pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMs
 }
 
 async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
-    let mut watch: Option<Watch> = None;
-    let (mut from_tag, mut to_tag) = (None, None);
+    let (mut from_tag, mut to_tag) = args.adopted.clone().unzip();
+    let mut watch: Option<Watch> = args.adopted.as_ref().map(|_| Watch {
+        next_poll: Instant::now() + args.poll_interval,
+        packets: None,
+        last_change: Instant::now(),
+    });
     loop {
         let poll_at = watch.as_ref().map(|w| w.next_poll);
         let msg = tokio::select! {

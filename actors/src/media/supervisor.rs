@@ -11,6 +11,7 @@ use sipmesh_protocol::proxy::MediaFailure;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::pending::PendingMedia;
 use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
 use super::session::{self, Reply, SessionArgs, SessionMsg, TimedOut};
 use crate::dialog::DialogStore;
@@ -20,19 +21,21 @@ use sipmesh_protocol::dialog::DialogId;
 
 /// A live session: its queue and the instance it is placed on.
 #[derive(Debug)]
-struct Entry {
-    tx: mpsc::UnboundedSender<SessionMsg>,
+pub(super) struct Entry {
+    pub(super) tx: mpsc::UnboundedSender<SessionMsg>,
     /// Shared with the task, which may move a call whose first offer failed.
-    instance: Arc<AtomicUsize>,
+    pub(super) instance: Arc<AtomicUsize>,
 }
 
-struct Inner {
-    pool: Arc<RtpenginePool>,
+pub(super) struct Inner {
+    pub(super) pool: Arc<RtpenginePool>,
     config: MediaConfig,
     sessions: Mutex<HashMap<String, Entry>>,
     /// Dialog records, to find the instance of a call set up elsewhere (`media_session`).
     store: Option<Arc<dyn DialogStore>>,
     timeouts: mpsc::UnboundedSender<TimedOut>,
+    /// This node's log of offered, unconfirmed calls in Redis (clustered nodes only).
+    pub(super) pending: std::sync::OnceLock<PendingMedia>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -47,7 +50,7 @@ impl std::fmt::Debug for Inner {
 /// The media sessions of a node (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct MediaSessions {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl MediaSessions {
@@ -66,6 +69,7 @@ impl MediaSessions {
                     sessions: Mutex::new(HashMap::new()),
                     store,
                     timeouts,
+                    pending: std::sync::OnceLock::new(),
                 }),
             },
             rx,
@@ -91,7 +95,7 @@ impl MediaSessions {
         self.inner.pool.get(index).map(|i| i.spec.addr)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.inner
             .sessions
             .lock()
@@ -148,10 +152,20 @@ impl MediaSessions {
                 }
             },
         };
-        let instance = Arc::new(AtomicUsize::new(instance));
-        let tx = self.spawn(&call_id, instance.clone());
+        let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
+        let placed = Arc::new(AtomicUsize::new(instance));
+        let tx = self.spawn(&call_id, placed.clone(), None);
         let _ = tx.send(msg);
-        sessions.insert(call_id, Entry { tx, instance });
+        if initial_offer {
+            self.pending_add(&call_id, instance);
+        }
+        sessions.insert(
+            call_id,
+            Entry {
+                tx,
+                instance: placed,
+            },
+        );
     }
 
     /// A request inside a dialog (it has both tags) for a call with no session here: its
@@ -197,10 +211,11 @@ impl MediaSessions {
         });
     }
 
-    fn spawn(
+    pub(super) fn spawn(
         &self,
         call_id: &str,
         instance: Arc<AtomicUsize>,
+        adopted: Option<(String, String)>,
     ) -> mpsc::UnboundedSender<SessionMsg> {
         let (tx, rx) = mpsc::unbounded_channel();
         let args = SessionArgs {
@@ -210,6 +225,7 @@ impl MediaSessions {
             media_timeout: self.inner.config.media_timeout,
             poll_interval: self.inner.config.poll_interval,
             timeouts: self.inner.timeouts.clone(),
+            adopted,
         };
         tokio::spawn(session::run(args, rx));
         tx
@@ -218,6 +234,7 @@ impl MediaSessions {
     /// Deletes a call: through its session when it has one, else on every instance (the
     /// call may have been set up by another node or before a restart).
     fn delete(&self, call_id: &str, call: CallRef) {
+        self.pending_remove(call_id);
         let entry = self.lock().remove(call_id);
         if let Some(e) = entry {
             let msg = SessionMsg {
@@ -248,7 +265,7 @@ impl MediaSessions {
             return;
         }
         let instance = Arc::new(AtomicUsize::new(instance));
-        let tx = self.spawn(call_id, instance.clone());
+        let tx = self.spawn(call_id, instance.clone(), None);
         sessions.insert(call_id.to_owned(), Entry { tx, instance });
     }
 }
