@@ -107,7 +107,8 @@ pub fn start(
                 && last_sweep.elapsed() >= SWEEP_EVERY
             {
                 last_sweep = Instant::now();
-                own_swept |= sweep_media(&membership, &dialogs, media, &lease_prefix, own_swept).await;
+                own_swept |=
+                    sweep_media(&membership, &dialogs, media, &lease_prefix, own_swept).await;
             }
             let live = membership.live_members();
             let seen = match store.rebalance_generation().await {
@@ -184,16 +185,18 @@ async fn sweep_media(
         .filter(|m| !m.is_self && !live.contains(&m.id))
         .map(|m| PendingMedia::key_of(&format!("{lease_prefix}node:{}", m.id)))
         .collect();
-    let sweep_own =
-        !own_swept && pending.started().elapsed().unwrap_or_default() >= SWEEP_GRACE;
+    let sweep_own = !own_swept && pending.started().elapsed().unwrap_or_default() >= SWEEP_GRACE;
     if sweep_own {
         keys.push(pending.own_key().to_owned());
     }
     if keys.is_empty() {
         return false;
     }
-    let calls: std::collections::HashSet<String> =
-        dialogs.live_ids().into_iter().map(|id| id.call_id).collect();
+    let calls: std::collections::HashSet<String> = dialogs
+        .live_ids()
+        .into_iter()
+        .map(|id| id.call_id)
+        .collect();
     let owns = |call_id: &str| membership.is_owner(format!("dlg:{call_id}").as_bytes());
     match media
         .sweep_orphans(&keys, SWEEP_GRACE, owns, |c| calls.contains(c))

@@ -36,8 +36,8 @@ mod session;
 mod supervisor;
 mod takeover;
 
+pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::TimedOut;
-pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use supervisor::MediaSessions;
 pub use takeover::Sweep;
