@@ -286,6 +286,18 @@ impl Engine {
                     peers: Arc::clone(&cluster_peers),
                 };
                 tokio::spawn(media_timeouts(sessions.clone(), timeouts, ends));
+                // Issue 6: calls on an instance that died move to a healthy one (re-INVITEs).
+                let replies = Arc::new(crate::media::OwnReplies::default());
+                ingress.set_own_replies(replies.clone());
+                sessions.start_failover(crate::media::FailoverShell {
+                    transport: transport.clone(),
+                    local: local.clone(),
+                    peers: Arc::clone(&cluster_peers),
+                    store: dialog_store.clone(),
+                    dialogs: dialogs.clone(),
+                    replies,
+                    down_after: crate::media::DOWN_AFTER,
+                });
                 Some(sessions)
             }
             _ => None,

@@ -84,6 +84,15 @@ pub(crate) async fn run<S: LocationStore>(
         core.enable_media(std::mem::take(profiles));
     }
     let registrar = services.registrar.clone();
+    // Issue 6: requests of a side whose CSeq space the proxy used (media failover) are raised.
+    let shift = services.media.as_ref().map(|(m, _)| m.clone());
+    let shift = move |input: ShardInput| match (input, &shift) {
+        (ShardInput::Message(m), Some(media)) if m.0.is_request() => {
+            let (msg, origin) = *m;
+            ShardInput::Message(Box::new((media.shift_request(msg), origin)))
+        }
+        (input, _) => input,
+    };
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
@@ -107,13 +116,13 @@ pub(crate) async fn run<S: LocationStore>(
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                if handle(&mut core, input, &mut drain, &mut closed) == Flow::Stop {
+                if handle(&mut core, shift(input), &mut drain, &mut closed) == Flow::Stop {
                     return;
                 }
                 for _ in 1..BATCH {
                     match rx.try_recv() {
                         Ok(input) => {
-                            if handle(&mut core, input, &mut drain, &mut closed) == Flow::Stop {
+                            if handle(&mut core, shift(input), &mut drain, &mut closed) == Flow::Stop {
                                 return;
                             }
                         }
@@ -321,6 +330,10 @@ fn flush<S: LocationStore>(
             }
             Output::Transmit(t) => {
                 let d = t.destination;
+                let payload = match media {
+                    Some(m) => m.shift_response(t.payload),
+                    None => t.payload,
+                };
                 transport.send(
                     Destination {
                         transport: d.transport,
@@ -328,7 +341,7 @@ fn flush<S: LocationStore>(
                         connection: d.connection,
                         local: d.local,
                     },
-                    t.payload,
+                    payload,
                 );
             }
             Output::RemoteTransmit { holder, transmit } => {

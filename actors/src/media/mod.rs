@@ -30,14 +30,16 @@
 //!   adopts from a dead node, and deletes the sessions of the calls that node had offered but
 //!   not confirmed (logged in Redis by [`PendingMedia`]).
 
+mod failover;
 mod pending;
 mod pool;
 mod session;
 mod supervisor;
 mod takeover;
 
+pub use failover::{ANSWER_WAIT, DOWN_AFTER, FailoverError, FailoverShell, OWN_BRANCH, OwnReplies};
 pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
-pub use session::TimedOut;
+pub use session::{Negotiated, TimedOut};
 pub use supervisor::MediaSessions;
 pub use takeover::Sweep;

@@ -85,6 +85,19 @@ pub(super) struct SessionArgs {
     /// An answered call adopted from a dead node (its dialog's From and To tags): the watch
     /// starts at once (see `takeover`).
     pub(super) adopted: Option<(String, String)>,
+    /// The last offer and answer that went through (what a failover replays, `failover`).
+    pub(super) negotiated: Arc<std::sync::Mutex<Negotiated>>,
+}
+
+/// The last ng offer and answer of a call that rtpengine accepted, with the endpoints' SDPs
+/// as received and the options used (issue 6: moving the call to another instance replays
+/// them there).
+#[derive(Debug, Default, Clone)]
+pub struct Negotiated {
+    /// The last accepted offer.
+    pub offer: Option<sipmesh_protocol::ng::SdpRequest>,
+    /// The last accepted answer.
+    pub answer: Option<sipmesh_protocol::ng::SdpRequest>,
 }
 
 /// The session task: requests in arrival order; after a `delete` it ends.
@@ -130,6 +143,10 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             }
             _ => (None, None),
         };
+        let kept = match &request {
+            Request::Offer(r) | Request::Answer(r) => Some(r.clone()),
+            _ => None,
+        };
         let fresh = from_tag.is_none();
         let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
         let mut result = execute(&args, request).await;
@@ -156,6 +173,19 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
                 });
             }
             result = execute(&args, request).await;
+        }
+        if result.is_ok()
+            && let Some(r) = kept
+        {
+            let mut n = args
+                .negotiated
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if is_answer {
+                n.answer = Some(r);
+            } else {
+                n.offer = Some(r);
+            }
         }
         if result.is_ok() {
             from_tag = from_tag.or(tags.0);

@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::pending::PendingMedia;
 use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
-use super::session::{self, Reply, SessionArgs, SessionMsg, TimedOut};
+use super::session::{self, Negotiated, Reply, SessionArgs, SessionMsg, TimedOut};
 use crate::dialog::DialogStore;
 use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
@@ -25,17 +25,23 @@ pub(super) struct Entry {
     pub(super) tx: mpsc::UnboundedSender<SessionMsg>,
     /// Shared with the task, which may move a call whose first offer failed.
     pub(super) instance: Arc<AtomicUsize>,
+    /// The call's last offer and answer, kept by the task (for a failover).
+    pub(super) negotiated: Arc<Mutex<Negotiated>>,
 }
 
 pub(super) struct Inner {
     pub(super) pool: Arc<RtpenginePool>,
-    config: MediaConfig,
+    pub(super) config: MediaConfig,
     sessions: Mutex<HashMap<String, Entry>>,
     /// Dialog records, to find the instance of a call set up elsewhere (`media_session`).
-    store: Option<Arc<dyn DialogStore>>,
+    pub(super) store: Option<Arc<dyn DialogStore>>,
     timeouts: mpsc::UnboundedSender<TimedOut>,
     /// This node's log of offered, unconfirmed calls in Redis (clustered nodes only).
     pub(super) pending: std::sync::OnceLock<PendingMedia>,
+    /// CSeq offsets of the dialogs this node sent re-INVITEs in (media failover).
+    pub(super) shifts: std::sync::RwLock<sipmesh_protocol::media::CseqShifts>,
+    /// Whether `shifts` has any entry (the shards' fast path).
+    pub(super) any_shift: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -70,6 +76,8 @@ impl MediaSessions {
                     store,
                     timeouts,
                     pending: std::sync::OnceLock::new(),
+                    shifts: std::sync::RwLock::default(),
+                    any_shift: std::sync::atomic::AtomicBool::new(false),
                 }),
             },
             rx,
@@ -153,19 +161,12 @@ impl MediaSessions {
             },
         };
         let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
-        let placed = Arc::new(AtomicUsize::new(instance));
-        let tx = self.spawn(&call_id, placed.clone(), None);
-        let _ = tx.send(msg);
+        let entry = self.spawn(&call_id, Arc::new(AtomicUsize::new(instance)), None);
+        let _ = entry.tx.send(msg);
         if initial_offer {
             self.pending_add(&call_id, instance);
         }
-        sessions.insert(
-            call_id,
-            Entry {
-                tx,
-                instance: placed,
-            },
-        );
+        sessions.insert(call_id, entry);
     }
 
     /// A request inside a dialog (it has both tags) for a call with no session here: its
@@ -216,25 +217,32 @@ impl MediaSessions {
         call_id: &str,
         instance: Arc<AtomicUsize>,
         adopted: Option<(String, String)>,
-    ) -> mpsc::UnboundedSender<SessionMsg> {
+    ) -> Entry {
         let (tx, rx) = mpsc::unbounded_channel();
+        let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let args = SessionArgs {
             call_id: call_id.to_owned(),
-            instance,
+            instance: instance.clone(),
             pool: self.inner.pool.clone(),
             media_timeout: self.inner.config.media_timeout,
             poll_interval: self.inner.config.poll_interval,
             timeouts: self.inner.timeouts.clone(),
             adopted,
+            negotiated: negotiated.clone(),
         };
         tokio::spawn(session::run(args, rx));
-        tx
+        Entry {
+            tx,
+            instance,
+            negotiated,
+        }
     }
 
     /// Deletes a call: through its session when it has one, else on every instance (the
     /// call may have been set up by another node or before a restart).
     fn delete(&self, call_id: &str, call: CallRef) {
         self.pending_remove(call_id);
+        self.forget_shifts_later(call_id);
         let entry = self.lock().remove(call_id);
         if let Some(e) = entry {
             let msg = SessionMsg {
@@ -264,8 +272,7 @@ impl MediaSessions {
         if sessions.contains_key(call_id) {
             return;
         }
-        let instance = Arc::new(AtomicUsize::new(instance));
-        let tx = self.spawn(call_id, instance.clone(), None);
-        sessions.insert(call_id.to_owned(), Entry { tx, instance });
+        let entry = self.spawn(call_id, Arc::new(AtomicUsize::new(instance)), None);
+        sessions.insert(call_id.to_owned(), entry);
     }
 }

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::pending::{PendingError, PendingMedia};
 use super::pool::InstanceSpec;
-use super::supervisor::{Entry, MediaSessions};
+use super::supervisor::MediaSessions;
 
 /// What one [`MediaSessions::sweep_orphans`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,10 +95,9 @@ impl MediaSessions {
         if sessions.contains_key(call_id) {
             return false;
         }
-        let instance = Arc::new(AtomicUsize::new(index));
         let tags = (dialog.caller.tag.clone(), dialog.callee.tag.clone());
-        let tx = self.spawn(call_id, instance.clone(), Some(tags));
-        sessions.insert(call_id.clone(), Entry { tx, instance });
+        let entry = self.spawn(call_id, Arc::new(AtomicUsize::new(index)), Some(tags));
+        sessions.insert(call_id.clone(), entry);
         debug!(%call_id, %addr, "media watch of an adopted call started");
         true
     }

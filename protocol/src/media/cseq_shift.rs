@@ -151,8 +151,14 @@ mod tests {
     fn nothing_is_rewritten_without_an_offset() {
         let shifts = CseqShifts::new();
         assert!(shifts.is_empty());
-        assert!(matches!(shifts.shift_request(&request("a", 2, "BYE")), Ok(None)));
-        assert!(matches!(shifts.unshift_response(&response("a", 2, "BYE")), Ok(None)));
+        assert!(matches!(
+            shifts.shift_request(&request("a", 2, "BYE")),
+            Ok(None)
+        ));
+        assert!(matches!(
+            shifts.unshift_response(&response("a", 2, "BYE")),
+            Ok(None)
+        ));
     }
 
     #[test]
@@ -163,7 +169,10 @@ mod tests {
         assert_eq!(own, 1 + STEP);
         assert_eq!(shifts.offset("c1", "a"), STEP);
         // alice's next request (CSeq 2, she knows nothing) reaches bob above the proxy's.
-        let bye = shifts.shift_request(&request("a", 2, "BYE")).unwrap().unwrap();
+        let bye = shifts
+            .shift_request(&request("a", 2, "BYE"))
+            .unwrap()
+            .unwrap();
         let seq = bye.cseq().unwrap().seq;
         assert_eq!(seq, 2 + STEP);
         assert!(seq > own);
@@ -186,9 +195,15 @@ mod tests {
         shifts.claim("c1", "b", 7);
         shifts.claim("c1", "b", 107);
         assert_eq!(shifts.offset("c1", "b"), 2 * STEP);
-        let from_b = shifts.shift_request(&request("b", 8, "INFO")).unwrap().unwrap();
+        let from_b = shifts
+            .shift_request(&request("b", 8, "INFO"))
+            .unwrap()
+            .unwrap();
         assert_eq!(from_b.cseq().unwrap().seq, 8 + 2 * STEP);
-        assert!(matches!(shifts.shift_request(&request("z", 8, "INFO")), Ok(None)));
+        assert!(matches!(
+            shifts.shift_request(&request("z", 8, "INFO")),
+            Ok(None)
+        ));
         shifts.remove_call("c1");
         assert!(shifts.is_empty());
     }
@@ -197,7 +212,10 @@ mod tests {
     fn a_response_below_the_offset_is_left_alone_and_overflow_is_refused() {
         let mut shifts = CseqShifts::new();
         shifts.claim("c1", "a", 1);
-        assert!(matches!(shifts.unshift_response(&response("a", 1, "INVITE")), Ok(None)));
+        assert!(matches!(
+            shifts.unshift_response(&response("a", 1, "INVITE")),
+            Ok(None)
+        ));
         let near_top = request("a", (1 << 31) - 2, "BYE");
         assert!(matches!(
             shifts.shift_request(&near_top),

@@ -23,6 +23,6 @@ pub mod sdp;
 
 pub use bye::{Bye, byes_for};
 pub use cseq_shift::{CseqShifts, ShiftError};
-pub use reinvite::{End, OwnRequest, ReInvite};
 pub use profile::{LegKind, MediaProfiles};
+pub use reinvite::{End, OwnRequest, ReInvite};
 pub use sdp::{SdpError, has_sdp, replace_body};

@@ -191,7 +191,10 @@ impl ReInvite {
 /// accepts a re-INVITE: without an Allow header we assume it does (RFC 3261 §20.5 makes
 /// the header optional).
 pub fn allows_invite(allow: Option<&str>) -> bool {
-    allow.is_none_or(|a| a.split(',').any(|m| m.trim().eq_ignore_ascii_case("INVITE")))
+    allow.is_none_or(|a| {
+        a.split(',')
+            .any(|m| m.trim().eq_ignore_ascii_case("INVITE"))
+    })
 }
 
 #[cfg(test)]
@@ -266,7 +269,10 @@ mod tests {
         // The caller's route set is only our own entry: no Route left.
         assert!(!text.contains("Route:"), "{text}");
         // The caller's own target stays the callee's idea of where the caller is.
-        assert!(text.contains("Contact: <sip:alice@10.0.0.2:5070>"), "{text}");
+        assert!(
+            text.contains("Contact: <sip:alice@10.0.0.2:5070>"),
+            "{text}"
+        );
         assert!(text.contains("branch=z9hG4bKmf1"), "{text}");
     }
 
@@ -276,8 +282,14 @@ mod tests {
         let r = plan(&d, End::Caller, 201, "z9hG4bKmf2".into(), listener, is_self).unwrap();
         let invite = String::from_utf8(r.invite(&d, b"v=0\r\n").payload.to_vec()).unwrap();
         assert!(invite.contains("Route: <sip:10.9.9.9;lr>\r\n"), "{invite}");
-        assert!(invite.contains("From: <sip:bob@example.com>;tag=btag"), "{invite}");
-        assert!(invite.contains("Contact: <sip:bob@10.0.0.3:5080>"), "{invite}");
+        assert!(
+            invite.contains("From: <sip:bob@example.com>;tag=btag"),
+            "{invite}"
+        );
+        assert!(
+            invite.contains("Contact: <sip:bob@10.0.0.3:5080>"),
+            "{invite}"
+        );
         let ack = Message::parse(r.ack_2xx(&d, "z9hG4bKmf3").payload).unwrap();
         assert_eq!(ack.cseq().unwrap().seq, 201);
         assert_eq!(ack.cseq().unwrap().method.as_str(), "ACK");
