@@ -304,7 +304,7 @@ fn flush<S: LocationStore>(
                 // record exists, so that any node can reach it.
                 let media_session = media.and_then(|m| {
                     let id = event.id().clone();
-                    m.instance_of(&id.call_id)
+                    m.instance_of(&id.call_id, &[&id.caller_tag, &id.callee_tag])
                         .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
                 });
                 dialogs.handle_acked(event, move |stored| {

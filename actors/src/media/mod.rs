@@ -33,4 +33,4 @@ mod supervisor;
 
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::TimedOut;
-pub use supervisor::MediaSessions;
+pub use supervisor::{MediaSessions, SessionKey};

@@ -13,7 +13,9 @@
 //!   rtpengine fails on the answer the response is forwarded as it came (the callee already
 //!   accepted; failing the call here would leave it half up);
 //! - a BYE, and a final failure (≥300, which includes the 487 after a CANCEL) sent upstream
-//!   for an initial INVITE, come out as an ng `delete` without a token (nothing waits).
+//!   for an initial INVITE, come out as an ng `delete` without a token (nothing waits). Every
+//!   ng request names its call leg pair: Call-ID and From tag (and the To tag when known), so
+//!   two calls sharing a Call-ID with different From tags are two sessions (issue 6).
 //!
 //! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
 //! [`LegKind`] (its transport; with forking, the first target's), the answer for the
@@ -178,7 +180,7 @@ impl Core {
         if !alive {
             debug!("request ended while rtpengine worked on its offer");
             if call.initial {
-                self.media_delete(&call.call_id);
+                self.media_delete(&call.call_id, Some(&call.from_tag), None);
             }
             return;
         }
@@ -188,7 +190,7 @@ impl Core {
                 warn!(error = %e, "rtpengine offer failed");
                 if call.initial {
                     // The offer may have reached rtpengine and only the reply been lost.
-                    self.media_delete(&call.call_id);
+                    self.media_delete(&call.call_id, Some(&call.from_tag), None);
                 }
                 match e {
                     MediaFailure::Unavailable => self.respond_local(
@@ -258,8 +260,12 @@ impl Core {
             return false;
         };
         if *method == Method::Bye {
+            // Either end may hang up: rtpengine and the session table find the leg pair by
+            // either tag.
             let call_id = call_id.to_owned();
-            self.media_delete(&call_id);
+            let from = msg.from_tag().ok().flatten().map(str::to_owned);
+            let to = msg.to_tag().ok().flatten().map(str::to_owned);
+            self.media_delete(&call_id, from.as_deref(), to.as_deref());
             return false;
         }
         if !matches!(method, Method::Invite | Method::Update) || !has_sdp(msg) {
@@ -404,20 +410,20 @@ impl Core {
             return;
         };
         if call.initial {
-            let call_id = call.call_id.clone();
+            let (call_id, from_tag) = (call.call_id.clone(), call.from_tag.clone());
             self.media.calls.remove(&ctx);
-            self.media_delete(&call_id);
+            self.media_delete(&call_id, Some(&from_tag), None);
         }
     }
 
-    /// Emits an ng `delete` of the whole call (nothing waits for it).
-    fn media_delete(&mut self, call_id: &str) {
+    /// Emits an ng `delete` of one call leg pair (Call-ID + tags; nothing waits for it).
+    fn media_delete(&mut self, call_id: &str, from_tag: Option<&str>, to_tag: Option<&str>) {
         self.outputs.push_back(Output::Media {
             token: None,
             request: Request::Delete(CallRef {
                 call_id: call_id.to_owned(),
-                from_tag: None,
-                to_tag: None,
+                from_tag: from_tag.filter(|t| !t.is_empty()).map(str::to_owned),
+                to_tag: to_tag.filter(|t| !t.is_empty()).map(str::to_owned),
             }),
         });
     }
