@@ -19,8 +19,8 @@
 //!
 //! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
 //! [`LegKind`] (its transport; with forking, the first target's), the answer for the
-//! caller's (its transport and the offer's SDP). Late offers (INVITE without SDP, offer in the
-//! 2xx and answer in the ACK) are not relayed yet.
+//! caller's (its transport and the offer's SDP). Late offers (an INVITE without SDP, the
+//! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -51,13 +51,15 @@ const RETRY_AFTER: &str = "5";
 
 /// Media facts of one forwarded request with an SDP offer, by response context.
 #[derive(Debug, Clone)]
-struct CallMedia {
-    call_id: String,
-    from_tag: String,
-    caller: LegKind,
-    callee: LegKind,
+pub(super) struct CallMedia {
+    pub(super) call_id: String,
+    pub(super) from_tag: String,
+    pub(super) caller: LegKind,
+    pub(super) callee: LegKind,
     /// An initial INVITE (its failure ends the rtpengine session).
     initial: bool,
+    /// An INVITE without SDP: the offer comes in the 2xx, the answer in the ACK.
+    pub(super) late: bool,
     /// (To tag, status) of responses waiting for rtpengine's answer.
     answering: Vec<(String, u16)>,
     /// (To tag, SDP as received, SDP as rewritten) of answered responses.
@@ -66,7 +68,7 @@ struct CallMedia {
 
 /// Something waiting for rtpengine.
 #[derive(Debug)]
-enum Parked {
+pub(super) enum Parked {
     Request(Box<ParkedRequest>),
     Response {
         ctx: u64,
@@ -75,11 +77,13 @@ enum Parked {
         msg: Box<Message>,
         tag: String,
     },
+    /// An ACK with the answer to a late offer (`media_late.rs`).
+    Ack(Box<super::media_late::ParkedAck>),
 }
 
 /// A request waiting for its offer.
 #[derive(Debug)]
-struct ParkedRequest {
+pub(super) struct ParkedRequest {
     server: u64,
     msg: Message,
     plan: ForwardPlan,
@@ -91,13 +95,17 @@ struct ParkedRequest {
 #[derive(Debug, Default)]
 pub(super) struct MediaHooks {
     /// `None`: media disabled, SDP passes untouched.
-    profiles: Option<MediaProfiles>,
-    parked: HashMap<u64, Parked>,
+    pub(super) profiles: Option<MediaProfiles>,
+    pub(super) parked: HashMap<u64, Parked>,
     calls: HashMap<u64, CallMedia>,
     /// The next forward of this server transaction already went through rtpengine.
     resuming_request: Option<u64>,
     /// The next response handled already went through rtpengine.
     resuming_response: bool,
+    /// The next ACK handled already went through rtpengine.
+    pub(super) resuming_ack: bool,
+    /// Late offers sent in a 2xx, waiting for their answer in the ACK.
+    pub(super) late: super::media_late::LateOffers,
 }
 
 impl Core {
@@ -129,6 +137,7 @@ impl Core {
                 } = *p;
                 self.resume_request(now, server, &msg, plan, targets, call, result);
             }
+            Some(Parked::Ack(ack)) => self.resume_ack(now, *ack, result),
             Some(Parked::Response {
                 ctx,
                 index,
@@ -140,6 +149,12 @@ impl Core {
                     Ok(sdp) => {
                         if let Some(c) = self.media.calls.get_mut(&ctx) {
                             c.answering.retain(|(t, c)| !(*t == tag && *c == code));
+                            if c.late && code >= 200 {
+                                let call = c.clone();
+                                self.media.late.offered(now, &call, &tag);
+                            }
+                        }
+                        if let Some(c) = self.media.calls.get_mut(&ctx) {
                             c.answered.push((tag, msg.body(), sdp.clone()));
                         }
                         replace_body(&msg, &sdp)
@@ -228,6 +243,11 @@ impl Core {
         self.media.resuming_request = Some(server);
         self.forward(now, server, &rewritten, plan, targets);
         self.media.resuming_request = None;
+        self.remember_call(server, call);
+    }
+
+    /// Keeps the media facts of `server`'s forwarded request for its responses.
+    fn remember_call(&mut self, server: u64, call: CallMedia) {
         if let Some(ctx) = self.servers.get(&server).and_then(|e| e.context) {
             if self.media.calls.len() > 64 + 2 * self.contexts.len() {
                 let live = &self.contexts;
@@ -241,6 +261,7 @@ impl Core {
     /// (parked for an rtpengine offer).
     pub(super) fn media_request_gate(
         &mut self,
+        now: Instant,
         server: u64,
         msg: &Message,
         plan: &ForwardPlan,
@@ -266,9 +287,13 @@ impl Core {
             let from = msg.from_tag().ok().flatten().map(str::to_owned);
             let to = msg.to_tag().ok().flatten().map(str::to_owned);
             self.media_delete(&call_id, from.as_deref(), to.as_deref());
+            if let (Some(from), Some(to)) = (from, to) {
+                self.media.late.forget(&call_id, &from, &to);
+            }
             return false;
         }
-        if !matches!(method, Method::Invite | Method::Update) || !has_sdp(msg) {
+        let late = *method == Method::Invite && !has_sdp(msg);
+        if !matches!(method, Method::Invite | Method::Update) || !(late || has_sdp(msg)) {
             return false;
         }
         let Some(first) = targets.first() else {
@@ -290,9 +315,18 @@ impl Core {
             caller,
             callee,
             initial: *method == Method::Invite && !matches!(msg.to_tag(), Ok(Some(_))),
+            late,
             answering: Vec::new(),
             answered: Vec::new(),
         };
+        if late {
+            // No offer yet: the request goes on as it is; its 2xx will carry the offer.
+            self.media.resuming_request = Some(server);
+            self.forward(now, server, msg, plan.clone(), targets.to_vec());
+            self.media.resuming_request = None;
+            self.remember_call(server, call);
+            return true;
+        }
         let mut call_ref = CallRef::new(&call.call_id, &call.from_tag);
         // A re-offer inside a dialog names the other end too (and lets a node without the
         // session find its instance in the dialog record).
@@ -357,6 +391,10 @@ impl Core {
         let Some(call) = self.media.calls.get_mut(&ctx) else {
             return false;
         };
+        // A late offer is only in the 2xx (a reliable 18x and its PRACK are not handled).
+        if call.late && code < 200 {
+            return false;
+        }
         let body = msg.body();
         if let Some((_, _, sdp)) = call
             .answered
@@ -376,12 +414,24 @@ impl Core {
             return true;
         }
         call.answering.push((tag.clone(), code));
-        let options = profiles.options_towards(call.caller, call.callee);
-        let request = Request::Answer(SdpRequest {
-            call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
-            sdp: body,
-            options,
-        });
+        let request = if call.late {
+            // The callee offers: rtpengine's offer names the offerer's tag as from-tag and
+            // rewrites for the caller; the callee's kind also shows in its SDP.
+            if LegKind::of(crate::peer::Transport::Udp, Some(&body)) == LegKind::Browser {
+                call.callee = LegKind::Browser;
+            }
+            Request::Offer(SdpRequest {
+                call: CallRef::new(&call.call_id, &tag).with_to_tag(&call.from_tag),
+                options: profiles.options_towards(call.caller, call.callee),
+                sdp: body,
+            })
+        } else {
+            Request::Answer(SdpRequest {
+                call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
+                options: profiles.options_towards(call.caller, call.callee),
+                sdp: body,
+            })
+        };
         let token = self.new_id();
         self.media.parked.insert(
             token,
@@ -409,7 +459,8 @@ impl Core {
         let Some(call) = self.media.calls.get(&ctx) else {
             return;
         };
-        if call.initial {
+        // A late offer only comes with a 2xx: a failure leaves nothing in rtpengine.
+        if call.initial && !call.late {
             let (call_id, from_tag) = (call.call_id.clone(), call.from_tag.clone());
             self.media.calls.remove(&ctx);
             self.media_delete(&call_id, Some(&from_tag), None);
@@ -417,7 +468,12 @@ impl Core {
     }
 
     /// Emits an ng `delete` of one call leg pair (Call-ID + tags; nothing waits for it).
-    fn media_delete(&mut self, call_id: &str, from_tag: Option<&str>, to_tag: Option<&str>) {
+    pub(super) fn media_delete(
+        &mut self,
+        call_id: &str,
+        from_tag: Option<&str>,
+        to_tag: Option<&str>,
+    ) {
         self.outputs.push_back(Output::Media {
             token: None,
             request: Request::Delete(CallRef {
