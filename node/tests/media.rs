@@ -96,6 +96,18 @@ fn call_through_rtpengine_rewrites_offer_and_answer_and_bye_deletes() {
 }
 
 #[test]
+fn late_offer_sipp_call_rewrites_the_2xx_offer_and_the_ack_answer() {
+    // INVITE without SDP; the UAS's 200 offers, the UAC's ACK answers: the UAC checks the
+    // 200's SDP and the UAS the ACK's are rtpengine's; the BYE empties rtpengine's list.
+    sipp_call_leaves_no_session(
+        "media::late_offer_sipp",
+        "uas_late_media.xml",
+        "uac_late_media.xml",
+        Some(200),
+    );
+}
+
+#[test]
 fn busy_callee_deletes_the_session() {
     sipp_call_leaves_no_session(
         "media::busy_deletes",

@@ -35,7 +35,12 @@ pub(crate) fn bye_both_ends(
         let sent = send_byes(&transport, &local, ours, dialog, "z9hG4bKdt");
         tracing::info!(byes = sent, "dialog timeout: BYE to both ends");
         if let Some(media) = &media {
-            delete_session(media, &dialog.id.call_id);
+            delete_session(
+                media,
+                &dialog.id.call_id,
+                Some(&dialog.id.caller_tag),
+                Some(&dialog.id.callee_tag),
+            );
         }
     })
 }
@@ -71,13 +76,19 @@ pub(crate) fn send_byes(
     sent
 }
 
-/// Deletes the whole call's rtpengine session (no tags: every leg), without waiting.
-pub(crate) fn delete_session(media: &MediaSessions, call_id: &str) {
+/// Deletes a call leg pair's rtpengine session (Call-ID and tags; without tags every session
+/// of the Call-ID), without waiting.
+pub(crate) fn delete_session(
+    media: &MediaSessions,
+    call_id: &str,
+    from_tag: Option<&str>,
+    to_tag: Option<&str>,
+) {
     media.request(
         Request::Delete(CallRef {
             call_id: call_id.to_owned(),
-            from_tag: None,
-            to_tag: None,
+            from_tag: from_tag.map(str::to_owned),
+            to_tag: to_tag.map(str::to_owned),
         }),
         |_| {},
     );

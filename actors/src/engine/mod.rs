@@ -508,7 +508,12 @@ async fn media_timeouts(
                 Err(e) => tracing::warn!(error = %e, "media timeout: dialog record unreadable"),
             }
         }
-        dialog_end::delete_session(&sessions, &t.call_id);
+        dialog_end::delete_session(
+            &sessions,
+            &t.call_id,
+            t.from_tag.as_deref(),
+            t.to_tag.as_deref(),
+        );
     }
 }
 

@@ -313,7 +313,7 @@ fn flush<S: LocationStore>(
                 // record exists, so that any node can reach it.
                 let media_session = media.and_then(|m| {
                     let id = event.id().clone();
-                    m.instance_of(&id.call_id)
+                    m.instance_of(&id.call_id, &[&id.caller_tag, &id.callee_tag])
                         .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
                 });
                 // Once stored, the record names the call's instance: off the pending log.

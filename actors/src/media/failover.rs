@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::session::Negotiated;
-use super::supervisor::MediaSessions;
+use super::supervisor::{MediaSessions, SessionKey};
 use crate::dialog::store::load_either;
 use crate::dialog::{DialogStore, Dialogs};
 use crate::transport::{self, TransportHandle};
@@ -197,13 +197,13 @@ impl MediaSessions {
                     if !calls.is_empty() {
                         info!(rtpengine = %addr, calls = calls.len(), "rtpengine instance down: moving its calls");
                     }
-                    for (call_id, negotiated) in calls {
+                    for (key, negotiated) in calls {
                         let this = this.clone();
                         let shell = shell.clone();
-                        let span = tracing::info_span!("media_failover", %call_id);
+                        let span = tracing::info_span!("media_failover", call_id = %key.call_id, from_tag = %key.from_tag);
                         tokio::spawn(
                             async move {
-                                match fail_over(&this, &shell, &call_id, index, negotiated).await {
+                                match fail_over(&this, &shell, &key, index, negotiated).await {
                                     Ok(to) => info!(rtpengine = %to, "call moved to another rtpengine instance"),
                                     Err(e) => warn!(error = %e, "call left on its dead rtpengine instance"),
                                 }
@@ -217,17 +217,17 @@ impl MediaSessions {
     }
 
     /// The answered calls on instance `index`, with their last offer and answer.
-    fn answered_on(&self, index: usize) -> Vec<(String, Negotiated)> {
+    fn answered_on(&self, index: usize) -> Vec<(SessionKey, Negotiated)> {
         self.lock()
             .iter()
             .filter(|(_, e)| e.instance.load(Ordering::Relaxed) == index)
-            .filter_map(|(call_id, e)| {
+            .filter_map(|(key, e)| {
                 let n = e
                     .negotiated
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
-                (n.offer.is_some() && n.answer.is_some()).then(|| (call_id.clone(), n))
+                (n.offer.is_some() && n.answer.is_some()).then(|| (key.clone(), n))
             })
             .collect()
     }
@@ -336,10 +336,11 @@ impl MediaSessions {
 async fn fail_over(
     media: &MediaSessions,
     shell: &FailoverShell,
-    call_id: &str,
+    key: &SessionKey,
     from: usize,
     negotiated: Negotiated,
 ) -> Result<SocketAddr, FailoverError> {
+    let call_id = key.call_id.as_str();
     let (Some(offer), Some(answer)) = (negotiated.offer, negotiated.answer) else {
         return Err(FailoverError::NotAnswered);
     };
@@ -370,7 +371,7 @@ async fn fail_over(
     let for_a = media
         .ng_sdp(to, Request::Offer(offer.clone()), "offer")
         .await?;
-    if let Some(e) = media.lock().get(call_id) {
+    if let Some(e) = media.lock().get(key) {
         e.instance.store(to, Ordering::Relaxed);
     }
     shell
@@ -379,7 +380,7 @@ async fn fail_over(
     let old = pool.get(from).cloned();
     let delete_old = Request::Delete(CallRef {
         call_id: call_id.to_owned(),
-        from_tag: None,
+        from_tag: (!key.from_tag.is_empty()).then(|| key.from_tag.clone()),
         to_tag: None,
     });
     tokio::spawn(async move {
@@ -402,7 +403,7 @@ async fn fail_over(
             "answer",
         )
         .await?;
-    if let Some(e) = media.lock().get(call_id) {
+    if let Some(e) = media.lock().get(key) {
         let mut n = e.negotiated.lock().unwrap_or_else(PoisonError::into_inner);
         n.answer = Some(SdpRequest {
             sdp: a_sdp,

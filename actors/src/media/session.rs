@@ -1,5 +1,6 @@
-//! One media session: the task that runs the ng requests of one call, in order, on the
-//! instance the call was placed on, and watches its media once it is answered.
+//! One media session: the task that runs the ng requests of one call leg pair (Call-ID +
+//! caller's From tag, [`SessionKey`]), in order, on the instance the call was placed on, and
+//! watches its media once it is answered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::pool::RtpenginePool;
+use super::supervisor::SessionKey;
 use crate::rtpengine::NgError;
 
 /// Where the result of one offer or answer goes. Dropped without an answer (a session task
@@ -74,7 +76,8 @@ pub struct TimedOut {
 
 /// What a session needs besides its queue.
 pub(super) struct SessionArgs {
-    pub(super) call_id: String,
+    /// The call leg pair.
+    pub(super) key: SessionKey,
     /// The instance the call is on; a first offer that fails moves it (see [`serve`]).
     pub(super) instance: Arc<AtomicUsize>,
     pub(super) pool: Arc<RtpenginePool>,
@@ -100,19 +103,42 @@ pub struct Negotiated {
     pub answer: Option<sipmesh_protocol::ng::SdpRequest>,
 }
 
+impl SessionArgs {
+    /// The caller's tag, when the session has one.
+    fn own_tag(&self) -> Option<String> {
+        (!self.key.from_tag.is_empty()).then(|| self.key.from_tag.clone())
+    }
+
+    /// This leg pair for rtpengine: Call-ID and the caller's tag (all of the call without one).
+    fn call_ref(&self) -> CallRef {
+        CallRef {
+            call_id: self.key.call_id.clone(),
+            from_tag: self.own_tag(),
+            to_tag: None,
+        }
+    }
+}
+
 /// The session task: requests in arrival order; after a `delete` it ends.
 pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>) {
-    let span = tracing::debug_span!("media", call_id = %args.call_id);
+    let span =
+        tracing::debug_span!("media", call_id = %args.key.call_id, from_tag = %args.key.from_tag);
     serve(args, rx).instrument(span).await;
 }
 
 async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
-    let (mut from_tag, mut to_tag) = args.adopted.clone().unzip();
     let mut watch: Option<Watch> = args.adopted.as_ref().map(|_| Watch {
         next_poll: Instant::now() + args.poll_interval,
         packets: None,
         last_change: Instant::now(),
     });
+    // Until something succeeded here, nothing lives on the instance: an offer may move. An
+    // adopted call lives there already.
+    let mut placed = args.adopted.is_some();
+    let (mut from_tag, mut to_tag) = match args.adopted.clone() {
+        Some((from, to)) => (Some(from), Some(to)),
+        None => (args.own_tag(), None),
+    };
     loop {
         let poll_at = watch.as_ref().map(|w| w.next_poll);
         let msg = tokio::select! {
@@ -123,7 +149,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
                 {
                     info!(after = ?args.media_timeout, "no media: call timed out");
                     let _ = args.timeouts.send(TimedOut {
-                        call_id: args.call_id.clone(),
+                        call_id: args.key.call_id.clone(),
                         from_tag: from_tag.clone(),
                         to_tag: to_tag.clone(),
                     });
@@ -147,8 +173,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             Request::Offer(r) | Request::Answer(r) => Some(r.clone()),
             _ => None,
         };
-        let fresh = from_tag.is_none();
-        let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
+        let retry = (!placed && matches!(request, Request::Offer(_))).then(|| request.clone());
         let mut result = execute(&args, request).await;
         // The first offer of a call failed on an instance that did not answer (it is now
         // marked down): nothing lives there yet, so the call moves to another healthy
@@ -163,11 +188,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             // The old instance may only be slow: if the offer reaches it later, this delete
             // follows it (a frozen daemon reads its queued datagrams in order).
             if let Some(i) = args.pool.get(old).cloned() {
-                let delete = Request::Delete(CallRef {
-                    call_id: args.call_id.clone(),
-                    from_tag: None,
-                    to_tag: None,
-                });
+                let delete = Request::Delete(args.call_ref());
                 tokio::spawn(async move {
                     let _ = i.client.request(delete).await;
                 });
@@ -188,6 +209,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             }
         }
         if result.is_ok() {
+            placed = true;
             from_tag = from_tag.or(tags.0);
             if is_answer {
                 to_tag = to_tag.or(tags.1);
@@ -221,11 +243,7 @@ async fn poll(args: &SessionArgs, w: &mut Watch) -> bool {
     let Some(instance) = args.pool.get(args.instance.load(Ordering::Relaxed)) else {
         return false;
     };
-    let query = Request::Query(CallRef {
-        call_id: args.call_id.clone(),
-        from_tag: None,
-        to_tag: None,
-    });
+    let query = Request::Query(args.call_ref());
     let packets = match instance.client.request(query).await {
         Ok(r) => rtp_packets(&r),
         // rtpengine forgot the call (its own timeout, a restart): no media either.

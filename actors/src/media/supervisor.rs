@@ -1,4 +1,13 @@
-//! [`MediaSessions`]: the supervisor of the session tasks, one per Call-ID.
+//! [`MediaSessions`]: the supervisor of the session tasks, one per call leg pair
+//! ([`SessionKey`]: Call-ID + the caller's From tag, RFC 3261 §12 and issue 6).
+//!
+//! Two calls that share a Call-ID but not a From tag (RFC 3261 §8.1.1.4 allows it, e.g. a
+//! UA reusing Call-IDs, or a B2BUA upstream) are two sessions: each has its own task and its
+//! own instance. A request finds its session by its From tag, or by its To tag (a re-INVITE
+//! or BYE from the callee carries the caller's tag in To). rtpengine itself keys a call by
+//! Call-ID and keeps one branch per tag pair inside it: a `delete` with both tags removes
+//! only that branch, and the rtpengine call goes when no answered branch remains (measured
+//! against rtpengine 10.5: deleting an answered branch also drops a still-unanswered one).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +28,26 @@ use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
 use sipmesh_protocol::dialog::DialogId;
 
+/// Which session a request belongs to: the call and the From tag of its first offer (the
+/// caller's tag; empty when the offer had none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The Call-ID.
+    pub call_id: String,
+    /// The caller's From tag.
+    pub from_tag: String,
+}
+
+impl SessionKey {
+    /// The key of a call leg pair.
+    pub fn new(call_id: impl Into<String>, from_tag: impl Into<String>) -> Self {
+        Self {
+            call_id: call_id.into(),
+            from_tag: from_tag.into(),
+        }
+    }
+}
+
 /// A live session: its queue and the instance it is placed on.
 #[derive(Debug)]
 pub(super) struct Entry {
@@ -32,7 +61,7 @@ pub(super) struct Entry {
 pub(super) struct Inner {
     pub(super) pool: Arc<RtpenginePool>,
     pub(super) config: MediaConfig,
-    sessions: Mutex<HashMap<String, Entry>>,
+    sessions: Mutex<HashMap<SessionKey, Entry>>,
     /// Dialog records, to find the instance of a call set up elsewhere (`media_session`).
     pub(super) store: Option<Arc<dyn DialogStore>>,
     timeouts: mpsc::UnboundedSender<TimedOut>,
@@ -94,16 +123,17 @@ impl MediaSessions {
         self.lock().len()
     }
 
-    /// The instance a live call is placed on.
-    pub fn instance_of(&self, call_id: &str) -> Option<SocketAddr> {
-        let index = self
-            .lock()
-            .get(call_id)
-            .map(|e| e.instance.load(Ordering::Relaxed))?;
+    /// The instance a live call leg pair is placed on; `tags` are tried in order (a dialog's
+    /// caller tag first; either of a request's From and To tags).
+    pub fn instance_of(&self, call_id: &str, tags: &[&str]) -> Option<SocketAddr> {
+        let sessions = self.lock();
+        let key = find(&sessions, call_id, tags)?;
+        let index = sessions.get(&key)?.instance.load(Ordering::Relaxed);
+        drop(sessions);
         self.inner.pool.get(index).map(|i| i.spec.addr)
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
         self.inner
             .sessions
             .lock()
@@ -121,27 +151,34 @@ impl MediaSessions {
     }
 
     fn dispatch(&self, request: Request, reply: Reply, look_up: bool) {
-        let call_id = match &request {
-            Request::Offer(r) | Request::Answer(r) => r.call.call_id.clone(),
-            Request::Delete(c) | Request::Query(c) => c.call_id.clone(),
+        let call = match &request {
+            Request::Offer(r) | Request::Answer(r) => r.call.clone(),
+            Request::Delete(c) | Request::Query(c) => c.clone(),
             Request::Ping | Request::List { .. } | Request::Statistics => {
                 reply.send(Err(MediaFailure::Refused("not a call request".into())));
                 return;
             }
         };
         if let Request::Delete(call) = request {
-            self.delete(&call_id, call);
+            self.delete(call);
             reply.send(Ok(Bytes::new()));
             return;
         }
         let mut msg = SessionMsg { request, reply };
         let mut sessions = self.lock();
-        let instance = match sessions.get(&call_id) {
+        let tags = tags_of(&call);
+        let key = find(&sessions, &call.call_id, &tags).unwrap_or_else(|| {
+            SessionKey::new(
+                call.call_id.clone(),
+                call.from_tag.clone().unwrap_or_default(),
+            )
+        });
+        let instance = match sessions.get(&key) {
             Some(e) => match e.tx.send(msg) {
                 Ok(()) => return,
                 // The task died (a panic): restart it on the call's instance.
                 Err(mpsc::error::SendError(back)) => {
-                    debug!(%call_id, "media session restarted");
+                    debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
                     msg = back;
                     e.instance.load(Ordering::Relaxed)
                 }
@@ -161,12 +198,12 @@ impl MediaSessions {
             },
         };
         let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
-        let entry = self.spawn(&call_id, Arc::new(AtomicUsize::new(instance)), None);
+        let entry = self.spawn(&key, Arc::new(AtomicUsize::new(instance)), None);
         let _ = entry.tx.send(msg);
         if initial_offer {
-            self.pending_add(&call_id, instance);
+            self.pending_add(&key.call_id, instance);
         }
-        sessions.insert(call_id, entry);
+        sessions.insert(key, entry);
     }
 
     /// A request inside a dialog (it has both tags) for a call with no session here: its
@@ -192,21 +229,21 @@ impl MediaSessions {
         let id = DialogId::new(r.call.call_id.clone(), from, to);
         let this = self.clone();
         tokio::spawn(async move {
-            let recorded = match load_either(store.as_ref(), &id).await {
-                Ok(Some(d)) => d.media_session,
-                Ok(None) => None,
+            let (recorded, recorded_dialog) = match load_either(store.as_ref(), &id).await {
+                Ok(Some(d)) => (d.media_session, Some(d.id)),
+                Ok(None) => (None, None),
                 Err(e) => {
                     debug!(error = %e, "dialog record for the media session unreadable");
-                    None
+                    (None, None)
                 }
             };
             let addr = recorded
                 .as_deref()
                 .and_then(|m| InstanceSpec::parse(m).ok())
                 .map(|s| s.addr);
-            if let Some(addr) = addr {
+            if let (Some(addr), Some(d)) = (addr, recorded_dialog) {
                 debug!(call_id = %id.call_id, %addr, "media session adopted from the dialog record");
-                this.adopt(&id.call_id, addr);
+                this.adopt(&SessionKey::new(id.call_id.clone(), d.caller_tag), addr);
             }
             this.dispatch(request, reply, false);
         });
@@ -214,14 +251,14 @@ impl MediaSessions {
 
     pub(super) fn spawn(
         &self,
-        call_id: &str,
+        key: &SessionKey,
         instance: Arc<AtomicUsize>,
         adopted: Option<(String, String)>,
     ) -> Entry {
         let (tx, rx) = mpsc::unbounded_channel();
         let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let args = SessionArgs {
-            call_id: call_id.to_owned(),
+            key: key.clone(),
             instance: instance.clone(),
             pool: self.inner.pool.clone(),
             media_timeout: self.inner.config.media_timeout,
@@ -238,20 +275,50 @@ impl MediaSessions {
         }
     }
 
-    /// Deletes a call: through its session when it has one, else on every instance (the
-    /// call may have been set up by another node or before a restart).
-    fn delete(&self, call_id: &str, call: CallRef) {
-        self.pending_remove(call_id);
-        self.forget_shifts_later(call_id);
-        let entry = self.lock().remove(call_id);
-        if let Some(e) = entry {
+    /// Deletes a call leg pair through its session (found by either tag), or, with no tags,
+    /// every session of the Call-ID. Without a local session the delete goes to every
+    /// instance (the call may have been set up by another node or before a restart).
+    fn delete(&self, call: CallRef) {
+        self.pending_remove(&call.call_id);
+        self.forget_shifts_later(&call.call_id);
+        let entries: Vec<(SessionKey, Entry)> = {
+            let mut sessions = self.lock();
+            if call.from_tag.is_none() && call.to_tag.is_none() {
+                let keys: Vec<SessionKey> = sessions
+                    .keys()
+                    .filter(|k| k.call_id == call.call_id)
+                    .cloned()
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|k| sessions.remove(&k).map(|e| (k, e)))
+                    .collect()
+            } else {
+                find(&sessions, &call.call_id, &tags_of(&call))
+                    .and_then(|k| sessions.remove(&k).map(|e| (k, e)))
+                    .into_iter()
+                    .collect()
+            }
+        };
+        let mut delivered = !entries.is_empty();
+        for (key, e) in entries {
+            // A whole-call delete is narrowed to each session's own branch.
+            let request = if call.from_tag.is_none() && !key.from_tag.is_empty() {
+                CallRef {
+                    call_id: key.call_id.clone(),
+                    from_tag: Some(key.from_tag.clone()),
+                    to_tag: None,
+                }
+            } else {
+                call.clone()
+            };
             let msg = SessionMsg {
-                request: Request::Delete(call.clone()),
+                request: Request::Delete(request),
                 reply: Reply::none(),
             };
-            if e.tx.send(msg).is_ok() {
-                return;
-            }
+            delivered &= e.tx.send(msg).is_ok();
+        }
+        if delivered {
+            return;
         }
         let pool = self.inner.pool.clone();
         tokio::spawn(async move {
@@ -263,16 +330,32 @@ impl MediaSessions {
         });
     }
 
-    /// Places a call known from elsewhere (the dialog record) on the instance at `addr`.
-    pub fn adopt(&self, call_id: &str, addr: SocketAddr) {
+    /// Places a call leg pair known from elsewhere (the dialog record) on the instance at
+    /// `addr`.
+    pub fn adopt(&self, key: &SessionKey, addr: SocketAddr) {
         let Some(instance) = self.inner.pool.index_of(addr) else {
             return;
         };
         let mut sessions = self.lock();
-        if sessions.contains_key(call_id) {
+        if sessions.contains_key(key) {
             return;
         }
-        let entry = self.spawn(call_id, Arc::new(AtomicUsize::new(instance)), None);
-        sessions.insert(call_id.to_owned(), entry);
+        let entry = self.spawn(key, Arc::new(AtomicUsize::new(instance)), None);
+        sessions.insert(key.clone(), entry);
     }
+}
+
+/// The tags of a request, From first.
+fn tags_of(call: &CallRef) -> Vec<&str> {
+    [call.from_tag.as_deref(), call.to_tag.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The live session of `call_id` whose caller tag is one of `tags` (in that order).
+fn find(sessions: &HashMap<SessionKey, Entry>, call_id: &str, tags: &[&str]) -> Option<SessionKey> {
+    tags.iter()
+        .map(|t| SessionKey::new(call_id, *t))
+        .find(|k| sessions.contains_key(k))
 }

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::pending::{PendingError, PendingMedia};
 use super::pool::InstanceSpec;
-use super::supervisor::MediaSessions;
+use super::supervisor::{MediaSessions, SessionKey};
 
 /// What one [`MediaSessions::sweep_orphans`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,21 +91,25 @@ impl MediaSessions {
             return false;
         };
         let call_id = &dialog.id.call_id;
+        let key = SessionKey::new(call_id.clone(), dialog.caller.tag.clone());
         let mut sessions = self.lock();
-        if sessions.contains_key(call_id) {
+        if sessions.contains_key(&key) {
             return false;
         }
         let tags = (dialog.caller.tag.clone(), dialog.callee.tag.clone());
-        let entry = self.spawn(call_id, Arc::new(AtomicUsize::new(index)), Some(tags));
-        sessions.insert(call_id.clone(), entry);
+        let entry = self.spawn(&key, Arc::new(AtomicUsize::new(index)), Some(tags));
+        sessions.insert(key, entry);
         debug!(%call_id, %addr, "media watch of an adopted call started");
         true
     }
 
-    /// Stops this node's session task of `call_id` without deleting the session (another
+    /// Stops this node's session tasks of `call_id` without deleting the sessions (another
     /// node runs the call now); true when there was one.
     pub fn forget(&self, call_id: &str) -> bool {
-        self.lock().remove(call_id).is_some()
+        let mut sessions = self.lock();
+        let before = sessions.len();
+        sessions.retain(|k, _| k.call_id != call_id);
+        sessions.len() != before
     }
 
     /// Deletes the orphaned sessions in the pending logs `keys` (dead nodes' logs; this

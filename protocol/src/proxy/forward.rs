@@ -89,7 +89,7 @@ impl Core {
         plan: ForwardPlan,
         targets: Vec<Target>,
     ) {
-        if self.media_request_gate(server, msg, &plan, &targets) {
+        if self.media_request_gate(now, server, msg, &plan, &targets) {
             return;
         }
         let is_invite = msg.method() == Some(&Method::Invite);
