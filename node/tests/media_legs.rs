@@ -78,12 +78,17 @@ fn media_timeout_bye_is_retransmitted_until_answered() {
         &setup,
         &media_ua::respond(&again, 200, "OK", "", None, None),
     );
-    // Alice answers at once: she gets no retransmission after her 200.
+    // Alice answers (her first BYE and its first retransmission are queued by now): she
+    // gets no retransmission after her 200.
     let to_alice = alice.expect_request("BYE", Duration::from_secs(2));
     alice.send_to_node(
         &setup,
         &media_ua::respond(&to_alice, 200, "OK", "", None, None),
     );
+    while alice
+        .next_request("BYE", Duration::from_millis(50))
+        .is_some()
+    {}
     assert!(
         alice
             .next_request("BYE", Duration::from_millis(1200))
@@ -96,6 +101,6 @@ fn media_timeout_bye_is_retransmitted_until_answered() {
             .is_none(),
         "BYE retransmitted after its 200"
     );
-    let _ = call;
+    drop(call);
     setup.rtp.assert_no_calls(media_ua::LIST_EMPTY);
 }

@@ -263,6 +263,15 @@ impl Engine {
             .await
             .map_err(EngineError::Dialogs)?;
         let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
+        // The node's own BYEs run in shard 0's client transactions (issue 6).
+        let originator = dialog_end::Originator {
+            // There is always a shard; without one BYEs would go out once, untracked.
+            shard: senders
+                .first()
+                .cloned()
+                .unwrap_or_else(|| mpsc::channel(1).0),
+            transport: transport.clone(),
+        };
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
                 let (sessions, timeouts) =
@@ -281,7 +290,7 @@ impl Engine {
                 let ends = MediaEnds {
                     store: dialog_store.clone(),
                     dialogs: dialogs.clone(),
-                    transport: transport.clone(),
+                    transport: originator.clone(),
                     local: local.clone(),
                     peers: Arc::clone(&cluster_peers),
                 };
@@ -303,7 +312,7 @@ impl Engine {
             _ => None,
         };
         dialogs.set_timeout_hook(dialog_end::bye_both_ends(
-            transport.clone(),
+            originator,
             local.clone(),
             Arc::clone(&cluster_peers),
             media.clone(),
@@ -498,7 +507,7 @@ async fn media_timeouts(
                         local.iter().any(|(_, a)| route.contains(&a.to_string()))
                             || peers.iter().any(|p| route.contains(&p.addr.to_string()))
                     };
-                    dialog_end::send_byes(&ends.transport, local, ours, &dialog, "z9hG4bKmt");
+                    dialog_end::send_byes(&ends.transport, local, ours, &dialog);
                     ends.dialogs.handle(DialogEvent::Terminated {
                         id: dialog.id.clone(),
                         reason: EndReason::Timeout,
@@ -521,7 +530,7 @@ async fn media_timeouts(
 struct MediaEnds {
     store: Arc<dyn DialogStore>,
     dialogs: Dialogs,
-    transport: TransportHandle,
+    transport: dialog_end::Originator,
     local: Vec<(Transport, SocketAddr)>,
     /// The cluster members' SIP listeners.
     peers: Arc<std::sync::RwLock<Vec<Listener>>>,

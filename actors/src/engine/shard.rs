@@ -51,6 +51,10 @@ pub(crate) enum ShardInput {
     ClusterPeers(Vec<Listener>),
     /// A connection held by another node closed (see `Core::handle_flow_unreachable`).
     FlowUnreachable(ConnectionId),
+    /// A request of the node's own (the BYEs ending a timed-out call, issue 6), sent in its
+    /// own client transaction (`Core::send_request`: retransmitted over UDP until answered).
+    /// Its branch must name this shard (`sipmesh_protocol::proxy::origin_branch`).
+    SendRequest(Box<(sipmesh_protocol::peer::Destination, bytes::Bytes)>),
     /// Exit now.
     Stop,
 }
@@ -264,6 +268,12 @@ fn handle(
         ShardInput::ClusterPeers(peers) => core.set_cluster_peers(peers),
         ShardInput::FlowUnreachable(connection) => {
             core.handle_flow_unreachable(Instant::now(), connection);
+        }
+        ShardInput::SendRequest(request) => {
+            let (destination, payload) = *request;
+            if let Err(e) = core.send_request(Instant::now(), destination, payload) {
+                warn!(error = %e, "request of our own not sent");
+            }
         }
         ShardInput::Stop => return Flow::Stop,
     }

@@ -50,6 +50,7 @@ mod media;
 mod media_late;
 #[cfg(test)]
 mod media_tests;
+mod originate;
 mod response_context;
 mod rng;
 mod routing;
@@ -65,6 +66,7 @@ pub use self::dialogs::DIALOG_HOLD;
 pub use self::flow::{FlowTokenKey, FlowTokenKeyError, MAC_LEN as FLOW_TOKEN_MAC_LEN};
 pub use self::locality::Locality;
 pub use self::media::MediaFailure;
+pub use self::originate::{OriginateError, origin_branch};
 pub use self::response_context::{ResponseAction, ResponseContext};
 pub use self::rng::IdGenerator;
 pub use self::timers::TimerQueue;
