@@ -18,9 +18,10 @@
 //!      for O.
 //!   3. O gets a re-INVITE in A's name with that SDP as the offer; its 2xx is ACKed. O's
 //!      answer is not sent to B again: it describes O's media, which B learned in step 1.
+//!
 //!   A 488, 491, any other failure or no answer within [`ANSWER_WAIT`] leaves the call as
-//!   it is (logged; the failure is ACKed). An end whose dialog record says it does not
-//!   allow INVITE is not re-INVITEd (not recorded yet: every end is tried).
+//!   it is (logged; the failure is ACKed). The ends' Allow headers are not recorded yet, so
+//!   every end is tried (`reinvite::allows_invite` is the check to apply once they are).
 //! - **CSeq.** Each re-INVITE claims a CSeq in its sender's space
 //!   ([`CseqShifts::claim`]); the shards then raise that side's later requests and lower the
 //!   responses to them ([`MediaSessions::shift_request`], [`MediaSessions::shift_response`]).

@@ -173,10 +173,10 @@ impl MediaSessions {
             None => (0..pool.len()).collect(),
         };
         for index in targets {
-            if let Some(i) = pool.get(index) {
-                if let Err(e) = i.client.request(Request::Delete(call.clone())).await {
-                    debug!(%call_id, error = %e, "delete of an orphaned session failed");
-                }
+            if let Some(i) = pool.get(index)
+                && let Err(e) = i.client.request(Request::Delete(call.clone())).await
+            {
+                debug!(%call_id, error = %e, "delete of an orphaned session failed");
             }
         }
     }
