@@ -131,104 +131,173 @@ fn answer_reinvite(peer: &UdpPeer, reinvite: &RawMessage, from: SocketAddr, body
     assert_eq!(cseq_number(&ack), cseq_number(reinvite), "{ack:?}");
 }
 
+/// A call set up through a node with two rtpengine daemons, alice calling bob.
+struct Call {
+    harness: Harness,
+    rtp: [Rtpengine; 2],
+    _dir: TestDir,
+    alice: UdpPeer,
+    bob: UdpPeer,
+    alice_sdp: String,
+    bob_sdp: String,
+    /// The daemon the call was set up on, and the other.
+    first: usize,
+    other: usize,
+    /// alice's in-dialog requests towards bob: (method, CSeq, branch) → request text.
+    route_lines: String,
+    from: String,
+    to: String,
+    bob_target: String,
+}
+
+const CALL_ID: &str = "mf-call-1";
+
+impl Call {
+    fn set_up(test: &str) -> Self {
+        let dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
+        let rtp = [
+            Rtpengine::start_named(&dir, test_ip(test), "rtp-a"),
+            Rtpengine::start_named(&dir, test_ip(&format!("{test}-b")), "rtp-b"),
+        ];
+        assert_ne!(rtp[0].media_ip(), rtp[1].media_ip());
+        let specs: Vec<String> = rtp.iter().map(|r| format!("udp:{}", r.ng_addr())).collect();
+        let harness = Harness::try_start(SIPMESH, test, |o| {
+            for s in &specs {
+                o.extra_args.extend(["--rtpengine".to_owned(), s.clone()]);
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let node = harness.node().udp_addr();
+        let domain = harness.ip().to_string();
+
+        let bob = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
+        let ok = bob
+            .request(
+                node,
+                &RawRequest::register(&domain, "bob", bob.local_addr(), "mf", 1),
+                WAIT,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ok.as_ref().and_then(RawMessage::status),
+            Some(200),
+            "{ok:?}"
+        );
+        let alice = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
+        let alice_sdp = sdp(alice.local_addr().ip(), 41000);
+        let bob_sdp = sdp(bob.local_addr().ip(), 41010);
+        let from = format!("<sip:alice@{domain}>;tag=alice1");
+        let alice_contact = format!("sip:alice@{}", alice.local_addr());
+        let invite = format!(
+            "INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKmf-t-inv\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:bob@{domain}>\r\nCall-ID: {CALL_ID}\r\n\
+             CSeq: 1 INVITE\r\nContact: <{alice_contact}>\r\nAllow: INVITE, ACK, BYE\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{alice_sdp}",
+            alice.local_addr(),
+            alice_sdp.len()
+        );
+        alice
+            .send(node, invite.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (at_bob, from_node) =
+            next_request(&bob, "INVITE", WAIT).unwrap_or_else(|| panic!("no INVITE at bob"));
+        let first = rtp
+            .iter()
+            .position(|r| connection_ip(&at_bob) == Some(r.media_ip()))
+            .unwrap_or_else(|| panic!("bob's offer is not from either rtpengine: {at_bob:?}"));
+        let bob_contact = format!("sip:bob@{}", bob.local_addr());
+        bob.send(
+            from_node,
+            respond(&at_bob, 200, "bob1", &bob_contact, Some(&bob_sdp)).as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ok = next_final(&alice, CALL_ID, "INVITE");
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        assert_eq!(connection_ip(&ok), Some(rtp[first].media_ip()));
+        let mut routes = record_routes(&ok);
+        routes.reverse();
+        let call = Self {
+            route_lines: routes.iter().map(|r| format!("Route: {r}\r\n")).collect(),
+            to: ok.header("To").unwrap_or_default().to_owned(),
+            bob_target: contact_uri(&ok),
+            from,
+            harness,
+            rtp,
+            _dir: dir,
+            alice,
+            bob,
+            alice_sdp,
+            bob_sdp,
+            first,
+            other: 1 - first,
+        };
+        call.alice_sends("ACK", 1, "z9hG4bKmf-t-ack");
+        next_request(&call.bob, "ACK", WAIT).unwrap_or_else(|| panic!("no ACK at bob"));
+        assert!(
+            call.rtp[first]
+                .list_calls(WAIT)
+                .is_some_and(|c| c.iter().any(|c| c == CALL_ID)),
+            "the call is not on the instance its SDP names"
+        );
+        call
+    }
+
+    /// alice sends an in-dialog request to bob through the node.
+    fn alice_sends(&self, method: &str, cseq: u32, branch: &str) {
+        let request = format!(
+            "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {CALL_ID}\r\n\
+             CSeq: {cseq} {method}\r\n{}Content-Length: 0\r\n\r\n",
+            self.bob_target,
+            self.alice.local_addr(),
+            self.from,
+            self.to,
+            self.route_lines,
+        );
+        self.alice
+            .send(self.harness.node().udp_addr(), request.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// alice's BYE (her CSeq 2) reaches bob with a CSeq above `above`, and is answered 200
+    /// with her own CSeq; `daemon` holds no call afterwards.
+    fn bye_works(&self, above: u32, daemon: usize) {
+        self.alice_sends("BYE", 2, "z9hG4bKmf-t-bye");
+        let (bye, src) =
+            next_request(&self.bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
+        eprintln!("BYE reached bob with CSeq {}", cseq_number(&bye));
+        assert!(
+            cseq_number(&bye) > above,
+            "BYE CSeq {} not above {above}",
+            cseq_number(&bye)
+        );
+        self.bob
+            .send(src, &bye.reply(200, "OK"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let done = next_final(&self.alice, CALL_ID, "BYE");
+        assert_eq!(done.status(), Some(200), "{done:?}");
+        assert_eq!(
+            cseq_number(&done),
+            2,
+            "alice's BYE answered outside her CSeq space"
+        );
+        self.rtp[daemon].assert_no_calls(Duration::from_secs(3));
+    }
+}
+
 #[test]
 fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works() {
-    let test = "media-failover-reinvite";
-    let dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
-    let mut rtp = [
-        Rtpengine::start_named(&dir, test_ip(test), "rtp-a"),
-        Rtpengine::start_named(&dir, test_ip(&format!("{test}-b")), "rtp-b"),
-    ];
-    assert_ne!(rtp[0].media_ip(), rtp[1].media_ip());
-    let specs: Vec<String> = rtp.iter().map(|r| format!("udp:{}", r.ng_addr())).collect();
-    let harness = Harness::try_start(SIPMESH, test, |o| {
-        for s in &specs {
-            o.extra_args.extend(["--rtpengine".to_owned(), s.clone()]);
-        }
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let node = harness.node().udp_addr();
-    let domain = harness.ip().to_string();
-
-    let bob = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
-    let ok = bob
-        .request(
-            node,
-            &RawRequest::register(&domain, "bob", bob.local_addr(), "mf", 1),
-            WAIT,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        ok.as_ref().and_then(RawMessage::status),
-        Some(200),
-        "{ok:?}"
-    );
-    let alice = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
-    let alice_sdp = sdp(alice.local_addr().ip(), 41000);
-    let bob_sdp = sdp(bob.local_addr().ip(), 41010);
-    let call_id = "mf-call-1";
-    let from = format!("<sip:alice@{domain}>;tag=alice1");
-    let alice_contact = format!("sip:alice@{}", alice.local_addr());
-    let invite = format!(
-        "INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKmf-t-inv\r\n\
-         Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:bob@{domain}>\r\nCall-ID: {call_id}\r\n\
-         CSeq: 1 INVITE\r\nContact: <{alice_contact}>\r\nAllow: INVITE, ACK, BYE\r\n\
-         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{alice_sdp}",
-        alice.local_addr(),
-        alice_sdp.len()
-    );
-    alice
-        .send(node, invite.as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let (at_bob, from_node) =
-        next_request(&bob, "INVITE", WAIT).unwrap_or_else(|| panic!("no INVITE at bob"));
-    let first = rtp
-        .iter()
-        .position(|r| connection_ip(&at_bob) == Some(r.media_ip()))
-        .unwrap_or_else(|| panic!("bob's offer is not from either rtpengine: {at_bob:?}"));
-    let other = 1 - first;
-    let bob_contact = format!("sip:bob@{}", bob.local_addr());
-    bob.send(
-        from_node,
-        respond(&at_bob, 200, "bob1", &bob_contact, Some(&bob_sdp)).as_bytes(),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let ok = next_final(&alice, call_id, "INVITE");
-    assert_eq!(ok.status(), Some(200), "{ok:?}");
-    assert_eq!(connection_ip(&ok), Some(rtp[first].media_ip()));
-    let mut routes = record_routes(&ok);
-    routes.reverse();
-    let route_lines: String = routes.iter().map(|r| format!("Route: {r}\r\n")).collect();
-    let to = ok.header("To").unwrap_or_default().to_owned();
-    let bob_target = contact_uri(&ok);
-    let in_dialog = |method: &str, cseq: u32, branch: &str| {
-        format!(
-            "{method} {bob_target} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch={branch}\r\n\
-             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
-             CSeq: {cseq} {method}\r\n{route_lines}Content-Length: 0\r\n\r\n",
-            alice.local_addr()
-        )
-    };
-    alice
-        .send(node, in_dialog("ACK", 1, "z9hG4bKmf-t-ack").as_bytes())
-        .unwrap_or_else(|e| panic!("{e}"));
-    next_request(&bob, "ACK", WAIT).unwrap_or_else(|| panic!("no ACK at bob"));
-    assert!(
-        rtp[first]
-            .list_calls(WAIT)
-            .is_some_and(|c| c.iter().any(|c| c == call_id)),
-        "the call is not on the instance its SDP names"
-    );
-
-    rtp[first].stop();
+    let mut c = Call::set_up("media-failover-reinvite");
+    let (first, other) = (c.first, c.other);
+    c.rtp[first].stop();
     let stopped = Instant::now();
     // bob first: the replayed offer comes from the other instance, in alice's name.
-    let (reinvite, src) = next_request(&bob, "INVITE", MOVED)
-        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", harness.node().log_tail()));
+    let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.node().log_tail()));
     let at_bob_after = stopped.elapsed();
     assert_eq!(
         connection_ip(&reinvite),
-        Some(rtp[other].media_ip()),
+        Some(c.rtp[other].media_ip()),
         "{reinvite:?}"
     );
     assert!(
@@ -238,13 +307,13 @@ fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works
     );
     let own_cseq = cseq_number(&reinvite);
     assert!(own_cseq > 1, "re-INVITE CSeq {own_cseq}");
-    answer_reinvite(&bob, &reinvite, src, &bob_sdp);
+    answer_reinvite(&c.bob, &reinvite, src, &c.bob_sdp);
     // Then alice, in bob's name, with the other instance's answer as the offer.
-    let (reinvite, src) = next_request(&alice, "INVITE", WAIT)
-        .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", harness.node().log_tail()));
+    let (reinvite, src) = next_request(&c.alice, "INVITE", WAIT)
+        .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", c.harness.node().log_tail()));
     assert_eq!(
         connection_ip(&reinvite),
-        Some(rtp[other].media_ip()),
+        Some(c.rtp[other].media_ip()),
         "{reinvite:?}"
     );
     assert!(
@@ -252,36 +321,50 @@ fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works
             .header("From")
             .is_some_and(|f| f.contains("tag=bob1"))
     );
-    answer_reinvite(&alice, &reinvite, src, &alice_sdp);
+    answer_reinvite(&c.alice, &reinvite, src, &c.alice_sdp);
     eprintln!(
-        "measured: re-INVITE at bob {at_bob_after:?}, both ends moved {:?} after the daemon was killed",
+        "measured: re-INVITE at bob {at_bob_after:?} (CSeq {own_cseq}), both ends moved {:?} \
+         after the daemon was killed",
         stopped.elapsed()
     );
     assert!(
-        rtp[other]
+        c.rtp[other]
             .list_calls(WAIT)
-            .is_some_and(|c| c.iter().any(|c| c == call_id)),
+            .is_some_and(|l| l.iter().any(|l| l == CALL_ID)),
         "the call is not on the other instance"
     );
+    c.bye_works(own_cseq, other);
+}
 
-    // alice's BYE (her CSeq 2) reaches bob above the node's own re-INVITE in her space.
-    alice
-        .send(node, in_dialog("BYE", 2, "z9hG4bKmf-t-bye").as_bytes())
+/// bob refuses the re-INVITE (488): the node ACKs it on the same branch and leaves the call
+/// as it is (alice gets no re-INVITE); the call still ends cleanly with a BYE.
+#[test]
+fn a_refused_failover_re_invite_leaves_the_call_and_a_later_bye_works() {
+    let mut c = Call::set_up("media-failover-refused");
+    let (first, other) = (c.first, c.other);
+    c.rtp[first].stop();
+    let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.node().log_tail()));
+    let own_cseq = cseq_number(&reinvite);
+    c.bob
+        .send(src, &reinvite.reply(488, "Not Acceptable Here"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let (bye, src) = next_request(&bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
-    assert!(
-        cseq_number(&bye) > own_cseq,
-        "BYE CSeq {} not above the re-INVITE's {own_cseq}",
-        cseq_number(&bye)
-    );
-    bob.send(src, &bye.reply(200, "OK"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let done = next_final(&alice, call_id, "BYE");
-    assert_eq!(done.status(), Some(200), "{done:?}");
+    let (ack, _) =
+        next_request(&c.bob, "ACK", WAIT).unwrap_or_else(|| panic!("the node did not ACK the 488"));
+    assert_eq!(cseq_number(&ack), own_cseq);
+    let branch = |m: &RawMessage| {
+        m.header("Via")
+            .and_then(|v| v.split("branch=").nth(1))
+            .map(|b| b.split(';').next().unwrap_or_default().to_owned())
+    };
     assert_eq!(
-        cseq_number(&done),
-        2,
-        "alice's BYE answered outside her CSeq space"
+        branch(&ack),
+        branch(&reinvite),
+        "a failure's ACK keeps the branch"
     );
-    rtp[other].assert_no_calls(Duration::from_secs(3));
+    assert!(
+        next_request(&c.alice, "INVITE", Duration::from_secs(1)).is_none(),
+        "alice was re-INVITEd after bob refused"
+    );
+    c.bye_works(own_cseq, other);
 }
