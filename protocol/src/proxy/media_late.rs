@@ -5,11 +5,17 @@
 //! INVITE as it is and sends the 2xx's SDP to rtpengine as an `offer` from the callee
 //! (`from-tag` = the callee's To tag, `to-tag` = the caller's From tag, options for the
 //! caller). This file handles the other half: the ACK for that 2xx is end-to-end and
-//! forwarded statelessly (§16.11), so a [`LateOffers`] table remembers, per dialog, that an
-//! answer is due; the ACK with SDP is parked, its body goes to rtpengine as the `answer`
-//! (options for the callee), and the ACK is forwarded with rtpengine's SDP and a matching
-//! Content-Length. A retransmitted ACK (the UAC sends one per retransmitted 2xx) reuses the
-//! rewritten answer; one that arrives while the answer is in flight is absorbed.
+//! forwarded statelessly (§16.11). An ACK carries SDP only as the answer to an offer in the
+//! 2xx (§13.2.1: a UAC never offers in an ACK), so every ACK with SDP is parked, its body
+//! goes to rtpengine as the `answer` (`from-tag` = the callee's tag, options for the callee),
+//! and the ACK is forwarded with rtpengine's SDP and a matching Content-Length.
+//!
+//! The ACK carries a branch of its own, so it may reach another shard than its INVITE: the
+//! [`LateOffers`] table of the shard that relayed the offer only refines what it knows (the
+//! legs' kinds from the 2xx's SDP, a cached answer for a retransmitted ACK — the UAC sends
+//! one per retransmitted 2xx —, absorbing a copy while the answer is in flight); without an
+//! entry the kinds come from the ACK's transports and SDP. rtpengine answers an ACK whose
+//! 2xx it never saw with an error, and the ACK is then forwarded as it came.
 //!
 //! Not handled: an offer in a reliable 18x (its answer would be in the PRACK, RFC 3262).
 
@@ -22,7 +28,7 @@ use tracing::{debug, warn};
 use crate::media::{LegKind, has_sdp, replace_body};
 use crate::message::Message;
 use crate::ng::{CallRef, Request, SdpRequest};
-use crate::peer::Origin;
+use crate::peer::{Origin, Transport};
 use crate::transaction::TransactionKey;
 
 use super::MediaFailure;
@@ -105,6 +111,7 @@ impl Core {
         msg: &Message,
         origin: &Origin,
         key: &TransactionKey,
+        towards: Transport,
     ) -> bool {
         if self.media.resuming_ack {
             self.media.resuming_ack = false;
@@ -119,10 +126,30 @@ impl Core {
             return false;
         };
         let dialog = (call_id.to_owned(), from.to_owned(), to.to_owned());
-        let Some(offer) = self.media.late.offers.get_mut(&dialog) else {
+        let body = msg.body();
+        let Some(profiles) = self.media.profiles.as_ref() else {
             return false;
         };
-        let body = msg.body();
+        let stateless = LegKind::of(origin.transport, Some(&body));
+        let callee = LegKind::of(towards, None);
+        if !self.media.late.offers.contains_key(&dialog) && !profiles.relays(stateless, callee) {
+            return false;
+        }
+        if self.media.late.offers.len() > 64 {
+            self.media.late.offers.retain(|_, o| o.until > now);
+        }
+        let offer = self
+            .media
+            .late
+            .offers
+            .entry(dialog.clone())
+            .or_insert_with(|| LateOffer {
+                caller: stateless,
+                callee,
+                answering: false,
+                answered: None,
+                until: now + ACK_WAIT,
+            });
         if let Some((original, rewritten)) = &offer.answered {
             if *original == body {
                 let sdp = rewritten.clone();
