@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::media::{LegKind, has_sdp, replace_body};
+use crate::media::{LegKind, MediaProfiles, has_sdp, replace_body};
 use crate::message::Message;
 use crate::ng::{CallRef, Request, SdpRequest};
 use crate::peer::{Origin, Transport};
@@ -33,7 +33,7 @@ use crate::transaction::TransactionKey;
 
 use super::MediaFailure;
 use super::core::{Core, Output};
-use super::media::{CallMedia, Parked};
+use super::media::{CallMedia, Parked, call_profile};
 
 /// How long an ACK is awaited after its 2xx (64·T1, the 2xx retransmission span, §13.3.1.4).
 const ACK_WAIT: Duration = Duration::from_secs(32);
@@ -43,6 +43,7 @@ const ACK_WAIT: Duration = Duration::from_secs(32);
 struct LateOffer {
     caller: LegKind,
     callee: LegKind,
+    profile: MediaProfiles,
     /// The answer is with rtpengine.
     answering: bool,
     /// (ACK body as received, as rewritten).
@@ -69,6 +70,7 @@ impl LateOffers {
             LateOffer {
                 caller: call.caller,
                 callee: call.callee,
+                profile: call.profile.clone(),
                 answering: false,
                 answered: None,
                 until: now + ACK_WAIT,
@@ -127,12 +129,13 @@ impl Core {
         };
         let dialog = (call_id.to_owned(), from.to_owned(), to.to_owned());
         let body = msg.body();
-        let Some(profiles) = self.media.profiles.as_ref() else {
+        let Some(global) = self.media.profiles.as_ref() else {
             return false;
         };
         let stateless = LegKind::of(origin.transport, Some(&body));
         let callee = LegKind::of(towards, None);
-        if !self.media.late.offers.contains_key(&dialog) && !profiles.relays(stateless, callee) {
+        let profile = call_profile(global, msg, origin.transport);
+        if !self.media.late.offers.contains_key(&dialog) && !profile.relays(stateless, callee) {
             return false;
         }
         if self.media.late.offers.len() > 64 {
@@ -146,6 +149,7 @@ impl Core {
             .or_insert_with(|| LateOffer {
                 caller: stateless,
                 callee,
+                profile,
                 answering: false,
                 answered: None,
                 until: now + ACK_WAIT,
@@ -161,12 +165,7 @@ impl Core {
             return true;
         }
         offer.answering = true;
-        let options = self
-            .media
-            .profiles
-            .as_ref()
-            .map(|p| p.options_towards(offer.callee, offer.caller))
-            .unwrap_or_default();
+        let options = offer.profile.options_towards(offer.callee, offer.caller);
         let request = Request::Answer(SdpRequest {
             call: CallRef::new(&dialog.0, &dialog.2).with_to_tag(&dialog.1),
             sdp: body,
