@@ -7,7 +7,8 @@
 //! the answer for the caller's kind:
 //!
 //! - towards a browser: `ICE=force`, `DTLS=passive`, `rtcp-mux: offer, require`,
-//!   `transport-protocol: UDP/TLS/RTP/SAVPF` (RFC 8834 requires ICE, DTLS-SRTP and rtcp-mux);
+//!   `transport-protocol: UDP/TLS/RTP/SAVPF` (RFC 8834 requires ICE, DTLS-SRTP and rtcp-mux),
+//!   flag `SDES-off` (no `a=crypto` next to the DTLS fingerprint, RFC 8827 §6.5);
 //! - towards a legacy phone: `ICE=remove`, `rtcp-mux: demux`, `transport-protocol: RTP/AVP`;
 //! - between two legs of the same kind: relayed unchanged (only the `replace` list), or not
 //!   touched at all when [`MediaProfiles::bypass_same_kind`] is set.
@@ -160,6 +161,8 @@ fn kind_options(o: &mut MediaOptions, towards: LegKind) {
                 o.dtls = Some(DtlsMode::Passive);
                 o.rtcp_mux = vec!["offer".to_owned(), "require".to_owned()];
                 o.transport_protocol = Some("UDP/TLS/RTP/SAVPF".to_owned());
+                // WebRTC keys SRTP with DTLS only (RFC 8827 §6.5): no SDES `a=crypto` lines.
+                o.flags.push("SDES-off".to_owned());
             }
             LegKind::Legacy => {
                 o.ice = Some(IceMode::Remove);
@@ -209,6 +212,7 @@ mod tests {
         assert_eq!(o.dtls, Some(DtlsMode::Passive));
         assert_eq!(o.rtcp_mux, vec!["offer", "require"]);
         assert_eq!(o.transport_protocol.as_deref(), Some("UDP/TLS/RTP/SAVPF"));
+        assert_eq!(o.flags, vec!["SDES-off"]);
     }
 
     #[test]
