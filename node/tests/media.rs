@@ -654,6 +654,10 @@ fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
         !offer.contains(" RTP/AVP "),
         "offer to the browser still plain RTP/AVP:\n{offer}"
     );
+    assert!(
+        !offer.contains("a=crypto:"),
+        "offer to the browser carries SDES keys next to DTLS (SDES-off):\n{offer}"
+    );
     browser.send(&respond(&invite, 200, "OK", "brw1", Some(BROWSER_ANSWER)));
     let ack = browser.recv();
     assert!(ack.starts_with("ACK "), "ACK expected:\n{ack}");

@@ -104,3 +104,34 @@ fn media_timeout_bye_is_retransmitted_until_answered() {
     drop(call);
     setup.rtp.assert_no_calls(media_ua::LIST_EMPTY);
 }
+
+#[test]
+fn a_bypass_route_leaves_its_calls_sdp_untouched_and_others_relayed() {
+    let test = "media_legs::route_bypass";
+    let setup = Setup::start_with(
+        test,
+        "",
+        "[[media.route]]\nuser_prefix = \"direct\"\ntransport = \"udp\"\nbypass = true\n",
+    );
+    let alice = setup.phone("alice");
+    let (bob, direct) = (setup.phone("bob"), setup.phone("direct-bob"));
+    bob.register(&setup.harness);
+    direct.register(&setup.harness);
+    let mut plain = alice.call_checked(
+        &setup,
+        &direct,
+        ("route-direct-1", "rd-a", "rd-b"),
+        Some(4030),
+        false,
+    );
+    assert_eq!(
+        setup.rtp.list_calls(Duration::from_secs(1)),
+        Some(Vec::new()),
+        "the bypassed call reached rtpengine"
+    );
+    let mut relayed = alice.call(&setup, &bob, "route-other-1", "ro-a", "ro-b", Some(4040));
+    assert!(ng_query_ok(setup.rtp.ng_addr(), "route-other-1", "ro-a"));
+    alice.bye_from_caller(&setup, &direct, &mut plain);
+    alice.bye_from_caller(&setup, &bob, &mut relayed);
+    setup.rtp.assert_no_calls(media_ua::LIST_EMPTY);
+}

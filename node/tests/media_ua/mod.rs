@@ -383,12 +383,31 @@ impl Phone {
         to_tag: &str,
         sdp_port: Option<u16>,
     ) -> Dialog {
+        self.call_checked(setup, callee, (call_id, from_tag, to_tag), sdp_port, true)
+    }
+
+    /// [`Phone::call`]; with `relayed` false both SDPs must arrive exactly as sent.
+    pub(crate) fn call_checked(
+        &self,
+        setup: &Setup,
+        callee: &Phone,
+        (call_id, from_tag, to_tag): (&str, &str, &str),
+        sdp_port: Option<u16>,
+        relayed: bool,
+    ) -> Dialog {
         let media_ip = setup.rtp.media_ip();
+        let check = |got: &str, sent: &str| {
+            if relayed {
+                assert_relayed(got, media_ip);
+            } else {
+                assert_eq!(got, sent, "SDP not passed untouched");
+            }
+        };
         let offer = sdp_port.map(plain_sdp);
         self.send(&self.invite(callee, call_id, from_tag, offer.as_deref()));
         let invite = callee.expect_request("INVITE", WAIT);
-        if offer.is_some() {
-            assert_relayed(&body_text(&invite), media_ip);
+        if let Some(o) = &offer {
+            check(&body_text(&invite), o);
         }
         let answer = sdp_port.map(|p| plain_sdp(p + 1000));
         callee.send(&respond(
@@ -401,8 +420,8 @@ impl Phone {
         ));
         let ok = self.expect_final("INVITE");
         assert_eq!(ok.status(), Some(200), "INVITE answered:\n{ok}");
-        if answer.is_some() {
-            assert_relayed(&body_text(&ok), media_ip);
+        if let Some(a) = &answer {
+            check(&body_text(&ok), a);
         }
         let mut d = Dialog {
             call_id: call_id.to_owned(),

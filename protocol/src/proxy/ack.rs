@@ -36,10 +36,6 @@ impl Core {
         if msg.validate_request().is_err() || matches!(msg.max_forwards(), Ok(Some(0)) | Err(_)) {
             return;
         }
-        // Issue 6: the answer to a late offer is in this ACK; rtpengine rewrites it first.
-        if self.media_ack_gate(now, &msg, &origin, &key) {
-            return;
-        }
         let Ok(routes) = msg.routes() else { return };
         let mut popped = 0;
         for r in &routes {
@@ -102,6 +98,10 @@ impl Core {
             local: Some(out.addr),
             connection,
         };
+        // Issue 6: the answer to a late offer is in this ACK; rtpengine rewrites it first.
+        if self.media_ack_gate(now, &msg, &origin, &key, transport) {
+            return;
+        }
         let target = Target {
             request_uri: None,
             destination,

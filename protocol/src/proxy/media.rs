@@ -56,6 +56,8 @@ pub(super) struct CallMedia {
     pub(super) from_tag: String,
     pub(super) caller: LegKind,
     pub(super) callee: LegKind,
+    /// The flags of this call (global ones with its `[[media.route]]` applied).
+    pub(super) profile: MediaProfiles,
     /// An initial INVITE (its failure ends the rtpengine session).
     initial: bool,
     /// An INVITE without SDP: the offer comes in the 2xx, the answer in the ACK.
@@ -305,15 +307,17 @@ impl Core {
         let body = msg.body();
         let caller = LegKind::of(plan.origin.transport, Some(&body));
         let callee = LegKind::of(first.destination.transport, None);
-        if !profiles.relays(caller, callee) {
+        let profile = call_profile(profiles, msg, plan.origin.transport);
+        if !profile.relays(caller, callee) {
             return false;
         }
-        let options = profiles.options_towards(callee, caller);
+        let options = profile.options_towards(callee, caller);
         let call = CallMedia {
             call_id: call_id.to_owned(),
             from_tag: from_tag.to_owned(),
             caller,
             callee,
+            profile,
             initial: *method == Method::Invite && !matches!(msg.to_tag(), Ok(Some(_))),
             late,
             answering: Vec::new(),
@@ -381,9 +385,6 @@ impl Core {
         if !(101..300).contains(&code) || !has_sdp(msg) {
             return false;
         }
-        let Some(profiles) = self.media.profiles.clone() else {
-            return false;
-        };
         let Ok(Some(tag)) = msg.to_tag() else {
             return false;
         };
@@ -422,13 +423,13 @@ impl Core {
             }
             Request::Offer(SdpRequest {
                 call: CallRef::new(&call.call_id, &tag).with_to_tag(&call.from_tag),
-                options: profiles.options_towards(call.caller, call.callee),
+                options: call.profile.options_towards(call.caller, call.callee),
                 sdp: body,
             })
         } else {
             Request::Answer(SdpRequest {
                 call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
-                options: profiles.options_towards(call.caller, call.callee),
+                options: call.profile.options_towards(call.caller, call.callee),
                 sdp: body,
             })
         };
@@ -482,5 +483,28 @@ impl Core {
                 to_tag: to_tag.filter(|t| !t.is_empty()).map(str::to_owned),
             }),
         });
+    }
+}
+
+/// The flags of the call `msg` belongs to: the global ones with the first `[[media.route]]`
+/// matching its target applied. An initial request is matched on its Request-URI; one inside
+/// a dialog (it has a To tag) on its To URI, since its Request-URI is a remote target.
+pub(super) fn call_profile(
+    global: &MediaProfiles,
+    msg: &Message,
+    transport: crate::peer::Transport,
+) -> MediaProfiles {
+    if global.routes.is_empty() {
+        return global.clone();
+    }
+    let in_dialog = matches!(msg.to_tag(), Ok(Some(_)));
+    let to = if in_dialog { msg.to().ok() } else { None };
+    let uri = match &to {
+        Some(na) => Some(na.uri),
+        None => msg.request_uri().and_then(Result::ok),
+    };
+    match uri {
+        Some(crate::uri::Uri::Sip(u)) => global.for_call(&u.host.to_string(), u.user, transport),
+        _ => global.for_call("", None, transport),
     }
 }

@@ -5,11 +5,17 @@
 //! INVITE as it is and sends the 2xx's SDP to rtpengine as an `offer` from the callee
 //! (`from-tag` = the callee's To tag, `to-tag` = the caller's From tag, options for the
 //! caller). This file handles the other half: the ACK for that 2xx is end-to-end and
-//! forwarded statelessly (§16.11), so a [`LateOffers`] table remembers, per dialog, that an
-//! answer is due; the ACK with SDP is parked, its body goes to rtpengine as the `answer`
-//! (options for the callee), and the ACK is forwarded with rtpengine's SDP and a matching
-//! Content-Length. A retransmitted ACK (the UAC sends one per retransmitted 2xx) reuses the
-//! rewritten answer; one that arrives while the answer is in flight is absorbed.
+//! forwarded statelessly (§16.11). An ACK carries SDP only as the answer to an offer in the
+//! 2xx (§13.2.1: a UAC never offers in an ACK), so every ACK with SDP is parked, its body
+//! goes to rtpengine as the `answer` (`from-tag` = the callee's tag, options for the callee),
+//! and the ACK is forwarded with rtpengine's SDP and a matching Content-Length.
+//!
+//! The ACK carries a branch of its own, so it may reach another shard than its INVITE: the
+//! [`LateOffers`] table of the shard that relayed the offer only refines what it knows (the
+//! legs' kinds from the 2xx's SDP, a cached answer for a retransmitted ACK — the UAC sends
+//! one per retransmitted 2xx —, absorbing a copy while the answer is in flight); without an
+//! entry the kinds come from the ACK's transports and SDP. rtpengine answers an ACK whose
+//! 2xx it never saw with an error, and the ACK is then forwarded as it came.
 //!
 //! Not handled: an offer in a reliable 18x (its answer would be in the PRACK, RFC 3262).
 
@@ -19,15 +25,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use crate::media::{LegKind, has_sdp, replace_body};
+use crate::media::{LegKind, MediaProfiles, has_sdp, replace_body};
 use crate::message::Message;
 use crate::ng::{CallRef, Request, SdpRequest};
-use crate::peer::Origin;
+use crate::peer::{Origin, Transport};
 use crate::transaction::TransactionKey;
 
 use super::MediaFailure;
 use super::core::{Core, Output};
-use super::media::{CallMedia, Parked};
+use super::media::{CallMedia, Parked, call_profile};
 
 /// How long an ACK is awaited after its 2xx (64·T1, the 2xx retransmission span, §13.3.1.4).
 const ACK_WAIT: Duration = Duration::from_secs(32);
@@ -37,6 +43,7 @@ const ACK_WAIT: Duration = Duration::from_secs(32);
 struct LateOffer {
     caller: LegKind,
     callee: LegKind,
+    profile: MediaProfiles,
     /// The answer is with rtpengine.
     answering: bool,
     /// (ACK body as received, as rewritten).
@@ -63,6 +70,7 @@ impl LateOffers {
             LateOffer {
                 caller: call.caller,
                 callee: call.callee,
+                profile: call.profile.clone(),
                 answering: false,
                 answered: None,
                 until: now + ACK_WAIT,
@@ -105,6 +113,7 @@ impl Core {
         msg: &Message,
         origin: &Origin,
         key: &TransactionKey,
+        towards: Transport,
     ) -> bool {
         if self.media.resuming_ack {
             self.media.resuming_ack = false;
@@ -119,10 +128,32 @@ impl Core {
             return false;
         };
         let dialog = (call_id.to_owned(), from.to_owned(), to.to_owned());
-        let Some(offer) = self.media.late.offers.get_mut(&dialog) else {
+        let body = msg.body();
+        let Some(global) = self.media.profiles.as_ref() else {
             return false;
         };
-        let body = msg.body();
+        let stateless = LegKind::of(origin.transport, Some(&body));
+        let callee = LegKind::of(towards, None);
+        let profile = call_profile(global, msg, origin.transport);
+        if !self.media.late.offers.contains_key(&dialog) && !profile.relays(stateless, callee) {
+            return false;
+        }
+        if self.media.late.offers.len() > 64 {
+            self.media.late.offers.retain(|_, o| o.until > now);
+        }
+        let offer = self
+            .media
+            .late
+            .offers
+            .entry(dialog.clone())
+            .or_insert_with(|| LateOffer {
+                caller: stateless,
+                callee,
+                profile,
+                answering: false,
+                answered: None,
+                until: now + ACK_WAIT,
+            });
         if let Some((original, rewritten)) = &offer.answered {
             if *original == body {
                 let sdp = rewritten.clone();
@@ -134,12 +165,7 @@ impl Core {
             return true;
         }
         offer.answering = true;
-        let options = self
-            .media
-            .profiles
-            .as_ref()
-            .map(|p| p.options_towards(offer.callee, offer.caller))
-            .unwrap_or_default();
+        let options = offer.profile.options_towards(offer.callee, offer.caller);
         let request = Request::Answer(SdpRequest {
             call: CallRef::new(&dialog.0, &dialog.2).with_to_tag(&dialog.1),
             sdp: body,

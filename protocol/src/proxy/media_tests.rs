@@ -296,3 +296,39 @@ fn late_offer_in_the_2xx_and_its_answer_in_the_ack() {
             .any(|(d, m)| d.addr == addr(BOB) && m.body() == relayed_answer)
     );
 }
+
+/// The ACK of a late-offer call may reach a shard that never saw its 2xx: an ACK with SDP is
+/// the answer to the 2xx's offer all the same (RFC 3261 §13.2.1), sent with the callee's tag.
+#[test]
+fn an_ack_with_sdp_on_another_shard_is_still_answered() {
+    let mut h = media_harness();
+    let sdp = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let ack = format!(
+        "ACK sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKoack\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\n\
+         To: <sip:bob@example.com>;tag=b9\r\nCall-ID: call-9\r\nCSeq: 1 ACK\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    h.recv(ALICE, &ack);
+    assert!(h.take().is_empty(), "ACK parked");
+    let (token, request) = h.media.pop().expect("an answer");
+    let Request::Answer(answer) = request else {
+        panic!("an answer: {request:?}")
+    };
+    assert_eq!(answer.call.from_tag.as_deref(), Some("b9"));
+    assert_eq!(answer.call.to_tag.as_deref(), Some("a9"));
+    // rtpengine never saw the offer: the ACK goes on as it came.
+    let now = h.now;
+    h.core.handle_media_result(
+        now,
+        token.unwrap(),
+        Err(MediaFailure::Refused("Unknown call-id".into())),
+    );
+    h.pump();
+    assert!(
+        h.take()
+            .iter()
+            .any(|(d, m)| d.addr == addr(BOB) && m.body() == sdp)
+    );
+}
