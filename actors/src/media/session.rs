@@ -135,6 +135,8 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
     // Until something succeeded here, nothing lives on the instance: an offer may move. An
     // adopted call lives there already.
     let mut placed = args.adopted.is_some();
+    // Offers went out per via-branch (a request forked to legs of different kinds).
+    let mut forked = false;
     let (mut from_tag, mut to_tag) = match args.adopted.clone() {
         Some((from, to)) => (Some(from), Some(to)),
         None => (args.own_tag(), None),
@@ -158,9 +160,20 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
                 continue;
             }
         };
-        let Some(SessionMsg { request, reply }) = msg else {
+        let Some(SessionMsg { mut request, reply }) = msg else {
             return;
         };
+        if let Request::Offer(r) = &request
+            && r.options.extra.contains_key(&b"via-branch"[..])
+        {
+            forked = true;
+        }
+        // A forked call left its losing branches in rtpengine (one per via-branch): only a
+        // delete of the whole Call-ID removes them.
+        if forked && let Request::Delete(c) = &mut request {
+            c.from_tag = None;
+            c.to_tag = None;
+        }
         let is_delete = matches!(request, Request::Delete(_));
         let is_answer = matches!(request, Request::Answer(_));
         let tags = match &request {
