@@ -112,6 +112,11 @@ pub struct Cli {
     /// any, SDP passes untouched.
     #[arg(long = "rtpengine", value_name = "udp:IP:PORT[=WEIGHT]")]
     pub rtpengine: Vec<String>,
+    /// Runtime worker threads (default: one per CPU core; `TOKIO_WORKER_THREADS` when set).
+    /// One worker caps the node at one core but spares a hop between threads on every task
+    /// wake-up (see docs/PERFORMANCE.md, issue 6).
+    #[arg(long = "workers", value_name = "N")]
+    pub workers: Option<usize>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -208,6 +213,8 @@ pub struct RawConfig {
     /// Media relaying through rtpengine.
     #[serde(default)]
     pub media: RawMedia,
+    /// Runtime worker threads (default: one per CPU core).
+    pub workers: Option<usize>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -343,6 +350,8 @@ pub struct NodeConfig {
     pub test_hooks: bool,
     /// Cluster membership, when the node is clustered (`cluster.listen` set).
     pub cluster: Option<ClusterConfig>,
+    /// Runtime worker threads (None: tokio's default, one per core or `TOKIO_WORKER_THREADS`).
+    pub workers: Option<usize>,
 }
 
 impl Cli {
@@ -387,6 +396,9 @@ impl Cli {
         }
         raw.cluster.seeds.extend(self.cluster_seed);
         raw.media.rtpengine.extend(self.rtpengine);
+        if self.workers.is_some() {
+            raw.workers = self.workers;
+        }
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
         }
@@ -474,7 +486,11 @@ impl TryFrom<RawConfig> for NodeConfig {
         let redis = redis_config(&raw)?;
         let cluster = cluster_config(&raw)?;
         let media = media_config(&raw)?;
+        if raw.workers == Some(0) {
+            bail!("workers must be at least 1");
+        }
         Ok(Self {
+            workers: raw.workers,
             cluster,
             tls: tls.clone(),
             ws: ws.clone(),
@@ -804,6 +820,20 @@ mod tests {
             toml::from_str("[media]\nrtpengine = [\"udp:127.0.0.1:1\"]\nping_interval_ms = 0\n")
                 .unwrap();
         assert!(NodeConfig::try_from(zero).is_err());
+    }
+
+    #[test]
+    fn worker_count_from_toml_and_command_line() {
+        assert_eq!(
+            NodeConfig::try_from(RawConfig::default()).unwrap().workers,
+            None
+        );
+        let raw: RawConfig = toml::from_str("workers = 1\n").unwrap();
+        assert_eq!(NodeConfig::try_from(raw).unwrap().workers, Some(1));
+        let zero: RawConfig = toml::from_str("workers = 0\n").unwrap();
+        assert!(NodeConfig::try_from(zero).is_err());
+        let cli = Cli::try_parse_from(["sipmesh", "--workers", "2"]).unwrap();
+        assert_eq!(cli.into_config().unwrap().workers, Some(2));
     }
 
     #[test]

@@ -43,8 +43,10 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_new(&filter)?)
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.workers {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(sipmesh_node::run(config, sipmesh_node::shutdown_signal()))
 }

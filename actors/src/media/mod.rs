@@ -41,5 +41,5 @@ pub use failover::{ANSWER_WAIT, DOWN_AFTER, FailoverError, FailoverShell, OWN_BR
 pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::{Negotiated, TimedOut};
-pub use supervisor::{MediaSessions, SessionKey};
+pub use supervisor::{MediaJob, MediaSessions, SessionKey};
 pub use takeover::Sweep;

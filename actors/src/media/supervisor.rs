@@ -10,7 +10,9 @@
 //! against rtpengine 10.5: deleting an answered branch also drops a still-unanswered one).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +24,7 @@ use tracing::debug;
 
 use super::pending::PendingMedia;
 use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
-use super::session::{self, Negotiated, Reply, SessionArgs, SessionMsg, TimedOut};
+use super::session::{self, Negotiated, Reply, SessionArgs, SessionMsg, State, TimedOut};
 use crate::dialog::DialogStore;
 use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
@@ -56,6 +58,54 @@ pub(super) struct Entry {
     pub(super) instance: Arc<AtomicUsize>,
     /// The call's last offer and answer, kept by the task (for a failover).
     pub(super) negotiated: Arc<Mutex<Negotiated>>,
+    /// A session with no task yet (its first offer ran inline and nothing else came): the
+    /// task starts with the next request ([`Entry::wake`]).
+    idle: Option<Idle>,
+}
+
+/// What starts the task of an idle session.
+struct Idle {
+    args: SessionArgs,
+    rx: mpsc::UnboundedReceiver<SessionMsg>,
+    state: State,
+}
+
+impl std::fmt::Debug for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Idle")
+    }
+}
+
+impl Entry {
+    /// Starts the task of an idle session, before anything is sent to it.
+    pub(super) fn wake(&mut self) {
+        if let Some(idle) = self.idle.take() {
+            tokio::spawn(session::run(idle.args, idle.rx, idle.state));
+        }
+    }
+}
+
+/// The first offer of a new call, for the caller to poll (see
+/// [`MediaSessions::request_inline`]). Dropped unpolled, the offer fails as
+/// [`MediaFailure::Unavailable`].
+#[must_use = "the offer runs only when the job is polled"]
+pub struct MediaJob(Pin<Box<dyn Future<Output = ()> + Send>>);
+
+impl std::fmt::Debug for MediaJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MediaJob")
+    }
+}
+
+impl Future for MediaJob {
+    type Output = ();
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
 }
 
 pub(super) struct Inner {
@@ -147,22 +197,36 @@ impl MediaSessions {
         request: Request,
         done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
     ) {
-        self.dispatch(request, Reply::new(done), true);
+        if let Some(job) = self.request_inline(request, done) {
+            tokio::spawn(job);
+        }
     }
 
-    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) {
+    /// [`MediaSessions::request`], except that the first offer of a new call comes back as a
+    /// job for the caller to poll (issue 6: the shard polls it, so the ng request leaves from
+    /// the shard's task and its reply wakes the shard directly; no session task is spawned
+    /// until the call has a second request). Later requests of the call queue behind it.
+    pub fn request_inline(
+        &self,
+        request: Request,
+        done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
+    ) -> Option<MediaJob> {
+        self.dispatch(request, Reply::new(done), true)
+    }
+
+    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) -> Option<MediaJob> {
         let call = match &request {
             Request::Offer(r) | Request::Answer(r) => r.call.clone(),
             Request::Delete(c) | Request::Query(c) => c.clone(),
             Request::Ping | Request::List { .. } | Request::Statistics => {
                 reply.send(Err(MediaFailure::Refused("not a call request".into())));
-                return;
+                return None;
             }
         };
         if let Request::Delete(call) = request {
             self.delete(call);
             reply.send(Ok(Bytes::new()));
-            return;
+            return None;
         }
         let mut msg = SessionMsg { request, reply };
         let mut sessions = self.lock();
@@ -173,9 +237,12 @@ impl MediaSessions {
                 call.from_tag.clone().unwrap_or_default(),
             )
         });
-        let instance = match sessions.get(&key) {
-            Some(e) => match e.tx.send(msg) {
-                Ok(()) => return,
+        let instance = match sessions.get_mut(&key) {
+            Some(e) => match {
+                e.wake();
+                e.tx.send(msg)
+            } {
+                Ok(()) => return None,
                 // The task died (a panic): restart it on the call's instance.
                 Err(mpsc::error::SendError(back)) => {
                     debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
@@ -186,24 +253,62 @@ impl MediaSessions {
             None if look_up && self.recorded_elsewhere(&msg.request) => {
                 drop(sessions);
                 self.look_up_then_dispatch(msg.request, msg.reply);
-                return;
+                return None;
             }
             None => match self.inner.pool.pick() {
                 Some(i) => i,
                 None => {
                     drop(sessions);
                     msg.reply.send(Err(MediaFailure::Unavailable));
-                    return;
+                    return None;
                 }
             },
         };
         let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
-        let entry = self.spawn(&key, Arc::new(AtomicUsize::new(instance)), None);
-        let _ = entry.tx.send(msg);
+        let restart = sessions.contains_key(&key);
+        let (mut entry, args, rx) = self.entry(&key, Arc::new(AtomicUsize::new(instance)), None);
         if initial_offer {
             self.pending_add(&key.call_id, instance);
         }
+        if restart || !initial_offer {
+            let _ = entry.tx.send(msg);
+            entry.idle = Some(Idle {
+                state: State::new(&args),
+                args,
+                rx,
+            });
+            entry.wake();
+            sessions.insert(key, entry);
+            return None;
+        }
+        // A new call: its first offer runs inline, the task comes later (`after_first_offer`).
         sessions.insert(key, entry);
+        drop(sessions);
+        let this = self.clone();
+        let then = move |args, state| this.after_first_offer(args, rx, state);
+        Some(MediaJob(Box::pin(session::first_offer(args, msg, then))))
+    }
+
+    /// After an inline first offer: the session stays idle (no task) when nothing queued
+    /// behind the offer, else its task starts on the queue (a delete after a CANCEL, an
+    /// answer). A session deleted, forgotten or replaced meanwhile gets its task too, which
+    /// runs what queued and ends.
+    fn after_first_offer(
+        &self,
+        args: SessionArgs,
+        rx: mpsc::UnboundedReceiver<SessionMsg>,
+        state: State,
+    ) {
+        let mut sessions = self.lock();
+        match sessions.get_mut(&args.key) {
+            Some(e) if Arc::ptr_eq(&e.instance, &args.instance) && rx.is_empty() => {
+                e.idle = Some(Idle { args, rx, state });
+            }
+            _ => {
+                drop(sessions);
+                tokio::spawn(session::run(args, rx, state));
+            }
+        }
     }
 
     /// A request inside a dialog (it has both tags) for a call with no session here: its
@@ -245,7 +350,9 @@ impl MediaSessions {
                 debug!(call_id = %id.call_id, %addr, "media session adopted from the dialog record");
                 this.adopt(&SessionKey::new(id.call_id.clone(), d.caller_tag), addr);
             }
-            this.dispatch(request, reply, false);
+            if let Some(job) = this.dispatch(request, reply, false) {
+                job.await;
+            }
         });
     }
 
@@ -255,6 +362,19 @@ impl MediaSessions {
         instance: Arc<AtomicUsize>,
         adopted: Option<(String, String)>,
     ) -> Entry {
+        let (entry, args, rx) = self.entry(key, instance, adopted);
+        let state = State::new(&args);
+        tokio::spawn(session::run(args, rx, state));
+        entry
+    }
+
+    /// A session's entry, its arguments and its queue, with no task.
+    fn entry(
+        &self,
+        key: &SessionKey,
+        instance: Arc<AtomicUsize>,
+        adopted: Option<(String, String)>,
+    ) -> (Entry, SessionArgs, mpsc::UnboundedReceiver<SessionMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let negotiated = Arc::new(Mutex::new(Negotiated::default()));
         let args = SessionArgs {
@@ -267,12 +387,13 @@ impl MediaSessions {
             adopted,
             negotiated: negotiated.clone(),
         };
-        tokio::spawn(session::run(args, rx));
-        Entry {
+        let entry = Entry {
             tx,
             instance,
             negotiated,
-        }
+            idle: None,
+        };
+        (entry, args, rx)
     }
 
     /// Deletes a call leg pair through its session (found by either tag), or, with no tags,
@@ -300,7 +421,8 @@ impl MediaSessions {
             }
         };
         let mut delivered = !entries.is_empty();
-        for (key, e) in entries {
+        for (key, mut e) in entries {
+            e.wake();
             // A whole-call delete is narrowed to each session's own branch.
             let request = if call.from_tag.is_none() && !key.from_tag.is_empty() {
                 CallRef {
