@@ -1,12 +1,7 @@
 //! [`NgClient`]: one UDP socket to one rtpengine, a driver task, bounded async requests.
-//!
-//! A request is sent from the caller's own task (no hop through the driver on the way out:
-//! issue 6, the media call-setup tail); the driver task reads the replies and runs the
-//! retransmission and timeout timers of the shared [`NgClientState`].
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +9,7 @@ use sipmesh_protocol::ng::{
     Cookie, Incoming, NgClientState, Request, Response, RetransmitPolicy, StartError, Timer,
 };
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -29,20 +24,10 @@ const GRACE: Duration = Duration::from_millis(200);
 
 type Reply = oneshot::Sender<Result<Response, NgError>>;
 
-/// What the callers and the driver share.
-struct Shared {
-    state: NgClientState,
-    /// Each outstanding request's caller and its own timeout (for the error it fails with).
-    waiting: HashMap<Cookie, (Reply, Duration)>,
-    cookies: Cookies,
-    /// The deadline the driver's timer is set for: a request due earlier wakes it.
-    armed: Option<std::time::Instant>,
-}
-
-type SharedRef = Arc<Mutex<Shared>>;
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
+struct Start {
+    request: Request,
+    timeout: Duration,
+    reply: Reply,
 }
 
 /// A client of one rtpengine instance over ng (UDP). Cheap to share behind an `Arc`; the
@@ -51,19 +36,8 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 pub struct NgClient {
     peer: SocketAddr,
     policy: RetransmitPolicy,
-    socket: Arc<UdpSocket>,
-    shared: SharedRef,
-    /// Wakes the driver to set its timer again.
-    rearm: Arc<Notify>,
+    tx: mpsc::Sender<Start>,
     driver: JoinHandle<()>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("outstanding", &self.waiting.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl NgClient {
@@ -81,29 +55,12 @@ impl NgClient {
             .connect(peer)
             .await
             .map_err(|source| NgError::Socket { peer, source })?;
-        let socket = Arc::new(socket);
-        let shared = Arc::new(Mutex::new(Shared {
-            state: NgClientState::new(policy),
-            waiting: HashMap::new(),
-            cookies: Cookies {
-                prefix: rand::random(),
-                next: 0,
-            },
-            armed: None,
-        }));
-        let rearm = Arc::new(Notify::new());
-        let driver = tokio::spawn(drive(
-            socket.clone(),
-            shared.clone(),
-            rearm.clone(),
-            policy.first_interval,
-        ));
+        let (tx, rx) = mpsc::channel(policy.max_outstanding.max(1));
+        let driver = tokio::spawn(drive(socket, NgClientState::new(policy), rx));
         Ok(Self {
             peer,
             policy,
-            socket,
-            shared,
-            rearm,
+            tx,
             driver,
         })
     }
@@ -126,42 +83,17 @@ impl NgClient {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, NgError> {
-        if self.driver.is_finished() {
-            return Err(NgError::Stopped);
-        }
         let (reply, rx) = oneshot::channel();
-        let rearm = {
-            let mut shared = lock(&self.shared);
-            let now = Instant::now().into_std();
-            let cookie = shared.cookies.next();
-            let datagram = match shared
-                .state
-                .start_within(cookie.clone(), &request, now, timeout)
-            {
-                Ok(datagram) => datagram,
-                Err(StartError::TooManyOutstanding(n)) => return Err(NgError::Busy(n)),
-                Err(StartError::CookieInUse(_)) => {
-                    return Err(NgError::Busy(shared.state.outstanding()));
-                }
-            };
-            shared.waiting.insert(cookie, (reply, timeout));
-            let next = shared.state.next_deadline();
-            let rearm = match (next, shared.armed) {
-                (Some(next), Some(armed)) => next < armed,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            (datagram, rearm)
-        };
-        let (datagram, rearm) = rearm;
-        // Sent after the lock is released (a fresh socket may not be known writable yet, so
-        // this can wait); a failure is lost like a dropped datagram: the retransmission retries.
-        if let Err(e) = self.socket.send(&datagram).await {
-            tracing::debug!(error = %e, "ng send failed");
-        }
-        if rearm {
-            self.rearm.notify_one();
-        }
+        self.tx
+            .try_send(Start {
+                request,
+                timeout,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => NgError::Busy(self.policy.max_outstanding),
+                mpsc::error::TrySendError::Closed(_) => NgError::Stopped,
+            })?;
         match tokio::time::timeout(timeout + GRACE, rx).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(NgError::Stopped),
@@ -200,41 +132,53 @@ impl Cookies {
     }
 }
 
-/// The driver: replies in, retransmissions and timeouts out. Callers' replies are sent after
-/// the lock is released.
-///
-/// The driver never sleeps longer than `tick` (the first retransmission interval): a new
-/// request's first deadline is then no earlier than the driver's own, so a caller has no
-/// reason to wake it (issue 6: one task wake-up fewer per request; an idle client costs ten
-/// timer wake-ups a second). Only a request with a shorter timeout rearms it.
-async fn drive(socket: Arc<UdpSocket>, shared: SharedRef, rearm: Arc<Notify>, tick: Duration) {
+async fn drive(socket: UdpSocket, mut state: NgClientState, mut rx: mpsc::Receiver<Start>) {
+    // Each outstanding request's caller and its own timeout (for the error it fails with).
+    let mut waiting: HashMap<Cookie, (Reply, Duration)> = HashMap::new();
+    let mut cookies = Cookies {
+        prefix: rand::random(),
+        next: 0,
+    };
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut answers: Vec<(Reply, Result<Response, NgError>)> = Vec::new();
-    let mut resend: Vec<Bytes> = Vec::new();
+    let mut open = true;
     loop {
-        let wake = {
-            let mut s = lock(&shared);
-            let idle = std::time::Instant::now() + tick.max(Duration::from_millis(1));
-            let next = s.state.next_deadline().map_or(idle, |d| d.min(idle));
-            s.armed = Some(next);
-            Some(Instant::from_std(next))
-        };
+        let wake = state.next_deadline().map(Instant::from_std);
         tokio::select! {
-            () = rearm.notified() => {}
+            start = rx.recv(), if open => match start {
+                Some(Start { request, timeout, reply }) => {
+                    let now = Instant::now().into_std();
+                    let cookie = cookies.next();
+                    match state.start_within(cookie.clone(), &request, now, timeout) {
+                        Ok(datagram) => {
+                            if let Err(e) = socket.send(&datagram).await {
+                                // Lost like a dropped datagram: the retransmission retries.
+                                tracing::debug!(error = %e, "ng send failed");
+                            }
+                            waiting.insert(cookie, (reply, timeout));
+                        }
+                        Err(StartError::TooManyOutstanding(n)) => {
+                            let _ = reply.send(Err(NgError::Busy(n)));
+                        }
+                        Err(StartError::CookieInUse(_)) => {
+                            let _ = reply.send(Err(NgError::Busy(state.outstanding())));
+                        }
+                    }
+                }
+                None => open = false,
+            },
             received = socket.recv(&mut buf) => match received {
                 Ok(n) => {
                     let datagram = Bytes::copy_from_slice(buf.get(..n).unwrap_or_default());
-                    let mut s = lock(&shared);
-                    match s.state.on_datagram(&datagram, Instant::now().into_std()) {
+                    match state.on_datagram(&datagram, Instant::now().into_std()) {
                         Incoming::Reply { cookie, outcome } => {
-                            if let Some((reply, _)) = s.waiting.remove(&cookie) {
-                                answers.push((reply, outcome.map_err(NgError::from)));
+                            if let Some((reply, _)) = waiting.remove(&cookie) {
+                                let _ = reply.send(outcome.map_err(NgError::from));
                             }
                         }
                         // Past its deadline before the timer ran: it failed all the same.
                         Incoming::Late(cookie) => {
-                            if let Some((reply, after)) = s.waiting.remove(&cookie) {
-                                answers.push((reply, Err(NgError::Timeout(after))));
+                            if let Some((reply, after)) = waiting.remove(&cookie) {
+                                let _ = reply.send(Err(NgError::Timeout(after)));
                             }
                         }
                         other => tracing::debug!(?other, "ng datagram ignored"),
@@ -244,38 +188,34 @@ async fn drive(socket: Arc<UdpSocket>, shared: SharedRef, rearm: Arc<Notify>, ti
                 Err(e) => tracing::debug!(error = %e, "ng receive failed"),
             },
             () = sleep_until(wake) => {
-                let mut s = lock(&shared);
-                for timer in s.state.poll(Instant::now().into_std()) {
+                for timer in state.poll(Instant::now().into_std()) {
                     match timer {
-                        Timer::Retransmit { datagram, .. } => resend.push(datagram),
+                        Timer::Retransmit { datagram, .. } => {
+                            if let Err(e) = socket.send(&datagram).await {
+                                tracing::debug!(error = %e, "ng retransmission failed");
+                            }
+                        }
                         Timer::TimedOut(cookie) => {
-                            if let Some((reply, after)) = s.waiting.remove(&cookie) {
-                                answers.push((reply, Err(NgError::Timeout(after))));
+                            if let Some((reply, after)) = waiting.remove(&cookie) {
+                                let _ = reply.send(Err(NgError::Timeout(after)));
                             }
                         }
                     }
                 }
             }
         }
-        for (reply, outcome) in answers.drain(..) {
-            let _ = reply.send(outcome);
-        }
-        for datagram in resend.drain(..) {
-            if let Err(e) = socket.send(&datagram).await {
-                tracing::debug!(error = %e, "ng retransmission failed");
-            }
-        }
         // Callers that gave up (dropped their future): stop retransmitting for them.
-        let mut s = lock(&shared);
-        let gone: Vec<Cookie> = s
-            .waiting
+        let gone: Vec<Cookie> = waiting
             .iter()
             .filter(|(_, (r, _))| r.is_closed())
             .map(|(c, _)| c.clone())
             .collect();
         for cookie in gone {
-            s.waiting.remove(&cookie);
-            s.state.cancel(&cookie);
+            waiting.remove(&cookie);
+            state.cancel(&cookie);
+        }
+        if !open && waiting.is_empty() {
+            return;
         }
     }
 }
@@ -351,7 +291,7 @@ mod tests {
     #[tokio::test]
     async fn silence_times_out_and_excess_is_busy() {
         let addr = fake("", 0, usize::MAX).await;
-        let c = Arc::new(NgClient::connect(addr, fast()).await.unwrap());
+        let c = std::sync::Arc::new(NgClient::connect(addr, fast()).await.unwrap());
         let started = std::time::Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..8 {
