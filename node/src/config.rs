@@ -19,7 +19,7 @@ use sipmesh_actors::redis_endpoint::{EndpointUrl, ReplicaWait};
 use sipmesh_actors::transport::{TlsConfig, TlsFiles, Transport, WsConfig};
 use sipmesh_cluster::tls::ClusterTlsFiles;
 use sipmesh_cluster::{ClusterConfig, NodeId, Timing};
-use sipmesh_protocol::media::MediaProfiles;
+use sipmesh_protocol::media::{MediaProfiles, MediaRoute, RouteMatch};
 use sipmesh_protocol::proxy::FlowTokenKey;
 use sipmesh_protocol::registrar::RegistrarPolicy;
 
@@ -239,6 +239,53 @@ pub struct RawMedia {
     pub media_timeout_ms: Option<u64>,
     /// Milliseconds between media-activity queries of an answered call (default 5000).
     pub poll_interval_ms: Option<u64>,
+    /// Per-route flags, `[[media.route]]`, first match wins.
+    #[serde(default)]
+    pub route: Vec<RawMediaRoute>,
+}
+
+/// One `[[media.route]]`: which calls (every key given must match) and what changes for them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMediaRoute {
+    /// The Request-URI's domain.
+    pub domain: Option<String>,
+    /// A prefix of the Request-URI's user part.
+    pub user_prefix: Option<String>,
+    /// The transport the request came in on (`udp`, `tcp`, `tls`, `ws`, `wss`).
+    pub transport: Option<String>,
+    /// No rtpengine for these calls (SDP untouched).
+    pub bypass: Option<bool>,
+    /// ng `ICE` for every leg (`remove`, `force`, `default`).
+    pub ice: Option<String>,
+    /// ng `DTLS` for every leg (`off`, `passive`, `active`).
+    pub dtls: Option<String>,
+    /// ng `flags` added to the global ones.
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// ng `replace` instead of the global list.
+    pub replace: Option<Vec<String>>,
+    /// Overrides the global `bypass_same_kind`.
+    pub bypass_same_kind: Option<bool>,
+}
+
+impl RawMediaRoute {
+    fn parse(&self) -> anyhow::Result<MediaRoute> {
+        use sipmesh_protocol::media::route::{parse_dtls, parse_ice, parse_transport};
+        Ok(MediaRoute {
+            matches: RouteMatch {
+                domain: self.domain.clone(),
+                user_prefix: self.user_prefix.clone(),
+                transport: self.transport.as_deref().map(parse_transport).transpose()?,
+            },
+            bypass: self.bypass,
+            ice: self.ice.as_deref().map(parse_ice).transpose()?,
+            dtls: self.dtls.as_deref().map(parse_dtls).transpose()?,
+            flags: self.flags.clone(),
+            replace: self.replace.clone(),
+            bypass_same_kind: self.bypass_same_kind,
+        })
+    }
 }
 
 /// `[cluster]` section; the node is clustered when `listen` is set.
@@ -520,6 +567,12 @@ fn media_config(raw: &RawConfig) -> anyhow::Result<Option<MediaConfig>> {
     }
     profiles.flags.clone_from(&m.flags);
     profiles.bypass_same_kind = m.bypass_same_kind.unwrap_or(false);
+    profiles.routes = m
+        .route
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.parse().with_context(|| format!("media.route[{i}]")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Some(MediaConfig {
         instances,
         profiles,
@@ -733,6 +786,34 @@ mod tests {
         assert!(media.profiles.bypass_same_kind);
         assert_eq!(media.profiles.flags, vec!["trust-address"]);
         assert_eq!(media.profiles.replace, vec!["origin", "session-connection"]);
+        let routed: RawConfig = toml::from_str(
+            "[media]\nrtpengine = [\"udp:127.0.0.1:2223\"]\n\
+             [[media.route]]\ndomain = \"lan.example\"\nbypass = true\n\
+             [[media.route]]\nuser_prefix = \"9\"\ntransport = \"ws\"\nice = \"force\"\n\
+             dtls = \"passive\"\nflags = [\"strict-source\"]\n",
+        )
+        .unwrap();
+        let routes = NodeConfig::try_from(routed)
+            .unwrap()
+            .engine
+            .media
+            .unwrap()
+            .profiles
+            .routes;
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].matches.domain.as_deref(), Some("lan.example"));
+        assert_eq!(routes[0].bypass, Some(true));
+        assert_eq!(
+            routes[1].matches.transport,
+            Some(sipmesh_protocol::peer::Transport::Ws)
+        );
+        assert_eq!(routes[1].ice, Some(sipmesh_protocol::ng::IceMode::Force));
+        assert_eq!(routes[1].flags, vec!["strict-source"]);
+        let bad_route: RawConfig = toml::from_str(
+            "[media]\nrtpengine = [\"udp:127.0.0.1:2223\"]\n[[media.route]]\nice = \"maybe\"\n",
+        )
+        .unwrap();
+        assert!(NodeConfig::try_from(bad_route).is_err());
         let bad: RawConfig = toml::from_str("[media]\nrtpengine = [\"udp:nowhere\"]\n").unwrap();
         assert!(NodeConfig::try_from(bad).is_err());
         let zero: RawConfig =

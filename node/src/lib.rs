@@ -146,6 +146,7 @@ pub async fn run(
                 membership.clone(),
                 store,
                 engine.dialogs(),
+                engine.media(),
                 cluster.key_prefix.clone(),
             );
             (Some(task), Some(owned))

@@ -13,6 +13,12 @@
 //! actor within a tick. A failed rebalance is retried on the next tick; nothing runs while
 //! fenced.
 //!
+//! Media (issue 6): the media watch of an adopted call moves with its dialog
+//! ([`MediaSessions::watch_adopted`], [`MediaSessions::forget`]), and every second the node
+//! sweeps the pending media logs of dead members ([`sweep_media`]): an INVITE a dead node had
+//! offered to rtpengine but never confirmed gets its session deleted by the call's placement
+//! owner.
+//!
 //! Every second the node also publishes its number of dialog actors in Redis
 //! (`sipmesh:dlg:owned:<lease key>`, 5 s expiry) and reads its peers', for
 //! `owned_actors` in `GET /cluster`.
@@ -24,8 +30,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use sipmesh_actors::dialog::takeover::{placement_key, rebalance};
+use sipmesh_actors::dialog::takeover::{Moved, placement_key, rebalance_with};
 use sipmesh_actors::dialog::{Dialogs, RedisDialogStore};
+use sipmesh_actors::media::{MediaSessions, PendingMedia};
 use sipmesh_cluster::{ClusterView, Membership, NodeId};
 
 /// How often the placement set is compared.
@@ -34,6 +41,11 @@ const EVERY: Duration = Duration::from_millis(200);
 const COUNT_EVERY: Duration = Duration::from_secs(1);
 /// Life of a published count.
 const COUNT_TTL: Duration = Duration::from_secs(5);
+/// How often dead members' pending media logs are swept (issue 6).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Age an offered call must reach before a survivor deletes its session: well past any
+/// in-flight ng offer of the dead node (its death is declared about 2.4 s after it stops).
+const SWEEP_GRACE: Duration = Duration::from_secs(1);
 
 /// The actor counts of the members, for the admin view. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -63,6 +75,7 @@ pub fn start(
     membership: Membership,
     store: RedisDialogStore,
     dialogs: Dialogs,
+    media: Option<MediaSessions>,
     lease_prefix: String,
 ) -> (JoinHandle<()>, OwnedActors) {
     let (tx, rx) = watch::channel(BTreeMap::new());
@@ -74,6 +87,9 @@ pub fn start(
         let mut placed: Option<Vec<NodeId>> = None;
         let mut generation: Option<u64> = None;
         let mut last_count = Instant::now() - COUNT_EVERY;
+        let mut last_sweep = Instant::now();
+        // This node's own log holds entries of its previous run until one sweep went through.
+        let mut own_swept = false;
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -87,6 +103,13 @@ pub fn start(
                 placed = None;
                 continue;
             }
+            if let Some(media) = &media
+                && last_sweep.elapsed() >= SWEEP_EVERY
+            {
+                last_sweep = Instant::now();
+                own_swept |=
+                    sweep_media(&membership, &dialogs, media, &lease_prefix, own_swept).await;
+            }
             let live = membership.live_members();
             let seen = match store.rebalance_generation().await {
                 Ok(g) => g,
@@ -99,7 +122,20 @@ pub fn start(
                 continue;
             }
             let owns = |id: &_| membership.is_owner(&placement_key(id));
-            match rebalance(&store, &dialogs, owns).await {
+            // Issue 6: an adopted call's media is watched here; a released one's is not.
+            let moved = |m: Moved<'_>| {
+                if let Some(media) = &media {
+                    match m {
+                        Moved::Adopted(d) => {
+                            media.watch_adopted(d);
+                        }
+                        Moved::Released(d) => {
+                            media.forget(&d.id.call_id);
+                        }
+                    }
+                }
+            };
+            match rebalance_with(&store, &dialogs, owns, moved).await {
                 Ok(r) => {
                     generation = Some(seen);
                     if r.adopted > 0 {
@@ -125,6 +161,63 @@ pub fn start(
         }
     });
     (task, owned)
+}
+
+/// Deletes the rtpengine sessions that dead members offered and never confirmed (their
+/// pending media logs, see `sipmesh_actors::media::PendingMedia`), for the calls this node
+/// owns; with `own_swept` false, also this node's entries left by its previous run. Returns
+/// whether this node's own log was swept.
+async fn sweep_media(
+    membership: &Membership,
+    dialogs: &Dialogs,
+    media: &MediaSessions,
+    lease_prefix: &str,
+    own_swept: bool,
+) -> bool {
+    let Some(pending) = media.pending() else {
+        return true;
+    };
+    let live = membership.live_members();
+    let mut keys: Vec<String> = membership
+        .view()
+        .members
+        .into_iter()
+        .filter(|m| !m.is_self && !live.contains(&m.id))
+        .map(|m| PendingMedia::key_of(&format!("{lease_prefix}node:{}", m.id)))
+        .collect();
+    let sweep_own = !own_swept && pending.started().elapsed().unwrap_or_default() >= SWEEP_GRACE;
+    if sweep_own {
+        keys.push(pending.own_key().to_owned());
+    }
+    if keys.is_empty() {
+        return false;
+    }
+    let calls: std::collections::HashSet<String> = dialogs
+        .live_ids()
+        .into_iter()
+        .map(|id| id.call_id)
+        .collect();
+    let owns = |call_id: &str| membership.is_owner(format!("dlg:{call_id}").as_bytes());
+    match media
+        .sweep_orphans(&keys, SWEEP_GRACE, owns, |c| calls.contains(c))
+        .await
+    {
+        Ok(r) => {
+            if r.deleted > 0 || r.kept > 0 {
+                info!(
+                    deleted = r.deleted,
+                    kept = r.kept,
+                    left = r.left,
+                    "pending media sessions of dead members swept"
+                );
+            }
+            sweep_own
+        }
+        Err(e) => {
+            warn!(error = %e, "sweeping pending media sessions failed");
+            false
+        }
+    }
 }
 
 async fn publish_counts(

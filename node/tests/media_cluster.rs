@@ -138,6 +138,11 @@ struct MediaCluster {
 
 impl MediaCluster {
     fn start(test: &str) -> Self {
+        Self::start_with(test, &[])
+    }
+
+    /// Like [`Self::start`], with `args` added to every node's command line.
+    fn start_with(test: &str, args: &[String]) -> Self {
         let rtp_dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
         // rtpengine on an address of its own, so that its media ports never meet another
         // test's daemon.
@@ -156,6 +161,9 @@ impl MediaCluster {
                 "--rtpengine".to_owned(),
                 spec.clone(),
             ]
+            .into_iter()
+            .chain(args.iter().cloned())
+            .collect()
         });
         c.wait("a full live mesh", Duration::from_secs(10), |c| {
             all_live(c, &IDS)
@@ -543,4 +551,203 @@ fn browser_bye_through_a_surviving_node_deletes_the_session_of_a_killed_nodes_ca
         killed.elapsed(),
         started.elapsed()
     );
+}
+
+/// How long a survivor may take to act on a SIGKILLed member's calls: the failure detector
+/// (about 2.4 s), the takeover tick and the pending-media sweep (each second, 1 s grace).
+const TAKEOVER: Duration = Duration::from_secs(8);
+
+/// An INVITE with a plain RTP/AVP offer from `caller` for bob, via `node`.
+fn phone_invite(caller: &UdpPeer, call_id: &str, from: &str, sdp: &str) -> String {
+    format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {};rport;branch=z9hG4bKmt-{call_id}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        caller.local_addr(),
+        caller.local_addr(),
+        sdp.len()
+    )
+}
+
+/// The next request `method` at `peer` within `wait` (other messages, such as INVITE
+/// retransmissions, are skipped).
+fn next_request(peer: &UdpPeer, method: &str, wait: Duration) -> Option<(RawMessage, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let (msg, from) = peer.recv_from(left)?;
+        if msg.method() == Some(method) {
+            return Some((msg, from));
+        }
+    }
+    None
+}
+
+/// (3) Issue 6, an orphaned offer: a call through node2 whose callee never answers (its
+/// INVITE is offered to rtpengine, no dialog exists); node2 is SIGKILLed. The survivor that
+/// owns the call finds it in node2's pending media log in Redis and deletes the session.
+#[test]
+fn unanswered_call_of_a_killed_node_leaves_no_session() {
+    let mut m = MediaCluster::start("media-cluster-orphan-offer");
+    let phone = UdpPeer::bind(m.c.nodes[2].ip()).unwrap_or_else(|e| panic!("{e}"));
+    register_udp(&m.c, 2, &phone, "bob");
+    let caller = UdpPeer::bind(m.c.nodes[0].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let call_id = "mtake-orphan-offer-1";
+    let offer = phone_sdp(caller.local_addr().ip(), 40020);
+    caller
+        .send(
+            m.c.nodes[1].udp_addr(),
+            phone_invite(
+                &caller,
+                call_id,
+                &format!("<sip:alice@{DOMAIN}>;tag=orph1"),
+                &offer,
+            )
+            .as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (invite, _) = next_request(&phone, "INVITE", WAIT)
+        .unwrap_or_else(|| panic!("no INVITE at the phone\n{}", m.logs()));
+    assert!(
+        invite
+            .header("Via")
+            .is_some_and(|v| v.contains(&m.c.nodes[1].ip().to_string())),
+        "the INVITE did not come through node2: {invite:?}"
+    );
+    assert!(
+        m.rtp
+            .list_calls(WAIT)
+            .is_some_and(|calls| calls.iter().any(|c| c == call_id)),
+        "no rtpengine session for the offered call"
+    );
+    // The pending log names the call (the survivor's only way to find it).
+    let pending =
+        m.c.redis
+            .cli(&["HKEYS", "sipmesh:media:pending:sipmesh:node:node2"]);
+    assert!(
+        pending.lines().any(|l| l.trim() == call_id),
+        "the call is not in node2's pending media log: {pending:?}"
+    );
+    m.c.nodes[1].kill();
+    let killed = Instant::now();
+    m.rtp.assert_no_calls(TAKEOVER);
+    eprintln!(
+        "measured: orphaned offer's session deleted {:?} after the SIGKILL",
+        killed.elapsed()
+    );
+}
+
+/// (4) Issue 6 and issue 5, an orphaned confirmed call: a call through node2 is answered and
+/// ACKed, node2 is SIGKILLed. The survivor that adopts the dialog watches its media (the
+/// record names the instance); no RTP flows, so after the media timeout it sends a BYE to
+/// both ends and deletes the session.
+#[test]
+fn silent_call_of_a_killed_node_is_ended_by_its_adopter() {
+    let dir =
+        TestDir::new("media-cluster-adopted-timeout-config").unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.path().join("media.toml");
+    std::fs::write(
+        &config,
+        "[media]\nmedia_timeout_ms = 3000\npoll_interval_ms = 250\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut m = MediaCluster::start_with(
+        "media-cluster-adopted-timeout",
+        &["--config".to_owned(), config.display().to_string()],
+    );
+    let phone = UdpPeer::bind(m.c.nodes[2].ip()).unwrap_or_else(|e| panic!("{e}"));
+    register_udp(&m.c, 2, &phone, "bob");
+    let caller = UdpPeer::bind(m.c.nodes[0].ip()).unwrap_or_else(|e| panic!("{e}"));
+    let call_id = "mtake-adopted-1";
+    let from = format!("<sip:alice@{DOMAIN}>;tag=adop1");
+    let offer = phone_sdp(caller.local_addr().ip(), 40030);
+    caller
+        .send(
+            m.c.nodes[1].udp_addr(),
+            phone_invite(&caller, call_id, &from, &offer).as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (invite, node2) = next_request(&phone, "INVITE", WAIT)
+        .unwrap_or_else(|| panic!("no INVITE at the phone\n{}", m.logs()));
+    let phone_contact = format!("sip:bob@{}", phone.local_addr());
+    let answer = phone_sdp(phone.local_addr().ip(), 40040);
+    phone
+        .send(
+            node2,
+            respond(&invite, 200, "adopb", &phone_contact, Some(&answer)).as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ok = loop {
+        let r = caller
+            .recv_final(WAIT)
+            .unwrap_or_else(|| panic!("no 200 at the caller\n{}", m.logs()));
+        if r.header("Call-ID") == Some(call_id) {
+            break r;
+        }
+    };
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    let mut routes = record_routes(&ok);
+    routes.reverse();
+    let to = ok.header("To").unwrap_or_default().to_owned();
+    caller
+        .send(
+            m.c.nodes[1].udp_addr(),
+            in_dialog(
+                "ACK",
+                &contact_uri(&ok),
+                &routes,
+                &format!(
+                    "SIP/2.0/UDP {};rport;branch=z9hG4bKmt-ack",
+                    caller.local_addr()
+                ),
+                &from,
+                &to,
+                call_id,
+                1,
+            )
+            .as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    next_request(&phone, "ACK", WAIT).unwrap_or_else(|| panic!("no ACK at the phone"));
+    // The record names the instance before node2 dies.
+    let want = format!("udp:{}", m.rtp.ng_addr());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys =
+            m.c.redis
+                .cli(&["--scan", "--pattern", &format!("sipmesh:dlg:{call_id}*")]);
+        let recorded = keys
+            .lines()
+            .filter(|k| !k.trim().is_empty())
+            .any(|k| m.c.redis.cli(&["HGET", k.trim(), "media_session"]).trim() == want);
+        if recorded {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no media_session in the record: {keys:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m.c.nodes[1].kill();
+    let killed = Instant::now();
+    // Both ends get a BYE from a survivor (3 s media timeout after the adoption).
+    let wait = TAKEOVER + Duration::from_secs(4);
+    let (bye_phone, from_phone) = next_request(&phone, "BYE", wait)
+        .unwrap_or_else(|| panic!("no BYE at the phone\n{}", m.logs()));
+    phone
+        .send(from_phone, &bye_phone.reply(200, "OK"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (bye_caller, from_caller) = next_request(&caller, "BYE", WAIT)
+        .unwrap_or_else(|| panic!("no BYE at the caller\n{}", m.logs()));
+    caller
+        .send(from_caller, &bye_caller.reply(200, "OK"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "measured: BYEs from {from_phone} / {from_caller} {:?} after the SIGKILL",
+        killed.elapsed()
+    );
+    assert_ne!(from_phone, node2, "the BYE came from the killed node");
+    m.rtp.assert_no_calls(LIST_EMPTY);
 }

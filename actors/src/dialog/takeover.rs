@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use sipmesh_protocol::dialog::DialogId;
+use sipmesh_protocol::dialog::{DialogId, DialogState};
 
 use super::handle::Dialogs;
 use super::redis::RedisDialogStore;
@@ -47,6 +47,26 @@ pub async fn rebalance(
     dialogs: &Dialogs,
     owns: impl Fn(&DialogId) -> bool,
 ) -> Result<Rebalance, DialogStoreError> {
+    rebalance_with(store, dialogs, owns, |_| {}).await
+}
+
+/// One dialog moved by [`rebalance_with`].
+#[derive(Debug, Clone, Copy)]
+pub enum Moved<'a> {
+    /// Adopted here, with its record (issue 6: its media watch moves with it).
+    Adopted(&'a DialogState),
+    /// Released here (another node owns it now).
+    Released(&'a DialogState),
+}
+
+/// [`rebalance`], telling `moved` about each dialog adopted or released (issue 6: the media
+/// sessions of the node follow their dialogs).
+pub async fn rebalance_with(
+    store: &RedisDialogStore,
+    dialogs: &Dialogs,
+    owns: impl Fn(&DialogId) -> bool,
+    mut moved: impl FnMut(Moved<'_>),
+) -> Result<Rebalance, DialogStoreError> {
     let start = Instant::now();
     let mut report = Rebalance::default();
     let mut indexes = store.owner_indexes().await?;
@@ -62,10 +82,12 @@ pub async fn rebalance(
             let live = dialogs.is_live(id);
             if owns(id) {
                 if !live {
+                    moved(Moved::Adopted(&record.state));
                     dialogs.adopt(record.state, record.remaining);
                     report.adopted += 1;
                 }
             } else if live && dialogs.release(id) {
+                moved(Moved::Released(&record.state));
                 report.released += 1;
             }
         }

@@ -28,6 +28,8 @@ pub(crate) struct Ingress {
     flows: Arc<Flows>,
     transport: OnceLock<TransportHandle>,
     hasher: std::collections::hash_map::RandomState,
+    /// Responses to the node's own requests (media failover re-INVITEs), when media is on.
+    own_replies: OnceLock<Arc<crate::media::OwnReplies>>,
 }
 
 impl Ingress {
@@ -37,12 +39,18 @@ impl Ingress {
             flows,
             transport: OnceLock::new(),
             hasher: std::collections::hash_map::RandomState::new(),
+            own_replies: OnceLock::new(),
         }
     }
 
     /// Gives the ingress the handle it answers errors through (set once, right after start).
     pub(crate) fn set_transport(&self, handle: TransportHandle) {
         let _ = self.transport.set(handle);
+    }
+
+    /// Routes responses to the node's own requests to `replies` (set once, at start).
+    pub(crate) fn set_own_replies(&self, replies: Arc<crate::media::OwnReplies>) {
+        let _ = self.own_replies.set(replies);
     }
 
     fn shard_for(&self, msg: &Message) -> usize {
@@ -75,6 +83,9 @@ impl Ingress {
         };
         match Message::parse(inbound.data.clone()) {
             Ok(msg) => {
+                if self.own_replies.get().is_some_and(|r| r.deliver(&msg)) {
+                    return;
+                }
                 if self.flows.relay_response(&msg, &inbound) {
                     return;
                 }

@@ -262,25 +262,57 @@ impl Engine {
         let dialogs = Dialogs::start(dialog_store.clone(), config.dialog)
             .await
             .map_err(EngineError::Dialogs)?;
+        let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
+        // The node's own BYEs run in shard 0's client transactions (issue 6).
+        let originator = dialog_end::Originator {
+            // There is always a shard; without one BYEs would go out once, untracked.
+            shard: senders
+                .first()
+                .cloned()
+                .unwrap_or_else(|| mpsc::channel(1).0),
+            transport: transport.clone(),
+        };
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
                 let (sessions, timeouts) =
                     crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()))
                         .await?;
+                // Issue 6: a clustered node logs its offered, unconfirmed calls in Redis, so
+                // that a survivor deletes their sessions if this node dies.
+                if let (Some(redis), Some(fence)) = (&config.redis, &config.fence) {
+                    let conn = redis.open_endpoint().map_err(EngineError::Redis)?;
+                    sessions.set_pending(crate::media::PendingMedia::start(
+                        conn,
+                        fence.lease_key(),
+                        redis.timeout,
+                    ));
+                }
                 let ends = MediaEnds {
                     store: dialog_store.clone(),
                     dialogs: dialogs.clone(),
-                    transport: transport.clone(),
+                    transport: originator.clone(),
                     local: local.clone(),
+                    peers: Arc::clone(&cluster_peers),
                 };
                 tokio::spawn(media_timeouts(sessions.clone(), timeouts, ends));
+                // Issue 6: calls on an instance that died move to a healthy one (re-INVITEs).
+                let replies = Arc::new(crate::media::OwnReplies::default());
+                ingress.set_own_replies(replies.clone());
+                sessions.start_failover(crate::media::FailoverShell {
+                    transport: transport.clone(),
+                    local: local.clone(),
+                    peers: Arc::clone(&cluster_peers),
+                    store: dialog_store.clone(),
+                    dialogs: dialogs.clone(),
+                    replies,
+                    down_after: crate::media::DOWN_AFTER,
+                });
                 Some(sessions)
             }
             _ => None,
         };
-        let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
         dialogs.set_timeout_hook(dialog_end::bye_both_ends(
-            transport.clone(),
+            originator,
             local.clone(),
             Arc::clone(&cluster_peers),
             media.clone(),
@@ -366,6 +398,12 @@ impl Engine {
     /// The dialog actors of this node (the cluster layer moves them between nodes).
     pub fn dialogs(&self) -> Dialogs {
         self.dialogs.clone()
+    }
+
+    /// The media sessions of this node, when media is relayed (the cluster layer moves their
+    /// watches with the dialogs and sweeps a dead node's offered calls, issue 6).
+    pub fn media(&self) -> Option<crate::media::MediaSessions> {
+        self.admin.media.clone()
     }
 
     /// The handle the cluster layer uses for flows held here or elsewhere.
@@ -458,9 +496,18 @@ async fn media_timeouts(
             match crate::dialog::store::load_either(ends.store.as_ref(), &id).await {
                 Ok(Some(dialog)) => {
                     let local = &ends.local;
-                    let ours =
-                        |route: &str| local.iter().any(|(_, a)| route.contains(&a.to_string()));
-                    dialog_end::send_byes(&ends.transport, local, ours, &dialog, "z9hG4bKmt");
+                    // A cluster member's Record-Route counts as ours too: an adopted call's
+                    // route names the dead node that set it up.
+                    let peers = ends
+                        .peers
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    let ours = |route: &str| {
+                        local.iter().any(|(_, a)| route.contains(&a.to_string()))
+                            || peers.iter().any(|p| route.contains(&p.addr.to_string()))
+                    };
+                    dialog_end::send_byes(&ends.transport, local, ours, &dialog);
                     ends.dialogs.handle(DialogEvent::Terminated {
                         id: dialog.id.clone(),
                         reason: EndReason::Timeout,
@@ -470,7 +517,12 @@ async fn media_timeouts(
                 Err(e) => tracing::warn!(error = %e, "media timeout: dialog record unreadable"),
             }
         }
-        dialog_end::delete_session(&sessions, &t.call_id);
+        dialog_end::delete_session(
+            &sessions,
+            &t.call_id,
+            t.from_tag.as_deref(),
+            t.to_tag.as_deref(),
+        );
     }
 }
 
@@ -478,8 +530,10 @@ async fn media_timeouts(
 struct MediaEnds {
     store: Arc<dyn DialogStore>,
     dialogs: Dialogs,
-    transport: TransportHandle,
+    transport: dialog_end::Originator,
     local: Vec<(Transport, SocketAddr)>,
+    /// The cluster members' SIP listeners.
+    peers: Arc<std::sync::RwLock<Vec<Listener>>>,
 }
 
 async fn futures_join_all(handles: Vec<JoinHandle<()>>) {

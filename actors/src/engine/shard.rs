@@ -53,6 +53,10 @@ pub(crate) enum ShardInput {
     ClusterPeers(Vec<Listener>),
     /// A connection held by another node closed (see `Core::handle_flow_unreachable`).
     FlowUnreachable(ConnectionId),
+    /// A request of the node's own (the BYEs ending a timed-out call, issue 6), sent in its
+    /// own client transaction (`Core::send_request`: retransmitted over UDP until answered).
+    /// Its branch must name this shard (`sipmesh_protocol::proxy::origin_branch`).
+    SendRequest(Box<(sipmesh_protocol::peer::Destination, bytes::Bytes)>),
     /// Exit now.
     Stop,
 }
@@ -86,6 +90,15 @@ pub(crate) async fn run<S: LocationStore>(
         core.enable_media(std::mem::take(profiles));
     }
     let registrar = services.registrar.clone();
+    // Issue 6: requests of a side whose CSeq space the proxy used (media failover) are raised.
+    let shift = services.media.as_ref().map(|(m, _)| m.clone());
+    let shift = move |input: ShardInput| match (input, &shift) {
+        (ShardInput::Message(m), Some(media)) if m.0.is_request() => {
+            let (msg, origin) = *m;
+            ShardInput::Message(Box::new((media.shift_request(msg), origin)))
+        }
+        (input, _) => input,
+    };
     let mut drain: Option<mpsc::UnboundedSender<u8>> = None;
     let mut closed = Vec::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<StoreDone>();
@@ -112,13 +125,13 @@ pub(crate) async fn run<S: LocationStore>(
         tokio::select! {
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                if handle(&mut core, input, &mut drain, &mut closed) == Flow::Stop {
+                if handle(&mut core, shift(input), &mut drain, &mut closed) == Flow::Stop {
                     return;
                 }
                 for _ in 1..BATCH {
                     match rx.try_recv() {
                         Ok(input) => {
-                            if handle(&mut core, input, &mut drain, &mut closed) == Flow::Stop {
+                            if handle(&mut core, shift(input), &mut drain, &mut closed) == Flow::Stop {
                                 return;
                             }
                         }
@@ -265,6 +278,12 @@ fn handle(
         ShardInput::FlowUnreachable(connection) => {
             core.handle_flow_unreachable(Instant::now(), connection);
         }
+        ShardInput::SendRequest(request) => {
+            let (destination, payload) = *request;
+            if let Err(e) = core.send_request(Instant::now(), destination, payload) {
+                warn!(error = %e, "request of our own not sent");
+            }
+        }
         ShardInput::Stop => return Flow::Stop,
     }
     Flow::Continue
@@ -322,11 +341,16 @@ fn flush<S: LocationStore>(
                 // record exists, so that any node can reach it.
                 let media_session = media.and_then(|m| {
                     let id = event.id().clone();
-                    m.instance_of(&id.call_id)
+                    m.instance_of(&id.call_id, &[&id.caller_tag, &id.callee_tag])
                         .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
                 });
+                // Once stored, the record names the call's instance: off the pending log.
+                let confirmed = media.map(|m| (m.clone(), event.id().call_id.clone()));
                 dialogs.handle_acked(event, move |stored| {
                     let _ = done.send(StoreDone::DialogStored { token, stored });
+                    if let Some((m, call_id)) = confirmed {
+                        m.confirmed(&call_id);
+                    }
                     if let Some((id, value, dialogs)) = media_session {
                         dialogs.set_media_session(&id, value);
                     }
@@ -334,6 +358,10 @@ fn flush<S: LocationStore>(
             }
             Output::Transmit(t) => {
                 let d = t.destination;
+                let payload = match media {
+                    Some(m) => m.shift_response(t.payload),
+                    None => t.payload,
+                };
                 transport.send(
                     Destination {
                         transport: d.transport,
@@ -341,7 +369,7 @@ fn flush<S: LocationStore>(
                         connection: d.connection,
                         local: d.local,
                     },
-                    t.payload,
+                    payload,
                 );
             }
             Output::RemoteTransmit { holder, transmit } => {

@@ -21,16 +21,30 @@
 //! - A session task runs the ng requests of its call one after another, each bounded by the
 //!   client's timeout, so an offer is always applied before its answer and a dead instance
 //!   costs a call at most that timeout; other calls have their own tasks and never wait.
+//! - The first offer of a new call runs without a task (issue 6, the call-setup p99): the
+//!   shard polls it ([`MediaSessions::request_inline`], a [`MediaJob`]), so the ng request
+//!   and its reply cost no task spawn and no hop through a session task. Requests arriving
+//!   meanwhile queue behind it; the session's task starts with the call's second request
+//!   (the answer, a CANCEL's delete), with what the offer taught it.
 //! - Media timeout: a session that has been answered polls `query` every
 //!   [`MediaConfig::poll_interval`]; when rtpengine saw no new RTP for
 //!   [`MediaConfig::media_timeout`], the session reports it ([`TimedOut`]); the engine then
 //!   sends a BYE to both ends from the dialog record (`sipmesh_protocol::media::byes_for`),
 //!   ends the dialog and deletes the session.
+//! - Takeover (`takeover`, `pending`): a survivor watches the media of the confirmed calls it
+//!   adopts from a dead node, and deletes the sessions of the calls that node had offered but
+//!   not confirmed (logged in Redis by [`PendingMedia`]).
 
+mod failover;
+mod pending;
 mod pool;
 mod session;
 mod supervisor;
+mod takeover;
 
+pub use failover::{ANSWER_WAIT, DOWN_AFTER, FailoverError, FailoverShell, OWN_BRANCH, OwnReplies};
+pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
-pub use session::TimedOut;
-pub use supervisor::{MediaJob, MediaSessions};
+pub use session::{Negotiated, TimedOut};
+pub use supervisor::{MediaJob, MediaSessions, SessionKey};
+pub use takeover::Sweep;

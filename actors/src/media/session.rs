@@ -1,5 +1,6 @@
-//! One media session: the task that runs the ng requests of one call, in order, on the
-//! instance the call was placed on, and watches its media once it is answered.
+//! One media session: the task that runs the ng requests of one call leg pair (Call-ID +
+//! caller's From tag, [`SessionKey`]), in order, on the instance the call was placed on, and
+//! watches its media once it is answered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 use super::pool::RtpenginePool;
+use super::supervisor::SessionKey;
 use crate::rtpengine::NgError;
 
 /// Where the result of one offer or answer goes. Dropped without an answer (a session task
@@ -74,7 +76,8 @@ pub struct TimedOut {
 
 /// What a session needs besides its queue.
 pub(super) struct SessionArgs {
-    pub(super) call_id: String,
+    /// The call leg pair.
+    pub(super) key: SessionKey,
     /// The instance the call is on; a first offer that fails moves it (see [`serve`]).
     pub(super) instance: Arc<AtomicUsize>,
     pub(super) pool: Arc<RtpenginePool>,
@@ -82,42 +85,102 @@ pub(super) struct SessionArgs {
     pub(super) poll_interval: Duration,
     /// Gets the calls whose media stopped.
     pub(super) timeouts: mpsc::UnboundedSender<TimedOut>,
+    /// An answered call adopted from a dead node (its dialog's From and To tags): the watch
+    /// starts at once (see `takeover`).
+    pub(super) adopted: Option<(String, String)>,
+    /// The last offer and answer that went through (what a failover replays, `failover`).
+    pub(super) negotiated: Arc<std::sync::Mutex<Negotiated>>,
 }
 
-/// The tags a session learnt from its offer and answer (for [`TimedOut`]).
-#[derive(Debug, Default)]
-pub(super) struct Tags {
+/// The last ng offer and answer of a call that rtpengine accepted, with the endpoints' SDPs
+/// as received and the options used (issue 6: moving the call to another instance replays
+/// them there).
+#[derive(Debug, Default, Clone)]
+pub struct Negotiated {
+    /// The last accepted offer.
+    pub offer: Option<sipmesh_protocol::ng::SdpRequest>,
+    /// The last accepted answer.
+    pub answer: Option<sipmesh_protocol::ng::SdpRequest>,
+}
+
+impl SessionArgs {
+    /// The caller's tag, when the session has one.
+    fn own_tag(&self) -> Option<String> {
+        (!self.key.from_tag.is_empty()).then(|| self.key.from_tag.clone())
+    }
+
+    /// This leg pair for rtpengine: Call-ID and the caller's tag (all of the call without one).
+    fn call_ref(&self) -> CallRef {
+        CallRef {
+            call_id: self.key.call_id.clone(),
+            from_tag: self.own_tag(),
+            to_tag: None,
+        }
+    }
+}
+
+/// What a session knows between its requests.
+#[derive(Debug)]
+pub(super) struct State {
+    /// Until something succeeded here, nothing lives on the instance: an offer may move. An
+    /// adopted call lives there already.
+    placed: bool,
+    /// Offers went out per via-branch (a request forked to legs of different kinds).
+    forked: bool,
     from_tag: Option<String>,
     to_tag: Option<String>,
 }
 
-/// The session task: requests in arrival order; after a `delete` it ends. `tags` are what
-/// an earlier request run outside the task (the first offer, see [`first_offer`]) learnt.
-pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>, tags: Tags) {
-    let span = tracing::debug_span!("media", call_id = %args.call_id);
-    serve(args, rx, tags).instrument(span).await;
+impl State {
+    /// The state of a session that has run nothing yet.
+    pub(super) fn new(args: &SessionArgs) -> Self {
+        let (from_tag, to_tag) = match args.adopted.clone() {
+            Some((from, to)) => (Some(from), Some(to)),
+            None => (args.own_tag(), None),
+        };
+        Self {
+            placed: args.adopted.is_some(),
+            forked: false,
+            from_tag,
+            to_tag,
+        }
+    }
+}
+
+fn span(args: &SessionArgs) -> tracing::Span {
+    tracing::debug_span!("media", call_id = %args.key.call_id, from_tag = %args.key.from_tag)
+}
+
+/// The session task: requests in arrival order; after a `delete` it ends. `state` is what
+/// ran before outside the task (the first offer, see [`first_offer`]).
+pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>, state: State) {
+    let span = span(&args);
+    serve(args, rx, state).instrument(span).await;
 }
 
 /// The first offer of a new call, run by whoever polls it (the shard that asked, issue 6:
 /// no task spawned and no hop through a session task on the call-setup path). Requests that
-/// arrive meanwhile wait in the session's queue; `then` gets the queue and the tags once the
-/// reply is sent (the supervisor starts the session task with them when there is work).
+/// arrive meanwhile wait in the session's queue; `then` gets the session back once the
+/// reply is sent (the supervisor starts the session task when there is work for it).
 pub(super) async fn first_offer(
     args: SessionArgs,
     msg: SessionMsg,
-    then: impl FnOnce(SessionArgs, Tags),
+    then: impl FnOnce(SessionArgs, State),
 ) {
-    let mut tags = Tags::default();
+    let mut state = State::new(&args);
     let SessionMsg { request, reply } = msg;
-    let result = step(&args, &mut tags, request)
-        .instrument(tracing::debug_span!("media", call_id = %args.call_id))
-        .await;
+    let span = span(&args);
+    let result = step(&args, &mut state, request).instrument(span).await;
     reply.send(result);
-    then(args, tags);
+    then(args, state);
 }
 
-async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, mut tags: Tags) {
-    let mut watch: Option<Watch> = None;
+async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, mut state: State) {
+    let mut watch: Option<Watch> = args.adopted.as_ref().map(|_| Watch {
+        next_poll: Instant::now() + args.poll_interval,
+        packets: None,
+        last_change: Instant::now(),
+    });
     loop {
         let poll_at = watch.as_ref().map(|w| w.next_poll);
         let msg = tokio::select! {
@@ -128,9 +191,9 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, m
                 {
                     info!(after = ?args.media_timeout, "no media: call timed out");
                     let _ = args.timeouts.send(TimedOut {
-                        call_id: args.call_id.clone(),
-                        from_tag: tags.from_tag.clone(),
-                        to_tag: tags.to_tag.clone(),
+                        call_id: args.key.call_id.clone(),
+                        from_tag: state.from_tag.clone(),
+                        to_tag: state.to_tag.clone(),
                     });
                     watch = None;
                 }
@@ -142,7 +205,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, m
         };
         let is_delete = matches!(request, Request::Delete(_));
         let is_answer = matches!(request, Request::Answer(_));
-        let result = step(&args, &mut tags, request).await;
+        let result = step(&args, &mut state, request).await;
         if is_answer && result.is_ok() && watch.is_none() {
             watch = Some(Watch {
                 next_poll: Instant::now() + args.poll_interval,
@@ -158,19 +221,35 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, m
     }
 }
 
-/// Runs one request of the session and records the tags it carried when it succeeded.
+/// Runs one request of a session and records what it taught the session.
 async fn step(
     args: &SessionArgs,
-    tags: &mut Tags,
-    request: Request,
+    state: &mut State,
+    mut request: Request,
 ) -> Result<Bytes, MediaFailure> {
+    if let Request::Offer(r) = &request
+        && r.options.extra.contains_key(&b"via-branch"[..])
+    {
+        state.forked = true;
+    }
+    // A forked call left its losing branches in rtpengine (one per via-branch): only a
+    // delete of the whole Call-ID removes them.
+    if state.forked
+        && let Request::Delete(c) = &mut request
+    {
+        c.from_tag = None;
+        c.to_tag = None;
+    }
     let is_answer = matches!(request, Request::Answer(_));
-    let carried = match &request {
+    let tags = match &request {
         Request::Offer(r) | Request::Answer(r) => (r.call.from_tag.clone(), r.call.to_tag.clone()),
         _ => (None, None),
     };
-    let fresh = tags.from_tag.is_none();
-    let retry = (fresh && matches!(request, Request::Offer(_))).then(|| request.clone());
+    let kept = match &request {
+        Request::Offer(r) | Request::Answer(r) => Some(r.clone()),
+        _ => None,
+    };
+    let retry = (!state.placed && matches!(request, Request::Offer(_))).then(|| request.clone());
     let mut result = execute(args, request).await;
     // The first offer of a call failed on an instance that did not answer (it is now
     // marked down): nothing lives there yet, so the call moves to another healthy
@@ -185,21 +264,31 @@ async fn step(
         // The old instance may only be slow: if the offer reaches it later, this delete
         // follows it (a frozen daemon reads its queued datagrams in order).
         if let Some(i) = args.pool.get(old).cloned() {
-            let delete = Request::Delete(CallRef {
-                call_id: args.call_id.clone(),
-                from_tag: None,
-                to_tag: None,
-            });
+            let delete = Request::Delete(args.call_ref());
             tokio::spawn(async move {
                 let _ = i.client.request(delete).await;
             });
         }
         result = execute(args, request).await;
     }
-    if result.is_ok() {
-        tags.from_tag = tags.from_tag.take().or(carried.0);
+    if result.is_ok()
+        && let Some(r) = kept
+    {
+        let mut n = args
+            .negotiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if is_answer {
-            tags.to_tag = tags.to_tag.take().or(carried.1);
+            n.answer = Some(r);
+        } else {
+            n.offer = Some(r);
+        }
+    }
+    if result.is_ok() {
+        state.placed = true;
+        state.from_tag = state.from_tag.take().or(tags.0);
+        if is_answer {
+            state.to_tag = state.to_tag.take().or(tags.1);
         }
     }
     result
@@ -218,11 +307,7 @@ async fn poll(args: &SessionArgs, w: &mut Watch) -> bool {
     let Some(instance) = args.pool.get(args.instance.load(Ordering::Relaxed)) else {
         return false;
     };
-    let query = Request::Query(CallRef {
-        call_id: args.call_id.clone(),
-        from_tag: None,
-        to_tag: None,
-    });
+    let query = Request::Query(args.call_ref());
     let packets = match instance.client.request(query).await {
         Ok(r) => rtp_packets(&r),
         // rtpengine forgot the call (its own timeout, a restart): no media either.

@@ -1,4 +1,13 @@
-//! [`MediaSessions`]: the supervisor of the session tasks, one per Call-ID.
+//! [`MediaSessions`]: the supervisor of the session tasks, one per call leg pair
+//! ([`SessionKey`]: Call-ID + the caller's From tag, RFC 3261 §12 and issue 6).
+//!
+//! Two calls that share a Call-ID but not a From tag (RFC 3261 §8.1.1.4 allows it, e.g. a
+//! UA reusing Call-IDs, or a B2BUA upstream) are two sessions: each has its own task and its
+//! own instance. A request finds its session by its From tag, or by its To tag (a re-INVITE
+//! or BYE from the callee carries the caller's tag in To). rtpengine itself keys a call by
+//! Call-ID and keeps one branch per tag pair inside it: a `delete` with both tags removes
+//! only that branch, and the rtpengine call goes when no answered branch remains (measured
+//! against rtpengine 10.5: deleting an answered branch also drops a still-unanswered one).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,21 +22,44 @@ use sipmesh_protocol::proxy::MediaFailure;
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::pending::PendingMedia;
 use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
-use super::session::{self, Reply, SessionArgs, SessionMsg, Tags, TimedOut};
+use super::session::{self, Negotiated, Reply, SessionArgs, SessionMsg, State, TimedOut};
 use crate::dialog::DialogStore;
 use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
 use sipmesh_protocol::dialog::DialogId;
 
+/// Which session a request belongs to: the call and the From tag of its first offer (the
+/// caller's tag; empty when the offer had none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The Call-ID.
+    pub call_id: String,
+    /// The caller's From tag.
+    pub from_tag: String,
+}
+
+impl SessionKey {
+    /// The key of a call leg pair.
+    pub fn new(call_id: impl Into<String>, from_tag: impl Into<String>) -> Self {
+        Self {
+            call_id: call_id.into(),
+            from_tag: from_tag.into(),
+        }
+    }
+}
+
 /// A live session: its queue and the instance it is placed on.
 #[derive(Debug)]
-struct Entry {
-    tx: mpsc::UnboundedSender<SessionMsg>,
+pub(super) struct Entry {
+    pub(super) tx: mpsc::UnboundedSender<SessionMsg>,
     /// Shared with the task, which may move a call whose first offer failed.
-    instance: Arc<AtomicUsize>,
+    pub(super) instance: Arc<AtomicUsize>,
+    /// The call's last offer and answer, kept by the task (for a failover).
+    pub(super) negotiated: Arc<Mutex<Negotiated>>,
     /// A session with no task yet (its first offer ran inline and nothing else came): the
-    /// task starts with the next request.
+    /// task starts with the next request ([`Entry::wake`]).
     idle: Option<Idle>,
 }
 
@@ -35,12 +67,21 @@ struct Entry {
 struct Idle {
     args: SessionArgs,
     rx: mpsc::UnboundedReceiver<SessionMsg>,
-    tags: Tags,
+    state: State,
 }
 
 impl std::fmt::Debug for Idle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Idle")
+    }
+}
+
+impl Entry {
+    /// Starts the task of an idle session, before anything is sent to it.
+    pub(super) fn wake(&mut self) {
+        if let Some(idle) = self.idle.take() {
+            tokio::spawn(session::run(idle.args, idle.rx, idle.state));
+        }
     }
 }
 
@@ -67,13 +108,19 @@ impl Future for MediaJob {
     }
 }
 
-struct Inner {
-    pool: Arc<RtpenginePool>,
-    config: MediaConfig,
-    sessions: Mutex<HashMap<String, Entry>>,
+pub(super) struct Inner {
+    pub(super) pool: Arc<RtpenginePool>,
+    pub(super) config: MediaConfig,
+    sessions: Mutex<HashMap<SessionKey, Entry>>,
     /// Dialog records, to find the instance of a call set up elsewhere (`media_session`).
-    store: Option<Arc<dyn DialogStore>>,
+    pub(super) store: Option<Arc<dyn DialogStore>>,
     timeouts: mpsc::UnboundedSender<TimedOut>,
+    /// This node's log of offered, unconfirmed calls in Redis (clustered nodes only).
+    pub(super) pending: std::sync::OnceLock<PendingMedia>,
+    /// CSeq offsets of the dialogs this node sent re-INVITEs in (media failover).
+    pub(super) shifts: std::sync::RwLock<sipmesh_protocol::media::CseqShifts>,
+    /// Whether `shifts` has any entry (the shards' fast path).
+    pub(super) any_shift: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -88,7 +135,7 @@ impl std::fmt::Debug for Inner {
 /// The media sessions of a node (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct MediaSessions {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 impl MediaSessions {
@@ -107,6 +154,9 @@ impl MediaSessions {
                     sessions: Mutex::new(HashMap::new()),
                     store,
                     timeouts,
+                    pending: std::sync::OnceLock::new(),
+                    shifts: std::sync::RwLock::default(),
+                    any_shift: std::sync::atomic::AtomicBool::new(false),
                 }),
             },
             rx,
@@ -123,16 +173,17 @@ impl MediaSessions {
         self.lock().len()
     }
 
-    /// The instance a live call is placed on.
-    pub fn instance_of(&self, call_id: &str) -> Option<SocketAddr> {
-        let index = self
-            .lock()
-            .get(call_id)
-            .map(|e| e.instance.load(Ordering::Relaxed))?;
+    /// The instance a live call leg pair is placed on; `tags` are tried in order (a dialog's
+    /// caller tag first; either of a request's From and To tags).
+    pub fn instance_of(&self, call_id: &str, tags: &[&str]) -> Option<SocketAddr> {
+        let sessions = self.lock();
+        let key = find(&sessions, call_id, tags)?;
+        let index = sessions.get(&key)?.instance.load(Ordering::Relaxed);
+        drop(sessions);
         self.inner.pool.get(index).map(|i| i.spec.addr)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
         self.inner
             .sessions
             .lock()
@@ -164,60 +215,48 @@ impl MediaSessions {
     }
 
     fn dispatch(&self, request: Request, reply: Reply, look_up: bool) -> Option<MediaJob> {
-        let call_id = match &request {
-            Request::Offer(r) | Request::Answer(r) => r.call.call_id.clone(),
-            Request::Delete(c) | Request::Query(c) => c.call_id.clone(),
+        let call = match &request {
+            Request::Offer(r) | Request::Answer(r) => r.call.clone(),
+            Request::Delete(c) | Request::Query(c) => c.clone(),
             Request::Ping | Request::List { .. } | Request::Statistics => {
                 reply.send(Err(MediaFailure::Refused("not a call request".into())));
                 return None;
             }
         };
         if let Request::Delete(call) = request {
-            self.delete(&call_id, call);
+            self.delete(call);
             reply.send(Ok(Bytes::new()));
             return None;
         }
         let mut msg = SessionMsg { request, reply };
         let mut sessions = self.lock();
-        let instance = match sessions.get_mut(&call_id) {
-            Some(e) => {
-                if let Some(idle) = e.idle.take() {
-                    tokio::spawn(session::run(idle.args, idle.rx, idle.tags));
+        let tags = tags_of(&call);
+        let key = find(&sessions, &call.call_id, &tags).unwrap_or_else(|| {
+            SessionKey::new(
+                call.call_id.clone(),
+                call.from_tag.clone().unwrap_or_default(),
+            )
+        });
+        let instance = match sessions.get_mut(&key) {
+            Some(e) => match {
+                e.wake();
+                e.tx.send(msg)
+            } {
+                Ok(()) => return None,
+                // The task died (a panic): restart it on the call's instance.
+                Err(mpsc::error::SendError(back)) => {
+                    debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
+                    msg = back;
+                    e.instance.load(Ordering::Relaxed)
                 }
-                match e.tx.send(msg) {
-                    Ok(()) => return None,
-                    // The task died (a panic): restart it on the call's instance.
-                    Err(mpsc::error::SendError(back)) => {
-                        debug!(%call_id, "media session restarted");
-                        msg = back;
-                        e.instance.load(Ordering::Relaxed)
-                    }
-                }
-            }
+            },
             None if look_up && self.recorded_elsewhere(&msg.request) => {
                 drop(sessions);
                 self.look_up_then_dispatch(msg.request, msg.reply);
                 return None;
             }
             None => match self.inner.pool.pick() {
-                Some(i) => {
-                    // A new call: its first offer runs inline.
-                    let instance = Arc::new(AtomicUsize::new(i));
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    let args = self.args(&call_id, instance.clone());
-                    sessions.insert(
-                        call_id,
-                        Entry {
-                            tx,
-                            instance,
-                            idle: None,
-                        },
-                    );
-                    drop(sessions);
-                    let this = self.clone();
-                    let then = move |args, tags| this.after_first_offer(args, rx, tags);
-                    return Some(MediaJob(Box::pin(session::first_offer(args, msg, then))));
-                }
+                Some(i) => i,
                 None => {
                     drop(sessions);
                     msg.reply.send(Err(MediaFailure::Unavailable));
@@ -225,38 +264,49 @@ impl MediaSessions {
                 }
             },
         };
-        let instance = Arc::new(AtomicUsize::new(instance));
-        let tx = self.spawn(&call_id, instance.clone());
-        let _ = tx.send(msg);
-        sessions.insert(
-            call_id,
-            Entry {
-                tx,
-                instance,
-                idle: None,
-            },
-        );
-        None
+        let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
+        let restart = sessions.contains_key(&key);
+        let (mut entry, args, rx) = self.entry(&key, Arc::new(AtomicUsize::new(instance)), None);
+        if initial_offer {
+            self.pending_add(&key.call_id, instance);
+        }
+        if restart || !initial_offer {
+            let _ = entry.tx.send(msg);
+            entry.idle = Some(Idle {
+                state: State::new(&args),
+                args,
+                rx,
+            });
+            entry.wake();
+            sessions.insert(key, entry);
+            return None;
+        }
+        // A new call: its first offer runs inline, the task comes later (`after_first_offer`).
+        sessions.insert(key, entry);
+        drop(sessions);
+        let this = self.clone();
+        let then = move |args, state| this.after_first_offer(args, rx, state);
+        Some(MediaJob(Box::pin(session::first_offer(args, msg, then))))
     }
 
     /// After an inline first offer: the session stays idle (no task) when nothing queued
     /// behind the offer, else its task starts on the queue (a delete after a CANCEL, an
-    /// answer). A session deleted or replaced meanwhile gets its task too, which runs what
-    /// queued and ends.
+    /// answer). A session deleted, forgotten or replaced meanwhile gets its task too, which
+    /// runs what queued and ends.
     fn after_first_offer(
         &self,
         args: SessionArgs,
         rx: mpsc::UnboundedReceiver<SessionMsg>,
-        tags: Tags,
+        state: State,
     ) {
         let mut sessions = self.lock();
-        match sessions.get_mut(&args.call_id) {
+        match sessions.get_mut(&args.key) {
             Some(e) if Arc::ptr_eq(&e.instance, &args.instance) && rx.is_empty() => {
-                e.idle = Some(Idle { args, rx, tags });
+                e.idle = Some(Idle { args, rx, state });
             }
             _ => {
                 drop(sessions);
-                tokio::spawn(session::run(args, rx, tags));
+                tokio::spawn(session::run(args, rx, state));
             }
         }
     }
@@ -284,21 +334,21 @@ impl MediaSessions {
         let id = DialogId::new(r.call.call_id.clone(), from, to);
         let this = self.clone();
         tokio::spawn(async move {
-            let recorded = match load_either(store.as_ref(), &id).await {
-                Ok(Some(d)) => d.media_session,
-                Ok(None) => None,
+            let (recorded, recorded_dialog) = match load_either(store.as_ref(), &id).await {
+                Ok(Some(d)) => (d.media_session, Some(d.id)),
+                Ok(None) => (None, None),
                 Err(e) => {
                     debug!(error = %e, "dialog record for the media session unreadable");
-                    None
+                    (None, None)
                 }
             };
             let addr = recorded
                 .as_deref()
                 .and_then(|m| InstanceSpec::parse(m).ok())
                 .map(|s| s.addr);
-            if let Some(addr) = addr {
+            if let (Some(addr), Some(d)) = (addr, recorded_dialog) {
                 debug!(call_id = %id.call_id, %addr, "media session adopted from the dialog record");
-                this.adopt(&id.call_id, addr);
+                this.adopt(&SessionKey::new(id.call_id.clone(), d.caller_tag), addr);
             }
             if let Some(job) = this.dispatch(request, reply, false) {
                 job.await;
@@ -306,43 +356,91 @@ impl MediaSessions {
         });
     }
 
-    fn args(&self, call_id: &str, instance: Arc<AtomicUsize>) -> SessionArgs {
-        SessionArgs {
-            call_id: call_id.to_owned(),
-            instance,
+    pub(super) fn spawn(
+        &self,
+        key: &SessionKey,
+        instance: Arc<AtomicUsize>,
+        adopted: Option<(String, String)>,
+    ) -> Entry {
+        let (entry, args, rx) = self.entry(key, instance, adopted);
+        let state = State::new(&args);
+        tokio::spawn(session::run(args, rx, state));
+        entry
+    }
+
+    /// A session's entry, its arguments and its queue, with no task.
+    fn entry(
+        &self,
+        key: &SessionKey,
+        instance: Arc<AtomicUsize>,
+        adopted: Option<(String, String)>,
+    ) -> (Entry, SessionArgs, mpsc::UnboundedReceiver<SessionMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let negotiated = Arc::new(Mutex::new(Negotiated::default()));
+        let args = SessionArgs {
+            key: key.clone(),
+            instance: instance.clone(),
             pool: self.inner.pool.clone(),
             media_timeout: self.inner.config.media_timeout,
             poll_interval: self.inner.config.poll_interval,
             timeouts: self.inner.timeouts.clone(),
-        }
+            adopted,
+            negotiated: negotiated.clone(),
+        };
+        let entry = Entry {
+            tx,
+            instance,
+            negotiated,
+            idle: None,
+        };
+        (entry, args, rx)
     }
 
-    fn spawn(
-        &self,
-        call_id: &str,
-        instance: Arc<AtomicUsize>,
-    ) -> mpsc::UnboundedSender<SessionMsg> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let args = self.args(call_id, instance);
-        tokio::spawn(session::run(args, rx, Tags::default()));
-        tx
-    }
-
-    /// Deletes a call: through its session when it has one, else on every instance (the
-    /// call may have been set up by another node or before a restart).
-    fn delete(&self, call_id: &str, call: CallRef) {
-        let entry = self.lock().remove(call_id);
-        if let Some(mut e) = entry {
-            if let Some(idle) = e.idle.take() {
-                tokio::spawn(session::run(idle.args, idle.rx, idle.tags));
+    /// Deletes a call leg pair through its session (found by either tag), or, with no tags,
+    /// every session of the Call-ID. Without a local session the delete goes to every
+    /// instance (the call may have been set up by another node or before a restart).
+    fn delete(&self, call: CallRef) {
+        self.pending_remove(&call.call_id);
+        self.forget_shifts_later(&call.call_id);
+        let entries: Vec<(SessionKey, Entry)> = {
+            let mut sessions = self.lock();
+            if call.from_tag.is_none() && call.to_tag.is_none() {
+                let keys: Vec<SessionKey> = sessions
+                    .keys()
+                    .filter(|k| k.call_id == call.call_id)
+                    .cloned()
+                    .collect();
+                keys.into_iter()
+                    .filter_map(|k| sessions.remove(&k).map(|e| (k, e)))
+                    .collect()
+            } else {
+                find(&sessions, &call.call_id, &tags_of(&call))
+                    .and_then(|k| sessions.remove(&k).map(|e| (k, e)))
+                    .into_iter()
+                    .collect()
             }
+        };
+        let mut delivered = !entries.is_empty();
+        for (key, mut e) in entries {
+            e.wake();
+            // A whole-call delete is narrowed to each session's own branch.
+            let request = if call.from_tag.is_none() && !key.from_tag.is_empty() {
+                CallRef {
+                    call_id: key.call_id.clone(),
+                    from_tag: Some(key.from_tag.clone()),
+                    to_tag: None,
+                }
+            } else {
+                call.clone()
+            };
             let msg = SessionMsg {
-                request: Request::Delete(call.clone()),
+                request: Request::Delete(request),
                 reply: Reply::none(),
             };
-            if e.tx.send(msg).is_ok() {
-                return;
-            }
+            delivered &= e.tx.send(msg).is_ok();
+        }
+        if delivered {
+            return;
         }
         let pool = self.inner.pool.clone();
         tokio::spawn(async move {
@@ -354,24 +452,32 @@ impl MediaSessions {
         });
     }
 
-    /// Places a call known from elsewhere (the dialog record) on the instance at `addr`.
-    pub fn adopt(&self, call_id: &str, addr: SocketAddr) {
+    /// Places a call leg pair known from elsewhere (the dialog record) on the instance at
+    /// `addr`.
+    pub fn adopt(&self, key: &SessionKey, addr: SocketAddr) {
         let Some(instance) = self.inner.pool.index_of(addr) else {
             return;
         };
         let mut sessions = self.lock();
-        if sessions.contains_key(call_id) {
+        if sessions.contains_key(key) {
             return;
         }
-        let instance = Arc::new(AtomicUsize::new(instance));
-        let tx = self.spawn(call_id, instance.clone());
-        sessions.insert(
-            call_id.to_owned(),
-            Entry {
-                tx,
-                instance,
-                idle: None,
-            },
-        );
+        let entry = self.spawn(key, Arc::new(AtomicUsize::new(instance)), None);
+        sessions.insert(key.clone(), entry);
     }
+}
+
+/// The tags of a request, From first.
+fn tags_of(call: &CallRef) -> Vec<&str> {
+    [call.from_tag.as_deref(), call.to_tag.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The live session of `call_id` whose caller tag is one of `tags` (in that order).
+fn find(sessions: &HashMap<SessionKey, Entry>, call_id: &str, tags: &[&str]) -> Option<SessionKey> {
+    tags.iter()
+        .map(|t| SessionKey::new(call_id, *t))
+        .find(|k| sessions.contains_key(k))
 }

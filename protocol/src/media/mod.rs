@@ -8,15 +8,25 @@
 //! - [`profile`]: the kind of each leg ([`LegKind`]: a WebRTC browser or a legacy phone), from
 //!   its transport and its SDP, and the ng [`MediaOptions`](crate::ng::MediaOptions) rtpengine
 //!   needs to produce SDP for that leg ([`MediaProfiles::options_towards`]);
+//! - [`route`]: `[[media.route]]` overrides of those flags per call (domain, user prefix,
+//!   transport);
 //! - [`sdp`]: spotting an SDP body and replacing it (with its Content-Length) in a message;
-//! - [`bye`]: the BYEs that end a call at both ends when its media stopped.
+//! - [`bye`]: the BYEs that end a call at both ends when its media stopped;
+//! - [`reinvite`] and [`cseq_shift`]: the re-INVITEs that move a call to another rtpengine
+//!   instance when its own died, and the CSeq offsets they leave in the dialog.
 //!
 //! The proxy side (parking a request until rtpengine answered) is in `proxy/media.rs`.
 
 pub mod bye;
+pub mod cseq_shift;
 pub mod profile;
+pub mod reinvite;
+pub mod route;
 pub mod sdp;
 
 pub use bye::{Bye, byes_for};
+pub use cseq_shift::{CseqShifts, ShiftError};
 pub use profile::{LegKind, MediaProfiles};
+pub use reinvite::{End, OwnRequest, ReInvite};
+pub use route::{MediaRoute, RouteError, RouteMatch};
 pub use sdp::{SdpError, has_sdp, replace_body};

@@ -7,13 +7,17 @@
 //! the answer for the caller's kind:
 //!
 //! - towards a browser: `ICE=force`, `DTLS=passive`, `rtcp-mux: offer, require`,
-//!   `transport-protocol: UDP/TLS/RTP/SAVPF` (RFC 8834 requires ICE, DTLS-SRTP and rtcp-mux);
+//!   `transport-protocol: UDP/TLS/RTP/SAVPF` (RFC 8834 requires ICE, DTLS-SRTP and rtcp-mux),
+//!   flag `SDES-off` (no `a=crypto` next to the DTLS fingerprint, RFC 8827 §6.5);
 //! - towards a legacy phone: `ICE=remove`, `rtcp-mux: demux`, `transport-protocol: RTP/AVP`;
 //! - between two legs of the same kind: relayed unchanged (only the `replace` list), or not
 //!   touched at all when [`MediaProfiles::bypass_same_kind`] is set.
 //!
-//! `replace: origin, session-connection` is the default for every leg.
+//! `replace: origin, session-connection` is the default for every leg. `[[media.route]]`
+//! tables ([`MediaRoute`]) change these per call: [`MediaProfiles::for_call`] gives the
+//! profile of one call with its first matching route applied.
 
+use super::route::MediaRoute;
 use crate::ng::{DtlsMode, IceMode, MediaOptions};
 use crate::peer::Transport;
 
@@ -68,6 +72,14 @@ pub struct MediaProfiles {
     pub flags: Vec<String>,
     /// Leave calls between two legs of the same kind to flow end to end, without rtpengine.
     pub bypass_same_kind: bool,
+    /// Keep rtpengine out of every call (set by a route).
+    pub bypass: bool,
+    /// `ICE` for every leg instead of the kind's (set by a route).
+    pub ice: Option<IceMode>,
+    /// `DTLS` for every leg instead of the kind's (set by a route).
+    pub dtls: Option<DtlsMode>,
+    /// Per-route overrides, first match wins (TOML `[[media.route]]`).
+    pub routes: Vec<MediaRoute>,
 }
 
 impl Default for MediaProfiles {
@@ -76,14 +88,47 @@ impl Default for MediaProfiles {
             replace: vec!["origin".to_owned(), "session-connection".to_owned()],
             flags: Vec::new(),
             bypass_same_kind: false,
+            bypass: false,
+            ice: None,
+            dtls: None,
+            routes: Vec::new(),
         }
     }
 }
 
 impl MediaProfiles {
+    /// The profile of one call for `user@domain` that arrived over `transport`: the first
+    /// matching route's overrides applied (its flags added to the global ones), no routes.
+    pub fn for_call(&self, domain: &str, user: Option<&str>, transport: Transport) -> Self {
+        let mut p = Self {
+            routes: Vec::new(),
+            ..self.clone()
+        };
+        let Some(r) = self
+            .routes
+            .iter()
+            .find(|r| r.matches.matches(domain, user, transport))
+        else {
+            return p;
+        };
+        if let Some(b) = r.bypass {
+            p.bypass = b;
+        }
+        if let Some(b) = r.bypass_same_kind {
+            p.bypass_same_kind = b;
+        }
+        if let Some(replace) = &r.replace {
+            p.replace.clone_from(replace);
+        }
+        p.flags.extend(r.flags.iter().cloned());
+        p.ice = r.ice.or(p.ice);
+        p.dtls = r.dtls.or(p.dtls);
+        p
+    }
+
     /// Whether a call between `caller` and `callee` goes through rtpengine at all.
     pub fn relays(&self, caller: LegKind, callee: LegKind) -> bool {
-        !(self.bypass_same_kind && caller == callee)
+        !self.bypass && !(self.bypass_same_kind && caller == callee)
     }
 
     /// The options for SDP that rtpengine produces for a leg of kind `towards`, when the SDP
@@ -94,15 +139,30 @@ impl MediaProfiles {
             flags: self.flags.clone(),
             ..MediaOptions::default()
         };
-        if towards == from {
-            return o;
+        if towards != from {
+            kind_options(&mut o, towards);
         }
+        if let Some(ice) = self.ice {
+            o.ice = Some(ice);
+        }
+        if let Some(dtls) = self.dtls {
+            o.dtls = Some(dtls);
+        }
+        o
+    }
+}
+
+/// What a leg of kind `towards` needs when the other leg is of the other kind.
+fn kind_options(o: &mut MediaOptions, towards: LegKind) {
+    {
         match towards {
             LegKind::Browser => {
                 o.ice = Some(IceMode::Force);
                 o.dtls = Some(DtlsMode::Passive);
                 o.rtcp_mux = vec!["offer".to_owned(), "require".to_owned()];
                 o.transport_protocol = Some("UDP/TLS/RTP/SAVPF".to_owned());
+                // WebRTC keys SRTP with DTLS only (RFC 8827 §6.5): no SDES `a=crypto` lines.
+                o.flags.push("SDES-off".to_owned());
             }
             LegKind::Legacy => {
                 o.ice = Some(IceMode::Remove);
@@ -110,7 +170,6 @@ impl MediaProfiles {
                 o.transport_protocol = Some("RTP/AVP".to_owned());
             }
         }
-        o
     }
 }
 
@@ -153,6 +212,7 @@ mod tests {
         assert_eq!(o.dtls, Some(DtlsMode::Passive));
         assert_eq!(o.rtcp_mux, vec!["offer", "require"]);
         assert_eq!(o.transport_protocol.as_deref(), Some("UDP/TLS/RTP/SAVPF"));
+        assert_eq!(o.flags, vec!["SDES-off"]);
     }
 
     #[test]
@@ -166,5 +226,54 @@ mod tests {
         p.bypass_same_kind = true;
         assert!(!p.relays(LegKind::Browser, LegKind::Browser));
         assert!(p.relays(LegKind::Browser, LegKind::Legacy));
+    }
+
+    #[test]
+    fn the_first_matching_route_overrides_the_global_flags() {
+        use crate::media::route::RouteMatch;
+        let mut p = MediaProfiles {
+            flags: vec!["trust-address".into()],
+            ..MediaProfiles::default()
+        };
+        p.routes = vec![
+            MediaRoute {
+                matches: RouteMatch {
+                    domain: Some("lan.example".into()),
+                    ..RouteMatch::default()
+                },
+                bypass: Some(true),
+                ..MediaRoute::default()
+            },
+            MediaRoute {
+                matches: RouteMatch {
+                    user_prefix: Some("9".into()),
+                    ..RouteMatch::default()
+                },
+                ice: Some(IceMode::Force),
+                flags: vec!["strict-source".into()],
+                replace: Some(vec!["origin".into()]),
+                ..MediaRoute::default()
+            },
+        ];
+        let lan = p.for_call("lan.example", Some("9123"), Transport::Udp);
+        assert!(!lan.relays(LegKind::Legacy, LegKind::Browser), "bypassed");
+        let nine = p.for_call("wan.example", Some("9123"), Transport::Udp);
+        assert!(nine.relays(LegKind::Legacy, LegKind::Legacy));
+        let o = nine.options_towards(LegKind::Legacy, LegKind::Legacy);
+        assert_eq!(o.ice, Some(IceMode::Force));
+        assert_eq!(o.flags, vec!["trust-address", "strict-source"]);
+        assert_eq!(o.replace, vec!["origin"]);
+        let other = p.for_call("wan.example", Some("123"), Transport::Udp);
+        assert_eq!(
+            other,
+            MediaProfiles {
+                routes: Vec::new(),
+                ..p.clone()
+            }
+        );
+        assert_eq!(
+            other.options_towards(LegKind::Legacy, LegKind::Legacy).ice,
+            None
+        );
     }
 }

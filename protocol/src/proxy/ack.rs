@@ -98,6 +98,10 @@ impl Core {
             local: Some(out.addr),
             connection,
         };
+        // Issue 6: the answer to a late offer is in this ACK; rtpengine rewrites it first.
+        if self.media_ack_gate(now, &msg, &origin, &key, transport) {
+            return;
+        }
         let target = Target {
             request_uri: None,
             destination,

@@ -13,12 +13,14 @@
 //!   rtpengine fails on the answer the response is forwarded as it came (the callee already
 //!   accepted; failing the call here would leave it half up);
 //! - a BYE, and a final failure (≥300, which includes the 487 after a CANCEL) sent upstream
-//!   for an initial INVITE, come out as an ng `delete` without a token (nothing waits).
+//!   for an initial INVITE, come out as an ng `delete` without a token (nothing waits). Every
+//!   ng request names its call leg pair: Call-ID and From tag (and the To tag when known), so
+//!   two calls sharing a Call-ID with different From tags are two sessions (issue 6).
 //!
 //! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
 //! [`LegKind`] (its transport; with forking, the first target's), the answer for the
-//! caller's (its transport and the offer's SDP). Late offers (INVITE without SDP, offer in the
-//! 2xx and answer in the ACK) are not relayed yet.
+//! caller's (its transport and the offer's SDP). Late offers (an INVITE without SDP, the
+//! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -49,13 +51,20 @@ const RETRY_AFTER: &str = "5";
 
 /// Media facts of one forwarded request with an SDP offer, by response context.
 #[derive(Debug, Clone)]
-struct CallMedia {
-    call_id: String,
-    from_tag: String,
-    caller: LegKind,
-    callee: LegKind,
+pub(super) struct CallMedia {
+    pub(super) call_id: String,
+    pub(super) from_tag: String,
+    pub(super) caller: LegKind,
+    pub(super) callee: LegKind,
+    /// The flags of this call (global ones with its `[[media.route]]` applied).
+    pub(super) profile: MediaProfiles,
     /// An initial INVITE (its failure ends the rtpengine session).
     initial: bool,
+    /// An INVITE without SDP: the offer comes in the 2xx, the answer in the ACK.
+    pub(super) late: bool,
+    /// Forked to targets of different kinds: the kind of each branch (by target index),
+    /// each kind offered on its own rtpengine `via-branch` (`media_fork.rs`).
+    pub(super) branch_kinds: Option<Vec<LegKind>>,
     /// (To tag, status) of responses waiting for rtpengine's answer.
     answering: Vec<(String, u16)>,
     /// (To tag, SDP as received, SDP as rewritten) of answered responses.
@@ -64,7 +73,7 @@ struct CallMedia {
 
 /// Something waiting for rtpengine.
 #[derive(Debug)]
-enum Parked {
+pub(super) enum Parked {
     Request(Box<ParkedRequest>),
     Response {
         ctx: u64,
@@ -73,29 +82,44 @@ enum Parked {
         msg: Box<Message>,
         tag: String,
     },
+    /// An ACK with the answer to a late offer (`media_late.rs`).
+    Ack(Box<super::media_late::ParkedAck>),
+    /// One kind's offer of a request forked to targets of different kinds (`media_fork.rs`).
+    Fork {
+        fork: u64,
+        kind: LegKind,
+    },
 }
 
 /// A request waiting for its offer.
 #[derive(Debug)]
-struct ParkedRequest {
-    server: u64,
-    msg: Message,
-    plan: ForwardPlan,
-    targets: Vec<Target>,
-    call: CallMedia,
+pub(super) struct ParkedRequest {
+    pub(super) server: u64,
+    pub(super) msg: Message,
+    pub(super) plan: ForwardPlan,
+    pub(super) targets: Vec<Target>,
+    pub(super) call: CallMedia,
 }
 
 /// The media state of one core.
 #[derive(Debug, Default)]
 pub(super) struct MediaHooks {
     /// `None`: media disabled, SDP passes untouched.
-    profiles: Option<MediaProfiles>,
-    parked: HashMap<u64, Parked>,
+    pub(super) profiles: Option<MediaProfiles>,
+    pub(super) parked: HashMap<u64, Parked>,
     calls: HashMap<u64, CallMedia>,
     /// The next forward of this server transaction already went through rtpengine.
     resuming_request: Option<u64>,
     /// The next response handled already went through rtpengine.
     resuming_response: bool,
+    /// The next ACK handled already went through rtpengine.
+    pub(super) resuming_ack: bool,
+    /// Late offers sent in a 2xx, waiting for their answer in the ACK.
+    pub(super) late: super::media_late::LateOffers,
+    /// Requests forked to targets of different kinds, waiting for each kind's offer.
+    pub(super) forks: HashMap<u64, super::media_fork::Fork>,
+    /// While a forked request is forwarded: rtpengine's SDP for each kind of target.
+    pub(super) branch_bodies: Vec<(LegKind, Bytes)>,
 }
 
 impl Core {
@@ -127,6 +151,8 @@ impl Core {
                 } = *p;
                 self.resume_request(now, server, &msg, plan, targets, call, result);
             }
+            Some(Parked::Ack(ack)) => self.resume_ack(now, *ack, result),
+            Some(Parked::Fork { fork, kind }) => self.fork_offer_result(now, fork, kind, result),
             Some(Parked::Response {
                 ctx,
                 index,
@@ -138,6 +164,12 @@ impl Core {
                     Ok(sdp) => {
                         if let Some(c) = self.media.calls.get_mut(&ctx) {
                             c.answering.retain(|(t, c)| !(*t == tag && *c == code));
+                            if c.late && code >= 200 {
+                                let call = c.clone();
+                                self.media.late.offered(now, &call, &tag);
+                            }
+                        }
+                        if let Some(c) = self.media.calls.get_mut(&ctx) {
                             c.answered.push((tag, msg.body(), sdp.clone()));
                         }
                         replace_body(&msg, &sdp)
@@ -161,7 +193,7 @@ impl Core {
     }
 
     #[allow(clippy::too_many_arguments)] // the parked request, taken apart
-    fn resume_request(
+    pub(super) fn resume_request(
         &mut self,
         now: Instant,
         server: u64,
@@ -178,7 +210,7 @@ impl Core {
         if !alive {
             debug!("request ended while rtpengine worked on its offer");
             if call.initial {
-                self.media_delete(&call.call_id);
+                self.media_delete(&call.call_id, Some(&call.from_tag), None);
             }
             return;
         }
@@ -188,7 +220,7 @@ impl Core {
                 warn!(error = %e, "rtpengine offer failed");
                 if call.initial {
                     // The offer may have reached rtpengine and only the reply been lost.
-                    self.media_delete(&call.call_id);
+                    self.media_delete(&call.call_id, Some(&call.from_tag), None);
                 }
                 match e {
                     MediaFailure::Unavailable => self.respond_local(
@@ -226,6 +258,12 @@ impl Core {
         self.media.resuming_request = Some(server);
         self.forward(now, server, &rewritten, plan, targets);
         self.media.resuming_request = None;
+        self.media.branch_bodies.clear();
+        self.remember_call(server, call);
+    }
+
+    /// Keeps the media facts of `server`'s forwarded request for its responses.
+    fn remember_call(&mut self, server: u64, call: CallMedia) {
         if let Some(ctx) = self.servers.get(&server).and_then(|e| e.context) {
             if self.media.calls.len() > 64 + 2 * self.contexts.len() {
                 let live = &self.contexts;
@@ -239,6 +277,7 @@ impl Core {
     /// (parked for an rtpengine offer).
     pub(super) fn media_request_gate(
         &mut self,
+        now: Instant,
         server: u64,
         msg: &Message,
         plan: &ForwardPlan,
@@ -258,11 +297,19 @@ impl Core {
             return false;
         };
         if *method == Method::Bye {
+            // Either end may hang up: rtpengine and the session table find the leg pair by
+            // either tag.
             let call_id = call_id.to_owned();
-            self.media_delete(&call_id);
+            let from = msg.from_tag().ok().flatten().map(str::to_owned);
+            let to = msg.to_tag().ok().flatten().map(str::to_owned);
+            self.media_delete(&call_id, from.as_deref(), to.as_deref());
+            if let (Some(from), Some(to)) = (from, to) {
+                self.media.late.forget(&call_id, &from, &to);
+            }
             return false;
         }
-        if !matches!(method, Method::Invite | Method::Update) || !has_sdp(msg) {
+        let late = *method == Method::Invite && !has_sdp(msg);
+        if !matches!(method, Method::Invite | Method::Update) || !(late || has_sdp(msg)) {
             return false;
         }
         let Some(first) = targets.first() else {
@@ -274,24 +321,54 @@ impl Core {
         let body = msg.body();
         let caller = LegKind::of(plan.origin.transport, Some(&body));
         let callee = LegKind::of(first.destination.transport, None);
-        if !profiles.relays(caller, callee) {
+        let profile = call_profile(profiles, msg, plan.origin.transport);
+        if !profile.relays(caller, callee) {
             return false;
         }
-        let options = profiles.options_towards(callee, caller);
+        let options = profile.options_towards(callee, caller);
         let call = CallMedia {
             call_id: call_id.to_owned(),
             from_tag: from_tag.to_owned(),
             caller,
             callee,
+            profile,
             initial: *method == Method::Invite && !matches!(msg.to_tag(), Ok(Some(_))),
+            late,
+            branch_kinds: None,
             answering: Vec::new(),
             answered: Vec::new(),
         };
+        if late {
+            // No offer yet: the request goes on as it is; its 2xx will carry the offer.
+            self.media.resuming_request = Some(server);
+            self.forward(now, server, msg, plan.clone(), targets.to_vec());
+            self.media.resuming_request = None;
+            self.remember_call(server, call);
+            return true;
+        }
         let mut call_ref = CallRef::new(&call.call_id, &call.from_tag);
         // A re-offer inside a dialog names the other end too (and lets a node without the
         // session find its instance in the dialog record).
         if let Ok(Some(to_tag)) = msg.to_tag() {
             call_ref = call_ref.with_to_tag(to_tag);
+        }
+        let kinds: Vec<LegKind> = targets
+            .iter()
+            .map(|t| LegKind::of(t.destination.transport, None))
+            .collect();
+        if kinds.iter().any(|k| *k != callee) {
+            let parked = ParkedRequest {
+                server,
+                msg: msg.clone(),
+                plan: plan.clone(),
+                targets: targets.to_vec(),
+                call: CallMedia {
+                    branch_kinds: Some(kinds.clone()),
+                    ..call
+                },
+            };
+            self.fork_offers(parked, &kinds, &call_ref, caller);
+            return true;
         }
         let request = Request::Offer(SdpRequest {
             call: call_ref,
@@ -341,9 +418,6 @@ impl Core {
         if !(101..300).contains(&code) || !has_sdp(msg) {
             return false;
         }
-        let Some(profiles) = self.media.profiles.clone() else {
-            return false;
-        };
         let Ok(Some(tag)) = msg.to_tag() else {
             return false;
         };
@@ -351,6 +425,10 @@ impl Core {
         let Some(call) = self.media.calls.get_mut(&ctx) else {
             return false;
         };
+        // A late offer is only in the 2xx (a reliable 18x and its PRACK are not handled).
+        if call.late && code < 200 {
+            return false;
+        }
         let body = msg.body();
         if let Some((_, _, sdp)) = call
             .answered
@@ -370,12 +448,34 @@ impl Core {
             return true;
         }
         call.answering.push((tag.clone(), code));
-        let options = profiles.options_towards(call.caller, call.callee);
-        let request = Request::Answer(SdpRequest {
-            call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
-            sdp: body,
-            options,
-        });
+        let request = if call.late {
+            // The callee offers: rtpengine's offer names the offerer's tag as from-tag and
+            // rewrites for the caller; the callee's kind also shows in its SDP.
+            if LegKind::of(crate::peer::Transport::Udp, Some(&body)) == LegKind::Browser {
+                call.callee = LegKind::Browser;
+            }
+            Request::Offer(SdpRequest {
+                call: CallRef::new(&call.call_id, &tag).with_to_tag(&call.from_tag),
+                options: call.profile.options_towards(call.caller, call.callee),
+                sdp: body,
+            })
+        } else {
+            let branch_kind = call
+                .branch_kinds
+                .as_ref()
+                .and_then(|k| k.get(index).copied());
+            let mut options = call
+                .profile
+                .options_towards(call.caller, branch_kind.unwrap_or(call.callee));
+            if let Some(kind) = branch_kind {
+                super::media_fork::set_via_branch(&mut options, kind);
+            }
+            Request::Answer(SdpRequest {
+                call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
+                options,
+                sdp: body,
+            })
+        };
         let token = self.new_id();
         self.media.parked.insert(
             token,
@@ -403,22 +503,51 @@ impl Core {
         let Some(call) = self.media.calls.get(&ctx) else {
             return;
         };
-        if call.initial {
-            let call_id = call.call_id.clone();
+        // A late offer only comes with a 2xx: a failure leaves nothing in rtpengine.
+        if call.initial && !call.late {
+            let (call_id, from_tag) = (call.call_id.clone(), call.from_tag.clone());
             self.media.calls.remove(&ctx);
-            self.media_delete(&call_id);
+            self.media_delete(&call_id, Some(&from_tag), None);
         }
     }
 
-    /// Emits an ng `delete` of the whole call (nothing waits for it).
-    fn media_delete(&mut self, call_id: &str) {
+    /// Emits an ng `delete` of one call leg pair (Call-ID + tags; nothing waits for it).
+    pub(super) fn media_delete(
+        &mut self,
+        call_id: &str,
+        from_tag: Option<&str>,
+        to_tag: Option<&str>,
+    ) {
         self.outputs.push_back(Output::Media {
             token: None,
             request: Request::Delete(CallRef {
                 call_id: call_id.to_owned(),
-                from_tag: None,
-                to_tag: None,
+                from_tag: from_tag.filter(|t| !t.is_empty()).map(str::to_owned),
+                to_tag: to_tag.filter(|t| !t.is_empty()).map(str::to_owned),
             }),
         });
+    }
+}
+
+/// The flags of the call `msg` belongs to: the global ones with the first `[[media.route]]`
+/// matching its target applied. An initial request is matched on its Request-URI; one inside
+/// a dialog (it has a To tag) on its To URI, since its Request-URI is a remote target.
+pub(super) fn call_profile(
+    global: &MediaProfiles,
+    msg: &Message,
+    transport: crate::peer::Transport,
+) -> MediaProfiles {
+    if global.routes.is_empty() {
+        return global.clone();
+    }
+    let in_dialog = matches!(msg.to_tag(), Ok(Some(_)));
+    let to = if in_dialog { msg.to().ok() } else { None };
+    let uri = match &to {
+        Some(na) => Some(na.uri),
+        None => msg.request_uri().and_then(Result::ok),
+    };
+    match uri {
+        Some(crate::uri::Uri::Sip(u)) => global.for_call(&u.host.to_string(), u.user, transport),
+        _ => global.for_call("", None, transport),
     }
 }

@@ -208,3 +208,127 @@ fn without_media_sdp_passes_untouched() {
             .any(|(d, m)| d.addr == addr(BOB) && m.is_request())
     );
 }
+
+/// Alice's late-offer INVITE (no SDP) answered by bob's 200 with an offer: the 200 goes to
+/// rtpengine as an `offer` from bob, alice's ACK with her answer as the `answer`, and the ACK
+/// reaches bob with rtpengine's SDP and a right Content-Length.
+#[test]
+fn late_offer_in_the_2xx_and_its_answer_in_the_ack() {
+    let mut h = media_harness();
+    let text = invite("bob", "z9hG4bKl1")
+        .replace("Content-Type: application/sdp\n", "")
+        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    h.recv(ALICE, &text);
+    assert!(h.media.is_empty(), "no offer to relay yet: {:?}", h.media);
+    let out = h.take();
+    let (_, inv) = out
+        .into_iter()
+        .find(|(d, m)| d.addr == addr(BOB) && m.is_request())
+        .expect("INVITE forwarded at once");
+    let bob_offer = "v=0\r\nc=IN IP4 127.0.0.3\r\nm=audio 4000 RTP/AVP 0\r\n";
+    h.recv(BOB, &sdp_answer(&inv, 200, "b1", bob_offer));
+    let (token, request) = h.media.pop().expect("the 2xx's offer");
+    let Request::Offer(offer) = request else {
+        panic!("an offer: {request:?}")
+    };
+    assert_eq!(offer.call.from_tag.as_deref(), Some("b1"), "offered by bob");
+    assert_eq!(offer.call.to_tag.as_deref(), Some("a1"));
+    let now = h.now;
+    h.core.handle_media_result(
+        now,
+        token.unwrap(),
+        Ok(Bytes::from_static(RELAYED.as_bytes())),
+    );
+    h.pump();
+    let out = h.take();
+    let ok = out
+        .iter()
+        .find(|(d, m)| d.addr == addr(ALICE) && !m.is_request())
+        .map(|(_, m)| m.clone())
+        .expect("200 forwarded to alice");
+    assert_eq!(ok.body(), Bytes::from_static(RELAYED.as_bytes()));
+    assert_eq!(h.core.media.late.len(), 1);
+    let routes: String = ok
+        .headers()
+        .filter(|x| x.name_str().eq_ignore_ascii_case("Record-Route"))
+        .map(|x| format!("Route: {}\r\n", x.value_str().unwrap()))
+        .collect();
+    let alice_answer = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let ack = format!(
+        "ACK sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKlack\r\n{routes}\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:bob@example.com>;tag=b1\r\nCall-ID: call-1\r\nCSeq: 1 ACK\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{alice_answer}",
+        alice_answer.len()
+    );
+    h.recv(ALICE, &ack);
+    assert!(
+        h.take().iter().all(|(d, _)| d.addr != addr(BOB)),
+        "ACK parked"
+    );
+    let (token, request) = h.media.pop().expect("the ACK's answer");
+    let Request::Answer(answer) = request else {
+        panic!("an answer: {request:?}")
+    };
+    assert_eq!(answer.call.from_tag.as_deref(), Some("b1"));
+    assert_eq!(answer.call.to_tag.as_deref(), Some("a1"));
+    let relayed_answer = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30002 RTP/AVP 0\r\na=x\r\n";
+    let now = h.now;
+    h.core
+        .handle_media_result(now, token.unwrap(), Ok(Bytes::from(relayed_answer)));
+    h.pump();
+    let out = h.take();
+    let (_, fwd) = out
+        .iter()
+        .find(|(d, m)| d.addr == addr(BOB) && m.is_request())
+        .expect("ACK forwarded to bob");
+    assert_eq!(fwd.body(), Bytes::from(relayed_answer));
+    assert_eq!(
+        fwd.content_length().unwrap(),
+        Some(u32::try_from(relayed_answer.len()).unwrap())
+    );
+    // Alice retransmits the ACK: the same rewritten answer, no second ng request.
+    h.recv(ALICE, &ack);
+    assert!(h.media.is_empty(), "no second answer: {:?}", h.media);
+    assert!(
+        h.take()
+            .iter()
+            .any(|(d, m)| d.addr == addr(BOB) && m.body() == relayed_answer)
+    );
+}
+
+/// The ACK of a late-offer call may reach a shard that never saw its 2xx: an ACK with SDP is
+/// the answer to the 2xx's offer all the same (RFC 3261 §13.2.1), sent with the callee's tag.
+#[test]
+fn an_ack_with_sdp_on_another_shard_is_still_answered() {
+    let mut h = media_harness();
+    let sdp = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let ack = format!(
+        "ACK sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKoack\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\n\
+         To: <sip:bob@example.com>;tag=b9\r\nCall-ID: call-9\r\nCSeq: 1 ACK\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    h.recv(ALICE, &ack);
+    assert!(h.take().is_empty(), "ACK parked");
+    let (token, request) = h.media.pop().expect("an answer");
+    let Request::Answer(answer) = request else {
+        panic!("an answer: {request:?}")
+    };
+    assert_eq!(answer.call.from_tag.as_deref(), Some("b9"));
+    assert_eq!(answer.call.to_tag.as_deref(), Some("a9"));
+    // rtpengine never saw the offer: the ACK goes on as it came.
+    let now = h.now;
+    h.core.handle_media_result(
+        now,
+        token.unwrap(),
+        Err(MediaFailure::Refused("Unknown call-id".into())),
+    );
+    h.pump();
+    assert!(
+        h.take()
+            .iter()
+            .any(|(d, m)| d.addr == addr(BOB) && m.body() == sdp)
+    );
+}

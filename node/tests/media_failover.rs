@@ -1,0 +1,370 @@
+//! Issue 6, point 4: a call whose rtpengine instance dies is moved to a healthy one. A real
+//! `sipmesh` with two real rtpengine daemons (on different addresses, so an SDP shows which
+//! one relays it), alice and bob as raw UDP user agents. The call is set up through one
+//! instance, that daemon is killed, and within a few seconds bob and then alice each get a
+//! re-INVITE whose SDP points at the other daemon; they answer, the node ACKs, and a later
+//! BYE from alice reaches bob with a CSeq above the node's own re-INVITE (the node shifted
+//! alice's CSeq space), is answered 200 with alice's own CSeq, and leaves no session.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use sipmesh_test_support::{Harness, RawMessage, RawRequest, Rtpengine, TestDir, UdpPeer, test_ip};
+
+/// The binary under test.
+const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+
+/// How long an answer may take.
+const WAIT: Duration = Duration::from_secs(3);
+
+/// How long the re-INVITE may take after the daemon died: the pool notices within about a
+/// second, the calls move after about 2 s of failed pings.
+const MOVED: Duration = Duration::from_secs(8);
+
+/// A plain RTP/AVP SDP for media at `ip:port`.
+fn sdp(ip: IpAddr, port: u16) -> String {
+    format!(
+        "v=0\r\no=- 42 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    )
+}
+
+/// The connection address of an SDP body.
+fn connection_ip(msg: &RawMessage) -> Option<IpAddr> {
+    String::from_utf8_lossy(msg.body())
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .and_then(|ip| ip.trim().parse().ok())
+}
+
+/// A response to `req`: its Vias, Record-Routes, From, Call-ID and CSeq, To (tagged `tag`
+/// when it has none), Contact `contact`, and an optional SDP.
+fn respond(req: &RawMessage, code: u16, tag: &str, contact: &str, body: Option<&str>) -> String {
+    let mut out = format!("SIP/2.0 {code} OK\r\n");
+    for via in req.header_all("Via") {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    for rr in req.header_all("Record-Route") {
+        out.push_str(&format!("Record-Route: {rr}\r\n"));
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        if let Some(v) = req.header(name) {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let to = req.header("To").unwrap_or_default();
+    if to.contains(";tag=") {
+        out.push_str(&format!("To: {to}\r\n"));
+    } else {
+        out.push_str(&format!("To: {to};tag={tag}\r\n"));
+    }
+    out.push_str(&format!("Contact: <{contact}>\r\n"));
+    match body {
+        Some(b) => out.push_str(&format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => out.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    out
+}
+
+/// The next request `method` at `peer` within `wait` (others are skipped).
+fn next_request(peer: &UdpPeer, method: &str, wait: Duration) -> Option<(RawMessage, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let (msg, from) = peer.recv_from(left)?;
+        if msg.method() == Some(method) {
+            return Some((msg, from));
+        }
+    }
+    None
+}
+
+/// The next final response at `peer` for `call_id` and CSeq method `method`.
+fn next_final(peer: &UdpPeer, call_id: &str, method: &str) -> RawMessage {
+    let deadline = Instant::now() + WAIT;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(r) = peer.recv_final(left) else {
+            break;
+        };
+        if r.header("Call-ID") == Some(call_id)
+            && r.header("CSeq").is_some_and(|c| c.ends_with(method))
+        {
+            return r;
+        }
+    }
+    panic!("no final response to {method} at {}", peer.local_addr());
+}
+
+fn cseq_number(msg: &RawMessage) -> u32 {
+    msg.header("CSeq")
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no CSeq in {msg:?}"))
+}
+
+fn record_routes(msg: &RawMessage) -> Vec<String> {
+    msg.header_all("Record-Route")
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_owned()))
+        .collect()
+}
+
+fn contact_uri(msg: &RawMessage) -> String {
+    msg.header("Contact")
+        .and_then(|c| c.split_once('<'))
+        .and_then(|(_, c)| c.split_once('>'))
+        .map(|(u, _)| u.to_owned())
+        .unwrap_or_else(|| panic!("no Contact in {msg:?}"))
+}
+
+/// Answers a re-INVITE with `body` and waits for the node's ACK.
+fn answer_reinvite(peer: &UdpPeer, reinvite: &RawMessage, from: SocketAddr, body: &str) {
+    let contact = format!("sip:ua@{}", peer.local_addr());
+    peer.send(
+        from,
+        respond(reinvite, 200, "x", &contact, Some(body)).as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (ack, _) = next_request(peer, "ACK", WAIT)
+        .unwrap_or_else(|| panic!("no ACK of the re-INVITE's 200 at {}", peer.local_addr()));
+    assert_eq!(cseq_number(&ack), cseq_number(reinvite), "{ack:?}");
+}
+
+/// A call set up through a node with two rtpengine daemons, alice calling bob.
+struct Call {
+    harness: Harness,
+    rtp: [Rtpengine; 2],
+    _dir: TestDir,
+    alice: UdpPeer,
+    bob: UdpPeer,
+    alice_sdp: String,
+    bob_sdp: String,
+    /// The daemon the call was set up on, and the other.
+    first: usize,
+    other: usize,
+    /// alice's in-dialog requests towards bob: (method, CSeq, branch) → request text.
+    route_lines: String,
+    from: String,
+    to: String,
+    bob_target: String,
+}
+
+const CALL_ID: &str = "mf-call-1";
+
+impl Call {
+    fn set_up(test: &str) -> Self {
+        let dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
+        let rtp = [
+            Rtpengine::start_named(&dir, test_ip(test), "rtp-a"),
+            Rtpengine::start_named(&dir, test_ip(&format!("{test}-b")), "rtp-b"),
+        ];
+        assert_ne!(rtp[0].media_ip(), rtp[1].media_ip());
+        let specs: Vec<String> = rtp.iter().map(|r| format!("udp:{}", r.ng_addr())).collect();
+        let harness = Harness::try_start(SIPMESH, test, |o| {
+            for s in &specs {
+                o.extra_args.extend(["--rtpengine".to_owned(), s.clone()]);
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let node = harness.node().udp_addr();
+        let domain = harness.ip().to_string();
+
+        let bob = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
+        let ok = bob
+            .request(
+                node,
+                &RawRequest::register(&domain, "bob", bob.local_addr(), "mf", 1),
+                WAIT,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ok.as_ref().and_then(RawMessage::status),
+            Some(200),
+            "{ok:?}"
+        );
+        let alice = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
+        let alice_sdp = sdp(alice.local_addr().ip(), 41000);
+        let bob_sdp = sdp(bob.local_addr().ip(), 41010);
+        let from = format!("<sip:alice@{domain}>;tag=alice1");
+        let alice_contact = format!("sip:alice@{}", alice.local_addr());
+        let invite = format!(
+            "INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKmf-t-inv\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:bob@{domain}>\r\nCall-ID: {CALL_ID}\r\n\
+             CSeq: 1 INVITE\r\nContact: <{alice_contact}>\r\nAllow: INVITE, ACK, BYE\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{alice_sdp}",
+            alice.local_addr(),
+            alice_sdp.len()
+        );
+        alice
+            .send(node, invite.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (at_bob, from_node) =
+            next_request(&bob, "INVITE", WAIT).unwrap_or_else(|| panic!("no INVITE at bob"));
+        let first = rtp
+            .iter()
+            .position(|r| connection_ip(&at_bob) == Some(r.media_ip()))
+            .unwrap_or_else(|| panic!("bob's offer is not from either rtpengine: {at_bob:?}"));
+        let bob_contact = format!("sip:bob@{}", bob.local_addr());
+        bob.send(
+            from_node,
+            respond(&at_bob, 200, "bob1", &bob_contact, Some(&bob_sdp)).as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ok = next_final(&alice, CALL_ID, "INVITE");
+        assert_eq!(ok.status(), Some(200), "{ok:?}");
+        assert_eq!(connection_ip(&ok), Some(rtp[first].media_ip()));
+        let mut routes = record_routes(&ok);
+        routes.reverse();
+        let call = Self {
+            route_lines: routes.iter().map(|r| format!("Route: {r}\r\n")).collect(),
+            to: ok.header("To").unwrap_or_default().to_owned(),
+            bob_target: contact_uri(&ok),
+            from,
+            harness,
+            rtp,
+            _dir: dir,
+            alice,
+            bob,
+            alice_sdp,
+            bob_sdp,
+            first,
+            other: 1 - first,
+        };
+        call.alice_sends("ACK", 1, "z9hG4bKmf-t-ack");
+        next_request(&call.bob, "ACK", WAIT).unwrap_or_else(|| panic!("no ACK at bob"));
+        assert!(
+            call.rtp[first]
+                .list_calls(WAIT)
+                .is_some_and(|c| c.iter().any(|c| c == CALL_ID)),
+            "the call is not on the instance its SDP names"
+        );
+        call
+    }
+
+    /// alice sends an in-dialog request to bob through the node.
+    fn alice_sends(&self, method: &str, cseq: u32, branch: &str) {
+        let request = format!(
+            "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {CALL_ID}\r\n\
+             CSeq: {cseq} {method}\r\n{}Content-Length: 0\r\n\r\n",
+            self.bob_target,
+            self.alice.local_addr(),
+            self.from,
+            self.to,
+            self.route_lines,
+        );
+        self.alice
+            .send(self.harness.node().udp_addr(), request.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// alice's BYE (her CSeq 2) reaches bob with a CSeq above `above`, and is answered 200
+    /// with her own CSeq; `daemon` holds no call afterwards.
+    fn bye_works(&self, above: u32, daemon: usize) {
+        self.alice_sends("BYE", 2, "z9hG4bKmf-t-bye");
+        let (bye, src) =
+            next_request(&self.bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
+        eprintln!("BYE reached bob with CSeq {}", cseq_number(&bye));
+        assert!(
+            cseq_number(&bye) > above,
+            "BYE CSeq {} not above {above}",
+            cseq_number(&bye)
+        );
+        self.bob
+            .send(src, &bye.reply(200, "OK"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let done = next_final(&self.alice, CALL_ID, "BYE");
+        assert_eq!(done.status(), Some(200), "{done:?}");
+        assert_eq!(
+            cseq_number(&done),
+            2,
+            "alice's BYE answered outside her CSeq space"
+        );
+        self.rtp[daemon].assert_no_calls(Duration::from_secs(3));
+    }
+}
+
+#[test]
+fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works() {
+    let mut c = Call::set_up("media-failover-reinvite");
+    let (first, other) = (c.first, c.other);
+    c.rtp[first].stop();
+    let stopped = Instant::now();
+    // bob first: the replayed offer comes from the other instance, in alice's name.
+    let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.node().log_tail()));
+    let at_bob_after = stopped.elapsed();
+    assert_eq!(
+        connection_ip(&reinvite),
+        Some(c.rtp[other].media_ip()),
+        "{reinvite:?}"
+    );
+    assert!(
+        reinvite
+            .header("From")
+            .is_some_and(|f| f.contains("tag=alice1"))
+    );
+    let own_cseq = cseq_number(&reinvite);
+    assert!(own_cseq > 1, "re-INVITE CSeq {own_cseq}");
+    answer_reinvite(&c.bob, &reinvite, src, &c.bob_sdp);
+    // Then alice, in bob's name, with the other instance's answer as the offer.
+    let (reinvite, src) = next_request(&c.alice, "INVITE", WAIT)
+        .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", c.harness.node().log_tail()));
+    assert_eq!(
+        connection_ip(&reinvite),
+        Some(c.rtp[other].media_ip()),
+        "{reinvite:?}"
+    );
+    assert!(
+        reinvite
+            .header("From")
+            .is_some_and(|f| f.contains("tag=bob1"))
+    );
+    answer_reinvite(&c.alice, &reinvite, src, &c.alice_sdp);
+    eprintln!(
+        "measured: re-INVITE at bob {at_bob_after:?} (CSeq {own_cseq}), both ends moved {:?} \
+         after the daemon was killed",
+        stopped.elapsed()
+    );
+    assert!(
+        c.rtp[other]
+            .list_calls(WAIT)
+            .is_some_and(|l| l.iter().any(|l| l == CALL_ID)),
+        "the call is not on the other instance"
+    );
+    c.bye_works(own_cseq, other);
+}
+
+/// bob refuses the re-INVITE (488): the node ACKs it on the same branch and leaves the call
+/// as it is (alice gets no re-INVITE); the call still ends cleanly with a BYE.
+#[test]
+fn a_refused_failover_re_invite_leaves_the_call_and_a_later_bye_works() {
+    let mut c = Call::set_up("media-failover-refused");
+    let (first, other) = (c.first, c.other);
+    c.rtp[first].stop();
+    let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.node().log_tail()));
+    let own_cseq = cseq_number(&reinvite);
+    c.bob
+        .send(src, &reinvite.reply(488, "Not Acceptable Here"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (ack, _) =
+        next_request(&c.bob, "ACK", WAIT).unwrap_or_else(|| panic!("the node did not ACK the 488"));
+    assert_eq!(cseq_number(&ack), own_cseq);
+    let branch = |m: &RawMessage| {
+        m.header("Via")
+            .and_then(|v| v.split("branch=").nth(1))
+            .map(|b| b.split(';').next().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        branch(&ack),
+        branch(&reinvite),
+        "a failure's ACK keeps the branch"
+    );
+    assert!(
+        next_request(&c.alice, "INVITE", Duration::from_secs(1)).is_none(),
+        "alice was re-INVITEd after bob refused"
+    );
+    c.bye_works(own_cseq, other);
+}
