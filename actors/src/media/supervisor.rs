@@ -238,18 +238,18 @@ impl MediaSessions {
             )
         });
         let instance = match sessions.get_mut(&key) {
-            Some(e) => match {
+            Some(e) => {
                 e.wake();
-                e.tx.send(msg)
-            } {
-                Ok(()) => return None,
-                // The task died (a panic): restart it on the call's instance.
-                Err(mpsc::error::SendError(back)) => {
-                    debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
-                    msg = back;
-                    e.instance.load(Ordering::Relaxed)
+                match e.tx.send(msg) {
+                    Ok(()) => return None,
+                    // The task died (a panic): restart it on the call's instance.
+                    Err(mpsc::error::SendError(back)) => {
+                        debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
+                        msg = back;
+                        e.instance.load(Ordering::Relaxed)
+                    }
                 }
-            },
+            }
             None if look_up && self.recorded_elsewhere(&msg.request) => {
                 drop(sessions);
                 self.look_up_then_dispatch(msg.request, msg.reply);
