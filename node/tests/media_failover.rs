@@ -153,7 +153,8 @@ struct Call {
 const CALL_ID: &str = "mf-call-1";
 
 impl Call {
-    fn set_up(test: &str) -> Self {
+    /// Sets the call up; bob's 200 carries `bob_allow` as its Allow header when given.
+    fn set_up(test: &str, bob_allow: Option<&str>) -> Self {
         let dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
         let rtp = [
             Rtpengine::start_named(&dir, test_ip(test), "rtp-a"),
@@ -206,11 +207,16 @@ impl Call {
             .position(|r| connection_ip(&at_bob) == Some(r.media_ip()))
             .unwrap_or_else(|| panic!("bob's offer is not from either rtpengine: {at_bob:?}"));
         let bob_contact = format!("sip:bob@{}", bob.local_addr());
-        bob.send(
-            from_node,
-            respond(&at_bob, 200, "bob1", &bob_contact, Some(&bob_sdp)).as_bytes(),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut ok_200 = respond(&at_bob, 200, "bob1", &bob_contact, Some(&bob_sdp));
+        if let Some(allow) = bob_allow {
+            ok_200 = ok_200.replacen(
+                "\r\nContact:",
+                &format!("\r\nAllow: {allow}\r\nContact:"),
+                1,
+            );
+        }
+        bob.send(from_node, ok_200.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
         let ok = next_final(&alice, CALL_ID, "INVITE");
         assert_eq!(ok.status(), Some(200), "{ok:?}");
         assert_eq!(connection_ip(&ok), Some(rtp[first].media_ip()));
@@ -287,7 +293,7 @@ impl Call {
 
 #[test]
 fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works() {
-    let mut c = Call::set_up("media-failover-reinvite");
+    let mut c = Call::set_up("media-failover-reinvite", Some("INVITE, ACK, BYE, CANCEL"));
     let (first, other) = (c.first, c.other);
     c.rtp[first].stop();
     let stopped = Instant::now();
@@ -340,7 +346,7 @@ fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works
 /// as it is (alice gets no re-INVITE); the call still ends cleanly with a BYE.
 #[test]
 fn a_refused_failover_re_invite_leaves_the_call_and_a_later_bye_works() {
-    let mut c = Call::set_up("media-failover-refused");
+    let mut c = Call::set_up("media-failover-refused", None);
     let (first, other) = (c.first, c.other);
     c.rtp[first].stop();
     let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
@@ -367,4 +373,41 @@ fn a_refused_failover_re_invite_leaves_the_call_and_a_later_bye_works() {
         "alice was re-INVITEd after bob refused"
     );
     c.bye_works(own_cseq, other);
+}
+
+/// bob's 200 listed Allow without INVITE: the node does not re-INVITE either end (moving
+/// alice alone would not bring the media back); the call still ends with a BYE.
+#[test]
+fn an_end_that_does_not_allow_invite_is_not_re_invited() {
+    let mut c = Call::set_up("media-failover-no-invite", Some("ACK, BYE, CANCEL"));
+    let first = c.first;
+    c.rtp[first].stop();
+    // The failover round runs about 2 s after the stop; give it twice that.
+    let wait = Duration::from_secs(4);
+    assert!(
+        next_request(&c.bob, "INVITE", wait).is_none(),
+        "bob was re-INVITEd although his Allow has no INVITE"
+    );
+    assert!(
+        next_request(&c.alice, "INVITE", Duration::from_millis(200)).is_none(),
+        "alice was re-INVITEd although bob cannot be"
+    );
+    assert!(
+        c.harness
+            .node()
+            .log_tail()
+            .contains("does not allow re-INVITE"),
+        "no failover refusal in the log:\n{}",
+        c.harness.node().log_tail()
+    );
+    // The BYE goes through unshifted (no request was sent in alice's name).
+    c.alice_sends("BYE", 2, "z9hG4bKmf-t-bye");
+    let (bye, src) = next_request(&c.bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
+    assert_eq!(cseq_number(&bye), 2);
+    c.bob
+        .send(src, &bye.reply(200, "OK"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let done = next_final(&c.alice, CALL_ID, "BYE");
+    assert_eq!(done.status(), Some(200), "{done:?}");
+    c.rtp[c.other].assert_no_calls(Duration::from_secs(1));
 }

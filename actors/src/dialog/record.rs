@@ -68,6 +68,9 @@ fn leg_fields(prefix: &'static str, leg: &Leg, out: &mut Vec<(String, String)>) 
     if let Some(f) = &leg.flow {
         put("flow", encode_flow(f));
     }
+    if let Some(a) = &leg.allow {
+        put("allow", a.clone());
+    }
 }
 
 /// The hash fields of a record.
@@ -116,6 +119,7 @@ fn leg(prefix: &str, f: &HashMap<String, String>) -> Result<Leg, DialogStoreErro
         flow: get("flow")
             .map(|v| decode_flow(v).ok_or(DialogStoreError::BadRecord("flow")))
             .transpose()?,
+        allow: get("allow").cloned(),
     })
 }
 

@@ -39,6 +39,7 @@ fn snapshot(call: &str) -> DialogSnapshot {
             route_set: vec!["<sip:127.0.0.1:5060;lr>".to_owned()],
             cseq: Some(1),
             flow: Some(flow("10.0.0.1:5060", None)),
+            allow: None,
         },
         callee: Leg {
             uri: "sip:bob@example.com".to_owned(),
@@ -47,6 +48,7 @@ fn snapshot(call: &str) -> DialogSnapshot {
             route_set: vec!["<sip:127.0.0.1:5060;lr>".to_owned()],
             cseq: None,
             flow: Some(flow("10.0.0.2:5070", Some(7))),
+            allow: None,
         },
         session_expires: None,
     }

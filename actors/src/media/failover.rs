@@ -20,8 +20,9 @@
 //!      answer is not sent to B again: it describes O's media, which B learned in step 1.
 //!
 //!   A 488, 491, any other failure or no answer within [`ANSWER_WAIT`] leaves the call as
-//!   it is (logged; the failure is ACKed). The ends' Allow headers are not recorded yet, so
-//!   every end is tried (`reinvite::allows_invite` is the check to apply once they are).
+//!   it is (logged; the failure is ACKed). Nothing is tried when either end sent an Allow
+//!   without INVITE in its dialog-creating message (recorded in the dialog record): moving
+//!   one end only would not bring the media back.
 //! - **CSeq.** Each re-INVITE claims a CSeq in its sender's space
 //!   ([`CseqShifts::claim`]); the shards then raise that side's later requests and lower the
 //!   responses to them ([`MediaSessions::shift_request`], [`MediaSessions::shift_response`]).
@@ -155,6 +156,9 @@ pub enum FailoverError {
     /// Its dialog record is missing or unreadable.
     #[error("no dialog record: {0}")]
     NoRecord(String),
+    /// An end listed Allow without INVITE (RFC 3261 §20.5).
+    #[error("end {0:?} does not allow re-INVITE")]
+    NoReinvite(End),
     /// An end cannot be reached (no flow, no target, no listener for its transport).
     #[error("end {0:?} unreachable")]
     Unreachable(End),
@@ -367,6 +371,11 @@ async fn fail_over(
     let o_end = End::of_tag(&dialog, &o_tag)
         .ok_or_else(|| FailoverError::NoRecord("offer tag not in the record".into()))?;
     let a_end = o_end.other();
+    for end in [a_end, o_end] {
+        if !reinvite::allows_invite(end.leg(&dialog).allow.as_deref()) {
+            return Err(FailoverError::NoReinvite(end));
+        }
+    }
 
     // 1. B learns O's media and gives an SDP for A; the session moves to B.
     let for_a = media

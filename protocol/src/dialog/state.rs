@@ -63,6 +63,10 @@ pub struct Leg {
     pub cseq: Option<u32>,
     /// How the proxy reaches this end: transport, address, connection.
     pub flow: Option<Destination>,
+    /// The methods this end listed in Allow (RFC 3261 §20.5) in its dialog-creating message,
+    /// comma-separated; `None` when it sent no Allow (issue 6: a proxy re-INVITE skips an
+    /// end that listed methods without INVITE).
+    pub allow: Option<String>,
 }
 
 /// What [`DialogState::apply`] did.
