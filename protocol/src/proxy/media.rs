@@ -18,7 +18,8 @@
 //!   two calls sharing a Call-ID with different From tags are two sessions (issue 6).
 //!
 //! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
-//! [`LegKind`] (its transport; with forking, the first target's), the answer for the
+//! [`LegKind`] (its transport; targets of different kinds get an offer each, see
+//! `media_fork.rs`), the answer for the
 //! caller's (its transport and the offer's SDP). Late offers (an INVITE without SDP, the
 //! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`.
 
