@@ -34,38 +34,7 @@ a=rtpmap:0 PCMU/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\n\
 a=sendrecv\r\n";
 
-use sipmesh_test_support::sdp::BROWSER_OFFER;
-
-/// A browser's offer in the shape Firefox sends: the fingerprint at session level, ICE
-/// credentials per media, `a=end-of-candidates`, Opus with G.722 and telephone-event.
-const FIREFOX_OFFER: &str = "v=0\r\n\
-o=mozilla...THIS_IS_SDPARTA-128.0 7016352217284372412 0 IN IP4 0.0.0.0\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=fingerprint:sha-256 0B:7A:E1:55:3C:92:4F:D0:18:6B:A7:C3:29:E4:81:5F:B6:0C:73:D8:4A:21:9E:F5:3D:68:C0:17:8B:E2:46:AF\r\n\
-a=group:BUNDLE 0\r\n\
-a=ice-options:trickle\r\n\
-a=msid-semantic:WMS *\r\n\
-m=audio 50004 UDP/TLS/RTP/SAVPF 109 9 0 8 101\r\n\
-c=IN IP4 127.0.0.1\r\n\
-a=candidate:0 1 UDP 2122252543 127.0.0.1 50004 typ host\r\n\
-a=sendrecv\r\n\
-a=end-of-candidates\r\n\
-a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n\
-a=fmtp:109 maxplaybackrate=48000;stereo=1;useinbandfec=1\r\n\
-a=fmtp:101 0-15\r\n\
-a=ice-pwd:5e1c0a8d2b7f4e6a9c3d1b0f8e7a6c5d\r\n\
-a=ice-ufrag:9f3b2c1a\r\n\
-a=mid:0\r\n\
-a=msid:{5a2f0c1e-7b3d-4e9a-8c6f-1d2e3f4a5b6c} {0e1d2c3b-4a59-6877-8695-a4b3c2d1e0f9}\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:109 opus/48000/2\r\n\
-a=rtpmap:9 G722/8000/1\r\n\
-a=rtpmap:0 PCMU/8000\r\n\
-a=rtpmap:8 PCMA/8000\r\n\
-a=rtpmap:101 telephone-event/8000/1\r\n\
-a=setup:actpass\r\n\
-a=ssrc:2718281828 cname:{7c6b5a49-3827-1605-f4e3-d2c1b0a99887}\r\n";
+use sipmesh_test_support::sdp::{BROWSER_OFFER, FIREFOX_OFFER};
 
 fn policy() -> RetransmitPolicy {
     RetransmitPolicy {

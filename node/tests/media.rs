@@ -694,3 +694,91 @@ fn a_first_offer_to_a_frozen_instance_moves_the_call_to_another() {
     rtp[0].assert_no_calls(LIST_EMPTY);
     rtp[1].assert_no_calls(LIST_EMPTY);
 }
+
+/// One AOR with a browser binding over WS and a desk phone over UDP: the INVITE forks, each
+/// branch gets an offer for its own kind (WebRTC to the browser, plain RTP/AVP to the phone,
+/// rtpengine `via-branch` per kind), the phone's answer wins, the browser's branch is
+/// cancelled, and the BYE leaves nothing in rtpengine (the losing branch included).
+#[test]
+fn forking_to_a_browser_and_a_phone_offers_each_its_own_kind() {
+    let test = "media::fork_kinds";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let mut ws_addr = None;
+    let harness = Harness::try_start(SIPMESH, test, |o| {
+        let ws = std::net::SocketAddr::new(o.ip, sipmesh_test_support::free_port(o.ip));
+        ws_addr = Some(ws);
+        o.extra_args.extend([
+            "--rtpengine".to_owned(),
+            spec(&rtp[0], 1),
+            "--listen".to_owned(),
+            format!("ws:{ws}"),
+        ]);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
+    let ip = harness.ip();
+    // The phone (SIPp) checks that its offer is plain RTP/AVP on rtpengine's ports; it answers
+    // after 300 ms.
+    let uas = registered_uas(&harness, "uas_call_media.xml", 300, 1);
+    let mut browser = ws::WsClient::connect(ws_addr);
+    browser.send(&format!(
+        "REGISTER sip:{ip} SIP/2.0\r\n\
+         Via: SIP/2.0/WS f0f0f0.invalid;branch=z9hG4bKforkreg1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:bob@{ip}>;tag=freg1\r\n\
+         To: <sip:bob@{ip}>\r\n\
+         Call-ID: fork-reg-1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:bob@f0f0f0.invalid;transport=ws>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    ));
+    let registered = browser.recv_final();
+    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+    let uac = harness
+        .uac("uac_call_media.xml", SippTransport::Udp)
+        .inf("alice_to_bob.csv")
+        .duration_ms(200)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
+    let invite = loop {
+        let m = browser.recv();
+        if m.starts_with("INVITE ") {
+            break m;
+        }
+    };
+    let offer = body(&invite);
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=fingerprint:",
+        "a=ice-ufrag:",
+        "a=rtcp-mux",
+    ] {
+        assert!(
+            offer.contains(needle),
+            "the browser's branch lacks {needle}:\n{offer}"
+        );
+    }
+    browser.send(&respond(&invite, 180, "Ringing", "brwfork", None));
+    // The phone answers first: the browser's branch is cancelled.
+    let cancel = loop {
+        let m = browser.recv();
+        if m.starts_with("CANCEL ") {
+            break m;
+        }
+    };
+    browser.send(&respond(&cancel, 200, "OK", "brwfork", None));
+    browser.send(&respond(
+        &invite,
+        487,
+        "Request Terminated",
+        "brwfork",
+        None,
+    ));
+    match uac.wait() {
+        Ok(outcome) => harness.check(&outcome),
+        Err(e) => panic!("cannot collect the UAC: {e}"),
+    }
+    finish(&harness, uas);
+    rtp[0].assert_no_calls(LIST_EMPTY);
+}

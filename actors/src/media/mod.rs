@@ -1,7 +1,7 @@
 //! # Media: rtpengine instances and one media-session actor per call
 //!
 //! ```text
-//!  shard (proxy Core) ── Output::Media ──► MediaSessions ──► session task (one per Call-ID)
+//!  shard (proxy Core) ── Output::Media ──► MediaSessions ──► session task (one per leg pair)
 //!        ▲                                   │ pick by weight      │ offer/answer/delete, in order
 //!        └──── handle_media_result ◄─────────┘                     ▼
 //!                                                       RtpenginePool: NgClient per instance,
@@ -12,7 +12,8 @@
 //!   instance (`--rtpengine udp:IP:PORT[=weight]`) and pings each every
 //!   [`MediaConfig::ping_interval`]; an instance whose ping fails is out at once (within the
 //!   ping timeout, well under 2 s) and back after its next pong.
-//! - [`MediaSessions`] is the supervisor: it maps a Call-ID to its session task, starts one on
+//! - [`MediaSessions`] is the supervisor: it maps a call leg pair ([`SessionKey`]: Call-ID +
+//!   the first offer's From tag) to its session task, starts one on
 //!   the first offer (on a healthy instance picked by weight), restarts a task that died (on
 //!   the instance it recorded), and forgets it after its `delete`. A request for a call it
 //!   does not know (an answer or delete that reached another node, a restart) goes to the

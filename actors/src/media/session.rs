@@ -135,6 +135,10 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
     // Until something succeeded here, nothing lives on the instance: an offer may move. An
     // adopted call lives there already.
     let mut placed = args.adopted.is_some();
+    // Offers went out per via-branch (a request forked to legs of different kinds).
+    let mut forked = false;
+    // Accepted offers not answered yet (one per via-branch when forked).
+    let mut offers: Vec<sipmesh_protocol::ng::SdpRequest> = Vec::new();
     let (mut from_tag, mut to_tag) = match args.adopted.clone() {
         Some((from, to)) => (Some(from), Some(to)),
         None => (args.own_tag(), None),
@@ -158,9 +162,20 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
                 continue;
             }
         };
-        let Some(SessionMsg { request, reply }) = msg else {
+        let Some(SessionMsg { mut request, reply }) = msg else {
             return;
         };
+        if let Request::Offer(r) = &request
+            && r.options.extra.contains_key(&b"via-branch"[..])
+        {
+            forked = true;
+        }
+        // A forked call left its losing branches in rtpengine (one per via-branch): only a
+        // delete of the whole Call-ID removes them.
+        if forked && let Request::Delete(c) = &mut request {
+            c.from_tag = None;
+            c.to_tag = None;
+        }
         let is_delete = matches!(request, Request::Delete(_));
         let is_answer = matches!(request, Request::Answer(_));
         let tags = match &request {
@@ -198,15 +213,7 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
         if result.is_ok()
             && let Some(r) = kept
         {
-            let mut n = args
-                .negotiated
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if is_answer {
-                n.answer = Some(r);
-            } else {
-                n.offer = Some(r);
-            }
+            keep_negotiated(&args.negotiated, &mut offers, r, is_answer);
         }
         if result.is_ok() {
             placed = true;
@@ -228,6 +235,40 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
             return;
         }
     }
+}
+
+/// Keeps an accepted offer or answer for a failover: an answer is paired with the offer of
+/// its via-branch (a forked call has one offer per branch kind), or the last offer.
+fn keep_negotiated(
+    negotiated: &std::sync::Mutex<Negotiated>,
+    offers: &mut Vec<sipmesh_protocol::ng::SdpRequest>,
+    request: sipmesh_protocol::ng::SdpRequest,
+    is_answer: bool,
+) {
+    let branch =
+        |r: &sipmesh_protocol::ng::SdpRequest| r.options.extra.get(&b"via-branch"[..]).cloned();
+    if !is_answer {
+        if branch(&request).is_none() {
+            offers.clear();
+        }
+        offers.push(request);
+        return;
+    }
+    let wanted = branch(&request);
+    let offer = offers
+        .iter()
+        .rev()
+        .find(|o| wanted.is_some() && branch(o) == wanted)
+        .or_else(|| offers.last())
+        .cloned();
+    let mut n = negotiated
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(offer) = offer {
+        n.offer = Some(offer);
+    }
+    n.answer = Some(request);
+    offers.clear();
 }
 
 /// Media watch of an answered call.

@@ -116,8 +116,10 @@ impl Core {
                 continue;
             };
             let branch = self.branch_id(hash);
+            // Issue 6: a branch forked to a leg of another kind gets its own SDP.
+            let own = self.media_target_body(msg, &target);
             let bytes = build_forwarded(
-                msg,
+                own.as_ref().unwrap_or(msg),
                 &plan,
                 &target,
                 &branch,

@@ -18,7 +18,8 @@
 //!   two calls sharing a Call-ID with different From tags are two sessions (issue 6).
 //!
 //! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
-//! [`LegKind`] (its transport; with forking, the first target's), the answer for the
+//! [`LegKind`] (its transport; targets of different kinds get an offer each, see
+//! `media_fork.rs`), the answer for the
 //! caller's (its transport and the offer's SDP). Late offers (an INVITE without SDP, the
 //! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`.
 
@@ -62,6 +63,9 @@ pub(super) struct CallMedia {
     initial: bool,
     /// An INVITE without SDP: the offer comes in the 2xx, the answer in the ACK.
     pub(super) late: bool,
+    /// Forked to targets of different kinds: the kind of each branch (by target index),
+    /// each kind offered on its own rtpengine `via-branch` (`media_fork.rs`).
+    pub(super) branch_kinds: Option<Vec<LegKind>>,
     /// (To tag, status) of responses waiting for rtpengine's answer.
     answering: Vec<(String, u16)>,
     /// (To tag, SDP as received, SDP as rewritten) of answered responses.
@@ -81,16 +85,21 @@ pub(super) enum Parked {
     },
     /// An ACK with the answer to a late offer (`media_late.rs`).
     Ack(Box<super::media_late::ParkedAck>),
+    /// One kind's offer of a request forked to targets of different kinds (`media_fork.rs`).
+    Fork {
+        fork: u64,
+        kind: LegKind,
+    },
 }
 
 /// A request waiting for its offer.
 #[derive(Debug)]
 pub(super) struct ParkedRequest {
-    server: u64,
-    msg: Message,
-    plan: ForwardPlan,
-    targets: Vec<Target>,
-    call: CallMedia,
+    pub(super) server: u64,
+    pub(super) msg: Message,
+    pub(super) plan: ForwardPlan,
+    pub(super) targets: Vec<Target>,
+    pub(super) call: CallMedia,
 }
 
 /// The media state of one core.
@@ -108,6 +117,10 @@ pub(super) struct MediaHooks {
     pub(super) resuming_ack: bool,
     /// Late offers sent in a 2xx, waiting for their answer in the ACK.
     pub(super) late: super::media_late::LateOffers,
+    /// Requests forked to targets of different kinds, waiting for each kind's offer.
+    pub(super) forks: HashMap<u64, super::media_fork::Fork>,
+    /// While a forked request is forwarded: rtpengine's SDP for each kind of target.
+    pub(super) branch_bodies: Vec<(LegKind, Bytes)>,
 }
 
 impl Core {
@@ -140,6 +153,7 @@ impl Core {
                 self.resume_request(now, server, &msg, plan, targets, call, result);
             }
             Some(Parked::Ack(ack)) => self.resume_ack(now, *ack, result),
+            Some(Parked::Fork { fork, kind }) => self.fork_offer_result(now, fork, kind, result),
             Some(Parked::Response {
                 ctx,
                 index,
@@ -180,7 +194,7 @@ impl Core {
     }
 
     #[allow(clippy::too_many_arguments)] // the parked request, taken apart
-    fn resume_request(
+    pub(super) fn resume_request(
         &mut self,
         now: Instant,
         server: u64,
@@ -245,6 +259,7 @@ impl Core {
         self.media.resuming_request = Some(server);
         self.forward(now, server, &rewritten, plan, targets);
         self.media.resuming_request = None;
+        self.media.branch_bodies.clear();
         self.remember_call(server, call);
     }
 
@@ -320,11 +335,21 @@ impl Core {
             profile,
             initial: *method == Method::Invite && !matches!(msg.to_tag(), Ok(Some(_))),
             late,
+            branch_kinds: None,
             answering: Vec::new(),
             answered: Vec::new(),
         };
         if late {
-            // No offer yet: the request goes on as it is; its 2xx will carry the offer.
+            // No offer yet: the request goes on as it is; its 2xx will carry the offer
+            // (from whichever branch answers, so each branch's kind is kept).
+            let kinds: Vec<LegKind> = targets
+                .iter()
+                .map(|t| LegKind::of(t.destination.transport, None))
+                .collect();
+            let call = CallMedia {
+                branch_kinds: kinds.iter().any(|k| *k != callee).then_some(kinds),
+                ..call
+            };
             self.media.resuming_request = Some(server);
             self.forward(now, server, msg, plan.clone(), targets.to_vec());
             self.media.resuming_request = None;
@@ -336,6 +361,24 @@ impl Core {
         // session find its instance in the dialog record).
         if let Ok(Some(to_tag)) = msg.to_tag() {
             call_ref = call_ref.with_to_tag(to_tag);
+        }
+        let kinds: Vec<LegKind> = targets
+            .iter()
+            .map(|t| LegKind::of(t.destination.transport, None))
+            .collect();
+        if kinds.iter().any(|k| *k != callee) {
+            let parked = ParkedRequest {
+                server,
+                msg: msg.clone(),
+                plan: plan.clone(),
+                targets: targets.to_vec(),
+                call: CallMedia {
+                    branch_kinds: Some(kinds.clone()),
+                    ..call
+                },
+            };
+            self.fork_offers(parked, &kinds, &call_ref, caller);
+            return true;
         }
         let request = Request::Offer(SdpRequest {
             call: call_ref,
@@ -417,7 +460,11 @@ impl Core {
         call.answering.push((tag.clone(), code));
         let request = if call.late {
             // The callee offers: rtpengine's offer names the offerer's tag as from-tag and
-            // rewrites for the caller; the callee's kind also shows in its SDP.
+            // rewrites for the caller; the callee's kind is its branch's (forking), or shows
+            // in its SDP.
+            if let Some(kind) = call.branch_kinds.as_ref().and_then(|k| k.get(index)) {
+                call.callee = *kind;
+            }
             if LegKind::of(crate::peer::Transport::Udp, Some(&body)) == LegKind::Browser {
                 call.callee = LegKind::Browser;
             }
@@ -427,9 +474,19 @@ impl Core {
                 sdp: body,
             })
         } else {
+            let branch_kind = call
+                .branch_kinds
+                .as_ref()
+                .and_then(|k| k.get(index).copied());
+            let mut options = call
+                .profile
+                .options_towards(call.caller, branch_kind.unwrap_or(call.callee));
+            if let Some(kind) = branch_kind {
+                super::media_fork::set_via_branch(&mut options, kind);
+            }
             Request::Answer(SdpRequest {
                 call: CallRef::new(&call.call_id, &call.from_tag).with_to_tag(&tag),
-                options: call.profile.options_towards(call.caller, call.callee),
+                options,
                 sdp: body,
             })
         };

@@ -47,6 +47,7 @@ mod local;
 mod locality;
 mod matching;
 mod media;
+mod media_fork;
 mod media_late;
 #[cfg(test)]
 mod media_tests;

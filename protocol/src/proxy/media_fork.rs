@@ -1,0 +1,158 @@
+//! Forking to targets of different kinds through rtpengine (issue 6): one AOR with a WS
+//! binding (a browser) and a UDP binding (a desk phone) needs a WebRTC offer on one branch and
+//! a plain RTP/AVP offer on the other (RFC 3261 §16.6: each branch is its own request).
+//!
+//! rtpengine keeps several offers from the same `from-tag` apart by their `via-branch`
+//! (measured against rtpengine 10.5: two offers with one from-tag and different via-branch
+//! values produce an SDP per kind, and an `answer` names the branch it answers). So a request
+//! whose targets are not all of one [`LegKind`] gets one ng `offer` per kind, with the kind's
+//! name as `via-branch` and the kind's options; once every offer came back, each target is
+//! sent the SDP of its kind (`media_target_body`, called by `forward`). A response's answer
+//! names the branch kind of the target that sent it. Losing branches stay in rtpengine until
+//! the call ends: the session then deletes the whole Call-ID (a tagless `delete`, see
+//! `actors/src/media/session.rs`), since a tagged delete would leave the other via-branch
+//! listed.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::debug;
+
+use crate::media::{LegKind, replace_body};
+use crate::message::Message;
+use crate::ng::{CallRef, MediaOptions, Request, SdpRequest, Value};
+
+use super::MediaFailure;
+use super::core::{Core, Output};
+use super::forward::Target;
+use super::media::{Parked, ParkedRequest};
+
+/// The ng key naming a branch of an offer (rtpengine `via-branch`).
+const VIA_BRANCH: &[u8] = b"via-branch";
+
+/// A forked request waiting for the offer of each kind of target.
+#[derive(Debug)]
+pub(super) struct Fork {
+    request: ParkedRequest,
+    waiting: usize,
+    bodies: Vec<(LegKind, Bytes)>,
+    failure: Option<MediaFailure>,
+}
+
+/// Names the branch of kind `kind` in an offer's or answer's options.
+pub(super) fn set_via_branch(options: &mut MediaOptions, kind: LegKind) {
+    options
+        .extra
+        .insert(Bytes::from_static(VIA_BRANCH), Value::str(kind.as_str()));
+}
+
+impl Core {
+    /// Parks `request` and asks rtpengine for one offer per kind among `kinds`.
+    pub(super) fn fork_offers(
+        &mut self,
+        request: ParkedRequest,
+        kinds: &[LegKind],
+        call: &CallRef,
+        caller: LegKind,
+    ) {
+        let mut distinct: Vec<LegKind> = Vec::new();
+        for k in kinds {
+            if !distinct.contains(k) {
+                distinct.push(*k);
+            }
+        }
+        let fork = self.new_id();
+        let sdp = request.msg.body();
+        debug!(
+            kinds = distinct.len(),
+            "forked to legs of different kinds: an offer per kind"
+        );
+        for kind in &distinct {
+            let mut options = request.call.profile.options_towards(*kind, caller);
+            set_via_branch(&mut options, *kind);
+            let token = self.new_id();
+            self.media
+                .parked
+                .insert(token, Parked::Fork { fork, kind: *kind });
+            self.outputs.push_back(Output::Media {
+                token: Some(token),
+                request: Request::Offer(SdpRequest {
+                    call: call.clone(),
+                    sdp: sdp.clone(),
+                    options,
+                }),
+            });
+        }
+        self.media.forks.insert(
+            fork,
+            Fork {
+                request,
+                waiting: distinct.len(),
+                bodies: Vec::new(),
+                failure: None,
+            },
+        );
+    }
+
+    /// The offer of one kind came back; the request goes on once all of them did.
+    pub(super) fn fork_offer_result(
+        &mut self,
+        now: Instant,
+        fork: u64,
+        kind: LegKind,
+        result: Result<Bytes, MediaFailure>,
+    ) {
+        let Some(f) = self.media.forks.get_mut(&fork) else {
+            return;
+        };
+        f.waiting = f.waiting.saturating_sub(1);
+        match result {
+            Ok(sdp) => f.bodies.push((kind, sdp)),
+            Err(e) => f.failure = Some(e),
+        }
+        if f.waiting > 0 {
+            return;
+        }
+        let Some(Fork {
+            request,
+            bodies,
+            failure,
+            ..
+        }) = self.media.forks.remove(&fork)
+        else {
+            return;
+        };
+        let first = bodies.first().map(|(_, b)| b.clone());
+        let result = match (failure, first) {
+            (Some(e), _) => Err(e),
+            (None, Some(sdp)) => Ok(sdp),
+            (None, None) => Err(MediaFailure::Unavailable),
+        };
+        if result.is_ok() {
+            self.media.branch_bodies = bodies;
+        }
+        let ParkedRequest {
+            server,
+            msg,
+            plan,
+            targets,
+            call,
+        } = request;
+        self.resume_request(now, server, &msg, plan, targets, call, result);
+        self.media.branch_bodies.clear();
+    }
+
+    /// While a forked request is forwarded: `msg` with the SDP of `target`'s kind, when it
+    /// differs from the one `msg` carries.
+    pub(super) fn media_target_body(&self, msg: &Message, target: &Target) -> Option<Message> {
+        if self.media.branch_bodies.is_empty() {
+            return None;
+        }
+        let kind = LegKind::of(target.destination.transport, None);
+        let (_, sdp) = self.media.branch_bodies.iter().find(|(k, _)| *k == kind)?;
+        if *sdp == msg.body() {
+            return None;
+        }
+        replace_body(msg, sdp).ok()
+    }
+}
