@@ -549,3 +549,34 @@ fn send(shell: &FailoverShell, request: OwnRequest) {
 fn fresh_branch() -> String {
     format!("{OWN_BRANCH}{:016x}", rand::random::<u64>())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn response(branch: &str) -> Message {
+        Message::parse(Bytes::from(format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch={branch}\r\n\
+             From: <sip:a@x>;tag=a\r\nTo: <sip:b@x>;tag=b\r\nCall-ID: c1\r\nCSeq: 101 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn responses_to_our_own_branches_are_taken_and_others_are_not() {
+        let replies = OwnReplies::default();
+        let mine = format!("{OWN_BRANCH}00ff");
+        let mut rx = replies.register(&mine);
+        assert!(replies.deliver(&response(&mine)));
+        assert!(rx.recv().await.is_some());
+        // Another proxy branch goes to the shards as before.
+        assert!(!replies.deliver(&response("z9hG4bKsm0001")));
+        // A late answer to a finished request of ours is dropped, not routed.
+        replies.forget(&mine);
+        assert!(replies.deliver(&response(&mine)));
+        assert!(rx.try_recv().is_err());
+    }
+}

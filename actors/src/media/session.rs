@@ -348,3 +348,70 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sipmesh_protocol::ng::{CallRef, MediaOptions, SdpRequest, Value};
+
+    use super::*;
+
+    fn sdp(tag: &str, to: Option<&str>, body: &str, branch: Option<&str>) -> SdpRequest {
+        let mut options = MediaOptions::default();
+        if let Some(b) = branch {
+            options
+                .extra
+                .insert(Bytes::from_static(b"via-branch"), Value::str(b));
+        }
+        SdpRequest {
+            call: CallRef {
+                call_id: "c1".into(),
+                from_tag: Some(tag.into()),
+                to_tag: to.map(Into::into),
+            },
+            sdp: Bytes::from(body.to_owned()),
+            options,
+        }
+    }
+
+    #[test]
+    fn an_answer_is_paired_with_the_offer_of_its_via_branch() {
+        let n = std::sync::Mutex::new(Negotiated::default());
+        let mut offers = Vec::new();
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", None, "to-phone", Some("z9hG4bK1")),
+            false,
+        );
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", None, "to-browser", Some("z9hG4bK2")),
+            false,
+        );
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", Some("b"), "answer", Some("z9hG4bK1")),
+            true,
+        );
+        let got = n.lock().unwrap().clone();
+        assert_eq!(got.offer.map(|o| o.sdp), Some(Bytes::from("to-phone")));
+        assert_eq!(got.answer.map(|a| a.sdp), Some(Bytes::from("answer")));
+        assert!(offers.is_empty());
+    }
+
+    #[test]
+    fn without_branches_the_last_offer_pairs_and_a_later_answer_keeps_it() {
+        let n = std::sync::Mutex::new(Negotiated::default());
+        let mut offers = Vec::new();
+        keep_negotiated(&n, &mut offers, sdp("a", None, "first", None), false);
+        keep_negotiated(&n, &mut offers, sdp("a", None, "second", None), false);
+        keep_negotiated(&n, &mut offers, sdp("a", Some("b"), "183", None), true);
+        keep_negotiated(&n, &mut offers, sdp("a", Some("b"), "200", None), true);
+        let got = n.lock().unwrap().clone();
+        assert_eq!(got.offer.map(|o| o.sdp), Some(Bytes::from("second")));
+        assert_eq!(got.answer.map(|a| a.sdp), Some(Bytes::from("200")));
+    }
+}
