@@ -190,7 +190,7 @@ impl Call {
         let from = format!("<sip:alice@{domain}>;tag=alice1");
         let alice_contact = format!("sip:alice@{}", alice.local_addr());
         let invite = format!(
-            "INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKmf-t-inv\r\n\
+            "INVITE sip:bob@{domain} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKua-t-inv\r\n\
              Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:bob@{domain}>\r\nCall-ID: {CALL_ID}\r\n\
              CSeq: 1 INVITE\r\nContact: <{alice_contact}>\r\nAllow: INVITE, ACK, BYE\r\n\
              Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{alice_sdp}",
@@ -237,7 +237,7 @@ impl Call {
             first,
             other: 1 - first,
         };
-        call.alice_sends("ACK", 1, "z9hG4bKmf-t-ack");
+        call.alice_sends("ACK", 1, "z9hG4bKua-t-ack");
         next_request(&call.bob, "ACK", WAIT).unwrap_or_else(|| panic!("no ACK at bob"));
         assert!(
             call.rtp[first]
@@ -268,7 +268,7 @@ impl Call {
     /// alice's BYE (her CSeq 2) reaches bob with a CSeq above `above`, and is answered 200
     /// with her own CSeq; `daemon` holds no call afterwards.
     fn bye_works(&self, above: u32, daemon: usize) {
-        self.alice_sends("BYE", 2, "z9hG4bKmf-t-bye");
+        self.alice_sends("BYE", 2, "z9hG4bKua-t-bye");
         let (bye, src) =
             next_request(&self.bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
         eprintln!("BYE reached bob with CSeq {}", cseq_number(&bye));
@@ -401,7 +401,7 @@ fn an_end_that_does_not_allow_invite_is_not_re_invited() {
         c.harness.node().log_tail()
     );
     // The BYE goes through unshifted (no request was sent in alice's name).
-    c.alice_sends("BYE", 2, "z9hG4bKmf-t-bye");
+    c.alice_sends("BYE", 2, "z9hG4bKua-t-bye");
     let (bye, src) = next_request(&c.bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
     assert_eq!(cseq_number(&bye), 2);
     c.bob
