@@ -282,7 +282,8 @@ impl MediaSessions {
     /// Claims a CSeq for a request in the name of side `tag` (see [`CseqShifts::claim`]).
     ///
     /// [`CseqShifts::claim`]: sipmesh_protocol::media::CseqShifts::claim
-    fn claim_cseq(&self, call_id: &str, tag: &str, recorded: u32) -> u32 {
+    /// Returns the CSeq and the side's new offset.
+    fn claim_cseq(&self, call_id: &str, tag: &str, recorded: u32) -> (u32, u32) {
         let mut shifts = self
             .inner
             .shifts
@@ -290,7 +291,19 @@ impl MediaSessions {
             .unwrap_or_else(PoisonError::into_inner);
         let cseq = shifts.claim(call_id, tag, recorded);
         self.inner.any_shift.store(true, Ordering::Relaxed);
-        cseq
+        (cseq, shifts.offset(call_id, tag))
+    }
+
+    /// Stores and announces a side's offset to the other nodes (clustered nodes), before the
+    /// request that needs it goes out; a failed write is logged (other nodes then learn
+    /// nothing, and a request of that side entering them is not shifted).
+    async fn share_shift(&self, call_id: &str, tag: &str, offset: u32) {
+        let Some(sync) = self.inner.shift_sync.get() else {
+            return;
+        };
+        if let Err(e) = sync.raise(call_id, tag, offset).await {
+            warn!(error = %e, "CSeq offset not shared with the cluster");
+        }
     }
 
     /// Forgets the offsets of a call that ended, once its last responses are through.
@@ -303,15 +316,25 @@ impl MediaSessions {
         tokio::spawn(async move {
             // RFC 3261 Timer J / K territory: late retransmissions of the BYE's answer.
             tokio::time::sleep(Duration::from_secs(32)).await;
-            let mut shifts = this
-                .inner
-                .shifts
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            shifts.remove_call(&call_id);
-            this.inner
-                .any_shift
-                .store(!shifts.is_empty(), Ordering::Relaxed);
+            let sides = {
+                let mut shifts = this
+                    .inner
+                    .shifts
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let sides = shifts.sides(&call_id);
+                shifts.remove_call(&call_id);
+                this.inner
+                    .any_shift
+                    .store(!shifts.is_empty(), Ordering::Relaxed);
+                sides
+            };
+            if let Some(sync) = this.inner.shift_sync.get()
+                && !sides.is_empty()
+                && let Err(e) = sync.remove(&call_id, &sides).await
+            {
+                debug!(error = %e, "removing the shared CSeq offsets failed");
+            }
         });
     }
 
@@ -436,7 +459,11 @@ async fn reinvite_end(
     sdp: &[u8],
 ) -> Result<Bytes, FailoverError> {
     let sender = to.other().leg(dialog);
-    let cseq = media.claim_cseq(&dialog.id.call_id, &sender.tag, sender.cseq.unwrap_or(0));
+    let (cseq, offset) =
+        media.claim_cseq(&dialog.id.call_id, &sender.tag, sender.cseq.unwrap_or(0));
+    media
+        .share_shift(&dialog.id.call_id, &sender.tag, offset)
+        .await;
     let peers = shell
         .peers
         .read()

@@ -30,11 +30,15 @@
 //! - Takeover (`takeover`, `pending`): a survivor watches the media of the confirmed calls it
 //!   adopts from a dead node, and deletes the sessions of the calls that node had offered but
 //!   not confirmed (logged in Redis by [`PendingMedia`]).
+//! - Failover (`failover`, `shift_sync`): calls on an instance that died move to another
+//!   one with proxy re-INVITEs; the CSeq offsets these leave are shared through Redis
+//!   ([`ShiftSync`]) so that every node shifts the ends' later requests.
 
 mod failover;
 mod pending;
 mod pool;
 mod session;
+mod shift_sync;
 mod supervisor;
 mod takeover;
 
@@ -42,5 +46,6 @@ pub use failover::{ANSWER_WAIT, DOWN_AFTER, FailoverError, FailoverShell, OWN_BR
 pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::{Negotiated, TimedOut};
+pub use shift_sync::{RELOAD, SHIFTS_CHANNEL, SHIFTS_KEY, ShiftNews, ShiftSync, ShiftSyncError};
 pub use supervisor::{MediaSessions, SessionKey};
 pub use takeover::Sweep;

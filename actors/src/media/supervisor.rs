@@ -71,6 +71,8 @@ pub(super) struct Inner {
     pub(super) shifts: std::sync::RwLock<sipmesh_protocol::media::CseqShifts>,
     /// Whether `shifts` has any entry (the shards' fast path).
     pub(super) any_shift: std::sync::atomic::AtomicBool,
+    /// Where the offsets are shared with the other cluster nodes (clustered nodes only).
+    pub(super) shift_sync: std::sync::OnceLock<super::shift_sync::ShiftSync>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -107,6 +109,7 @@ impl MediaSessions {
                     pending: std::sync::OnceLock::new(),
                     shifts: std::sync::RwLock::default(),
                     any_shift: std::sync::atomic::AtomicBool::new(false),
+                    shift_sync: std::sync::OnceLock::new(),
                 }),
             },
             rx,
