@@ -9,10 +9,52 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use sipmesh_test_support::{Harness, RawMessage, RawRequest, Rtpengine, TestDir, UdpPeer, test_ip};
+use sipmesh_test_support::{
+    Harness, RawMessage, RawRequest, Rtpengine, SipmeshNode, TestDir, UdpPeer, test_ip,
+};
 
-/// The binary under test.
-const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
+mod cluster_support;
+
+use cluster_support::{Cluster, DOMAIN, SIPMESH, all_live};
+
+/// One node, or a 3-node cluster (over one Redis) whose node1 sets the call up.
+enum Nodes {
+    One(Harness),
+    Three(Cluster),
+}
+
+impl Nodes {
+    /// Node `i` (0-based; the only one when not clustered).
+    fn node(&self, i: usize) -> &SipmeshNode {
+        match self {
+            Self::One(h) => h.node(),
+            Self::Three(c) => &c.nodes[i.min(c.nodes.len() - 1)],
+        }
+    }
+
+    fn ip(&self) -> IpAddr {
+        self.node(0).udp_addr().ip()
+    }
+
+    fn domain(&self) -> String {
+        match self {
+            Self::One(h) => h.ip().to_string(),
+            Self::Three(_) => DOMAIN.to_owned(),
+        }
+    }
+
+    fn logs(&self) -> String {
+        match self {
+            Self::One(h) => h.node().log_tail(),
+            Self::Three(c) => c
+                .nodes
+                .iter()
+                .map(SipmeshNode::log_tail)
+                .collect::<Vec<_>>()
+                .join("\n-----\n"),
+        }
+    }
+}
 
 /// How long an answer may take.
 const WAIT: Duration = Duration::from_secs(3);
@@ -133,7 +175,7 @@ fn answer_reinvite(peer: &UdpPeer, reinvite: &RawMessage, from: SocketAddr, body
 
 /// A call set up through a node with two rtpengine daemons, alice calling bob.
 struct Call {
-    harness: Harness,
+    harness: Nodes,
     rtp: [Rtpengine; 2],
     _dir: TestDir,
     alice: UdpPeer,
@@ -155,6 +197,11 @@ const CALL_ID: &str = "mf-call-1";
 impl Call {
     /// Sets the call up; bob's 200 carries `bob_allow` as its Allow header when given.
     fn set_up(test: &str, bob_allow: Option<&str>) -> Self {
+        Self::set_up_on(test, bob_allow, false)
+    }
+
+    /// Sets the call up through node1 of a 3-node cluster (`clustered`) or a single node.
+    fn set_up_on(test: &str, bob_allow: Option<&str>, clustered: bool) -> Self {
         let dir = TestDir::new(&format!("{test}-rtpengine")).unwrap_or_else(|e| panic!("{e}"));
         let rtp = [
             Rtpengine::start_named(&dir, test_ip(test), "rtp-a"),
@@ -162,14 +209,28 @@ impl Call {
         ];
         assert_ne!(rtp[0].media_ip(), rtp[1].media_ip());
         let specs: Vec<String> = rtp.iter().map(|r| format!("udp:{}", r.ng_addr())).collect();
-        let harness = Harness::try_start(SIPMESH, test, |o| {
-            for s in &specs {
-                o.extra_args.extend(["--rtpengine".to_owned(), s.clone()]);
-            }
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        let node = harness.node().udp_addr();
-        let domain = harness.ip().to_string();
+        let harness = if clustered {
+            let args: Vec<String> = specs
+                .iter()
+                .flat_map(|s| ["--rtpengine".to_owned(), s.clone()])
+                .collect();
+            let c = Cluster::start_with(test, 3, &args);
+            c.wait("a full live mesh", Duration::from_secs(10), |c| {
+                all_live(c, &["node1", "node2", "node3"])
+            });
+            Nodes::Three(c)
+        } else {
+            Nodes::One(
+                Harness::try_start(SIPMESH, test, |o| {
+                    for s in &specs {
+                        o.extra_args.extend(["--rtpengine".to_owned(), s.clone()]);
+                    }
+                })
+                .unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let node = harness.node(0).udp_addr();
+        let domain = harness.domain();
 
         let bob = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
         let ok = bob
@@ -250,6 +311,12 @@ impl Call {
 
     /// alice sends an in-dialog request to bob through the node.
     fn alice_sends(&self, method: &str, cseq: u32, branch: &str) {
+        self.alice_sends_via(0, method, cseq, branch);
+    }
+
+    /// alice sends an in-dialog request to bob through node `i` (its Route set still names
+    /// the node that record-routed the call).
+    fn alice_sends_via(&self, i: usize, method: &str, cseq: u32, branch: &str) {
         let request = format!(
             "{method} {} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch={branch}\r\n\
              Max-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {CALL_ID}\r\n\
@@ -261,14 +328,19 @@ impl Call {
             self.route_lines,
         );
         self.alice
-            .send(self.harness.node().udp_addr(), request.as_bytes())
+            .send(self.harness.node(i).udp_addr(), request.as_bytes())
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// alice's BYE (her CSeq 2) reaches bob with a CSeq above `above`, and is answered 200
     /// with her own CSeq; `daemon` holds no call afterwards.
     fn bye_works(&self, above: u32, daemon: usize) {
-        self.alice_sends("BYE", 2, "z9hG4bKua-t-bye");
+        self.bye_works_via(0, above, daemon);
+    }
+
+    /// [`Self::bye_works`] with the BYE entering node `i`.
+    fn bye_works_via(&self, i: usize, above: u32, daemon: usize) {
+        self.alice_sends_via(i, "BYE", 2, "z9hG4bKua-t-bye");
         let (bye, src) =
             next_request(&self.bob, "BYE", WAIT).unwrap_or_else(|| panic!("no BYE at bob"));
         eprintln!("BYE reached bob with CSeq {}", cseq_number(&bye));
@@ -293,13 +365,39 @@ impl Call {
 
 #[test]
 fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works() {
-    let mut c = Call::set_up("media-failover-reinvite", Some("INVITE, ACK, BYE, CANCEL"));
+    let c = Call::set_up("media-failover-reinvite", Some("INVITE, ACK, BYE, CANCEL"));
+    let (c, own_cseq, other) = move_the_call(c);
+    c.bye_works(own_cseq, other);
+}
+
+/// Issue 6 in a cluster: node1 set the call up and moves it; alice's BYE enters node2,
+/// which learned alice's CSeq offset through Redis, so bob sees it shifted and alice gets
+/// her own CSeq back.
+#[test]
+fn after_a_failover_on_node1_a_bye_entering_node2_is_shifted_too() {
+    let c = Call::set_up_on(
+        "media-failover-cluster",
+        Some("INVITE, ACK, BYE, CANCEL"),
+        true,
+    );
+    let (c, own_cseq, other) = move_the_call(c);
+    if let Nodes::Three(cluster) = &c.harness {
+        let all = cluster.redis.cli(&["HGETALL", "sipmesh:media:shifts"]);
+        eprintln!("shared offsets: {all:?}");
+        assert!(all.contains("alice1"), "alice's offset not in Redis: {all:?}");
+    }
+    c.bye_works_via(1, own_cseq, other);
+}
+
+/// Kills the call's daemon and checks both ends are re-INVITEd onto the other; the call
+/// and the node's re-INVITE CSeq at bob, and the other daemon.
+fn move_the_call(mut c: Call) -> (Call, u32, usize) {
     let (first, other) = (c.first, c.other);
     c.rtp[first].stop();
     let stopped = Instant::now();
     // bob first: the replayed offer comes from the other instance, in alice's name.
     let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
-        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.node().log_tail()));
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.logs()));
     let at_bob_after = stopped.elapsed();
     assert_eq!(
         connection_ip(&reinvite),
@@ -316,7 +414,7 @@ fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works
     answer_reinvite(&c.bob, &reinvite, src, &c.bob_sdp);
     // Then alice, in bob's name, with the other instance's answer as the offer.
     let (reinvite, src) = next_request(&c.alice, "INVITE", WAIT)
-        .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", c.harness.node().log_tail()));
+        .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", c.harness.logs()));
     assert_eq!(
         connection_ip(&reinvite),
         Some(c.rtp[other].media_ip()),
@@ -339,7 +437,7 @@ fn a_call_on_a_dead_rtpengine_is_re_invited_onto_the_other_and_a_later_bye_works
             .is_some_and(|l| l.iter().any(|l| l == CALL_ID)),
         "the call is not on the other instance"
     );
-    c.bye_works(own_cseq, other);
+    (c, own_cseq, other)
 }
 
 /// bob refuses the re-INVITE (488): the node ACKs it on the same branch and leaves the call
@@ -350,7 +448,7 @@ fn a_refused_failover_re_invite_leaves_the_call_and_a_later_bye_works() {
     let (first, other) = (c.first, c.other);
     c.rtp[first].stop();
     let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
-        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.node().log_tail()));
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.logs()));
     let own_cseq = cseq_number(&reinvite);
     c.bob
         .send(src, &reinvite.reply(488, "Not Acceptable Here"))
@@ -393,12 +491,9 @@ fn an_end_that_does_not_allow_invite_is_not_re_invited() {
         "alice was re-INVITEd although bob cannot be"
     );
     assert!(
-        c.harness
-            .node()
-            .log_tail()
-            .contains("does not allow re-INVITE"),
+        c.harness.logs().contains("does not allow re-INVITE"),
         "no failover refusal in the log:\n{}",
-        c.harness.node().log_tail()
+        c.harness.logs()
     );
     // The BYE goes through unshifted (no request was sent in alice's name).
     c.alice_sends("BYE", 2, "z9hG4bKua-t-bye");
