@@ -384,7 +384,10 @@ fn after_a_failover_on_node1_a_bye_entering_node2_is_shifted_too() {
     if let Nodes::Three(cluster) = &c.harness {
         let all = cluster.redis.cli(&["HGETALL", "sipmesh:media:shifts"]);
         eprintln!("shared offsets: {all:?}");
-        assert!(all.contains("alice1"), "alice's offset not in Redis: {all:?}");
+        assert!(
+            all.contains("alice1"),
+            "alice's offset not in Redis: {all:?}"
+        );
     }
     c.bye_works_via(1, own_cseq, other);
 }

@@ -173,6 +173,7 @@ pub enum FailoverError {
 impl MediaSessions {
     /// Starts the failover watcher (see the module doc).
     pub fn start_failover(&self, shell: FailoverShell) -> JoinHandle<()> {
+        let _ = self.inner.dialogs.set(shell.dialogs.clone());
         let this = self.clone();
         tokio::spawn(async move {
             let n = this.inner.pool.len();
@@ -436,12 +437,17 @@ async fn fail_over(
             "answer",
         )
         .await?;
-    if let Some(e) = media.lock().get(key) {
+    let moved = media.lock().get(key).map(|e| {
         let mut n = e.negotiated.lock().unwrap_or_else(PoisonError::into_inner);
         n.answer = Some(SdpRequest {
             sdp: a_sdp,
             ..answer
         });
+        n.clone()
+    });
+    // The record follows (a node adopting the call later replays this pair).
+    if let Some(record) = moved.as_ref().and_then(Negotiated::to_record) {
+        shell.dialogs.set_media_negotiation(&dialog.id, record);
     }
 
     // 3. O is pointed at B too.

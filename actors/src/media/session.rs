@@ -103,6 +103,38 @@ pub struct Negotiated {
     pub answer: Option<sipmesh_protocol::ng::SdpRequest>,
 }
 
+impl Negotiated {
+    /// The offer and answer as the dialog record keeps them (bencoded ng dictionaries);
+    /// `None` before both exist, or when an SDP is not UTF-8.
+    pub fn to_record(&self) -> Option<sipmesh_protocol::dialog::MediaNegotiation> {
+        use sipmesh_protocol::ng::{Request, bencode::Value};
+        let text = |r: Request| String::from_utf8(Value::Dict(r.to_dict()).encode()).ok();
+        Some(sipmesh_protocol::dialog::MediaNegotiation {
+            offer: text(Request::Offer(self.offer.clone()?))?,
+            answer: text(Request::Answer(self.answer.clone()?))?,
+        })
+    }
+
+    /// Reads [`Self::to_record`] back; an unreadable part is left out.
+    pub fn from_record(n: &sipmesh_protocol::dialog::MediaNegotiation) -> Self {
+        use sipmesh_protocol::ng::{Request, SdpRequest, bencode};
+        let read = |text: &str| {
+            let value = bencode::decode(&Bytes::copy_from_slice(text.as_bytes())).ok()?;
+            SdpRequest::from_dict(value.as_dict()?)
+        };
+        Self {
+            offer: match read(&n.offer) {
+                Some(Request::Offer(r)) => Some(r),
+                _ => None,
+            },
+            answer: match read(&n.answer) {
+                Some(Request::Answer(r)) => Some(r),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl SessionArgs {
     /// The caller's tag, when the session has one.
     fn own_tag(&self) -> Option<String> {

@@ -73,6 +73,8 @@ pub(super) struct Inner {
     pub(super) any_shift: std::sync::atomic::AtomicBool,
     /// Where the offsets are shared with the other cluster nodes (clustered nodes only).
     pub(super) shift_sync: std::sync::OnceLock<super::shift_sync::ShiftSync>,
+    /// The dialog actors, told each accepted answer (set with the failover).
+    pub(super) dialogs: std::sync::OnceLock<crate::dialog::Dialogs>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -110,6 +112,7 @@ impl MediaSessions {
                     shifts: std::sync::RwLock::default(),
                     any_shift: std::sync::atomic::AtomicBool::new(false),
                     shift_sync: std::sync::OnceLock::new(),
+                    dialogs: std::sync::OnceLock::new(),
                 }),
             },
             rx,
@@ -136,6 +139,25 @@ impl MediaSessions {
         self.inner.pool.get(index).map(|i| i.spec.addr)
     }
 
+    /// The last accepted offer and answer of a live call leg pair, as the dialog record
+    /// keeps them (`tags` as for [`Self::instance_of`]).
+    pub fn negotiation_of(
+        &self,
+        call_id: &str,
+        tags: &[&str],
+    ) -> Option<sipmesh_protocol::dialog::MediaNegotiation> {
+        let sessions = self.lock();
+        let key = find(&sessions, call_id, tags)?;
+        let n = sessions
+            .get(&key)?
+            .negotiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        drop(sessions);
+        n.to_record()
+    }
+
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
         self.inner
             .sessions
@@ -150,6 +172,30 @@ impl MediaSessions {
         request: Request,
         done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
     ) {
+        // An accepted answer in a dialog (a re-INVITE's, or the first one once the record
+        // exists) goes into the dialog record, so that an adopter replays the current pair.
+        let record = match (&request, self.inner.dialogs.get()) {
+            (Request::Answer(r), Some(dialogs)) => r
+                .call
+                .from_tag
+                .clone()
+                .zip(r.call.to_tag.clone())
+                .map(|(f, t)| (dialogs.clone(), DialogId::new(r.call.call_id.clone(), f, t))),
+            _ => None,
+        };
+        let Some((dialogs, id)) = record else {
+            self.dispatch(request, Reply::new(done), true);
+            return;
+        };
+        let this = self.clone();
+        let done = move |result: Result<Bytes, MediaFailure>| {
+            if result.is_ok()
+                && let Some(n) = this.negotiation_of(&id.call_id, &[&id.caller_tag, &id.callee_tag])
+            {
+                dialogs.set_media_negotiation(&id, n);
+            }
+            done(result);
+        };
         self.dispatch(request, Reply::new(done), true);
     }
 
@@ -258,8 +304,19 @@ impl MediaSessions {
         instance: Arc<AtomicUsize>,
         adopted: Option<(String, String)>,
     ) -> Entry {
+        self.spawn_with(key, instance, adopted, Negotiated::default())
+    }
+
+    /// [`Self::spawn`] with the call's last offer and answer already known (an adopted call).
+    pub(super) fn spawn_with(
+        &self,
+        key: &SessionKey,
+        instance: Arc<AtomicUsize>,
+        adopted: Option<(String, String)>,
+        negotiated: Negotiated,
+    ) -> Entry {
         let (tx, rx) = mpsc::unbounded_channel();
-        let negotiated = Arc::new(Mutex::new(Negotiated::default()));
+        let negotiated = Arc::new(Mutex::new(negotiated));
         let args = SessionArgs {
             key: key.clone(),
             instance: instance.clone(),

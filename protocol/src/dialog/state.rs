@@ -69,6 +69,16 @@ pub struct Leg {
     pub allow: Option<String>,
 }
 
+/// The last ng offer and answer of a call's media, each as the media layer encodes it
+/// (bencoded ng dictionaries, see `ng::SdpRequest::from_dict`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaNegotiation {
+    /// The last accepted offer.
+    pub offer: String,
+    /// The last accepted answer.
+    pub answer: String,
+}
+
 /// What [`DialogState::apply`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
@@ -95,6 +105,10 @@ pub struct DialogState {
     pub confirmed: Option<SystemTime>,
     /// The media session (issue 6: rtpengine instance and call reference) hung off the dialog.
     pub media_session: Option<String>,
+    /// The call's last ng offer and answer that rtpengine accepted (issue 6: what a failover
+    /// replays on another instance), encoded by the media layer; kept in the record so that
+    /// a node adopting the call can fail it over.
+    pub media_negotiation: Option<MediaNegotiation>,
     /// The negotiated session interval (RFC 4028), if any.
     pub session_expires: Option<Duration>,
     /// How long the record lives without news, from [`DialogState::timeout_for`].
@@ -117,6 +131,7 @@ impl DialogState {
             created: wall,
             confirmed: (phase == DialogPhase::Confirmed).then_some(wall),
             media_session: None,
+            media_negotiation: None,
             session_expires: snapshot.session_expires,
             timeout: Duration::ZERO,
         };

@@ -143,6 +143,7 @@ mod tests {
             created: SystemTime::UNIX_EPOCH,
             confirmed: None,
             media_session: None,
+            media_negotiation: None,
             session_expires: None,
             timeout: Duration::from_secs(60),
         }
