@@ -392,6 +392,82 @@ fn after_a_failover_on_node1_a_bye_entering_node2_is_shifted_too() {
     c.bye_works_via(1, own_cseq, other);
 }
 
+/// Issue 6: node1 set the call up and is SIGKILLed; the survivor that adopts the dialog
+/// finds the call's last offer and answer in the record, so when the call's daemon dies it
+/// re-INVITEs both ends onto the other daemon; alice's BYE then enters node2, shifted.
+#[test]
+fn a_call_adopted_from_a_killed_node_is_failed_over_by_its_adopter() {
+    let mut c = Call::set_up_on(
+        "media-failover-adopted",
+        Some("INVITE, ACK, BYE, CANCEL"),
+        true,
+    );
+    let Nodes::Three(cluster) = &mut c.harness else {
+        unreachable!("clustered")
+    };
+    let record = || {
+        let keys = cluster
+            .redis
+            .cli(&["--scan", "--pattern", &format!("sipmesh:dlg:{CALL_ID}*")]);
+        keys.lines()
+            .map(str::trim)
+            .find(|k| !k.is_empty())
+            .map(str::to_owned)
+    };
+    let deadline = Instant::now() + WAIT;
+    let key = loop {
+        if let Some(k) = record()
+            && cluster.redis.cli(&["HEXISTS", &k, "media_answer"]).trim() == "1"
+        {
+            break k;
+        }
+        assert!(Instant::now() < deadline, "no offer/answer in the record");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let node1 = cluster.nodes[0].udp_addr();
+    cluster.nodes[0].kill();
+    let killed = Instant::now();
+    // Adopted: the record is written under another node's fence.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let owner = cluster.redis.cli(&["HGET", &key, "owner"]);
+        if !owner.trim().is_empty() && !owner.contains("node1") {
+            eprintln!(
+                "adopted by {} {:?} after the kill",
+                owner.trim(),
+                killed.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dialog was not adopted: {owner:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (first, other) = (c.first, c.other);
+    c.rtp[first].stop();
+    let (reinvite, src) = next_request(&c.bob, "INVITE", MOVED)
+        .unwrap_or_else(|| panic!("no re-INVITE at bob\n{}", c.harness.logs()));
+    assert_ne!(
+        src.ip(),
+        node1.ip(),
+        "the re-INVITE came from the killed node"
+    );
+    assert_eq!(connection_ip(&reinvite), Some(c.rtp[other].media_ip()));
+    let own_cseq = cseq_number(&reinvite);
+    answer_reinvite(&c.bob, &reinvite, src, &c.bob_sdp);
+    let (reinvite, src) = next_request(&c.alice, "INVITE", WAIT)
+        .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", c.harness.logs()));
+    assert_eq!(connection_ip(&reinvite), Some(c.rtp[other].media_ip()));
+    answer_reinvite(&c.alice, &reinvite, src, &c.alice_sdp);
+    eprintln!(
+        "measured: adopted call moved {:?} after node1's SIGKILL",
+        killed.elapsed()
+    );
+    c.bye_works_via(1, own_cseq, other);
+}
+
 /// Kills the call's daemon and checks both ends are re-INVITEd onto the other; the call
 /// and the node's re-INVITE CSeq at bob, and the other daemon.
 fn move_the_call(mut c: Call) -> (Call, u32, usize) {
