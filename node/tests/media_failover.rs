@@ -79,6 +79,44 @@ fn connection_ip(msg: &RawMessage) -> Option<IpAddr> {
         .and_then(|ip| ip.trim().parse().ok())
 }
 
+/// The audio port of an SDP body.
+fn media_port(msg: &RawMessage) -> Option<u16> {
+    String::from_utf8_lossy(msg.body())
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+}
+
+/// A UDP socket for an end's RTP on `ip`, with a read timeout.
+fn rtp_socket(ip: IpAddr) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind((ip, 0)).unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+/// Sends RTP (PCMU, 20 ms frames) from `from` to `to` until `at` receives one (at most
+/// `WAIT`); true when one arrived.
+fn rtp_flows(from: &std::net::UdpSocket, to: SocketAddr, at: &std::net::UdpSocket) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let mut seq: u16 = 0;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        seq = seq.wrapping_add(1);
+        let mut packet = vec![0x80, 0x00];
+        packet.extend_from_slice(&seq.to_be_bytes());
+        packet.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        packet.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+        packet.extend_from_slice(&[0xff; 160]);
+        from.send_to(&packet, to).unwrap_or_else(|e| panic!("{e}"));
+        if at.recv_from(&mut buf).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
 /// A response to `req`: its Vias, Record-Routes, From, Call-ID and CSeq, To (tagged `tag`
 /// when it has none), Contact `contact`, and an optional SDP.
 fn respond(req: &RawMessage, code: u16, tag: &str, contact: &str, body: Option<&str>) -> String {
@@ -490,7 +528,20 @@ fn move_the_call(mut c: Call) -> (Call, u32, usize) {
     );
     let own_cseq = cseq_number(&reinvite);
     assert!(own_cseq > 1, "re-INVITE CSeq {own_cseq}");
-    answer_reinvite(&c.bob, &reinvite, src, &c.bob_sdp);
+    // bob and alice answer with new media ports (each end may move its media in an
+    // answer): media must flow through the other daemon to the new ports.
+    let bob_rtp = rtp_socket(c.bob.local_addr().ip());
+    let bob_port = bob_rtp.local_addr().map(|a| a.port()).unwrap_or_default();
+    let to_bob_side = SocketAddr::new(
+        c.rtp[other].media_ip(),
+        media_port(&reinvite).unwrap_or_else(|| panic!("no m= in {reinvite:?}")),
+    );
+    answer_reinvite(
+        &c.bob,
+        &reinvite,
+        src,
+        &sdp(c.bob.local_addr().ip(), bob_port),
+    );
     // Then alice, in bob's name, with the other instance's answer as the offer.
     let (reinvite, src) = next_request(&c.alice, "INVITE", WAIT)
         .unwrap_or_else(|| panic!("no re-INVITE at alice\n{}", c.harness.logs()));
@@ -504,7 +555,26 @@ fn move_the_call(mut c: Call) -> (Call, u32, usize) {
             .header("From")
             .is_some_and(|f| f.contains("tag=bob1"))
     );
-    answer_reinvite(&c.alice, &reinvite, src, &c.alice_sdp);
+    let alice_rtp = rtp_socket(c.alice.local_addr().ip());
+    let alice_port = alice_rtp.local_addr().map(|a| a.port()).unwrap_or_default();
+    let to_alice_side = SocketAddr::new(
+        c.rtp[other].media_ip(),
+        media_port(&reinvite).unwrap_or_else(|| panic!("no m= in {reinvite:?}")),
+    );
+    answer_reinvite(
+        &c.alice,
+        &reinvite,
+        src,
+        &sdp(c.alice.local_addr().ip(), alice_port),
+    );
+    assert!(
+        rtp_flows(&bob_rtp, to_bob_side, &alice_rtp),
+        "bob's RTP does not reach alice's new port {alice_port} through the other daemon"
+    );
+    assert!(
+        rtp_flows(&alice_rtp, to_alice_side, &bob_rtp),
+        "alice's RTP does not reach bob's new port {bob_port} through the other daemon"
+    );
     eprintln!(
         "measured: re-INVITE at bob {at_bob_after:?} (CSeq {own_cseq}), both ends moved {:?} \
          after the daemon was killed",

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use sipmesh_protocol::dialog::{DialogId, DialogState};
 use sipmesh_protocol::media::reinvite::{self, End, OwnRequest, ReInvite};
 use sipmesh_protocol::message::Message;
-use sipmesh_protocol::ng::{CallRef, Request, SdpRequest};
+use sipmesh_protocol::ng::{CallRef, MediaOptions, Request, SdpRequest};
 use sipmesh_protocol::peer::Transport;
 use sipmesh_protocol::proxy::Listener;
 use tokio::sync::mpsc;
@@ -424,9 +424,9 @@ async fn fail_over(
         }
     });
 
-    // 2. A answers B's offer.
+    // 2. A answers B's offer; B completes O's offer with A's SDP.
     let a_sdp = reinvite_end(media, shell, &dialog, a_end, &for_a).await?;
-    let for_o = media
+    media
         .ng_sdp(
             to,
             Request::Answer(SdpRequest {
@@ -437,22 +437,75 @@ async fn fail_over(
             "answer",
         )
         .await?;
-    let moved = media.lock().get(key).map(|e| {
-        let mut n = e.negotiated.lock().unwrap_or_else(PoisonError::into_inner);
-        n.answer = Some(SdpRequest {
-            sdp: a_sdp,
-            ..answer
-        });
-        n.clone()
-    });
-    // The record follows (a node adopting the call later replays this pair).
-    if let Some(record) = moved.as_ref().and_then(Negotiated::to_record) {
+    remember(
+        media,
+        shell,
+        key,
+        &dialog,
+        offer.clone(),
+        SdpRequest {
+            sdp: a_sdp.clone(),
+            ..answer.clone()
+        },
+    );
+
+    // 3. O is pointed at B too, as if A re-INVITEd it: A's SDP is offered to B in the
+    // reverse direction (options for O's side, as the last answer had them), B's SDP goes to
+    // O, and O's answer goes to B, so an O that answers with a new media address keeps
+    // media.
+    let reverse = CallRef {
+        call_id: call_id.to_owned(),
+        from_tag: Some(a_tag.clone()),
+        to_tag: Some(o_tag.clone()),
+    };
+    let reverse_offer = SdpRequest {
+        call: reverse.clone(),
+        sdp: a_sdp,
+        options: without_branch(answer.options),
+    };
+    let for_o = media
+        .ng_sdp(to, Request::Offer(reverse_offer.clone()), "offer")
+        .await?;
+    let o_sdp = reinvite_end(media, shell, &dialog, o_end, &for_o).await?;
+    let reverse_answer = SdpRequest {
+        call: reverse,
+        sdp: o_sdp,
+        options: without_branch(offer.options),
+    };
+    media
+        .ng_sdp(to, Request::Answer(reverse_answer.clone()), "answer")
+        .await?;
+    remember(media, shell, key, &dialog, reverse_offer, reverse_answer);
+    Ok(to_addr)
+}
+
+/// The options without the forked call's `via-branch` (a failover's requests are for the
+/// answered branch only).
+fn without_branch(mut options: MediaOptions) -> MediaOptions {
+    options.extra.remove(&b"via-branch"[..]);
+    options
+}
+
+/// Keeps `offer` and `answer` as the call's last accepted pair (the next failover replays
+/// them), here and in the dialog record (for a node that adopts the call).
+fn remember(
+    media: &MediaSessions,
+    shell: &FailoverShell,
+    key: &SessionKey,
+    dialog: &DialogState,
+    offer: SdpRequest,
+    answer: SdpRequest,
+) {
+    let pair = Negotiated {
+        offer: Some(offer),
+        answer: Some(answer),
+    };
+    if let Some(e) = media.lock().get(key) {
+        *e.negotiated.lock().unwrap_or_else(PoisonError::into_inner) = pair.clone();
+    }
+    if let Some(record) = pair.to_record() {
         shell.dialogs.set_media_negotiation(&dialog.id, record);
     }
-
-    // 3. O is pointed at B too.
-    reinvite_end(media, shell, &dialog, o_end, &for_o).await?;
-    Ok(to_addr)
 }
 
 /// Sends a re-INVITE with `sdp` to end `to` of `dialog` in the other end's name, ACKs its
