@@ -4,7 +4,12 @@
 //! instance, that daemon is killed, and within a few seconds bob and then alice each get a
 //! re-INVITE whose SDP points at the other daemon; they answer, the node ACKs, and a later
 //! BYE from alice reaches bob with a CSeq above the node's own re-INVITE (the node shifted
-//! alice's CSeq space), is answered 200 with alice's own CSeq, and leaves no session.
+//! alice's CSeq space), is answered 200 with alice's own CSeq, and leaves no session. Both
+//! ends answer the re-INVITEs with new RTP ports, and RTP reaches them through the other
+//! daemon. In a 3-node cluster over one Redis, the BYE entering another node than the one
+//! that ran the failover is shifted the same way (the offsets are shared through Redis), and
+//! a call whose node was SIGKILLed is failed over by the node that adopted its dialog (the
+//! record keeps the call's last offer and answer).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

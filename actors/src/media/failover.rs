@@ -9,15 +9,17 @@
 //!   instance stays down; when it is back, a later outage triggers a new round.
 //! - **How, per call** ([`fail_over`]). The session task kept the last ng offer and answer
 //!   rtpengine accepted ([`Negotiated`]): the endpoints' SDPs as received, with their
-//!   options. Side O made the offer, side A answered.
+//!   options (also in the dialog record, so an adopted call has them too). Side O made the
+//!   offer, side A answered.
 //!   1. The last offer is replayed on a healthy instance B: B now knows O's media and
 //!      gives an SDP for A. The call's session moves to B (later offers, answers, polls and
 //!      the delete go there; the dialog record's `media_session` is updated).
 //!   2. A gets a re-INVITE in O's name with that SDP ([`reinvite`]); its 2xx is ACKed and
-//!      its SDP goes to B as an ng `answer` (the last answer's options), which gives an SDP
-//!      for O.
-//!   3. O gets a re-INVITE in A's name with that SDP as the offer; its 2xx is ACKed. O's
-//!      answer is not sent to B again: it describes O's media, which B learned in step 1.
+//!      its SDP goes to B as an ng `answer` (the last answer's options).
+//!   3. As if A re-INVITEd O: A's SDP goes to B as an `offer` from A to O, O gets a
+//!      re-INVITE in A's name with B's SDP, its 2xx is ACKed and its SDP goes to B as the
+//!      `answer`, so an O that moved its media keeps it. This pair is the call's last
+//!      offer/answer from then on (here and in the dialog record).
 //!
 //!   A 488, 491, any other failure or no answer within [`ANSWER_WAIT`] leaves the call as
 //!   it is (logged; the failure is ACKed). Nothing is tried when either end sent an Allow
@@ -26,6 +28,8 @@
 //! - **CSeq.** Each re-INVITE claims a CSeq in its sender's space
 //!   ([`CseqShifts::claim`]); the shards then raise that side's later requests and lower the
 //!   responses to them ([`MediaSessions::shift_request`], [`MediaSessions::shift_response`]).
+//!   A clustered node shares the offset through Redis before it sends the re-INVITE
+//!   (`shift_sync`), so every node shifts the side's requests.
 //! - **Responses** to the proxy's own requests carry a Via branch starting with
 //!   [`OWN_BRANCH`]; the ingress hands them to [`OwnReplies`] instead of a shard.
 
