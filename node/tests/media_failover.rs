@@ -24,7 +24,7 @@ use cluster_support::{Cluster, DOMAIN, SIPMESH, all_live};
 
 /// One node, or a 3-node cluster (over one Redis) whose node1 sets the call up.
 enum Nodes {
-    One(Harness),
+    One(Box<Harness>),
     Three(Cluster),
 }
 
@@ -263,14 +263,14 @@ impl Call {
             });
             Nodes::Three(c)
         } else {
-            Nodes::One(
+            Nodes::One(Box::new(
                 Harness::try_start(SIPMESH, test, |o| {
                     for s in &specs {
                         o.extra_args.extend(["--rtpengine".to_owned(), s.clone()]);
                     }
                 })
                 .unwrap_or_else(|e| panic!("{e}")),
-            )
+            ))
         };
         let node = harness.node(0).udp_addr();
         let domain = harness.domain();

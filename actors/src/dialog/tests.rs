@@ -223,6 +223,10 @@ fn record_fields_roundtrip() {
     )
     .unwrap();
     state.media_session = Some("rtpengine-1:abc".to_owned());
+    state.media_negotiation = Some(sipmesh_protocol::dialog::MediaNegotiation {
+        offer: "d7:command5:offer3:sdp5:v=0\r\ne".to_owned(),
+        answer: "d7:command6:answer3:sdp5:v=0\r\ne".to_owned(),
+    });
     state.session_expires = Some(Duration::from_secs(1800));
     state
         .callee

@@ -446,4 +446,28 @@ mod tests {
         assert_eq!(got.offer.map(|o| o.sdp), Some(Bytes::from("second")));
         assert_eq!(got.answer.map(|a| a.sdp), Some(Bytes::from("200")));
     }
+
+    #[test]
+    fn the_negotiated_pair_survives_the_dialog_record() {
+        let n = std::sync::Mutex::new(Negotiated::default());
+        let mut offers = Vec::new();
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", None, "offer", Some("browser")),
+            false,
+        );
+        assert!(n.lock().unwrap().to_record().is_none(), "no answer yet");
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", Some("b"), "answer", Some("browser")),
+            true,
+        );
+        let kept = n.lock().unwrap().clone();
+        let record = kept.to_record().expect("both kept");
+        let back = Negotiated::from_record(&record);
+        assert_eq!(back.offer, kept.offer);
+        assert_eq!(back.answer, kept.answer);
+    }
 }

@@ -211,7 +211,7 @@ impl MediaSessions {
     pub fn share_shifts(&self, sync: ShiftSync, subscribe_url: Option<String>) {
         let _ = self.inner.shift_sync.set(sync.clone());
         let this = self.clone();
-        let reload = sync.clone();
+        let reload = sync;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RELOAD);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
