@@ -21,6 +21,7 @@ fn snapshot(n: usize) -> DialogSnapshot {
         route_set: vec!["<sip:127.0.0.1;lr>".to_owned()],
         cseq: Some(1),
         flow: None,
+        allow: None,
     };
     DialogSnapshot {
         id: DialogId::new(format!("call-{n}"), "a", "b"),

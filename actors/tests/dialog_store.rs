@@ -29,6 +29,7 @@ fn state(call: &str) -> DialogState {
             local: Some("127.0.0.1:5060".parse().unwrap()),
             connection: connection.map(ConnectionId),
         }),
+        allow: Some("INVITE, ACK, BYE".to_owned()),
     };
     let routes = vec![
         "<sip:p1.example.com;lr>".to_owned(),

@@ -39,6 +39,7 @@ fn dialog(call: &str) -> DialogState {
         route_set: Vec::new(),
         cseq: Some(1),
         flow: None,
+        allow: None,
     };
     let snapshot = DialogSnapshot {
         id: DialogId::new(call, "a1", "b1"),

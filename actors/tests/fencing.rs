@@ -182,6 +182,7 @@ fn dialog(call: &str, target: &str) -> DialogState {
         route_set: Vec::new(),
         cseq: Some(1),
         flow: None,
+        allow: None,
     };
     let snapshot = DialogSnapshot {
         id: DialogId::new(call, "a1", "b1"),

@@ -181,6 +181,7 @@ fn dialog_state(call: &str) -> DialogState {
         route_set: vec!["<sip:p1.example.com;lr>".to_owned()],
         cseq: Some(7),
         flow: None,
+        allow: None,
     };
     let snapshot = DialogSnapshot {
         id: DialogId::new(call, "a1", "b1"),

@@ -803,10 +803,7 @@ mod tests {
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[0].matches.domain.as_deref(), Some("lan.example"));
         assert_eq!(routes[0].bypass, Some(true));
-        assert_eq!(
-            routes[1].matches.transport,
-            Some(sipmesh_protocol::peer::Transport::Ws)
-        );
+        assert_eq!(routes[1].matches.transport, Some(Transport::Ws));
         assert_eq!(routes[1].ice, Some(sipmesh_protocol::ng::IceMode::Force));
         assert_eq!(routes[1].flags, vec!["strict-source"]);
         let bad_route: RawConfig = toml::from_str(

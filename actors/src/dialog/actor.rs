@@ -11,7 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, debug, info, warn};
 
 use sipmesh_protocol::dialog::{
-    DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason,
+    DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason, MediaNegotiation,
 };
 
 use super::handle::TimeoutHook;
@@ -43,10 +43,12 @@ pub enum DialogMsg {
     Adopt(Box<DialogState>, std::time::Duration),
     /// Stop without touching the store: another node owns the dialog now.
     Release,
-    /// Test hook: panic now (the supervisor restarts the actor from the store).
     /// Issue 6: the media session of the dialog (`udp:IP:PORT` of its rtpengine instance),
     /// recorded so that any node can reach the call's instance.
     SetMedia(String),
+    /// The call's last accepted ng offer and answer (issue 6: an adopter can fail it over).
+    SetNegotiation(MediaNegotiation),
+    /// Test hook: panic now (the supervisor restarts the actor from the store).
     Panic,
 }
 
@@ -159,6 +161,19 @@ impl Actor for DialogActor {
                             && let Err(e) = state.store.save(d).await
                         {
                             warn!(error = %e, "storing the media session failed");
+                        }
+                    }
+                }
+                DialogMsg::SetNegotiation(n) => {
+                    ensure_loaded(state).await;
+                    if let Some(d) = &mut state.dialog
+                        && d.media_negotiation.as_ref() != Some(&n)
+                    {
+                        d.media_negotiation = Some(n);
+                        if d.phase == DialogPhase::Confirmed
+                            && let Err(e) = state.store.save(d).await
+                        {
+                            warn!(error = %e, "storing the media offer and answer failed");
                         }
                     }
                 }

@@ -260,6 +260,18 @@ impl Dialogs {
         }
     }
 
+    /// Records the last accepted ng offer and answer of a live dialog's call (issue 6);
+    /// ignored when no actor serves it.
+    pub fn set_media_negotiation(
+        &self,
+        id: &DialogId,
+        negotiation: sipmesh_protocol::dialog::MediaNegotiation,
+    ) {
+        if let Some(actor) = self.map.get(id) {
+            let _ = actor.cast(DialogMsg::SetNegotiation(negotiation));
+        }
+    }
+
     /// Whether a live actor serves `id` (either orientation).
     pub fn is_live(&self, id: &DialogId) -> bool {
         self.map.get(id).is_some()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use sipmesh_protocol::dialog::{DialogId, DialogPhase, DialogState, Leg};
+use sipmesh_protocol::dialog::{DialogId, DialogPhase, DialogState, Leg, MediaNegotiation};
 use sipmesh_protocol::peer::{ConnectionId, Destination, Transport};
 
 use super::store::DialogStoreError;
@@ -68,6 +68,9 @@ fn leg_fields(prefix: &'static str, leg: &Leg, out: &mut Vec<(String, String)>) 
     if let Some(f) = &leg.flow {
         put("flow", encode_flow(f));
     }
+    if let Some(a) = &leg.allow {
+        put("allow", a.clone());
+    }
 }
 
 /// The hash fields of a record.
@@ -83,6 +86,10 @@ pub fn encode(state: &DialogState) -> Vec<(String, String)> {
     }
     if let Some(m) = &state.media_session {
         out.push(("media_session".to_owned(), m.clone()));
+    }
+    if let Some(n) = &state.media_negotiation {
+        out.push(("media_offer".to_owned(), n.offer.clone()));
+        out.push(("media_answer".to_owned(), n.answer.clone()));
     }
     if let Some(se) = state.session_expires {
         out.push(("session_expires_s".to_owned(), se.as_secs().to_string()));
@@ -116,6 +123,7 @@ fn leg(prefix: &str, f: &HashMap<String, String>) -> Result<Leg, DialogStoreErro
         flow: get("flow")
             .map(|v| decode_flow(v).ok_or(DialogStoreError::BadRecord("flow")))
             .transpose()?,
+        allow: get("allow").cloned(),
     })
 }
 
@@ -149,6 +157,13 @@ pub fn decode(f: &HashMap<String, String>) -> Result<DialogState, DialogStoreErr
         created: at(number(f, "created_ms")?.unwrap_or_default()),
         confirmed: number(f, "confirmed_ms")?.map(at),
         media_session: f.get("media_session").cloned(),
+        media_negotiation: match (f.get("media_offer"), f.get("media_answer")) {
+            (Some(offer), Some(answer)) => Some(MediaNegotiation {
+                offer: offer.clone(),
+                answer: answer.clone(),
+            }),
+            _ => None,
+        },
         session_expires: number(f, "session_expires_s")?.map(Duration::from_secs),
         timeout: Duration::from_secs(
             number(f, "timeout_s")?.ok_or(DialogStoreError::BadRecord("timeout_s"))?,

@@ -39,6 +39,7 @@ fn snapshot(call: &str) -> DialogSnapshot {
             route_set: vec!["<sip:127.0.0.1:5060;lr>".to_owned()],
             cseq: Some(1),
             flow: Some(flow("10.0.0.1:5060", None)),
+            allow: None,
         },
         callee: Leg {
             uri: "sip:bob@example.com".to_owned(),
@@ -47,6 +48,7 @@ fn snapshot(call: &str) -> DialogSnapshot {
             route_set: vec!["<sip:127.0.0.1:5060;lr>".to_owned()],
             cseq: None,
             flow: Some(flow("10.0.0.2:5070", Some(7))),
+            allow: None,
         },
         session_expires: None,
     }
@@ -221,6 +223,10 @@ fn record_fields_roundtrip() {
     )
     .unwrap();
     state.media_session = Some("rtpengine-1:abc".to_owned());
+    state.media_negotiation = Some(sipmesh_protocol::dialog::MediaNegotiation {
+        offer: "d7:command5:offer3:sdp5:v=0\r\ne".to_owned(),
+        answer: "d7:command6:answer3:sdp5:v=0\r\ne".to_owned(),
+    });
     state.session_expires = Some(Duration::from_secs(1800));
     state
         .callee

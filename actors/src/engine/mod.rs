@@ -286,6 +286,15 @@ impl Engine {
                         fence.lease_key(),
                         redis.timeout,
                     ));
+                    // Issue 6: CSeq offsets of failed-over calls are shared by every node.
+                    let conn = redis.open_endpoint().map_err(EngineError::Redis)?;
+                    let single = redis.url.starts_with("redis://")
+                        || redis.url.starts_with("rediss://")
+                        || redis.url.starts_with("redis+unix://");
+                    sessions.share_shifts(
+                        crate::media::ShiftSync::new(conn, Some(fence.clone()), redis.timeout),
+                        single.then(|| redis.url.clone()),
+                    );
                 }
                 let ends = MediaEnds {
                     store: dialog_store.clone(),

@@ -339,10 +339,14 @@ fn flush<S: LocationStore>(
                 let done = done.clone();
                 // Issue 6: the call's rtpengine instance goes into the dialog record, once the
                 // record exists, so that any node can reach it.
+                // With it, the call's last offer and answer (a node adopting the call can
+                // then move it to another instance).
                 let media_session = media.and_then(|m| {
                     let id = event.id().clone();
-                    m.instance_of(&id.call_id, &[&id.caller_tag, &id.callee_tag])
-                        .map(|addr| (id, format!("udp:{addr}"), dialogs.clone()))
+                    let tags = [id.caller_tag.as_str(), id.callee_tag.as_str()];
+                    let negotiation = m.negotiation_of(&id.call_id, &tags);
+                    m.instance_of(&id.call_id, &tags)
+                        .map(|addr| (id, format!("udp:{addr}"), negotiation, dialogs.clone()))
                 });
                 // Once stored, the record names the call's instance: off the pending log.
                 let confirmed = media.map(|m| (m.clone(), event.id().call_id.clone()));
@@ -351,7 +355,10 @@ fn flush<S: LocationStore>(
                     if let Some((m, call_id)) = confirmed {
                         m.confirmed(&call_id);
                     }
-                    if let Some((id, value, dialogs)) = media_session {
+                    if let Some((id, value, negotiation, dialogs)) = media_session {
+                        if let Some(n) = negotiation {
+                            dialogs.set_media_negotiation(&id, n);
+                        }
                         dialogs.set_media_session(&id, value);
                     }
                 });

@@ -9,22 +9,27 @@
 //!   instance stays down; when it is back, a later outage triggers a new round.
 //! - **How, per call** ([`fail_over`]). The session task kept the last ng offer and answer
 //!   rtpengine accepted ([`Negotiated`]): the endpoints' SDPs as received, with their
-//!   options. Side O made the offer, side A answered.
+//!   options (also in the dialog record, so an adopted call has them too). Side O made the
+//!   offer, side A answered.
 //!   1. The last offer is replayed on a healthy instance B: B now knows O's media and
 //!      gives an SDP for A. The call's session moves to B (later offers, answers, polls and
 //!      the delete go there; the dialog record's `media_session` is updated).
 //!   2. A gets a re-INVITE in O's name with that SDP ([`reinvite`]); its 2xx is ACKed and
-//!      its SDP goes to B as an ng `answer` (the last answer's options), which gives an SDP
-//!      for O.
-//!   3. O gets a re-INVITE in A's name with that SDP as the offer; its 2xx is ACKed. O's
-//!      answer is not sent to B again: it describes O's media, which B learned in step 1.
+//!      its SDP goes to B as an ng `answer` (the last answer's options).
+//!   3. As if A re-INVITEd O: A's SDP goes to B as an `offer` from A to O, O gets a
+//!      re-INVITE in A's name with B's SDP, its 2xx is ACKed and its SDP goes to B as the
+//!      `answer`, so an O that moved its media keeps it. This pair is the call's last
+//!      offer/answer from then on (here and in the dialog record).
 //!
 //!   A 488, 491, any other failure or no answer within [`ANSWER_WAIT`] leaves the call as
-//!   it is (logged; the failure is ACKed). The ends' Allow headers are not recorded yet, so
-//!   every end is tried (`reinvite::allows_invite` is the check to apply once they are).
+//!   it is (logged; the failure is ACKed). Nothing is tried when either end sent an Allow
+//!   without INVITE in its dialog-creating message (recorded in the dialog record): moving
+//!   one end only would not bring the media back.
 //! - **CSeq.** Each re-INVITE claims a CSeq in its sender's space
 //!   ([`CseqShifts::claim`]); the shards then raise that side's later requests and lower the
 //!   responses to them ([`MediaSessions::shift_request`], [`MediaSessions::shift_response`]).
+//!   A clustered node shares the offset through Redis before it sends the re-INVITE
+//!   (`shift_sync`), so every node shifts the side's requests.
 //! - **Responses** to the proxy's own requests carry a Via branch starting with
 //!   [`OWN_BRANCH`]; the ingress hands them to [`OwnReplies`] instead of a shard.
 
@@ -38,7 +43,7 @@ use bytes::Bytes;
 use sipmesh_protocol::dialog::{DialogId, DialogState};
 use sipmesh_protocol::media::reinvite::{self, End, OwnRequest, ReInvite};
 use sipmesh_protocol::message::Message;
-use sipmesh_protocol::ng::{CallRef, Request, SdpRequest};
+use sipmesh_protocol::ng::{CallRef, MediaOptions, Request, SdpRequest};
 use sipmesh_protocol::peer::Transport;
 use sipmesh_protocol::proxy::Listener;
 use tokio::sync::mpsc;
@@ -155,6 +160,9 @@ pub enum FailoverError {
     /// Its dialog record is missing or unreadable.
     #[error("no dialog record: {0}")]
     NoRecord(String),
+    /// An end listed Allow without INVITE (RFC 3261 §20.5).
+    #[error("end {0:?} does not allow re-INVITE")]
+    NoReinvite(End),
     /// An end cannot be reached (no flow, no target, no listener for its transport).
     #[error("end {0:?} unreachable")]
     Unreachable(End),
@@ -169,6 +177,7 @@ pub enum FailoverError {
 impl MediaSessions {
     /// Starts the failover watcher (see the module doc).
     pub fn start_failover(&self, shell: FailoverShell) -> JoinHandle<()> {
+        let _ = self.inner.dialogs.set(shell.dialogs.clone());
         let this = self.clone();
         tokio::spawn(async move {
             let n = this.inner.pool.len();
@@ -278,7 +287,8 @@ impl MediaSessions {
     /// Claims a CSeq for a request in the name of side `tag` (see [`CseqShifts::claim`]).
     ///
     /// [`CseqShifts::claim`]: sipmesh_protocol::media::CseqShifts::claim
-    fn claim_cseq(&self, call_id: &str, tag: &str, recorded: u32) -> u32 {
+    /// Returns the CSeq and the side's new offset.
+    fn claim_cseq(&self, call_id: &str, tag: &str, recorded: u32) -> (u32, u32) {
         let mut shifts = self
             .inner
             .shifts
@@ -286,7 +296,19 @@ impl MediaSessions {
             .unwrap_or_else(PoisonError::into_inner);
         let cseq = shifts.claim(call_id, tag, recorded);
         self.inner.any_shift.store(true, Ordering::Relaxed);
-        cseq
+        (cseq, shifts.offset(call_id, tag))
+    }
+
+    /// Stores and announces a side's offset to the other nodes (clustered nodes), before the
+    /// request that needs it goes out; a failed write is logged (other nodes then learn
+    /// nothing, and a request of that side entering them is not shifted).
+    async fn share_shift(&self, call_id: &str, tag: &str, offset: u32) {
+        let Some(sync) = self.inner.shift_sync.get() else {
+            return;
+        };
+        if let Err(e) = sync.raise(call_id, tag, offset).await {
+            warn!(error = %e, "CSeq offset not shared with the cluster");
+        }
     }
 
     /// Forgets the offsets of a call that ended, once its last responses are through.
@@ -299,15 +321,25 @@ impl MediaSessions {
         tokio::spawn(async move {
             // RFC 3261 Timer J / K territory: late retransmissions of the BYE's answer.
             tokio::time::sleep(Duration::from_secs(32)).await;
-            let mut shifts = this
-                .inner
-                .shifts
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            shifts.remove_call(&call_id);
-            this.inner
-                .any_shift
-                .store(!shifts.is_empty(), Ordering::Relaxed);
+            let sides = {
+                let mut shifts = this
+                    .inner
+                    .shifts
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let sides = shifts.sides(&call_id);
+                shifts.remove_call(&call_id);
+                this.inner
+                    .any_shift
+                    .store(!shifts.is_empty(), Ordering::Relaxed);
+                sides
+            };
+            if let Some(sync) = this.inner.shift_sync.get()
+                && !sides.is_empty()
+                && let Err(e) = sync.remove(&call_id, &sides).await
+            {
+                debug!(error = %e, "removing the shared CSeq offsets failed");
+            }
         });
     }
 
@@ -367,6 +399,11 @@ async fn fail_over(
     let o_end = End::of_tag(&dialog, &o_tag)
         .ok_or_else(|| FailoverError::NoRecord("offer tag not in the record".into()))?;
     let a_end = o_end.other();
+    for end in [a_end, o_end] {
+        if !reinvite::allows_invite(end.leg(&dialog).allow.as_deref()) {
+            return Err(FailoverError::NoReinvite(end));
+        }
+    }
 
     // 1. B learns O's media and gives an SDP for A; the session moves to B.
     let for_a = media
@@ -391,9 +428,9 @@ async fn fail_over(
         }
     });
 
-    // 2. A answers B's offer.
+    // 2. A answers B's offer; B completes O's offer with A's SDP.
     let a_sdp = reinvite_end(media, shell, &dialog, a_end, &for_a).await?;
-    let for_o = media
+    media
         .ng_sdp(
             to,
             Request::Answer(SdpRequest {
@@ -404,17 +441,75 @@ async fn fail_over(
             "answer",
         )
         .await?;
-    if let Some(e) = media.lock().get(key) {
-        let mut n = e.negotiated.lock().unwrap_or_else(PoisonError::into_inner);
-        n.answer = Some(SdpRequest {
-            sdp: a_sdp,
-            ..answer
-        });
-    }
+    remember(
+        media,
+        shell,
+        key,
+        &dialog,
+        offer.clone(),
+        SdpRequest {
+            sdp: a_sdp.clone(),
+            ..answer.clone()
+        },
+    );
 
-    // 3. O is pointed at B too.
-    reinvite_end(media, shell, &dialog, o_end, &for_o).await?;
+    // 3. O is pointed at B too, as if A re-INVITEd it: A's SDP is offered to B in the
+    // reverse direction (options for O's side, as the last answer had them), B's SDP goes to
+    // O, and O's answer goes to B, so an O that answers with a new media address keeps
+    // media.
+    let reverse = CallRef {
+        call_id: call_id.to_owned(),
+        from_tag: Some(a_tag.clone()),
+        to_tag: Some(o_tag.clone()),
+    };
+    let reverse_offer = SdpRequest {
+        call: reverse.clone(),
+        sdp: a_sdp,
+        options: without_branch(answer.options),
+    };
+    let for_o = media
+        .ng_sdp(to, Request::Offer(reverse_offer.clone()), "offer")
+        .await?;
+    let o_sdp = reinvite_end(media, shell, &dialog, o_end, &for_o).await?;
+    let reverse_answer = SdpRequest {
+        call: reverse,
+        sdp: o_sdp,
+        options: without_branch(offer.options),
+    };
+    media
+        .ng_sdp(to, Request::Answer(reverse_answer.clone()), "answer")
+        .await?;
+    remember(media, shell, key, &dialog, reverse_offer, reverse_answer);
     Ok(to_addr)
+}
+
+/// The options without the forked call's `via-branch` (a failover's requests are for the
+/// answered branch only).
+fn without_branch(mut options: MediaOptions) -> MediaOptions {
+    options.extra.remove(&b"via-branch"[..]);
+    options
+}
+
+/// Keeps `offer` and `answer` as the call's last accepted pair (the next failover replays
+/// them), here and in the dialog record (for a node that adopts the call).
+fn remember(
+    media: &MediaSessions,
+    shell: &FailoverShell,
+    key: &SessionKey,
+    dialog: &DialogState,
+    offer: SdpRequest,
+    answer: SdpRequest,
+) {
+    let pair = Negotiated {
+        offer: Some(offer),
+        answer: Some(answer),
+    };
+    if let Some(e) = media.lock().get(key) {
+        *e.negotiated.lock().unwrap_or_else(PoisonError::into_inner) = pair.clone();
+    }
+    if let Some(record) = pair.to_record() {
+        shell.dialogs.set_media_negotiation(&dialog.id, record);
+    }
 }
 
 /// Sends a re-INVITE with `sdp` to end `to` of `dialog` in the other end's name, ACKs its
@@ -427,7 +522,11 @@ async fn reinvite_end(
     sdp: &[u8],
 ) -> Result<Bytes, FailoverError> {
     let sender = to.other().leg(dialog);
-    let cseq = media.claim_cseq(&dialog.id.call_id, &sender.tag, sender.cseq.unwrap_or(0));
+    let (cseq, offset) =
+        media.claim_cseq(&dialog.id.call_id, &sender.tag, sender.cseq.unwrap_or(0));
+    media
+        .share_shift(&dialog.id.call_id, &sender.tag, offset)
+        .await;
     let peers = shell
         .peers
         .read()
@@ -539,4 +638,35 @@ fn send(shell: &FailoverShell, request: OwnRequest) {
 
 fn fresh_branch() -> String {
     format!("{OWN_BRANCH}{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn response(branch: &str) -> Message {
+        Message::parse(Bytes::from(format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch={branch}\r\n\
+             From: <sip:a@x>;tag=a\r\nTo: <sip:b@x>;tag=b\r\nCall-ID: c1\r\nCSeq: 101 INVITE\r\n\
+             Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn responses_to_our_own_branches_are_taken_and_others_are_not() {
+        let replies = OwnReplies::default();
+        let mine = format!("{OWN_BRANCH}00ff");
+        let mut rx = replies.register(&mine);
+        assert!(replies.deliver(&response(&mine)));
+        assert!(rx.recv().await.is_some());
+        // Another proxy branch goes to the shards as before.
+        assert!(!replies.deliver(&response("z9hG4bKsm0001")));
+        // A late answer to a finished request of ours is dropped, not routed.
+        replies.forget(&mine);
+        assert!(replies.deliver(&response(&mine)));
+        assert!(rx.try_recv().is_err());
+    }
 }

@@ -1,7 +1,7 @@
 //! # Media: rtpengine instances and one media-session actor per call
 //!
 //! ```text
-//!  shard (proxy Core) ── Output::Media ──► MediaSessions ──► session task (one per Call-ID)
+//!  shard (proxy Core) ── Output::Media ──► MediaSessions ──► session task (one per leg pair)
 //!        ▲                                   │ pick by weight      │ offer/answer/delete, in order
 //!        └──── handle_media_result ◄─────────┘                     ▼
 //!                                                       RtpenginePool: NgClient per instance,
@@ -12,7 +12,8 @@
 //!   instance (`--rtpengine udp:IP:PORT[=weight]`) and pings each every
 //!   [`MediaConfig::ping_interval`]; an instance whose ping fails is out at once (within the
 //!   ping timeout, well under 2 s) and back after its next pong.
-//! - [`MediaSessions`] is the supervisor: it maps a Call-ID to its session task, starts one on
+//! - [`MediaSessions`] is the supervisor: it maps a call leg pair ([`SessionKey`]: Call-ID +
+//!   the first offer's From tag) to its session task, starts one on
 //!   the first offer (on a healthy instance picked by weight), restarts a task that died (on
 //!   the instance it recorded), and forgets it after its `delete`. A request for a call it
 //!   does not know (an answer or delete that reached another node, a restart) goes to the
@@ -34,11 +35,15 @@
 //! - Takeover (`takeover`, `pending`): a survivor watches the media of the confirmed calls it
 //!   adopts from a dead node, and deletes the sessions of the calls that node had offered but
 //!   not confirmed (logged in Redis by [`PendingMedia`]).
+//! - Failover (`failover`, `shift_sync`): calls on an instance that died move to another
+//!   one with proxy re-INVITEs; the CSeq offsets these leave are shared through Redis
+//!   ([`ShiftSync`]) so that every node shifts the ends' later requests.
 
 mod failover;
 mod pending;
 mod pool;
 mod session;
+mod shift_sync;
 mod supervisor;
 mod takeover;
 
@@ -46,5 +51,6 @@ pub use failover::{ANSWER_WAIT, DOWN_AFTER, FailoverError, FailoverShell, OWN_BR
 pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingMedia};
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::{Negotiated, TimedOut};
+pub use shift_sync::{RELOAD, SHIFTS_CHANNEL, SHIFTS_KEY, ShiftNews, ShiftSync, ShiftSyncError};
 pub use supervisor::{MediaJob, MediaSessions, SessionKey};
 pub use takeover::Sweep;

@@ -103,6 +103,38 @@ pub struct Negotiated {
     pub answer: Option<sipmesh_protocol::ng::SdpRequest>,
 }
 
+impl Negotiated {
+    /// The offer and answer as the dialog record keeps them (bencoded ng dictionaries);
+    /// `None` before both exist, or when an SDP is not UTF-8.
+    pub fn to_record(&self) -> Option<sipmesh_protocol::dialog::MediaNegotiation> {
+        use sipmesh_protocol::ng::{Request, bencode::Value};
+        let text = |r: Request| String::from_utf8(Value::Dict(r.to_dict()).encode()).ok();
+        Some(sipmesh_protocol::dialog::MediaNegotiation {
+            offer: text(Request::Offer(self.offer.clone()?))?,
+            answer: text(Request::Answer(self.answer.clone()?))?,
+        })
+    }
+
+    /// Reads [`Self::to_record`] back; an unreadable part is left out.
+    pub fn from_record(n: &sipmesh_protocol::dialog::MediaNegotiation) -> Self {
+        use sipmesh_protocol::ng::{Request, SdpRequest, bencode};
+        let read = |text: &str| {
+            let value = bencode::decode(&Bytes::copy_from_slice(text.as_bytes())).ok()?;
+            SdpRequest::from_dict(value.as_dict()?)
+        };
+        Self {
+            offer: match read(&n.offer) {
+                Some(Request::Offer(r)) => Some(r),
+                _ => None,
+            },
+            answer: match read(&n.answer) {
+                Some(Request::Answer(r)) => Some(r),
+                _ => None,
+            },
+        }
+    }
+}
+
 impl SessionArgs {
     /// The caller's tag, when the session has one.
     fn own_tag(&self) -> Option<String> {
@@ -127,6 +159,8 @@ pub(super) struct State {
     placed: bool,
     /// Offers went out per via-branch (a request forked to legs of different kinds).
     forked: bool,
+    /// Accepted offers not answered yet (one per via-branch when forked).
+    offers: Vec<sipmesh_protocol::ng::SdpRequest>,
     from_tag: Option<String>,
     to_tag: Option<String>,
 }
@@ -141,6 +175,7 @@ impl State {
         Self {
             placed: args.adopted.is_some(),
             forked: false,
+            offers: Vec::new(),
             from_tag,
             to_tag,
         }
@@ -274,15 +309,7 @@ async fn step(
     if result.is_ok()
         && let Some(r) = kept
     {
-        let mut n = args
-            .negotiated
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if is_answer {
-            n.answer = Some(r);
-        } else {
-            n.offer = Some(r);
-        }
+        keep_negotiated(&args.negotiated, &mut state.offers, r, is_answer);
     }
     if result.is_ok() {
         state.placed = true;
@@ -369,5 +396,96 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sipmesh_protocol::ng::{CallRef, MediaOptions, SdpRequest, Value};
+
+    use super::*;
+
+    fn sdp(tag: &str, to: Option<&str>, body: &str, branch: Option<&str>) -> SdpRequest {
+        let mut options = MediaOptions::default();
+        if let Some(b) = branch {
+            options
+                .extra
+                .insert(Bytes::from_static(b"via-branch"), Value::str(b));
+        }
+        SdpRequest {
+            call: CallRef {
+                call_id: "c1".into(),
+                from_tag: Some(tag.into()),
+                to_tag: to.map(Into::into),
+            },
+            sdp: Bytes::from(body.to_owned()),
+            options,
+        }
+    }
+
+    #[test]
+    fn an_answer_is_paired_with_the_offer_of_its_via_branch() {
+        let n = std::sync::Mutex::new(Negotiated::default());
+        let mut offers = Vec::new();
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", None, "to-phone", Some("z9hG4bK1")),
+            false,
+        );
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", None, "to-browser", Some("z9hG4bK2")),
+            false,
+        );
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", Some("b"), "answer", Some("z9hG4bK1")),
+            true,
+        );
+        let got = n.lock().unwrap().clone();
+        assert_eq!(got.offer.map(|o| o.sdp), Some(Bytes::from("to-phone")));
+        assert_eq!(got.answer.map(|a| a.sdp), Some(Bytes::from("answer")));
+        assert!(offers.is_empty());
+    }
+
+    #[test]
+    fn without_branches_the_last_offer_pairs_and_a_later_answer_keeps_it() {
+        let n = std::sync::Mutex::new(Negotiated::default());
+        let mut offers = Vec::new();
+        keep_negotiated(&n, &mut offers, sdp("a", None, "first", None), false);
+        keep_negotiated(&n, &mut offers, sdp("a", None, "second", None), false);
+        keep_negotiated(&n, &mut offers, sdp("a", Some("b"), "183", None), true);
+        keep_negotiated(&n, &mut offers, sdp("a", Some("b"), "200", None), true);
+        let got = n.lock().unwrap().clone();
+        assert_eq!(got.offer.map(|o| o.sdp), Some(Bytes::from("second")));
+        assert_eq!(got.answer.map(|a| a.sdp), Some(Bytes::from("200")));
+    }
+
+    #[test]
+    fn the_negotiated_pair_survives_the_dialog_record() {
+        let n = std::sync::Mutex::new(Negotiated::default());
+        let mut offers = Vec::new();
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", None, "offer", Some("browser")),
+            false,
+        );
+        assert!(n.lock().unwrap().to_record().is_none(), "no answer yet");
+        keep_negotiated(
+            &n,
+            &mut offers,
+            sdp("a", Some("b"), "answer", Some("browser")),
+            true,
+        );
+        let kept = n.lock().unwrap().clone();
+        let record = kept.to_record().expect("both kept");
+        let back = Negotiated::from_record(&record);
+        assert_eq!(back.offer, kept.offer);
+        assert_eq!(back.answer, kept.answer);
     }
 }

@@ -121,6 +121,10 @@ pub(super) struct Inner {
     pub(super) shifts: std::sync::RwLock<sipmesh_protocol::media::CseqShifts>,
     /// Whether `shifts` has any entry (the shards' fast path).
     pub(super) any_shift: std::sync::atomic::AtomicBool,
+    /// Where the offsets are shared with the other cluster nodes (clustered nodes only).
+    pub(super) shift_sync: std::sync::OnceLock<super::shift_sync::ShiftSync>,
+    /// The dialog actors, told each accepted answer (set with the failover).
+    pub(super) dialogs: std::sync::OnceLock<crate::dialog::Dialogs>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -157,6 +161,8 @@ impl MediaSessions {
                     pending: std::sync::OnceLock::new(),
                     shifts: std::sync::RwLock::default(),
                     any_shift: std::sync::atomic::AtomicBool::new(false),
+                    shift_sync: std::sync::OnceLock::new(),
+                    dialogs: std::sync::OnceLock::new(),
                 }),
             },
             rx,
@@ -181,6 +187,25 @@ impl MediaSessions {
         let index = sessions.get(&key)?.instance.load(Ordering::Relaxed);
         drop(sessions);
         self.inner.pool.get(index).map(|i| i.spec.addr)
+    }
+
+    /// The last accepted offer and answer of a live call leg pair, as the dialog record
+    /// keeps them (`tags` as for [`Self::instance_of`]).
+    pub fn negotiation_of(
+        &self,
+        call_id: &str,
+        tags: &[&str],
+    ) -> Option<sipmesh_protocol::dialog::MediaNegotiation> {
+        let sessions = self.lock();
+        let key = find(&sessions, call_id, tags)?;
+        let n = sessions
+            .get(&key)?
+            .negotiated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        drop(sessions);
+        n.to_record()
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
@@ -211,6 +236,29 @@ impl MediaSessions {
         request: Request,
         done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
     ) -> Option<MediaJob> {
+        // An accepted answer in a dialog (a re-INVITE's, or the first one once the record
+        // exists) goes into the dialog record, so that an adopter replays the current pair.
+        let record = match (&request, self.inner.dialogs.get()) {
+            (Request::Answer(r), Some(dialogs)) => r
+                .call
+                .from_tag
+                .clone()
+                .zip(r.call.to_tag.clone())
+                .map(|(f, t)| (dialogs.clone(), DialogId::new(r.call.call_id.clone(), f, t))),
+            _ => None,
+        };
+        let Some((dialogs, id)) = record else {
+            return self.dispatch(request, Reply::new(done), true);
+        };
+        let this = self.clone();
+        let done = move |result: Result<Bytes, MediaFailure>| {
+            if result.is_ok()
+                && let Some(n) = this.negotiation_of(&id.call_id, &[&id.caller_tag, &id.callee_tag])
+            {
+                dialogs.set_media_negotiation(&id, n);
+            }
+            done(result);
+        };
         self.dispatch(request, Reply::new(done), true)
     }
 
@@ -266,7 +314,12 @@ impl MediaSessions {
         };
         let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
         let restart = sessions.contains_key(&key);
-        let (mut entry, args, rx) = self.entry(&key, Arc::new(AtomicUsize::new(instance)), None);
+        let (mut entry, args, rx) = self.entry(
+            &key,
+            Arc::new(AtomicUsize::new(instance)),
+            None,
+            Negotiated::default(),
+        );
         if initial_offer {
             self.pending_add(&key.call_id, instance);
         }
@@ -362,7 +415,18 @@ impl MediaSessions {
         instance: Arc<AtomicUsize>,
         adopted: Option<(String, String)>,
     ) -> Entry {
-        let (entry, args, rx) = self.entry(key, instance, adopted);
+        self.spawn_with(key, instance, adopted, Negotiated::default())
+    }
+
+    /// [`Self::spawn`] with the call's last offer and answer already known (an adopted call).
+    pub(super) fn spawn_with(
+        &self,
+        key: &SessionKey,
+        instance: Arc<AtomicUsize>,
+        adopted: Option<(String, String)>,
+        negotiated: Negotiated,
+    ) -> Entry {
+        let (entry, args, rx) = self.entry(key, instance, adopted, negotiated);
         let state = State::new(&args);
         tokio::spawn(session::run(args, rx, state));
         entry
@@ -374,9 +438,10 @@ impl MediaSessions {
         key: &SessionKey,
         instance: Arc<AtomicUsize>,
         adopted: Option<(String, String)>,
+        negotiated: Negotiated,
     ) -> (Entry, SessionArgs, mpsc::UnboundedReceiver<SessionMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let negotiated = Arc::new(Mutex::new(Negotiated::default()));
+        let negotiated = Arc::new(Mutex::new(negotiated));
         let args = SessionArgs {
             key: key.clone(),
             instance: instance.clone(),

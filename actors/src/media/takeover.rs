@@ -97,7 +97,18 @@ impl MediaSessions {
             return false;
         }
         let tags = (dialog.caller.tag.clone(), dialog.callee.tag.clone());
-        let entry = self.spawn(&key, Arc::new(AtomicUsize::new(index)), Some(tags));
+        // The record's last offer and answer: the adopted call can be failed over too.
+        let negotiated = dialog
+            .media_negotiation
+            .as_ref()
+            .map(super::Negotiated::from_record)
+            .unwrap_or_default();
+        let entry = self.spawn_with(
+            &key,
+            Arc::new(AtomicUsize::new(index)),
+            Some(tags),
+            negotiated,
+        );
         sessions.insert(key, entry);
         debug!(%call_id, %addr, "media watch of an adopted call started");
         true

@@ -322,7 +322,7 @@ impl Phone {
     }
 
     /// The INVITE of a new call to `callee`.
-    fn invite(&self, callee: &Phone, call_id: &str, from_tag: &str, sdp: Option<&str>) -> String {
+    fn invite(&self, callee: &Self, call_id: &str, from_tag: &str, sdp: Option<&str>) -> String {
         let head = format!(
             "INVITE {} SIP/2.0\r\n{}Max-Forwards: 70\r\nFrom: <{}>;tag={from_tag}\r\n\
              To: <{}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <{}>\r\n",
@@ -338,7 +338,7 @@ impl Phone {
     /// A request inside `d` from the caller (this phone) with its next CSeq.
     fn caller_request(
         &self,
-        callee: &Phone,
+        callee: &Self,
         d: &mut Dialog,
         method: &str,
         sdp: Option<&str>,
@@ -377,7 +377,7 @@ impl Phone {
     pub(crate) fn call(
         &self,
         setup: &Setup,
-        callee: &Phone,
+        callee: &Self,
         call_id: &str,
         from_tag: &str,
         to_tag: &str,
@@ -390,7 +390,7 @@ impl Phone {
     pub(crate) fn call_checked(
         &self,
         setup: &Setup,
-        callee: &Phone,
+        callee: &Self,
         (call_id, from_tag, to_tag): (&str, &str, &str),
         sdp_port: Option<u16>,
         relayed: bool,
@@ -442,7 +442,7 @@ impl Phone {
     pub(crate) fn late_call(
         &self,
         setup: &Setup,
-        callee: &Phone,
+        callee: &Self,
         call_id: &str,
         from_tag: &str,
         to_tag: &str,
@@ -485,7 +485,7 @@ impl Phone {
 
     /// A re-INVITE without SDP inside `d`: the offer in the callee's 200, the answer in
     /// the ACK, both through rtpengine.
-    pub(crate) fn late_reinvite(&self, setup: &Setup, callee: &Phone, d: &mut Dialog) {
+    pub(crate) fn late_reinvite(&self, setup: &Setup, callee: &Self, d: &mut Dialog) {
         let media_ip = setup.rtp.media_ip();
         self.send(&self.caller_request(callee, d, "INVITE", None));
         let invite = callee.expect_request("INVITE", WAIT);
@@ -511,7 +511,7 @@ impl Phone {
     }
 
     /// The caller (this phone) hangs up `d`; `callee` answers 200.
-    pub(crate) fn bye_from_caller(&self, _setup: &Setup, callee: &Phone, d: &mut Dialog) {
+    pub(crate) fn bye_from_caller(&self, _setup: &Setup, callee: &Self, d: &mut Dialog) {
         self.send(&self.caller_request(callee, d, "BYE", None));
         let bye = callee.expect_request("BYE", WAIT);
         callee.send(&respond(&bye, 200, "OK", "", None, None));
@@ -520,7 +520,7 @@ impl Phone {
     }
 
     /// The callee (this phone) hangs up `d`; `caller` answers 200.
-    pub(crate) fn bye_from_callee(&self, _setup: &Setup, caller: &Phone, d: &Dialog) {
+    pub(crate) fn bye_from_callee(&self, _setup: &Setup, caller: &Self, d: &Dialog) {
         let routes: String = d
             .record_route
             .iter()

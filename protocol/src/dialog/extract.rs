@@ -73,6 +73,7 @@ impl InviteFacts {
                 route_set: Vec::new(),
                 cseq: Some(req.cseq()?.seq),
                 flow: Some(caller_flow),
+                allow: allow(req),
             },
             callee_uri: req.to()?.uri_raw.to_owned(),
             session_expires: session_expires(req),
@@ -101,6 +102,7 @@ impl InviteFacts {
             route_set: record_route,
             cseq: None,
             flow: Some(callee_flow),
+            allow: allow(resp),
         };
         Ok(DialogSnapshot {
             id: DialogId::new(self.call_id.clone(), caller.tag.clone(), tag),
@@ -193,5 +195,49 @@ impl InDialogFacts {
             requester_flow: Some(self.flow),
             session_expires: resp.and_then(session_expires),
         })))
+    }
+}
+
+/// The methods of every Allow line of `msg`, joined by ", "; `None` without an Allow header.
+fn allow(msg: &Message) -> Option<String> {
+    let name = HeaderName::Allow;
+    if msg.header_count(&name) == 0 {
+        return None;
+    }
+    let methods: Vec<String> = msg
+        .header_values(&name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    Some(methods.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn invite(extra: &str) -> Message {
+        Message::parse(Bytes::from(format!(
+            "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2;branch=z9hG4bKa\r\n\
+             From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\nCall-ID: c1\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:alice@10.0.0.2>\r\n{extra}Content-Length: 0\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_callers_allow_is_kept_and_absent_stays_none() {
+        let flow = Destination {
+            transport: crate::peer::Transport::Udp,
+            addr: "10.0.0.2:5060".parse().unwrap(),
+            local: None,
+            connection: None,
+        };
+        let with = InviteFacts::from_request(&invite("Allow: INVITE, ACK\r\nAllow: BYE\r\n"), flow)
+            .unwrap();
+        assert_eq!(with.caller.allow.as_deref(), Some("INVITE, ACK, BYE"));
+        let without = InviteFacts::from_request(&invite(""), flow).unwrap();
+        assert_eq!(without.caller.allow, None);
     }
 }

@@ -41,4 +41,4 @@ pub use self::event::DialogSnapshot;
 pub use self::event::{DialogEvent, EndReason, InDialogUpdate};
 pub use self::extract::{DialogError, InDialogFacts, InviteFacts, session_expires};
 pub use self::id::{DialogId, DialogIdError};
-pub use self::state::{Applied, DialogPhase, DialogState, Leg, Side};
+pub use self::state::{Applied, DialogPhase, DialogState, Leg, MediaNegotiation, Side};

@@ -63,6 +63,20 @@ pub struct Leg {
     pub cseq: Option<u32>,
     /// How the proxy reaches this end: transport, address, connection.
     pub flow: Option<Destination>,
+    /// The methods this end listed in Allow (RFC 3261 §20.5) in its dialog-creating message,
+    /// comma-separated; `None` when it sent no Allow (issue 6: a proxy re-INVITE skips an
+    /// end that listed methods without INVITE).
+    pub allow: Option<String>,
+}
+
+/// The last ng offer and answer of a call's media, each as the media layer encodes it
+/// (bencoded ng dictionaries, see `ng::SdpRequest::from_dict`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaNegotiation {
+    /// The last accepted offer.
+    pub offer: String,
+    /// The last accepted answer.
+    pub answer: String,
 }
 
 /// What [`DialogState::apply`] did.
@@ -91,6 +105,10 @@ pub struct DialogState {
     pub confirmed: Option<SystemTime>,
     /// The media session (issue 6: rtpengine instance and call reference) hung off the dialog.
     pub media_session: Option<String>,
+    /// The call's last ng offer and answer that rtpengine accepted (issue 6: what a failover
+    /// replays on another instance), encoded by the media layer; kept in the record so that
+    /// a node adopting the call can fail it over.
+    pub media_negotiation: Option<MediaNegotiation>,
     /// The negotiated session interval (RFC 4028), if any.
     pub session_expires: Option<Duration>,
     /// How long the record lives without news, from [`DialogState::timeout_for`].
@@ -113,6 +131,7 @@ impl DialogState {
             created: wall,
             confirmed: (phase == DialogPhase::Confirmed).then_some(wall),
             media_session: None,
+            media_negotiation: None,
             session_expires: snapshot.session_expires,
             timeout: Duration::ZERO,
         };

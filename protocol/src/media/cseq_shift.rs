@@ -73,6 +73,27 @@ impl CseqShifts {
         recorded.saturating_add(STEP)
     }
 
+    /// Sets the offset of a side to `offset` unless it is already at least that (offsets
+    /// only grow): how a node applies an offset another node claimed. True when it changed.
+    pub fn raise_to(&mut self, call_id: &str, tag: &str, offset: u32) -> bool {
+        let current = self
+            .by_side
+            .entry((call_id.to_owned(), tag.to_owned()))
+            .or_insert(0);
+        let raised = offset > *current;
+        *current = (*current).max(offset);
+        raised
+    }
+
+    /// The From tags of the sides of `call_id` that have an offset.
+    pub fn sides(&self, call_id: &str) -> Vec<String> {
+        self.by_side
+            .keys()
+            .filter(|(c, _)| c == call_id)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
     /// Forgets every offset of `call_id` (the dialog ended).
     pub fn remove_call(&mut self, call_id: &str) {
         self.by_side.retain(|(c, _), _| c != call_id);
@@ -206,6 +227,17 @@ mod tests {
         ));
         shifts.remove_call("c1");
         assert!(shifts.is_empty());
+    }
+
+    #[test]
+    fn an_offset_learned_from_another_node_only_grows() {
+        let mut shifts = CseqShifts::new();
+        assert!(shifts.raise_to("c1", "a", 2 * STEP));
+        assert!(!shifts.raise_to("c1", "a", STEP));
+        assert_eq!(shifts.offset("c1", "a"), 2 * STEP);
+        // A later local claim builds on the learned offset.
+        shifts.claim("c1", "a", 250);
+        assert_eq!(shifts.offset("c1", "a"), 3 * STEP);
     }
 
     #[test]

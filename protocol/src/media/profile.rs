@@ -128,7 +128,7 @@ impl MediaProfiles {
 
     /// Whether a call between `caller` and `callee` goes through rtpengine at all.
     pub fn relays(&self, caller: LegKind, callee: LegKind) -> bool {
-        !self.bypass && !(self.bypass_same_kind && caller == callee)
+        !(self.bypass || (self.bypass_same_kind && caller == callee))
     }
 
     /// The options for SDP that rtpengine produces for a leg of kind `towards`, when the SDP
@@ -268,7 +268,7 @@ mod tests {
             other,
             MediaProfiles {
                 routes: Vec::new(),
-                ..p.clone()
+                ..p
             }
         );
         assert_eq!(

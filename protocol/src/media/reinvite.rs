@@ -226,6 +226,7 @@ mod tests {
                 route_set: vec![proxy_rr.clone()],
                 cseq: Some(1),
                 flow: flow("10.0.0.2:5070"),
+                allow: None,
             },
             callee: Leg {
                 uri: "sip:bob@example.com".into(),
@@ -234,10 +235,12 @@ mod tests {
                 route_set: vec![proxy_rr, "<sip:10.9.9.9;lr>".into()],
                 cseq: None,
                 flow: flow("10.0.0.3:5080"),
+                allow: None,
             },
             created: SystemTime::UNIX_EPOCH,
             confirmed: None,
             media_session: None,
+            media_negotiation: None,
             session_expires: None,
             timeout: Duration::from_secs(60),
         }

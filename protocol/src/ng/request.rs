@@ -191,6 +191,87 @@ impl Request {
     }
 }
 
+impl SdpRequest {
+    /// Reads back an `offer` or `answer` written by [`Request::to_dict`] (issue 6: a call's
+    /// last accepted offer and answer are kept in its dialog record so that the node that
+    /// adopts the call can replay them); `None` for other commands or a malformed dict.
+    /// Keys this type does not name go to [`MediaOptions::extra`].
+    pub fn from_dict(d: &Dict) -> Option<Request> {
+        let text = |key: &str| {
+            d.get(key.as_bytes())
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let list = |key: &str| -> Vec<String> {
+            d.get(key.as_bytes())
+                .and_then(Value::as_list)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let ice = match text("ICE").as_deref() {
+            None => None,
+            Some("remove") => Some(IceMode::Remove),
+            Some("force") => Some(IceMode::Force),
+            Some("default") => Some(IceMode::Default),
+            Some(_) => return None,
+        };
+        let dtls = match text("DTLS").as_deref() {
+            None => None,
+            Some("off") => Some(DtlsMode::Off),
+            Some("passive") => Some(DtlsMode::Passive),
+            Some("active") => Some(DtlsMode::Active),
+            Some(_) => return None,
+        };
+        const NAMED: [&str; 12] = [
+            "command",
+            "call-id",
+            "from-tag",
+            "to-tag",
+            "sdp",
+            "flags",
+            "replace",
+            "rtcp-mux",
+            "direction",
+            "ICE",
+            "DTLS",
+            "transport-protocol",
+        ];
+        let extra = d
+            .iter()
+            .filter(|(k, _)| !NAMED.iter().any(|n| n.as_bytes() == k.as_ref()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let request = Self {
+            call: CallRef {
+                call_id: text("call-id")?,
+                from_tag: text("from-tag"),
+                to_tag: text("to-tag"),
+            },
+            sdp: d.get(&b"sdp"[..]).and_then(Value::as_bytes)?.clone(),
+            options: MediaOptions {
+                flags: list("flags"),
+                replace: list("replace"),
+                rtcp_mux: list("rtcp-mux"),
+                ice,
+                dtls,
+                transport_protocol: text("transport-protocol"),
+                direction: list("direction"),
+                extra,
+            },
+        };
+        match text("command").as_deref() {
+            Some("offer") => Some(Request::Offer(request)),
+            Some("answer") => Some(Request::Answer(request)),
+            _ => None,
+        }
+    }
+}
+
 fn put_str(d: &mut Dict, key: &'static str, value: &str) {
     d.insert(Bytes::from_static(key.as_bytes()), Value::str(value));
 }
@@ -237,6 +318,35 @@ mod tests {
              8:from-tag2:f17:replacel6:origine8:rtcp-muxl5:demuxe3:sdp5:v=0\r\n\
              18:transport-protocol7:RTP/AVPe"
         );
+    }
+
+    #[test]
+    fn an_offer_and_an_answer_read_back_from_their_dicts() {
+        let mut extra = Dict::new();
+        extra.insert(Bytes::from_static(b"via-branch"), Value::str("browser"));
+        let offer = Request::Offer(SdpRequest {
+            call: CallRef::new("c1", "f1"),
+            sdp: Bytes::from_static(b"v=0\r\n"),
+            options: MediaOptions {
+                flags: vec!["trust-address".into(), "SDES-off".into()],
+                replace: vec!["origin".into()],
+                rtcp_mux: vec!["offer".into(), "require".into()],
+                ice: Some(IceMode::Force),
+                dtls: Some(DtlsMode::Passive),
+                transport_protocol: Some("UDP/TLS/RTP/SAVPF".into()),
+                direction: vec!["internal".into(), "external".into()],
+                extra,
+            },
+        });
+        assert_eq!(SdpRequest::from_dict(&offer.to_dict()), Some(offer));
+        let answer = Request::Answer(SdpRequest {
+            call: CallRef::new("c1", "f1").with_to_tag("t1"),
+            sdp: Bytes::from_static(b"v=0\r\n"),
+            options: MediaOptions::default(),
+        });
+        assert_eq!(SdpRequest::from_dict(&answer.to_dict()), Some(answer));
+        let delete = Request::Delete(CallRef::new("c", "f"));
+        assert_eq!(SdpRequest::from_dict(&delete.to_dict()), None);
     }
 
     #[test]

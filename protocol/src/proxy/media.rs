@@ -18,7 +18,8 @@
 //!   two calls sharing a Call-ID with different From tags are two sessions (issue 6).
 //!
 //! The ng options come from [`MediaProfiles`]: the offer is rewritten for the callee's
-//! [`LegKind`] (its transport; with forking, the first target's), the answer for the
+//! [`LegKind`] (its transport; targets of different kinds get an offer each, see
+//! `media_fork.rs`), the answer for the
 //! caller's (its transport and the offer's SDP). Late offers (an INVITE without SDP, the
 //! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`.
 
@@ -339,7 +340,16 @@ impl Core {
             answered: Vec::new(),
         };
         if late {
-            // No offer yet: the request goes on as it is; its 2xx will carry the offer.
+            // No offer yet: the request goes on as it is; its 2xx will carry the offer
+            // (from whichever branch answers, so each branch's kind is kept).
+            let kinds: Vec<LegKind> = targets
+                .iter()
+                .map(|t| LegKind::of(t.destination.transport, None))
+                .collect();
+            let call = CallMedia {
+                branch_kinds: kinds.iter().any(|k| *k != callee).then_some(kinds),
+                ..call
+            };
             self.media.resuming_request = Some(server);
             self.forward(now, server, msg, plan.clone(), targets.to_vec());
             self.media.resuming_request = None;
@@ -450,7 +460,11 @@ impl Core {
         call.answering.push((tag.clone(), code));
         let request = if call.late {
             // The callee offers: rtpengine's offer names the offerer's tag as from-tag and
-            // rewrites for the caller; the callee's kind also shows in its SDP.
+            // rewrites for the caller; the callee's kind is its branch's (forking), or shows
+            // in its SDP.
+            if let Some(kind) = call.branch_kinds.as_ref().and_then(|k| k.get(index)) {
+                call.callee = *kind;
+            }
             if LegKind::of(crate::peer::Transport::Udp, Some(&body)) == LegKind::Browser {
                 call.callee = LegKind::Browser;
             }

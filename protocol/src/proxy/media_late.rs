@@ -154,12 +154,12 @@ impl Core {
                 answered: None,
                 until: now + ACK_WAIT,
             });
-        if let Some((original, rewritten)) = &offer.answered {
-            if *original == body {
-                let sdp = rewritten.clone();
-                self.forward_ack(now, msg, &Ok(sdp), origin, key);
-                return true;
-            }
+        if let Some((original, rewritten)) = &offer.answered
+            && *original == body
+        {
+            let sdp = rewritten.clone();
+            self.forward_ack(now, msg, &Ok(sdp), origin, key);
+            return true;
         }
         if offer.answering {
             return true;
@@ -177,7 +177,7 @@ impl Core {
             token,
             Parked::Ack(Box::new(ParkedAck {
                 msg: msg.clone(),
-                origin: origin.clone(),
+                origin: *origin,
                 key: key.clone(),
                 dialog,
             })),
@@ -227,7 +227,7 @@ impl Core {
         self.handle_ack(
             now,
             rewritten.unwrap_or_else(|| msg.clone()),
-            origin.clone(),
+            *origin,
             key.clone(),
         );
         self.media.resuming_ack = false;

@@ -8,7 +8,7 @@ use crate::message::Message;
 use crate::ng::{IceMode, Request};
 
 use super::MediaFailure;
-use super::tests::{ALICE, BOB, Harness, addr, invite, status};
+use super::tests::{ALICE, BOB, CAROL, Harness, addr, invite, status};
 
 const RELAYED: &str = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30000 RTP/AVP 0\r\n";
 
@@ -331,4 +331,89 @@ fn an_ack_with_sdp_on_another_shard_is_still_answered() {
             .iter()
             .any(|(d, m)| d.addr == addr(BOB) && m.body() == sdp)
     );
+}
+
+/// bob has a UDP phone and a browser over WS: each branch gets the offer rtpengine made for
+/// its kind (one ng offer per kind, `via-branch` naming it), and each answer names its branch.
+#[test]
+fn forking_to_legs_of_different_kinds_offers_each_its_own() {
+    use crate::ng::Value;
+    use crate::peer::{ConnectionId, Origin, Transport};
+    let mut h = media_harness();
+    let ws = Origin {
+        transport: Transport::Ws,
+        source: addr(CAROL),
+        local: addr(super::tests::PROXY_WS),
+        connection: Some(ConnectionId(9)),
+    };
+    h.recv_from(
+        ws,
+        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/WS b.invalid;branch=z9hG4bKwsreg\n\
+         Max-Forwards: 70\nFrom: <sip:bob@example.com>;tag=rw\nTo: <sip:bob@example.com>\n\
+         Call-ID: reg-ws\nCSeq: 1 REGISTER\nContact: <sip:bob@b.invalid;transport=ws>\n\
+         Expires: 600\nContent-Length: 0\n\n",
+    );
+    assert_eq!(status(&h.take()[0].1), 200);
+    h.recv(ALICE, &invite("bob", "z9hG4bKf1"));
+    assert_eq!(h.media.len(), 2, "an offer per kind: {:?}", h.media);
+    let now = h.now;
+    let mut answers = Vec::new();
+    for (token, request) in std::mem::take(&mut h.media) {
+        let Request::Offer(offer) = request else {
+            panic!("an offer: {request:?}")
+        };
+        let branch = offer
+            .options
+            .extra
+            .get(&b"via-branch"[..])
+            .and_then(Value::as_str)
+            .expect("via-branch")
+            .to_owned();
+        let kind_sdp = format!("v=0\r\nm=audio 30000 {branch}\r\n");
+        answers.push((branch.clone(), kind_sdp.clone()));
+        h.core
+            .handle_media_result(now, token.unwrap(), Ok(Bytes::from(kind_sdp)));
+    }
+    h.pump();
+    let out = h.take();
+    let to_phone = out
+        .iter()
+        .find(|(d, m)| d.addr == addr(BOB) && m.is_request())
+        .expect("INVITE to the phone");
+    let to_browser = out
+        .iter()
+        .find(|(d, m)| d.transport == Transport::Ws && m.is_request())
+        .expect("INVITE to the browser");
+    assert!(
+        to_phone.1.body().ends_with(b"legacy\r\n"),
+        "{:?}",
+        to_phone.1.body()
+    );
+    assert!(
+        to_browser.1.body().ends_with(b"browser\r\n"),
+        "{:?}",
+        to_browser.1.body()
+    );
+    assert_eq!(
+        to_phone.1.content_length().unwrap(),
+        Some(u32::try_from(to_phone.1.body().len()).unwrap())
+    );
+    // The phone answers: the answer names the legacy branch.
+    h.recv(
+        BOB,
+        &sdp_answer(&to_phone.1, 200, "b1", "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+    );
+    let (_, request) = h.media.pop().expect("an answer");
+    let Request::Answer(answer) = request else {
+        panic!("an answer: {request:?}")
+    };
+    assert_eq!(
+        answer
+            .options
+            .extra
+            .get(&b"via-branch"[..])
+            .and_then(Value::as_str),
+        Some("legacy")
+    );
+    assert_eq!(answers.len(), 2);
 }
