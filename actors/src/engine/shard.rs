@@ -6,8 +6,6 @@
 
 use std::time::{Instant, SystemTime};
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -18,7 +16,7 @@ use sipmesh_protocol::registrar::{Binding, RegisterOutcome, RegistrarPolicy};
 
 use crate::dialog::Dialogs;
 use crate::location::LocationStore;
-use crate::media::{MediaJob, MediaSessions};
+use crate::media::MediaSessions;
 use crate::registrar::{Driver, Registrar};
 use crate::transport::{Destination, TransportHandle};
 
@@ -105,9 +103,6 @@ pub(crate) async fn run<S: LocationStore>(
     // Registrar calls this task drives itself (an idle AOR actor's job over Redis): their
     // answers land in `done` like the actors' do.
     let mut driver = Driver::new();
-    // First offers of new calls, polled here (issue 6: the ng request leaves from this task
-    // and its reply wakes this task, with no session task in between).
-    let mut media_jobs: FuturesUnordered<MediaJob> = FuturesUnordered::new();
     loop {
         if drain.is_some() && core.is_quiescent() {
             debug!(shard, "drained");
@@ -141,10 +136,6 @@ pub(crate) async fn run<S: LocationStore>(
             }
             () = sleep => core.handle_timeout(Instant::now()),
             () = driver.advance(), if !driver.is_empty() => {}
-            Some(()) = media_jobs.next(), if !media_jobs.is_empty() => {
-                // Others may have finished in the same wake-up: their results are in `done`.
-                while let Some(Some(())) = media_jobs.next().now_or_never() {}
-            }
             Some(done) = done_rx.recv() => {
                 apply(&mut core, done);
                 while let Ok(done) = done_rx.try_recv() {
@@ -162,7 +153,7 @@ pub(crate) async fn run<S: LocationStore>(
                 }
             }
         }
-        flush(&mut core, &services, &done_tx, &mut driver, &mut media_jobs);
+        flush(&mut core, &services, &done_tx, &mut driver);
         // Requests the registrar answered on this task (an idle AOR actor over the memory store)
         // are already in `done`: feed them back now, so their answers leave in this pass.
         while let Ok(done) = done_rx.try_recv() {
@@ -170,7 +161,7 @@ pub(crate) async fn run<S: LocationStore>(
             while let Ok(done) = done_rx.try_recv() {
                 apply(&mut core, done);
             }
-            flush(&mut core, &services, &done_tx, &mut driver, &mut media_jobs);
+            flush(&mut core, &services, &done_tx, &mut driver);
         }
     }
 }
@@ -296,7 +287,6 @@ fn flush<S: LocationStore>(
     services: &ShardServices<S>,
     done: &mpsc::UnboundedSender<StoreDone>,
     driver: &mut Driver,
-    media_jobs: &mut FuturesUnordered<MediaJob>,
 ) {
     let ShardServices {
         transport,
@@ -320,15 +310,7 @@ fn flush<S: LocationStore>(
                     }
                 };
                 match media {
-                    Some(m) => {
-                        // Polled once at once, so the offer leaves now (a job waiting on its
-                        // reply is polled again by `media_jobs`, which wakes this task).
-                        if let Some(mut job) = m.request_inline(request, reply)
-                            && (&mut job).now_or_never().is_none()
-                        {
-                            media_jobs.push(job);
-                        }
-                    }
+                    Some(m) => m.request(request, reply),
                     None => reply(Err(sipmesh_protocol::proxy::MediaFailure::Unavailable)),
                 }
             }

@@ -22,11 +22,6 @@
 //! - A session task runs the ng requests of its call one after another, each bounded by the
 //!   client's timeout, so an offer is always applied before its answer and a dead instance
 //!   costs a call at most that timeout; other calls have their own tasks and never wait.
-//! - The first offer of a new call runs without a task (issue 6, the call-setup p99): the
-//!   shard polls it ([`MediaSessions::request_inline`], a [`MediaJob`]), so the ng request
-//!   and its reply cost no task spawn and no hop through a session task. Requests arriving
-//!   meanwhile queue behind it; the session's task starts with the call's second request
-//!   (the answer, a CANCEL's delete), with what the offer taught it.
 //! - Media timeout: a session that has been answered polls `query` every
 //!   [`MediaConfig::poll_interval`]; when rtpengine saw no new RTP for
 //!   [`MediaConfig::media_timeout`], the session reports it ([`TimedOut`]); the engine then
@@ -52,5 +47,5 @@ pub use pending::{KEY_LIFE, PENDING_PREFIX, PendingEntry, PendingError, PendingM
 pub use pool::{InstanceSpec, MediaConfig, RtpenginePool};
 pub use session::{Negotiated, TimedOut};
 pub use shift_sync::{RELOAD, SHIFTS_CHANNEL, SHIFTS_KEY, ShiftNews, ShiftSync, ShiftSyncError};
-pub use supervisor::{MediaJob, MediaSessions, SessionKey};
+pub use supervisor::{MediaSessions, SessionKey};
 pub use takeover::Sweep;

@@ -151,71 +151,30 @@ impl SessionArgs {
     }
 }
 
-/// What a session knows between its requests.
-#[derive(Debug)]
-pub(super) struct State {
-    /// Until something succeeded here, nothing lives on the instance: an offer may move. An
-    /// adopted call lives there already.
-    placed: bool,
-    /// Offers went out per via-branch (a request forked to legs of different kinds).
-    forked: bool,
-    /// Accepted offers not answered yet (one per via-branch when forked).
-    offers: Vec<sipmesh_protocol::ng::SdpRequest>,
-    from_tag: Option<String>,
-    to_tag: Option<String>,
+/// The session task: requests in arrival order; after a `delete` it ends.
+pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>) {
+    let span =
+        tracing::debug_span!("media", call_id = %args.key.call_id, from_tag = %args.key.from_tag);
+    serve(args, rx).instrument(span).await;
 }
 
-impl State {
-    /// The state of a session that has run nothing yet.
-    pub(super) fn new(args: &SessionArgs) -> Self {
-        let (from_tag, to_tag) = match args.adopted.clone() {
-            Some((from, to)) => (Some(from), Some(to)),
-            None => (args.own_tag(), None),
-        };
-        Self {
-            placed: args.adopted.is_some(),
-            forked: false,
-            offers: Vec::new(),
-            from_tag,
-            to_tag,
-        }
-    }
-}
-
-fn span(args: &SessionArgs) -> tracing::Span {
-    tracing::debug_span!("media", call_id = %args.key.call_id, from_tag = %args.key.from_tag)
-}
-
-/// The session task: requests in arrival order; after a `delete` it ends. `state` is what
-/// ran before outside the task (the first offer, see [`first_offer`]).
-pub(super) async fn run(args: SessionArgs, rx: mpsc::UnboundedReceiver<SessionMsg>, state: State) {
-    let span = span(&args);
-    serve(args, rx, state).instrument(span).await;
-}
-
-/// The first offer of a new call, run by whoever polls it (the shard that asked, issue 6:
-/// no task spawned and no hop through a session task on the call-setup path). Requests that
-/// arrive meanwhile wait in the session's queue; `then` gets the session back once the
-/// reply is sent (the supervisor starts the session task when there is work for it).
-pub(super) async fn first_offer(
-    args: SessionArgs,
-    msg: SessionMsg,
-    then: impl FnOnce(SessionArgs, State),
-) {
-    let mut state = State::new(&args);
-    let SessionMsg { request, reply } = msg;
-    let span = span(&args);
-    let result = step(&args, &mut state, request).instrument(span).await;
-    reply.send(result);
-    then(args, state);
-}
-
-async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, mut state: State) {
+async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>) {
     let mut watch: Option<Watch> = args.adopted.as_ref().map(|_| Watch {
         next_poll: Instant::now() + args.poll_interval,
         packets: None,
         last_change: Instant::now(),
     });
+    // Until something succeeded here, nothing lives on the instance: an offer may move. An
+    // adopted call lives there already.
+    let mut placed = args.adopted.is_some();
+    // Offers went out per via-branch (a request forked to legs of different kinds).
+    let mut forked = false;
+    // Accepted offers not answered yet (one per via-branch when forked).
+    let mut offers: Vec<sipmesh_protocol::ng::SdpRequest> = Vec::new();
+    let (mut from_tag, mut to_tag) = match args.adopted.clone() {
+        Some((from, to)) => (Some(from), Some(to)),
+        None => (args.own_tag(), None),
+    };
     loop {
         let poll_at = watch.as_ref().map(|w| w.next_poll);
         let msg = tokio::select! {
@@ -227,20 +186,74 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, m
                     info!(after = ?args.media_timeout, "no media: call timed out");
                     let _ = args.timeouts.send(TimedOut {
                         call_id: args.key.call_id.clone(),
-                        from_tag: state.from_tag.clone(),
-                        to_tag: state.to_tag.clone(),
+                        from_tag: from_tag.clone(),
+                        to_tag: to_tag.clone(),
                     });
                     watch = None;
                 }
                 continue;
             }
         };
-        let Some(SessionMsg { request, reply }) = msg else {
+        let Some(SessionMsg { mut request, reply }) = msg else {
             return;
         };
+        if let Request::Offer(r) = &request
+            && r.options.extra.contains_key(&b"via-branch"[..])
+        {
+            forked = true;
+        }
+        // A forked call left its losing branches in rtpengine (one per via-branch): only a
+        // delete of the whole Call-ID removes them.
+        if forked && let Request::Delete(c) = &mut request {
+            c.from_tag = None;
+            c.to_tag = None;
+        }
         let is_delete = matches!(request, Request::Delete(_));
         let is_answer = matches!(request, Request::Answer(_));
-        let result = step(&args, &mut state, request).await;
+        let tags = match &request {
+            Request::Offer(r) | Request::Answer(r) => {
+                (r.call.from_tag.clone(), r.call.to_tag.clone())
+            }
+            _ => (None, None),
+        };
+        let kept = match &request {
+            Request::Offer(r) | Request::Answer(r) => Some(r.clone()),
+            _ => None,
+        };
+        let retry = (!placed && matches!(request, Request::Offer(_))).then(|| request.clone());
+        let mut result = execute(&args, request).await;
+        // The first offer of a call failed on an instance that did not answer (it is now
+        // marked down): nothing lives there yet, so the call moves to another healthy
+        // instance and the offer is tried once more there.
+        if let (Err(MediaFailure::Unavailable), Some(request)) = (&result, retry)
+            && let Some(next) = args.pool.pick()
+            && next != args.instance.load(Ordering::Relaxed)
+        {
+            info!(rtpengine = %args.pool.get(next).map(|i| i.spec.addr.to_string()).unwrap_or_default(),
+                "first offer failed: call moved to another instance");
+            let old = args.instance.swap(next, Ordering::Relaxed);
+            // The old instance may only be slow: if the offer reaches it later, this delete
+            // follows it (a frozen daemon reads its queued datagrams in order).
+            if let Some(i) = args.pool.get(old).cloned() {
+                let delete = Request::Delete(args.call_ref());
+                tokio::spawn(async move {
+                    let _ = i.client.request(delete).await;
+                });
+            }
+            result = execute(&args, request).await;
+        }
+        if result.is_ok()
+            && let Some(r) = kept
+        {
+            keep_negotiated(&args.negotiated, &mut offers, r, is_answer);
+        }
+        if result.is_ok() {
+            placed = true;
+            from_tag = from_tag.or(tags.0);
+            if is_answer {
+                to_tag = to_tag.or(tags.1);
+            }
+        }
         if is_answer && result.is_ok() && watch.is_none() {
             watch = Some(Watch {
                 next_poll: Instant::now() + args.poll_interval,
@@ -256,69 +269,38 @@ async fn serve(args: SessionArgs, mut rx: mpsc::UnboundedReceiver<SessionMsg>, m
     }
 }
 
-/// Runs one request of a session and records what it taught the session.
-async fn step(
-    args: &SessionArgs,
-    state: &mut State,
-    mut request: Request,
-) -> Result<Bytes, MediaFailure> {
-    if let Request::Offer(r) = &request
-        && r.options.extra.contains_key(&b"via-branch"[..])
-    {
-        state.forked = true;
-    }
-    // A forked call left its losing branches in rtpengine (one per via-branch): only a
-    // delete of the whole Call-ID removes them.
-    if state.forked
-        && let Request::Delete(c) = &mut request
-    {
-        c.from_tag = None;
-        c.to_tag = None;
-    }
-    let is_answer = matches!(request, Request::Answer(_));
-    let tags = match &request {
-        Request::Offer(r) | Request::Answer(r) => (r.call.from_tag.clone(), r.call.to_tag.clone()),
-        _ => (None, None),
-    };
-    let kept = match &request {
-        Request::Offer(r) | Request::Answer(r) => Some(r.clone()),
-        _ => None,
-    };
-    let retry = (!state.placed && matches!(request, Request::Offer(_))).then(|| request.clone());
-    let mut result = execute(args, request).await;
-    // The first offer of a call failed on an instance that did not answer (it is now
-    // marked down): nothing lives there yet, so the call moves to another healthy
-    // instance and the offer is tried once more there.
-    if let (Err(MediaFailure::Unavailable), Some(request)) = (&result, retry)
-        && let Some(next) = args.pool.pick()
-        && next != args.instance.load(Ordering::Relaxed)
-    {
-        info!(rtpengine = %args.pool.get(next).map(|i| i.spec.addr.to_string()).unwrap_or_default(),
-            "first offer failed: call moved to another instance");
-        let old = args.instance.swap(next, Ordering::Relaxed);
-        // The old instance may only be slow: if the offer reaches it later, this delete
-        // follows it (a frozen daemon reads its queued datagrams in order).
-        if let Some(i) = args.pool.get(old).cloned() {
-            let delete = Request::Delete(args.call_ref());
-            tokio::spawn(async move {
-                let _ = i.client.request(delete).await;
-            });
+/// Keeps an accepted offer or answer for a failover: an answer is paired with the offer of
+/// its via-branch (a forked call has one offer per branch kind), or the last offer.
+fn keep_negotiated(
+    negotiated: &std::sync::Mutex<Negotiated>,
+    offers: &mut Vec<sipmesh_protocol::ng::SdpRequest>,
+    request: sipmesh_protocol::ng::SdpRequest,
+    is_answer: bool,
+) {
+    let branch =
+        |r: &sipmesh_protocol::ng::SdpRequest| r.options.extra.get(&b"via-branch"[..]).cloned();
+    if !is_answer {
+        if branch(&request).is_none() {
+            offers.clear();
         }
-        result = execute(args, request).await;
+        offers.push(request);
+        return;
     }
-    if result.is_ok()
-        && let Some(r) = kept
-    {
-        keep_negotiated(&args.negotiated, &mut state.offers, r, is_answer);
+    let wanted = branch(&request);
+    let offer = offers
+        .iter()
+        .rev()
+        .find(|o| wanted.is_some() && branch(o) == wanted)
+        .or_else(|| offers.last())
+        .cloned();
+    let mut n = negotiated
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(offer) = offer {
+        n.offer = Some(offer);
     }
-    if result.is_ok() {
-        state.placed = true;
-        state.from_tag = state.from_tag.take().or(tags.0);
-        if is_answer {
-            state.to_tag = state.to_tag.take().or(tags.1);
-        }
-    }
-    result
+    n.answer = Some(request);
+    offers.clear();
 }
 
 /// Media watch of an answered call.

@@ -10,9 +10,7 @@
 //! against rtpengine 10.5: deleting an answered branch also drops a still-unanswered one).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,7 +22,7 @@ use tracing::debug;
 
 use super::pending::PendingMedia;
 use super::pool::{InstanceSpec, MediaConfig, RtpenginePool};
-use super::session::{self, Negotiated, Reply, SessionArgs, SessionMsg, State, TimedOut};
+use super::session::{self, Negotiated, Reply, SessionArgs, SessionMsg, TimedOut};
 use crate::dialog::DialogStore;
 use crate::dialog::store::load_either;
 use crate::rtpengine::NgError;
@@ -58,54 +56,6 @@ pub(super) struct Entry {
     pub(super) instance: Arc<AtomicUsize>,
     /// The call's last offer and answer, kept by the task (for a failover).
     pub(super) negotiated: Arc<Mutex<Negotiated>>,
-    /// A session with no task yet (its first offer ran inline and nothing else came): the
-    /// task starts with the next request ([`Entry::wake`]).
-    idle: Option<Idle>,
-}
-
-/// What starts the task of an idle session.
-struct Idle {
-    args: SessionArgs,
-    rx: mpsc::UnboundedReceiver<SessionMsg>,
-    state: State,
-}
-
-impl std::fmt::Debug for Idle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Idle")
-    }
-}
-
-impl Entry {
-    /// Starts the task of an idle session, before anything is sent to it.
-    pub(super) fn wake(&mut self) {
-        if let Some(idle) = self.idle.take() {
-            tokio::spawn(session::run(idle.args, idle.rx, idle.state));
-        }
-    }
-}
-
-/// The first offer of a new call, for the caller to poll (see
-/// [`MediaSessions::request_inline`]). Dropped unpolled, the offer fails as
-/// [`MediaFailure::Unavailable`].
-#[must_use = "the offer runs only when the job is polled"]
-pub struct MediaJob(Pin<Box<dyn Future<Output = ()> + Send>>);
-
-impl std::fmt::Debug for MediaJob {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MediaJob")
-    }
-}
-
-impl Future for MediaJob {
-    type Output = ();
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
-    }
 }
 
 pub(super) struct Inner {
@@ -222,20 +172,6 @@ impl MediaSessions {
         request: Request,
         done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
     ) {
-        if let Some(job) = self.request_inline(request, done) {
-            tokio::spawn(job);
-        }
-    }
-
-    /// [`MediaSessions::request`], except that the first offer of a new call comes back as a
-    /// job for the caller to poll (issue 6: the shard polls it, so the ng request leaves from
-    /// the shard's task and its reply wakes the shard directly; no session task is spawned
-    /// until the call has a second request). Later requests of the call queue behind it.
-    pub fn request_inline(
-        &self,
-        request: Request,
-        done: impl FnOnce(Result<Bytes, MediaFailure>) + Send + 'static,
-    ) -> Option<MediaJob> {
         // An accepted answer in a dialog (a re-INVITE's, or the first one once the record
         // exists) goes into the dialog record, so that an adopter replays the current pair.
         let record = match (&request, self.inner.dialogs.get()) {
@@ -248,7 +184,8 @@ impl MediaSessions {
             _ => None,
         };
         let Some((dialogs, id)) = record else {
-            return self.dispatch(request, Reply::new(done), true);
+            self.dispatch(request, Reply::new(done), true);
+            return;
         };
         let this = self.clone();
         let done = move |result: Result<Bytes, MediaFailure>| {
@@ -259,22 +196,22 @@ impl MediaSessions {
             }
             done(result);
         };
-        self.dispatch(request, Reply::new(done), true)
+        self.dispatch(request, Reply::new(done), true);
     }
 
-    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) -> Option<MediaJob> {
+    fn dispatch(&self, request: Request, reply: Reply, look_up: bool) {
         let call = match &request {
             Request::Offer(r) | Request::Answer(r) => r.call.clone(),
             Request::Delete(c) | Request::Query(c) => c.clone(),
             Request::Ping | Request::List { .. } | Request::Statistics => {
                 reply.send(Err(MediaFailure::Refused("not a call request".into())));
-                return None;
+                return;
             }
         };
         if let Request::Delete(call) = request {
             self.delete(call);
             reply.send(Ok(Bytes::new()));
-            return None;
+            return;
         }
         let mut msg = SessionMsg { request, reply };
         let mut sessions = self.lock();
@@ -285,83 +222,37 @@ impl MediaSessions {
                 call.from_tag.clone().unwrap_or_default(),
             )
         });
-        let instance = match sessions.get_mut(&key) {
-            Some(e) => {
-                e.wake();
-                match e.tx.send(msg) {
-                    Ok(()) => return None,
-                    // The task died (a panic): restart it on the call's instance.
-                    Err(mpsc::error::SendError(back)) => {
-                        debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
-                        msg = back;
-                        e.instance.load(Ordering::Relaxed)
-                    }
+        let instance = match sessions.get(&key) {
+            Some(e) => match e.tx.send(msg) {
+                Ok(()) => return,
+                // The task died (a panic): restart it on the call's instance.
+                Err(mpsc::error::SendError(back)) => {
+                    debug!(call_id = %key.call_id, from_tag = %key.from_tag, "media session restarted");
+                    msg = back;
+                    e.instance.load(Ordering::Relaxed)
                 }
-            }
+            },
             None if look_up && self.recorded_elsewhere(&msg.request) => {
                 drop(sessions);
                 self.look_up_then_dispatch(msg.request, msg.reply);
-                return None;
+                return;
             }
             None => match self.inner.pool.pick() {
                 Some(i) => i,
                 None => {
                     drop(sessions);
                     msg.reply.send(Err(MediaFailure::Unavailable));
-                    return None;
+                    return;
                 }
             },
         };
         let initial_offer = matches!(&msg.request, Request::Offer(r) if r.call.to_tag.is_none());
-        let restart = sessions.contains_key(&key);
-        let (mut entry, args, rx) = self.entry(
-            &key,
-            Arc::new(AtomicUsize::new(instance)),
-            None,
-            Negotiated::default(),
-        );
+        let entry = self.spawn(&key, Arc::new(AtomicUsize::new(instance)), None);
+        let _ = entry.tx.send(msg);
         if initial_offer {
             self.pending_add(&key.call_id, instance);
         }
-        if restart || !initial_offer {
-            let _ = entry.tx.send(msg);
-            entry.idle = Some(Idle {
-                state: State::new(&args),
-                args,
-                rx,
-            });
-            entry.wake();
-            sessions.insert(key, entry);
-            return None;
-        }
-        // A new call: its first offer runs inline, the task comes later (`after_first_offer`).
         sessions.insert(key, entry);
-        drop(sessions);
-        let this = self.clone();
-        let then = move |args, state| this.after_first_offer(args, rx, state);
-        Some(MediaJob(Box::pin(session::first_offer(args, msg, then))))
-    }
-
-    /// After an inline first offer: the session stays idle (no task) when nothing queued
-    /// behind the offer, else its task starts on the queue (a delete after a CANCEL, an
-    /// answer). A session deleted, forgotten or replaced meanwhile gets its task too, which
-    /// runs what queued and ends.
-    fn after_first_offer(
-        &self,
-        args: SessionArgs,
-        rx: mpsc::UnboundedReceiver<SessionMsg>,
-        state: State,
-    ) {
-        let mut sessions = self.lock();
-        match sessions.get_mut(&args.key) {
-            Some(e) if Arc::ptr_eq(&e.instance, &args.instance) && rx.is_empty() => {
-                e.idle = Some(Idle { args, rx, state });
-            }
-            _ => {
-                drop(sessions);
-                tokio::spawn(session::run(args, rx, state));
-            }
-        }
     }
 
     /// A request inside a dialog (it has both tags) for a call with no session here: its
@@ -403,9 +294,7 @@ impl MediaSessions {
                 debug!(call_id = %id.call_id, %addr, "media session adopted from the dialog record");
                 this.adopt(&SessionKey::new(id.call_id.clone(), d.caller_tag), addr);
             }
-            if let Some(job) = this.dispatch(request, reply, false) {
-                job.await;
-            }
+            this.dispatch(request, reply, false);
         });
     }
 
@@ -426,20 +315,6 @@ impl MediaSessions {
         adopted: Option<(String, String)>,
         negotiated: Negotiated,
     ) -> Entry {
-        let (entry, args, rx) = self.entry(key, instance, adopted, negotiated);
-        let state = State::new(&args);
-        tokio::spawn(session::run(args, rx, state));
-        entry
-    }
-
-    /// A session's entry, its arguments and its queue, with no task.
-    fn entry(
-        &self,
-        key: &SessionKey,
-        instance: Arc<AtomicUsize>,
-        adopted: Option<(String, String)>,
-        negotiated: Negotiated,
-    ) -> (Entry, SessionArgs, mpsc::UnboundedReceiver<SessionMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let negotiated = Arc::new(Mutex::new(negotiated));
         let args = SessionArgs {
@@ -452,13 +327,12 @@ impl MediaSessions {
             adopted,
             negotiated: negotiated.clone(),
         };
-        let entry = Entry {
+        tokio::spawn(session::run(args, rx));
+        Entry {
             tx,
             instance,
             negotiated,
-            idle: None,
-        };
-        (entry, args, rx)
+        }
     }
 
     /// Deletes a call leg pair through its session (found by either tag), or, with no tags,
@@ -486,8 +360,7 @@ impl MediaSessions {
             }
         };
         let mut delivered = !entries.is_empty();
-        for (key, mut e) in entries {
-            e.wake();
+        for (key, e) in entries {
             // A whole-call delete is narrowed to each session's own branch.
             let request = if call.from_tag.is_none() && !key.from_tag.is_empty() {
                 CallRef {
