@@ -43,11 +43,10 @@ pub enum DialogMsg {
     Adopt(Box<DialogState>, std::time::Duration),
     /// Stop without touching the store: another node owns the dialog now.
     Release,
-    /// Issue 6: the media session of the dialog (`udp:IP:PORT` of its rtpengine instance),
-    /// recorded so that any node can reach the call's instance.
-    SetMedia(String),
-    /// The call's last accepted ng offer and answer (issue 6: an adopter can fail it over).
-    SetNegotiation(MediaNegotiation),
+    /// Issue 6: the media session of the dialog (`udp:IP:PORT` of its rtpengine instance,
+    /// so that any node can reach the call's instance) and/or the call's last accepted ng
+    /// offer and answer (so that an adopter can fail the call over), stored in one write.
+    SetMediaState(Option<String>, Option<MediaNegotiation>),
     /// Test hook: panic now (the supervisor restarts the actor from the store).
     Panic,
 }
@@ -151,29 +150,27 @@ impl Actor for DialogActor {
         let span = state.span.clone();
         async {
             match msg {
-                DialogMsg::SetMedia(media) => {
+                DialogMsg::SetMediaState(session, negotiation) => {
                     ensure_loaded(state).await;
-                    if let Some(d) = &mut state.dialog
-                        && d.media_session.as_deref() != Some(media.as_str())
-                    {
-                        d.media_session = Some(media);
-                        if d.phase == DialogPhase::Confirmed
-                            && let Err(e) = state.store.save(d).await
+                    if let Some(d) = &mut state.dialog {
+                        let mut changed = false;
+                        if let Some(m) = session
+                            && d.media_session.as_deref() != Some(m.as_str())
                         {
-                            warn!(error = %e, "storing the media session failed");
+                            d.media_session = Some(m);
+                            changed = true;
                         }
-                    }
-                }
-                DialogMsg::SetNegotiation(n) => {
-                    ensure_loaded(state).await;
-                    if let Some(d) = &mut state.dialog
-                        && d.media_negotiation.as_ref() != Some(&n)
-                    {
-                        d.media_negotiation = Some(n);
-                        if d.phase == DialogPhase::Confirmed
+                        if let Some(n) = negotiation
+                            && d.media_negotiation.as_ref() != Some(&n)
+                        {
+                            d.media_negotiation = Some(n);
+                            changed = true;
+                        }
+                        if changed
+                            && d.phase == DialogPhase::Confirmed
                             && let Err(e) = state.store.save(d).await
                         {
-                            warn!(error = %e, "storing the media offer and answer failed");
+                            warn!(error = %e, "storing the media state failed");
                         }
                     }
                 }

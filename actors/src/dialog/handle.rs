@@ -255,9 +255,7 @@ impl Dialogs {
 
     /// Records the media session of a live dialog (issue 6); ignored when no actor serves it.
     pub fn set_media_session(&self, id: &DialogId, media: String) {
-        if let Some(actor) = self.map.get(id) {
-            let _ = actor.cast(DialogMsg::SetMedia(media));
-        }
+        self.set_media(id, Some(media), None);
     }
 
     /// Records the last accepted ng offer and answer of a live dialog's call (issue 6);
@@ -267,8 +265,19 @@ impl Dialogs {
         id: &DialogId,
         negotiation: sipmesh_protocol::dialog::MediaNegotiation,
     ) {
+        self.set_media(id, None, Some(negotiation));
+    }
+
+    /// Records the media session and/or the last accepted offer and answer of a live dialog
+    /// in one store write (issue 6); ignored when no actor serves it.
+    pub fn set_media(
+        &self,
+        id: &DialogId,
+        session: Option<String>,
+        negotiation: Option<sipmesh_protocol::dialog::MediaNegotiation>,
+    ) {
         if let Some(actor) = self.map.get(id) {
-            let _ = actor.cast(DialogMsg::SetNegotiation(negotiation));
+            let _ = actor.cast(DialogMsg::SetMediaState(session, negotiation));
         }
     }
 

@@ -338,10 +338,7 @@ fn flush<S: LocationStore>(
                         m.confirmed(&call_id);
                     }
                     if let Some((id, value, negotiation, dialogs)) = media_session {
-                        if let Some(n) = negotiation {
-                            dialogs.set_media_negotiation(&id, n);
-                        }
-                        dialogs.set_media_session(&id, value);
+                        dialogs.set_media(&id, Some(value), negotiation);
                     }
                 });
             }

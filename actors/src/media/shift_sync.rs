@@ -15,9 +15,11 @@
 //!   `PUBLISH`es the change on channel [`SHIFTS_CHANNEL`] (`<offset>\n<field>`).
 //! - The failover waits for that write before it sends its re-INVITE, so a request of the
 //!   side can only reach another node after Redis has told it.
-//! - Every node subscribes to the channel (single-server URLs; Sentinel and Cluster
-//!   deployments rely on the reload) and reloads the whole hash at start and every
-//!   [`RELOAD`], so a missed message or a restart costs at most that long.
+//! - Every node subscribes to the channel (single-server URLs) and reads the whole hash
+//!   after each (re)subscription, so nothing announced while it was not listening is
+//!   missed. Sentinel and Cluster deployments (no subscription) read the whole hash at start
+//!   and every [`RELOAD`] instead: a request entering another node within that second after
+//!   a failover is not shifted.
 //! - When the call ends, its owner removes its fields 32 s later (late retransmissions of
 //!   the BYE's answer) and publishes `-\n<call-id>`; the other nodes forget the call.
 //!
@@ -206,43 +208,57 @@ impl ShiftSync {
 
 impl MediaSessions {
     /// Shares this node's offsets through Redis and learns the others' (see the module doc):
-    /// subscribes over `subscribe_url` when given (a single-server URL), and reloads the
-    /// hash now and every [`RELOAD`].
+    /// with `subscribe_url` (a single-server URL), subscribes and reads the whole hash after
+    /// each (re)subscription; without one (or when it cannot be used), reads the whole hash
+    /// now and every [`RELOAD`].
     pub fn share_shifts(&self, sync: ShiftSync, subscribe_url: Option<String>) {
         let _ = self.inner.shift_sync.set(sync.clone());
         let this = self.clone();
-        let reload = sync;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                match reload.load().await {
-                    Ok(all) => all.into_iter().for_each(|n| this.learn_shift(n)),
-                    Err(e) => debug!(error = %e, "reloading the CSeq offsets failed"),
+            let client = subscribe_url.and_then(|url| match ::redis::Client::open(url.as_str()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "no subscription to CSeq offsets: reloading every second");
+                    None
                 }
+            });
+            match client {
+                Some(client) => this.subscribe_shifts(&client, &sync).await,
+                None => this.reload_shifts(&sync).await,
             }
         });
-        if let Some(url) = subscribe_url {
-            let this = self.clone();
-            tokio::spawn(async move { this.subscribe_shifts(url).await });
+    }
+
+    /// Reads the whole hash every [`RELOAD`] (no subscription).
+    async fn reload_shifts(&self, sync: &ShiftSync) {
+        let mut tick = tokio::time::interval(RELOAD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.load_shifts(sync).await;
         }
     }
 
-    async fn subscribe_shifts(&self, url: String) {
-        let client = match ::redis::Client::open(url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "no subscription to CSeq offsets");
-                return;
+    async fn load_shifts(&self, sync: &ShiftSync) -> bool {
+        match sync.load().await {
+            Ok(all) => {
+                all.into_iter().for_each(|n| self.learn_shift(n));
+                true
             }
-        };
+            Err(e) => {
+                debug!(error = %e, "reading the CSeq offsets failed");
+                false
+            }
+        }
+    }
+
+    /// Follows the channel; after each (re)subscription the whole hash is read, so what was
+    /// announced while the subscription was down is not missed.
+    async fn subscribe_shifts(&self, client: &::redis::Client, sync: &ShiftSync) {
         loop {
             match client.get_async_pubsub().await {
-                Ok(mut pubsub) => {
-                    if let Err(e) = pubsub.subscribe(SHIFTS_CHANNEL).await {
-                        debug!(error = %e, "subscribing to CSeq offsets failed");
-                    } else {
+                Ok(mut pubsub) => match pubsub.subscribe(SHIFTS_CHANNEL).await {
+                    Ok(()) if self.load_shifts(sync).await => {
                         let mut messages = pubsub.on_message();
                         while let Some(m) = messages.next().await {
                             let Ok(text) = m.get_payload::<String>() else {
@@ -252,9 +268,12 @@ impl MediaSessions {
                                 self.learn_shift(news);
                             }
                         }
+                        debug!("CSeq offset subscription lost");
                     }
-                }
-                Err(e) => debug!(error = %e, "CSeq offset subscription lost"),
+                    Ok(()) => {}
+                    Err(e) => debug!(error = %e, "subscribing to CSeq offsets failed"),
+                },
+                Err(e) => debug!(error = %e, "no connection for the CSeq offset subscription"),
             }
             tokio::time::sleep(RESUBSCRIBE).await;
         }
