@@ -55,4 +55,4 @@ pub use config::{ClusterConfig, Timing};
 pub use detector::MemberState;
 pub use id::{Epoch, NodeId};
 pub use membership::{ClusterError, Membership};
-pub use view::{ClusterView, FenceReason, MemberView};
+pub use view::{ActorCounts, ClusterView, FenceReason, MemberView};

@@ -1,6 +1,6 @@
 //! Dialog failover between real `sipmesh` processes (issue 5, points 4 and 5): calls set up
 //! through node2 of three, node2 SIGKILLed: the survivors re-create its dialog actors from the
-//! Redis owner index within the detection limit plus one rebalance (admin `owned_actors`), a BYE
+//! Redis owner index within the detection limit plus one rebalance (admin `actors.dialogs`), a BYE
 //! entering at a survivor is answered 200 and removes the record; node2 restarted takes its
 //! share back without any dialog running twice, and a BYE during the move still works.
 //!
@@ -40,13 +40,13 @@ fn redis_cli(c: &Cluster, args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-/// The dialog actors node `i` says it runs (its own entry of `GET /cluster`).
+/// The dialog actors node `i` says it runs (its own entry of `GET /cluster`, `actors.dialogs`).
 fn own_count(c: &Cluster, i: usize) -> Option<u64> {
     let v = c.view(i)?;
     v["members"]
         .as_array()?
         .iter()
-        .find(|m| m["is_self"] == true)?["owned_actors"]
+        .find(|m| m["is_self"] == true)?["actors"]["dialogs"]
         .as_u64()
 }
 
@@ -264,6 +264,7 @@ fn a_killed_nodes_dialogs_move_to_the_survivors_and_back_after_its_restart() {
     // The other views count the peers too (published counts).
     let view = c.view(0).expect("view");
     let node3 = cluster_support::member(&view, "node3").expect("node3");
+    assert!(node3["actors"]["dialogs"].as_u64().is_some(), "{view}");
     assert!(node3["owned_actors"].as_u64().is_some(), "{view}");
 
     // A BYE through a survivor ends a dialog that was set up through node2.
