@@ -276,6 +276,6 @@ pub(crate) fn register_until_ok(
             i + 1
         );
         cseq += 1;
-        std::thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(200));
     }
 }

@@ -102,6 +102,7 @@ impl Core {
             request_uri: None,
             destination,
             path: Vec::new(),
+            redial: false,
         };
         let bytes = build_forwarded(
             &msg,
