@@ -110,6 +110,12 @@ pub async fn run(
                 .await
                 .context("starting the cluster layer")?;
             epoch.set(membership.clone());
+            // In-dialog requests for dialogs another member owns are applied by visitors: the
+            // dialog timer stays with the owner (docs/DESIGN-NOTES.md, "Cluster").
+            let owner = membership.clone();
+            engine.dialogs().set_owner_check(Arc::new(move |id| {
+                owner.is_owner(&sipmesh_actors::dialog::takeover::placement_key(id))
+            }));
             Some(membership)
         }
         None => None,

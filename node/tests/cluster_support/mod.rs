@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod calls;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::thread;
 use std::time::{Duration, Instant};
