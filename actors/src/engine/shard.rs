@@ -139,7 +139,7 @@ pub(crate) async fn run<S: LocationStore>(
                 Ok(0) => {}
                 Ok(n) => debug!(%connection, removed = n, "flow closed: its bindings removed"),
                 Err(e) => {
-                    warn!(%connection, error = %e, "removing the bindings of a closed flow failed")
+                    warn!(%connection, error = %e, "removing the bindings of a closed flow failed: queued for a retry")
                 }
             }
         }
