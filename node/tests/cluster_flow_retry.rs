@@ -31,13 +31,8 @@ fn bob_contacts(c: &Cluster, i: usize, peer: &UdpPeer, cseq: u32) -> Option<Vec<
     let answer = peer
         .request(c.nodes[i].udp_addr(), &query, WAIT)
         .unwrap_or_else(|e| panic!("{e}"))?;
-    (answer.status() == Some(200)).then(|| {
-        answer
-            .header_all("Contact")
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
-    })
+    (answer.status() == Some(200))
+        .then(|| answer.header_all("Contact").map(str::to_owned).collect())
 }
 
 #[test]
