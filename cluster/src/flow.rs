@@ -223,6 +223,16 @@ pub fn closed(to: u16, connection: u64) -> Result<(), FlowError> {
         .map_err(|_| FlowError::NoAnswer)
 }
 
+/// Whether incarnation `holder` answers an RPC (its listeners) within `timeout`: the probe
+/// that clears a suspect holder ([`crate::suspects`]).
+pub async fn probe(holder: u16, timeout: Duration) -> Result<(), FlowError> {
+    let router = remote_router(holder).ok_or(FlowError::NoHolder(holder))?;
+    match router.call(FlowMsg::Listeners, Some(timeout)).await {
+        Ok(CallResult::Success(_)) => Ok(()),
+        _ => Err(FlowError::NoAnswer),
+    }
+}
+
 /// The SIP listeners of every remote transport router that answers within `timeout`.
 pub async fn peer_listeners(timeout: Duration) -> Vec<String> {
     let mut out = Vec::new();

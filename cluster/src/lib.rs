@@ -23,7 +23,8 @@
 //! - **Routers** ([`router`]): one actor per service per node in process group
 //!   `sipmesh.<service>`.
 //! - **Flows** ([`flow`]): the `transport` service hands a SIP message to the node that holds
-//!   the TCP/TLS/WS connection it must go over, and relays the responses back.
+//!   the TCP/TLS/WS connection it must go over, and relays the responses back;
+//!   [`suspects`] fails deliveries to a holder that stopped answering at once.
 //!
 //! The decision logic ([`lease::Lease`], [`detector::MemberTable`], [`placement`],
 //! [`heartbeat::Heartbeat`]) is sans-IO and tested with explicit instants; [`Membership`] is
@@ -47,6 +48,7 @@ pub mod placement;
 pub mod prune;
 pub mod router;
 pub mod store;
+pub mod suspects;
 mod tasks;
 pub mod tls;
 pub mod view;
@@ -55,4 +57,4 @@ pub use config::{ClusterConfig, Timing};
 pub use detector::MemberState;
 pub use id::{Epoch, NodeId};
 pub use membership::{ClusterError, Membership};
-pub use view::{ClusterView, FenceReason, MemberView};
+pub use view::{ActorCounts, ClusterView, FenceReason, MemberView};

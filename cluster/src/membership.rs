@@ -335,6 +335,7 @@ impl Membership {
             connected: None,
             times_fenced: Some(lease.times_fenced),
             owned_actors: None,
+            actors: None,
         }];
         // The snapshot may be up to 100 ms old: age it to now.
         let lag = now.saturating_duration_since(snapshot.at);
@@ -350,6 +351,7 @@ impl Membership {
             fenced_by: None,
             times_fenced: None,
             owned_actors: None,
+            actors: None,
         }));
         let routers = SERVICES
             .iter()

@@ -308,6 +308,47 @@ impl ClusterStore {
         }
     }
 
+    /// Publishes `node`'s actor counts under `P counts:<id>` for `ttl` (admin view, see
+    /// [`crate::ActorCounts`]).
+    pub async fn publish_counts(
+        &self,
+        node: &NodeId,
+        counts: &crate::ActorCounts,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(format!("{}counts:{node}", self.prefix))
+            .arg(counts.encode())
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let mut conn = self.conn.clone();
+        self.bounded(async move { cmd.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    /// The published actor counts of `nodes`, in order (`None` where none is fresh or the value
+    /// is malformed).
+    pub async fn counts(
+        &self,
+        nodes: &[NodeId],
+    ) -> Result<Vec<Option<crate::ActorCounts>>, StoreError> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for node in nodes {
+            cmd.arg(format!("{}counts:{node}", self.prefix));
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<String>> = self
+            .bounded(async move { cmd.query_async(&mut conn).await })
+            .await?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.as_deref().and_then(crate::ActorCounts::decode))
+            .collect())
+    }
+
     async fn bounded<T>(
         &self,
         work: impl Future<Output = Result<T, RedisError>>,

@@ -2,8 +2,9 @@
 //!
 //! - `GET /status`: the engine's status as JSON (listeners, connections, store sizes).
 //! - `GET /cluster`: the cluster members as this node sees them (id, address, state, epoch,
-//!   lease and heartbeat ages, and `owned_actors`: the dialog actors each runs, see
-//!   [`crate::takeover`]); 404 on a node that is not clustered.
+//!   lease and heartbeat ages, `actors`: the AOR actors, dialog actors, media sessions and
+//!   stream connections each runs, and `owned_actors`: their sum, see [`crate::actor_counts`]);
+//!   404 on a node that is not clustered.
 //! - `GET /cluster/ping`: round trips to every peer's registrar router (over ractor_cluster)
 //!   and to Redis, medians of 50 sequential calls.
 //! - `POST /test/panic/aor/{aor}` and `POST /test/panic/dialog/{id}`: make one actor panic so a
@@ -26,7 +27,7 @@ use tracing::{debug, info, warn};
 use sipmesh_actors::engine::{EngineAdmin, HookError, HookTarget};
 use sipmesh_cluster::Membership;
 
-use crate::takeover::OwnedActors;
+use crate::actor_counts::MemberCounts;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8192;
@@ -49,7 +50,7 @@ pub async fn serve(
     listener: TcpListener,
     admin: EngineAdmin,
     cluster: Option<Membership>,
-    owned: Option<OwnedActors>,
+    owned: Option<MemberCounts>,
     test_hooks: bool,
 ) {
     loop {
@@ -98,7 +99,7 @@ async fn handle(
     mut stream: TcpStream,
     admin: &EngineAdmin,
     cluster: Option<&Membership>,
-    owned: Option<&OwnedActors>,
+    owned: Option<&MemberCounts>,
     test_hooks: bool,
 ) -> std::io::Result<()> {
     let reply = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
@@ -146,7 +147,7 @@ async fn route(
     head: &str,
     admin: &EngineAdmin,
     cluster: Option<&Membership>,
-    owned: Option<&OwnedActors>,
+    owned: Option<&MemberCounts>,
     test_hooks: bool,
 ) -> Reply {
     let mut parts = head.lines().next().unwrap_or_default().split(' ');
@@ -238,8 +239,19 @@ pub fn cluster_status(addr: SocketAddr, raw_json: bool) -> anyhow::Result<String
     }
     let view: serde_json::Value = serde_json::from_str(body)?;
     let mut out = format!(
-        "{:<24} {:<22} {:<8} {:>6} {:>10} {:>10} {:<9}\n",
-        "ID", "ADDRESS", "STATE", "EPOCH", "LEASE_AGE", "HB_AGE", "SESSION"
+        "{:<24} {:<22} {:<8} {:>6} {:>10} {:>10} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
+        "ID",
+        "ADDRESS",
+        "STATE",
+        "EPOCH",
+        "LEASE_AGE",
+        "HB_AGE",
+        "SESSION",
+        "AORS",
+        "DIALOGS",
+        "MEDIA",
+        "CONNS",
+        "ACTORS"
     );
     let members = view
         .get("members")
@@ -262,8 +274,12 @@ pub fn cluster_status(addr: SocketAddr, raw_json: bool) -> anyhow::Result<String
             Some(ms) => format!("{ms}ms"),
             None => "-".to_owned(),
         };
+        let count = |k: &str| match m.get("actors").and_then(|a| a.get(k)) {
+            Some(v) if v.is_u64() => v.to_string(),
+            _ => "-".to_owned(),
+        };
         out += &format!(
-            "{:<24} {:<22} {:<8} {:>6} {:>10} {:>10} {:<9}\n",
+            "{:<24} {:<22} {:<8} {:>6} {:>10} {:>10} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7}\n",
             id,
             field(m, "addr"),
             field(m, "state"),
@@ -274,7 +290,12 @@ pub fn cluster_status(addr: SocketAddr, raw_json: bool) -> anyhow::Result<String
                 Some(true) => "up",
                 Some(false) => "down",
                 None => "-",
-            }
+            },
+            count("aors"),
+            count("dialogs"),
+            count("media_sessions"),
+            count("connections"),
+            field(m, "owned_actors"),
         );
     }
     Ok(out)

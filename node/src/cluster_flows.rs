@@ -1,19 +1,22 @@
 //! Wiring between the engine's flows ([`EngineFlows`]) and the cluster's `transport` service
 //! ([`sipmesh_cluster::flow`]): a request entering at one node reaches a UA connected to
 //! another, and every node accepts every member's Record-Route (docs/DESIGN-NOTES.md,
-//! "Cluster").
+//! "Cluster"). A holder that stops answering (frozen, not dead) costs one delivery timeout,
+//! not one per request: it is suspect until it answers a probe
+//! ([`sipmesh_cluster::suspects`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use sipmesh_actors::engine::{EngineFlows, FlowRelay, RelayFuture, RemoteFrame};
-use sipmesh_cluster::flow::{self, FlowFrame, FlowHost, FlowRouterArgs, FlowRouterRef};
+use sipmesh_cluster::flow::{self, FlowError, FlowFrame, FlowHost, FlowRouterArgs, FlowRouterRef};
+use sipmesh_cluster::suspects::SuspectHolders;
 use sipmesh_protocol::peer::{ConnectionId, Transport};
 use sipmesh_protocol::proxy::{Incarnation, Listener};
 
@@ -21,6 +24,10 @@ use sipmesh_protocol::proxy::{Incarnation, Listener};
 /// request is answered 480. A live holder answers in about a millisecond (the mesh RPC
 /// median is ~0.5 ms); a dead one is usually gone from the process group already.
 pub const DELIVER_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How often a suspect holder is probed, and how long each probe waits.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How often the members' SIP listeners are asked for.
 const PEERS_EVERY: Duration = Duration::from_secs(1);
@@ -45,16 +52,66 @@ fn from_frame(f: FlowFrame) -> Option<RemoteFrame> {
     })
 }
 
-/// [`FlowRelay`] over the mesh.
-#[derive(Debug)]
-struct MeshRelay;
+/// [`FlowRelay`] over the mesh, with a circuit breaker on holders that stop answering
+/// ([`SuspectHolders`]): after one delivery timed out, deliveries to that holder fail at once
+/// (480 without the 1.5 s wait) until it answers a probe or the hold passes.
+#[derive(Debug, Default)]
+struct MeshRelay {
+    suspects: Arc<Mutex<SuspectHolders>>,
+}
+
+impl MeshRelay {
+    fn suspects(&self) -> std::sync::MutexGuard<'_, SuspectHolders> {
+        lock(&self.suspects)
+    }
+}
+
+fn lock(m: &Mutex<SuspectHolders>) -> std::sync::MutexGuard<'_, SuspectHolders> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Probes `holder` until it answers, leaves the mesh, or stops being suspect.
+async fn probe(holder: Incarnation, suspects: Arc<Mutex<SuspectHolders>>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        if !lock(&suspects).is_suspect(holder.0, Instant::now()) {
+            return;
+        }
+        match flow::probe(holder.0, PROBE_TIMEOUT).await {
+            Ok(()) => {
+                if lock(&suspects).clear(holder.0) {
+                    info!(%holder, "suspect flow holder answers again");
+                }
+                return;
+            }
+            Err(FlowError::NoHolder(_)) => {
+                // Gone from the mesh: deliveries fail fast without the breaker.
+                lock(&suspects).clear(holder.0);
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
 
 impl FlowRelay for MeshRelay {
     fn deliver(&self, holder: Incarnation, frame: RemoteFrame) -> RelayFuture {
+        if self.suspects().is_suspect(holder.0, Instant::now()) {
+            debug!(%holder, "flow holder suspect: unreachable at once");
+            return Box::pin(std::future::ready(false));
+        }
         let frame = to_frame(frame);
+        let suspects = Arc::clone(&self.suspects);
         Box::pin(async move {
             match flow::deliver(holder.0, frame, DELIVER_TIMEOUT).await {
                 Ok(()) => true,
+                Err(FlowError::NoAnswer) => {
+                    if lock(&suspects).trip(holder.0, Instant::now()) {
+                        warn!(%holder, timeout = ?DELIVER_TIMEOUT, "flow holder did not answer; suspect");
+                        tokio::spawn(probe(holder, suspects));
+                    }
+                    false
+                }
                 Err(e) => {
                     debug!(%holder, error = %e, "delivery to a remote flow failed");
                     false
@@ -132,7 +189,7 @@ impl ClusterFlows {
             host: Arc::new(EngineHost(flows.clone())),
         })
         .await?;
-        flows.set_relay(Arc::new(MeshRelay));
+        flows.set_relay(Arc::new(MeshRelay::default()));
         let peers = tokio::spawn(async move {
             let own: BTreeSet<(Transport, SocketAddr)> = flows
                 .listeners()

@@ -7,6 +7,7 @@
 //! it on the admin endpoint's `GET /cluster`, and fences the Redis stores' owner writes with
 //! its lease epoch ([`MembershipEpoch`]).
 
+pub mod actor_counts;
 pub mod admin;
 pub mod cluster_flows;
 pub mod config;
@@ -109,6 +110,12 @@ pub async fn run(
                 .await
                 .context("starting the cluster layer")?;
             epoch.set(membership.clone());
+            // In-dialog requests for dialogs another member owns are applied by visitors: the
+            // dialog timer stays with the owner (docs/DESIGN-NOTES.md, "Cluster").
+            let owner = membership.clone();
+            engine.dialogs().set_owner_check(Arc::new(move |id| {
+                owner.is_owner(&sipmesh_actors::dialog::takeover::placement_key(id))
+            }));
             Some(membership)
         }
         None => None,
@@ -134,7 +141,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let (takeover, owned) = match (&membership, &engine_config.redis, &config.cluster) {
+    let (takeover, _dialog_counts) = match (&membership, &engine_config.redis, &config.cluster) {
         (Some(membership), Some(redis), Some(cluster)) => {
             let store = sipmesh_actors::dialog::RedisDialogStore::new(
                 redis,
@@ -154,6 +161,19 @@ pub async fn run(
         _ => (None, None),
     };
     let (lost_flows, fenced_flows) = lost_flows.unzip();
+    let (counts_task, owned) = match (&membership, &config.cluster) {
+        (Some(membership), Some(cluster)) => {
+            let store = sipmesh_cluster::store::ClusterStore::new(
+                &cluster.redis_url,
+                &cluster.key_prefix,
+                cluster.timing.redis_timeout,
+            )
+            .context("cluster store for the actor counts")?;
+            let (task, counts) = actor_counts::start(membership.clone(), store, engine.admin());
+            (Some(task), Some(counts))
+        }
+        _ => (None, None),
+    };
     let admin = match config.admin {
         Some(addr) => {
             let listener = admin::bind(addr)
@@ -174,9 +194,16 @@ pub async fn run(
         .clone()
         .map(|tls| tokio::spawn(reload_on_sighup(tls)));
     shutdown.await;
-    for task in [reloader, admin, lost_flows, fenced_flows, takeover]
-        .into_iter()
-        .flatten()
+    for task in [
+        reloader,
+        admin,
+        lost_flows,
+        fenced_flows,
+        takeover,
+        counts_task,
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
     }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use sipmesh_test_support::{RawMessage, RawRequest, TcpPeer, UdpPeer};
+use sipmesh_test_support::{RawMessage, UdpPeer};
 
 mod cluster_support;
 
@@ -147,7 +147,7 @@ fn an_isolated_node_closes_its_flows_and_the_client_recovers_after_the_heal() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code, 200, "{body}");
     c.wait("the mesh healed", SETTLE, |c| all_live(c, &IDS));
-    let mut bob = register_until_ok(&c, 0, "bob", 2);
+    let mut bob = register_until_ok(&c, 0, "bob", 2, "freeze", SETTLE);
     for node in [1, 2, 0] {
         let took = message_reaches(
             &c,
@@ -160,37 +160,5 @@ fn an_isolated_node_closes_its_flows_and_the_client_recovers_after_the_heal() {
             "measured: after the heal and re-registering at node1, MESSAGE via node{}: {took:?}",
             node + 1
         );
-    }
-}
-
-/// Registers over TCP at node `i` until it is answered 200 (a node that just rejoined answers
-/// 503 while it settles); panics after [`SETTLE`].
-fn register_until_ok(c: &Cluster, i: usize, user: &str, cseq: u32) -> TcpPeer {
-    let start = Instant::now();
-    let mut cseq = cseq;
-    loop {
-        let mut peer =
-            TcpPeer::connect(c.nodes[i].tcp_addr(), WAIT).unwrap_or_else(|e| panic!("{e}"));
-        let local = peer.local_addr();
-        let register = RawRequest::register(DOMAIN, user, local, "freeze", cseq)
-            .set(
-                "Via",
-                format!("SIP/2.0/TCP {local};rport;branch=z9hG4bK-reg-{user}-{cseq}"),
-            )
-            .set("Contact", format!("<sip:{user}@{local};transport=tcp;ob>"));
-        let answer = peer
-            .request(&register, WAIT)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let status = answer.as_ref().and_then(RawMessage::status);
-        if status == Some(200) {
-            return peer;
-        }
-        assert!(
-            start.elapsed() < SETTLE,
-            "REGISTER at node{} still answered {answer:?}",
-            i + 1
-        );
-        cseq += 1;
-        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster benchmark behind `bench/cluster/run.sh`: REGISTER/s and calls/s with every
 //! request entering at a random node (closed-loop UDP agents written with this crate), and the
-//! time from SIGKILL to full service through the survivors over repeated kills.
+//! time from SIGKILL to full service through the survivors over repeated kills; and the same
+//! load against one Kamailio as the reference ([`measure_kamailio`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,10 +48,12 @@ pub struct BenchConfig {
     pub seed: u64,
 }
 
-/// The figures of one cluster size.
+/// The figures of one cluster size (or of the Kamailio reference).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BenchFigures {
-    /// Cluster size.
+    /// `sipmesh`, or `kamailio` for the reference column.
+    pub target: String,
+    /// Cluster size (1 for Kamailio).
     pub nodes: u8,
     /// Agents.
     pub agents: usize,
@@ -78,46 +81,7 @@ pub async fn measure(cfg: &BenchConfig) -> Result<BenchFigures, ChaosError> {
         return Err(ChaosError::MeshNotFormed(cluster.log_tail(0)));
     }
     let topo = Arc::new(Topology::new(cluster.addrs(), DOMAIN));
-    let run = cfg.seed ^ u64::from(std::process::id());
-    let mut agents = Vec::new();
-    for id in 0..cfg.agents {
-        let home = id % topo.len();
-        agents.push(
-            Agent::start(id, Transport::Udp, home, Arc::clone(&topo), run)
-                .await
-                .map_err(|e| ChaosError::AgentStart(id, e))?,
-        );
-    }
-    let caps = if cfg.any_node_in_dialog {
-        vec![Capability::AnyNodeInDialog]
-    } else {
-        Vec::new()
-    };
-    let swarm = Arc::new(Swarm::new(
-        agents,
-        Arc::clone(&topo),
-        caps,
-        Duration::ZERO,
-        Duration::from_secs(1),
-        cfg.seed,
-    ));
-    swarm.register_all().await;
-    let mut figures = BenchFigures {
-        nodes: cfg.nodes,
-        agents: cfg.agents,
-        ..BenchFigures::default()
-    };
-    let window = Duration::from_secs(cfg.seconds);
-    let (ok, failed) = closed_loop(&swarm, window, cfg.seed, register_once).await;
-    figures.register_per_s = ok as f64 / window.as_secs_f64();
-    figures.register_failed = failed;
-    let any = cfg.any_node_in_dialog;
-    let (ok, failed) = closed_loop(&swarm, window, cfg.seed ^ 1, move |s, a, r| {
-        call_once(s, a, r, any)
-    })
-    .await;
-    figures.calls_per_s = ok as f64 / window.as_secs_f64();
-    figures.calls_failed = failed;
+    let (swarm, mut figures) = rates(&topo, cfg, "sipmesh").await?;
     if cfg.nodes > 1 {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
         for _ in 0..cfg.kills {
@@ -146,6 +110,76 @@ pub async fn measure(cfg: &BenchConfig) -> Result<BenchFigures, ChaosError> {
         figures.failover_max_ms = sorted.last().copied();
     }
     Ok(figures)
+}
+
+/// The same REGISTER and call load against one Kamailio (`kamailio_cfg`, the load benchmark's
+/// configuration) on 127.0.0.1:`port`: the reference column. No failover figure.
+pub async fn measure_kamailio(
+    cfg: &BenchConfig,
+    kamailio_cfg: &std::path::Path,
+    port: u16,
+) -> Result<BenchFigures, ChaosError> {
+    let kamailio = block_in_place(|| crate::kamailio::Kamailio::start(kamailio_cfg, port))?;
+    let topo = Arc::new(Topology::new(vec![kamailio.addrs()], DOMAIN));
+    let one = BenchConfig {
+        nodes: 1,
+        kills: 0,
+        ..cfg.clone()
+    };
+    let (_swarm, figures) = rates(&topo, &one, "kamailio").await?;
+    drop(kamailio);
+    Ok(figures)
+}
+
+/// Starts the agents (UDP, spread over the nodes), registers them, and measures REGISTER/s
+/// and calls/s in closed loops of `cfg.seconds` each.
+async fn rates(
+    topo: &Arc<Topology>,
+    cfg: &BenchConfig,
+    target: &str,
+) -> Result<(Arc<Swarm>, BenchFigures), ChaosError> {
+    let run = cfg.seed ^ u64::from(std::process::id());
+    let mut agents = Vec::new();
+    for id in 0..cfg.agents {
+        let home = id % topo.len();
+        agents.push(
+            Agent::start(id, Transport::Udp, home, Arc::clone(topo), run)
+                .await
+                .map_err(|e| ChaosError::AgentStart(id, e))?,
+        );
+    }
+    let caps = if cfg.any_node_in_dialog {
+        vec![Capability::AnyNodeInDialog]
+    } else {
+        Vec::new()
+    };
+    let swarm = Arc::new(Swarm::new(
+        agents,
+        Arc::clone(topo),
+        caps,
+        Duration::ZERO,
+        Duration::from_secs(1),
+        cfg.seed,
+    ));
+    swarm.register_all().await;
+    let mut figures = BenchFigures {
+        target: target.to_owned(),
+        nodes: cfg.nodes,
+        agents: cfg.agents,
+        ..BenchFigures::default()
+    };
+    let window = Duration::from_secs(cfg.seconds);
+    let (ok, failed) = closed_loop(&swarm, window, cfg.seed, register_once).await;
+    figures.register_per_s = ok as f64 / window.as_secs_f64();
+    figures.register_failed = failed;
+    let any = cfg.any_node_in_dialog;
+    let (ok, failed) = closed_loop(&swarm, window, cfg.seed ^ 1, move |s, a, r| {
+        call_once(s, a, r, any)
+    })
+    .await;
+    figures.calls_per_s = ok as f64 / window.as_secs_f64();
+    figures.calls_failed = failed;
+    Ok((swarm, figures))
 }
 
 /// Runs `op` in a closed loop on every agent for `window`; returns (succeeded, failed).

@@ -47,6 +47,9 @@ pub enum ChaosError {
     /// An agent could not open its socket or connection.
     #[error("agent {0} could not start: {1}")]
     AgentStart(usize, OpFailure),
+    /// Kamailio (the benchmark's reference) did not bind its port.
+    #[error("kamailio did not listen on {0} (exit status {1})")]
+    KamailioNotListening(std::net::SocketAddr, String),
     /// The tokio runtime could not be built.
     #[error("tokio runtime: {0}")]
     Runtime(std::io::Error),

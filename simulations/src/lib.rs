@@ -30,6 +30,7 @@ pub mod cluster;
 pub mod config;
 pub mod endpoint;
 pub mod error;
+pub mod kamailio;
 pub mod link;
 pub mod report;
 pub mod routing;

@@ -39,6 +39,36 @@ impl TcpPeer {
         })
     }
 
+    /// Waits up to `wait` for a connection on `listener` (a UA the node dials) and wraps it.
+    pub fn accept(listener: &std::net::TcpListener, wait: Duration) -> Result<Self, HarnessError> {
+        let deadline = Instant::now() + wait;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| HarnessError::io("making the listener non-blocking", e))?;
+        let stream = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(HarnessError::io("accepting a connection", e)),
+            }
+        };
+        stream
+            .set_nonblocking(false)
+            .map_err(|e| HarnessError::io("making the connection blocking", e))?;
+        let local = stream
+            .local_addr()
+            .map_err(|e| HarnessError::io("reading the TCP socket's address", e))?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            local,
+            buf: Vec::new(),
+            closed: false,
+        })
+    }
+
     /// The connection's local address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local

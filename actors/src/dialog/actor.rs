@@ -2,9 +2,19 @@
 //! [`DialogEvent`]s into the record, writes the record to the store when it is confirmed or
 //! refreshed, deletes it when the dialog ends, and owns one timer (the dialog timeout),
 //! re-armed on every event and tagged with a generation so a stale firing is ignored.
+//!
+//! In a cluster the record is shared, and in-dialog requests may pass through any node. Only
+//! the owner's actor keeps the dialog timer; another node applies an in-dialog event with a
+//! **visitor** ([`Start::Visitor`]): it loads the record, applies and stores the event, and
+//! stops after [`VISIT_IDLE`] without news, never ending the dialog by timeout. When the
+//! owner's timer fires it asks the store how much time the record has left
+//! ([`DialogStore::time_left`](super::store::DialogStore::time_left)): a refresh written by a
+//! visitor since re-arms the timer for the rest, and a record removed elsewhere (a BYE through
+//! another node) stops the actor without a BYE of its own.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -16,7 +26,14 @@ use sipmesh_protocol::dialog::{
 
 use super::handle::TimeoutHook;
 use super::retry::RemovalRetry;
-use super::store::{DialogStore, load_either};
+use super::store::{DialogStore, TimeLeft, load_either, time_left_either};
+
+/// How long a visitor lives without an event.
+pub const VISIT_IDLE: Duration = Duration::from_secs(2);
+
+/// A record refreshed elsewhere by less than this when the owner's timer fires still ends
+/// (the timer's own jitter is well below it).
+const REFRESH_SLACK: Duration = Duration::from_millis(200);
 
 /// Called once the event it came with was applied: `true` when the record is in the store
 /// (or needed no write), `false` when the write failed. The shard releases the held 2xx.
@@ -40,7 +57,7 @@ pub enum DialogMsg {
     /// Take the dialog over from another node (failover or rebalancing): adopt this record,
     /// write it under this node's fence (moving it to this node's owner index) and arm the
     /// timer for the time it had left.
-    Adopt(Box<DialogState>, std::time::Duration),
+    Adopt(Box<DialogState>, Duration),
     /// Stop without touching the store: another node owns the dialog now.
     Release,
     /// Issue 6: the media session of the dialog (`udp:IP:PORT` of its rtpengine instance,
@@ -63,6 +80,9 @@ pub enum Start {
     /// Created for an event of a dialog with no live actor (a node restart), or restarted
     /// after a panic: the record comes from the store.
     FromStore,
+    /// Created for an in-dialog event of a dialog another cluster node owns: the record comes
+    /// from the store, and the actor keeps no dialog timer (see the module doc).
+    Visitor,
 }
 
 /// Start-up arguments.
@@ -79,6 +99,8 @@ pub struct DialogArgs {
     pub retry: RemovalRetry,
     /// Called when the timer ends a confirmed dialog.
     pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
+    /// Set while the actor is a visitor (shared with the map; cleared on adoption).
+    pub visitor: Arc<AtomicBool>,
 }
 
 /// The actor's state: the record plus handles.
@@ -91,6 +113,7 @@ pub struct DialogActorState {
     config: DialogConfig,
     retry: RemovalRetry,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
+    visitor: Arc<AtomicBool>,
     /// Generation of the armed timer; a firing with another number is stale.
     generation: u64,
     timer: Option<JoinHandle<()>>,
@@ -124,6 +147,7 @@ impl Actor for DialogActor {
             config: args.config,
             retry: args.retry,
             hook: args.hook,
+            visitor: args.visitor,
             generation: 0,
             timer: None,
             span,
@@ -183,6 +207,9 @@ impl Actor for DialogActor {
                     arm_timer(&myself, state);
                 }
                 DialogMsg::Adopt(dialog, remaining) => {
+                    if state.visitor.swap(false, Ordering::Relaxed) {
+                        debug!("visitor promoted: this node owns the dialog now");
+                    }
                     state.loaded = true;
                     if let Err(e) = state.store.save(&dialog).await {
                         warn!(error = %e, "writing the adopted dialog record failed");
@@ -195,7 +222,24 @@ impl Actor for DialogActor {
                     myself.stop(Some("released".to_owned()));
                 }
                 DialogMsg::Timeout(generation) if generation != state.generation => {}
+                DialogMsg::Timeout(_) if state.visitor.load(Ordering::Relaxed) => {
+                    debug!("visit over");
+                    myself.stop(Some("visit over".to_owned()));
+                }
                 DialogMsg::Timeout(_) => {
+                    match at_timeout(state).await {
+                        AtTimeout::RefreshedElsewhere(left) => {
+                            debug!(?left, "refreshed through another node: timer re-armed");
+                            arm_timer_after(&myself, state, left);
+                            return;
+                        }
+                        AtTimeout::EndedElsewhere => {
+                            info!("dialog ended through another node");
+                            myself.stop(Some("ended elsewhere".to_owned()));
+                            return;
+                        }
+                        AtTimeout::TimedOut => {}
+                    }
                     info!("dialog timed out");
                     if let (Some(d), Some(hook)) = (&state.dialog, state.hook.get())
                         && d.phase == DialogPhase::Confirmed
@@ -326,21 +370,61 @@ async fn remove(state: &DialogActorState, id: &DialogId) {
 }
 
 /// Re-arms the single timer for the record's timeout (or the early timeout while the actor
-/// has no record yet).
+/// has no record yet); a visitor's timer is its idle limit.
 fn arm_timer(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState) {
-    let after = state
-        .dialog
-        .as_ref()
-        .map_or(state.config.early_timeout, |d| d.timeout);
+    let after = if state.visitor.load(Ordering::Relaxed) {
+        VISIT_IDLE
+    } else {
+        state
+            .dialog
+            .as_ref()
+            .map_or(state.config.early_timeout, |d| d.timeout)
+    };
     arm_timer_after(myself, state, after);
 }
 
+/// What the shared store says when the owner's timer fires.
+#[derive(Debug, PartialEq, Eq)]
+enum AtTimeout {
+    /// Another node refreshed the record since: this much of its timeout is left.
+    RefreshedElsewhere(Duration),
+    /// The confirmed record is gone: the dialog ended through another node.
+    EndedElsewhere,
+    /// Nobody refreshed it (or the store cannot tell): the dialog times out now.
+    TimedOut,
+}
+
+/// Asks the store about a confirmed dialog at its timeout (the record is reloaded when it was
+/// refreshed elsewhere).
+async fn at_timeout(state: &mut DialogActorState) -> AtTimeout {
+    let Some(id) = state
+        .dialog
+        .as_ref()
+        .filter(|d| d.phase == DialogPhase::Confirmed)
+        .map(|d| d.id.clone())
+    else {
+        return AtTimeout::TimedOut;
+    };
+    match time_left_either(state.store.as_ref(), &id).await {
+        Ok(TimeLeft::Left(left)) if left > REFRESH_SLACK => {
+            match load_either(state.store.as_ref(), &id).await {
+                Ok(Some(d)) => state.dialog = Some(d),
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "reloading the refreshed dialog record failed"),
+            }
+            AtTimeout::RefreshedElsewhere(left)
+        }
+        Ok(TimeLeft::Gone) => AtTimeout::EndedElsewhere,
+        Ok(_) => AtTimeout::TimedOut,
+        Err(e) => {
+            warn!(error = %e, "reading the dialog record's time left failed: ending it");
+            AtTimeout::TimedOut
+        }
+    }
+}
+
 /// Re-arms the single timer to fire `after` from now.
-fn arm_timer_after(
-    myself: &ActorRef<DialogMsg>,
-    state: &mut DialogActorState,
-    after: std::time::Duration,
-) {
+fn arm_timer_after(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, after: Duration) {
     state.generation += 1;
     if let Some(t) = state.timer.take() {
         t.abort();

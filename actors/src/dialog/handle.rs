@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -23,8 +24,24 @@ pub const HOOK_WAIT: Duration = Duration::from_secs(2);
 /// Number of map shards (a power of two).
 const SHARDS: usize = 64;
 
+/// A live dialog actor and whether it is a visitor (see [`Start::Visitor`]: no dialog timer;
+/// the actor clears the flag when it is promoted to owner).
+///
+/// [`Start::Visitor`]: super::actor::Start::Visitor
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) actor: ActorRef<DialogMsg>,
+    pub(crate) visitor: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn is_visitor(&self) -> bool {
+        self.visitor.load(Ordering::Relaxed)
+    }
+}
+
 /// One shard of the map.
-type Shard = HashMap<DialogId, ActorRef<DialogMsg>>;
+type Shard = HashMap<DialogId, Slot>;
 
 /// Live dialog actors by dialog id, sharded by Call-ID so both orientations of an id land in
 /// the same shard.
@@ -61,20 +78,25 @@ impl ActorMap {
 
     /// The live actor of `id`, in either orientation.
     pub(crate) fn get(&self, id: &DialogId) -> Option<ActorRef<DialogMsg>> {
+        self.slot(id).map(|s| s.actor)
+    }
+
+    /// The live actor of `id` with its role, in either orientation.
+    pub(crate) fn slot(&self, id: &DialogId) -> Option<Slot> {
         let shard = self.shard(id);
         shard.get(id).or_else(|| shard.get(&id.reversed())).cloned()
     }
 
-    pub(crate) fn insert(&self, id: DialogId, actor: ActorRef<DialogMsg>) {
+    pub(crate) fn insert(&self, id: DialogId, slot: Slot) {
         let mut shard = self.shard(&id);
         shard.remove(&id.reversed());
-        shard.insert(id, actor);
+        shard.insert(id, slot);
     }
 
     /// Removes the entry of `id` if it is the actor `actor`; true when it was.
     pub(crate) fn remove_if(&self, id: &DialogId, actor: ActorId) -> bool {
         let mut shard = self.shard(id);
-        if shard.get(id).is_some_and(|a| a.get_id() == actor) {
+        if shard.get(id).is_some_and(|s| s.actor.get_id() == actor) {
             shard.remove(id);
             true
         } else {
@@ -104,6 +126,20 @@ impl ActorMap {
             .sum()
     }
 
+    /// Number of live dialog actors that run the dialog's timer (visitors left out).
+    pub fn owners(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .values()
+                    .filter(|slot| !slot.is_visitor())
+                    .count()
+            })
+            .sum()
+    }
+
     /// True when no dialog actor is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -114,6 +150,12 @@ impl ActorMap {
 /// (the engine sends a BYE to both ends).
 pub type TimeoutHook = Arc<dyn Fn(&DialogState) + Send + Sync>;
 
+/// Whether this node owns a dialog (a clustered node: it is the rendezvous owner of the
+/// dialog's placement key). An in-dialog event for a dialog this node does not own and runs
+/// no actor for is applied by a visitor actor, which keeps no dialog timer (the owner's timer,
+/// reading the shared store, sees the refresh).
+pub type OwnerCheck = Arc<dyn Fn(&DialogId) -> bool + Send + Sync>;
+
 /// A cloneable handle to the dialog actors of one node.
 #[derive(Clone)]
 pub struct Dialogs {
@@ -123,6 +165,7 @@ pub struct Dialogs {
     retry: RemovalRetry,
     retry_task: tokio::task::AbortHandle,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
+    owner: Arc<std::sync::OnceLock<OwnerCheck>>,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -153,8 +196,10 @@ impl Dialogs {
         let retry = RemovalRetry::default();
         let retry_task = retry.spawn(Arc::clone(&store)).abort_handle();
         let hook = Arc::new(std::sync::OnceLock::new());
+        let owner = Arc::new(std::sync::OnceLock::new());
         let args = SupervisorArgs {
             hook: Arc::clone(&hook),
+            owner: Arc::clone(&owner),
             map: Arc::clone(&map),
             store,
             config,
@@ -168,6 +213,7 @@ impl Dialogs {
             retry,
             retry_task,
             hook,
+            owner,
         })
     }
 
@@ -228,7 +274,13 @@ impl Dialogs {
     /// `dialog`, writes it under this node's fence and ends it `remaining` from now.
     /// Idempotent; never blocks.
     pub fn adopt(&self, dialog: DialogState, remaining: Duration) {
-        if self.map.get(&dialog.id).is_some() {
+        if let Some(slot) = self.map.slot(&dialog.id) {
+            // A visitor becomes the owner (it arms the timer); an owner is left alone.
+            if slot.is_visitor() {
+                let _ = slot
+                    .actor
+                    .cast(DialogMsg::Adopt(Box::new(dialog), remaining));
+            }
             return;
         }
         if self
@@ -286,9 +338,26 @@ impl Dialogs {
         self.map.get(id).is_some()
     }
 
-    /// Number of live dialog actors.
+    /// Whether a live actor runs the timer of `id` (an owner, not a visitor).
+    pub fn runs_timer(&self, id: &DialogId) -> bool {
+        self.map.slot(id).is_some_and(|s| !s.is_visitor())
+    }
+
+    /// Number of live dialog actors that run their dialog's timer (visitors, which apply one
+    /// in-dialog event for a dialog another node owns and stop, are not counted).
     pub fn live(&self) -> usize {
+        self.map.owners()
+    }
+
+    /// Number of live dialog actors, visitors included.
+    pub fn live_with_visitors(&self) -> usize {
         self.map.len()
+    }
+
+    /// Sets the ownership check of a clustered node (a second call is ignored); without one
+    /// every dialog counts as owned.
+    pub fn set_owner_check(&self, owner: OwnerCheck) {
+        let _ = self.owner.set(owner);
     }
 
     /// `memory` or `redis`.

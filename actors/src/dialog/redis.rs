@@ -38,7 +38,7 @@ use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 use super::record;
 
 mod index;
-use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture};
+use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture, TimeLeft};
 pub use index::IndexedRecord;
 
 /// The fence check of a single server.
@@ -272,6 +272,21 @@ impl DialogStore for RedisDialogStore {
             let cmd = ::redis::cmd("DEL").arg(&key).clone();
             let n: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
             Ok(n > 0)
+        })
+    }
+
+    fn time_left<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, TimeLeft> {
+        Box::pin(async move {
+            let key = self.key(id);
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("PTTL").arg(&key).clone();
+            let ms: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(match u64::try_from(ms) {
+                Ok(ms) => TimeLeft::Left(Duration::from_millis(ms).saturating_sub(EXPIRY_MARGIN)),
+                // -2: no such key; -1: no expiry (not written by this store).
+                Err(_) if ms == -2 => TimeLeft::Gone,
+                Err(_) => TimeLeft::Unknown,
+            })
         })
     }
 

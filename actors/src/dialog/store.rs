@@ -32,8 +32,39 @@ pub trait DialogStore: Send + Sync + 'static {
     /// Deletes the record of `id`; true when one existed.
     fn remove<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool>;
 
+    /// How much of its dialog timeout the record stored under `id` exactly has left (its
+    /// expiry minus [`EXPIRY_MARGIN`]): a record another node refreshed since this node last
+    /// wrote it has time left when this node's timer fires. The default does not know
+    /// ([`TimeLeft::Unknown`]: a store private to this node needs no such check).
+    fn time_left<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, TimeLeft> {
+        let _ = id;
+        Box::pin(async { Ok(TimeLeft::Unknown) })
+    }
+
     /// `memory` or `redis`.
     fn kind(&self) -> &'static str;
+}
+
+/// What [`DialogStore::time_left`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeLeft {
+    /// The store cannot tell.
+    Unknown,
+    /// No record (ended, or never stored).
+    Gone,
+    /// The record's dialog timeout is this far away (zero when it has passed).
+    Left(Duration),
+}
+
+/// [`DialogStore::time_left`] for `id` in either orientation.
+pub async fn time_left_either(
+    store: &dyn DialogStore,
+    id: &DialogId,
+) -> Result<TimeLeft, DialogStoreError> {
+    match store.time_left(id).await? {
+        TimeLeft::Gone => store.time_left(&id.reversed()).await,
+        other => Ok(other),
+    }
 }
 
 /// The record named by `id` in either orientation (an in-dialog request from the callee names

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{debug, warn};
@@ -17,7 +18,7 @@ use std::time::Duration;
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
-use super::handle::{ActorMap, TimeoutHook};
+use super::handle::{ActorMap, OwnerCheck, Slot, TimeoutHook};
 use super::retry::RemovalRetry;
 use super::store::DialogStore;
 
@@ -49,6 +50,8 @@ pub struct SupervisorArgs {
     pub retry: RemovalRetry,
     /// Called at a dialog's timeout.
     pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
+    /// Whether this node owns a dialog (unset: every dialog).
+    pub owner: Arc<std::sync::OnceLock<OwnerCheck>>,
 }
 
 /// Supervisor state.
@@ -58,8 +61,10 @@ pub struct SupervisorState {
     config: DialogConfig,
     retry: RemovalRetry,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
-    /// Which dialog each child serves (supervision events only name the actor).
-    children: HashMap<ActorId, DialogId>,
+    owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    /// Which dialog each child serves and whether it is a visitor (supervision events only
+    /// name the actor).
+    children: HashMap<ActorId, (DialogId, Arc<AtomicBool>)>,
 }
 
 /// The dialog supervisor.
@@ -73,6 +78,7 @@ impl DialogSupervisor {
         id: DialogId,
         start: Start,
     ) -> Option<ActorRef<DialogMsg>> {
+        let visitor = Arc::new(AtomicBool::new(start == Start::Visitor));
         let args = DialogArgs {
             id: id.clone(),
             start,
@@ -80,11 +86,20 @@ impl DialogSupervisor {
             config: state.config,
             retry: state.retry.clone(),
             hook: Arc::clone(&state.hook),
+            visitor: Arc::clone(&visitor),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                state.children.insert(actor.get_id(), id.clone());
-                state.map.insert(id, actor.clone());
+                state
+                    .children
+                    .insert(actor.get_id(), (id.clone(), Arc::clone(&visitor)));
+                state.map.insert(
+                    id,
+                    Slot {
+                        actor: actor.clone(),
+                        visitor,
+                    },
+                );
                 Some(actor)
             }
             Err(e) => {
@@ -111,6 +126,7 @@ impl Actor for DialogSupervisor {
             config: args.config,
             retry: args.retry,
             hook: args.hook,
+            owner: args.owner,
             children: HashMap::new(),
         })
     }
@@ -123,12 +139,21 @@ impl Actor for DialogSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Adopt(dialog, remaining) => {
-                // Idempotent: a live actor (an earlier adoption, or one an in-dialog request
-                // created) already serves the dialog.
-                if state.map.get(&dialog.id).is_none() {
-                    let id = dialog.id.clone();
-                    if let Some(actor) = Self::spawn_child(&myself, state, id, Start::Fresh).await {
-                        let _ = actor.cast(DialogMsg::Adopt(dialog, remaining));
+                // Idempotent: a live owner actor (an earlier adoption, or one an in-dialog
+                // request created) already serves the dialog; a visitor is promoted.
+                match state.map.slot(&dialog.id) {
+                    Some(slot) => {
+                        if slot.visitor.load(std::sync::atomic::Ordering::Relaxed) {
+                            let _ = slot.actor.cast(DialogMsg::Adopt(dialog, remaining));
+                        }
+                    }
+                    None => {
+                        let id = dialog.id.clone();
+                        if let Some(actor) =
+                            Self::spawn_child(&myself, state, id, Start::Fresh).await
+                        {
+                            let _ = actor.cast(DialogMsg::Adopt(dialog, remaining));
+                        }
                     }
                 }
             }
@@ -147,7 +172,14 @@ impl Actor for DialogSupervisor {
                 };
                 let start = match &ev {
                     DialogEvent::Early(_) | DialogEvent::Confirmed(_) => Start::Fresh,
-                    DialogEvent::Refreshed(_) | DialogEvent::Terminated { .. } => Start::FromStore,
+                    DialogEvent::Refreshed(_) | DialogEvent::Terminated { .. } => {
+                        // In a cluster, a dialog owned by another node is only visited here:
+                        // its timer stays with the owner.
+                        match state.owner.get() {
+                            Some(owns) if !owns(ev.id()) => Start::Visitor,
+                            _ => Start::FromStore,
+                        }
+                    }
                 };
                 let id = ev.id().clone();
                 if let Some(actor) = Self::spawn_child(&myself, state, id, start).await {
@@ -166,7 +198,7 @@ impl Actor for DialogSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(id) = state.children.remove(&cell.get_id()) else {
+                let Some((id, visitor)) = state.children.remove(&cell.get_id()) else {
                     return Ok(());
                 };
                 // Restart only if the map still names the failed actor (an event may already
@@ -175,12 +207,17 @@ impl Actor for DialogSupervisor {
                     return Ok(());
                 }
                 warn!(dialog_id = %id, %error, "dialog actor failed: restarting it from the store");
-                if let Some(actor) = Self::spawn_child(&myself, state, id, Start::FromStore).await {
+                let start = if visitor.load(std::sync::atomic::Ordering::Relaxed) {
+                    Start::Visitor
+                } else {
+                    Start::FromStore
+                };
+                if let Some(actor) = Self::spawn_child(&myself, state, id, start).await {
                     let _ = actor.cast(DialogMsg::Load);
                 }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if let Some(id) = state.children.remove(&cell.get_id()) {
+                if let Some((id, _)) = state.children.remove(&cell.get_id()) {
                     debug!(dialog_id = %id, ?reason, "dialog actor stopped");
                     state.map.remove_if(&id, cell.get_id());
                 }

@@ -79,7 +79,8 @@ pub async fn rebalance_with(
         for record in store.indexed(&index).await? {
             report.scanned += 1;
             let id = &record.state.id;
-            let live = dialogs.is_live(id);
+            // A visitor (an in-dialog request passing through) does not run the dialog.
+            let live = dialogs.runs_timer(id);
             if owns(id) {
                 if !live {
                     moved(Moved::Adopted(&record.state));

@@ -116,6 +116,19 @@ pub struct EngineStatus {
     pub rtpengine: Vec<RtpengineStatus>,
 }
 
+/// The actors this engine runs now, per kind (cheap: no store round trip).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LocalCounts {
+    /// Live AOR actors.
+    pub aor_actors: usize,
+    /// Live dialog actors.
+    pub dialogs: usize,
+    /// Live media sessions (0 when media is not relayed).
+    pub media_sessions: usize,
+    /// Open stream connections (TCP, TLS, WS and WSS), each run by a connection actor.
+    pub connections: usize,
+}
+
 /// One rtpengine instance in [`EngineStatus`].
 #[derive(Debug, Clone, Serialize)]
 pub struct RtpengineStatus {
@@ -176,6 +189,19 @@ impl EngineAdmin {
                         .collect()
                 })
                 .unwrap_or_default(),
+        }
+    }
+
+    /// The actors running now, per kind.
+    pub fn local_counts(&self) -> LocalCounts {
+        LocalCounts {
+            aor_actors: (self.registrar.live)(),
+            dialogs: self.dialogs.live(),
+            media_sessions: self
+                .media
+                .as_ref()
+                .map_or(0, crate::media::MediaSessions::live),
+            connections: self.transport.connection_count(),
         }
     }
 

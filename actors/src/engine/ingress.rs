@@ -221,6 +221,7 @@ impl InboundSink for Arc<Ingress> {
                 for (index, tx) in self.shards.iter().enumerate() {
                     let input = ShardInput::ConnectionClosed {
                         connection,
+                        peer,
                         remove_bindings: index == remover,
                     };
                     if let Err(mpsc::error::TrySendError::Full(input)) = tx.try_send(input) {

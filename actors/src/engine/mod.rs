@@ -19,7 +19,7 @@ mod ingress;
 mod remote;
 mod shard;
 
-pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget, RtpengineStatus};
+pub use admin::{EngineAdmin, EngineStatus, HookError, HookTarget, LocalCounts, RtpengineStatus};
 pub use remote::{EngineFlows, FlowRelay, RelayFuture, RemoteFrame};
 
 use std::net::SocketAddr;

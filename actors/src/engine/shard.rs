@@ -4,6 +4,7 @@
 //! to the transport and the registrar actors, and sleep until the core's next deadline. It makes no SIP
 //! decision of its own.
 
+use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -44,6 +45,8 @@ pub(crate) enum ShardInput {
     ConnectionClosed {
         /// The connection.
         connection: ConnectionId,
+        /// Its peer (a request redialled there fails when the dial fails).
+        peer: SocketAddr,
         /// This shard removes its bindings from the store.
         remove_bindings: bool,
     },
@@ -149,7 +152,7 @@ pub(crate) async fn run<S: LocationStore>(
                 Ok(0) => {}
                 Ok(n) => debug!(%connection, removed = n, "flow closed: its bindings removed"),
                 Err(e) => {
-                    warn!(%connection, error = %e, "removing the bindings of a closed flow failed")
+                    warn!(%connection, error = %e, "removing the bindings of a closed flow failed: queued for a retry")
                 }
             }
         }
@@ -179,7 +182,7 @@ enum StoreDone {
     },
     Resolve {
         token: u64,
-        addresses: Vec<std::net::SocketAddr>,
+        addresses: Vec<SocketAddr>,
     },
     DialogStored {
         token: u64,
@@ -258,9 +261,11 @@ fn handle(
         }
         ShardInput::ConnectionClosed {
             connection,
+            peer,
             remove_bindings,
         } => {
             core.handle_connection_closed(Instant::now(), connection);
+            core.handle_redial_closed(Instant::now(), peer);
             if remove_bindings {
                 closed.push(connection);
             }

@@ -15,6 +15,7 @@ use sipmesh_protocol::registrar::{
 use super::config::RegistrarConfig;
 use super::directory::Directory;
 use super::driver::Driver;
+use super::flow_retry::FlowRemovalRetry;
 use super::job::{Job, Reply, Work};
 use super::supervisor::{RegistrarSupervisor, SupervisorMsg};
 use crate::engine::HookError;
@@ -29,6 +30,8 @@ use crate::location::{LocationStore, StoreError};
 pub struct Registrar<S: LocationStore> {
     pub(super) directory: Arc<Directory<S>>,
     supervisor: ActorRef<SupervisorMsg>,
+    /// Flow removals the store refused (fenced, down), retried in the background.
+    flow_retry: FlowRemovalRetry,
 }
 
 impl<S: LocationStore> Clone for Registrar<S> {
@@ -36,6 +39,7 @@ impl<S: LocationStore> Clone for Registrar<S> {
         Self {
             directory: Arc::clone(&self.directory),
             supervisor: self.supervisor.clone(),
+            flow_retry: self.flow_retry.clone(),
         }
     }
 }
@@ -58,9 +62,13 @@ impl<S: LocationStore> Registrar<S> {
             Arc::clone(&directory),
         )
         .await?;
+        let flow_retry = FlowRemovalRetry::default();
+        // Ends by itself once every handle (and so the queue) is dropped.
+        flow_retry.spawn(Arc::clone(&directory.store), directory.config.call_timeout);
         Ok(Self {
             directory,
             supervisor,
+            flow_retry,
         })
     }
 
@@ -180,15 +188,26 @@ impl<S: LocationStore> Registrar<S> {
 
     /// A stream connection closed: removes the flow bindings registered over it from the store
     /// (RFC 5626 §5.4) and returns how many. AOR actors never serve flow bindings from their
-    /// cache, so they need no notice.
+    /// cache, so they need no notice. A removal the store refuses (this node is fenced, or the
+    /// store is down) is queued and retried until it is taken ([`FlowRemovalRetry`]); the error
+    /// is still returned.
     pub async fn connection_closed(&self, connection: ConnectionId) -> Result<usize, StoreError> {
         let call = self.directory.store.remove_connection(connection);
-        match tokio::time::timeout(self.directory.config.call_timeout, call).await {
+        let result = match tokio::time::timeout(self.directory.config.call_timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(
                 crate::location::UnavailableReason::Timeout,
             )),
+        };
+        if let Err(StoreError::Unavailable(_)) = &result {
+            self.flow_retry.push(connection);
         }
+        result
+    }
+
+    /// Flow removals waiting for the store to take them again.
+    pub fn pending_flow_removals(&self) -> usize {
+        self.flow_retry.len()
     }
 
     /// Test hook: makes the actor of `aor` panic (creating it from the store first if the AOR

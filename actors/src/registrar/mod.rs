@@ -32,6 +32,7 @@ mod cache;
 pub mod config;
 mod directory;
 pub mod driver;
+pub mod flow_retry;
 pub mod handle;
 mod job;
 mod supervisor;
@@ -43,4 +44,5 @@ mod tests;
 
 pub use config::{RegistrarConfig, WallClock};
 pub use driver::Driver;
+pub use flow_retry::FlowRemovalRetry;
 pub use handle::Registrar;

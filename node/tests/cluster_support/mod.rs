@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod calls;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -237,5 +239,45 @@ pub(crate) fn message_reaches(
             c.nodes[node].log_tail(),
             c.nodes[0].log_tail()
         );
+    }
+}
+
+/// Registers `user` over TCP (a flow, `;ob`) at node `i` until it is answered 200 (a node
+/// that just rejoined answers 503 while it settles); panics after `settle`.
+pub(crate) fn register_until_ok(
+    c: &Cluster,
+    i: usize,
+    user: &str,
+    cseq: u32,
+    callid_prefix: &str,
+    settle: Duration,
+) -> TcpPeer {
+    let wait = Duration::from_secs(3);
+    let start = Instant::now();
+    let mut cseq = cseq;
+    loop {
+        let mut peer =
+            TcpPeer::connect(c.nodes[i].tcp_addr(), wait).unwrap_or_else(|e| panic!("{e}"));
+        let local = peer.local_addr();
+        let register = RawRequest::register(DOMAIN, user, local, callid_prefix, cseq)
+            .set(
+                "Via",
+                format!("SIP/2.0/TCP {local};rport;branch=z9hG4bK-reg-{user}-{cseq}"),
+            )
+            .set("Contact", format!("<sip:{user}@{local};transport=tcp;ob>"));
+        let answer = peer
+            .request(&register, wait)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = answer.as_ref().and_then(RawMessage::status);
+        if status == Some(200) {
+            return peer;
+        }
+        assert!(
+            start.elapsed() < settle,
+            "REGISTER at node{} still answered {answer:?}",
+            i + 1
+        );
+        cseq += 1;
+        thread::sleep(Duration::from_millis(200));
     }
 }

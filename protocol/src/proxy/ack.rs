@@ -106,6 +106,7 @@ impl Core {
             request_uri: None,
             destination,
             path: Vec::new(),
+            redial: false,
         };
         let bytes = build_forwarded(
             &msg,

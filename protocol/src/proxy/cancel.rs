@@ -83,6 +83,8 @@ impl Core {
                 branch: None,
                 cancel_pending: false,
                 cancel_sent: false,
+                redial: None,
+                redialled: false,
             },
         );
         self.drive_client(now, cid, None);

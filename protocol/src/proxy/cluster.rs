@@ -18,7 +18,10 @@
 //!
 //! [`CoreConfig`]: super::CoreConfig
 
+use std::net::SocketAddr;
 use std::time::Instant;
+
+use tracing::debug;
 
 use crate::peer::{ConnectionId, Listener};
 
@@ -73,7 +76,11 @@ impl Core {
     /// The shell could not hand a message to the connection `connection` held by another node
     /// (the node is dead, unknown, did not answer, or no longer has the connection): every
     /// client transaction waiting on it fails now, so its request gets 480 (RFC 5626 §5.4)
-    /// rather than a timeout.
+    /// rather than a timeout. A request whose connection was only reused (a TCP or TLS binding
+    /// that is not a flow, its Contact the connection's remote address) is sent again from
+    /// this node on a new connection to that address instead (RFC 3261 §18.1.1: the
+    /// transport may open a new connection to the destination); it fails like the others if
+    /// that does not work. Flows (RFC 5626: WS/WSS, `;ob`, `.invalid` Contacts) never are.
     pub fn handle_flow_unreachable(&mut self, now: Instant, connection: ConnectionId) {
         let ids: Vec<u64> = self
             .clients
@@ -83,6 +90,37 @@ impl Core {
             .collect();
         for id in ids {
             if let Some(entry) = self.clients.get_mut(&id) {
+                if let Some(bytes) = entry.redial.take() {
+                    entry.destination.connection = None;
+                    entry.redialled = true;
+                    let destination = entry.destination;
+                    debug!(%connection, peer = %destination.addr, "holder unreachable: dialling the contact");
+                    self.transmit(destination, bytes);
+                    continue;
+                }
+                match &mut entry.fsm {
+                    ClientFsm::Invite(tx) => tx.transport_error(now),
+                    ClientFsm::NonInvite(tx) => tx.transport_error(now),
+                }
+            }
+            self.drive_client(now, id, None);
+        }
+    }
+
+    /// A stream connection to `peer` closed (or could not be opened): requests redialled there
+    /// by [`Self::handle_flow_unreachable`] that are still waiting fail now, so the caller gets
+    /// 480 at once rather than after Timer B/F (an address that cannot be dialled: a
+    /// connection-reuse alias behind NAT, a UA that does not listen).
+    pub fn handle_redial_closed(&mut self, now: Instant, peer: SocketAddr) {
+        let ids: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.redialled && e.destination.addr == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(entry) = self.clients.get_mut(&id) {
+                entry.redialled = false;
                 match &mut entry.fsm {
                     ClientFsm::Invite(tx) => tx.transport_error(now),
                     ClientFsm::NonInvite(tx) => tx.transport_error(now),

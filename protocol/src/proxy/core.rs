@@ -175,6 +175,13 @@ pub(super) struct ClientEntry {
     pub(super) cancel_pending: bool,
     /// A CANCEL was sent for this branch.
     pub(super) cancel_sent: bool,
+    /// The request as sent, when its connection is held by another node but the target can
+    /// be dialled too (see `Target::redial`): sent again on a new connection if that node
+    /// cannot deliver it.
+    pub(super) redial: Option<Bytes>,
+    /// The request was sent again on a new connection (see `redial`); it fails when a stream
+    /// connection to its destination closes before it completes (a failed dial).
+    pub(super) redialled: bool,
 }
 
 /// The response context of a forwarded request.

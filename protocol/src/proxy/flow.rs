@@ -234,8 +234,8 @@ fn unhex(text: &str) -> Option<[u8; MAC_LEN]> {
     Some(out)
 }
 
-/// The flow named by the Route values the proxy popped (they name this node), other than the
-/// flow the request arrived on: where an in-dialog request must go (RFC 5626 §5.3). The
+/// The flow named by the last of the Route values the proxy popped (they name this node), unless
+/// it is the flow the request arrived on: where an in-dialog request must go (RFC 5626 §5.3). The
 /// transport is the Route value's `transport` parameter (our listener's, and so the flow's).
 ///
 /// Every token among them must verify with `key`, the request's own flow's included: one that
@@ -247,13 +247,17 @@ pub(super) fn flow_from_routes(
 ) -> Result<Option<Destination>, FlowTokenError> {
     let arrived = origin.connection;
     let mut found = None;
-    for r in popped {
+    let last = popped.len().saturating_sub(1);
+    for (i, r) in popped.iter().enumerate() {
         let Some(sip) = r.uri.as_sip() else { continue };
         let Some(value) = sip.params.get(FLOW_PARAM) else {
             continue;
         };
         let token = FlowToken::decode(value.ok_or(FlowTokenError::Malformed)?, key)?;
-        if found.is_some() || Some(token.connection) == arrived {
+        // The outgoing side is the last of our Route values (double Record-Route: the value
+        // facing the sender comes first). A sender that reconnected arrives on a new
+        // connection, so "not the arrival flow" alone would pick its own dead flow.
+        if i != last || Some(token.connection) == arrived {
             continue;
         }
         found = sip
@@ -382,5 +386,46 @@ mod tests {
             ..udp
         };
         assert_eq!(flow_from_routes(&[route], &same, &key()), Ok(None));
+    }
+
+    /// Double Record-Route between two flows: a request from the caller names the caller's
+    /// flow first and the callee's last. A caller that reconnected (its old flow died) sends
+    /// on a new connection: the callee's flow is still the one chosen, never the caller's dead
+    /// one; from the callee, the caller's.
+    #[test]
+    fn the_last_popped_flow_is_the_way_out_even_from_a_reconnected_sender() {
+        let rr = |conn: u64, port: u16| {
+            let token = FlowToken {
+                connection: ConnectionId(conn),
+                remote: format!("192.0.2.7:{port}").parse().unwrap(),
+            }
+            .encode(&key());
+            format!("<sip:127.0.0.1:5060;transport=tcp;lr;ob;flow={token}>")
+        };
+        let (caller_rr, callee_rr) = (rr(1, 40001), rr(2, 40002));
+        let from_caller = [
+            NameAddr::parse(&caller_rr).unwrap(),
+            NameAddr::parse(&callee_rr).unwrap(),
+        ];
+        let origin = |conn: u64| Origin {
+            transport: Transport::Tcp,
+            source: "192.0.2.7:40009".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            connection: Some(ConnectionId(conn)),
+        };
+        for arrived in [1, 7] {
+            let d = flow_from_routes(&from_caller, &origin(arrived), &key())
+                .unwrap()
+                .unwrap();
+            assert_eq!(d.connection, Some(ConnectionId(2)), "arrived on {arrived}");
+        }
+        let from_callee = [
+            NameAddr::parse(&callee_rr).unwrap(),
+            NameAddr::parse(&caller_rr).unwrap(),
+        ];
+        let d = flow_from_routes(&from_callee, &origin(2), &key())
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.connection, Some(ConnectionId(1)));
     }
 }

@@ -503,3 +503,85 @@ fn a_flow_held_by_another_node_is_sent_there_and_480_when_unreachable() {
         .collect();
     assert_eq!(codes, vec![480], "answered at once, not after Timer B");
 }
+
+/// A TCP UA registered through node 2 without outbound (no `;ob`, no instance): its Contact is
+/// the address its connection came from, so node 1 reuses that connection (a remote transmit
+/// to node 2), and when node 2 cannot deliver, node 1 dials the Contact itself (RFC 3261
+/// §18.1.1) rather than answering 480. The same UA registered as a flow (`;ob`) gets 480.
+#[test]
+fn a_reused_tcp_connection_whose_holder_is_gone_is_redialled_but_a_flow_is_not() {
+    use super::Incarnation;
+    const UA: &str = "127.0.0.9:41000";
+    let (me, holder) = (Incarnation(1), Incarnation(2));
+    let remote_conn = ConnectionId(holder.connection_base() + 7);
+    for (ob, redialled) in [("", true), (";ob", false)] {
+        let mut h = Harness::clustered(me);
+        h.recv_from(
+            Origin {
+                transport: Transport::Tcp,
+                source: addr(UA),
+                local: addr(PROXY),
+                connection: Some(remote_conn),
+            },
+            &format!(
+                "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/TCP {UA};branch=z9hG4bKtr1\n\
+                 Max-Forwards: 69\nFrom: <sip:tcp@example.com>;tag=t\nTo: <sip:tcp@example.com>\n\
+                 Call-ID: treg\nCSeq: 1 REGISTER\n\
+                 Contact: <sip:tcp@{UA};transport=tcp{ob}>;expires=600\nContent-Length: 0\n\n"
+            ),
+        );
+        h.remote.clear();
+        h.take();
+        h.recv(
+            ALICE,
+            &format!(
+                "MESSAGE sip:tcp@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm1\nMax-Forwards: 70\n\
+                 From: <sip:alice@example.com>;tag=a1\nTo: <sip:tcp@example.com>\nCall-ID: redial-1\nCSeq: 1 MESSAGE\n\
+                 Content-Length: 0\n\n"
+            ),
+        );
+        let (to, d, _) = h.remote.pop().expect("a remote transmit first");
+        assert_eq!((to, d.connection), (holder, Some(remote_conn)), "{ob}");
+        h.take();
+
+        h.core.handle_flow_unreachable(h.now, remote_conn);
+        h.pump();
+        let out = h.take();
+        let finals: Vec<u16> = out
+            .iter()
+            .filter_map(|(_, m)| m.status().map(|s| s.0))
+            .filter(|c| *c >= 200)
+            .collect();
+        let sent: Vec<&Destination> = out
+            .iter()
+            .filter(|(_, m)| m.is_request())
+            .map(|(d, _)| d)
+            .collect();
+        if redialled {
+            assert!(finals.is_empty(), "no 480: {finals:?}");
+            assert_eq!(sent.len(), 1, "the MESSAGE sent again");
+            assert_eq!(sent[0].transport, Transport::Tcp);
+            assert_eq!(sent[0].addr, addr(UA));
+            assert_eq!(sent[0].connection, None, "on a new connection");
+            assert!(h.remote.is_empty(), "not to the holder again");
+            // A second failure is no longer redialled: no loop.
+            h.core.handle_flow_unreachable(h.now, remote_conn);
+            h.pump();
+            assert!(h.take().is_empty());
+            // The dial fails (the connection to the Contact closes at once): 480 now, not
+            // after Timer F.
+            h.core.handle_redial_closed(h.now, addr(UA));
+            h.pump();
+            let finals: Vec<u16> = h
+                .take()
+                .iter()
+                .filter_map(|(_, m)| m.status().map(|s| s.0))
+                .filter(|c| *c >= 200)
+                .collect();
+            assert_eq!(finals, vec![480], "a failed dial is answered at once");
+        } else {
+            assert_eq!(finals, vec![480], "a flow is never redialled");
+            assert!(sent.is_empty());
+        }
+    }
+}

@@ -61,6 +61,11 @@ pub(super) struct Target {
     pub(super) destination: Destination,
     /// Route values to put first (a binding's Path, RFC 3327).
     pub(super) path: Vec<Bytes>,
+    /// The destination's connection is only reused (a binding that is not a flow, whose
+    /// Contact is the address the connection came from): when the node holding it cannot
+    /// deliver, the request may be sent on a new connection to that address instead (RFC 3261
+    /// §18.1.1), see [`Core::handle_flow_unreachable`](super::Core::handle_flow_unreachable).
+    pub(super) redial: bool,
 }
 
 impl Core {
@@ -130,6 +135,13 @@ impl Core {
             destination.local = Some(out.addr);
             let key = TransactionKey::client(&branch, msg.method().map_or("", Method::as_str));
             let reliable = destination.transport.is_reliable();
+            // Kept only for a reused connection another node holds (see `Target::redial`).
+            let redial = (target.redial
+                && destination
+                    .connection
+                    .and_then(|c| super::cluster::remote_holder(self.cfg.incarnation, c))
+                    .is_some())
+            .then(|| bytes.clone());
             let (fsm, request) = if is_invite {
                 (
                     ClientFsm::Invite(ClientInviteTx::new(
@@ -163,6 +175,8 @@ impl Core {
                     branch: Some((ctx_id, index)),
                     cancel_pending: false,
                     cancel_sent: false,
+                    redial,
+                    redialled: false,
                 },
             );
             ctx.branches.push(id);
@@ -463,6 +477,7 @@ pub(super) fn binding_target(b: &Binding) -> Option<Target> {
             request_uri: Some(b.contact.clone()),
             destination,
             path: b.path.clone(),
+            redial: false,
         });
     }
     let contact = std::str::from_utf8(&b.contact).ok()?;
@@ -497,5 +512,7 @@ pub(super) fn binding_target(b: &Binding) -> Option<Target> {
             connection,
         },
         path: b.path.clone(),
+        // TCP and TLS can be dialled; WS/WSS never (and flows took the branch above).
+        redial: connection.is_some() && matches!(transport, Transport::Tcp | Transport::Tls),
     })
 }

@@ -222,6 +222,7 @@ impl Core {
                     request_uri: None,
                     destination,
                     path: Vec::new(),
+                    redial: false,
                 }],
             );
             return;
@@ -414,6 +415,7 @@ impl Core {
                         request_uri: None,
                         destination: dest,
                         path: Vec::new(),
+                        redial: false,
                     }],
                 );
             }
@@ -479,6 +481,7 @@ impl Core {
             request_uri: None,
             destination,
             path: Vec::new(),
+            redial: false,
         };
         self.forward(now, server, &msg, plan, vec![target]);
     }

@@ -1,12 +1,13 @@
 //! `cluster-bench`: REGISTER/s and calls/s of a sipmesh cluster with every request entering at
 //! a random node, for each cluster size given (default 1 and 3), and the time from SIGKILL to
-//! full service over `--kills` kills. Run through `bench/cluster/run.sh`.
+//! full service over `--kills` kills; with `--kamailio-cfg`, the same load against one
+//! Kamailio as the reference column. Run through `bench/cluster/run.sh`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sipmesh_simulations::bench::{BenchConfig, BenchFigures, measure};
+use sipmesh_simulations::bench::{BenchConfig, BenchFigures, measure, measure_kamailio};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -36,6 +37,12 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure one Kamailio with this configuration (`bench/load/kamailio.cfg`).
+    #[arg(long)]
+    kamailio_cfg: Option<PathBuf>,
+    /// Kamailio's UDP/TCP port on 127.0.0.1.
+    #[arg(long, default_value_t = 15070)]
+    kamailio_port: u16,
 }
 
 fn main() -> ExitCode {
@@ -66,20 +73,29 @@ fn main() -> ExitCode {
         }
     };
     let mut all: Vec<BenchFigures> = Vec::new();
+    let config = |nodes| BenchConfig {
+        nodes,
+        agents: args.agents,
+        seconds: args.seconds,
+        kills: args.kills,
+        sipmesh: sipmesh.clone(),
+        any_node_in_dialog: args.any_node_in_dialog,
+        seed: args.seed,
+    };
     for &nodes in &args.nodes {
-        let cfg = BenchConfig {
-            nodes,
-            agents: args.agents,
-            seconds: args.seconds,
-            kills: args.kills,
-            sipmesh: sipmesh.clone(),
-            any_node_in_dialog: args.any_node_in_dialog,
-            seed: args.seed,
-        };
-        match runtime.block_on(measure(&cfg)) {
+        match runtime.block_on(measure(&config(nodes))) {
             Ok(f) => all.push(f),
             Err(e) => {
                 eprintln!("cluster-bench: {nodes} nodes: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(cfg) = &args.kamailio_cfg {
+        match runtime.block_on(measure_kamailio(&config(1), cfg, args.kamailio_port)) {
+            Ok(f) => all.push(f),
+            Err(e) => {
+                eprintln!("cluster-bench: kamailio: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -88,7 +104,8 @@ fn main() -> ExitCode {
         println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     } else {
         println!(
-            "{:>5} {:>7} {:>12} {:>8} {:>9} {:>8} {:>17} {:>14}",
+            "{:<9} {:>5} {:>7} {:>12} {:>8} {:>9} {:>8} {:>17} {:>14}",
+            "target",
             "nodes",
             "agents",
             "REGISTER/s",
@@ -100,7 +117,8 @@ fn main() -> ExitCode {
         );
         for f in &all {
             println!(
-                "{:>5} {:>7} {:>12.0} {:>8} {:>9.0} {:>8} {:>17} {:>14}",
+                "{:<9} {:>5} {:>7} {:>12.0} {:>8} {:>9.0} {:>8} {:>17} {:>14}",
+                f.target,
                 f.nodes,
                 f.agents,
                 f.register_per_s,
@@ -113,13 +131,25 @@ fn main() -> ExitCode {
                     .map_or_else(|| "-".to_owned(), |v| v.to_string()),
             );
         }
-        if let Some(one) = all.iter().find(|f| f.nodes == 1) {
-            for f in all.iter().filter(|f| f.nodes > 1) {
+        let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
+        let sipmesh = || all.iter().filter(|f| f.target == "sipmesh");
+        if let Some(one) = sipmesh().find(|f| f.nodes == 1) {
+            for f in sipmesh().filter(|f| f.nodes > 1) {
                 println!(
                     "{} nodes / 1 node: REGISTER/s {:.2}, calls/s {:.2}",
                     f.nodes,
-                    f.register_per_s / one.register_per_s.max(f64::MIN_POSITIVE),
-                    f.calls_per_s / one.calls_per_s.max(f64::MIN_POSITIVE)
+                    ratio(f.register_per_s, one.register_per_s),
+                    ratio(f.calls_per_s, one.calls_per_s)
+                );
+            }
+        }
+        if let Some(k) = all.iter().find(|f| f.target == "kamailio") {
+            for f in sipmesh() {
+                println!(
+                    "sipmesh {} node(s) / kamailio: REGISTER/s {:.2}, calls/s {:.2}",
+                    f.nodes,
+                    ratio(f.register_per_s, k.register_per_s),
+                    ratio(f.calls_per_s, k.calls_per_s)
                 );
             }
         }
