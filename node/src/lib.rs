@@ -141,7 +141,7 @@ pub async fn run(
         }
         _ => None,
     };
-    let (takeover, _dialog_counts) = match (&membership, &engine_config.redis, &config.cluster) {
+    let takeover = match (&membership, &engine_config.redis, &config.cluster) {
         (Some(membership), Some(redis), Some(cluster)) => {
             let store = sipmesh_actors::dialog::RedisDialogStore::new(
                 redis,
@@ -149,16 +149,15 @@ pub async fn run(
             )
             .map_err(|e| anyhow::anyhow!("dialog store for takeover: {e}"))?
             .with_fence(engine_config.fence.clone());
-            let (task, owned) = takeover::start(
+            Some(takeover::start(
                 membership.clone(),
                 store,
                 engine.dialogs(),
                 engine.media(),
                 cluster.key_prefix.clone(),
-            );
-            (Some(task), Some(owned))
+            ))
         }
-        _ => (None, None),
+        _ => None,
     };
     let (lost_flows, fenced_flows) = lost_flows.unzip();
     let (counts_task, owned) = match (&membership, &config.cluster) {

@@ -1,5 +1,4 @@
-//! Dialog failover and hand-back between cluster nodes (issue 5, point 4), and the per-member
-//! actor counts of the admin view (point 5).
+//! Dialog failover and hand-back between cluster nodes (issue 5, point 4).
 //!
 //! Every clustered node watches its placement set ([`Membership::live_members`]). When it
 //! changes (a member declared dead or left, a member (re)joined), and once when this node first
@@ -19,55 +18,25 @@
 //! offered to rtpengine but never confirmed gets its session deleted by the call's placement
 //! owner.
 //!
-//! Every second the node also publishes its number of dialog actors in Redis
-//! (`sipmesh:dlg:owned:<lease key>`, 5 s expiry) and reads its peers', for
-//! `owned_actors` in `GET /cluster`.
+//! The admin view's per-member actor counts are published by `actor_counts`, not here.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use sipmesh_actors::dialog::takeover::{Moved, placement_key, rebalance_with};
 use sipmesh_actors::dialog::{Dialogs, RedisDialogStore};
 use sipmesh_actors::media::{MediaSessions, PendingMedia};
-use sipmesh_cluster::{ClusterView, Membership, NodeId};
+use sipmesh_cluster::{Membership, NodeId};
 
 /// How often the placement set is compared.
 const EVERY: Duration = Duration::from_millis(200);
-/// How often the actor counts are published and read.
-const COUNT_EVERY: Duration = Duration::from_secs(1);
-/// Life of a published count.
-const COUNT_TTL: Duration = Duration::from_secs(5);
 /// How often dead members' pending media logs are swept (issue 6).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Age an offered call must reach before a survivor deletes its session: well past any
 /// in-flight ng offer of the dead node (its death is declared about 2.4 s after it stops).
 const SWEEP_GRACE: Duration = Duration::from_secs(1);
-
-/// The actor counts of the members, for the admin view. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct OwnedActors {
-    dialogs: Dialogs,
-    peers: watch::Receiver<BTreeMap<NodeId, u64>>,
-}
-
-impl OwnedActors {
-    /// Fills `owned_actors` of every member of `view`: this node's live dialog actors, and
-    /// each peer's last published count (`None` when none is fresh: a dead member).
-    pub fn fill(&self, view: &mut ClusterView) {
-        let peers = self.peers.borrow();
-        for m in &mut view.members {
-            m.owned_actors = if m.is_self {
-                u64::try_from(self.dialogs.live()).ok()
-            } else {
-                peers.get(&m.id).copied()
-            };
-        }
-    }
-}
 
 /// Starts the watcher; it runs until aborted. `lease_prefix` is the cluster key prefix (lease
 /// keys are `<prefix>node:<id>`).
@@ -77,16 +46,10 @@ pub fn start(
     dialogs: Dialogs,
     media: Option<MediaSessions>,
     lease_prefix: String,
-) -> (JoinHandle<()>, OwnedActors) {
-    let (tx, rx) = watch::channel(BTreeMap::new());
-    let owned = OwnedActors {
-        dialogs: dialogs.clone(),
-        peers: rx,
-    };
-    let task = tokio::spawn(async move {
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
         let mut placed: Option<Vec<NodeId>> = None;
         let mut generation: Option<u64> = None;
-        let mut last_count = Instant::now() - COUNT_EVERY;
         let mut last_sweep = Instant::now();
         // This node's own log holds entries of its previous run until one sweep went through.
         let mut own_swept = false;
@@ -94,10 +57,6 @@ pub fn start(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if last_count.elapsed() >= COUNT_EVERY {
-                last_count = Instant::now();
-                publish_counts(&membership, &store, &dialogs, &lease_prefix, &tx).await;
-            }
             if membership.is_fenced() {
                 // Whatever changed meanwhile, look again once the lease is back.
                 placed = None;
@@ -159,8 +118,7 @@ pub fn start(
                 Err(e) => warn!(error = %e, "dialog rebalance failed; retrying"),
             }
         }
-    });
-    (task, owned)
+    })
 }
 
 /// Deletes the rtpengine sessions that dead members offered and never confirmed (their
@@ -217,40 +175,5 @@ async fn sweep_media(
             warn!(error = %e, "sweeping pending media sessions failed");
             false
         }
-    }
-}
-
-async fn publish_counts(
-    membership: &Membership,
-    store: &RedisDialogStore,
-    dialogs: &Dialogs,
-    lease_prefix: &str,
-    tx: &watch::Sender<BTreeMap<NodeId, u64>>,
-) {
-    let live = u64::try_from(dialogs.live()).unwrap_or(u64::MAX);
-    if let Err(e) = store.publish_owned(live, COUNT_TTL).await {
-        warn!(error = %e, "publishing the actor count failed");
-    }
-    let peers: Vec<NodeId> = membership
-        .view()
-        .members
-        .into_iter()
-        .filter(|m| !m.is_self)
-        .map(|m| m.id)
-        .collect();
-    let keys: Vec<String> = peers
-        .iter()
-        .map(|id| format!("{lease_prefix}node:{id}"))
-        .collect();
-    match store.owned_counts(&keys).await {
-        Ok(counts) => {
-            let map = peers
-                .into_iter()
-                .zip(counts)
-                .filter_map(|(id, c)| c.map(|c| (id, c)))
-                .collect();
-            tx.send_replace(map);
-        }
-        Err(e) => warn!(error = %e, "reading the peers' actor counts failed"),
     }
 }

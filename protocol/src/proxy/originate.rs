@@ -74,6 +74,8 @@ impl Core {
                 branch: None,
                 cancel_pending: false,
                 cancel_sent: false,
+                redial: None,
+                redialled: false,
             },
         );
         self.drive_client(now, id, None);

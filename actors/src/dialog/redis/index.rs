@@ -47,11 +47,6 @@ impl RedisDialogStore {
         format!("{}owners", self.prefix)
     }
 
-    /// The key of the published actor count of the node of `lease_key`: `P owned:<lease key>`.
-    pub fn owned_key_of(&self, lease_key: &str) -> String {
-        format!("{}owned:{lease_key}", self.prefix)
-    }
-
     /// This store's own owner index (`None` unfenced or on a Redis Cluster: no index kept).
     pub fn own_index(&self) -> Option<String> {
         match (&self.fence, self.cluster) {
@@ -139,39 +134,6 @@ impl RedisDialogStore {
         let cmd = ::redis::cmd("INCR")
             .arg(format!("{}rebalance", self.prefix))
             .clone();
-        self.bounded(cmd.query_async(&mut conn)).await
-    }
-
-    /// Publishes `count`, the dialog actors this node runs, under `P owned:<own lease key>`
-    /// for `ttl` (nothing without a fence).
-    pub async fn publish_owned(&self, count: u64, ttl: Duration) -> Result<(), DialogStoreError> {
-        let Some(fence) = &self.fence else {
-            return Ok(());
-        };
-        let mut conn = self.conn.clone();
-        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let cmd = ::redis::cmd("SET")
-            .arg(self.owned_key_of(fence.lease_key()))
-            .arg(count)
-            .arg("PX")
-            .arg(ms)
-            .clone();
-        self.bounded(cmd.query_async::<()>(&mut conn)).await
-    }
-
-    /// The published actor counts of the nodes of `lease_keys` (`None` where none is fresh).
-    pub async fn owned_counts(
-        &self,
-        lease_keys: &[String],
-    ) -> Result<Vec<Option<u64>>, DialogStoreError> {
-        if lease_keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let mut cmd = ::redis::cmd("MGET");
-        for k in lease_keys {
-            cmd.arg(self.owned_key_of(k));
-        }
         self.bounded(cmd.query_async(&mut conn)).await
     }
 }
