@@ -672,12 +672,18 @@ impl LocationStore for RedisLocationStore {
                     .await?
                 }
             };
-            let Value::Array(reply) = reply else {
+            let Value::Array(mut reply) = reply else {
                 return Err(bad_reply("register script reply"));
             };
+            // The AOR value is taken out of the reply, not copied: the decoded bindings share
+            // its buffer.
+            let value = match reply.get_mut(2) {
+                Some(Value::BulkString(value)) => std::mem::take(value),
+                _ => Vec::new(),
+            };
             match reply.as_slice() {
-                [status, changed, value, effects @ ..] if bytes_of(status) == Some(b"OK") => {
-                    let bindings = decode(bytes_of(value).unwrap_or_default().to_vec())?;
+                [status, changed, _, effects @ ..] if bytes_of(status) == Some(b"OK") => {
+                    let bindings = decode(value)?;
                     let changed = matches!(changed, Value::Int(1));
                     if changed && self.cluster.is_some() {
                         // The index updates share the call's time bound with the script.
