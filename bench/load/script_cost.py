@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -245,6 +246,7 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
     finally:
         proc.kill()
         proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> int:
