@@ -20,6 +20,8 @@ server runs under valgrind's callgrind and ``Ir`` = instructions per call (deter
 fewer ``--users``, it is ~50x slower).
 
 Usage: bench/load/script_cost.py [--users 10000] [--refreshes 5] [--repeat 3] [--callgrind]
+[--fcall]. With ``--fcall`` the register script is loaded as a Redis Functions library
+(``FUNCTION LOAD``) and called with ``FCALL``, as the store does on Redis >= 7.
 Median of ``--repeat`` fresh servers; all runs printed. Needs ``redis-server`` on PATH.
 """
 
@@ -46,6 +48,21 @@ def script_text() -> str:
     layout = (REDIS_DIR / "layout_single.lua").read_text()
     body = (REDIS_DIR / "register.lua").read_text()
     return f"{common}\n{layout}\n{body}"
+
+
+def library_text() -> tuple[str, str]:
+    """The register script as a Redis Functions library, composed as the store composes it
+    (``actors/src/location/redis/library.rs``): the helpers once at load time, sharing the
+    ``KEYS``/``ARGV`` upvalues that each call sets. Returns (library, function name)."""
+    common = (REDIS_DIR / "common.lua").read_text()
+    layout = (REDIS_DIR / "layout_single.lua").read_text()
+    body = (REDIS_DIR / "register.lua").read_text()
+    return (
+        "#!lua name=sipmesh_bench\nlocal KEYS, ARGV\n" + common
+        + "\nredis.register_function('sipmesh_register', function(keys, args)\n"
+        + "KEYS, ARGV = keys, args\n" + layout + "\n" + body + "\nend)\n",
+        "sipmesh_register",
+    )
 
 
 def resp(*args: bytes | str | int) -> bytes:
@@ -119,22 +136,23 @@ def rest_field(*fields: str) -> str:
     return "".join(f"{len(f)}:{f}" for f in fields)
 
 
-def register_cmd(sha: str, user: int, call_id: str, now_ms: int, expires_s: int) -> bytes:
+def register_cmd(sha: str, user: int, call_id: str, now_ms: int, expires_s: int,
+                 verb: str = "EVALSHA") -> bytes:
     aor = f"sip:user{user:05d}@bench.sipmesh.test"
     contact = f"sip:user{user:05d}@127.0.0.1:5070"
     rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
     return resp(
-        "EVALSHA", sha, 4, PREFIX + "aor:" + aor, PREFIX + "exp", PREFIX + "count",
+        verb, sha, 4, PREFIX + "aor:" + aor, PREFIX + "exp", PREFIX + "count",
         PREFIX + "closed:" + aor,
         now_ms, "L", call_id, 1, 10, aor, PREFIX + "conn:", "",
         now_ms + expires_s * 1000, call_id, 1, contact, "", "", "", rest,
     )
 
 
-def usec_per_call(conn: Conn) -> tuple[float, int]:
+def usec_per_call(conn: Conn, verb: str) -> tuple[float, int]:
     info = conn.call("INFO", "commandstats").decode()
     for line in info.splitlines():
-        if line.startswith("cmdstat_evalsha:"):
+        if line.startswith(f"cmdstat_{verb.lower()}:"):
             fields = dict(kv.split("=") for kv in line.split(":", 1)[1].split(","))
             return float(fields["usec_per_call"]), int(fields["calls"])
     return 0.0, 0
@@ -148,8 +166,8 @@ def cpu_seconds(pid: int) -> float:
 class Meter:
     """Per-phase cost of the server: wall µs/call, CPU µs/call, and (callgrind) Ir/call."""
 
-    def __init__(self, conn: Conn, pid: int, callgrind: Path | None) -> None:
-        self.conn, self.pid, self.callgrind = conn, pid, callgrind
+    def __init__(self, conn: Conn, pid: int, callgrind: Path | None, verb: str) -> None:
+        self.conn, self.pid, self.callgrind, self.verb = conn, pid, callgrind, verb
         self.dumps = 0
 
     def start(self) -> None:
@@ -161,7 +179,7 @@ class Meter:
 
     def stop(self) -> dict:
         cpu = cpu_seconds(self.pid) - self.cpu0
-        wall, calls = usec_per_call(self.conn)
+        wall, calls = usec_per_call(self.conn, self.verb)
         out = {"wall": wall, "cpu": cpu / max(calls, 1) * 1e6}
         if self.callgrind:
             subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True,
@@ -187,14 +205,18 @@ def free_port() -> int:
 
 
 def one_run(users: int, refreshes: int, callgrind: bool = False,
-            text: str | None = None, refresh_text: str | None = None) -> dict:
+            text: str | None = None, refresh_text: str | None = None,
+            fcall: bool = False) -> dict:
     """One fresh server. `text` replaces the register script (experiments), `refresh_text`
-    the script of the refresh phase only."""
+    the script of the refresh phase only. `fcall`: the register script as a function library
+    called with ``FCALL`` instead of ``EVALSHA``."""
+    verb = "FCALL" if fcall else "EVALSHA"
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="sipmesh-script-cost-")
     out = Path(workdir) / "callgrind.out"
     wrap = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             "--collect-atstart=no", "--toggle-collect=evalShaCommand"]
+             "--collect-atstart=no",
+             "--toggle-collect=" + ("fcallCommand" if fcall else "evalShaCommand")]
             if callgrind else [])
     proc = subprocess.Popen(
         wrap + ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
@@ -211,10 +233,19 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        text = text or script_text()
-        sha = conn.call("SCRIPT", "LOAD", text).decode()
-        assert sha == hashlib.sha1(text.encode()).hexdigest()
-        empty_sha = conn.call("SCRIPT", "LOAD", "return 0").decode()
+        if fcall:
+            library, sha = library_text()
+            loaded = conn.call("FUNCTION", "LOAD", "REPLACE", library)
+            if conn.errors:
+                raise RuntimeError(f"FUNCTION LOAD failed: {loaded!r}")
+            conn.call("FUNCTION", "LOAD", "REPLACE", "#!lua name=sipmesh_empty\n"
+                      "redis.register_function('sipmesh_empty', function() return 0 end)")
+            empty_sha = "sipmesh_empty"
+        else:
+            text = text or script_text()
+            sha = conn.call("SCRIPT", "LOAD", text).decode()
+            assert sha == hashlib.sha1(text.encode()).hexdigest()
+            empty_sha = conn.call("SCRIPT", "LOAD", "return 0").decode()
         # The store's other scripts are loaded too: their code is part of the live heap that
         # every cycle of Lua's collector walks.
         common = (REDIS_DIR / "common.lua").read_text()
@@ -223,13 +254,13 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
         refresh_sha = conn.call("SCRIPT", "LOAD", refresh_text).decode() if refresh_text else sha
         now = int(time.time() * 1000)
         figures = {}
-        meter = Meter(conn, proc.pid, out if callgrind else None)
+        meter = Meter(conn, proc.pid, out if callgrind else None, verb)
         # First, before any script leaves garbage for Lua's collector to clear.
-        empty_cmds = [register_cmd(empty_sha, u, f"e{u}", now, 3600) for u in range(users)]
+        empty_cmds = [register_cmd(empty_sha, u, f"e{u}", now, 3600, verb) for u in range(users)]
         meter.start()
         conn.pipeline(empty_cmds)
         figures["empty"] = meter.stop()
-        cmds = [register_cmd(sha, u, f"c{u}-0", now, 3600) for u in range(users)]
+        cmds = [register_cmd(sha, u, f"c{u}-0", now, 3600, verb) for u in range(users)]
         meter.start()
         conn.pipeline(cmds)
         figures["first"] = meter.stop()
@@ -237,7 +268,7 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
         for r in range(1, refreshes + 1):
             # One refresh per AOR per round, each a second later than the round before.
             at = now + r * 1000
-            conn.pipeline([register_cmd(refresh_sha, u, f"c{u}-{r}", at + u // 100, 3600)
+            conn.pipeline([register_cmd(refresh_sha, u, f"c{u}-{r}", at + u // 100, 3600, verb)
                            for u in range(users)])
         figures["refresh"] = meter.stop()
         if conn.errors:
@@ -256,8 +287,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--callgrind", action="store_true",
                         help="run redis-server under callgrind and report instructions/call")
+    parser.add_argument("--fcall", action="store_true",
+                        help="the register script as a function library, called with FCALL")
     args = parser.parse_args()
-    runs = [one_run(args.users, args.refreshes, args.callgrind) for _ in range(args.repeat)]
+    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=args.fcall)
+            for _ in range(args.repeat)]
+    verb = "FCALL" if args.fcall else "EVALSHA"
     units = {"wall": "wall µs", "cpu": "CPU µs", "ir": "Ir"}
     for kind in ("first", "refresh", "empty"):
         for unit, label in units.items():
@@ -267,7 +302,7 @@ def main() -> int:
             shown = ", ".join(f"{v:.2f}" if unit != "ir" else f"{v:.0f}" for v in values)
             med = statistics.median(values)
             med_s = f"{med:.2f}" if unit != "ir" else f"{med:.0f}"
-            print(f"{kind:8s} {label:8s}/EVALSHA median {med_s}  (runs: {shown})")
+            print(f"{kind:8s} {label:8s}/{verb} median {med_s}  (runs: {shown})")
     return 0
 
 
