@@ -7,10 +7,10 @@ mod requests;
 
 use std::time::Duration;
 
+use requests::{aor, contact, req, t0};
 use sipmesh_actors::location::{LocationStore, RedisLocationStore, RedisStoreConfig};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_test_support::RedisServer;
-use requests::{aor, contact, req, t0};
 
 async fn store_on(server: &RedisServer) -> RedisLocationStore {
     let config = RedisStoreConfig {
@@ -29,7 +29,7 @@ async fn register_ok(store: &RedisLocationStore, user: &str, call_id: &str) {
         &who,
         call_id,
         1,
-        vec![contact(&format!("sip:{user}@h.invalid"), None)],
+        vec![contact(format!("sip:{user}@h.invalid"), None)],
     );
     let outcome = store.register(r, &RegistrarPolicy::default(), t0()).await;
     assert!(outcome.is_ok(), "register {user}: {outcome:?}");
