@@ -1,5 +1,6 @@
 //! The register script as a Redis Functions library (docs/REDIS.md "Script cost"): loaded on
-//! first use, reloaded when the server lost it, and `EVALSHA` when the server has no
+//! first use (on every master of a Cluster), reloaded when the server lost it, and `EVALSHA`
+//! when the server has no
 //! `FCALL`/`FUNCTION` (a Redis < 7, played by a 7.0 server with both commands renamed away).
 
 #[path = "support/requests.rs"]
@@ -81,4 +82,24 @@ async fn register_falls_back_to_evalsha_without_functions() {
     register_ok(&store, "bob", "b1").await;
     let stats = server.cli(&["INFO", "commandstats"]);
     assert!(stats.contains("cmdstat_evalsha:"), "no EVALSHA: {stats}");
+}
+
+#[tokio::test]
+async fn a_cluster_gets_the_library_on_every_master() {
+    let cluster = sipmesh_test_support::RedisCluster::start("functions_on_every_master", 3);
+    let config = RedisStoreConfig {
+        timeout: Duration::from_secs(10),
+        ..RedisStoreConfig::new(cluster.url())
+    };
+    let store = RedisLocationStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    register_ok(&store, "alice", "a1").await;
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        let listed = node.cli(&["FUNCTION", "LIST"]);
+        assert!(
+            listed.contains("sipmesh_register_"),
+            "master {i}: FUNCTION LIST: {listed}"
+        );
+    }
 }

@@ -155,17 +155,13 @@ pub(in crate::location) async fn query<C: ConnectionLike>(
 
 /// `ERR Function not found`: the library is not loaded on this server.
 fn is_function_not_found(err: &RedisError) -> bool {
-    err.detail()
-        .is_some_and(|d| d.starts_with("Function not found"))
-        || err.to_string().contains("Function not found")
+    err.to_string().contains("Function not found")
 }
 
 /// `ERR unknown command 'FCALL'` / `'FUNCTION'`: a Redis older than 7.0.
 fn is_unknown_command(err: &RedisError) -> bool {
-    let text = err.to_string();
-    text.contains("unknown command") && (text.contains("FCALL") || text.contains("FUNCTION"))
-        || text.contains("unknown command 'fcall'")
-        || text.contains("unknown command 'function'")
+    let text = err.to_string().to_ascii_lowercase();
+    text.contains("unknown command") && (text.contains("fcall") || text.contains("function"))
 }
 
 #[cfg(test)]
