@@ -1,7 +1,7 @@
 //! The register script as a Redis Functions library (docs/REDIS.md "Script cost"): loaded on
 //! first use (on every master of a Cluster), reloaded when the server lost it, and `EVALSHA`
-//! when the server has no
-//! `FCALL`/`FUNCTION` (a Redis < 7, played by a 7.0 server with both commands renamed away).
+//! when the server has no `FCALL`/`FUNCTION` (a Redis < 7, played by a 7.0 server with both
+//! commands renamed away).
 
 #[path = "support/requests.rs"]
 mod requests;
