@@ -329,6 +329,65 @@ async fn sweep_in_batches() {
     );
 }
 
+/// The expiry index holds a lower bound of each AOR's earliest expiry (docs/REDIS.md, "Expiry
+/// index"): a refresh leaves the score alone, a shorter expiry lowers it, and a sweep that visits
+/// the AOR early removes nothing and sets the exact score, so it is never visited again early.
+#[tokio::test]
+async fn expiry_index_is_a_lower_bound_that_the_sweep_makes_exact() {
+    let (server, store) = redis_store().await;
+    let client = redis::Client::open(server.url()).unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let alice = aor("alice");
+    let ms = |s: u64| 1_700_000_000_000 + s * 1000;
+    let at = |s| t0() + Duration::from_secs(s);
+    let mut score = async || -> Option<u64> {
+        redis::cmd("ZSCORE")
+            .arg("sipmesh:loc:exp")
+            .arg("sip:alice@example.com")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let policy = RegistrarPolicy::default();
+    let register = |cseq, uri: &str, expires, now| {
+        store.register(
+            req(&alice, "c", cseq, vec![contact(uri, Some(expires))]),
+            &policy,
+            now,
+        )
+    };
+    // First registration: the exact earliest expiry.
+    assert!(register(1, "sip:a@h", 100, t0()).await.is_ok());
+    assert_eq!(score().await, Some(ms(100)));
+    // A refresh 50 s later moves the expiry to 150 s: the score stays at 100 s.
+    assert!(register(2, "sip:a@h", 100, at(50)).await.is_ok());
+    assert_eq!(score().await, Some(ms(100)));
+    // A second Contact expiring before that lowers the score.
+    assert!(register(3, "sip:b@h", 60, at(20)).await.is_ok());
+    assert_eq!(score().await, Some(ms(80)));
+    // Removing it leaves the (now lower-bound) score.
+    assert!(register(4, "sip:b@h", 0, at(21)).await.is_ok());
+    assert_eq!(score().await, Some(ms(80)));
+    // A sweep at 90 s visits the AOR, removes nothing, and sets the exact score (150 s).
+    assert_eq!(store.sweep_expired(at(90)).await, Ok(0));
+    assert_eq!(score().await, Some(ms(150)));
+    assert_eq!(
+        store.stats().await.map(|s| (s.aors, s.bindings)),
+        Ok((1, 1))
+    );
+    assert_eq!(store.lookup(&alice, at(90)).await.map(|b| b.len()), Ok(1));
+    // At 150 s the binding is swept and the AOR leaves the index.
+    assert_eq!(store.sweep_expired(at(150)).await, Ok(1));
+    assert_eq!(score().await, None);
+    assert_eq!(
+        store.stats().await.map(|s| (s.aors, s.bindings)),
+        Ok((0, 0))
+    );
+}
+
 /// Bytes Redis spends per binding (MEMORY USAGE of the AOR key), printed for the report.
 #[tokio::test]
 async fn memory_per_binding() {

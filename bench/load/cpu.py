@@ -9,10 +9,18 @@ median over ``--runs`` of
 
 * node µs/REGISTER   = node CPU / successful REGISTERs,
 * redis µs/REGISTER  = redis-server CPU / successful REGISTERs (sipmesh-redis only),
+* the read and write system calls per REGISTER of the node and of redis-server (from
+  /proc/PID/io; redis-server reads once per arriving batch, so its reads per REGISTER are
+  about 1 / the pipeline fill),
 * the achieved rate (indicative only on a busy machine).
 
+With ``--compare-bin OTHER`` the runs alternate between ``--sipmesh-bin`` and OTHER (A, B, A,
+B, ...), so both binaries see the same machine load; the medians are printed per binary.
+``--redis-unix`` connects the node to Redis over a Unix-domain socket instead of TCP.
+
 Usage: bench/load/cpu.py [--runs 3] [--target sipmesh|sipmesh-redis|both] [--total 150000]
-                         [--sipmesh-bin target/release/sipmesh]
+                         [--sipmesh-bin target/release/sipmesh] [--compare-bin PATH]
+                         [--redis-unix]
 It does not build: run ``cargo build --release -p sipmesh-node`` first.
 """
 
@@ -37,21 +45,38 @@ def one_run(server: bench.Sipmesh, workdir: Path, users: Path, run: int, total: 
     try:
         assert server.proc is not None
         node0 = bench.cpu_seconds([server.proc.pid])
+        node_io0 = syscalls(server.proc.pid)
         redis = getattr(server, "redis", None)
         redis0 = bench.cpu_seconds([redis.pid]) if redis is not None else 0.0
+        redis_io0 = syscalls(redis.pid) if redis is not None else (0, 0)
         res = bench.run_uac(workdir, tag, "register.xml", server.port,
                             bench.UAC_PORT_BASE[server.name], users, load, keys)
         node = bench.cpu_seconds([server.proc.pid]) - node0
+        node_io = syscalls(server.proc.pid)
         redis_cpu = (bench.cpu_seconds([redis.pid]) - redis0) if redis is not None else 0.0
+        redis_io = syscalls(redis.pid) if redis is not None else (0, 0)
     finally:
         server.stop()
     ok = max(res.successful, 1)
     return {
         "node_us": node / ok * 1e6,
         "redis_us": redis_cpu / ok * 1e6,
+        "node_rd": (node_io[0] - node_io0[0]) / ok,
+        "node_wr": (node_io[1] - node_io0[1]) / ok,
+        "redis_rd": (redis_io[0] - redis_io0[0]) / ok,
+        "redis_wr": (redis_io[1] - redis_io0[1]) / ok,
         "rate": res.rate,
         "failed": res.failed,
     }
+
+
+def syscalls(pid: int) -> tuple[int, int]:
+    """Read and write system calls of `pid` so far (/proc/PID/io syscr, syscw)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = int(value)
+    return fields.get("syscr", 0), fields.get("syscw", 0)
 
 
 def main() -> int:
@@ -62,6 +87,10 @@ def main() -> int:
     parser.add_argument("--total", type=int, default=bench.LOAD["register"]["total"])
     parser.add_argument("--sipmesh-bin", type=Path,
                         default=bench.REPO / "target/release/sipmesh")
+    parser.add_argument("--compare-bin", type=Path,
+                        help="a second binary; runs alternate between the two")
+    parser.add_argument("--redis-unix", action="store_true",
+                        help="the node reaches Redis over a Unix-domain socket, not TCP")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sipmesh-cpu-"))
@@ -69,24 +98,36 @@ def main() -> int:
     users = workdir / "users_10k.csv"
     bench.write_users(users, bench.REGISTER_USERS)
     targets = ["sipmesh", "sipmesh-redis"] if args.target == "both" else [args.target]
+    binaries = [args.sipmesh_bin] + ([args.compare_bin] if args.compare_bin else [])
     for target in targets:
-        cls = bench.SipmeshRedis if target == "sipmesh-redis" else bench.Sipmesh
-        server = cls(workdir, bench.PORTS[target], args.sipmesh_bin)
-        runs = []
+        runs: dict[Path, list[dict]] = {b: [] for b in binaries}
         for run in range(1, args.runs + 1):
-            try:
-                fig = one_run(server, workdir, users, run, args.total)
-            except bench.BenchError as err:
-                print(f"{target} run {run}: FAILED: {err}", flush=True)
-                return 1
-            runs.append(fig)
-            print(f"{target} run {run}: node {fig['node_us']:.1f} µs/REGISTER, "
-                  f"redis {fig['redis_us']:.1f} µs/REGISTER, {fig['rate']:,.0f} REGISTER/s, "
-                  f"{fig['failed']} failed", flush=True)
-        med = {k: statistics.median(r[k] for r in runs) for k in ("node_us", "redis_us", "rate")}
-        print(f"{target} median: node {med['node_us']:.1f} µs, redis {med['redis_us']:.1f} µs, "
-              f"total {med['node_us'] + med['redis_us']:.1f} µs per REGISTER "
-              f"({med['rate']:,.0f} REGISTER/s)", flush=True)
+            for binary in binaries:
+                if target == "sipmesh-redis":
+                    server = bench.SipmeshRedis(workdir, bench.PORTS[target], binary,
+                                                unix=args.redis_unix)
+                else:
+                    server = bench.Sipmesh(workdir, bench.PORTS[target], binary)
+                label = f"{target} [{binary}]" if args.compare_bin else target
+                try:
+                    fig = one_run(server, workdir, users, run, args.total)
+                except bench.BenchError as err:
+                    print(f"{label} run {run}: FAILED: {err}", flush=True)
+                    return 1
+                runs[binary].append(fig)
+                print(f"{label} run {run}: node {fig['node_us']:.1f} µs/REGISTER, "
+                      f"redis {fig['redis_us']:.1f} µs/REGISTER, {fig['rate']:,.0f} REGISTER/s, "
+                      f"syscalls/REGISTER node r {fig['node_rd']:.2f} w {fig['node_wr']:.2f}, "
+                      f"redis r {fig['redis_rd']:.3f} w {fig['redis_wr']:.3f}, "
+                      f"{fig['failed']} failed", flush=True)
+        for binary in binaries:
+            label = f"{target} [{binary}]" if args.compare_bin else target
+            keys = ("node_us", "redis_us", "rate", "redis_rd")
+            med = {k: statistics.median(r[k] for r in runs[binary]) for k in keys}
+            print(f"{label} median: node {med['node_us']:.1f} µs, redis {med['redis_us']:.1f} µs, "
+                  f"total {med['node_us'] + med['redis_us']:.1f} µs per REGISTER "
+                  f"({med['rate']:,.0f} REGISTER/s; redis reads/REGISTER {med['redis_rd']:.3f})"
+                  + (" [Redis over a Unix socket]" if args.redis_unix else ""), flush=True)
     return 0
 
 

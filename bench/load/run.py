@@ -242,19 +242,26 @@ class SipmeshRedis(Sipmesh):
 
     name = "sipmesh-redis"
 
-    def __init__(self, workdir: Path, port: int, binary: Path) -> None:
+    def __init__(self, workdir: Path, port: int, binary: Path, unix: bool = False) -> None:
         super().__init__(workdir, port, binary)
         self.redis: subprocess.Popen | None = None
+        # With `unix`, the node talks to Redis over a Unix-domain socket (redis-server still
+        # listens on TCP too, for the readiness PING); figures so taken are labelled as such.
+        self.unix_socket = workdir / "redis.sock" if unix else None
 
     def command(self) -> list[str]:
-        return super().command() + ["--redis", f"redis://{SERVER_IP}:{REDIS_PORT}"]
+        url = (f"redis+unix://{self.unix_socket}" if self.unix_socket
+               else f"redis://{SERVER_IP}:{REDIS_PORT}")
+        return super().command() + ["--redis", url]
 
     def start(self) -> None:
         redis_log = open(self.workdir / "redis-server.log", "ab")
         try:
             self.redis = subprocess.Popen(
                 ["redis-server", "--bind", SERVER_IP, "--port", str(REDIS_PORT),
-                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+                + (["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+                   if self.unix_socket else []),
                 stdin=subprocess.DEVNULL, stdout=redis_log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -641,6 +648,8 @@ def main() -> int:
     parser.add_argument("--no-build", action="store_true",
                         help="do not run cargo build; use the existing binary")
     parser.add_argument("--sipmesh-bin", type=Path, default=REPO / "target/release/sipmesh")
+    parser.add_argument("--redis-unix", action="store_true",
+                        help="sipmesh-redis reaches Redis over a Unix-domain socket, not TCP")
     parser.add_argument("--workdir", type=Path, help="keep logs and SIPp files here")
     parser.add_argument("--json", type=Path, help="also write all figures as JSON here")
     parser.add_argument("--domain", default=DOMAIN,
@@ -668,7 +677,8 @@ def main() -> int:
     write_users(files["memory"], MEMORY_USERS)
 
     print(f"sipmesh load benchmark: runs={args.runs} phases={','.join(phases)} "
-          f"targets={','.join(targets)}")
+          f"targets={','.join(targets)}"
+          + (" (sipmesh-redis over a Unix socket)" if args.redis_unix else ""))
     print(f"machine: nproc={os.cpu_count()} cpu={cpu_model()} load={os.getloadavg()[0]:.2f}")
     print(f"workdir: {workdir}", flush=True)
 
@@ -686,7 +696,8 @@ def main() -> int:
         if "sipmesh-redis" in targets and "sipmesh" in broken:
             broken["sipmesh-redis"] = broken["sipmesh"]
         servers["sipmesh"] = Sipmesh(workdir, PORTS["sipmesh"], args.sipmesh_bin)
-        servers["sipmesh-redis"] = SipmeshRedis(workdir, PORTS["sipmesh-redis"], args.sipmesh_bin)
+        servers["sipmesh-redis"] = SipmeshRedis(workdir, PORTS["sipmesh-redis"], args.sipmesh_bin,
+                                                unix=args.redis_unix)
     if "kamailio" in targets:
         servers["kamailio"] = Kamailio(workdir, PORTS["kamailio"])
 

@@ -46,6 +46,7 @@
 mod batch;
 mod cluster;
 mod codec;
+mod library;
 mod msgpack;
 
 use std::sync::Arc;
@@ -220,7 +221,7 @@ pub struct RedisLocationStore {
     permits: Arc<Semaphore>,
     /// Pipelines the REGISTER script and lookups.
     batch: batch::Batcher,
-    register_script: Arc<Script>,
+    register_script: Arc<library::RegisterScript>,
     sweep_script: Arc<Script>,
     remove_connection_script: Arc<Script>,
     /// Fencing of owner writes (None: a single node, unfenced).
@@ -280,7 +281,10 @@ impl RedisLocationStore {
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             register_script: match &cluster {
                 Some(layout) => Arc::clone(&layout.register),
-                None => script(&format!("{LAYOUT_SINGLE_LUA}\n{REGISTER_LUA}")),
+                None => Arc::new(library::RegisterScript::new(
+                    COMMON_LUA,
+                    &format!("{LAYOUT_SINGLE_LUA}\n{REGISTER_LUA}"),
+                )),
             },
             cluster,
             sweep_script: script(SWEEP_LUA),
@@ -468,7 +472,7 @@ impl RedisLocationStore {
     async fn batched(
         &self,
         cmd: ::redis::Cmd,
-        script: Option<&Arc<Script>>,
+        script: Option<&Arc<library::RegisterScript>>,
         write: bool,
     ) -> Result<Value, StoreError> {
         let query = self.batch.query(cmd, script.cloned(), write);
@@ -619,8 +623,7 @@ impl LocationStore for RedisLocationStore {
             let started = tokio::time::Instant::now();
             let plan = plan?;
             let fence = self.fence_check()?;
-            let mut cmd = ::redis::cmd("EVALSHA");
-            cmd.arg(self.register_script.get_hash());
+            let mut cmd = self.register_script.command();
             match &self.cluster {
                 None => {
                     cmd.arg(if fence.is_some() { 5 } else { 4 })
@@ -664,20 +667,26 @@ impl LocationStore for RedisLocationStore {
             let reply = match &self.cluster {
                 None => self.batched(cmd, Some(&self.register_script), true).await?,
                 Some(_) => {
-                    self.bounded(cluster::query_script(
+                    self.bounded(library::query(
                         &mut self.conn.clone(),
                         &cmd,
-                        Some(&self.register_script),
+                        &self.register_script,
                     ))
                     .await?
                 }
             };
-            let Value::Array(reply) = reply else {
+            let Value::Array(mut reply) = reply else {
                 return Err(bad_reply("register script reply"));
             };
+            // The AOR value is taken out of the reply, not copied: the decoded bindings share
+            // its buffer.
+            let value = match reply.get_mut(2) {
+                Some(Value::BulkString(value)) => std::mem::take(value),
+                _ => Vec::new(),
+            };
             match reply.as_slice() {
-                [status, changed, value, effects @ ..] if bytes_of(status) == Some(b"OK") => {
-                    let bindings = decode(bytes_of(value).unwrap_or_default().to_vec())?;
+                [status, changed, _, effects @ ..] if bytes_of(status) == Some(b"OK") => {
+                    let bindings = decode(value)?;
                     let changed = matches!(changed, Value::Int(1));
                     if changed && self.cluster.is_some() {
                         // The index updates share the call's time bound with the script.

@@ -18,9 +18,10 @@
 
 use std::sync::Arc;
 
-use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
+use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Value};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::library::RegisterScript;
 use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 /// Most commands in one pipeline.
@@ -32,8 +33,8 @@ const MAX_PIPELINES: usize = 4;
 /// One queued command.
 struct Job {
     cmd: Cmd,
-    /// The script the command runs, to load it on `NOSCRIPT`.
-    script: Option<Arc<Script>>,
+    /// The script the command runs, to load it (or its library) when the server lacks it.
+    script: Option<Arc<RegisterScript>>,
     /// A write that a configured `WAIT` must cover.
     write: bool,
     reply: oneshot::Sender<RedisResult<Value>>,
@@ -67,7 +68,7 @@ impl Batcher {
     pub(super) async fn query(
         &self,
         cmd: Cmd,
-        script: Option<Arc<Script>>,
+        script: Option<Arc<RegisterScript>>,
         write: bool,
     ) -> Result<RedisResult<Value>, Closed> {
         let (reply, rx) = oneshot::channel();
@@ -191,20 +192,19 @@ async fn finish(
     wait: Option<&ReplicaWaiter>,
 ) {
     let result = match (result, &job.script) {
-        (Err(e), Some(script)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            match script.load_async(conn).await {
-                Ok(_) => {
-                    let retried = cmd.query_async::<Value>(conn).await;
-                    if let Some(waiter) = wait.filter(|_| job.write && retried.is_ok())
-                        && let Some(cmd) = waiter.due()
-                    {
-                        waiter.check(&cmd.query_async::<Value>(conn).await);
-                    }
-                    retried
+        (Err(e), Some(script)) => match script.recover(conn, cmd, &e).await {
+            Some(Ok(retry)) => {
+                let retried = retry.query_async::<Value>(conn).await;
+                if let Some(waiter) = wait.filter(|_| job.write && retried.is_ok())
+                    && let Some(cmd) = waiter.due()
+                {
+                    waiter.check(&cmd.query_async::<Value>(conn).await);
                 }
-                Err(load) => Err(load),
+                retried
             }
-        }
+            Some(Err(load)) => Err(load),
+            None => Err(e),
+        },
         (result, _) => result,
     };
     let _ = job.reply.send(result);

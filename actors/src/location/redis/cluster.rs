@@ -30,6 +30,7 @@ use std::sync::Arc;
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 use sipmesh_protocol::registrar::Aor;
 
+use super::library::RegisterScript;
 use super::{COMMON_LUA, REGISTER_LUA, RedisLocationStore, bad_reply, bytes_of};
 use crate::location::store::{StoreError, StoreStats};
 use crate::redis_endpoint::RedisEndpoint;
@@ -55,7 +56,7 @@ const MAX_SWEEP_ROUNDS: usize = 64;
 pub(super) struct ClusterLayout {
     prefix: String,
     buckets: u32,
-    pub(super) register: Arc<Script>,
+    pub(super) register: Arc<RegisterScript>,
     remove_flow: Script,
     sweep_aor: Script,
     bucket_index: Script,
@@ -124,9 +125,10 @@ impl ClusterLayout {
         Self {
             prefix: prefix.to_owned(),
             buckets: buckets.max(1),
-            register: Arc::new(Script::new(&format!(
-                "{COMMON_LUA}\n{LAYOUT_CLUSTER_LUA}\n{REGISTER_LUA}"
-            ))),
+            register: Arc::new(RegisterScript::new(
+                COMMON_LUA,
+                &format!("{LAYOUT_CLUSTER_LUA}\n{REGISTER_LUA}"),
+            )),
             remove_flow: script(REMOVE_FLOW_AOR_LUA),
             sweep_aor: script(SWEEP_AOR_LUA),
             bucket_index: Script::new(BUCKET_INDEX_LUA),

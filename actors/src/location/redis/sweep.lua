@@ -15,7 +15,9 @@ for _, aor in ipairs(due) do
   local old = decode_set(redis.call('GET', key))
   local live = live_at(old, now)
   removed = removed + #old - #live
-  -- Always rewrite: this also repairs an index entry that was stale.
-  store_aor(key, aor, old, live, KEYS[1], KEYS[2], ARGV[4], ARGV[5] .. aor)
+  if #live ~= #old then write_aor(key, old, live, ARGV[5] .. aor) end
+  -- Always re-score (exact): the index holds a lower bound of each AOR's earliest expiry, so an
+  -- AOR can be due before any of its bindings is; this also repairs an entry that was stale.
+  apply_index(aor, old, live, KEYS[1], KEYS[2], ARGV[4], true)
 end
 return { removed, #due }
