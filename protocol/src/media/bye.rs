@@ -102,52 +102,9 @@ fn build(
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
     use super::*;
-    use crate::dialog::{DialogId, DialogPhase};
+    use crate::media::test_dialog::dialog;
     use crate::message::Message;
-
-    fn flow(addr: &str) -> Option<Destination> {
-        Some(Destination {
-            transport: Transport::Udp,
-            addr: addr.parse().unwrap(),
-            local: None,
-            connection: None,
-        })
-    }
-
-    fn dialog() -> DialogState {
-        let proxy_rr = "<sip:10.0.0.1:5060;lr>".to_owned();
-        DialogState {
-            id: DialogId::new("c1", "atag", "btag"),
-            phase: DialogPhase::Confirmed,
-            caller: Leg {
-                uri: "sip:alice@example.com".into(),
-                tag: "atag".into(),
-                target: Some("sip:alice@10.0.0.2:5070".into()),
-                route_set: vec![proxy_rr.clone()],
-                cseq: Some(1),
-                flow: flow("10.0.0.2:5070"),
-                allow: None,
-            },
-            callee: Leg {
-                uri: "sip:bob@example.com".into(),
-                tag: "btag".into(),
-                target: Some("sip:bob@10.0.0.3:5080".into()),
-                route_set: vec![proxy_rr, "<sip:10.9.9.9;lr>".into()],
-                cseq: None,
-                flow: flow("10.0.0.3:5080"),
-                allow: None,
-            },
-            created: SystemTime::UNIX_EPOCH,
-            confirmed: None,
-            media_session: None,
-            media_negotiation: None,
-            session_expires: None,
-            timeout: Duration::from_secs(60),
-        }
-    }
 
     #[test]
     fn both_ends_get_a_bye_as_from_the_other_end() {

@@ -23,6 +23,8 @@ pub mod profile;
 pub mod reinvite;
 pub mod route;
 pub mod sdp;
+#[cfg(test)]
+mod test_dialog;
 
 pub use bye::{Bye, byes_for};
 pub use cseq_shift::{CseqShifts, ShiftError};

@@ -6,9 +6,9 @@ use std::time::Instant;
 use tracing::debug;
 
 use crate::message::StatusCode;
-use crate::transaction::{CancelPermit, ClientNonInviteTx, TransactionKey};
+use crate::transaction::{CancelPermit, TransactionKey};
 
-use super::core::{ClientEntry, ClientFsm, Core};
+use super::core::{ClientFsm, Core};
 use super::matching::server_key;
 use super::wire::build_cancel;
 
@@ -65,29 +65,7 @@ impl Core {
         };
         let destination = entry.destination;
         let key = TransactionKey::client(&branch, "CANCEL");
-        let tx = ClientNonInviteTx::new(
-            now,
-            bytes,
-            destination.transport.is_reliable(),
-            &self.cfg.timers,
-        );
-        let cid = self.new_id();
-        self.client_keys.insert(key.clone(), cid);
-        self.clients.insert(
-            cid,
-            ClientEntry {
-                key,
-                fsm: ClientFsm::NonInvite(tx),
-                destination,
-                request: None,
-                branch: None,
-                cancel_pending: false,
-                cancel_sent: false,
-                redial: None,
-                redialled: false,
-            },
-        );
-        self.drive_client(now, cid, None);
+        self.start_non_invite_client(now, key, bytes, destination);
     }
 
     /// Timer C fired for a branch: cancel it if it is ringing (§16.8).

@@ -56,6 +56,19 @@ impl Core {
         if self.client_keys.contains_key(&key) {
             return Err(OriginateError::Duplicate);
         }
+        self.start_non_invite_client(now, key, payload, destination);
+        Ok(())
+    }
+
+    /// Starts a non-INVITE client transaction that belongs to no proxy context (a
+    /// node-originated request, or a CANCEL) and sends its request.
+    pub(super) fn start_non_invite_client(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        payload: Bytes,
+        destination: Destination,
+    ) {
         let tx = ClientNonInviteTx::new(
             now,
             payload,
@@ -79,7 +92,6 @@ impl Core {
             },
         );
         self.drive_client(now, id, None);
-        Ok(())
     }
 }
 
