@@ -316,6 +316,35 @@ fn body(msg: &str) -> &str {
     msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
+/// Registers bob over the WebSocket `browser` with Contact `sip:bob@<host>.invalid;transport=ws`
+/// and checks the 200.
+fn register_ws_bob(browser: &mut ws::WsClient, ip: IpAddr, host: &str) {
+    browser.send(&format!(
+        "REGISTER sip:{ip} SIP/2.0\r\n\
+         Via: SIP/2.0/WS {host}.invalid;branch=z9hG4bK{host}reg\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:bob@{ip}>;tag={host}\r\n\
+         To: <sip:bob@{ip}>\r\n\
+         Call-ID: {host}-reg-1\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <sip:bob@{host}.invalid;transport=ws>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    ));
+    let registered = browser.recv_final();
+    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+}
+
+/// The next INVITE the WebSocket `browser` receives (anything before it is skipped).
+fn next_invite(browser: &mut ws::WsClient) -> String {
+    loop {
+        let m = browser.recv();
+        if m.starts_with("INVITE ") {
+            return m;
+        }
+    }
+}
+
 #[test]
 fn browser_over_ws_calls_a_legacy_phone_through_rtpengine() {
     let test = "media::browser_to_phone";
@@ -610,20 +639,7 @@ fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
     let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
     let ip = harness.ip();
     let mut browser = ws::WsClient::connect(ws_addr);
-    browser.send(&format!(
-        "REGISTER sip:{ip} SIP/2.0\r\n\
-         Via: SIP/2.0/WS b0b0b0.invalid;branch=z9hG4bKbrowserreg1\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:bob@{ip}>;tag=reg1\r\n\
-         To: <sip:bob@{ip}>\r\n\
-         Call-ID: browser-reg-1\r\n\
-         CSeq: 1 REGISTER\r\n\
-         Contact: <sip:bob@b0b0b0.invalid;transport=ws>\r\n\
-         Expires: 600\r\n\
-         Content-Length: 0\r\n\r\n"
-    ));
-    let registered = browser.recv_final();
-    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+    register_ws_bob(&mut browser, ip, "b0b0b0");
     // The phone's scenario checks that the 200 it gets carries rtpengine's plain RTP/AVP.
     let uac = harness
         .uac("uac_call_media.xml", SippTransport::Udp)
@@ -631,12 +647,7 @@ fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
         .duration_ms(200)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
-    let invite = loop {
-        let m = browser.recv();
-        if m.starts_with("INVITE ") {
-            break m;
-        }
-    };
+    let invite = next_invite(&mut browser);
     let offer = body(&invite);
     for needle in [
         "UDP/TLS/RTP/SAVPF",
@@ -721,32 +732,14 @@ fn forking_to_a_browser_and_a_phone_offers_each_its_own_kind() {
     // after 300 ms.
     let uas = registered_uas(&harness, "uas_call_media.xml", 300, 1);
     let mut browser = ws::WsClient::connect(ws_addr);
-    browser.send(&format!(
-        "REGISTER sip:{ip} SIP/2.0\r\n\
-         Via: SIP/2.0/WS f0f0f0.invalid;branch=z9hG4bKforkreg1\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:bob@{ip}>;tag=freg1\r\n\
-         To: <sip:bob@{ip}>\r\n\
-         Call-ID: fork-reg-1\r\n\
-         CSeq: 1 REGISTER\r\n\
-         Contact: <sip:bob@f0f0f0.invalid;transport=ws>\r\n\
-         Expires: 600\r\n\
-         Content-Length: 0\r\n\r\n"
-    ));
-    let registered = browser.recv_final();
-    assert!(registered.starts_with("SIP/2.0 200"), "{registered}");
+    register_ws_bob(&mut browser, ip, "f0f0f0");
     let uac = harness
         .uac("uac_call_media.xml", SippTransport::Udp)
         .inf("alice_to_bob.csv")
         .duration_ms(200)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
-    let invite = loop {
-        let m = browser.recv();
-        if m.starts_with("INVITE ") {
-            break m;
-        }
-    };
+    let invite = next_invite(&mut browser);
     let offer = body(&invite);
     for needle in [
         "UDP/TLS/RTP/SAVPF",
