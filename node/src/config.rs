@@ -82,6 +82,10 @@ pub struct Cli {
     /// its end the node sends a BYE to both sides.
     #[arg(long = "dialog-timeout", value_name = "SECONDS")]
     pub dialog_timeout: Option<u64>,
+    /// Seconds an AOR actor may stay idle before it stops (default 10); the next request for
+    /// that AOR re-creates it from the store, so memory follows activity.
+    #[arg(long = "aor-actor-idle", value_name = "SECONDS")]
+    pub aor_actor_idle: Option<u64>,
     /// Join a cluster: the ractor_cluster listener (TCP) and heartbeat socket (UDP) address.
     /// Needs `--redis` (leases) and a cookie.
     #[arg(long = "cluster-listen", value_name = "IP:PORT")]
@@ -328,6 +332,8 @@ pub struct RawRegistrar {
     /// Most live AOR actors with Redis (default 4096; 0: none, every request is a plain store
     /// call).
     pub max_aor_actors: Option<usize>,
+    /// Seconds an AOR actor may stay idle before it stops (default 10; at least 1).
+    pub actor_idle_s: Option<u64>,
 }
 
 /// Validated configuration of a node.
@@ -384,6 +390,9 @@ impl Cli {
         }
         if self.admin.is_some() {
             raw.admin = self.admin;
+        }
+        if self.aor_actor_idle.is_some() {
+            raw.registrar.actor_idle_s = self.aor_actor_idle;
         }
         if self.dialog_timeout.is_some() {
             raw.dialog_timeout_s = self.dialog_timeout;
@@ -469,6 +478,9 @@ impl TryFrom<RawConfig> for NodeConfig {
                 registrar.max_expires
             );
         }
+        if raw.registrar.actor_idle_s == Some(0) {
+            bail!("registrar.actor_idle_s (--aor-actor-idle) must be at least 1 second");
+        }
         if registrar.max_contacts == 0 {
             bail!("registrar.max_contacts must be at least 1");
         }
@@ -533,6 +545,10 @@ impl TryFrom<RawConfig> for NodeConfig {
                 // Set by `run` when clustered (it needs the running cluster layer).
                 fence: None,
                 max_aor_actors: raw.registrar.max_aor_actors.unwrap_or(4096),
+                aor_idle_after: raw.registrar.actor_idle_s.map_or(
+                    sipmesh_actors::registrar::RegistrarConfig::DEFAULT_IDLE_AFTER,
+                    Duration::from_secs,
+                ),
                 // Set by `run` when clustered (a Redis counter).
                 incarnation: Default::default(),
                 media,
@@ -831,6 +847,25 @@ mod tests {
         assert!(NodeConfig::try_from(zero).is_err());
         let cli = Cli::try_parse_from(["sipmesh", "--workers", "2"]).unwrap();
         assert_eq!(cli.into_config().unwrap().workers, Some(2));
+    }
+
+    #[test]
+    fn aor_actor_idle_from_toml_and_command_line() {
+        let idle = |raw: RawConfig| NodeConfig::try_from(raw).map(|c| c.engine.aor_idle_after);
+        assert_eq!(
+            idle(RawConfig::default()).unwrap(),
+            sipmesh_actors::registrar::RegistrarConfig::DEFAULT_IDLE_AFTER
+        );
+        let raw: RawConfig = toml::from_str("[registrar]\nactor_idle_s = 120\n").unwrap();
+        assert_eq!(idle(raw).unwrap(), Duration::from_secs(120));
+        let zero: RawConfig = toml::from_str("[registrar]\nactor_idle_s = 0\n").unwrap();
+        let err = idle(zero).unwrap_err();
+        assert!(format!("{err:#}").contains("actor_idle_s"), "{err:#}");
+        let cli = Cli::try_parse_from(["sipmesh", "--aor-actor-idle", "3"]).unwrap();
+        assert_eq!(
+            cli.into_config().unwrap().engine.aor_idle_after,
+            Duration::from_secs(3)
+        );
     }
 
     #[test]

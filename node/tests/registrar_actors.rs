@@ -68,7 +68,12 @@ const BURST: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
 "#;
 
 fn start(test: &str, redis: Option<&RedisServer>, hooks: bool) -> Harness {
+    start_with(test, redis, hooks, &[])
+}
+
+fn start_with(test: &str, redis: Option<&RedisServer>, hooks: bool, extra: &[&str]) -> Harness {
     let started = Harness::try_start(SIPMESH, test, |o| {
+        o.extra_args.extend(extra.iter().map(|a| (*a).to_owned()));
         o.admin_port = Some(sipmesh_test_support::free_port(o.ip));
         o.test_hooks = hooks;
         o.log_filter = "info".to_owned();
@@ -97,6 +102,57 @@ fn finish(harness: &Harness, sipp: SippRunning) {
         Ok(outcome) => harness.check(&outcome),
         Err(e) => panic!("cannot collect SIPp: {e}"),
     }
+}
+
+/// `--aor-actor-idle`: an AOR actor stops after that long without requests while its
+/// bindings stay in the store (memory follows activity, issue 4 point 1).
+#[test]
+fn idle_aor_actor_stops_after_the_configured_time_and_its_binding_stays() {
+    let redis = RedisServer::start();
+    let harness = start_with(
+        "regactors-idle",
+        Some(&redis),
+        false,
+        &["--aor-actor-idle", "1"],
+    );
+    let scenario = harness.dir().file("register_burst.xml");
+    std::fs::write(&scenario, BURST).unwrap_or_else(|e| panic!("{e}"));
+    let scenario = scenario.to_string_lossy().into_owned();
+    let device = UdpPeer::bind(harness.ip()).unwrap_or_else(|e| panic!("{e}"));
+    let contact = device.local_addr();
+    let sipp = spawn(
+        harness
+            .uac(&scenario, SippTransport::Udp)
+            .calls(1)
+            .key("dev", 0)
+            .key("contact_host", contact.ip())
+            .key("contact_port", contact.port())
+            .key("final_expires", 3600),
+    );
+    finish(&harness, sipp);
+    let registered = Instant::now();
+    let body = status(&harness);
+    assert!(body.contains("\"aor_actors\": 1"), "{body}");
+    // Idle 1 s, then the actor's idle check (it runs at the idle period) stops it.
+    let deadline = registered + Duration::from_secs(5);
+    let body = loop {
+        let body = status(&harness);
+        if body.contains("\"aor_actors\": 0") || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        body.contains("\"aor_actors\": 0"),
+        "still live after 5 s: {body}"
+    );
+    assert!(
+        registered.elapsed() >= Duration::from_millis(900),
+        "stopped before its idle time: {:?}",
+        registered.elapsed()
+    );
+    assert!(body.contains("\"aors\": 1"), "{body}");
+    assert!(body.contains("\"bindings\": 1"), "{body}");
 }
 
 #[test]

@@ -99,6 +99,8 @@ pub struct EngineConfig {
     /// for AORs without an actor are plain store calls. See
     /// [`RegistrarConfig::max_live_actors`].
     pub max_aor_actors: usize,
+    /// How long an AOR actor may stay idle before it stops ([`RegistrarConfig::idle_after`]).
+    pub aor_idle_after: Duration,
     /// This process's cluster incarnation (0: not clustered): the high bits of its connection
     /// ids, so other nodes know who holds a flow (see [`Incarnation`], [`EngineFlows`]).
     pub incarnation: Incarnation,
@@ -353,6 +355,7 @@ impl Engine {
                 let registrar = RegistrarConfig {
                     cache_lookups: false,
                     max_live_actors: config.max_aor_actors,
+                    idle_after: config.aor_idle_after,
                     ..RegistrarConfig::for_store_timeout(redis.timeout)
                 };
                 let started = spawn.start(Arc::new(store), registrar, receivers);
@@ -366,6 +369,7 @@ impl Engine {
                 let registrar = RegistrarConfig {
                     cache_lookups: false,
                     inline_without_actor: true,
+                    idle_after: config.aor_idle_after,
                     ..RegistrarConfig::default()
                 };
                 let started = spawn.start(store, registrar, receivers);
