@@ -43,28 +43,13 @@ fn plain(text: &str) -> String {
 /// A 2xx (or other) response from bob to `req`, with his Contact and the Record-Route copied
 /// (RFC 3261 §12.1.1).
 fn answer(req: &RawMessage, code: u16, bob: SocketAddr) -> Vec<u8> {
-    let mut out = format!("SIP/2.0 {code} OK\r\n");
-    for via in req.header_all("Via") {
-        out.push_str(&format!("Via: {via}\r\n"));
-    }
-    for rr in req.header_all("Record-Route") {
-        out.push_str(&format!("Record-Route: {rr}\r\n"));
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        if let Some(v) = req.header(name) {
-            out.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let to = req.header("To").unwrap_or_default();
-    if to.contains(";tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag=bob1\r\n"));
-    }
-    out.push_str(&format!(
-        "Contact: <sip:bob@{bob};transport=tcp;ob>\r\nContent-Length: 0\r\n\r\n"
-    ));
-    out.into_bytes()
+    req.response(
+        code,
+        "bob1",
+        &format!("sip:bob@{bob};transport=tcp;ob"),
+        None,
+    )
+    .into_bytes()
 }
 
 /// The Route set alice builds from a 2xx's Record-Route (RFC 3261 §12.1.2: reversed).

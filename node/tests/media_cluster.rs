@@ -198,36 +198,9 @@ fn register_udp(c: &Cluster, i: usize, phone: &UdpPeer, user: &str) {
     );
 }
 
-/// A response to `req` with its Vias, Record-Routes, From, Call-ID and CSeq, To tagged with
-/// `to_tag`, Contact `contact` and an optional SDP body (RFC 3261 §8.2.6.2, §12.1.1).
+/// A response to `req` ([`RawMessage::response`]).
 fn respond(req: &RawMessage, code: u16, to_tag: &str, contact: &str, sdp: Option<&str>) -> String {
-    let mut out = format!("SIP/2.0 {code} OK\r\n");
-    for via in req.header_all("Via") {
-        out.push_str(&format!("Via: {via}\r\n"));
-    }
-    for rr in req.header_all("Record-Route") {
-        out.push_str(&format!("Record-Route: {rr}\r\n"));
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        if let Some(v) = req.header(name) {
-            out.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let to = req.header("To").unwrap_or_default();
-    if to.contains(";tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
-    }
-    out.push_str(&format!("Contact: <{contact}>\r\n"));
-    match sdp {
-        Some(b) => out.push_str(&format!(
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => out.push_str("Content-Length: 0\r\n\r\n"),
-    }
-    out
+    req.response(code, to_tag, contact, sdp)
 }
 
 /// Every Record-Route value of `msg`, split at commas, in message order.

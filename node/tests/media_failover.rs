@@ -122,36 +122,9 @@ fn rtp_flows(from: &std::net::UdpSocket, to: SocketAddr, at: &std::net::UdpSocke
     false
 }
 
-/// A response to `req`: its Vias, Record-Routes, From, Call-ID and CSeq, To (tagged `tag`
-/// when it has none), Contact `contact`, and an optional SDP.
-fn respond(req: &RawMessage, code: u16, tag: &str, contact: &str, body: Option<&str>) -> String {
-    let mut out = format!("SIP/2.0 {code} OK\r\n");
-    for via in req.header_all("Via") {
-        out.push_str(&format!("Via: {via}\r\n"));
-    }
-    for rr in req.header_all("Record-Route") {
-        out.push_str(&format!("Record-Route: {rr}\r\n"));
-    }
-    for name in ["From", "Call-ID", "CSeq"] {
-        if let Some(v) = req.header(name) {
-            out.push_str(&format!("{name}: {v}\r\n"));
-        }
-    }
-    let to = req.header("To").unwrap_or_default();
-    if to.contains(";tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag={tag}\r\n"));
-    }
-    out.push_str(&format!("Contact: <{contact}>\r\n"));
-    match body {
-        Some(b) => out.push_str(&format!(
-            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )),
-        None => out.push_str("Content-Length: 0\r\n\r\n"),
-    }
-    out
+/// A response to `req` ([`RawMessage::response`]).
+fn respond(req: &RawMessage, code: u16, to_tag: &str, contact: &str, sdp: Option<&str>) -> String {
+    req.response(code, to_tag, contact, sdp)
 }
 
 /// The next request `method` at `peer` within `wait` (others are skipped).

@@ -119,6 +119,39 @@ impl RawMessage {
     pub fn body(&self) -> &[u8] {
         &self.body
     }
+
+    /// A UAS response to this request (RFC 3261 §8.2.6.2, §12.1.1): its Vias, Record-Routes,
+    /// From, Call-ID and CSeq copied, To tagged `to_tag` when it has no tag, Contact
+    /// `contact`, and an optional SDP body. The reason phrase is always "OK".
+    pub fn response(&self, code: u16, to_tag: &str, contact: &str, sdp: Option<&str>) -> String {
+        let mut out = format!("SIP/2.0 {code} OK\r\n");
+        for via in self.header_all("Via") {
+            out.push_str(&format!("Via: {via}\r\n"));
+        }
+        for rr in self.header_all("Record-Route") {
+            out.push_str(&format!("Record-Route: {rr}\r\n"));
+        }
+        for name in ["From", "Call-ID", "CSeq"] {
+            if let Some(v) = self.header(name) {
+                out.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        let to = self.header("To").unwrap_or_default();
+        if to.contains(";tag=") {
+            out.push_str(&format!("To: {to}\r\n"));
+        } else {
+            out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
+        }
+        out.push_str(&format!("Contact: <{contact}>\r\n"));
+        match sdp {
+            Some(b) => out.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )),
+            None => out.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        out
+    }
 }
 
 impl fmt::Display for RawMessage {
