@@ -3,9 +3,9 @@
 //! time from SIGKILL to full service through the survivors over repeated kills; and the same
 //! load against one Kamailio as the reference ([`measure_kamailio`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -18,7 +18,7 @@ use crate::agent::{Agent, REGISTER_EXPIRES};
 use crate::checks;
 use crate::cluster::{Cluster, DOMAIN};
 use crate::config::{Capability, Transport};
-use crate::error::ChaosError;
+use crate::error::{ChaosError, OpFailure};
 use crate::swarm::Swarm;
 use crate::topology::{NodeIx, Topology};
 
@@ -65,6 +65,10 @@ pub struct BenchFigures {
     pub calls_per_s: f64,
     /// Calls whose INVITE or BYE failed.
     pub calls_failed: u64,
+    /// Failed REGISTERs by cause ([`OpFailure::label`]).
+    pub register_failures: BTreeMap<String, u64>,
+    /// Failed calls by step and cause (`INVITE status 404`, `BYE timeout`, ...).
+    pub call_failures: BTreeMap<String, u64>,
     /// Time from each SIGKILL to full service, ms (`None`: not reached in 20 s).
     pub failover_ms: Vec<Option<u64>>,
     /// Median of `failover_ms` (unreached counted as the limit).
@@ -127,6 +131,16 @@ pub async fn measure_kamailio(
         ..cfg.clone()
     };
     let (_swarm, figures) = rates(&topo, &one, "kamailio").await?;
+    let (problems, n) = kamailio.log_problems(10);
+    if n > 0 || figures.calls_failed > 0 || figures.register_failed > 0 {
+        eprintln!(
+            "cluster-bench: kamailio logged {n} error/warning line(s); log kept at {}",
+            kamailio.log_path().display()
+        );
+        for line in problems {
+            eprintln!("  {line}");
+        }
+    }
     drop(kamailio);
     Ok(figures)
 }
@@ -169,58 +183,79 @@ async fn rates(
         ..BenchFigures::default()
     };
     let window = Duration::from_secs(cfg.seconds);
-    let (ok, failed) = closed_loop(&swarm, window, cfg.seed, register_once).await;
+    let (ok, failures) = closed_loop(&swarm, window, cfg.seed, register_once).await;
     figures.register_per_s = ok as f64 / window.as_secs_f64();
-    figures.register_failed = failed;
+    figures.register_failed = failures.values().sum();
+    figures.register_failures = failures;
     let any = cfg.any_node_in_dialog;
-    let (ok, failed) = closed_loop(&swarm, window, cfg.seed ^ 1, move |s, a, r| {
+    let (ok, failures) = closed_loop(&swarm, window, cfg.seed ^ 1, move |s, a, r| {
         call_once(s, a, r, any)
     })
     .await;
     figures.calls_per_s = ok as f64 / window.as_secs_f64();
-    figures.calls_failed = failed;
+    figures.calls_failed = failures.values().sum();
+    figures.call_failures = failures;
     Ok((swarm, figures))
 }
 
-/// Runs `op` in a closed loop on every agent for `window`; returns (succeeded, failed).
-async fn closed_loop<F, Fut>(swarm: &Arc<Swarm>, window: Duration, seed: u64, op: F) -> (u64, u64)
+/// Runs `op` in a closed loop on every agent for `window`; returns the number that succeeded
+/// and the failures counted by cause.
+async fn closed_loop<F, Fut>(
+    swarm: &Arc<Swarm>,
+    window: Duration,
+    seed: u64,
+    op: F,
+) -> (u64, BTreeMap<String, u64>)
 where
     F: Fn(Arc<Swarm>, Arc<Agent>, StdRng) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = (bool, StdRng)> + Send,
+    Fut: Future<Output = (Result<(), String>, StdRng)> + Send,
 {
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + window;
     let mut tasks = Vec::new();
     for a in &swarm.agents {
         let (swarm, agent, op) = (Arc::clone(swarm), Arc::clone(a), op.clone());
-        let (ok, failed) = (Arc::clone(&ok), Arc::clone(&failed));
         let mut rng = StdRng::seed_from_u64(seed ^ a.id as u64);
         tasks.push(tokio::spawn(async move {
+            let mut ok = 0u64;
+            let mut failures: BTreeMap<String, u64> = BTreeMap::new();
             while Instant::now() < deadline {
-                let (success, back) = op(Arc::clone(&swarm), Arc::clone(&agent), rng).await;
+                let (outcome, back) = op(Arc::clone(&swarm), Arc::clone(&agent), rng).await;
                 rng = back;
                 if Instant::now() > deadline {
                     break;
                 }
-                let counter = if success { &ok } else { &failed };
-                counter.fetch_add(1, Ordering::Relaxed);
+                match outcome {
+                    Ok(()) => ok += 1,
+                    Err(cause) => *failures.entry(cause).or_default() += 1,
+                }
             }
+            (ok, failures)
         }));
     }
+    let mut ok = 0;
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
     for t in tasks {
-        let _ = t.await;
+        if let Ok((n, f)) = t.await {
+            ok += n;
+            for (cause, count) in f {
+                *failures.entry(cause).or_default() += count;
+            }
+        }
     }
-    (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    (ok, failures)
 }
 
 /// One REGISTER refresh entering at a random node.
-async fn register_once(swarm: Arc<Swarm>, agent: Arc<Agent>, mut rng: StdRng) -> (bool, StdRng) {
+async fn register_once(
+    swarm: Arc<Swarm>,
+    agent: Arc<Agent>,
+    mut rng: StdRng,
+) -> (Result<(), String>, StdRng) {
     let Some(entry) = swarm.topo.random_up(&mut rng) else {
-        return (false, rng);
+        return (Err(OpFailure::NoRoute.label()), rng);
     };
-    let ok = agent.register(entry, REGISTER_EXPIRES).await.is_ok();
-    (ok, rng)
+    let outcome = agent.register(entry, REGISTER_EXPIRES).await;
+    (outcome.map_err(|e| e.label()), rng)
 }
 
 /// One call to a random other agent: INVITE entering at a random node, ACK and BYE at the
@@ -230,13 +265,13 @@ async fn call_once(
     agent: Arc<Agent>,
     mut rng: StdRng,
     any: bool,
-) -> (bool, StdRng) {
+) -> (Result<(), String>, StdRng) {
     let others: Vec<&Arc<Agent>> = swarm.agents.iter().filter(|a| a.id != agent.id).collect();
     let (Some(callee), Some(entry)) = (
         others.choose(&mut rng).map(|a| Arc::clone(a)),
         swarm.topo.random_up(&mut rng),
     ) else {
-        return (false, rng);
+        return (Err(format!("INVITE {}", OpFailure::NoRoute)), rng);
     };
     let pick = |rng: &mut StdRng| {
         if any {
@@ -246,10 +281,11 @@ async fn call_once(
         }
     };
     let ack = pick(&mut rng);
-    let Ok(dialog) = agent.invite(entry, ack, &callee).await else {
-        return (false, rng);
+    let dialog = match agent.invite(entry, ack, &callee).await {
+        Ok(dialog) => dialog,
+        Err(e) => return (Err(format!("INVITE {e}")), rng),
     };
     let bye = pick(&mut rng);
-    let ok = agent.bye(&dialog, bye).await.is_ok();
-    (ok, rng)
+    let outcome = agent.bye(&dialog, bye).await;
+    (outcome.map_err(|e| format!("BYE {e}")), rng)
 }

@@ -1,6 +1,7 @@
 //! A Kamailio process for the cluster benchmark's reference column: the load benchmark's
 //! configuration (`bench/load/kamailio.cfg`: in-memory usrloc registrar, record-routing `tm`
-//! proxy) on one UDP and TCP port of 127.0.0.1, killed on drop.
+//! proxy) on one UDP and TCP port of 127.0.0.1, killed on drop. Its log (stderr) goes to a
+//! file that outlives the run, so failed calls can be traced to what Kamailio said.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ const START_LIMIT: Duration = Duration::from_secs(10);
 pub struct Kamailio {
     child: Child,
     addr: SocketAddr,
+    /// Where its stderr goes.
+    log: PathBuf,
     /// Its control socket's directory.
     _dir: sipmesh_test_support::TestDir,
 }
@@ -28,6 +31,12 @@ impl Kamailio {
     pub fn start(cfg: &Path, port: u16) -> Result<Self, ChaosError> {
         let dir = sipmesh_test_support::TestDir::new(&format!("kamailio-{}", std::process::id()))?;
         let ctl = dir.path().join("kamailio.ctl");
+        let log =
+            std::env::temp_dir().join(format!("cluster-bench-kamailio-{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&log).map_err(|source| ChaosError::Io {
+            context: format!("creating {}", log.display()),
+            source,
+        })?;
         let child = Command::new("kamailio")
             .arg("-f")
             .arg(cfg)
@@ -35,7 +44,7 @@ impl Kamailio {
             .args(["-A", &format!("BENCH_PORT={port}")])
             .args(["-A", &format!("BENCH_CTL=\"unix:{}\"", ctl.display())])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(stderr))
             .spawn()
             .map_err(|source| ChaosError::Io {
                 context: "starting kamailio (Debian package kamailio)".to_owned(),
@@ -45,6 +54,7 @@ impl Kamailio {
         let mut k = Self {
             child,
             addr,
+            log,
             _dir: dir,
         };
         if !sipmesh_test_support::wait_bound(addr, false, START_LIMIT) {
@@ -64,6 +74,30 @@ impl Kamailio {
             tcp: self.addr,
             ws: self.addr,
         }
+    }
+
+    /// The file its log (stderr) is written to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The log's lines at level ERROR or WARNING so far (at most `limit` of them) and how many
+    /// there are in all.
+    pub fn log_problems(&self, limit: usize) -> (Vec<String>, usize) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let problems: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("WARNING") || l.contains("CRITICAL"))
+            .collect();
+        let n = problems.len();
+        (
+            problems
+                .into_iter()
+                .take(limit)
+                .map(str::to_owned)
+                .collect(),
+            n,
+        )
     }
 
     /// The default configuration path in a source tree rooted at `root`.

@@ -153,6 +153,19 @@ fn main() -> ExitCode {
                 );
             }
         }
+        for f in &all {
+            for (what, failures) in [
+                ("REGISTER", &f.register_failures),
+                ("call", &f.call_failures),
+            ] {
+                if !failures.is_empty() {
+                    println!(
+                        "{} ({} node(s)) failed {what}s by cause: {failures:?}",
+                        f.target, f.nodes
+                    );
+                }
+            }
+        }
         for f in all.iter().filter(|f| !f.failover_ms.is_empty()) {
             println!(
                 "failover ms per kill ({} nodes): {:?}",
