@@ -68,3 +68,16 @@ fn media_answer_in_a_reliable_183_is_answered_once() {
         200,
     );
 }
+
+#[test]
+fn media_offer_in_a_reliable_183_is_answered_in_the_prack() {
+    // INVITE without SDP; the reliable 183 offers (rtpengine's SDP at the caller), the PRACK
+    // answers (rtpengine's SDP at the callee), the 200 and the ACK carry none; the BYE
+    // empties rtpengine's list.
+    prack_call(
+        "media_prack::offer_in_183",
+        "uas_prack_offer.xml",
+        "uac_prack_offer.xml",
+        200,
+    );
+}

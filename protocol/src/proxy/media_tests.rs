@@ -10,10 +10,10 @@ use crate::ng::{IceMode, Request};
 use super::MediaFailure;
 use super::tests::{ALICE, BOB, CAROL, Harness, addr, invite, status};
 
-const RELAYED: &str = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30000 RTP/AVP 0\r\n";
+pub(super) const RELAYED: &str = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30000 RTP/AVP 0\r\n";
 
 /// A response to `req` with an SDP body.
-fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
+pub(super) fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
     let mut s = format!("SIP/2.0 {code} Whatever\r\n");
     for h in req.headers() {
         let n = h.name_str();
@@ -34,7 +34,7 @@ fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
     s
 }
 
-fn media_harness() -> Harness {
+pub(super) fn media_harness() -> Harness {
     let mut h = Harness::new();
     h.core.enable_media(MediaProfiles::default());
     h.register("bob", BOB, 1);

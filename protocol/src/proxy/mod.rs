@@ -49,6 +49,9 @@ mod matching;
 mod media;
 mod media_fork;
 mod media_late;
+mod media_prack;
+#[cfg(test)]
+mod media_prack_tests;
 #[cfg(test)]
 mod media_tests;
 mod originate;
