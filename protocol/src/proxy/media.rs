@@ -75,7 +75,16 @@ pub(super) struct CallMedia {
     /// (To tag, status) of responses waiting for rtpengine's answer.
     answering: Vec<(String, u16)>,
     /// (To tag, SDP as received, SDP as rewritten) of answered responses.
-    answered: Vec<(String, Bytes, Bytes)>,
+    pub(super) answered: Vec<(String, Bytes, Bytes)>,
+    /// The To tag and branch index of the 2xx whose answer rtpengine took.
+    pub(super) confirmed: Option<(String, usize)>,
+    /// Branches that ended without a 2xx (index, To tag), waiting for their rtpengine
+    /// state to be deleted (`media_fork.rs`).
+    pub(super) losers: Vec<(usize, Option<String>)>,
+    /// Branch kinds whose offer (`via-branch`) was deleted.
+    pub(super) deleted_kinds: Vec<LegKind>,
+    /// Indices of the branches that ended without a 2xx, once a winner answered.
+    pub(super) ended_branches: Vec<usize>,
 }
 
 /// Something waiting for rtpengine.
@@ -116,7 +125,7 @@ pub(super) struct MediaHooks {
     /// `None`: media disabled, SDP passes untouched.
     pub(super) profiles: Option<MediaProfiles>,
     pub(super) parked: HashMap<u64, Parked>,
-    calls: HashMap<u64, CallMedia>,
+    pub(super) calls: HashMap<u64, CallMedia>,
     /// The next forward of this server transaction already went through rtpengine.
     pub(super) resuming_request: Option<u64>,
     /// The next response handled already went through rtpengine.
@@ -182,6 +191,9 @@ impl Core {
                             }
                         }
                         if let Some(c) = self.media.calls.get_mut(&ctx) {
+                            if code >= 200 && !c.late && c.confirmed.is_none() {
+                                c.confirmed = Some((tag.clone(), index));
+                            }
                             c.answered.push((tag, msg.body(), sdp.clone()));
                         }
                         replace_body(&msg, &sdp)
@@ -199,6 +211,7 @@ impl Core {
                 self.media.resuming_response = true;
                 self.branch_response(now, ctx, index, code, rewritten.as_ref().unwrap_or(&msg));
                 self.media.resuming_response = false;
+                self.delete_losers(ctx);
             }
             None => {}
         }
@@ -353,6 +366,10 @@ impl Core {
             branch_kinds: None,
             answering: Vec::new(),
             answered: Vec::new(),
+            confirmed: None,
+            losers: Vec::new(),
+            deleted_kinds: Vec::new(),
+            ended_branches: Vec::new(),
         };
         if late {
             // No offer yet: the request goes on as it is; its 2xx will carry the offer
@@ -438,6 +455,10 @@ impl Core {
         }
         if self.media.resuming_response {
             self.media.resuming_response = false;
+            return false;
+        }
+        if code >= 300 {
+            self.media_branch_ended(ctx, index, msg);
             return false;
         }
         if !(101..300).contains(&code) || !has_sdp(msg) {

@@ -48,6 +48,8 @@ mod locality;
 mod matching;
 mod media;
 mod media_fork;
+#[cfg(test)]
+mod media_fork_tests;
 mod media_late;
 mod media_prack;
 #[cfg(test)]
