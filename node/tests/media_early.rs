@@ -174,3 +174,16 @@ fn media_offer_in_a_reliable_183_is_answered_in_the_prack() {
         200,
     );
 }
+
+#[test]
+fn media_update_in_the_early_dialog_is_offered_and_answered() {
+    // RFC 3311: after a reliable 183 answered the INVITE's offer and its PRACK, the caller
+    // sends an UPDATE with a new offer before the 2xx: the callee gets rtpengine's offer, the
+    // caller rtpengine's answer in the 200 UPDATE; the BYE empties rtpengine's list.
+    prack_call(
+        "media_early::update_early",
+        "uas_prack_update.xml",
+        "uac_prack_update.xml",
+        200,
+    );
+}
