@@ -461,6 +461,9 @@ impl Core {
             self.media_branch_ended(ctx, index, msg);
             return false;
         }
+        if code >= 200 {
+            self.media_branch_won(ctx, index, msg);
+        }
         if !(101..300).contains(&code) || !has_sdp(msg) {
             return false;
         }

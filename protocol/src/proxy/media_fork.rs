@@ -183,6 +183,24 @@ impl Core {
         self.delete_losers(ctx);
     }
 
+    /// Branch `index` of `ctx` sent a 2xx: when rtpengine already took an answer from it (an
+    /// 18x with SDP, the 2xx repeating it or carrying none), it is the winner and the losers
+    /// may go. A 2xx with a first answer becomes the winner when that answer went through.
+    pub(super) fn media_branch_won(&mut self, ctx: u64, index: usize, msg: &Message) {
+        let Ok(Some(tag)) = msg.to_tag() else {
+            return;
+        };
+        let Some(call) = self.media.calls.get_mut(&ctx) else {
+            return;
+        };
+        if call.late || call.confirmed.is_some() || !call.answered.iter().any(|(t, _, _)| t == tag)
+        {
+            return;
+        }
+        call.confirmed = Some((tag.to_owned(), index));
+        self.delete_losers(ctx);
+    }
+
     /// Deletes the rtpengine state of the losing branches of `ctx` once a winner answered.
     pub(super) fn delete_losers(&mut self, ctx: u64) {
         let Some(call) = self.media.calls.get_mut(&ctx) else {

@@ -99,3 +99,27 @@ fn a_loser_without_early_media_leaves_nothing_to_delete() {
         "nothing of carol's in rtpengine"
     );
 }
+
+#[test]
+fn a_winner_with_early_media_and_a_2xx_without_sdp_still_lets_the_loser_go() {
+    let mut h = media_harness();
+    let (to_bob, to_carol) = forked_call(&mut h);
+    let sdp = "v=0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    h.recv(CAROL, &sdp_answer(&to_carol, 183, "c1", sdp));
+    answer_it(&mut h);
+    h.recv(
+        BOB,
+        &sdp_answer(&to_bob, 183, "b1", "v=0\r\nm=audio 4100 RTP/AVP 0\r\n"),
+    );
+    answer_it(&mut h);
+    // bob's 200 carries no SDP (the 183 answered); carol's branch is cancelled: 487.
+    h.recv(BOB, &super::tests::answer(&to_bob, 200, "b1"));
+    assert!(h.media.is_empty(), "no ng request for a 2xx without SDP");
+    h.recv(CAROL, &super::tests::answer(&to_carol, 487, "c1"));
+    let deletes = branch_deletes(&mut h);
+    assert!(
+        matches!(deletes.as_slice(), [Request::DeleteBranch { call, via_branch: None }]
+            if call.to_tag.as_deref() == Some("c1")),
+        "{deletes:?}"
+    );
+}
