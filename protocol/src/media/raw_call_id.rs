@@ -11,9 +11,11 @@
 //! The scan is conservative: whenever it cannot be sure that the value it found is the one
 //! the parser would report ([`Message::call_id`](crate::message::Message::call_id): the first
 //! Call-ID line's value, trimmed), it says [`Scan::Unsure`] and the caller parses. That covers
-//! a folded value (§7.3.1 continuation lines), a bare LF in the header section (a parser that
-//! splits on CRLF only would see other lines), several Call-ID lines, and no Call-ID line
-//! found before the end of the header section.
+//! a folded value (§7.3.1 continuation lines), a bare LF before the Call-ID line (a parser
+//! that splits on CRLF only would see other lines), a value with whitespace inside, and no
+//! Call-ID line found before the end of the header section. The scan stops at the first
+//! Call-ID line (the parser reports the first one; a message with two is refused by
+//! validation but its first is still the one a rewrite would use).
 
 /// What [`scan`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,45 +27,46 @@ pub enum Scan<'a> {
 }
 
 /// The Call-ID of the raw message `bytes` (see the module doc).
+///
+/// Line ends are found with `memchr`; only lines starting with `c` or `i` (any case) are
+/// looked at further, so the cost is a vectorised pass over the header section.
 pub fn scan(bytes: &[u8]) -> Scan<'_> {
-    let mut found: Option<&[u8]> = None;
-    // The start line is skipped; each header line ends with CRLF.
-    let mut lines = bytes.split(|b| *b == b'\n');
-    let _start = lines.next();
-    let mut previous_was_call_id = false;
-    for raw in lines {
-        let Some(line) = raw.strip_suffix(b"\r") else {
-            // A bare LF (or the end of the data without a blank line).
+    let mut ends = memchr::memchr_iter(b'\n', bytes);
+    // The start line is skipped; each line must end with CRLF.
+    let Some(first) = ends.next() else {
+        return Scan::Unsure;
+    };
+    if first == 0 || bytes.get(first - 1) != Some(&b'\r') {
+        return Scan::Unsure;
+    }
+    let mut start = first + 1;
+    for end in ends {
+        let Some(line) = bytes.get(start..end).and_then(|l| l.strip_suffix(b"\r")) else {
+            // A bare LF.
             return Scan::Unsure;
         };
-        if line.is_empty() {
-            // The end of the header section.
-            return match found {
-                Some(v) => Scan::Found(v),
-                None => Scan::Unsure,
-            };
+        start = end + 1;
+        match line.first() {
+            // The end of the header section, without a Call-ID line.
+            None => return Scan::Unsure,
+            Some(b'c' | b'C' | b'i' | b'I') => {}
+            // Another header, or a continuation line of one.
+            Some(_) => continue,
         }
-        if matches!(line.first(), Some(b' ' | b'\t')) {
-            // A continuation line: folding the Call-ID is out of the fast path.
-            if previous_was_call_id {
-                return Scan::Unsure;
-            }
-            continue;
-        }
-        previous_was_call_id = false;
         let Some(value) = call_id_value(line) else {
             continue;
         };
-        if found.is_some() {
-            return Scan::Unsure;
-        }
         let value = trim(value);
         if value.is_empty() || value.iter().any(|b| matches!(b, b' ' | b'\t')) {
             return Scan::Unsure;
         }
-        found = Some(value);
-        previous_was_call_id = true;
+        // The first Call-ID line is the parser's; it must not continue on the next line.
+        return match bytes.get(start) {
+            Some(b' ' | b'\t') | None => Scan::Unsure,
+            Some(_) => Scan::Found(value),
+        };
     }
+    // No Call-ID line, or no blank line: the data ends inside the header section.
     Scan::Unsure
 }
 
@@ -116,7 +119,6 @@ mod tests {
         for h in [
             "Call-ID:\r\n abc@h",
             "Call-ID: abc\r\n @h",
-            "Call-ID: a\r\nCall-ID: b",
             "Call-ID: a b",
             "Call-ID:",
             "Via: x\nCall-ID: a",
@@ -134,6 +136,8 @@ mod tests {
         // A folded other header that mentions Call-ID on its continuation line.
         let m = msg("Subject: x\r\n Call-ID: no\r\ni: yes");
         assert_eq!(scan(&m), Scan::Found(b"yes"));
+        // The first of two Call-ID lines is the parser's.
+        assert_eq!(scan(&msg("Call-ID: a\r\ni: b")), Scan::Found(b"a"));
         // The body is not scanned.
         let m = b"SIP/2.0 200 OK\r\ni: yes\r\n\r\nCall-ID: no\r\n";
         assert_eq!(scan(m), Scan::Found(b"yes"));
