@@ -8,7 +8,7 @@ use crate::message::Message;
 use crate::ng::Request;
 
 use super::media_tests::{RELAYED, media_harness, sdp_answer};
-use super::tests::{ALICE, BOB, Harness, addr, invite, status};
+use super::tests::{ALICE, BOB, Harness, PROXY, addr, invite, status};
 
 /// A reliable (`Require: 100rel`, `RSeq: 1`) response to `req` with an SDP body.
 fn reliable(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
@@ -155,4 +155,37 @@ fn an_unreliable_18x_sdp_on_an_invite_without_sdp_passes_untouched() {
     assert!(h.media.is_empty(), "not an offer: {:?}", h.media);
     let p = sent_to(&h.take(), ALICE, false).expect("183 forwarded");
     assert_eq!(p.body(), Bytes::from(preview));
+}
+
+/// A PRACK has its own branch and may reach a shard that never saw the 18x's offer: a PRACK
+/// with SDP is answered all the same (callee's tag as `from-tag`), and forwarded as it came
+/// if rtpengine refuses.
+#[test]
+fn a_prack_with_sdp_on_another_shard_is_still_answered() {
+    let mut h = media_harness();
+    let sdp = "v=0\r\nc=IN IP4 127.0.0.2\r\nm=audio 5000 RTP/AVP 0\r\n";
+    let prack = format!(
+        "PRACK sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKopr\r\n\
+         Route: <sip:{PROXY};lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a9\r\n\
+         To: <sip:bob@example.com>;tag=b9\r\nCall-ID: call-9\r\nCSeq: 2 PRACK\r\n\
+         RAck: 1 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    );
+    h.recv(ALICE, &prack);
+    assert!(sent_to(&h.take(), BOB, true).is_none(), "PRACK parked");
+    let (token, request) = h.media.pop().expect("an answer");
+    let Request::Answer(answer) = request else {
+        panic!("an answer: {request:?}")
+    };
+    assert_eq!(answer.call.from_tag.as_deref(), Some("b9"));
+    assert_eq!(answer.call.to_tag.as_deref(), Some("a9"));
+    let now = h.now;
+    h.core.handle_media_result(
+        now,
+        token.unwrap(),
+        Err(super::MediaFailure::Refused("Unknown call-id".into())),
+    );
+    h.pump();
+    let fwd = sent_to(&h.take(), BOB, true).expect("PRACK forwarded as it came");
+    assert_eq!(fwd.body(), Bytes::from(sdp));
 }
