@@ -83,7 +83,7 @@ pub(super) struct CallMedia {
     pub(super) losers: Vec<(usize, Option<String>)>,
     /// Branch kinds whose offer (`via-branch`) was deleted.
     pub(super) deleted_kinds: Vec<LegKind>,
-    /// Indices of the branches that ended without a 2xx, once a winner answered.
+    /// Indices of the branches that ended without a 2xx and were dealt with.
     pub(super) ended_branches: Vec<usize>,
 }
 

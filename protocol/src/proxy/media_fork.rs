@@ -177,7 +177,8 @@ impl Core {
             return;
         }
         let tag = msg.to_tag().ok().flatten().map(str::to_owned);
-        if !call.losers.iter().any(|(i, _)| *i == index) {
+        // Once per branch (a final response is not passed on twice, but be sure).
+        if !call.losers.iter().any(|(i, _)| *i == index) && !call.ended_branches.contains(&index) {
             call.losers.push((index, tag));
         }
         self.delete_losers(ctx);
@@ -210,6 +211,7 @@ impl Core {
             return;
         };
         let losers = std::mem::take(&mut call.losers);
+        call.ended_branches.extend(losers.iter().map(|(i, _)| *i));
         let mut requests = Vec::new();
         let answered = |tag: &Option<String>| {
             tag.as_ref()
@@ -231,9 +233,7 @@ impl Core {
         }
         if let Some(kinds) = &call.branch_kinds {
             let winner_kind = kinds.get(winner_index).copied();
-            let mut ended: Vec<usize> = call.ended_branches.clone();
-            ended.extend(losers.iter().map(|(i, _)| *i));
-            call.ended_branches = ended.clone();
+            let ended = &call.ended_branches;
             for (i, kind) in kinds.iter().enumerate() {
                 let all_ended = kinds
                     .iter()
