@@ -3,6 +3,8 @@
 //! check that the media port is in rtpengine's range, 30000-39999, where SIPp's is not), and
 //! after every test rtpengine's `list` must be empty: no leaked session.
 
+mod ng_query;
+
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -736,7 +738,7 @@ fn forking_to_a_browser_and_a_phone_offers_each_its_own_kind() {
     let uac = harness
         .uac("uac_call_media.xml", SippTransport::Udp)
         .inf("alice_to_bob.csv")
-        .duration_ms(200)
+        .duration_ms(1500)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start the UAC: {e}"));
     let invite = next_invite(&mut browser);
@@ -768,6 +770,30 @@ fn forking_to_a_browser_and_a_phone_offers_each_its_own_kind() {
         "brwfork",
         None,
     ));
+    // The browser's branch ended: its via-branch offer is deleted (no ports left on it)
+    // while the call goes on (the caller waits 1.5 s before its BYE).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut last = None;
+    while Instant::now() < deadline {
+        let calls = rtp[0]
+            .list_calls(Duration::from_secs(1))
+            .unwrap_or_default();
+        let Some(call_id) = calls.first() else {
+            break;
+        };
+        last = ng_query::query_tags(rtp[0].ng_addr(), call_id);
+        if last.as_ref().is_some_and(|t| {
+            t.iter().any(|(_, ports)| *ports == 0) && t.iter().filter(|(_, p)| *p > 0).count() == 2
+        }) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        last.as_ref()
+            .is_some_and(|t| t.iter().any(|(_, ports)| *ports == 0)),
+        "the cancelled browser branch kept its ports: {last:?}"
+    );
     match uac.wait() {
         Ok(outcome) => harness.check(&outcome),
         Err(e) => panic!("cannot collect the UAC: {e}"),

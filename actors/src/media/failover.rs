@@ -264,20 +264,26 @@ impl MediaSessions {
     }
 
     /// A response going out, lowered back into its request's space (see
-    /// [`Self::shift_request`]); only responses are parsed, and only while some dialog has
-    /// an offset.
+    /// [`Self::shift_request`]). Only responses are looked at, and only while some dialog has
+    /// an offset; then the Call-ID is found in the raw bytes first
+    /// ([`CseqShifts::may_shift_raw`]), so only responses of shifted calls are parsed.
+    ///
+    /// [`CseqShifts::may_shift_raw`]: sipmesh_protocol::media::CseqShifts::may_shift_raw
     pub fn shift_response(&self, payload: Bytes) -> Bytes {
         if !self.inner.any_shift.load(Ordering::Relaxed) || !payload.starts_with(b"SIP/2.0 ") {
             return payload;
         }
-        let Ok(msg) = Message::parse(payload.clone()) else {
-            return payload;
-        };
         let shifts = self
             .inner
             .shifts
             .read()
             .unwrap_or_else(PoisonError::into_inner);
+        if !shifts.may_shift_raw(&payload) {
+            return payload;
+        }
+        let Ok(msg) = Message::parse(payload.clone()) else {
+            return payload;
+        };
         match shifts.unshift_response(&msg) {
             Ok(Some(m)) => m.message_bytes(),
             _ => payload,

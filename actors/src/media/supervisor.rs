@@ -202,7 +202,9 @@ impl MediaSessions {
     fn dispatch(&self, request: Request, reply: Reply, look_up: bool) {
         let call = match &request {
             Request::Offer(r) | Request::Answer(r) => r.call.clone(),
-            Request::Delete(c) | Request::Query(c) => c.clone(),
+            Request::Delete(c) | Request::Query(c) | Request::DeleteBranch { call: c, .. } => {
+                c.clone()
+            }
             Request::Ping | Request::List { .. } | Request::Statistics => {
                 reply.send(Err(MediaFailure::Refused("not a call request".into())));
                 return;
@@ -216,6 +218,16 @@ impl MediaSessions {
         let mut msg = SessionMsg { request, reply };
         let mut sessions = self.lock();
         let tags = tags_of(&call);
+        // A losing branch's delete goes after the call's offers and answers, in its session;
+        // without one here (the call ended, or runs on another node) the call's own delete
+        // removes the branch.
+        if matches!(msg.request, Request::DeleteBranch { .. })
+            && find(&sessions, &call.call_id, &tags).is_none()
+        {
+            drop(sessions);
+            msg.reply.send(Ok(Bytes::new()));
+            return;
+        }
         let key = find(&sessions, &call.call_id, &tags).unwrap_or_else(|| {
             SessionKey::new(
                 call.call_id.clone(),

@@ -16,10 +16,16 @@
 //! highest the other side has seen from X, and X's offset grows by [`STEP`], so up to
 //! `STEP - 1` requests of X that the proxy did not record (an INFO, a MESSAGE) still stay
 //! below it.
+//!
+//! Responses leaving a node are raw bytes: [`CseqShifts::may_shift_raw`] finds their Call-ID
+//! without parsing them (`raw_call_id.rs`), so that only responses of shifted calls (or ones
+//! whose Call-ID line is unusual) are parsed.
 
 use std::collections::HashMap;
 
 use crate::message::{Editor, Message, ParseError};
+
+use super::raw_call_id::{Scan, scan};
 
 /// How far the proxy's own request jumps over the highest CSeq it recorded from a side.
 pub const STEP: u32 = 100;
@@ -38,7 +44,8 @@ pub enum ShiftError {
 /// The CSeq offsets of the dialogs in which the proxy sent requests (see the module doc).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CseqShifts {
-    by_side: HashMap<(String, String), u32>,
+    /// Offsets by Call-ID, then by the From tag of the side.
+    by_call: HashMap<String, HashMap<String, u32>>,
 }
 
 impl CseqShifts {
@@ -49,13 +56,32 @@ impl CseqShifts {
 
     /// True when no dialog has an offset (the fast path: nothing to rewrite).
     pub fn is_empty(&self) -> bool {
-        self.by_side.is_empty()
+        self.by_call.is_empty()
+    }
+
+    /// Whether the raw message `bytes` may need a rewrite: false only when its Call-ID,
+    /// found without parsing ([`scan`]), has no offset. Never false for a message whose
+    /// parsed Call-ID has one.
+    pub fn may_shift_raw(&self, bytes: &[u8]) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        match scan(bytes) {
+            Scan::Found(id) => std::str::from_utf8(id).map_or(true, |id| self.has_call(id)),
+            Scan::Unsure => true,
+        }
+    }
+
+    /// Whether any side of `call_id` has an offset.
+    pub fn has_call(&self, call_id: &str) -> bool {
+        self.by_call.contains_key(call_id)
     }
 
     /// The offset of the side tagged `tag` in call `call_id` (0 when none).
     pub fn offset(&self, call_id: &str, tag: &str) -> u32 {
-        self.by_side
-            .get(&(call_id.to_owned(), tag.to_owned()))
+        self.by_call
+            .get(call_id)
+            .and_then(|sides| sides.get(tag))
             .copied()
             .unwrap_or(0)
     }
@@ -66,8 +92,10 @@ impl CseqShifts {
     /// [`STEP`].
     pub fn claim(&mut self, call_id: &str, tag: &str, recorded: u32) -> u32 {
         let offset = self
-            .by_side
-            .entry((call_id.to_owned(), tag.to_owned()))
+            .by_call
+            .entry(call_id.to_owned())
+            .or_default()
+            .entry(tag.to_owned())
             .or_insert(0);
         *offset = offset.saturating_add(STEP);
         recorded.saturating_add(STEP)
@@ -77,8 +105,10 @@ impl CseqShifts {
     /// only grow): how a node applies an offset another node claimed. True when it changed.
     pub fn raise_to(&mut self, call_id: &str, tag: &str, offset: u32) -> bool {
         let current = self
-            .by_side
-            .entry((call_id.to_owned(), tag.to_owned()))
+            .by_call
+            .entry(call_id.to_owned())
+            .or_default()
+            .entry(tag.to_owned())
             .or_insert(0);
         let raised = offset > *current;
         *current = (*current).max(offset);
@@ -87,16 +117,15 @@ impl CseqShifts {
 
     /// The From tags of the sides of `call_id` that have an offset.
     pub fn sides(&self, call_id: &str) -> Vec<String> {
-        self.by_side
-            .keys()
-            .filter(|(c, _)| c == call_id)
-            .map(|(_, t)| t.clone())
-            .collect()
+        self.by_call
+            .get(call_id)
+            .map(|sides| sides.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Forgets every offset of `call_id` (the dialog ended).
     pub fn remove_call(&mut self, call_id: &str) {
-        self.by_side.retain(|(c, _), _| c != call_id);
+        self.by_call.remove(call_id);
     }
 
     /// A request from a side with an offset, with its CSeq raised by it; `Ok(None)` when the

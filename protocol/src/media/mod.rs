@@ -13,13 +13,15 @@
 //! - [`sdp`]: spotting an SDP body and replacing it (with its Content-Length) in a message;
 //! - [`bye`]: the BYEs that end a call at both ends when its media stopped;
 //! - [`reinvite`] and [`cseq_shift`]: the re-INVITEs that move a call to another rtpengine
-//!   instance when its own died, and the CSeq offsets they leave in the dialog.
+//!   instance when its own died, and the CSeq offsets they leave in the dialog;
+//! - [`raw_call_id`]: a message's Call-ID found in its raw bytes (the offsets' fast path).
 //!
 //! The proxy side (parking a request until rtpengine answered) is in `proxy/media.rs`.
 
 pub mod bye;
 pub mod cseq_shift;
 pub mod profile;
+pub mod raw_call_id;
 pub mod reinvite;
 pub mod route;
 pub mod sdp;

@@ -143,6 +143,20 @@ pub enum Request {
     Answer(SdpRequest),
     /// `delete`: ends the call (or one branch, with tags).
     Delete(CallRef),
+    /// `delete` of one losing branch of a forked call (issue 6): the branch answered with the
+    /// call's `to-tag`, or, without one, the offer made with `via_branch`. The call and its
+    /// other branches stay. Measured against rtpengine 10.5: once another branch has
+    /// answered, a delete naming the loser's `to-tag` releases that branch's ports and
+    /// `query` still lists its tag, without ports; a delete with `from-tag` and `via-branch`
+    /// does the same for an offer's branch that no answer named. A tagged delete of the only
+    /// answered branch ends the whole call (so the proxy sends one only after another branch
+    /// answered).
+    DeleteBranch {
+        /// The call, the offerer's `from-tag` and, for an answered branch, its `to-tag`.
+        call: CallRef,
+        /// `via-branch` of the offer, for a branch no answer named.
+        via_branch: Option<String>,
+    },
     /// `query`: the call's state and counters.
     Query(CallRef),
     /// `list`: the Call-IDs rtpengine knows, at most `limit` of them (rtpengine 10.5 returns
@@ -162,7 +176,7 @@ impl Request {
             Self::Ping => "ping",
             Self::Offer(_) => "offer",
             Self::Answer(_) => "answer",
-            Self::Delete(_) => "delete",
+            Self::Delete(_) | Self::DeleteBranch { .. } => "delete",
             Self::Query(_) => "query",
             Self::List { .. } => "list",
             Self::Statistics => "statistics",
@@ -180,6 +194,12 @@ impl Request {
                 d.insert(Bytes::from_static(b"sdp"), Value::Bytes(r.sdp.clone()));
             }
             Self::Delete(c) | Self::Query(c) => c.write(&mut d),
+            Self::DeleteBranch { call, via_branch } => {
+                call.write(&mut d);
+                if let Some(b) = via_branch {
+                    put_str(&mut d, "via-branch", b);
+                }
+            }
             Self::List { limit } => {
                 if let Some(l) = limit {
                     d.insert(Bytes::from_static(b"limit"), Value::Int(i64::from(*l)));
@@ -355,6 +375,14 @@ mod tests {
         assert_eq!(
             Value::Dict(del.to_dict()).encode(),
             b"d7:call-id1:c7:command6:delete8:from-tag1:f6:to-tag1:te"
+        );
+        let branch = Request::DeleteBranch {
+            call: CallRef::new("c", "f"),
+            via_branch: Some("browser".into()),
+        };
+        assert_eq!(
+            Value::Dict(branch.to_dict()).encode(),
+            b"d7:call-id1:c7:command6:delete8:from-tag1:f10:via-branch7:browsere"
         );
         let list = Request::List { limit: Some(10) };
         assert_eq!(

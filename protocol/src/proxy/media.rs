@@ -21,7 +21,10 @@
 //! [`LegKind`] (its transport; targets of different kinds get an offer each, see
 //! `media_fork.rs`), the answer for the
 //! caller's (its transport and the offer's SDP). Late offers (an INVITE without SDP, the
-//! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`.
+//! offer in the 2xx and the answer in the ACK, RFC 3261 §13.2.1) are in `media_late.rs`; an
+//! offer in a reliable 18x (RFC 3262) goes to rtpengine here like a 2xx's, and its answer in
+//! the PRACK is in `media_prack.rs`. An *unreliable* 18x's SDP on an INVITE without SDP is not
+//! an offer (§13.2.1: only a reliable message offers) and passes untouched.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -61,15 +64,27 @@ pub(super) struct CallMedia {
     pub(super) profile: MediaProfiles,
     /// An initial INVITE (its failure ends the rtpengine session).
     initial: bool,
-    /// An INVITE without SDP: the offer comes in the 2xx, the answer in the ACK.
+    /// An INVITE without SDP: the offer comes in the 2xx, the answer in the ACK (or in a
+    /// reliable 18x, the answer in the PRACK).
     pub(super) late: bool,
+    /// A late offer of a reliable 18x went to rtpengine: a failure must delete it.
+    early_offer: bool,
     /// Forked to targets of different kinds: the kind of each branch (by target index),
     /// each kind offered on its own rtpengine `via-branch` (`media_fork.rs`).
     pub(super) branch_kinds: Option<Vec<LegKind>>,
     /// (To tag, status) of responses waiting for rtpengine's answer.
     answering: Vec<(String, u16)>,
     /// (To tag, SDP as received, SDP as rewritten) of answered responses.
-    answered: Vec<(String, Bytes, Bytes)>,
+    pub(super) answered: Vec<(String, Bytes, Bytes)>,
+    /// The To tag and branch index of the 2xx whose answer rtpengine took.
+    pub(super) confirmed: Option<(String, usize)>,
+    /// Branches that ended without a 2xx (index, To tag), waiting for their rtpengine
+    /// state to be deleted (`media_fork.rs`).
+    pub(super) losers: Vec<(usize, Option<String>)>,
+    /// Branch kinds whose offer (`via-branch`) was deleted.
+    pub(super) deleted_kinds: Vec<LegKind>,
+    /// Indices of the branches that ended without a 2xx and were dealt with.
+    pub(super) ended_branches: Vec<usize>,
 }
 
 /// Something waiting for rtpengine.
@@ -85,6 +100,8 @@ pub(super) enum Parked {
     },
     /// An ACK with the answer to a late offer (`media_late.rs`).
     Ack(Box<super::media_late::ParkedAck>),
+    /// A PRACK with the answer to a reliable 18x's offer (`media_prack.rs`).
+    Prack(Box<super::media_prack::ParkedPrack>),
     /// One kind's offer of a request forked to targets of different kinds (`media_fork.rs`).
     Fork {
         fork: u64,
@@ -108,9 +125,9 @@ pub(super) struct MediaHooks {
     /// `None`: media disabled, SDP passes untouched.
     pub(super) profiles: Option<MediaProfiles>,
     pub(super) parked: HashMap<u64, Parked>,
-    calls: HashMap<u64, CallMedia>,
+    pub(super) calls: HashMap<u64, CallMedia>,
     /// The next forward of this server transaction already went through rtpengine.
-    resuming_request: Option<u64>,
+    pub(super) resuming_request: Option<u64>,
     /// The next response handled already went through rtpengine.
     resuming_response: bool,
     /// The next ACK handled already went through rtpengine.
@@ -153,6 +170,7 @@ impl Core {
                 self.resume_request(now, server, &msg, plan, targets, call, result);
             }
             Some(Parked::Ack(ack)) => self.resume_ack(now, *ack, result),
+            Some(Parked::Prack(prack)) => self.resume_prack(now, *prack, result),
             Some(Parked::Fork { fork, kind }) => self.fork_offer_result(now, fork, kind, result),
             Some(Parked::Response {
                 ctx,
@@ -165,12 +183,17 @@ impl Core {
                     Ok(sdp) => {
                         if let Some(c) = self.media.calls.get_mut(&ctx) {
                             c.answering.retain(|(t, c)| !(*t == tag && *c == code));
-                            if c.late && code >= 200 {
+                            // A late offer (in a 2xx or a reliable 18x) waits for its answer
+                            // in the ACK or the PRACK.
+                            if c.late {
                                 let call = c.clone();
                                 self.media.late.offered(now, &call, &tag);
                             }
                         }
                         if let Some(c) = self.media.calls.get_mut(&ctx) {
+                            if code >= 200 && !c.late && c.confirmed.is_none() {
+                                c.confirmed = Some((tag.clone(), index));
+                            }
                             c.answered.push((tag, msg.body(), sdp.clone()));
                         }
                         replace_body(&msg, &sdp)
@@ -188,6 +211,7 @@ impl Core {
                 self.media.resuming_response = true;
                 self.branch_response(now, ctx, index, code, rewritten.as_ref().unwrap_or(&msg));
                 self.media.resuming_response = false;
+                self.delete_losers(ctx);
             }
             None => {}
         }
@@ -309,6 +333,9 @@ impl Core {
             }
             return false;
         }
+        if *method == Method::Prack {
+            return self.media_prack_gate(now, server, msg, plan, targets);
+        }
         let late = *method == Method::Invite && !has_sdp(msg);
         if !matches!(method, Method::Invite | Method::Update) || !(late || has_sdp(msg)) {
             return false;
@@ -335,9 +362,14 @@ impl Core {
             profile,
             initial: *method == Method::Invite && !matches!(msg.to_tag(), Ok(Some(_))),
             late,
+            early_offer: false,
             branch_kinds: None,
             answering: Vec::new(),
             answered: Vec::new(),
+            confirmed: None,
+            losers: Vec::new(),
+            deleted_kinds: Vec::new(),
+            ended_branches: Vec::new(),
         };
         if late {
             // No offer yet: the request goes on as it is; its 2xx will carry the offer
@@ -425,6 +457,13 @@ impl Core {
             self.media.resuming_response = false;
             return false;
         }
+        if code >= 300 {
+            self.media_branch_ended(ctx, index, msg);
+            return false;
+        }
+        if code >= 200 {
+            self.media_branch_won(ctx, index, msg);
+        }
         if !(101..300).contains(&code) || !has_sdp(msg) {
             return false;
         }
@@ -435,8 +474,9 @@ impl Core {
         let Some(call) = self.media.calls.get_mut(&ctx) else {
             return false;
         };
-        // A late offer is only in the 2xx (a reliable 18x and its PRACK are not handled).
-        if call.late && code < 200 {
+        // A late offer is in the 2xx or a reliable 18x (RFC 3262); an unreliable 18x's SDP is
+        // no offer (RFC 3261 §13.2.1) and passes untouched.
+        if call.late && code < 200 && !super::media_prack::is_reliable(msg) {
             return false;
         }
         let body = msg.body();
@@ -467,6 +507,9 @@ impl Core {
             }
             if LegKind::of(crate::peer::Transport::Udp, Some(&body)) == LegKind::Browser {
                 call.callee = LegKind::Browser;
+            }
+            if code < 200 {
+                call.early_offer = true;
             }
             Request::Offer(SdpRequest {
                 call: CallRef::new(&call.call_id, &tag).with_to_tag(&call.from_tag),
@@ -517,8 +560,9 @@ impl Core {
         let Some(call) = self.media.calls.get(&ctx) else {
             return;
         };
-        // A late offer only comes with a 2xx: a failure leaves nothing in rtpengine.
-        if call.initial && !call.late {
+        // A late offer comes with a 2xx or a reliable 18x: a failure after neither leaves
+        // nothing in rtpengine.
+        if call.initial && (!call.late || call.early_offer) {
             let (call_id, from_tag) = (call.call_id.clone(), call.from_tag.clone());
             self.media.calls.remove(&ctx);
             self.media_delete(&call_id, Some(&from_tag), None);

@@ -17,7 +17,8 @@
 //! entry the kinds come from the ACK's transports and SDP. rtpengine answers an ACK whose
 //! 2xx it never saw with an error, and the ACK is then forwarded as it came.
 //!
-//! Not handled: an offer in a reliable 18x (its answer would be in the PRACK, RFC 3262).
+//! An offer in a reliable 18x (RFC 3262) is entered in the same table; its answer comes in
+//! the PRACK (`media_prack.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,23 +39,47 @@ use super::media::{CallMedia, Parked, call_profile};
 /// How long an ACK is awaited after its 2xx (64·T1, the 2xx retransmission span, §13.3.1.4).
 const ACK_WAIT: Duration = Duration::from_secs(32);
 
-/// One late offer sent in a 2xx whose ACK has not brought the answer yet.
+/// One late offer sent in a 2xx (or a reliable 18x) whose ACK (or PRACK) has not brought the
+/// answer yet.
 #[derive(Debug, Clone)]
-struct LateOffer {
-    caller: LegKind,
-    callee: LegKind,
-    profile: MediaProfiles,
+pub(super) struct LateOffer {
+    pub(super) caller: LegKind,
+    pub(super) callee: LegKind,
+    pub(super) profile: MediaProfiles,
     /// The answer is with rtpengine.
-    answering: bool,
-    /// (ACK body as received, as rewritten).
-    answered: Option<(Bytes, Bytes)>,
-    until: Instant,
+    pub(super) answering: bool,
+    /// (ACK or PRACK body as received, as rewritten).
+    pub(super) answered: Option<(Bytes, Bytes)>,
+    pub(super) until: Instant,
 }
+
+impl LateOffer {
+    /// An offer this shard did not relay (the ACK or PRACK reached another shard than the
+    /// offer): the legs' kinds come from the request's transports and SDP.
+    pub(super) fn unseen(
+        now: Instant,
+        caller: LegKind,
+        callee: LegKind,
+        profile: MediaProfiles,
+    ) -> Self {
+        Self {
+            caller,
+            callee,
+            profile,
+            answering: false,
+            answered: None,
+            until: now + ACK_WAIT,
+        }
+    }
+}
+
+/// Late offers of one dialog: (Call-ID, caller's tag, callee's tag).
+pub(super) type DialogKey = (String, String, String);
 
 /// The late offers of one core, by (Call-ID, caller's tag, callee's tag).
 #[derive(Debug, Default)]
 pub(super) struct LateOffers {
-    offers: HashMap<(String, String, String), LateOffer>,
+    pub(super) offers: HashMap<DialogKey, LateOffer>,
 }
 
 impl LateOffers {
@@ -76,6 +101,20 @@ impl LateOffers {
                 until: now + ACK_WAIT,
             },
         );
+    }
+
+    /// The entry of `dialog`, made with `unseen` when this shard has none (expired ones are
+    /// dropped first when the table grows).
+    pub(super) fn entry(
+        &mut self,
+        now: Instant,
+        dialog: DialogKey,
+        unseen: impl FnOnce() -> LateOffer,
+    ) -> &mut LateOffer {
+        if self.offers.len() > 64 {
+            self.offers.retain(|_, o| o.until > now);
+        }
+        self.offers.entry(dialog).or_insert_with(unseen)
     }
 
     /// The dialog ended (BYE, from either end).
@@ -101,7 +140,7 @@ pub(super) struct ParkedAck {
     msg: Message,
     origin: Origin,
     key: TransactionKey,
-    dialog: (String, String, String),
+    dialog: DialogKey,
 }
 
 impl Core {
@@ -138,22 +177,9 @@ impl Core {
         if !self.media.late.offers.contains_key(&dialog) && !profile.relays(stateless, callee) {
             return false;
         }
-        if self.media.late.offers.len() > 64 {
-            self.media.late.offers.retain(|_, o| o.until > now);
-        }
-        let offer = self
-            .media
-            .late
-            .offers
-            .entry(dialog.clone())
-            .or_insert_with(|| LateOffer {
-                caller: stateless,
-                callee,
-                profile,
-                answering: false,
-                answered: None,
-                until: now + ACK_WAIT,
-            });
+        let offer = self.media.late.entry(now, dialog.clone(), || {
+            LateOffer::unseen(now, stateless, callee, profile)
+        });
         if let Some((original, rewritten)) = &offer.answered
             && *original == body
         {

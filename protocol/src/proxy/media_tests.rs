@@ -10,10 +10,10 @@ use crate::ng::{IceMode, Request};
 use super::MediaFailure;
 use super::tests::{ALICE, BOB, CAROL, Harness, addr, invite, status};
 
-const RELAYED: &str = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30000 RTP/AVP 0\r\n";
+pub(super) const RELAYED: &str = "v=0\r\nc=IN IP4 10.9.9.9\r\nm=audio 30000 RTP/AVP 0\r\n";
 
 /// A response to `req` with an SDP body.
-fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
+pub(super) fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
     let mut s = format!("SIP/2.0 {code} Whatever\r\n");
     for h in req.headers() {
         let n = h.name_str();
@@ -34,7 +34,7 @@ fn sdp_answer(req: &Message, code: u16, to_tag: &str, sdp: &str) -> String {
     s
 }
 
-fn media_harness() -> Harness {
+pub(super) fn media_harness() -> Harness {
     let mut h = Harness::new();
     h.core.enable_media(MediaProfiles::default());
     h.register("bob", BOB, 1);
@@ -403,7 +403,7 @@ fn forking_to_legs_of_different_kinds_offers_each_its_own() {
         BOB,
         &sdp_answer(&to_phone.1, 200, "b1", "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
     );
-    let (_, request) = h.media.pop().expect("an answer");
+    let (token, request) = h.media.pop().expect("an answer");
     let Request::Answer(answer) = request else {
         panic!("an answer: {request:?}")
     };
@@ -416,4 +416,25 @@ fn forking_to_legs_of_different_kinds_offers_each_its_own() {
         Some("legacy")
     );
     assert_eq!(answers.len(), 2);
+    h.core.handle_media_result(
+        now,
+        token.unwrap(),
+        Ok(Bytes::from_static(RELAYED.as_bytes())),
+    );
+    h.pump();
+    h.take();
+    // The browser's branch, cancelled, ends with 487: its kind's offer goes (via-branch).
+    h.recv_from(ws, &super::tests::answer(&to_browser.1, 487, "w1"));
+    let deletes: Vec<Request> = std::mem::take(&mut h.media)
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| matches!(r, Request::DeleteBranch { .. }))
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![Request::DeleteBranch {
+            call: crate::ng::CallRef::new("call-1", "a1"),
+            via_branch: Some("browser".into()),
+        }]
+    );
 }

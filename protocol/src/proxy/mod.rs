@@ -48,7 +48,12 @@ mod locality;
 mod matching;
 mod media;
 mod media_fork;
+#[cfg(test)]
+mod media_fork_tests;
 mod media_late;
+mod media_prack;
+#[cfg(test)]
+mod media_prack_tests;
 #[cfg(test)]
 mod media_tests;
 mod originate;
