@@ -18,6 +18,11 @@
 //! offered to rtpengine but never confirmed gets its session deleted by the call's placement
 //! owner.
 //!
+//! Owner notices (issue 5, per-key ownership; [`follow_notices`]): a node subscribed to its
+//! owner-index channel adopts at once a dialog that another node confirmed and handed over
+//! (`adopt`), and stops at once the actor of a dialog another node removed (`ended`, a BYE
+//! through a visitor), rather than at the next rebalance or its own timer.
+//!
 //! The admin view's per-member actor counts are published by `actor_counts`, not here.
 
 use std::time::{Duration, Instant};
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use sipmesh_actors::dialog::redis::notice::Notice;
 use sipmesh_actors::dialog::takeover::{Moved, placement_key, rebalance_with};
 use sipmesh_actors::dialog::{Dialogs, RedisDialogStore};
 use sipmesh_actors::media::{MediaSessions, PendingMedia};
@@ -118,6 +124,51 @@ pub fn start(
                 Err(e) => warn!(error = %e, "dialog rebalance failed; retrying"),
             }
         }
+    })
+}
+
+/// Follows this node's owner notices (single-server URL `url`) until aborted: an `adopt` reads
+/// the record and adopts it (its media watch moves here too), an `ended` stops the dialog's
+/// actor (no BYE, no write: the record is gone).
+pub fn follow_notices(
+    store: RedisDialogStore,
+    url: String,
+    dialogs: Dialogs,
+    media: Option<MediaSessions>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = store.clone();
+        // The subscription only queues; reading a record is done here, one at a time.
+        let follow = tokio::spawn(async move {
+            reader
+                .follow_notices(&url, |n| {
+                    let _ = tx.send(n);
+                })
+                .await;
+        });
+        while let Some(notice) = rx.recv().await {
+            match notice {
+                Notice::Adopt(key) => match store.record_at(&key).await {
+                    Ok(Some(record)) => {
+                        if let Some(media) = &media {
+                            media.watch_adopted(&record.state);
+                        }
+                        dialogs.adopt(record.state, record.remaining);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, %key, "reading a handed-over dialog failed"),
+                },
+                Notice::Ended(id) => {
+                    if dialogs.ended_elsewhere(&id)
+                        && let Some(media) = &media
+                    {
+                        media.forget(&id.call_id);
+                    }
+                }
+            }
+        }
+        follow.abort();
     })
 }
 

@@ -156,6 +156,11 @@ pub type TimeoutHook = Arc<dyn Fn(&DialogState) + Send + Sync>;
 /// reading the shared store, sees the refresh).
 pub type OwnerCheck = Arc<dyn Fn(&DialogId) -> bool + Send + Sync>;
 
+/// The placement owner of a dialog when it is another node: that node's lease key (a
+/// clustered node, issue 5). A dialog confirmed here whose owner is another node is handed
+/// over to it ([`DialogStore::hand_over`]) once the 2xx has gone out.
+pub type OwnerOf = Arc<dyn Fn(&DialogId) -> Option<String> + Send + Sync>;
+
 /// A cloneable handle to the dialog actors of one node.
 #[derive(Clone)]
 pub struct Dialogs {
@@ -166,6 +171,7 @@ pub struct Dialogs {
     retry_task: tokio::task::AbortHandle,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -197,9 +203,11 @@ impl Dialogs {
         let retry_task = retry.spawn(Arc::clone(&store)).abort_handle();
         let hook = Arc::new(std::sync::OnceLock::new());
         let owner = Arc::new(std::sync::OnceLock::new());
+        let owner_of = Arc::new(std::sync::OnceLock::new());
         let args = SupervisorArgs {
             hook: Arc::clone(&hook),
             owner: Arc::clone(&owner),
+            owner_of: Arc::clone(&owner_of),
             map: Arc::clone(&map),
             store,
             config,
@@ -214,6 +222,7 @@ impl Dialogs {
             retry_task,
             hook,
             owner,
+            owner_of,
         })
     }
 
@@ -358,6 +367,21 @@ impl Dialogs {
     /// every dialog counts as owned.
     pub fn set_owner_check(&self, owner: OwnerCheck) {
         let _ = self.owner.set(owner);
+    }
+
+    /// Sets the placement-owner lookup of a clustered node (a second call is ignored); without
+    /// one a dialog stays on the node that confirmed it until a rebalance.
+    pub fn set_owner_of(&self, owner_of: OwnerOf) {
+        let _ = self.owner_of.set(owner_of);
+    }
+
+    /// Stops the live owner actor of `id` because the dialog ended through another node (its
+    /// record is gone; issue 5 "ended" notice): no BYE, no write. True when one was running.
+    pub fn ended_elsewhere(&self, id: &DialogId) -> bool {
+        self.map
+            .slot(id)
+            .filter(|s| !s.is_visitor())
+            .is_some_and(|s| s.actor.cast(DialogMsg::Release).is_ok())
     }
 
     /// `memory` or `redis`.

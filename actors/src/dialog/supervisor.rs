@@ -18,7 +18,7 @@ use std::time::Duration;
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
-use super::handle::{ActorMap, OwnerCheck, Slot, TimeoutHook};
+use super::handle::{ActorMap, OwnerCheck, OwnerOf, Slot, TimeoutHook};
 use super::retry::RemovalRetry;
 use super::store::DialogStore;
 
@@ -52,6 +52,8 @@ pub struct SupervisorArgs {
     pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Whether this node owns a dialog (unset: every dialog).
     pub owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    /// The owner's lease key of a dialog another node owns (unset: no hand-over).
+    pub owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
 }
 
 /// Supervisor state.
@@ -62,6 +64,7 @@ pub struct SupervisorState {
     retry: RemovalRetry,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
     /// Which dialog each child serves and whether it is a visitor (supervision events only
     /// name the actor).
     children: HashMap<ActorId, (DialogId, Arc<AtomicBool>)>,
@@ -87,6 +90,7 @@ impl DialogSupervisor {
             retry: state.retry.clone(),
             hook: Arc::clone(&state.hook),
             visitor: Arc::clone(&visitor),
+            owner_of: Arc::clone(&state.owner_of),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -127,6 +131,7 @@ impl Actor for DialogSupervisor {
             retry: args.retry,
             hook: args.hook,
             owner: args.owner,
+            owner_of: args.owner_of,
             children: HashMap::new(),
         })
     }
