@@ -129,13 +129,20 @@ pub fn start(
 
 /// Follows this node's owner notices (single-server URL `url`) until aborted: an `adopt` reads
 /// the record and adopts it (its media watch moves here too), an `ended` stops the dialog's
-/// actor (no BYE, no write: the record is gone).
+/// actor (no BYE, no write: the record is gone). Also makes a dialog handed over from here
+/// stop its media session tasks here.
 pub fn follow_notices(
     store: RedisDialogStore,
     url: String,
     dialogs: Dialogs,
     media: Option<MediaSessions>,
 ) -> JoinHandle<()> {
+    // A call handed over from here is watched by its owner (issue 6): stop watching it here.
+    if let Some(media) = media.clone() {
+        dialogs.set_hand_over_hook(std::sync::Arc::new(move |d| {
+            media.forget(&d.id.call_id);
+        }));
+    }
     tokio::spawn(async move {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let reader = store.clone();

@@ -121,6 +121,8 @@ pub struct DialogArgs {
     pub visitor: Arc<AtomicBool>,
     /// The placement owner of a dialog another node owns (unset: not clustered).
     pub owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    /// Called once the dialog was handed over to its owner.
+    pub handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// The actor's state: the record plus handles.
@@ -135,6 +137,7 @@ pub struct DialogActorState {
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     visitor: Arc<AtomicBool>,
     owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Generation of the armed timer; a firing with another number is stale.
     generation: u64,
     timer: Option<JoinHandle<()>>,
@@ -170,6 +173,7 @@ impl Actor for DialogActor {
             hook: args.hook,
             visitor: args.visitor,
             owner_of: args.owner_of,
+            handed_over: args.handed_over,
             generation: 0,
             timer: None,
             span,
@@ -485,6 +489,9 @@ async fn hand_over(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, o
         Ok(true) => {
             debug!(%owner, "dialog handed over to its owner");
             state.visitor.store(true, Ordering::Relaxed);
+            if let (Some(hook), Some(d)) = (state.handed_over.get(), &state.dialog) {
+                hook(d);
+            }
             arm_timer(myself, state);
         }
         Ok(false) => debug!(%owner, "nobody took the hand-over: the dialog stays here"),

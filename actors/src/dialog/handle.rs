@@ -172,6 +172,7 @@ pub struct Dialogs {
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     owner: Arc<std::sync::OnceLock<OwnerCheck>>,
     owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -204,7 +205,9 @@ impl Dialogs {
         let hook = Arc::new(std::sync::OnceLock::new());
         let owner = Arc::new(std::sync::OnceLock::new());
         let owner_of = Arc::new(std::sync::OnceLock::new());
+        let handed_over = Arc::new(std::sync::OnceLock::new());
         let args = SupervisorArgs {
+            handed_over: Arc::clone(&handed_over),
             hook: Arc::clone(&hook),
             owner: Arc::clone(&owner),
             owner_of: Arc::clone(&owner_of),
@@ -223,6 +226,7 @@ impl Dialogs {
             hook,
             owner,
             owner_of,
+            handed_over,
         })
     }
 
@@ -373,6 +377,13 @@ impl Dialogs {
     /// one a dialog stays on the node that confirmed it until a rebalance.
     pub fn set_owner_of(&self, owner_of: OwnerOf) {
         let _ = self.owner_of.set(owner_of);
+    }
+
+    /// Sets the hook called when this node handed a dialog over to its owner (the media
+    /// session tasks of the call stop here: the owner watches it now); a second call is
+    /// ignored.
+    pub fn set_hand_over_hook(&self, hook: TimeoutHook) {
+        let _ = self.handed_over.set(hook);
     }
 
     /// Stops the live owner actor of `id` because the dialog ended through another node (its

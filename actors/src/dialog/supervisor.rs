@@ -54,6 +54,8 @@ pub struct SupervisorArgs {
     pub owner: Arc<std::sync::OnceLock<OwnerCheck>>,
     /// The owner's lease key of a dialog another node owns (unset: no hand-over).
     pub owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    /// Called when a dialog was handed over to its owner.
+    pub handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// Supervisor state.
@@ -65,6 +67,7 @@ pub struct SupervisorState {
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     owner: Arc<std::sync::OnceLock<OwnerCheck>>,
     owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Which dialog each child serves and whether it is a visitor (supervision events only
     /// name the actor).
     children: HashMap<ActorId, (DialogId, Arc<AtomicBool>)>,
@@ -91,6 +94,7 @@ impl DialogSupervisor {
             hook: Arc::clone(&state.hook),
             visitor: Arc::clone(&visitor),
             owner_of: Arc::clone(&state.owner_of),
+            handed_over: Arc::clone(&state.handed_over),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -132,6 +136,7 @@ impl Actor for DialogSupervisor {
             hook: args.hook,
             owner: args.owner,
             owner_of: args.owner_of,
+            handed_over: args.handed_over,
             children: HashMap::new(),
         })
     }
