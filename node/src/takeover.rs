@@ -7,7 +7,7 @@
 //! actor for (a dead node's share: actor, timer for the time left, record moved to this node's
 //! index under its fence), and releases the actors of dialogs another node now owns (a
 //! restarted node's share goes back to it; the record stays, so requests in between are served
-//! from Redis). A node that adopted anything bumps `sipmesh:dlg:rebalance`; every node
+//! from Redis). A node that adopted or released anything bumps `sipmesh:dlg:rebalance`; every node
 //! rebalances when that generation changes too, so the node that ran a moved dialog stops its
 //! actor within a tick. A failed rebalance is retried on the next tick; nothing runs while
 //! fenced.
@@ -103,8 +103,11 @@ pub fn start(
             match rebalance_with(&store, &dialogs, owns, moved).await {
                 Ok(r) => {
                     generation = Some(seen);
-                    if r.adopted > 0 {
-                        // The nodes that ran these dialogs release them on seeing the bump.
+                    if r.adopted > 0 || r.released > 0 {
+                        // The nodes that ran these dialogs release them on seeing the bump;
+                        // after a release, the owner adopts what it does not run yet (an
+                        // owner actor that became a visitor when another node held the
+                        // claim, issue 5 per-dialog claims).
                         if let Err(e) = store.bump_rebalance().await {
                             warn!(error = %e, "bumping the rebalance generation failed");
                         }

@@ -283,17 +283,17 @@ impl Dialogs {
     }
 
     /// Takes over a stored dialog (failover or rebalancing, see
-    /// [`takeover`](super::takeover)): unless an actor already serves it, one is started with
-    /// `dialog`, writes it under this node's fence and ends it `remaining` from now.
-    /// Idempotent; never blocks.
+    /// [`takeover`](super::takeover), or a hand-over notice): an actor (the live one, or a new
+    /// one started with `dialog`) takes the record's owner claim under this node's fence and
+    /// ends the dialog `remaining` from now. Idempotent; never blocks.
     pub fn adopt(&self, dialog: DialogState, remaining: Duration) {
         if let Some(slot) = self.map.slot(&dialog.id) {
-            // A visitor becomes the owner (it arms the timer); an owner is left alone.
-            if slot.is_visitor() {
-                let _ = slot
-                    .actor
-                    .cast(DialogMsg::Adopt(Box::new(dialog), remaining));
-            }
+            // A visitor becomes the owner (it arms the timer); an owner takes the record's
+            // claim again and re-arms (a hand-over may reach an owner actor that an in-dialog
+            // request started here meanwhile, while the claim is still the sender's).
+            let _ = slot
+                .actor
+                .cast(DialogMsg::Adopt(Box::new(dialog), remaining));
             return;
         }
         if self

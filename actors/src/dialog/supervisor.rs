@@ -149,13 +149,11 @@ impl Actor for DialogSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Adopt(dialog, remaining) => {
-                // Idempotent: a live owner actor (an earlier adoption, or one an in-dialog
-                // request created) already serves the dialog; a visitor is promoted.
+                // A live actor (an earlier adoption, or one an in-dialog request created)
+                // takes the record over: a visitor is promoted, an owner re-takes the claim.
                 match state.map.slot(&dialog.id) {
                     Some(slot) => {
-                        if slot.visitor.load(std::sync::atomic::Ordering::Relaxed) {
-                            let _ = slot.actor.cast(DialogMsg::Adopt(dialog, remaining));
-                        }
+                        let _ = slot.actor.cast(DialogMsg::Adopt(dialog, remaining));
                     }
                     None => {
                         let id = dialog.id.clone();
