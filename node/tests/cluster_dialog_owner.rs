@@ -164,10 +164,8 @@ fn dialog_logs(c: &Cluster) -> String {
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let lines: Vec<&str> = Vec::new();
             let text = n.log_text();
-            let mut lines = lines;
-            lines.extend(text.lines().filter(|l| l.contains("dialog")));
+            let lines: Vec<&str> = text.lines().filter(|l| l.contains("dialog")).collect();
             format!("node{}:\n{}", i + 1, lines.join("\n"))
         })
         .collect::<Vec<_>>()

@@ -301,8 +301,8 @@ impl DialogStore for DownStore {
     }
 }
 
-fn down() -> super::DialogStoreError {
-    super::DialogStoreError::Unavailable(crate::location::UnavailableReason::Disconnected)
+fn down() -> DialogStoreError {
+    DialogStoreError::Unavailable(crate::location::UnavailableReason::Disconnected)
 }
 
 #[tokio::test]
