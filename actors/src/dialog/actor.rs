@@ -46,6 +46,9 @@ pub const VISIT_IDLE: Duration = Duration::from_secs(2);
 /// owner reads a complete record.
 pub const HANDOVER_DELAY: Duration = Duration::from_millis(50);
 
+/// How long after a delivered hand-over the owner must hold the record's claim.
+pub const HANDOVER_CHECK: Duration = Duration::from_millis(250);
+
 /// A record refreshed elsewhere by less than this when the owner's timer fires still ends
 /// (the timer's own jitter is well below it).
 const REFRESH_SLACK: Duration = Duration::from_millis(200);
@@ -82,6 +85,9 @@ pub enum DialogMsg {
     /// Hand the dialog to its placement owner (the lease key of that node): a notice asks it
     /// to adopt the record; when the notice reached it this actor becomes a visitor.
     HandOver(String),
+    /// A while after a delivered hand-over: once the owner holds the record's claim, this
+    /// actor becomes a visitor (else it keeps the dialog: the owner could not take it).
+    HandOverCheck,
     /// Test hook: panic now (the supervisor restarts the actor from the store).
     Panic,
 }
@@ -225,6 +231,7 @@ impl Actor for DialogActor {
                     }
                 }
                 DialogMsg::HandOver(owner) => hand_over(&myself, state, &owner).await,
+                DialogMsg::HandOverCheck => hand_over_check(&myself, state).await,
                 DialogMsg::Panic => {
                     warn!("test hook: dialog actor panics");
                     panic!("test hook: injected dialog actor panic");
@@ -470,8 +477,8 @@ fn schedule_hand_over(myself: &ActorRef<DialogMsg>, state: &DialogActorState) {
     });
 }
 
-/// Tells the owner (lease key `owner`) to adopt the dialog; once told, this actor is a
-/// visitor (no dialog timer). Nobody listening (no subscription: Sentinel, Cluster URLs; the
+/// Tells the owner (lease key `owner`) to adopt the dialog; once the owner holds the record's
+/// claim ([`hand_over_check`]), this actor is a visitor (no dialog timer). Nobody listening (no subscription: Sentinel, Cluster URLs; the
 /// owner just died): the dialog stays here until a rebalance moves it.
 async fn hand_over(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, owner: &str) {
     if state.visitor.load(Ordering::Relaxed) {
@@ -488,11 +495,11 @@ async fn hand_over(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, o
     match state.store.hand_over(&id, owner).await {
         Ok(true) => {
             debug!(%owner, "dialog handed over to its owner");
-            state.visitor.store(true, Ordering::Relaxed);
-            if let (Some(hook), Some(d)) = (state.handed_over.get(), &state.dialog) {
-                hook(d);
-            }
-            arm_timer(myself, state);
+            let me = myself.clone();
+            ractor::concurrency::spawn(async move {
+                ractor::concurrency::sleep(HANDOVER_CHECK).await;
+                let _ = me.cast(DialogMsg::HandOverCheck);
+            });
         }
         Ok(false) => debug!(%owner, "nobody took the hand-over: the dialog stays here"),
         Err(e) => warn!(error = %e, "handing the dialog over failed: it stays here"),
@@ -565,4 +572,28 @@ fn arm_timer_after(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, a
         ractor::concurrency::sleep(after).await;
         let _ = me.cast(DialogMsg::Timeout(generation));
     }));
+}
+
+/// After a delivered hand-over: when another node holds the record's claim now, this actor
+/// becomes a visitor (the media session tasks of the call stop here too); otherwise (the owner
+/// was still settling, or died) it keeps running the dialog.
+async fn hand_over_check(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState) {
+    if state.visitor.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(id) = state.dialog.as_ref().map(|d| d.id.clone()) else {
+        return;
+    };
+    match state.store.claimed_elsewhere(&id).await {
+        Ok(true) => {
+            debug!("the owner took the dialog: this node only visits it now");
+            state.visitor.store(true, Ordering::Relaxed);
+            if let (Some(hook), Some(d)) = (state.handed_over.get(), &state.dialog) {
+                hook(d);
+            }
+            arm_timer(myself, state);
+        }
+        Ok(false) => info!("the owner did not take the handed-over dialog: it stays here"),
+        Err(e) => warn!(error = %e, "checking a hand-over failed: the dialog stays here"),
+    }
 }

@@ -316,6 +316,22 @@ impl DialogStore for RedisDialogStore {
         })
     }
 
+    fn claimed_elsewhere<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if self.cluster {
+                return Ok(false);
+            }
+            let Some(fence) = self.fence_check()? else {
+                return Ok(false);
+            };
+            let mine = format!("{}/{}", fence.lease_key, fence.epoch);
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HGET").arg(self.key(id)).arg("claim").clone();
+            let claim: Option<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(claim.is_some_and(|c| c != mine))
+        })
+    }
+
     fn hand_over<'a>(&'a self, id: &'a DialogId, owner: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             // Only where the owner index (and its channel) exists: a single server.

@@ -62,6 +62,13 @@ pub trait DialogStore: Send + Sync + 'static {
         Box::pin(async { Ok(false) })
     }
 
+    /// Whether another node holds the owner claim of the record stored under `id` exactly
+    /// (after a hand-over: did the owner take it?). The default: no claims, false.
+    fn claimed_elsewhere<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
+        let _ = id;
+        Box::pin(async { Ok(false) })
+    }
+
     /// `memory` or `redis`.
     fn kind(&self) -> &'static str;
 }

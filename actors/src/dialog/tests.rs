@@ -376,6 +376,10 @@ impl DialogStore for ClaimedStore {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(std::future::ready(Ok(true)))
     }
+    fn claimed_elsewhere<'a>(&'a self, _: &'a DialogId) -> super::store::StoreFuture<'a, bool> {
+        let taken = self.handed.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        Box::pin(std::future::ready(Ok(taken)))
+    }
     fn kind(&self) -> &'static str {
         "claimed"
     }
