@@ -4,6 +4,10 @@
 //!
 //! The lease key is set by hand as the cluster layer's lease script would: a "new incarnation"
 //! re-acquiring the lease is simulated by bumping the key to a higher epoch.
+//!
+//! Per-dialog owner claims (issue 5): a node that lost one dialog to another live node cannot
+//! write or remove it as its owner (`STALE_OWNER`, stored bytes unchanged), while visitors and
+//! adoptions keep working, and hand-over / "ended" notices reach the owner's channel.
 
 #[path = "support/requests.rs"]
 mod requests;
@@ -12,7 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sipmesh_actors::dialog::{DialogStore, DialogStoreError, RedisDialogStore};
+use sipmesh_actors::dialog::redis::notice::Notice;
+use sipmesh_actors::dialog::{DialogStore, DialogStoreError, RedisDialogStore, WriteRole};
 use sipmesh_actors::fence::{EpochSource, Fence};
 use sipmesh_actors::location::{
     LocationStore, RedisLocationStore, RedisStoreConfig, StoreError, UnavailableReason,
@@ -311,4 +316,123 @@ async fn a_fenced_node_is_refused_at_once_without_a_redis_call() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A second node's store: lease key `sipmesh:node:b` at `epoch` (the key set as its lease).
+fn node_b(server: &RedisServer, epoch: u64) -> (RedisDialogStore, Arc<TestEpoch>) {
+    let source = Arc::new(TestEpoch::default());
+    source.set(epoch);
+    server.cli(&["SET", "sipmesh:node:b", &epoch.to_string()]);
+    let store = RedisDialogStore::new(&config(server), "sipmesh:dlg:")
+        .expect("store")
+        .with_fence(Some(Fence::new("sipmesh:node:b", source.clone())));
+    (store, source)
+}
+
+/// Waits until `f` holds (at most 5 s).
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_of_one_dialog_is_refused_and_writes_nothing() {
+    let server = RedisServer::start();
+    let (fence, epoch) = fence();
+    let a = RedisDialogStore::new(&config(&server), "sipmesh:dlg:")
+        .expect("store")
+        .with_fence(Some(fence));
+    server.cli(&["SET", LEASE_KEY, "4"]);
+    epoch.set(4);
+    let (b, b_epoch) = node_b(&server, 7);
+    // B follows its owner notices (hand-overs, dialogs ended elsewhere).
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&notices);
+    let follower = b.clone();
+    let url = server.url();
+    let follow = tokio::spawn(async move {
+        follower
+            .follow_notices(&url, |n| seen.lock().expect("lock").push(n))
+            .await;
+    });
+    let index_b = b.own_index().expect("index");
+    until("B subscribed", || {
+        server.cli(&["PUBSUB", "NUMSUB", &index_b]).contains("\n1")
+    })
+    .await;
+
+    // A confirms the dialog (it is the claimant) and hands it over to B, which adopts it.
+    let d = dialog("claim@host", "sip:a1@192.0.2.1");
+    let key = a.key(&d.id);
+    a.save(&d).await.expect("A creates the record");
+    let claim = |s: &RedisServer| s.cli(&["HGET", &key, "claim"]).trim().to_owned();
+    assert_eq!(claim(&server), "sipmesh:node:a/4");
+    assert_eq!(a.hand_over(&d.id, "sipmesh:node:b").await, Ok(true));
+    until("the hand-over notice", || {
+        notices
+            .lock()
+            .expect("lock")
+            .contains(&Notice::Adopt(key.clone()))
+    })
+    .await;
+    b.save_as(&d, WriteRole::Take).await.expect("B adopts");
+    assert_eq!(claim(&server), "sipmesh:node:b/7");
+
+    // A has not noticed (its rebalance lags): its owner writes are refused, nothing changes.
+    let stored = server.cli(&["HGETALL", &key]);
+    let changed = dialog("claim@host", "sip:a1@192.0.2.99");
+    assert_eq!(
+        a.save_as(&changed, WriteRole::Owner).await,
+        Err(DialogStoreError::StaleOwner)
+    );
+    assert_eq!(
+        a.remove_as(&d.id, WriteRole::Owner).await,
+        Err(DialogStoreError::StaleOwner)
+    );
+    assert_eq!(
+        server.cli(&["HGETALL", &key]),
+        stored,
+        "stored bytes unchanged"
+    );
+    assert_eq!(server.cli(&["SISMEMBER", &index_b, &key]).trim(), "1");
+
+    // A visitor at A (an in-dialog request through A) refreshes it and keeps B's claim.
+    a.save_as(&changed, WriteRole::Visitor)
+        .await
+        .expect("visitor refresh");
+    assert_eq!(a.load(&d.id).await.expect("load"), Some(changed.clone()));
+    assert_eq!(claim(&server), "sipmesh:node:b/7");
+
+    // B's lease lapses: an owner write by A takes the dead claim over.
+    server.cli(&["DEL", "sipmesh:node:b"]);
+    a.save_as(&changed, WriteRole::Owner)
+        .await
+        .expect("a dead claimant's record is A's to write");
+    assert_eq!(claim(&server), "sipmesh:node:a/4");
+    // B is back with a new epoch: A is alive, so B's owner writes are refused...
+    server.cli(&["SET", "sipmesh:node:b", "8"]);
+    b_epoch.set(8);
+    assert_eq!(
+        b.save_as(&d, WriteRole::Owner).await,
+        Err(DialogStoreError::StaleOwner)
+    );
+    // ...and a BYE through B (a visitor) removes it and tells A's channel, not B's.
+    assert_eq!(b.remove_as(&d.id, WriteRole::Visitor).await, Ok(true));
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+    // A BYE through A removing B's record tells B.
+    b.save_as(&d, WriteRole::Owner)
+        .await
+        .expect("B creates it again");
+    assert_eq!(a.remove_as(&d.id, WriteRole::Visitor).await, Ok(true));
+    until("the ended notice", || {
+        notices
+            .lock()
+            .expect("lock")
+            .contains(&Notice::Ended(d.id.clone()))
+    })
+    .await;
+    follow.abort();
 }

@@ -106,6 +106,7 @@ pub async fn run(
     }
     let membership = match config.cluster.clone() {
         Some(cluster) => {
+            let lease_prefix = cluster.key_prefix.clone();
             let membership = Membership::start(cluster)
                 .await
                 .context("starting the cluster layer")?;
@@ -115,6 +116,13 @@ pub async fn run(
             let owner = membership.clone();
             engine.dialogs().set_owner_check(Arc::new(move |id| {
                 owner.is_owner(&sipmesh_actors::dialog::takeover::placement_key(id))
+            }));
+            // A dialog confirmed here that another member owns is handed to it at once.
+            let placement = membership.clone();
+            engine.dialogs().set_owner_of(Arc::new(move |id| {
+                let owner =
+                    placement.owner_of(&sipmesh_actors::dialog::takeover::placement_key(id))?;
+                (&owner != placement.node_id()).then(|| format!("{lease_prefix}node:{owner}"))
             }));
             Some(membership)
         }
@@ -149,17 +157,34 @@ pub async fn run(
             )
             .map_err(|e| anyhow::anyhow!("dialog store for takeover: {e}"))?
             .with_fence(engine_config.fence.clone());
-            Some(takeover::start(
-                membership.clone(),
-                store,
-                engine.dialogs(),
-                engine.media(),
-                cluster.key_prefix.clone(),
+            // Hand-overs and "ended" notices need a subscription: single-server URLs only.
+            let single = ["redis://", "rediss://", "redis+unix://"]
+                .iter()
+                .any(|scheme| redis.url.starts_with(scheme));
+            let notices = single.then(|| {
+                takeover::follow_notices(
+                    store.clone(),
+                    redis.url.clone(),
+                    engine.dialogs(),
+                    engine.media(),
+                )
+            });
+            Some((
+                takeover::start(
+                    membership.clone(),
+                    store,
+                    engine.dialogs(),
+                    engine.media(),
+                    cluster.key_prefix.clone(),
+                ),
+                notices,
             ))
         }
         _ => None,
     };
     let (lost_flows, fenced_flows) = lost_flows.unzip();
+    let (takeover, notices) = takeover.unzip();
+    let notices = notices.flatten();
     let (counts_task, owned) = match (&membership, &config.cluster) {
         (Some(membership), Some(cluster)) => {
             let store = sipmesh_cluster::store::ClusterStore::new(
@@ -199,6 +224,7 @@ pub async fn run(
         lost_flows,
         fenced_flows,
         takeover,
+        notices,
         counts_task,
     ]
     .into_iter()

@@ -7,7 +7,7 @@
 //! actor for (a dead node's share: actor, timer for the time left, record moved to this node's
 //! index under its fence), and releases the actors of dialogs another node now owns (a
 //! restarted node's share goes back to it; the record stays, so requests in between are served
-//! from Redis). A node that adopted anything bumps `sipmesh:dlg:rebalance`; every node
+//! from Redis). A node that adopted or released anything bumps `sipmesh:dlg:rebalance`; every node
 //! rebalances when that generation changes too, so the node that ran a moved dialog stops its
 //! actor within a tick. A failed rebalance is retried on the next tick; nothing runs while
 //! fenced.
@@ -18,6 +18,11 @@
 //! offered to rtpengine but never confirmed gets its session deleted by the call's placement
 //! owner.
 //!
+//! Owner notices (issue 5, per-key ownership; [`follow_notices`]): a node subscribed to its
+//! owner-index channel adopts at once a dialog that another node confirmed and handed over
+//! (`adopt`), and stops at once the actor of a dialog another node removed (`ended`, a BYE
+//! through a visitor), rather than at the next rebalance or its own timer.
+//!
 //! The admin view's per-member actor counts are published by `actor_counts`, not here.
 
 use std::time::{Duration, Instant};
@@ -25,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use sipmesh_actors::dialog::redis::notice::Notice;
 use sipmesh_actors::dialog::takeover::{Moved, placement_key, rebalance_with};
 use sipmesh_actors::dialog::{Dialogs, RedisDialogStore};
 use sipmesh_actors::media::{MediaSessions, PendingMedia};
@@ -97,8 +103,11 @@ pub fn start(
             match rebalance_with(&store, &dialogs, owns, moved).await {
                 Ok(r) => {
                     generation = Some(seen);
-                    if r.adopted > 0 {
-                        // The nodes that ran these dialogs release them on seeing the bump.
+                    if r.adopted > 0 || r.released > 0 {
+                        // The nodes that ran these dialogs release them on seeing the bump;
+                        // after a release, the owner adopts what it does not run yet (an
+                        // owner actor that became a visitor when another node held the
+                        // claim, issue 5 per-dialog claims).
                         if let Err(e) = store.bump_rebalance().await {
                             warn!(error = %e, "bumping the rebalance generation failed");
                         }
@@ -118,6 +127,58 @@ pub fn start(
                 Err(e) => warn!(error = %e, "dialog rebalance failed; retrying"),
             }
         }
+    })
+}
+
+/// Follows this node's owner notices (single-server URL `url`) until aborted: an `adopt` reads
+/// the record and adopts it (its media watch moves here too), an `ended` stops the dialog's
+/// actor (no BYE, no write: the record is gone). Also makes a dialog handed over from here
+/// stop its media session tasks here.
+pub fn follow_notices(
+    store: RedisDialogStore,
+    url: String,
+    dialogs: Dialogs,
+    media: Option<MediaSessions>,
+) -> JoinHandle<()> {
+    // A call handed over from here is watched by its owner (issue 6): stop watching it here.
+    if let Some(media) = media.clone() {
+        dialogs.set_hand_over_hook(std::sync::Arc::new(move |d| {
+            media.forget(&d.id.call_id);
+        }));
+    }
+    tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = store.clone();
+        // The subscription only queues; reading a record is done here, one at a time.
+        let follow = tokio::spawn(async move {
+            reader
+                .follow_notices(&url, |n| {
+                    let _ = tx.send(n);
+                })
+                .await;
+        });
+        while let Some(notice) = rx.recv().await {
+            match notice {
+                Notice::Adopt(key) => match store.record_at(&key).await {
+                    Ok(Some(record)) => {
+                        if let Some(media) = &media {
+                            media.watch_adopted(&record.state);
+                        }
+                        dialogs.adopt(record.state, record.remaining);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, %key, "reading a handed-over dialog failed"),
+                },
+                Notice::Ended(id) => {
+                    if dialogs.ended_elsewhere(&id)
+                        && let Some(media) = &media
+                    {
+                        media.forget(&id.call_id);
+                    }
+                }
+            }
+        }
+        follow.abort();
     })
 }
 

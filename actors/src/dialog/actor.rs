@@ -11,6 +11,14 @@
 //! ([`DialogStore::time_left`](super::store::DialogStore::time_left)): a refresh written by a
 //! visitor since re-arms the timer for the rest, and a record removed elsewhere (a BYE through
 //! another node) stops the actor without a BYE of its own.
+//!
+//! Per-dialog ownership (issue 5): every write names its [`WriteRole`]. An owner write that the
+//! store refuses because another live node holds the record's claim
+//! ([`DialogStoreError::StaleOwner`]) makes this actor a visitor: an event's write is redone as
+//! a visitor's (the request was real; the claim stays with the other node) and the actor stops
+//! after [`VISIT_IDLE`]; at the dialog timeout it stops at once, without BYE. A dialog confirmed
+//! at a node that is not its placement owner is handed over ([`DialogMsg::HandOver`]) once the
+//! 2xx is out: the owner adopts it and this actor becomes a visitor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +32,22 @@ use sipmesh_protocol::dialog::{
     DialogConfig, DialogEvent, DialogId, DialogPhase, DialogState, EndReason, MediaNegotiation,
 };
 
-use super::handle::TimeoutHook;
+use super::handle::{OwnerOf, TimeoutHook};
 use super::retry::RemovalRetry;
-use super::store::{DialogStore, TimeLeft, load_either, time_left_either};
+use super::store::{
+    DialogStore, DialogStoreError, TimeLeft, WriteRole, load_either, time_left_either,
+};
 
 /// How long a visitor lives without an event.
 pub const VISIT_IDLE: Duration = Duration::from_secs(2);
+
+/// How long after the 2xx's write a dialog confirmed at a non-owner is handed over: the
+/// writes that follow the confirmation at once (the media state, issue 6) land first, so the
+/// owner reads a complete record.
+pub const HANDOVER_DELAY: Duration = Duration::from_millis(50);
+
+/// How long after a delivered hand-over the owner must hold the record's claim.
+pub const HANDOVER_CHECK: Duration = Duration::from_millis(250);
 
 /// A record refreshed elsewhere by less than this when the owner's timer fires still ends
 /// (the timer's own jitter is well below it).
@@ -64,6 +82,12 @@ pub enum DialogMsg {
     /// so that any node can reach the call's instance) and/or the call's last accepted ng
     /// offer and answer (so that an adopter can fail the call over), stored in one write.
     SetMediaState(Option<String>, Option<MediaNegotiation>),
+    /// Hand the dialog to its placement owner (the lease key of that node): a notice asks it
+    /// to adopt the record; when the notice reached it this actor becomes a visitor.
+    HandOver(String),
+    /// A while after a delivered hand-over: once the owner holds the record's claim, this
+    /// actor becomes a visitor (else it keeps the dialog: the owner could not take it).
+    HandOverCheck,
     /// Test hook: panic now (the supervisor restarts the actor from the store).
     Panic,
 }
@@ -101,6 +125,10 @@ pub struct DialogArgs {
     pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Set while the actor is a visitor (shared with the map; cleared on adoption).
     pub visitor: Arc<AtomicBool>,
+    /// The placement owner of a dialog another node owns (unset: not clustered).
+    pub owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    /// Called once the dialog was handed over to its owner.
+    pub handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// The actor's state: the record plus handles.
@@ -114,6 +142,8 @@ pub struct DialogActorState {
     retry: RemovalRetry,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     visitor: Arc<AtomicBool>,
+    owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Generation of the armed timer; a firing with another number is stale.
     generation: u64,
     timer: Option<JoinHandle<()>>,
@@ -148,6 +178,8 @@ impl Actor for DialogActor {
             retry: args.retry,
             hook: args.hook,
             visitor: args.visitor,
+            owner_of: args.owner_of,
+            handed_over: args.handed_over,
             generation: 0,
             timer: None,
             span,
@@ -190,14 +222,16 @@ impl Actor for DialogActor {
                             d.media_negotiation = Some(n);
                             changed = true;
                         }
-                        if changed
-                            && d.phase == DialogPhase::Confirmed
-                            && let Err(e) = state.store.save(d).await
-                        {
-                            warn!(error = %e, "storing the media state failed");
+                        if changed && d.phase == DialogPhase::Confirmed {
+                            let d = d.clone();
+                            if let Err(e) = save_record(state, &d).await {
+                                warn!(error = %e, "storing the media state failed");
+                            }
                         }
                     }
                 }
+                DialogMsg::HandOver(owner) => hand_over(&myself, state, &owner).await,
+                DialogMsg::HandOverCheck => hand_over_check(&myself, state).await,
                 DialogMsg::Panic => {
                     warn!("test hook: dialog actor panics");
                     panic!("test hook: injected dialog actor panic");
@@ -211,7 +245,7 @@ impl Actor for DialogActor {
                         debug!("visitor promoted: this node owns the dialog now");
                     }
                     state.loaded = true;
-                    if let Err(e) = state.store.save(&dialog).await {
+                    if let Err(e) = state.store.save_as(&dialog, WriteRole::Take).await {
                         warn!(error = %e, "writing the adopted dialog record failed");
                     }
                     state.dialog = Some(*dialog);
@@ -241,13 +275,23 @@ impl Actor for DialogActor {
                         AtTimeout::TimedOut => {}
                     }
                     info!("dialog timed out");
-                    if let (Some(d), Some(hook)) = (&state.dialog, state.hook.get())
-                        && d.phase == DialogPhase::Confirmed
-                    {
-                        hook(d);
-                    }
-                    let id = state.dialog.as_ref().map(|d| d.id.clone());
-                    if let Some(id) = id {
+                    let confirmed = state
+                        .dialog
+                        .as_ref()
+                        .filter(|d| d.phase == DialogPhase::Confirmed)
+                        .cloned();
+                    if let Some(d) = confirmed {
+                        // The record goes first, as its owner: a stale owner (another node
+                        // holds the claim) ends nothing and sends no BYE.
+                        if remove(state, &d.id, WriteRole::Owner).await == Removal::StaleOwner {
+                            info!("another node owns the dialog now: stopped without BYE");
+                            myself.stop(Some("stale owner".to_owned()));
+                            return;
+                        }
+                        if let Some(hook) = state.hook.get() {
+                            hook(&d);
+                        }
+                    } else if let Some(id) = state.dialog.as_ref().map(|d| d.id.clone()) {
                         let ev = DialogEvent::Terminated {
                             id,
                             reason: EndReason::Timeout,
@@ -257,9 +301,13 @@ impl Actor for DialogActor {
                     myself.stop(Some("timeout".to_owned()));
                 }
                 DialogMsg::Event(ev, ack) => {
+                    let confirms = matches!(ev, DialogEvent::Confirmed(_));
                     let (next, stored) = on_event(state, ev).await;
                     if let Some(StoredAck(ack)) = ack {
                         ack(stored);
+                    }
+                    if confirms && stored && next == Next::Continue {
+                        schedule_hand_over(&myself, state);
                     }
                     if next == Next::Stop {
                         myself.stop(Some("terminated".to_owned()));
@@ -316,7 +364,7 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
             None => {
                 // An end or refresh for a dialog nobody knows: make sure nothing is left.
                 if matches!(ev, DialogEvent::Terminated { .. }) {
-                    remove(state, &ev.id().clone()).await;
+                    remove(state, &ev.id().clone(), WriteRole::Visitor).await;
                 }
                 return (Next::Stop, true);
             }
@@ -336,12 +384,19 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
                 _ => None,
             };
             info!(?reason, "dialog ended");
-            remove(state, &id).await;
+            // Ending by timeout is the owner's act; a BYE may be applied by anyone.
+            let role = match reason {
+                Some(EndReason::Timeout) if !state.visitor.load(Ordering::Relaxed) => {
+                    WriteRole::Owner
+                }
+                _ => WriteRole::Visitor,
+            };
+            remove(state, &id, role).await;
         }
         return (Next::Stop, true);
     }
-    if save && let Some(d) = &state.dialog {
-        match state.store.save(d).await {
+    if save && let Some(d) = state.dialog.clone() {
+        match save_record(state, &d).await {
             Ok(()) => debug!(phase = d.phase.as_str(), "dialog record stored"),
             Err(e) => {
                 warn!(error = %e, "storing the dialog record failed");
@@ -352,20 +407,102 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
     (Next::Continue, true)
 }
 
-async fn remove(state: &DialogActorState, id: &DialogId) {
+/// What [`remove`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Removal {
+    /// Removed, or there was nothing to remove, or queued for a retry.
+    Done,
+    /// Refused: another live node holds the record's owner claim (owner removals only).
+    StaleOwner,
+}
+
+async fn remove(state: &DialogActorState, id: &DialogId, role: WriteRole) -> Removal {
     for key in [id.clone(), id.reversed()] {
-        match state.store.remove(&key).await {
+        match state.store.remove_as(&key, role).await {
             Ok(true) => {
                 debug!("dialog record removed");
-                return;
+                return Removal::Done;
             }
             Ok(false) => {}
+            Err(DialogStoreError::StaleOwner) => return Removal::StaleOwner,
             Err(e) => {
                 warn!(error = %e, "removing the dialog record failed: queued for a retry");
                 state.retry.push(id.clone());
-                return;
+                return Removal::Done;
             }
         }
+    }
+    Removal::Done
+}
+
+/// The role of this actor's writes.
+fn role(state: &DialogActorState) -> WriteRole {
+    if state.visitor.load(Ordering::Relaxed) {
+        WriteRole::Visitor
+    } else {
+        WriteRole::Owner
+    }
+}
+
+/// Writes the record in this actor's role; an owner write refused as stale is redone as a
+/// visitor's and the actor becomes a visitor (another node runs the dialog now).
+async fn save_record(state: &DialogActorState, d: &DialogState) -> Result<(), DialogStoreError> {
+    match state.store.save_as(d, role(state)).await {
+        Err(DialogStoreError::StaleOwner) => {
+            info!("another node owns the dialog now: this node only visits it");
+            state.visitor.store(true, Ordering::Relaxed);
+            state.store.save_as(d, WriteRole::Visitor).await
+        }
+        other => other,
+    }
+}
+
+/// After a confirmation at a node that is not the dialog's placement owner: hand it over
+/// [`HANDOVER_DELAY`] later.
+fn schedule_hand_over(myself: &ActorRef<DialogMsg>, state: &DialogActorState) {
+    if state.visitor.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(owner) = state
+        .owner_of
+        .get()
+        .and_then(|f| state.dialog.as_ref().and_then(|d| f(&d.id)))
+    else {
+        return;
+    };
+    let me = myself.clone();
+    ractor::concurrency::spawn(async move {
+        ractor::concurrency::sleep(HANDOVER_DELAY).await;
+        let _ = me.cast(DialogMsg::HandOver(owner));
+    });
+}
+
+/// Tells the owner (lease key `owner`) to adopt the dialog; once the owner holds the record's
+/// claim ([`hand_over_check`]), this actor is a visitor (no dialog timer). Nobody listening (no subscription: Sentinel, Cluster URLs; the
+/// owner just died): the dialog stays here until a rebalance moves it.
+async fn hand_over(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, owner: &str) {
+    if state.visitor.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(id) = state
+        .dialog
+        .as_ref()
+        .filter(|d| d.phase == DialogPhase::Confirmed)
+        .map(|d| d.id.clone())
+    else {
+        return;
+    };
+    match state.store.hand_over(&id, owner).await {
+        Ok(true) => {
+            debug!(%owner, "dialog handed over to its owner");
+            let me = myself.clone();
+            ractor::concurrency::spawn(async move {
+                ractor::concurrency::sleep(HANDOVER_CHECK).await;
+                let _ = me.cast(DialogMsg::HandOverCheck);
+            });
+        }
+        Ok(false) => debug!(%owner, "nobody took the hand-over: the dialog stays here"),
+        Err(e) => warn!(error = %e, "handing the dialog over failed: it stays here"),
     }
 }
 
@@ -435,4 +572,28 @@ fn arm_timer_after(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, a
         ractor::concurrency::sleep(after).await;
         let _ = me.cast(DialogMsg::Timeout(generation));
     }));
+}
+
+/// After a delivered hand-over: when another node holds the record's claim now, this actor
+/// becomes a visitor (the media session tasks of the call stop here too); otherwise (the owner
+/// was still settling, or died) it keeps running the dialog.
+async fn hand_over_check(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState) {
+    if state.visitor.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(id) = state.dialog.as_ref().map(|d| d.id.clone()) else {
+        return;
+    };
+    match state.store.claimed_elsewhere(&id).await {
+        Ok(true) => {
+            debug!("the owner took the dialog: this node only visits it now");
+            state.visitor.store(true, Ordering::Relaxed);
+            if let (Some(hook), Some(d)) = (state.handed_over.get(), &state.dialog) {
+                hook(d);
+            }
+            arm_timer(myself, state);
+        }
+        Ok(false) => info!("the owner did not take the handed-over dialog: it stays here"),
+        Err(e) => warn!(error = %e, "checking a hand-over failed: the dialog stays here"),
+    }
 }

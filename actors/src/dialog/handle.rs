@@ -156,6 +156,11 @@ pub type TimeoutHook = Arc<dyn Fn(&DialogState) + Send + Sync>;
 /// reading the shared store, sees the refresh).
 pub type OwnerCheck = Arc<dyn Fn(&DialogId) -> bool + Send + Sync>;
 
+/// The placement owner of a dialog when it is another node: that node's lease key (a
+/// clustered node, issue 5). A dialog confirmed here whose owner is another node is handed
+/// over to it ([`DialogStore::hand_over`]) once the 2xx has gone out.
+pub type OwnerOf = Arc<dyn Fn(&DialogId) -> Option<String> + Send + Sync>;
+
 /// A cloneable handle to the dialog actors of one node.
 #[derive(Clone)]
 pub struct Dialogs {
@@ -166,6 +171,8 @@ pub struct Dialogs {
     retry_task: tokio::task::AbortHandle,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 impl std::fmt::Debug for Dialogs {
@@ -197,9 +204,13 @@ impl Dialogs {
         let retry_task = retry.spawn(Arc::clone(&store)).abort_handle();
         let hook = Arc::new(std::sync::OnceLock::new());
         let owner = Arc::new(std::sync::OnceLock::new());
+        let owner_of = Arc::new(std::sync::OnceLock::new());
+        let handed_over = Arc::new(std::sync::OnceLock::new());
         let args = SupervisorArgs {
+            handed_over: Arc::clone(&handed_over),
             hook: Arc::clone(&hook),
             owner: Arc::clone(&owner),
+            owner_of: Arc::clone(&owner_of),
             map: Arc::clone(&map),
             store,
             config,
@@ -214,6 +225,8 @@ impl Dialogs {
             retry_task,
             hook,
             owner,
+            owner_of,
+            handed_over,
         })
     }
 
@@ -270,17 +283,17 @@ impl Dialogs {
     }
 
     /// Takes over a stored dialog (failover or rebalancing, see
-    /// [`takeover`](super::takeover)): unless an actor already serves it, one is started with
-    /// `dialog`, writes it under this node's fence and ends it `remaining` from now.
-    /// Idempotent; never blocks.
+    /// [`takeover`](super::takeover), or a hand-over notice): an actor (the live one, or a new
+    /// one started with `dialog`) takes the record's owner claim under this node's fence and
+    /// ends the dialog `remaining` from now. Idempotent; never blocks.
     pub fn adopt(&self, dialog: DialogState, remaining: Duration) {
         if let Some(slot) = self.map.slot(&dialog.id) {
-            // A visitor becomes the owner (it arms the timer); an owner is left alone.
-            if slot.is_visitor() {
-                let _ = slot
-                    .actor
-                    .cast(DialogMsg::Adopt(Box::new(dialog), remaining));
-            }
+            // A visitor becomes the owner (it arms the timer); an owner takes the record's
+            // claim again and re-arms (a hand-over may reach an owner actor that an in-dialog
+            // request started here meanwhile, while the claim is still the sender's).
+            let _ = slot
+                .actor
+                .cast(DialogMsg::Adopt(Box::new(dialog), remaining));
             return;
         }
         if self
@@ -358,6 +371,28 @@ impl Dialogs {
     /// every dialog counts as owned.
     pub fn set_owner_check(&self, owner: OwnerCheck) {
         let _ = self.owner.set(owner);
+    }
+
+    /// Sets the placement-owner lookup of a clustered node (a second call is ignored); without
+    /// one a dialog stays on the node that confirmed it until a rebalance.
+    pub fn set_owner_of(&self, owner_of: OwnerOf) {
+        let _ = self.owner_of.set(owner_of);
+    }
+
+    /// Sets the hook called when this node handed a dialog over to its owner (the media
+    /// session tasks of the call stop here: the owner watches it now); a second call is
+    /// ignored.
+    pub fn set_hand_over_hook(&self, hook: TimeoutHook) {
+        let _ = self.handed_over.set(hook);
+    }
+
+    /// Stops the live owner actor of `id` because the dialog ended through another node (its
+    /// record is gone; issue 5 "ended" notice): no BYE, no write. True when one was running.
+    pub fn ended_elsewhere(&self, id: &DialogId) -> bool {
+        self.map
+            .slot(id)
+            .filter(|s| !s.is_visitor())
+            .is_some_and(|s| s.actor.cast(DialogMsg::Release).is_ok())
     }
 
     /// `memory` or `redis`.

@@ -35,7 +35,7 @@ pub mod takeover;
 #[cfg(test)]
 mod tests;
 
-pub use handle::{DialogHookError, Dialogs, OwnerCheck, TimeoutHook};
+pub use handle::{DialogHookError, Dialogs, OwnerCheck, OwnerOf, TimeoutHook};
 pub use memory::MemoryDialogStore;
 pub use redis::RedisDialogStore;
-pub use store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, TimeLeft};
+pub use store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, TimeLeft, WriteRole};

@@ -18,6 +18,13 @@
 //! so a survivor finds a dead node's dialogs without a keyspace scan; see [`index`] and
 //! docs/REDIS.md "Dialog owner index". Not kept on a Redis Cluster (the set is in another slot).
 //!
+//! Per-dialog owner claims (issue 5): on a single server every fenced write also names its
+//! [`WriteRole`]; the record's `claim` field (`<lease key>/<epoch>`) says which node runs its
+//! actor, and an owner write by another node whose claimant is still alive is refused with
+//! `STALE_OWNER` ([`DialogStoreError::StaleOwner`]); see docs/REDIS.md "Per-dialog owner
+//! claims". Hand-overs and "ended" notices go over the owner index's pub/sub channel
+//! ([`notice`]).
+//!
 //! On a Redis Cluster the record key is hash-tagged, `P{<id>}`, and the fence cannot read the
 //! lease key (another slot): it checks a per-record fencing token instead
 //! (`redis/fence_cluster.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
@@ -38,7 +45,10 @@ use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 use super::record;
 
 mod index;
-use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture, TimeLeft};
+pub mod notice;
+use super::store::{
+    DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture, TimeLeft, WriteRole,
+};
 pub use index::IndexedRecord;
 
 /// The fence check of a single server.
@@ -49,6 +59,9 @@ const FENCE_CLUSTER_LUA: &str = include_str!("redis/fence_cluster.lua");
 const FENCED_SAVE_LUA: &str = include_str!("redis/fenced_save.lua");
 /// The fenced remove script.
 const FENCED_REMOVE_LUA: &str = include_str!("redis/fenced_remove.lua");
+
+/// Error code of a write refused because another live node holds the record's owner claim.
+pub const STALE_OWNER_CODE: &str = "STALE_OWNER";
 
 /// Default key prefix of dialog records.
 pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
@@ -151,6 +164,9 @@ impl RedisDialogStore {
                 .await
                 .map_err(|_| DialogStoreError::Unavailable(UnavailableReason::Disconnected))?;
             work.await.map_err(|e| {
+                if e.code() == Some(STALE_OWNER_CODE) {
+                    return DialogStoreError::StaleOwner;
+                }
                 DialogStoreError::Unavailable(if is_stale_epoch(&e) {
                     UnavailableReason::Fenced
                 } else if e.is_timeout() {
@@ -195,6 +211,10 @@ impl RedisDialogStore {
 
 impl DialogStore for RedisDialogStore {
     fn save<'a>(&'a self, state: &'a DialogState) -> StoreFuture<'a, ()> {
+        self.save_as(state, WriteRole::Owner)
+    }
+
+    fn save_as<'a>(&'a self, state: &'a DialogState, role: WriteRole) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let fence = self.fence_check()?;
             let key = self.key(&state.id);
@@ -209,7 +229,9 @@ impl DialogStore for RedisDialogStore {
                     call.key(self.index_key_of(&fence.lease_key))
                         .key(self.owners_key());
                 }
-                call.arg(fence.epoch).arg(ttl_ms);
+                call.arg(fence.epoch).arg(ttl_ms).arg(role.as_str());
+                // A claim (single server) of a stored record moves the owner only; the fields
+                // are used when there is no record.
                 for (field, value) in &fields {
                     call.arg(field).arg(value);
                 }
@@ -255,6 +277,10 @@ impl DialogStore for RedisDialogStore {
     }
 
     fn remove<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
+        self.remove_as(id, WriteRole::Owner)
+    }
+
+    fn remove_as<'a>(&'a self, id: &'a DialogId, role: WriteRole) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let fence = self.fence_check()?;
             let key = self.key(id);
@@ -265,7 +291,7 @@ impl DialogStore for RedisDialogStore {
                 if !self.cluster {
                     call.key(self.index_key_of(&fence.lease_key));
                 }
-                call.arg(fence.epoch);
+                call.arg(fence.epoch).arg(role.as_str());
                 let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
                 return Ok(n > 0);
             }
@@ -287,6 +313,38 @@ impl DialogStore for RedisDialogStore {
                 Err(_) if ms == -2 => TimeLeft::Gone,
                 Err(_) => TimeLeft::Unknown,
             })
+        })
+    }
+
+    fn claimed_elsewhere<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if self.cluster {
+                return Ok(false);
+            }
+            let Some(fence) = self.fence_check()? else {
+                return Ok(false);
+            };
+            let mine = format!("{}/{}", fence.lease_key, fence.epoch);
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HGET").arg(self.key(id)).arg("claim").clone();
+            let claim: Option<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(claim.is_some_and(|c| c != mine))
+        })
+    }
+
+    fn hand_over<'a>(&'a self, id: &'a DialogId, owner: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            // Only where the owner index (and its channel) exists: a single server.
+            if self.cluster || self.fence.is_none() {
+                return Ok(false);
+            }
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("PUBLISH")
+                .arg(self.index_key_of(owner))
+                .arg(format!("{} {}", notice::ADOPT, self.key(id)))
+                .clone();
+            let receivers: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
+            Ok(receivers > 0)
         })
     }
 

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use sipmesh_protocol::dialog::DialogId;
 
-use super::store::{DialogStore, DialogStoreError};
+use super::store::{DialogStore, DialogStoreError, WriteRole};
 
 /// Most removals kept for a retry.
 pub const MAX_QUEUED: usize = 10_000;
@@ -101,10 +101,12 @@ impl RemovalRetry {
     }
 }
 
-/// Removes the record of `id` in either orientation.
+/// Removes the record of `id` in either orientation. The dialog has ended (a BYE, or a timeout
+/// whose BYEs went out), so the removal is a visitor's: it does not need the owner claim.
 pub async fn remove_either(store: &dyn DialogStore, id: &DialogId) -> Result<(), DialogStoreError> {
-    if store.remove(id).await? {
+    let role = WriteRole::Visitor;
+    if store.remove_as(id, role).await? {
         return Ok(());
     }
-    store.remove(&id.reversed()).await.map(|_| ())
+    store.remove_as(&id.reversed(), role).await.map(|_| ())
 }

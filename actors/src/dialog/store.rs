@@ -41,8 +41,65 @@ pub trait DialogStore: Send + Sync + 'static {
         Box::pin(async { Ok(TimeLeft::Unknown) })
     }
 
+    /// [`save`](Self::save) as `role` (issue 5, per-key ownership): a store that keeps an
+    /// owner claim per record checks or keeps it by role; the default ignores the role.
+    fn save_as<'a>(&'a self, state: &'a DialogState, role: WriteRole) -> StoreFuture<'a, ()> {
+        let _ = role;
+        self.save(state)
+    }
+
+    /// [`remove`](Self::remove) as `role` (see [`save_as`](Self::save_as)).
+    fn remove_as<'a>(&'a self, id: &'a DialogId, role: WriteRole) -> StoreFuture<'a, bool> {
+        let _ = role;
+        self.remove(id)
+    }
+
+    /// Asks the node holding lease key `owner` to take the dialog `id` over (a dialog
+    /// confirmed at a node that is not its placement owner, issue 5); true when the notice
+    /// reached that node. The default cannot tell anyone (false: keep running it here).
+    fn hand_over<'a>(&'a self, id: &'a DialogId, owner: &'a str) -> StoreFuture<'a, bool> {
+        let _ = (id, owner);
+        Box::pin(async { Ok(false) })
+    }
+
+    /// Whether another node holds the owner claim of the record stored under `id` exactly
+    /// (after a hand-over: did the owner take it?). The default: no claims, false.
+    fn claimed_elsewhere<'a>(&'a self, id: &'a DialogId) -> StoreFuture<'a, bool> {
+        let _ = id;
+        Box::pin(async { Ok(false) })
+    }
+
     /// `memory` or `redis`.
     fn kind(&self) -> &'static str;
+}
+
+/// Who writes a dialog record, for a store that keeps a per-record **owner claim** (the Redis
+/// store on a single server or Sentinel: docs/REDIS.md, "Per-dialog owner claims").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRole {
+    /// The node running the dialog's actor and timer: the write must present the record's
+    /// claim (or create it, or replace a claim whose node lost that lease), else it is
+    /// refused with [`DialogStoreError::StaleOwner`] and nothing is written.
+    Owner,
+    /// An adoption (failover, rebalance, hand-over): the claim passes to this node whoever
+    /// held it. Only the record's claim changes; its fields and expiry stay as stored (a
+    /// record that is not there is written, as by the owner).
+    Take,
+    /// A visitor (an in-dialog request at a node that does not run the dialog): the record is
+    /// refreshed or removed and keeps the recorded claim; a refresh of a record that is gone
+    /// writes nothing.
+    Visitor,
+}
+
+impl WriteRole {
+    /// The script argument of this role.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "own",
+            Self::Take => "claim",
+            Self::Visitor => "visit",
+        }
+    }
 }
 
 /// What [`DialogStore::time_left`] found.
@@ -85,6 +142,10 @@ pub enum DialogStoreError {
     /// The backend could not be reached or did not answer in time.
     #[error("dialog store unavailable: {0}")]
     Unavailable(UnavailableReason),
+    /// Another node holds the record's owner claim (its lease still holds the claimed epoch):
+    /// this node is a stale owner of the dialog and wrote nothing (issue 5, per-key fencing).
+    #[error("another node owns the dialog record")]
+    StaleOwner,
     /// A stored record could not be read back (field `0` is missing or malformed).
     #[error("stored dialog record has a bad field: {0}")]
     BadRecord(&'static str),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use sipmesh_protocol::dialog::{DialogConfig, DialogEvent, DialogId, DialogState};
 
 use super::actor::{DialogActor, DialogArgs, DialogMsg, Start, StoredAck};
-use super::handle::{ActorMap, OwnerCheck, Slot, TimeoutHook};
+use super::handle::{ActorMap, OwnerCheck, OwnerOf, Slot, TimeoutHook};
 use super::retry::RemovalRetry;
 use super::store::DialogStore;
 
@@ -52,6 +52,10 @@ pub struct SupervisorArgs {
     pub hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Whether this node owns a dialog (unset: every dialog).
     pub owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    /// The owner's lease key of a dialog another node owns (unset: no hand-over).
+    pub owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    /// Called when a dialog was handed over to its owner.
+    pub handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
 }
 
 /// Supervisor state.
@@ -62,6 +66,8 @@ pub struct SupervisorState {
     retry: RemovalRetry,
     hook: Arc<std::sync::OnceLock<TimeoutHook>>,
     owner: Arc<std::sync::OnceLock<OwnerCheck>>,
+    owner_of: Arc<std::sync::OnceLock<OwnerOf>>,
+    handed_over: Arc<std::sync::OnceLock<TimeoutHook>>,
     /// Which dialog each child serves and whether it is a visitor (supervision events only
     /// name the actor).
     children: HashMap<ActorId, (DialogId, Arc<AtomicBool>)>,
@@ -87,6 +93,8 @@ impl DialogSupervisor {
             retry: state.retry.clone(),
             hook: Arc::clone(&state.hook),
             visitor: Arc::clone(&visitor),
+            owner_of: Arc::clone(&state.owner_of),
+            handed_over: Arc::clone(&state.handed_over),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
@@ -127,6 +135,8 @@ impl Actor for DialogSupervisor {
             retry: args.retry,
             hook: args.hook,
             owner: args.owner,
+            owner_of: args.owner_of,
+            handed_over: args.handed_over,
             children: HashMap::new(),
         })
     }
@@ -139,13 +149,11 @@ impl Actor for DialogSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Adopt(dialog, remaining) => {
-                // Idempotent: a live owner actor (an earlier adoption, or one an in-dialog
-                // request created) already serves the dialog; a visitor is promoted.
+                // A live actor (an earlier adoption, or one an in-dialog request created)
+                // takes the record over: a visitor is promoted, an owner re-takes the claim.
                 match state.map.slot(&dialog.id) {
                     Some(slot) => {
-                        if slot.visitor.load(std::sync::atomic::Ordering::Relaxed) {
-                            let _ = slot.actor.cast(DialogMsg::Adopt(dialog, remaining));
-                        }
+                        let _ = slot.actor.cast(DialogMsg::Adopt(dialog, remaining));
                     }
                     None => {
                         let id = dialog.id.clone();

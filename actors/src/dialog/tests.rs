@@ -13,7 +13,7 @@ use sipmesh_protocol::dialog::{
 use sipmesh_protocol::message::Method;
 use sipmesh_protocol::peer::{ConnectionId, Destination, Transport};
 
-use super::store::DialogStore;
+use super::store::{DialogStore, DialogStoreError, WriteRole};
 use super::{Dialogs, MemoryDialogStore, record};
 
 fn flow(addr: &str, connection: Option<u64>) -> Destination {
@@ -301,8 +301,8 @@ impl DialogStore for DownStore {
     }
 }
 
-fn down() -> super::DialogStoreError {
-    super::DialogStoreError::Unavailable(crate::location::UnavailableReason::Disconnected)
+fn down() -> DialogStoreError {
+    DialogStoreError::Unavailable(crate::location::UnavailableReason::Disconnected)
 }
 
 #[tokio::test]
@@ -323,4 +323,153 @@ async fn a_failing_store_acks_false_at_once_and_the_dialog_still_ends() {
     assert!(dialogs.is_live(&id));
     dialogs.handle(bye(id));
     eventually("the actor to stop", async || dialogs.live() == 0).await;
+}
+
+/// A memory store where another node holds every record's owner claim once `taken` is set:
+/// owner writes are refused ([`DialogStoreError::StaleOwner`]), visitors' go through; a
+/// hand-over always reaches the owner.
+#[derive(Default)]
+struct ClaimedStore {
+    inner: MemoryDialogStore,
+    taken: std::sync::atomic::AtomicBool,
+    handed: std::sync::atomic::AtomicUsize,
+}
+
+impl ClaimedStore {
+    fn refuses(&self, role: WriteRole) -> bool {
+        role == WriteRole::Owner && self.taken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl DialogStore for ClaimedStore {
+    fn save<'a>(&'a self, s: &'a DialogState) -> super::store::StoreFuture<'a, ()> {
+        self.save_as(s, WriteRole::Owner)
+    }
+    fn save_as<'a>(
+        &'a self,
+        s: &'a DialogState,
+        role: WriteRole,
+    ) -> super::store::StoreFuture<'a, ()> {
+        if self.refuses(role) {
+            return Box::pin(std::future::ready(Err(DialogStoreError::StaleOwner)));
+        }
+        self.inner.save(s)
+    }
+    fn load<'a>(&'a self, id: &'a DialogId) -> super::store::StoreFuture<'a, Option<DialogState>> {
+        self.inner.load(id)
+    }
+    fn remove<'a>(&'a self, id: &'a DialogId) -> super::store::StoreFuture<'a, bool> {
+        self.remove_as(id, WriteRole::Owner)
+    }
+    fn remove_as<'a>(
+        &'a self,
+        id: &'a DialogId,
+        role: WriteRole,
+    ) -> super::store::StoreFuture<'a, bool> {
+        if self.refuses(role) {
+            return Box::pin(std::future::ready(Err(DialogStoreError::StaleOwner)));
+        }
+        self.inner.remove(id)
+    }
+    fn hand_over<'a>(&'a self, _: &'a DialogId, _: &'a str) -> super::store::StoreFuture<'a, bool> {
+        self.handed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(std::future::ready(Ok(true)))
+    }
+    fn claimed_elsewhere<'a>(&'a self, _: &'a DialogId) -> super::store::StoreFuture<'a, bool> {
+        let taken = self.handed.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        Box::pin(std::future::ready(Ok(taken)))
+    }
+    fn kind(&self) -> &'static str {
+        "claimed"
+    }
+}
+
+#[tokio::test]
+async fn a_stale_owner_ends_nothing_at_its_timeout_and_sends_no_bye() {
+    let cfg = DialogConfig {
+        default_timeout: Duration::from_millis(150),
+        early_timeout: Duration::from_millis(150),
+        session_grace: Duration::ZERO,
+    };
+    let store = Arc::new(ClaimedStore::default());
+    let dialogs = Dialogs::start(store.clone(), cfg).await.unwrap();
+    let byes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&byes);
+    dialogs.set_timeout_hook(Arc::new(move |_| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    let id = DialogId::new("stale1", "a1", "b1");
+    dialogs.handle(confirmed("stale1"));
+    eventually("stored", async || {
+        store.inner.load(&id).await.unwrap().is_some()
+    })
+    .await;
+    // Another node adopts the dialog (takes the claim) before this node's timer fires.
+    store.taken.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("the actor stopped", async || dialogs.live() == 0).await;
+    assert_eq!(byes.load(std::sync::atomic::Ordering::SeqCst), 0, "no BYE");
+    assert!(
+        store.inner.load(&id).await.unwrap().is_some(),
+        "the record stays"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_owner_refresh_is_stored_as_a_visitor_and_the_actor_stops_timing() {
+    let store = Arc::new(ClaimedStore::default());
+    let dialogs = Dialogs::start(store.clone(), DialogConfig::default())
+        .await
+        .unwrap();
+    let id = DialogId::new("stale2", "a1", "b1");
+    dialogs.handle(confirmed("stale2"));
+    eventually("stored", async || {
+        store.inner.load(&id).await.unwrap().is_some()
+    })
+    .await;
+    store.taken.store(true, std::sync::atomic::Ordering::SeqCst);
+    dialogs.handle(DialogEvent::Refreshed(Box::new(InDialogUpdate {
+        id: id.clone(),
+        method: Method::Update,
+        cseq: 5,
+        requester_target: Some("sip:alice@10.0.0.9:5060".to_owned()),
+        responder_target: None,
+        requester_flow: None,
+        session_expires: None,
+    })));
+    eventually("a visitor now", async || {
+        dialogs.live() == 0 && dialogs.live_with_visitors() == 1
+    })
+    .await;
+    let d = store.inner.load(&id).await.unwrap().unwrap();
+    assert_eq!(d.caller.target.as_deref(), Some("sip:alice@10.0.0.9:5060"));
+}
+
+#[tokio::test]
+async fn a_dialog_confirmed_at_a_non_owner_is_handed_over_after_the_ack() {
+    let store = Arc::new(ClaimedStore::default());
+    let dialogs = Dialogs::start(store.clone(), DialogConfig::default())
+        .await
+        .unwrap();
+    dialogs.set_owner_of(Arc::new(|_| Some("c:node:other".to_owned())));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let handed = Arc::clone(&store);
+    dialogs.handle_acked(confirmed("ho1"), move |stored| {
+        // The 2xx is released before any hand-over.
+        let _ = tx.send((
+            stored,
+            handed.handed.load(std::sync::atomic::Ordering::SeqCst),
+        ));
+    });
+    let (stored, handed_at_ack) = tokio::time::timeout(Duration::from_secs(2), rx)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored);
+    assert_eq!(handed_at_ack, 0);
+    eventually("handed over", async || {
+        store.handed.load(std::sync::atomic::Ordering::SeqCst) == 1 && dialogs.live() == 0
+    })
+    .await;
+    assert_eq!(dialogs.live_with_visitors(), 1, "a visitor until idle");
 }
