@@ -337,3 +337,94 @@ async fn a_dead_master_fails_its_aors_fast_and_spares_the_others() {
         "ok {ok}, unavailable {unavailable}"
     );
 }
+
+/// A store writing with connection scope `scope` (a node's id).
+async fn scoped(cluster: &RedisCluster, prefix: &str, scope: &str) -> RedisLocationStore {
+    let config = RedisStoreConfig {
+        connection_scope: scope.to_owned(),
+        ..config(cluster, prefix)
+    };
+    RedisLocationStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// The dead-node flow sweep on a Cluster (`remove_scope_connections`): 60 AORs registered over
+/// 6 connections of node `n1` (connection sets on every master), plus flows of `n10` (a scope
+/// that starts with `n1`) and `n2`: the sweep of `n1`, run from another node's store, walks
+/// every master, removes exactly `n1`'s flows except the kept connection, and marks the
+/// emptied AORs as closed flows (480).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_flows_are_removed_from_every_master() {
+    const AORS: u64 = 60;
+    let cluster = RedisCluster::start("a_dead_nodes_flows_are_removed_from_every_master", 3);
+    let n1 = scoped(&cluster, "scope:", "n1").await;
+    let n10 = scoped(&cluster, "scope:", "n10").await;
+    let n2 = scoped(&cluster, "scope:", "n2").await;
+    let flow = |store: &RedisLocationStore, who: String, conn: u64| {
+        let mut r = req(
+            &aor(&who),
+            "c",
+            1,
+            vec![contact(format!("sip:{who}@flow.invalid"), None)],
+        );
+        r.source = source(Some(conn));
+        let store = store.clone();
+        async move {
+            store
+                .register(r, &policy_default(), t0())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    for i in 0..AORS {
+        flow(&n1, format!("u{i}"), 1 + i % 6).await;
+    }
+    flow(&n10, "other10".to_owned(), 1).await;
+    flow(&n2, "other2".to_owned(), 1).await;
+    let slots: std::collections::BTreeSet<u16> = (1..=6)
+        .map(|c| cluster.keyslot(&format!("scope:{{conn:n1:{c}}}")))
+        .collect();
+    assert!(slots.len() >= 3, "connection sets in few slots: {slots:?}");
+
+    let kept = ConnectionId(6);
+    let started = std::time::Instant::now();
+    let removed = n2
+        .remove_scope_connections("n1", |c| c == kept)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "measured: {removed} flow bindings of a dead node's scope removed on a 3-master Cluster in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(removed, (AORS - AORS / 6) as usize);
+    for i in 0..AORS {
+        let who = aor(&format!("u{i}"));
+        let left = n2.lookup(&who, t0()).await.unwrap_or_default().len();
+        let closed = n2.flows_closed(&who, t0()).await.unwrap_or(false);
+        if 1 + i % 6 == 6 {
+            assert_eq!((left, closed), (1, false), "u{i} over the kept connection");
+        } else {
+            assert_eq!((left, closed), (0, true), "u{i}");
+        }
+    }
+    for other in ["other10", "other2"] {
+        assert_eq!(
+            n2.lookup(&aor(other), t0()).await.map(|b| b.len()),
+            Ok(1),
+            "{other} kept"
+        );
+    }
+    // The swept sets are gone; the kept one stays.
+    assert_eq!(cluster.cli(&["EXISTS", "scope:{conn:n1:1}"]).trim(), "0");
+    assert_eq!(cluster.cli(&["EXISTS", "scope:{conn:n1:6}"]).trim(), "1");
+    // A second sweep finds nothing more.
+    assert_eq!(
+        n2.remove_scope_connections("n1", |c| c == kept).await,
+        Ok(0)
+    );
+}
+
+fn policy_default() -> RegistrarPolicy {
+    RegistrarPolicy::default()
+}

@@ -135,6 +135,11 @@ impl ClusterLayout {
         }
     }
 
+    /// The key prefix `P`.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// `P{<AOR>}<suffix>`.
     fn tagged(&self, aor: &[u8], suffix: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.prefix.len() + aor.len() + suffix.len() + 2);
