@@ -428,3 +428,106 @@ async fn a_dead_nodes_flows_are_removed_from_every_master() {
 fn policy_default() -> RegistrarPolicy {
     RegistrarPolicy::default()
 }
+
+/// The SCARD of `key` on the Cluster.
+fn scard(cluster: &RedisCluster, key: &str) -> usize {
+    let out = cluster.cli(&["SCARD", key]);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("SCARD {key}: {e}: {out:?}"))
+}
+
+/// A dialog store of node `node` fenced at epoch 1 (on a Cluster the fence is the per-record
+/// token, so the lease key need not exist).
+fn fenced_dialogs(cluster: &RedisCluster, node: &str) -> RedisDialogStore {
+    let lease = format!("{{sipmesh:}}node:{node}");
+    RedisDialogStore::new(&config(cluster, "d:"), "sipmesh:dlg:")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_fence(Some(Fence::new(lease, Arc::new(FixedEpoch(Some(1))))))
+}
+
+/// The dialog owner index on a Cluster (docs/REDIS.md "Dialog owner index on a Cluster"):
+/// node a's fenced saves list its records in `P{by-owner:…a}`; node b's rebalance reads it on
+/// its master, adopts every dialog, and b's saves move the records to b's index (a's is
+/// emptied after the writes); a second rebalance adopts nothing; a remove unlists the record;
+/// stale entries (a record gone, a record that names another index) are dropped when read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dialog_owner_index_on_a_cluster_lets_a_survivor_adopt_every_dialog() {
+    use sipmesh_actors::dialog::Dialogs;
+    use sipmesh_actors::dialog::takeover::rebalance;
+    const N: usize = 300;
+    let cluster = RedisCluster::start(
+        "the_dialog_owner_index_on_a_cluster_lets_a_survivor_adopt_every_dialog",
+        3,
+    );
+    let a = fenced_dialogs(&cluster, "a");
+    let b = fenced_dialogs(&cluster, "b");
+    let index_a = a.own_index().expect("index of a");
+    let index_b = b.own_index().expect("index of b");
+    assert_eq!(index_a, "sipmesh:dlg:{by-owner:sipmesh:node:a}");
+    assert_ne!(
+        cluster.keyslot(&index_a),
+        cluster.keyslot(&index_b),
+        "each owner index in its own slot"
+    );
+    let mut dialogs = Vec::new();
+    for i in 0..N {
+        let mut d = dialog_state(&format!("own{i}@host"));
+        // A lifetime the adopted actors will not reach during the test.
+        d.timeout = Duration::from_secs(600);
+        a.save(&d).await.unwrap_or_else(|e| panic!("{e}"));
+        dialogs.push(d);
+    }
+    assert_eq!(scard(&cluster, &index_a), N);
+    assert_eq!(
+        b.owner_indexes().await.unwrap_or_default(),
+        vec![index_a.clone()]
+    );
+    // Stale entries: a record that is gone, and one whose record names b's index.
+    cluster.cli(&["SADD", &index_a, "sipmesh:dlg:{gone;x;y}"]);
+    let moved = dialog_state("moved@host");
+    b.save(&moved).await.unwrap_or_else(|e| panic!("{e}"));
+    cluster.cli(&["SADD", &index_a, &b.key(&moved.id)]);
+
+    let on_b = Dialogs::start(Arc::new(b.clone()), DialogConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = std::time::Instant::now();
+    let report = rebalance(&b, &on_b, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (report.scanned, report.adopted),
+        (N + 1, N + 1),
+        "every record once (the moved one through b's index)"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while scard(&cluster, &index_b) < N + 1 || scard(&cluster, &index_a) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records not moved: a {} b {}",
+            scard(&cluster, &index_a),
+            scard(&cluster, &index_b)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "measured: {N} dialogs on a 3-master Cluster: index read {:?}, all moved to the adopter's index {:?}",
+        report.took,
+        start.elapsed()
+    );
+    for d in dialogs.iter().take(5) {
+        assert_eq!(
+            cluster.cli(&["HGET", &b.key(&d.id), "owner"]).trim(),
+            index_b
+        );
+    }
+    let again = rebalance(&b, &on_b, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((again.scanned, again.adopted), (N + 1, 0));
+    let first = dialogs.first().expect("a dialog");
+    assert!(b.remove(&first.id).await.unwrap_or(false));
+    assert_eq!(scard(&cluster, &index_b), N);
+    on_b.stop();
+}

@@ -16,7 +16,8 @@
 //! Owner index (issue 5, failover): on a single server every fenced save also puts the record
 //! key in its writer's set `P by-owner:<lease key>` (and takes it out of the previous writer's),
 //! so a survivor finds a dead node's dialogs without a keyspace scan; see [`index`] and
-//! docs/REDIS.md "Dialog owner index". Not kept on a Redis Cluster (the set is in another slot).
+//! docs/REDIS.md "Dialog owner index". On a Redis Cluster the index is in another slot than the
+//! record, so it is kept by separate commands ordered to bound the damage (`cluster_index`).
 //!
 //! On a Redis Cluster the record key is hash-tagged, `P{<id>}`, and the fence cannot read the
 //! lease key (another slot): it checks a per-record fencing token instead
@@ -37,6 +38,7 @@ use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 use super::record;
 
+mod cluster_index;
 mod index;
 use super::store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture, TimeLeft};
 pub use index::IndexedRecord;
@@ -203,6 +205,12 @@ impl DialogStore for RedisDialogStore {
             let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
+                if self.cluster {
+                    let fence_key = self.fence_key(&state.id, &fence);
+                    return self
+                        .cluster_fenced_save(&key, fence_key, &fence, ttl_ms, &fields)
+                        .await;
+                }
                 let mut call = self.fenced_save.prepare_invoke();
                 call.key(&key).key(self.fence_key(&state.id, &fence));
                 if !self.cluster {
@@ -260,6 +268,10 @@ impl DialogStore for RedisDialogStore {
             let key = self.key(id);
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
+                if self.cluster {
+                    let fence_key = self.fence_key(id, &fence);
+                    return self.cluster_fenced_remove(&key, fence_key, &fence).await;
+                }
                 let mut call = self.fenced_remove.prepare_invoke();
                 call.key(&key).key(self.fence_key(id, &fence));
                 if !self.cluster {

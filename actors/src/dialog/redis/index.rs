@@ -11,7 +11,8 @@
 //! - `P owned:<lease key>`: the number of dialog actors that node runs, published every second
 //!   with a short expiry (a statistic: written unfenced).
 //!
-//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read.
+//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read,
+//! and on a Redis Cluster also members whose record names another index (it moved there).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tracing::warn;
 
 use super::super::record;
 use super::super::store::{DialogStoreError, EXPIRY_MARGIN};
-use super::RedisDialogStore;
+use super::{RedisDialogStore, cluster_index};
 
 /// One record found through an owner index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,21 +39,27 @@ pub struct IndexedRecord {
 
 impl RedisDialogStore {
     /// The owner index of the node holding lease key `lease_key`: `P by-owner:<lease key>`.
+    /// On a Redis Cluster: `P{by-owner:<lease key>}` (its own slot).
     pub fn index_key_of(&self, lease_key: &str) -> String {
+        if self.cluster {
+            return self.cluster_index_key(lease_key);
+        }
         format!("{}by-owner:{lease_key}", self.prefix)
     }
 
-    /// The set of every owner index: `P owners`.
+    /// The set of every owner index: `P owners` (on a Redis Cluster `P{owners}`).
     pub fn owners_key(&self) -> String {
+        if self.cluster {
+            return format!("{}{{owners}}", self.prefix);
+        }
         format!("{}owners", self.prefix)
     }
 
-    /// This store's own owner index (`None` unfenced or on a Redis Cluster: no index kept).
+    /// This store's own owner index (`None` unfenced: no index kept).
     pub fn own_index(&self) -> Option<String> {
-        match (&self.fence, self.cluster) {
-            (Some(f), false) => Some(self.index_key_of(f.lease_key())),
-            _ => None,
-        }
+        self.fence
+            .as_ref()
+            .map(|f| self.index_key_of(f.lease_key()))
     }
 
     /// Every owner index ever written (members of `P owners`).
@@ -84,16 +91,33 @@ impl RedisDialogStore {
         let mut out = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
         for chunk in members.chunks(256) {
-            let mut pipe = ::redis::pipe();
-            for key in chunk {
-                pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
-            }
-            let replies: Vec<FieldsAndTtl> = {
+            let replies: Vec<FieldsAndTtl> = if self.cluster {
+                // One slot per record: a pipeline per record, several at a time.
+                let mut out = Vec::with_capacity(chunk.len());
+                for flat in self.cluster_records(chunk).await? {
+                    out.extend(pair_up(flat)?);
+                }
+                out
+            } else {
+                let mut pipe = ::redis::pipe();
+                for key in chunk {
+                    pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+                }
                 let flat: Vec<::redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
                 pair_up(flat)?
             };
             for (key, (fields, pttl)) in chunk.iter().zip(replies) {
                 if fields.is_empty() {
+                    gone.push(key.clone());
+                    continue;
+                }
+                // On a Cluster the index is not written with the record: an entry whose record
+                // names another index moved there (that index lists it; see `cluster_index`).
+                if self.cluster
+                    && fields
+                        .get(cluster_index::OWNER_FIELD)
+                        .is_some_and(|owner| owner != index)
+                {
                     gone.push(key.clone());
                     continue;
                 }

@@ -1,0 +1,160 @@
+//! The dialog owner index on a Redis Cluster (issue 5 failover on a Cluster; docs/REDIS.md
+//! "Dialog owner index on a Cluster").
+//!
+//! On a single server the fenced scripts move a record between owner indexes atomically with
+//! the record write. On a Cluster the record (`P{<dialog>}`), each owner index
+//! (`P{by-owner:<lease key>}`, one slot per owner) and the set of indexes (`P{owners}`) are in
+//! different slots, so a script cannot touch them together. The fenced save and remove here keep
+//! the index with separate commands, ordered so that a crash or a race between them can only
+//! leave an index entry too many, never a stored record that no index lists:
+//!
+//! 1. **add before write**: a save first `SADD`s the record key to this node's index (and this
+//!    index to `P{owners}`), then runs the fenced record script, which also sets the record
+//!    field `owner` to this index;
+//! 2. **remove after**: an index loses a key only after the record stopped naming it: the save
+//!    `SREM`s the key from the index its record named before (read with `HGET` first) once the
+//!    write landed, and the remove `SREM`s it from the named index after the `DEL`;
+//! 3. **readers tolerate the rest** ([`RedisDialogStore::indexed`]): an entry whose record is
+//!    gone, or whose record names another index (the writer died between its write and its
+//!    `SREM`, or two writers raced), is dropped from the index being read (the named index holds
+//!    it by rule 1); the rebalance skips a record it already saw in another index.
+//!
+//! Left: a reader that found a record gone removes the entry a moment later; if the record was
+//! written again in between (a new save of the same dialog) it is unlisted until its next save.
+
+use ::redis::Value;
+use futures_util::future::join;
+
+use super::super::store::DialogStoreError;
+use super::RedisDialogStore;
+use crate::fence::FenceCheck;
+
+/// The record field naming the owner index that lists the record.
+pub(super) const OWNER_FIELD: &str = "owner";
+
+impl RedisDialogStore {
+    /// The owner index of lease key `lease_key` on a Cluster: `P{by-owner:<lease key>}`, braces
+    /// of the lease key (itself hash-tagged on a Cluster) left out so the tag is this index's.
+    pub(super) fn cluster_index_key(&self, lease_key: &str) -> String {
+        let plain: String = lease_key
+            .chars()
+            .filter(|c| !matches!(c, '{' | '}'))
+            .collect();
+        format!("{}{{by-owner:{plain}}}", self.prefix)
+    }
+
+    /// The owner index named by record `key` (`HGET key owner`).
+    async fn named_index(&self, key: &str) -> Result<Option<String>, DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("HGET").arg(key).arg(OWNER_FIELD).clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    /// `SREM index key`.
+    async fn unlist(&self, index: &str, key: &str) -> Result<(), DialogStoreError> {
+        let mut conn = self.conn.clone();
+        let cmd = ::redis::cmd("SREM").arg(index).arg(key).clone();
+        self.bounded(cmd.query_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// A fenced save on a Cluster (rules 1 and 2 of the module doc): `fields` are the record's,
+    /// `ttl_ms` its key lifetime.
+    pub(super) async fn cluster_fenced_save(
+        &self,
+        key: &str,
+        fence_key: String,
+        fence: &FenceCheck,
+        ttl_ms: i64,
+        fields: &[(String, String)],
+    ) -> Result<(), DialogStoreError> {
+        let own = self.cluster_index_key(&fence.lease_key);
+        let listed = async {
+            let mut conn = self.conn.clone();
+            let add = ::redis::cmd("SADD").arg(&own).arg(key).clone();
+            self.bounded(add.query_async::<i64>(&mut conn)).await?;
+            let owners = ::redis::cmd("SADD")
+                .arg(self.owners_key())
+                .arg(&own)
+                .clone();
+            self.bounded(owners.query_async::<i64>(&mut conn)).await?;
+            Ok::<(), DialogStoreError>(())
+        };
+        let (previous, listed) = join(self.named_index(key), listed).await;
+        listed?;
+        let previous = previous?;
+        let mut call = self.fenced_save.prepare_invoke();
+        call.key(key).key(fence_key).arg(fence.epoch).arg(ttl_ms);
+        for (field, value) in fields {
+            call.arg(field).arg(value);
+        }
+        call.arg(OWNER_FIELD).arg(&own);
+        let mut conn = self.conn.clone();
+        self.write_then_wait(call, &mut conn).await?;
+        if let Some(previous) = previous.filter(|p| *p != own) {
+            self.unlist(&previous, key).await?;
+        }
+        Ok(())
+    }
+
+    /// A fenced remove on a Cluster (rule 2): the record goes, then its entry in the index it
+    /// named. True when a record was deleted.
+    pub(super) async fn cluster_fenced_remove(
+        &self,
+        key: &str,
+        fence_key: String,
+        fence: &FenceCheck,
+    ) -> Result<bool, DialogStoreError> {
+        let named = self.named_index(key).await?;
+        let mut call = self.fenced_remove.prepare_invoke();
+        call.key(key).key(fence_key).arg(fence.epoch);
+        let mut conn = self.conn.clone();
+        let n: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
+        if let Some(index) = named {
+            self.unlist(&index, key).await?;
+        }
+        Ok(n > 0)
+    }
+
+    /// `HGETALL` and `PTTL` of each of `keys` on a Cluster: one two-command pipeline per record
+    /// (its own slot), up to 64 at a time.
+    pub(super) async fn cluster_records(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Vec<Value>>, DialogStoreError> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        stream::iter(keys.iter().map(|key| async move {
+            let mut conn = self.conn.clone();
+            let mut pipe = ::redis::pipe();
+            pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+            self.bounded(pipe.query_async::<Vec<Value>>(&mut conn))
+                .await
+        }))
+        .buffered(64)
+        .try_collect()
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::location::RedisStoreConfig;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn index_keys_carry_their_own_hash_tag() {
+        let config = RedisStoreConfig::new("redis+cluster://127.0.0.1:1/".to_owned());
+        let store =
+            RedisDialogStore::new(&config, "sipmesh:dlg:").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            store.cluster_index_key("{sipmesh:}node:n1"),
+            "sipmesh:dlg:{by-owner:sipmesh:node:n1}"
+        );
+        assert_eq!(store.owners_key(), "sipmesh:dlg:{owners}");
+        assert_eq!(
+            store.index_key_of("{sipmesh:}node:n1"),
+            "sipmesh:dlg:{by-owner:sipmesh:node:n1}"
+        );
+    }
+}
