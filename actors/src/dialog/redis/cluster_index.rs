@@ -8,19 +8,25 @@
 //! the index with separate commands, ordered so that a crash or a race between them can only
 //! leave an index entry too many, never a stored record that no index lists:
 //!
-//! 1. **add before write**: a save first `SADD`s the record key to this node's index (and this
-//!    index to `P{owners}`), then runs the fenced record script, which also sets the record
-//!    field `owner` to this index;
-//! 2. **remove after**: an index loses a key only after the record stopped naming it: the save
-//!    `SREM`s the key from the index its record named before (read with `HGET` first) once the
-//!    write landed, and the remove `SREM`s it from the named index after the `DEL`;
-//! 3. **readers tolerate the rest** ([`RedisDialogStore::indexed`]): an entry whose record is
-//!    gone, or whose record names another index (the writer died between its write and its
-//!    `SREM`, or two writers raced), is dropped from the index being read (the named index holds
-//!    it by rule 1); the rebalance skips a record it already saw in another index.
+//! 1. **add before and after the write**: a save first `SADD`s the record key to this node's
+//!    index (and this index to `P{owners}`), then runs the fenced record script, which also sets
+//!    the record field `owner` to this index, then `SADD`s the key again (a reader may have
+//!    dropped it meanwhile, rule 3);
+//! 2. **remove after**: a writer takes a key out of an index only after the record stopped
+//!    naming it: the save `SREM`s the key from the index its record named before (read with
+//!    `HGET` first) once the write landed, and the remove `SREM`s it from the named index after
+//!    the `DEL`;
+//! 3. **readers drop only what is gone** ([`RedisDialogStore::indexed`]): an entry whose record
+//!    does not exist is removed, then the reader checks `EXISTS` and puts back the entries whose
+//!    record appeared meanwhile (a new dialog's save between its first `SADD` and its write). An
+//!    entry whose record names another index is left alone: from the sets alone it cannot be
+//!    told from a save in flight (listed in the new index, record not written yet); the
+//!    rebalance handles a record listed twice once.
 //!
-//! Left: a reader that found a record gone removes the entry a moment later; if the record was
-//! written again in between (a new save of the same dialog) it is unlisted until its next save.
+//! Left: a writer that dies between its write and its `SREM` leaves an entry in the old index
+//! until the record is gone (harmless: the record is read twice, handled once); a record can
+//! be unlisted only if its writer died after its first `SADD` was dropped by a reader and
+//! before its second.
 
 use ::redis::Value;
 use futures_util::future::join;
@@ -91,10 +97,20 @@ impl RedisDialogStore {
         call.arg(OWNER_FIELD).arg(&own);
         let mut conn = self.conn.clone();
         self.write_then_wait(call, &mut conn).await?;
-        if let Some(previous) = previous.filter(|p| *p != own) {
-            self.unlist(&previous, key).await?;
-        }
-        Ok(())
+        let relisted = async {
+            let mut conn = self.conn.clone();
+            let add = ::redis::cmd("SADD").arg(&own).arg(key).clone();
+            self.bounded(add.query_async::<i64>(&mut conn)).await?;
+            Ok::<(), DialogStoreError>(())
+        };
+        let unlisted = async {
+            match previous.filter(|p| *p != own) {
+                Some(previous) => self.unlist(&previous, key).await,
+                None => Ok(()),
+            }
+        };
+        let (relisted, unlisted) = join(relisted, unlisted).await;
+        relisted.and(unlisted)
     }
 
     /// A fenced remove on a Cluster (rule 2): the record goes, then its entry in the index it
@@ -114,6 +130,34 @@ impl RedisDialogStore {
             self.unlist(&index, key).await?;
         }
         Ok(n > 0)
+    }
+
+    /// Puts back into `index` the `dropped` keys whose record exists (rule 3 of the module doc).
+    pub(super) async fn cluster_relist(
+        &self,
+        index: &str,
+        dropped: &[String],
+    ) -> Result<(), DialogStoreError> {
+        use futures_util::stream::{self, StreamExt, TryStreamExt};
+        let exists: Vec<bool> = stream::iter(dropped.iter().map(|key| async move {
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("EXISTS").arg(key).clone();
+            self.bounded(cmd.query_async::<bool>(&mut conn)).await
+        }))
+        .buffered(64)
+        .try_collect()
+        .await?;
+        let back: Vec<&String> = dropped
+            .iter()
+            .zip(exists)
+            .filter_map(|(k, e)| e.then_some(k))
+            .collect();
+        if !back.is_empty() {
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("SADD").arg(index).arg(&back).clone();
+            self.bounded(cmd.query_async::<i64>(&mut conn)).await?;
+        }
+        Ok(())
     }
 
     /// `HGETALL` and `PTTL` of each of `keys` on a Cluster: one two-command pipeline per record

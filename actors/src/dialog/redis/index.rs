@@ -11,8 +11,8 @@
 //! - `P owned:<lease key>`: the number of dialog actors that node runs, published every second
 //!   with a short expiry (a statistic: written unfenced).
 //!
-//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read,
-//! and on a Redis Cluster also members whose record names another index (it moved there).
+//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read
+//! (on a Redis Cluster, put back if the record exists again right after: a save in flight).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use tracing::warn;
 
 use super::super::record;
 use super::super::store::{DialogStoreError, EXPIRY_MARGIN};
-use super::{RedisDialogStore, cluster_index};
+use super::RedisDialogStore;
 
 /// One record found through an owner index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,16 +111,6 @@ impl RedisDialogStore {
                     gone.push(key.clone());
                     continue;
                 }
-                // On a Cluster the index is not written with the record: an entry whose record
-                // names another index moved there (that index lists it; see `cluster_index`).
-                if self.cluster
-                    && fields
-                        .get(cluster_index::OWNER_FIELD)
-                        .is_some_and(|owner| owner != index)
-                {
-                    gone.push(key.clone());
-                    continue;
-                }
                 match record::decode(&fields) {
                     Ok(state) => {
                         let life = Duration::from_millis(u64::try_from(pttl).unwrap_or(0));
@@ -137,6 +127,11 @@ impl RedisDialogStore {
         if !gone.is_empty() {
             let cmd = ::redis::cmd("SREM").arg(index).arg(&gone).clone();
             self.bounded(cmd.query_async::<i64>(&mut conn)).await?;
+            if self.cluster {
+                // A save lists its record before writing it: one written since it was read
+                // goes back (see `cluster_index`).
+                self.cluster_relist(index, &gone).await?;
+            }
         }
         Ok(out)
     }
