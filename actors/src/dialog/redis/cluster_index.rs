@@ -29,11 +29,16 @@
 //! before its second.
 
 use ::redis::Value;
-use futures_util::future::join;
+use std::pin::Pin;
+
+use futures_util::future::{join, try_join_all};
 
 use super::super::store::DialogStoreError;
 use super::RedisDialogStore;
 use crate::fence::FenceCheck;
+
+/// Record reads sent at once on a Cluster (one slot each, so no pipeline across them).
+const GROUP: usize = 64;
 
 /// The record field naming the owner index that lists the record.
 pub(super) const OWNER_FIELD: &str = "owner";
@@ -138,15 +143,15 @@ impl RedisDialogStore {
         index: &str,
         dropped: &[String],
     ) -> Result<(), DialogStoreError> {
-        use futures_util::stream::{self, StreamExt, TryStreamExt};
-        let exists: Vec<bool> = stream::iter(dropped.iter().map(|key| async move {
-            let mut conn = self.conn.clone();
-            let cmd = ::redis::cmd("EXISTS").arg(key).clone();
-            self.bounded(cmd.query_async::<bool>(&mut conn)).await
-        }))
-        .buffered(64)
-        .try_collect()
-        .await?;
+        let mut checks: Vec<Pending<'_, bool>> = Vec::with_capacity(dropped.len());
+        for key in dropped {
+            checks.push(Box::pin(async move {
+                let mut conn = self.conn.clone();
+                let cmd = ::redis::cmd("EXISTS").arg(key).clone();
+                self.bounded(cmd.query_async::<bool>(&mut conn)).await
+            }));
+        }
+        let exists = in_groups(checks).await?;
         let back: Vec<&String> = dropped
             .iter()
             .zip(exists)
@@ -161,22 +166,38 @@ impl RedisDialogStore {
     }
 
     /// `HGETALL` and `PTTL` of each of `keys` on a Cluster: one two-command pipeline per record
-    /// (its own slot), up to 64 at a time.
+    /// (its own slot), [`GROUP`] at a time.
     pub(super) async fn cluster_records(
         &self,
         keys: &[String],
     ) -> Result<Vec<Vec<Value>>, DialogStoreError> {
-        use futures_util::stream::{self, StreamExt, TryStreamExt};
-        stream::iter(keys.iter().map(|key| async move {
-            let mut conn = self.conn.clone();
-            let mut pipe = ::redis::pipe();
-            pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
-            self.bounded(pipe.query_async::<Vec<Value>>(&mut conn))
-                .await
-        }))
-        .buffered(64)
-        .try_collect()
-        .await
+        let mut reads: Vec<Pending<'_, Vec<Value>>> = Vec::with_capacity(keys.len());
+        for key in keys {
+            reads.push(Box::pin(async move {
+                let mut conn = self.conn.clone();
+                let mut pipe = ::redis::pipe();
+                pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+                self.bounded(pipe.query_async::<Vec<Value>>(&mut conn))
+                    .await
+            }));
+        }
+        in_groups(reads).await
+    }
+}
+
+/// One pending store call.
+type Pending<'a, T> = Pin<Box<dyn Future<Output = Result<T, DialogStoreError>> + Send + 'a>>;
+
+/// Runs `calls` [`GROUP`] at a time, results in order; the first error ends it.
+async fn in_groups<T>(calls: Vec<Pending<'_, T>>) -> Result<Vec<T>, DialogStoreError> {
+    let mut out = Vec::with_capacity(calls.len());
+    let mut calls = calls.into_iter();
+    loop {
+        let group: Vec<_> = calls.by_ref().take(GROUP).collect();
+        if group.is_empty() {
+            return Ok(out);
+        }
+        out.extend(try_join_all(group).await?);
     }
 }
 
