@@ -79,7 +79,7 @@ const REMOVE_CONNECTION_LUA: &str = include_str!("redis/remove_connection.lua");
 /// The single-server key layout of the register script.
 const LAYOUT_SINGLE_LUA: &str = include_str!("redis/layout_single.lua");
 
-pub use cluster::DEFAULT_BUCKETS;
+pub use cluster::{DEFAULT_BUCKETS, IndexRepair};
 
 /// Settings of a [`RedisLocationStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
