@@ -8,6 +8,7 @@
 //! - Dead-node flow sweep: bob registered over TCP at node1, node1 SIGKILLed; the survivor that
 //!   owns the cleanup walks every master for node1's connection sets, removes bob's flow binding
 //!   and leaves the closed-flows marker; requests for bob get 480 through either survivor.
+//! - The location index repair scan runs once, on one node.
 
 mod cluster_support;
 

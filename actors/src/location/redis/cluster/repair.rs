@@ -10,9 +10,12 @@
 //!    a score later than the true earliest is lowered; an earlier score (the sweep visits early
 //!    and makes it exact) and entries of AORs that are gone (the sweep removes them when due)
 //!    are left alone, so a REGISTER racing with the repair is never undone;
-//! 3. the bucket counter is set to the counted bindings when it differs. This one is not
-//!    race-free: a REGISTER landing between the scan and the `SET` leaves it off by its delta
-//!    (the counter is a statistic; run the repair when the cluster is quiet, e.g. at startup).
+//! 3. the bucket counter is set to the counted bindings when it differs, only if it still
+//!    holds the value read before the scan (compare-and-set on the bucket's slot): a bucket
+//!    whose count moved during the scan is skipped ([`IndexRepair::counters_skipped`]; run the
+//!    repair again when it is quieter). Not fully race-free: a REGISTER whose AOR write the
+//!    scan saw but whose counter update lands after the compare-and-set is counted twice (the
+//!    counter is a statistic).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -32,6 +35,11 @@ const PAGE: usize = 1000;
 /// Members per `ZADD`.
 const ZADD_CHUNK: usize = 500;
 
+/// Compare-and-set of a bucket counter: `KEYS[1]` counter, `ARGV[1]` the value read before the
+/// scan (`''` for none), `ARGV[2]` the new value; 1 when set.
+const COUNTER_CAS_LUA: &str = "local v = redis.call('GET', KEYS[1]) or '' \
+if v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0";
+
 /// What one repair scan found and changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IndexRepair {
@@ -43,6 +51,8 @@ pub struct IndexRepair {
     pub entries_fixed: usize,
     /// Bucket counters rewritten.
     pub counters_fixed: usize,
+    /// Bucket counters that were wrong but changed during the scan (left alone).
+    pub counters_skipped: usize,
     /// AOR values that did not decode (skipped, logged).
     pub undecodable: usize,
     /// Wall time of the whole scan.
@@ -71,6 +81,15 @@ impl RedisLocationStore {
         let key_prefix = format!("{}{{", layout.prefix());
         let pattern = format!("{}*}}aor", glob_escape(&key_prefix));
         let mut buckets: HashMap<u32, Bucket> = HashMap::new();
+        let mut conn = self.conn.clone();
+        let mut before: Vec<Option<i64>> = Vec::new();
+        for index in 0..layout.buckets {
+            let key = layout.count_key(index);
+            let n: Option<i64> = self
+                .bounded(::redis::cmd("GET").arg(&key).query_async(&mut conn))
+                .await?;
+            before.push(n);
+        }
         for target in self.bounded(self.conn.scan_targets()).await? {
             let mut cursor = 0;
             loop {
@@ -109,8 +128,8 @@ impl RedisLocationStore {
                 cursor = next;
             }
         }
-        let mut conn = self.conn.clone();
-        for index in 0..layout.buckets {
+        let cas = ::redis::Script::new(COUNTER_CAS_LUA);
+        for (index, before) in (0..layout.buckets).zip(before) {
             let bucket = buckets.remove(&index).unwrap_or_default();
             for chunk in bucket.earliest.chunks(ZADD_CHUNK) {
                 let mut cmd = ::redis::cmd("ZADD");
@@ -121,20 +140,18 @@ impl RedisLocationStore {
                 let changed: usize = self.bounded(cmd.query_async(&mut conn)).await?;
                 report.entries_fixed += changed;
             }
-            let count_key = layout.count_key(index);
-            let stored: Option<i64> = self
-                .bounded(::redis::cmd("GET").arg(&count_key).query_async(&mut conn))
-                .await?;
             let counted = i64::try_from(bucket.bindings).unwrap_or(i64::MAX);
-            if stored.unwrap_or(0) != counted {
-                self.bounded(
-                    ::redis::cmd("SET")
-                        .arg(&count_key)
-                        .arg(counted)
-                        .query_async::<()>(&mut conn),
-                )
-                .await?;
-                report.counters_fixed += 1;
+            if before.unwrap_or(0) != counted {
+                let mut call = cas.prepare_invoke();
+                call.key(layout.count_key(index))
+                    .arg(before.map(|n| n.to_string()).unwrap_or_default())
+                    .arg(counted);
+                let set: i64 = self.bounded(call.invoke_async(&mut conn)).await?;
+                if set == 1 {
+                    report.counters_fixed += 1;
+                } else {
+                    report.counters_skipped += 1;
+                }
             }
         }
         report.took = start.elapsed();
