@@ -1,5 +1,6 @@
 //! The dialog owner index (issue 5, failover; docs/REDIS.md "Dialog owner index"): reading the
-//! per-owner sets that the fenced save and remove scripts keep, and the per-node actor counts
+//! per-owner sets that the fenced save and remove scripts keep (on a Redis Cluster, the
+//! separate commands of `cluster_index`), and the per-node actor counts
 //! shown in the admin view.
 //!
 //! - `P by-owner:<lease key>`: a set of the record keys last written by the node of that lease
