@@ -646,3 +646,59 @@ async fn the_repair_scan_rebuilds_the_bucket_indexes_from_the_aors() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((again.entries_fixed, again.counters_fixed), (0, 0));
 }
+
+/// The dead-node flow sweep with one master down (no replicas): the walk of the other masters
+/// still removes the flows it can reach, and the sweep reports the failure (so the node
+/// retries) within a few store timeouts instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_sweep_goes_on_past_a_dead_master_and_reports_it() {
+    const AORS: u64 = 60;
+    let mut cluster = RedisCluster::start("the_flow_sweep_goes_on_past_a_dead_master", 3);
+    let config = |scope: &str| RedisStoreConfig {
+        key_prefix: "sweepdead:".to_owned(),
+        connection_scope: scope.to_owned(),
+        ..RedisStoreConfig::new(cluster.url())
+    };
+    let n1 = RedisLocationStore::connect(&config("n1"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let n2 = RedisLocationStore::connect(&config("n2"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let policy = RegistrarPolicy::default();
+    for i in 0..AORS {
+        let who = format!("d{i}");
+        let mut r = req(
+            &aor(&who),
+            "c",
+            1,
+            vec![contact(format!("sip:{who}@flow.invalid"), None)],
+        );
+        // One connection per AOR: a set whose AOR is on the dead master fails alone.
+        r.source = source(Some(1 + i));
+        n1.register(r, &policy, t0())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    cluster.stop_node(0);
+    let started = std::time::Instant::now();
+    let result = n2.remove_scope_connections("n1", |_| false).await;
+    let took = started.elapsed();
+    let mut emptied = 0;
+    for i in 0..AORS {
+        if n2
+            .lookup(&aor(&format!("d{i}")), t0())
+            .await
+            .is_ok_and(|b| b.is_empty())
+        {
+            emptied += 1;
+        }
+    }
+    println!("one master down: sweep {result:?} in {took:?}; {emptied} of {AORS} AORs emptied");
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(emptied > 0, "nothing removed on the live masters");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}

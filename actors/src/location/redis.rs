@@ -374,40 +374,48 @@ impl RedisLocationStore {
         );
         let targets = self.bounded(self.conn.scan_targets()).await?;
         let mut removed = 0;
-        // A failing master (down, no replica) does not stop the walk of the others; the first
-        // error is reported at the end, so the caller retries.
+        // A failing master (down, no replica) stops neither the walk of the others nor the
+        // removal of the connections that do not touch it; the first error is reported at the
+        // end, so the caller retries.
         let mut failed = None;
         for target in targets {
             let mut cursor: u64 = 0;
-            let walk = async {
-                loop {
-                    let (next, keys) = self
-                        .bounded(self.conn.scan_page(target, cursor, &pattern, 500))
-                        .await?;
-                    for key in keys {
-                        let Some(text) = key
-                            .strip_prefix(&index_prefix)
-                            .and_then(|t| t.strip_suffix(suffix))
-                        else {
-                            continue;
-                        };
-                        // Exactly `scope:<digits>`: not a longer scope that starts with this.
-                        let id = text
-                            .strip_prefix(scope)
-                            .and_then(|r| r.strip_prefix(':'))
-                            .and_then(|id| id.parse::<u64>().ok());
-                        if id.is_some_and(|id| !keep(ConnectionId(id))) {
-                            removed += self.remove_connection_text(text.to_owned()).await?;
+            loop {
+                let page = self
+                    .bounded(self.conn.scan_page(target, cursor, &pattern, 500))
+                    .await;
+                let (next, keys) = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        break;
+                    }
+                };
+                for key in keys {
+                    let Some(text) = key
+                        .strip_prefix(&index_prefix)
+                        .and_then(|t| t.strip_suffix(suffix))
+                    else {
+                        continue;
+                    };
+                    // Exactly `scope:<digits>`: not a longer scope that starts with this one.
+                    let id = text
+                        .strip_prefix(scope)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .and_then(|id| id.parse::<u64>().ok());
+                    if id.is_some_and(|id| !keep(ConnectionId(id))) {
+                        match self.remove_connection_text(text.to_owned()).await {
+                            Ok(n) => removed += n,
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                            }
                         }
                     }
-                    if next == 0 {
-                        return Ok::<(), StoreError>(());
-                    }
-                    cursor = next;
                 }
-            };
-            if let Err(e) = walk.await {
-                failed.get_or_insert(e);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
         }
         match failed {
