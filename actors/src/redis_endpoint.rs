@@ -27,6 +27,7 @@
 //!   stores to send commands one by one instead); `SCRIPT LOAD` goes to every master. The stores
 //!   switch to their Cluster key layout (docs/REDIS.md, "Redis Cluster").
 
+mod scan;
 mod sentinel;
 pub mod url;
 mod wait;
@@ -38,6 +39,7 @@ use ::redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
+pub use scan::ScanTarget;
 pub use url::{ClusterUrl, EndpointUrl, EndpointUrlError, SentinelUrl};
 pub use wait::{DEGRADED_PAUSE, ReplicaWait, ReplicaWaiter};
 

@@ -337,3 +337,368 @@ async fn a_dead_master_fails_its_aors_fast_and_spares_the_others() {
         "ok {ok}, unavailable {unavailable}"
     );
 }
+
+/// A store writing with connection scope `scope` (a node's id).
+async fn scoped(cluster: &RedisCluster, prefix: &str, scope: &str) -> RedisLocationStore {
+    let config = RedisStoreConfig {
+        connection_scope: scope.to_owned(),
+        ..config(cluster, prefix)
+    };
+    RedisLocationStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"))
+}
+
+/// The dead-node flow sweep on a Cluster (`remove_scope_connections`): 60 AORs registered over
+/// 6 connections of node `n1` (connection sets on every master), plus flows of `n10` (a scope
+/// that starts with `n1`) and `n2`: the sweep of `n1`, run from another node's store, walks
+/// every master, removes exactly `n1`'s flows except the kept connection, and marks the
+/// emptied AORs as closed flows (480).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_flows_are_removed_from_every_master() {
+    const AORS: u64 = 60;
+    let cluster = RedisCluster::start("a_dead_nodes_flows_are_removed_from_every_master", 3);
+    let n1 = scoped(&cluster, "scope:", "n1").await;
+    let n10 = scoped(&cluster, "scope:", "n10").await;
+    let n2 = scoped(&cluster, "scope:", "n2").await;
+    let flow = |store: &RedisLocationStore, who: String, conn: u64| {
+        let mut r = req(
+            &aor(&who),
+            "c",
+            1,
+            vec![contact(format!("sip:{who}@flow.invalid"), None)],
+        );
+        r.source = source(Some(conn));
+        let store = store.clone();
+        async move {
+            store
+                .register(r, &policy_default(), t0())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    for i in 0..AORS {
+        flow(&n1, format!("u{i}"), 1 + i % 6).await;
+    }
+    flow(&n10, "other10".to_owned(), 1).await;
+    flow(&n2, "other2".to_owned(), 1).await;
+    let slots: std::collections::BTreeSet<u16> = (1..=6)
+        .map(|c| cluster.keyslot(&format!("scope:{{conn:n1:{c}}}")))
+        .collect();
+    assert!(slots.len() >= 3, "connection sets in few slots: {slots:?}");
+
+    let kept = ConnectionId(6);
+    let started = std::time::Instant::now();
+    let removed = n2
+        .remove_scope_connections("n1", |c| c == kept)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "measured: {removed} flow bindings of a dead node's scope removed on a 3-master Cluster in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(removed, (AORS - AORS / 6) as usize);
+    for i in 0..AORS {
+        let who = aor(&format!("u{i}"));
+        let left = n2.lookup(&who, t0()).await.unwrap_or_default().len();
+        let closed = n2.flows_closed(&who, t0()).await.unwrap_or(false);
+        if 1 + i % 6 == 6 {
+            assert_eq!((left, closed), (1, false), "u{i} over the kept connection");
+        } else {
+            assert_eq!((left, closed), (0, true), "u{i}");
+        }
+    }
+    for other in ["other10", "other2"] {
+        assert_eq!(
+            n2.lookup(&aor(other), t0()).await.map(|b| b.len()),
+            Ok(1),
+            "{other} kept"
+        );
+    }
+    // The swept sets are gone; the kept one stays.
+    assert_eq!(cluster.cli(&["EXISTS", "scope:{conn:n1:1}"]).trim(), "0");
+    assert_eq!(cluster.cli(&["EXISTS", "scope:{conn:n1:6}"]).trim(), "1");
+    // A second sweep finds nothing more.
+    assert_eq!(
+        n2.remove_scope_connections("n1", |c| c == kept).await,
+        Ok(0)
+    );
+}
+
+fn policy_default() -> RegistrarPolicy {
+    RegistrarPolicy::default()
+}
+
+/// The SCARD of `key` on the Cluster.
+fn scard(cluster: &RedisCluster, key: &str) -> usize {
+    let out = cluster.cli(&["SCARD", key]);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("SCARD {key}: {e}: {out:?}"))
+}
+
+/// A dialog store of node `node` fenced at epoch 1 (on a Cluster the fence is the per-record
+/// token, so the lease key need not exist).
+fn fenced_dialogs(cluster: &RedisCluster, node: &str) -> RedisDialogStore {
+    let lease = format!("{{sipmesh:}}node:{node}");
+    RedisDialogStore::new(&config(cluster, "d:"), "sipmesh:dlg:")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_fence(Some(Fence::new(lease, Arc::new(FixedEpoch(Some(1))))))
+}
+
+/// The dialog owner index on a Cluster (docs/REDIS.md "Dialog owner index on a Cluster"):
+/// node a's fenced saves list its records in `P{by-owner:…a}`; node b's rebalance reads it on
+/// its master, adopts every dialog, and b's saves move the records to b's index (a's is
+/// emptied after the writes); a second rebalance adopts nothing; a remove unlists the record;
+/// an entry whose record is gone is dropped when read; a record listed by two indexes (a
+/// writer that died before its `SREM`) is adopted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dialog_owner_index_on_a_cluster_lets_a_survivor_adopt_every_dialog() {
+    use sipmesh_actors::dialog::Dialogs;
+    use sipmesh_actors::dialog::takeover::rebalance;
+    const N: usize = 300;
+    let cluster = RedisCluster::start(
+        "the_dialog_owner_index_on_a_cluster_lets_a_survivor_adopt_every_dialog",
+        3,
+    );
+    let a = fenced_dialogs(&cluster, "a");
+    let b = fenced_dialogs(&cluster, "b");
+    let index_a = a.own_index().expect("index of a");
+    let index_b = b.own_index().expect("index of b");
+    assert_eq!(index_a, "sipmesh:dlg:{by-owner:sipmesh:node:a}");
+    assert_ne!(
+        cluster.keyslot(&index_a),
+        cluster.keyslot(&index_b),
+        "each owner index in its own slot"
+    );
+    let mut dialogs = Vec::new();
+    let saving = std::time::Instant::now();
+    for i in 0..N {
+        let mut d = dialog_state(&format!("own{i}@host"));
+        // A lifetime the adopted actors will not reach during the test.
+        d.timeout = Duration::from_secs(600);
+        a.save(&d).await.unwrap_or_else(|e| panic!("{e}"));
+        dialogs.push(d);
+    }
+    let saved = saving.elapsed();
+    // The same records saved unfenced (one MULTI, no index), for comparison.
+    let plain = RedisDialogStore::new(&config(&cluster, "d:"), "plain:dlg:")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let plain_start = std::time::Instant::now();
+    for d in &dialogs {
+        plain.save(d).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    println!(
+        "measured: {N} sequential fenced saves with the Cluster owner index {saved:?} ({:?} each); unfenced without index {:?} ({:?} each)",
+        saved / N as u32,
+        plain_start.elapsed(),
+        plain_start.elapsed() / N as u32
+    );
+    assert_eq!(scard(&cluster, &index_a), N);
+    assert_eq!(
+        b.owner_indexes().await.unwrap_or_default(),
+        vec![index_a.clone()]
+    );
+    // Stale entries: a record that is gone, and one whose record names b's index.
+    cluster.cli(&["SADD", &index_a, "sipmesh:dlg:{gone;x;y}"]);
+    let moved = dialog_state("moved@host");
+    b.save(&moved).await.unwrap_or_else(|e| panic!("{e}"));
+    cluster.cli(&["SADD", &index_a, &b.key(&moved.id)]);
+
+    let on_b = Dialogs::start(Arc::new(b.clone()), DialogConfig::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let start = std::time::Instant::now();
+    let report = rebalance(&b, &on_b, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (report.scanned, report.adopted),
+        (N + 1, N + 1),
+        "every record once (the moved one through b's index)"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Left in a: the entry of the record that names b (a dead writer's leftover).
+    while scard(&cluster, &index_b) < N + 1 || scard(&cluster, &index_a) > 1 {
+        if std::time::Instant::now() > deadline {
+            let listed = cluster.cli(&["SMEMBERS", &index_b]);
+            let missing: Vec<String> = dialogs
+                .iter()
+                .chain([&moved])
+                .map(|d| b.key(&d.id))
+                .filter(|k| !listed.lines().any(|l| l.trim() == k))
+                .map(|k| {
+                    let owner = cluster.cli(&["HGET", &k, "owner"]);
+                    let ttl = cluster.cli(&["PTTL", &k]);
+                    format!("{k}: owner {owner:?} pttl {ttl:?}")
+                })
+                .collect();
+            panic!(
+                "records not moved: a {} b {}; not in b: {missing:?}",
+                scard(&cluster, &index_a),
+                scard(&cluster, &index_b)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "measured: {N} dialogs on a 3-master Cluster: index read {:?}, all moved to the adopter's index {:?}",
+        report.took,
+        start.elapsed()
+    );
+    for d in dialogs.iter().take(5) {
+        assert_eq!(
+            cluster.cli(&["HGET", &b.key(&d.id), "owner"]).trim(),
+            index_b
+        );
+    }
+    let again = rebalance(&b, &on_b, |_| true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((again.scanned, again.adopted), (N + 1, 0));
+    let first = dialogs.first().expect("a dialog");
+    assert!(b.remove(&first.id).await.unwrap_or(false));
+    assert_eq!(scard(&cluster, &index_b), N);
+    on_b.stop();
+}
+
+/// The repair scan of the bucket indexes (docs/REDIS.md "Repair scan"): 10,000 AORs, then
+/// four buckets' expiry indexes deleted, one score raised past the true earliest expiry, two
+/// counters wrong (one deleted, one off): the scan adds back every missing entry, lowers the
+/// raised one, rewrites the two counters, and the stats agree again; a second scan changes
+/// nothing. Prints its cost per 10,000 AORs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repair_scan_rebuilds_the_bucket_indexes_from_the_aors() {
+    const AORS: usize = 10_000;
+    const TASKS: usize = 32;
+    let cluster = RedisCluster::start(
+        "the_repair_scan_rebuilds_the_bucket_indexes_from_the_aors",
+        3,
+    );
+    let store = Arc::new(store(&cluster, "rep:").await);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let policy = RegistrarPolicy::default();
+                for i in (t..AORS).step_by(TASKS) {
+                    let who = aor(&format!("r{i}"));
+                    let r = req(&who, "c", 1, vec![contact(format!("sip:r{i}@h"), Some(60))]);
+                    store
+                        .register(r, &policy, t0())
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    println!("{AORS} AORs registered in {:?}", started.elapsed());
+    let zcard = |b: u32| -> usize {
+        let out = cluster.cli(&["ZCARD", &format!("rep:{{b{b}}}exp")]);
+        out.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}: {out:?}"))
+    };
+    let mut deleted = 0;
+    for b in 0..4 {
+        deleted += zcard(b);
+        cluster.cli(&["DEL", &format!("rep:{{b{b}}}exp")]);
+    }
+    cluster.cli(&["DEL", "rep:{b4}bindings"]);
+    cluster.cli(&["SET", "rep:{b5}bindings", "7"]);
+    let late = cluster.cli(&["ZRANGE", "rep:{b6}exp", "0", "0"]);
+    let late = late.trim().to_owned();
+    let earliest = cluster
+        .cli(&["ZSCORE", "rep:{b6}exp", &late])
+        .trim()
+        .to_owned();
+    cluster.cli(&["ZADD", "rep:{b6}exp", "XX", "99999999999999", &late]);
+    let stats = store.stats().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!((stats.aors, stats.bindings), (AORS, AORS), "damaged");
+
+    let report = store
+        .repair_cluster_index()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!(
+        "measured: repair scan of {} AORs on a 3-master Cluster (debug build, shared machine): {:?} ({:?} per 10,000 AORs); {report:?}",
+        report.aors,
+        report.took,
+        report.took.mul_f64(10_000.0 / report.aors.max(1) as f64)
+    );
+    assert_eq!((report.aors, report.bindings), (AORS, AORS));
+    assert_eq!(report.entries_fixed, deleted + 1);
+    assert_eq!((report.counters_fixed, report.counters_skipped), (2, 0));
+    assert_eq!(
+        cluster.cli(&["ZSCORE", "rep:{b6}exp", &late]).trim(),
+        earliest,
+        "the raised score lowered to the earliest expiry"
+    );
+    let stats = store.stats().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((stats.aors, stats.bindings), (AORS, AORS));
+    let again = store
+        .repair_cluster_index()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((again.entries_fixed, again.counters_fixed), (0, 0));
+}
+
+/// The dead-node flow sweep with one master down (no replicas): the walk of the other masters
+/// still removes the flows it can reach, and the sweep reports the failure (so the node
+/// retries) within a few store timeouts instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flow_sweep_goes_on_past_a_dead_master_and_reports_it() {
+    const AORS: u64 = 60;
+    let mut cluster = RedisCluster::start("the_flow_sweep_goes_on_past_a_dead_master", 3);
+    let config = |scope: &str| RedisStoreConfig {
+        key_prefix: "sweepdead:".to_owned(),
+        connection_scope: scope.to_owned(),
+        ..RedisStoreConfig::new(cluster.url())
+    };
+    let n1 = RedisLocationStore::connect(&config("n1"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let n2 = RedisLocationStore::connect(&config("n2"))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    let policy = RegistrarPolicy::default();
+    for i in 0..AORS {
+        let who = format!("d{i}");
+        let mut r = req(
+            &aor(&who),
+            "c",
+            1,
+            vec![contact(format!("sip:{who}@flow.invalid"), None)],
+        );
+        // One connection per AOR: a set whose AOR is on the dead master fails alone.
+        r.source = source(Some(1 + i));
+        n1.register(r, &policy, t0())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    cluster.stop_node(0);
+    let started = std::time::Instant::now();
+    let result = n2.remove_scope_connections("n1", |_| false).await;
+    let took = started.elapsed();
+    let mut emptied = 0;
+    for i in 0..AORS {
+        if n2
+            .lookup(&aor(&format!("d{i}")), t0())
+            .await
+            .is_ok_and(|b| b.is_empty())
+        {
+            emptied += 1;
+        }
+    }
+    println!("one master down: sweep {result:?} in {took:?}; {emptied} of {AORS} AORs emptied");
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(emptied > 0, "nothing removed on the live masters");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}

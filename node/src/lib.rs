@@ -13,6 +13,7 @@ pub mod cluster_flows;
 pub mod config;
 pub mod dev_cert;
 pub mod fenced_flows;
+pub mod index_repair;
 pub mod lost_flows;
 pub mod takeover;
 
@@ -185,6 +186,15 @@ pub async fn run(
     let (lost_flows, fenced_flows) = lost_flows.unzip();
     let (takeover, notices) = takeover.unzip();
     let notices = notices.flatten();
+    // On a Redis Cluster: one node rebuilds the location store's bucket indexes once.
+    let index_repair = match (&membership, &engine_config.redis) {
+        (Some(membership), Some(redis)) => {
+            let store = sipmesh_actors::location::RedisLocationStore::new(redis)
+                .map_err(|e| anyhow::anyhow!("location store for the index repair: {e}"))?;
+            index_repair::start(membership.clone(), store)
+        }
+        _ => None,
+    };
     let (counts_task, owned) = match (&membership, &config.cluster) {
         (Some(membership), Some(cluster)) => {
             let store = sipmesh_cluster::store::ClusterStore::new(
@@ -223,6 +233,7 @@ pub async fn run(
         admin,
         lost_flows,
         fenced_flows,
+        index_repair,
         takeover,
         notices,
         counts_task,

@@ -5,7 +5,8 @@
 //! Every clustered node watches the member table. When a peer is declared dead, the one
 //! survivor that is the placement owner of the key `flows:<node id>` removes every binding of
 //! that node's connection scope from Redis and leaves the closed-flows marker on the AORs it
-//! empties ([`RedisLocationStore::remove_scope_connections`]). The other survivors do nothing,
+//! empties ([`RedisLocationStore::remove_scope_connections`], which on a Redis Cluster walks
+//! every master for the node's connection sets). The other survivors do nothing,
 //! and the writes are fenced with the owner's epoch. A peer seen live again is forgotten, so
 //! its next death is handled again. A node also removes, once it first holds its lease, the
 //! bindings of its own earlier processes (a restart faster than the failure detector leaves

@@ -16,7 +16,8 @@
 //! Owner index (issue 5, failover): on a single server every fenced save also puts the record
 //! key in its writer's set `P by-owner:<lease key>` (and takes it out of the previous writer's),
 //! so a survivor finds a dead node's dialogs without a keyspace scan; see [`index`] and
-//! docs/REDIS.md "Dialog owner index". Not kept on a Redis Cluster (the set is in another slot).
+//! docs/REDIS.md "Dialog owner index". On a Redis Cluster the index is in another slot than the
+//! record, so it is kept by separate commands ordered to bound the damage (`cluster_index`).
 //!
 //! Per-dialog owner claims (issue 5): on a single server every fenced write also names its
 //! [`WriteRole`]; the record's `claim` field (`<lease key>/<epoch>`) says which node runs its
@@ -44,6 +45,7 @@ use crate::redis_endpoint::{RedisEndpoint, ReplicaWaiter};
 
 use super::record;
 
+mod cluster_index;
 mod index;
 pub mod notice;
 use super::store::{
@@ -223,6 +225,12 @@ impl DialogStore for RedisDialogStore {
             let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
+                if self.cluster {
+                    let fence_key = self.fence_key(&state.id, &fence);
+                    return self
+                        .cluster_fenced_save(&key, fence_key, &fence, ttl_ms, &fields, role)
+                        .await;
+                }
                 let mut call = self.fenced_save.prepare_invoke();
                 call.key(&key).key(self.fence_key(&state.id, &fence));
                 if !self.cluster {
@@ -286,6 +294,12 @@ impl DialogStore for RedisDialogStore {
             let key = self.key(id);
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
+                if self.cluster {
+                    let fence_key = self.fence_key(id, &fence);
+                    return self
+                        .cluster_fenced_remove(&key, fence_key, &fence, role)
+                        .await;
+                }
                 let mut call = self.fenced_remove.prepare_invoke();
                 call.key(&key).key(self.fence_key(id, &fence));
                 if !self.cluster {

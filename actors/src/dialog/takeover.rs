@@ -75,8 +75,14 @@ pub async fn rebalance_with(
     {
         indexes.push(own);
     }
+    // On a Redis Cluster a record can be listed by two indexes for a moment (its new owner's
+    // and, until it is dropped, its old one's): each is handled once.
+    let mut seen = std::collections::HashSet::new();
     for index in indexes {
         for record in store.indexed(&index).await? {
+            if !seen.insert(record.key.clone()) {
+                continue;
+            }
             report.scanned += 1;
             let id = &record.state.id;
             // A visitor (an in-dialog request passing through) does not run the dialog.

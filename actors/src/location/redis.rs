@@ -79,7 +79,7 @@ const REMOVE_CONNECTION_LUA: &str = include_str!("redis/remove_connection.lua");
 /// The single-server key layout of the register script.
 const LAYOUT_SINGLE_LUA: &str = include_str!("redis/layout_single.lua");
 
-pub use cluster::DEFAULT_BUCKETS;
+pub use cluster::{DEFAULT_BUCKETS, IndexRepair};
 
 /// Settings of a [`RedisLocationStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,64 +353,74 @@ impl RedisLocationStore {
     /// by the cluster, or this node's own from before a restart: no connection of a process
     /// outlives it) and marks the AORs left empty as closed flows, so requests to them get 480
     /// until the users register again. Connections for which `keep` holds are left alone (a
-    /// restarted node keeps its new process's). Walks the connection index with `SCAN`;
-    /// returns the number of bindings removed.
+    /// restarted node keeps its new process's). Walks the connection index with `SCAN` (on a
+    /// Redis Cluster, on every master); returns the number of bindings removed.
     pub async fn remove_scope_connections(
         &self,
         scope: &str,
         keep: impl Fn(ConnectionId) -> bool,
     ) -> Result<usize, StoreError> {
-        if self.cluster.is_some() {
-            // A Redis Cluster spreads the connection index over every master and `SCAN` walks
-            // one node at a time; not implemented yet. Requests to such flows still get 480
-            // (the holder is gone), and the bindings go when they expire.
-            tracing::warn!(
-                scope,
-                "removing a dead node's flow bindings is not implemented on a Redis Cluster; \
-                 they stay until they expire"
-            );
-            return Ok(0);
-        }
-        let index_prefix = self.keys.connection.clone();
-        let glob = |s: &str| {
-            s.chars()
-                .fold(String::with_capacity(s.len()), |mut out, c| {
-                    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-                        out.push('\\');
-                    }
-                    out.push(c);
-                    out
-                })
+        // Single server: `P conn:<scope>:<id>`; Cluster: `P{conn:<scope>:<id>}`, spread over
+        // every master, so the walk visits each (`RedisEndpoint::scan_targets`).
+        let (index_prefix, suffix) = match &self.cluster {
+            Some(layout) => (format!("{}{{conn:", layout.prefix()), "}"),
+            None => (self.keys.connection.clone(), ""),
         };
-        let pattern = format!("{}{}:*", glob(&index_prefix), glob(scope));
-        let mut cursor: u64 = 0;
+        let pattern = format!(
+            "{}{}:*{}",
+            glob_escape(&index_prefix),
+            glob_escape(scope),
+            glob_escape(suffix)
+        );
+        let targets = self.bounded(self.conn.scan_targets()).await?;
         let mut removed = 0;
-        loop {
-            let mut cmd = ::redis::cmd("SCAN");
-            cmd.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500);
-            let mut conn = self.conn.clone();
-            let (next, keys): (u64, Vec<String>) = self.bounded(cmd.query_async(&mut conn)).await?;
-            for key in keys {
-                let Some(text) = key.strip_prefix(&index_prefix) else {
-                    continue;
+        // A failing master (down, no replica) stops neither the walk of the others nor the
+        // removal of the connections that do not touch it; the first error is reported at the
+        // end, so the caller retries.
+        let mut failed = None;
+        for target in targets {
+            let mut cursor: u64 = 0;
+            loop {
+                let page = self
+                    .bounded(self.conn.scan_page(target, cursor, &pattern, 500))
+                    .await;
+                let (next, keys) = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        break;
+                    }
                 };
-                // Exactly `scope:<digits>`: not a longer scope that starts with this one.
-                let id = text
-                    .strip_prefix(scope)
-                    .and_then(|r| r.strip_prefix(':'))
-                    .and_then(|id| id.parse::<u64>().ok());
-                if id.is_some_and(|id| !keep(ConnectionId(id))) {
-                    removed += self.remove_connection_text(text.to_owned()).await?;
+                for key in keys {
+                    let Some(text) = key
+                        .strip_prefix(&index_prefix)
+                        .and_then(|t| t.strip_suffix(suffix))
+                    else {
+                        continue;
+                    };
+                    // Exactly `scope:<digits>`: not a longer scope that starts with this one.
+                    let id = text
+                        .strip_prefix(scope)
+                        .and_then(|r| r.strip_prefix(':'))
+                        .and_then(|id| id.parse::<u64>().ok());
+                    if id.is_some_and(|id| !keep(ConnectionId(id))) {
+                        match self.remove_connection_text(text.to_owned()).await {
+                            Ok(n) => removed += n,
+                            Err(e) => {
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
                 }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            if next == 0 {
-                return Ok(removed);
-            }
-            cursor = next;
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
         }
     }
 
@@ -808,4 +818,16 @@ impl LocationStore for RedisLocationStore {
             bindings: usize::try_from(bindings.unwrap_or(0)).unwrap_or(0),
         })
     }
+}
+
+/// `s` with the `SCAN MATCH` glob characters escaped.
+fn glob_escape(s: &str) -> String {
+    s.chars()
+        .fold(String::with_capacity(s.len()), |mut out, c| {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                out.push('\\');
+            }
+            out.push(c);
+            out
+        })
 }

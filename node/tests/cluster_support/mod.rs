@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sipmesh_test_support::{
-    NodeOptions, RawMessage, RawRequest, RedisServer, SipmeshNode, Target, TcpPeer, TestDir,
-    UdpPeer, ViaTransport,
+    NodeOptions, RawMessage, RawRequest, RedisCluster, RedisServer, SipmeshNode, Target, TcpPeer,
+    TestDir, UdpPeer, ViaTransport,
 };
 
 /// The binary under test.
@@ -42,6 +42,9 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<SipmeshNode>,
     _dirs: Vec<TestDir>,
     pub(crate) redis: RedisServer,
+    /// With [`Self::start_on_redis_cluster`]: the Redis Cluster every node uses (`redis` is
+    /// then unused).
+    pub(crate) rcluster: Option<RedisCluster>,
 }
 
 impl Cluster {
@@ -62,7 +65,26 @@ impl Cluster {
         n: u8,
         args: impl Fn(usize, IpAddr) -> Vec<String>,
     ) -> Self {
+        Self::start_on(test, n, None, args)
+    }
+
+    /// Like [`Self::start_with`], every node on a 3-master Redis Cluster
+    /// (`--redis redis+cluster://…`, also the cluster layer's store).
+    pub(crate) fn start_on_redis_cluster(test: &str, n: u8, args: &[String]) -> Self {
+        let rcluster = RedisCluster::start(test, 3);
+        Self::start_on(test, n, Some(rcluster), |_, _| args.to_vec())
+    }
+
+    fn start_on(
+        test: &str,
+        n: u8,
+        rcluster: Option<RedisCluster>,
+        args: impl Fn(usize, IpAddr) -> Vec<String>,
+    ) -> Self {
         let redis = RedisServer::start();
+        let url = rcluster
+            .as_ref()
+            .map_or_else(|| redis.url(), RedisCluster::url);
         let mut options: Vec<NodeOptions> = Vec::new();
         for i in 0..n {
             let ip = member_ip(test, i);
@@ -76,7 +98,7 @@ impl Cluster {
                 .with_cluster(&format!("node{}", i + 1), seeds);
             o.log_filter = "info,sipmesh_cluster=debug".to_owned();
             o.domains.push(DOMAIN.to_owned());
-            o.extra_args.extend(["--redis".to_owned(), redis.url()]);
+            o.extra_args.extend(["--redis".to_owned(), url.clone()]);
             o.extra_args.extend(args(usize::from(i), ip));
             options.push(o);
         }
@@ -94,6 +116,7 @@ impl Cluster {
             nodes,
             _dirs: dirs,
             redis,
+            rcluster,
         }
     }
 

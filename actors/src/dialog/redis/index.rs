@@ -1,5 +1,6 @@
 //! The dialog owner index (issue 5, failover; docs/REDIS.md "Dialog owner index"): reading the
-//! per-owner sets that the fenced save and remove scripts keep, and the per-node actor counts
+//! per-owner sets that the fenced save and remove scripts keep (on a Redis Cluster, the
+//! separate commands of `cluster_index`), and the per-node actor counts
 //! shown in the admin view.
 //!
 //! - `P by-owner:<lease key>`: a set of the record keys last written by the node of that lease
@@ -11,7 +12,8 @@
 //! - `P owned:<lease key>`: the number of dialog actors that node runs, published every second
 //!   with a short expiry (a statistic: written unfenced).
 //!
-//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read.
+//! Members whose record expired (a lost BYE on a dead node) are removed from the set when read
+//! (on a Redis Cluster, put back if the record exists again right after: a save in flight).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,21 +40,27 @@ pub struct IndexedRecord {
 
 impl RedisDialogStore {
     /// The owner index of the node holding lease key `lease_key`: `P by-owner:<lease key>`.
+    /// On a Redis Cluster: `P{by-owner:<lease key>}` (its own slot).
     pub fn index_key_of(&self, lease_key: &str) -> String {
+        if self.cluster {
+            return self.cluster_index_key(lease_key);
+        }
         format!("{}by-owner:{lease_key}", self.prefix)
     }
 
-    /// The set of every owner index: `P owners`.
+    /// The set of every owner index: `P owners` (on a Redis Cluster `P{owners}`).
     pub fn owners_key(&self) -> String {
+        if self.cluster {
+            return format!("{}{{owners}}", self.prefix);
+        }
         format!("{}owners", self.prefix)
     }
 
-    /// This store's own owner index (`None` unfenced or on a Redis Cluster: no index kept).
+    /// This store's own owner index (`None` unfenced: no index kept).
     pub fn own_index(&self) -> Option<String> {
-        match (&self.fence, self.cluster) {
-            (Some(f), false) => Some(self.index_key_of(f.lease_key())),
-            _ => None,
-        }
+        self.fence
+            .as_ref()
+            .map(|f| self.index_key_of(f.lease_key()))
     }
 
     /// Every owner index ever written (members of `P owners`).
@@ -84,11 +92,18 @@ impl RedisDialogStore {
         let mut out = Vec::with_capacity(members.len());
         let mut gone = Vec::new();
         for chunk in members.chunks(256) {
-            let mut pipe = ::redis::pipe();
-            for key in chunk {
-                pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
-            }
-            let replies: Vec<FieldsAndTtl> = {
+            let replies: Vec<FieldsAndTtl> = if self.cluster {
+                // One slot per record: a pipeline per record, several at a time.
+                let mut out = Vec::with_capacity(chunk.len());
+                for flat in self.cluster_records(chunk).await? {
+                    out.extend(pair_up(flat)?);
+                }
+                out
+            } else {
+                let mut pipe = ::redis::pipe();
+                for key in chunk {
+                    pipe.cmd("HGETALL").arg(key).cmd("PTTL").arg(key);
+                }
                 let flat: Vec<::redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
                 pair_up(flat)?
             };
@@ -113,6 +128,11 @@ impl RedisDialogStore {
         if !gone.is_empty() {
             let cmd = ::redis::cmd("SREM").arg(index).arg(&gone).clone();
             self.bounded(cmd.query_async::<i64>(&mut conn)).await?;
+            if self.cluster {
+                // A save lists its record before writing it: one written since it was read
+                // goes back (see `cluster_index`).
+                self.cluster_relist(index, &gone).await?;
+            }
         }
         Ok(out)
     }

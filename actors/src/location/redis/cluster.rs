@@ -25,6 +25,8 @@
 //! anyway) or a connection set missing an AOR (its flow binding then lives until it expires
 //! instead of going with the connection).
 
+mod repair;
+
 use std::sync::Arc;
 
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
@@ -34,6 +36,8 @@ use super::library::RegisterScript;
 use super::{COMMON_LUA, REGISTER_LUA, RedisLocationStore, bad_reply, bytes_of};
 use crate::location::store::{StoreError, StoreStats};
 use crate::redis_endpoint::RedisEndpoint;
+
+pub use repair::IndexRepair;
 
 /// The Cluster key layout.
 const LAYOUT_CLUSTER_LUA: &str = include_str!("layout_cluster.lua");
@@ -133,6 +137,11 @@ impl ClusterLayout {
             sweep_aor: script(SWEEP_AOR_LUA),
             bucket_index: Script::new(BUCKET_INDEX_LUA),
         }
+    }
+
+    /// The key prefix `P`.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// `P{<AOR>}<suffix>`.
