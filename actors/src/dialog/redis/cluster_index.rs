@@ -23,7 +23,9 @@
 //!    told from a save in flight (listed in the new index, record not written yet); the
 //!    rebalance handles a record listed twice once.
 //!
-//! A visitor's save (an in-dialog request at a node that does not run the dialog,
+//! An adoption ([`WriteRole::Take`]) rewrites the record from the adopter's copy but keeps its
+//! time left (`PTTL` read first), so the adopted dialog's timeout still counts from its last
+//! refresh. A visitor's save (an in-dialog request at a node that does not run the dialog,
 //! [`WriteRole::Visitor`]) touches no index: it keeps the record's `owner` field, and does not
 //! recreate a record that is gone, as on a single server. The claim rule ("Per-dialog owner
 //! claims") is not checked on a Cluster: the claimant's lease is in another slot.
@@ -103,6 +105,16 @@ impl RedisDialogStore {
             let mut conn = self.conn.clone();
             return self.write_then_wait(call, &mut conn).await;
         }
+        // An adoption keeps the record's expiry (its timer follows the time left since the
+        // last refresh), as the single-server take does.
+        let ttl_ms = if role == WriteRole::Take {
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("PTTL").arg(key).clone();
+            let left: i64 = self.bounded(cmd.query_async(&mut conn)).await?;
+            if left > 0 { left } else { ttl_ms }
+        } else {
+            ttl_ms
+        };
         let own = self.cluster_index_key(&fence.lease_key);
         let listed = async {
             let mut conn = self.conn.clone();
