@@ -121,6 +121,11 @@ pub struct Cli {
     /// wake-up (see docs/PERFORMANCE.md, issue 6).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
+    /// Run the signalling hot path (UDP sockets, transaction shards, media sessions, rtpengine
+    /// clients) on a dedicated thread of its own, the rest on the workers (see
+    /// docs/PERFORMANCE.md, issue 6).
+    #[arg(long = "signalling-thread", value_name = "BOOL")]
+    pub signalling_thread: Option<bool>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -219,6 +224,8 @@ pub struct RawConfig {
     pub media: RawMedia,
     /// Runtime worker threads (default: one per CPU core).
     pub workers: Option<usize>,
+    /// A dedicated thread for the signalling hot path.
+    pub signalling_thread: Option<bool>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -358,6 +365,9 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// Runtime worker threads (None: tokio's default, one per core or `TOKIO_WORKER_THREADS`).
     pub workers: Option<usize>,
+    /// Whether the signalling hot path runs on a thread of its own
+    /// ([`crate::signalling::SignallingThread`]).
+    pub signalling_thread: bool,
 }
 
 impl Cli {
@@ -407,6 +417,9 @@ impl Cli {
         raw.media.rtpengine.extend(self.rtpengine);
         if self.workers.is_some() {
             raw.workers = self.workers;
+        }
+        if self.signalling_thread.is_some() {
+            raw.signalling_thread = self.signalling_thread;
         }
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
@@ -503,6 +516,9 @@ impl TryFrom<RawConfig> for NodeConfig {
         }
         Ok(Self {
             workers: raw.workers,
+            signalling_thread: raw
+                .signalling_thread
+                .unwrap_or(crate::signalling::DEFAULT_SIGNALLING_THREAD),
             cluster,
             tls: tls.clone(),
             ws: ws.clone(),
@@ -552,6 +568,8 @@ impl TryFrom<RawConfig> for NodeConfig {
                 // Set by `run` when clustered (a Redis counter).
                 incarnation: Default::default(),
                 media,
+                // Set by `run` when `signalling_thread` is on (it owns the thread).
+                signalling: None,
             },
         })
     }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dev_cert;
 pub mod fenced_flows;
 pub mod lost_flows;
+pub mod signalling;
 pub mod takeover;
 
 use std::future::Future;
@@ -94,6 +95,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let epoch = MembershipEpoch::default();
     let mut engine_config = config.engine.clone();
+    let signalling = if config.signalling_thread {
+        let thread =
+            signalling::SignallingThread::start().context("starting the signalling thread")?;
+        engine_config.signalling = Some(thread.handle());
+        Some(thread)
+    } else {
+        None
+    };
     if let Some(cluster) = &config.cluster {
         engine_config.fence = Some(cluster_fence(cluster, epoch.clone()));
         clustered_engine(cluster, &mut engine_config).await?;
@@ -214,6 +223,9 @@ pub async fn run(
     }
     info!(grace = ?config.shutdown_grace, "shutting down");
     engine.shutdown(config.shutdown_grace).await;
+    if let Some(signalling) = signalling {
+        signalling.stop().await;
+    }
     Ok(())
 }
 

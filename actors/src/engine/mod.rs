@@ -106,6 +106,13 @@ pub struct EngineConfig {
     pub incarnation: Incarnation,
     /// Media relaying through rtpengine (None, or no instance: SDP passes untouched).
     pub media: Option<crate::media::MediaConfig>,
+    /// The runtime of the signalling hot path (issue 6): a current-thread runtime on a thread of
+    /// its own runs the UDP readers and writers, the transaction shards, the media sessions and
+    /// the rtpengine ng clients, so one call's datagrams and task hops wake that one thread
+    /// rather than ping-ponging between worker threads. The registrar's actors, the dialog
+    /// actors, stream connections and everything else stay on the runtime that calls
+    /// [`Engine::start`]. None: everything on that runtime.
+    pub signalling: Option<tokio::runtime::Handle>,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -169,7 +176,11 @@ impl ShardSpawn<'_> {
                         .clone()
                         .zip(self.config.media.as_ref().map(|m| m.profiles.clone())),
                 };
-                tokio::spawn(shard::run(core_config, rx, services))
+                let run = shard::run(core_config, rx, services);
+                match &self.config.signalling {
+                    Some(runtime) => runtime.spawn(run),
+                    None => tokio::spawn(run),
+                }
             })
             .collect();
         Ok(Started {
@@ -199,6 +210,9 @@ pub enum EngineError {
     /// The registrar's supervisor actor could not start.
     #[error("registrar actors: {0}")]
     Registrar(String),
+    /// A start-up step on the signalling runtime did not finish (that runtime shut down).
+    #[error("signalling runtime: {0}")]
+    Signalling(#[source] tokio::task::JoinError),
 }
 
 /// A running engine.
@@ -238,7 +252,8 @@ impl Engine {
             ..TransportConfig::default()
         };
         let (transport, transport_tasks) =
-            transport::start(transport_config, ingress.clone()).await?;
+            transport::start_on(transport_config, ingress.clone(), config.signalling.clone())
+                .await?;
         let local = transport.local_addrs().to_vec();
         ingress.set_transport(transport.clone());
         let listeners: Vec<Listener> = local
@@ -276,9 +291,16 @@ impl Engine {
         };
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
-                let (sessions, timeouts) =
-                    crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()))
-                        .await?;
+                let opening =
+                    crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()));
+                // The ng clients' sockets and drivers belong on the signalling runtime.
+                let (sessions, timeouts) = match &config.signalling {
+                    Some(runtime) => runtime
+                        .spawn(opening)
+                        .await
+                        .map_err(EngineError::Signalling)??,
+                    None => opening.await?,
+                };
                 // Issue 6: a clustered node logs its offered, unconfirmed calls in Redis, so
                 // that a survivor deletes their sessions if this node dies.
                 if let (Some(redis), Some(fence)) = (&config.redis, &config.fence) {

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, trace, warn};
@@ -55,15 +56,18 @@ impl UdpSender {
     }
 }
 
-/// Binds a UDP socket on `addr` and spawns its reader and writer into `tasks`.
+/// Binds a UDP socket on `addr` and spawns its reader and writer into `tasks`, on `runtime`
+/// (whose I/O driver then owns the socket, so a datagram wakes that runtime's thread only).
 pub(crate) fn spawn(
     addr: SocketAddr,
     config: &TransportConfig,
     sink: Arc<dyn InboundSink>,
     stats: Arc<TransportStats>,
     shutdown: watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
+    (tasks, runtime): (&mut JoinSet<()>, &Handle),
 ) -> Result<UdpSender, TransportError> {
+    // The socket registers with the reactor of the runtime entered here.
+    let _entered = runtime.enter();
     let bind_err = |source| TransportError::Bind {
         transport: Transport::Udp,
         addr,
@@ -86,8 +90,14 @@ pub(crate) fn spawn(
         sink,
         stats: Arc::clone(&stats),
     };
-    tasks.spawn(reader.run(shutdown.clone()).instrument(span.clone()));
-    tasks.spawn(write_loop(socket, rx, config.udp_batch, stats, shutdown).instrument(span));
+    tasks.spawn_on(
+        reader.run(shutdown.clone()).instrument(span.clone()),
+        runtime,
+    );
+    tasks.spawn_on(
+        write_loop(socket, rx, config.udp_batch, stats, shutdown).instrument(span),
+        runtime,
+    );
     debug!(%local, "UDP socket bound");
     Ok(UdpSender { local, tx })
 }
