@@ -126,6 +126,10 @@ pub struct Cli {
     /// docs/PERFORMANCE.md, issue 6).
     #[arg(long = "signalling-thread", value_name = "BOOL")]
     pub signalling_thread: Option<bool>,
+    /// Send UDP datagrams straight from the transaction shard while the socket's send queue is
+    /// empty, rather than always through the socket's writer task (default true).
+    #[arg(long = "udp-direct-send", value_name = "BOOL")]
+    pub udp_direct_send: Option<bool>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -226,6 +230,8 @@ pub struct RawConfig {
     pub workers: Option<usize>,
     /// A dedicated thread for the signalling hot path.
     pub signalling_thread: Option<bool>,
+    /// Direct UDP sends from the shards.
+    pub udp_direct_send: Option<bool>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -421,6 +427,9 @@ impl Cli {
         if self.signalling_thread.is_some() {
             raw.signalling_thread = self.signalling_thread;
         }
+        if self.udp_direct_send.is_some() {
+            raw.udp_direct_send = self.udp_direct_send;
+        }
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
         }
@@ -570,6 +579,7 @@ impl TryFrom<RawConfig> for NodeConfig {
                 media,
                 // Set by `run` when `signalling_thread` is on (it owns the thread).
                 signalling: None,
+                udp_direct_send: raw.udp_direct_send.unwrap_or(true),
             },
         })
     }

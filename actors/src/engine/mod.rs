@@ -113,6 +113,9 @@ pub struct EngineConfig {
     /// actors, stream connections and everything else stay on the runtime that calls
     /// [`Engine::start`]. None: everything on that runtime.
     pub signalling: Option<tokio::runtime::Handle>,
+    /// UDP datagrams go straight from the shard to the kernel while the socket's queue is empty
+    /// ([`TransportConfig::udp_direct_send`]).
+    pub udp_direct_send: bool,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -249,6 +252,7 @@ impl Engine {
             tls: config.tls.clone(),
             ws: config.ws.clone(),
             connection_id_base: config.incarnation.connection_base(),
+            udp_direct_send: config.udp_direct_send,
             ..TransportConfig::default()
         };
         let (transport, transport_tasks) =
