@@ -109,7 +109,8 @@ pub struct EngineConfig {
     /// The runtime of the signalling hot path (issue 6): a current-thread runtime on a thread of
     /// its own runs the UDP readers and writers, the transaction shards, the media sessions and
     /// the rtpengine ng clients, so one call's datagrams and task hops wake that one thread
-    /// rather than ping-ponging between worker threads. The registrar's actors, the dialog
+    /// rather than ping-ponging between worker threads. The dialog actors run there too when
+    /// their store is in memory (no `redis`). The registrar's actors, Redis-backed dialog
     /// actors, stream connections and everything else stay on the runtime that calls
     /// [`Engine::start`]. None: everything on that runtime.
     pub signalling: Option<tokio::runtime::Handle>,
@@ -148,6 +149,10 @@ impl ShardSpawn<'_> {
         let registrar = Registrar::start(store.clone(), registrar_config)
             .await
             .map_err(|e| EngineError::Registrar(e.to_string()))?;
+        if self.config.signalling.is_some() {
+            // The shards run elsewhere: the AOR actors and the store's connections stay here.
+            registrar.keep_on(tokio::runtime::Handle::current());
+        }
         let stats_store = store.clone();
         let store_stats: admin::StoreStatsFn = Arc::new(move || {
             let store = stats_store.clone();
@@ -280,9 +285,18 @@ impl Engine {
             ),
             None => Arc::new(MemoryDialogStore::new()),
         };
-        let dialogs = Dialogs::start(dialog_store.clone(), config.dialog)
-            .await
-            .map_err(EngineError::Dialogs)?;
+        let starting = Dialogs::start(dialog_store.clone(), config.dialog);
+        // In-memory dialog actors are part of the hot path (a shard tells them of every
+        // call's 200, ACK and BYE): on the signalling runtime with the shards. Redis-backed
+        // ones write to Redis and stay on this runtime.
+        let dialogs = match (&config.signalling, &config.redis) {
+            (Some(runtime), None) => runtime
+                .spawn(starting)
+                .await
+                .map_err(EngineError::Signalling)?,
+            _ => starting.await,
+        }
+        .map_err(EngineError::Dialogs)?;
         let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
         // The node's own BYEs run in shard 0's client transactions (issue 6).
         let originator = dialog_end::Originator {
