@@ -864,6 +864,33 @@ mod tests {
     }
 
     #[test]
+    fn signalling_thread_and_direct_udp_sends_from_toml_and_command_line() {
+        let default = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert_eq!(
+            default.signalling_thread,
+            crate::signalling::DEFAULT_SIGNALLING_THREAD
+        );
+        assert!(default.engine.udp_direct_send);
+        assert!(default.engine.signalling.is_none(), "set by `run`");
+        let raw: RawConfig =
+            toml::from_str("signalling_thread = false\nudp_direct_send = false\n").unwrap();
+        let off = NodeConfig::try_from(raw).unwrap();
+        assert!(!off.signalling_thread);
+        assert!(!off.engine.udp_direct_send);
+        let cli = Cli::try_parse_from([
+            "sipmesh",
+            "--signalling-thread",
+            "true",
+            "--udp-direct-send",
+            "false",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert!(config.signalling_thread);
+        assert!(!config.engine.udp_direct_send);
+    }
+
+    #[test]
     fn worker_count_from_toml_and_command_line() {
         assert_eq!(
             NodeConfig::try_from(RawConfig::default()).unwrap().workers,
