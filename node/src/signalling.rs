@@ -11,12 +11,16 @@
 //! [`EngineConfig::signalling`]: sipmesh_actors::engine::EngineConfig::signalling
 
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 /// Whether a node runs its signalling on a thread of its own unless configured otherwise.
 pub const DEFAULT_SIGNALLING_THREAD: bool = true;
+
+/// How long the runtime's blocking work may still run when it stops.
+const SHUTDOWN_WAIT: Duration = Duration::from_millis(100);
 
 /// Name of the thread (as `top -H` and `/proc/PID/task/*/comm` show it).
 pub const THREAD_NAME: &str = "sipmesh-signal";
@@ -42,8 +46,10 @@ impl SignallingThread {
             .name(THREAD_NAME.to_owned())
             .spawn(move || {
                 // Runs the spawned tasks until told to stop (or until the sender is dropped);
-                // the runtime, and with it every task left on it, is dropped on this thread.
+                // then every task left on it is dropped, on this thread, and blocking work
+                // still running (a host-name lookup) gets a moment before it is abandoned.
                 let _ = runtime.block_on(stopped);
+                runtime.shutdown_timeout(SHUTDOWN_WAIT);
             })?;
         Ok(Self {
             handle,
