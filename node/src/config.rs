@@ -121,6 +121,15 @@ pub struct Cli {
     /// wake-up (see docs/PERFORMANCE.md, issue 6).
     #[arg(long = "workers", value_name = "N")]
     pub workers: Option<usize>,
+    /// Run the signalling hot path (UDP sockets, transaction shards, media sessions, rtpengine
+    /// clients) on a dedicated thread of its own, the rest on the workers (see
+    /// docs/PERFORMANCE.md, issue 6).
+    #[arg(long = "signalling-thread", value_name = "BOOL")]
+    pub signalling_thread: Option<bool>,
+    /// Send UDP datagrams straight from the transaction shard while the socket's send queue is
+    /// empty, rather than always through the socket's writer task (default true).
+    #[arg(long = "udp-direct-send", value_name = "BOOL")]
+    pub udp_direct_send: Option<bool>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -219,6 +228,10 @@ pub struct RawConfig {
     pub media: RawMedia,
     /// Runtime worker threads (default: one per CPU core).
     pub workers: Option<usize>,
+    /// A dedicated thread for the signalling hot path.
+    pub signalling_thread: Option<bool>,
+    /// Direct UDP sends from the shards.
+    pub udp_direct_send: Option<bool>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -358,6 +371,9 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterConfig>,
     /// Runtime worker threads (None: tokio's default, one per core or `TOKIO_WORKER_THREADS`).
     pub workers: Option<usize>,
+    /// Whether the signalling hot path runs on a thread of its own
+    /// ([`crate::signalling::SignallingThread`]).
+    pub signalling_thread: bool,
 }
 
 impl Cli {
@@ -407,6 +423,12 @@ impl Cli {
         raw.media.rtpengine.extend(self.rtpengine);
         if self.workers.is_some() {
             raw.workers = self.workers;
+        }
+        if self.signalling_thread.is_some() {
+            raw.signalling_thread = self.signalling_thread;
+        }
+        if self.udp_direct_send.is_some() {
+            raw.udp_direct_send = self.udp_direct_send;
         }
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
@@ -503,6 +525,9 @@ impl TryFrom<RawConfig> for NodeConfig {
         }
         Ok(Self {
             workers: raw.workers,
+            signalling_thread: raw
+                .signalling_thread
+                .unwrap_or(crate::signalling::DEFAULT_SIGNALLING_THREAD),
             cluster,
             tls: tls.clone(),
             ws: ws.clone(),
@@ -552,6 +577,9 @@ impl TryFrom<RawConfig> for NodeConfig {
                 // Set by `run` when clustered (a Redis counter).
                 incarnation: Default::default(),
                 media,
+                // Set by `run` when `signalling_thread` is on (it owns the thread).
+                signalling: None,
+                udp_direct_send: raw.udp_direct_send.unwrap_or(true),
             },
         })
     }
@@ -833,6 +861,33 @@ mod tests {
             toml::from_str("[media]\nrtpengine = [\"udp:127.0.0.1:1\"]\nping_interval_ms = 0\n")
                 .unwrap();
         assert!(NodeConfig::try_from(zero).is_err());
+    }
+
+    #[test]
+    fn signalling_thread_and_direct_udp_sends_from_toml_and_command_line() {
+        let default = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert_eq!(
+            default.signalling_thread,
+            crate::signalling::DEFAULT_SIGNALLING_THREAD
+        );
+        assert!(default.engine.udp_direct_send);
+        assert!(default.engine.signalling.is_none(), "set by `run`");
+        let raw: RawConfig =
+            toml::from_str("signalling_thread = false\nudp_direct_send = false\n").unwrap();
+        let off = NodeConfig::try_from(raw).unwrap();
+        assert!(!off.signalling_thread);
+        assert!(!off.engine.udp_direct_send);
+        let cli = Cli::try_parse_from([
+            "sipmesh",
+            "--signalling-thread",
+            "true",
+            "--udp-direct-send",
+            "false",
+        ])
+        .unwrap();
+        let config = cli.into_config().unwrap();
+        assert!(config.signalling_thread);
+        assert!(!config.engine.udp_direct_send);
     }
 
     #[test]

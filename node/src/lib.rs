@@ -15,6 +15,7 @@ pub mod dev_cert;
 pub mod fenced_flows;
 pub mod index_repair;
 pub mod lost_flows;
+pub mod signalling;
 pub mod takeover;
 
 use std::future::Future;
@@ -95,6 +96,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let epoch = MembershipEpoch::default();
     let mut engine_config = config.engine.clone();
+    let signalling = if config.signalling_thread {
+        let thread =
+            signalling::SignallingThread::start().context("starting the signalling thread")?;
+        engine_config.signalling = Some(thread.handle());
+        Some(thread)
+    } else {
+        None
+    };
     if let Some(cluster) = &config.cluster {
         engine_config.fence = Some(cluster_fence(cluster, epoch.clone()));
         clustered_engine(cluster, &mut engine_config).await?;
@@ -251,6 +260,9 @@ pub async fn run(
     }
     info!(grace = ?config.shutdown_grace, "shutting down");
     engine.shutdown(config.shutdown_grace).await;
+    if let Some(signalling) = signalling {
+        signalling.stop().await;
+    }
     Ok(())
 }
 

@@ -106,6 +106,17 @@ pub struct EngineConfig {
     pub incarnation: Incarnation,
     /// Media relaying through rtpengine (None, or no instance: SDP passes untouched).
     pub media: Option<crate::media::MediaConfig>,
+    /// The runtime of the signalling hot path (issue 6): a current-thread runtime on a thread of
+    /// its own runs the UDP readers and writers, the transaction shards, the media sessions and
+    /// the rtpengine ng clients, so one call's datagrams and task hops wake that one thread
+    /// rather than ping-ponging between worker threads. The dialog actors run there too when
+    /// their store is in memory (no `redis`). The registrar's actors, Redis-backed dialog
+    /// actors, stream connections and everything else stay on the runtime that calls
+    /// [`Engine::start`]. None: everything on that runtime.
+    pub signalling: Option<tokio::runtime::Handle>,
+    /// UDP datagrams go straight from the shard to the kernel while the socket's queue is empty
+    /// ([`TransportConfig::udp_direct_send`]).
+    pub udp_direct_send: bool,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -138,6 +149,10 @@ impl ShardSpawn<'_> {
         let registrar = Registrar::start(store.clone(), registrar_config)
             .await
             .map_err(|e| EngineError::Registrar(e.to_string()))?;
+        if self.config.signalling.is_some() {
+            // The shards run elsewhere: the AOR actors and the store's connections stay here.
+            registrar.keep_on(tokio::runtime::Handle::current());
+        }
         let stats_store = store.clone();
         let store_stats: admin::StoreStatsFn = Arc::new(move || {
             let store = stats_store.clone();
@@ -169,7 +184,11 @@ impl ShardSpawn<'_> {
                         .clone()
                         .zip(self.config.media.as_ref().map(|m| m.profiles.clone())),
                 };
-                tokio::spawn(shard::run(core_config, rx, services))
+                let run = shard::run(core_config, rx, services);
+                match &self.config.signalling {
+                    Some(runtime) => runtime.spawn(run),
+                    None => tokio::spawn(run),
+                }
             })
             .collect();
         Ok(Started {
@@ -199,6 +218,9 @@ pub enum EngineError {
     /// The registrar's supervisor actor could not start.
     #[error("registrar actors: {0}")]
     Registrar(String),
+    /// A start-up step on the signalling runtime did not finish (that runtime shut down).
+    #[error("signalling runtime: {0}")]
+    Signalling(#[source] tokio::task::JoinError),
 }
 
 /// A running engine.
@@ -235,10 +257,12 @@ impl Engine {
             tls: config.tls.clone(),
             ws: config.ws.clone(),
             connection_id_base: config.incarnation.connection_base(),
+            udp_direct_send: config.udp_direct_send,
             ..TransportConfig::default()
         };
         let (transport, transport_tasks) =
-            transport::start(transport_config, ingress.clone()).await?;
+            transport::start_on(transport_config, ingress.clone(), config.signalling.clone())
+                .await?;
         let local = transport.local_addrs().to_vec();
         ingress.set_transport(transport.clone());
         let listeners: Vec<Listener> = local
@@ -261,9 +285,18 @@ impl Engine {
             ),
             None => Arc::new(MemoryDialogStore::new()),
         };
-        let dialogs = Dialogs::start(dialog_store.clone(), config.dialog)
-            .await
-            .map_err(EngineError::Dialogs)?;
+        let starting = Dialogs::start(dialog_store.clone(), config.dialog);
+        // In-memory dialog actors are part of the hot path (a shard tells them of every
+        // call's 200, ACK and BYE): on the signalling runtime with the shards. Redis-backed
+        // ones write to Redis and stay on this runtime.
+        let dialogs = match (&config.signalling, &config.redis) {
+            (Some(runtime), None) => runtime
+                .spawn(starting)
+                .await
+                .map_err(EngineError::Signalling)?,
+            _ => starting.await,
+        }
+        .map_err(EngineError::Dialogs)?;
         let cluster_peers = Arc::new(std::sync::RwLock::new(Vec::new()));
         // The node's own BYEs run in shard 0's client transactions (issue 6).
         let originator = dialog_end::Originator {
@@ -276,9 +309,16 @@ impl Engine {
         };
         let media = match &config.media {
             Some(m) if !m.instances.is_empty() => {
-                let (sessions, timeouts) =
-                    crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()))
-                        .await?;
+                let opening =
+                    crate::media::MediaSessions::start(m.clone(), Some(dialog_store.clone()));
+                // The ng clients' sockets and drivers belong on the signalling runtime.
+                let (sessions, timeouts) = match &config.signalling {
+                    Some(runtime) => runtime
+                        .spawn(opening)
+                        .await
+                        .map_err(EngineError::Signalling)??,
+                    None => opening.await?,
+                };
                 // Issue 6: a clustered node logs its offered, unconfirmed calls in Redis, so
                 // that a survivor deletes their sessions if this node dies.
                 if let (Some(redis), Some(fence)) = (&config.redis, &config.fence) {

@@ -66,6 +66,10 @@ pub(crate) struct Directory<S: LocationStore> {
     pub(crate) config: RegistrarConfig,
     /// This directory, for the actors and jobs it creates.
     myself: Weak<Self>,
+    /// The runtime AOR actors and plain store calls run on when requests come from another
+    /// one (the node's signalling thread, issue 6): the store's connections and their I/O then
+    /// stay on it. Unset: wherever the request comes from (the shard drives store calls itself).
+    home: OnceLock<tokio::runtime::Handle>,
 }
 
 impl<S: LocationStore> std::fmt::Debug for Directory<S> {
@@ -86,7 +90,14 @@ impl<S: LocationStore> Directory<S> {
             store,
             config,
             myself: myself.clone(),
+            home: OnceLock::new(),
         })
+    }
+
+    /// Runs AOR actors and plain store calls on `runtime` from now on (a second call is
+    /// ignored).
+    pub(crate) fn set_home(&self, runtime: tokio::runtime::Handle) {
+        let _ = self.home.set(runtime);
     }
 
     /// Links future actors to `supervisor`.
@@ -152,9 +163,10 @@ impl<S: LocationStore> Directory<S> {
             if let Some(work) = job.take() {
                 let store = Arc::clone(&self.store);
                 let call = run_stateless_async(store, work, self.config.clock.now());
-                match driver {
-                    Some(driver) => driver.push(call),
-                    None => drop(tokio::spawn(call)),
+                match (self.home.get(), driver) {
+                    (Some(home), _) => drop(home.spawn(call)),
+                    (None, Some(driver)) => driver.push(call),
+                    (None, None) => drop(tokio::spawn(call)),
                 }
             }
             return;
@@ -327,6 +339,8 @@ impl<S: LocationStore> Directory<S> {
             gate: Arc::clone(&gate),
             loading,
         };
+        // ractor spawns on the entered runtime.
+        let _entered = self.home.get().map(tokio::runtime::Handle::enter);
         match ractor::ActorRuntime::spawn_linked_instant(
             None,
             AorActor::<S>::new(),

@@ -72,6 +72,14 @@ impl<S: LocationStore> Registrar<S> {
         })
     }
 
+    /// Runs the AOR actors and plain store calls on `runtime` even when requests come from
+    /// tasks on another runtime (a node's signalling thread, issue 6), so that the store's
+    /// connections and their I/O stay on `runtime`. Without it they run where the request
+    /// comes from.
+    pub fn keep_on(&self, runtime: tokio::runtime::Handle) {
+        self.directory.set_home(runtime);
+    }
+
     /// The store behind the actors.
     pub fn store(&self) -> &Arc<S> {
         &self.directory.store

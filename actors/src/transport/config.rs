@@ -45,6 +45,11 @@ pub struct TransportConfig {
     pub tcp_send_queue: usize,
     /// Datagrams read (or written) per `recvmmsg`/`sendmmsg` call. Default 32.
     pub udp_batch: usize,
+    /// Send a datagram straight from the caller (`try_send_to`) when the socket's send queue
+    /// is empty and the socket writable, instead of through the writer task (one task hop, and
+    /// possibly one thread wake-up, fewer per datagram; issue 6). Queued otherwise, so one
+    /// sender's datagrams keep their order. Default true.
+    pub udp_direct_send: bool,
     /// `SO_RCVBUF`/`SO_SNDBUF` requested for UDP sockets (best effort; the kernel caps it at
     /// `net.core.rmem_max`/`wmem_max`). Default 4 MiB.
     pub udp_socket_buffer: usize,
@@ -81,6 +86,7 @@ impl Default for TransportConfig {
             udp_send_queue: 8_192,
             tcp_send_queue: 1_024,
             udp_batch: 32,
+            udp_direct_send: true,
             udp_socket_buffer: 4 << 20,
             tcp_read_chunk: 16 << 10,
             too_large_linger: Duration::from_secs(2),

@@ -296,8 +296,21 @@ pub async fn start(
     config: TransportConfig,
     sink: impl InboundSink,
 ) -> Result<(TransportHandle, JoinSet<()>), TransportError> {
+    start_on(config, sink, None).await
+}
+
+/// [`start`] with the UDP sockets (their reader and writer tasks, and their reactor
+/// registration) on `udp_runtime` instead of the current runtime: a node's dedicated
+/// signalling thread (issue 6), so a datagram and the shard it reaches wake one thread. Stream
+/// listeners and connections stay on the current runtime.
+pub async fn start_on(
+    config: TransportConfig,
+    sink: impl InboundSink,
+    udp_runtime: Option<tokio::runtime::Handle>,
+) -> Result<(TransportHandle, JoinSet<()>), TransportError> {
     config.validate()?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| TransportError::NoRuntime)?;
+    let udp_runtime = udp_runtime.unwrap_or_else(|| runtime.clone());
     let sink: Arc<dyn InboundSink> = Arc::new(sink);
     let stats = Arc::new(TransportStats::default());
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -330,7 +343,7 @@ pub async fn start(
                     Arc::clone(&sink),
                     Arc::clone(&stats),
                     shutdown_rx.clone(),
-                    &mut tasks,
+                    (&mut tasks, &udp_runtime),
                 )?;
                 local.push((kind, sender.local()));
                 udp_senders.push(sender);

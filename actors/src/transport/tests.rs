@@ -88,9 +88,10 @@ fn tcp_dest(addr: SocketAddr, connection: Option<ConnectionId>) -> Destination {
     }
 }
 
-async fn udp_roundtrip(bind: SocketAddr) {
-    let (handle, _tasks, mut rx) =
-        start_with(TransportConfig::new(vec![(Transport::Udp, bind)])).await;
+async fn udp_roundtrip(bind: SocketAddr, direct: bool) {
+    let mut config = TransportConfig::new(vec![(Transport::Udp, bind)]);
+    config.udp_direct_send = direct;
+    let (handle, _tasks, mut rx) = start_with(config).await;
     let server = handle.local_addr(Transport::Udp).expect("bound");
     assert_ne!(server.port(), 0);
     let client = UdpSocket::bind(SocketAddr::new(bind.ip(), 0))
@@ -136,12 +137,17 @@ async fn udp_roundtrip(bind: SocketAddr) {
 
 #[tokio::test]
 async fn udp_roundtrip_in_batches_v4() {
-    udp_roundtrip(v4()).await;
+    udp_roundtrip(v4(), false).await;
+}
+
+#[tokio::test]
+async fn udp_roundtrip_direct_v4() {
+    udp_roundtrip(v4(), true).await;
 }
 
 #[tokio::test]
 async fn udp_roundtrip_v6() {
-    udp_roundtrip(v6()).await;
+    udp_roundtrip(v6(), true).await;
 }
 
 #[tokio::test]
@@ -172,6 +178,7 @@ async fn udp_full_queue_drops_without_blocking() {
     // one-slot queue overflows deterministically.
     let mut config = TransportConfig::new(vec![(Transport::Udp, v4())]);
     config.udp_send_queue = 1;
+    config.udp_direct_send = false;
     let (handle, _tasks, _rx) = start_with(config).await;
     let client = UdpSocket::bind(v4()).await.unwrap();
     let dest = Destination {
@@ -187,6 +194,33 @@ async fn udp_full_queue_drops_without_blocking() {
     let mut buf = [0u8; 2048];
     let n = timeout(WAIT, client.recv(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf[..n], sip(0).as_slice());
+}
+
+#[tokio::test]
+async fn udp_direct_sends_need_no_writer_and_keep_their_order() {
+    // As above, the writer cannot run while this test sends: with an empty queue every
+    // datagram goes straight to the kernel, so the one-slot queue never fills.
+    let mut config = TransportConfig::new(vec![(Transport::Udp, v4())]);
+    config.udp_send_queue = 1;
+    let (handle, _tasks, _rx) = start_with(config).await;
+    // One turn of the reactor, which reports the new socket writable.
+    tokio::task::yield_now().await;
+    let client = UdpSocket::bind(v4()).await.unwrap();
+    let dest = Destination {
+        transport: Transport::Udp,
+        addr: client.local_addr().unwrap(),
+        connection: None,
+        local: None,
+    };
+    for i in 0..10 {
+        handle.send(dest, Bytes::from(sip(i)));
+    }
+    assert_eq!(handle.stats(), StatsSnapshot::default());
+    let mut buf = [0u8; 2048];
+    for i in 0..10 {
+        let n = timeout(WAIT, client.recv(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], sip(i).as_slice());
+    }
 }
 
 #[tokio::test]

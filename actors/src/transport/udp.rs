@@ -8,16 +8,19 @@
 //!
 //! The writer owns a bounded queue; it takes everything queued (up to one batch) and hands it
 //! to the kernel with one `sendmmsg`. A full queue drops the message in
-//! [`UdpSender::send`] without blocking.
+//! [`UdpSender::send`] without blocking. While the queue is empty, [`UdpSender::send`] hands a
+//! datagram to the kernel itself (`try_send_to`), sparing the hop to the writer.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, debug_span, trace, warn};
@@ -31,6 +34,11 @@ use super::{
 pub(crate) struct UdpSender {
     local: SocketAddr,
     tx: mpsc::Sender<(SocketAddr, Bytes)>,
+    /// The socket, for direct sends (None: always through the writer).
+    direct: Option<Arc<UdpSocket>>,
+    /// Datagrams queued for the writer and not yet handed to the kernel: a direct send is
+    /// only tried at zero, so it never overtakes a queued datagram.
+    queued: Arc<AtomicUsize>,
 }
 
 impl UdpSender {
@@ -39,9 +47,32 @@ impl UdpSender {
         self.local
     }
 
-    /// Queues one datagram; drops it (with a warning and a count) if the queue is full.
+    /// Sends one datagram: straight to the kernel when nothing is queued and the socket is
+    /// writable, else queued for the writer; drops it (with a warning and a count) if the
+    /// queue is full.
     pub(crate) fn send(&self, dest: SocketAddr, payload: Bytes, stats: &TransportStats) {
-        match self.tx.try_send((dest, payload)) {
+        if let Some(socket) = &self.direct
+            && self.queued.load(Ordering::Acquire) == 0
+        {
+            match socket.try_send_to(&payload, dest) {
+                Ok(_) => {
+                    trace!(peer = %dest, "datagram sent directly");
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    TransportStats::add(&stats.udp_send_errors, 1);
+                    debug!(peer = %dest, error = %e, "UDP send failed; datagram dropped");
+                    return;
+                }
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = self.tx.try_send((dest, payload));
+        if queued.is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        match queued {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 TransportStats::incr(&stats.udp_queue_full);
@@ -55,15 +86,18 @@ impl UdpSender {
     }
 }
 
-/// Binds a UDP socket on `addr` and spawns its reader and writer into `tasks`.
+/// Binds a UDP socket on `addr` and spawns its reader and writer into `tasks`, on `runtime`
+/// (whose I/O driver then owns the socket, so a datagram wakes that runtime's thread only).
 pub(crate) fn spawn(
     addr: SocketAddr,
     config: &TransportConfig,
     sink: Arc<dyn InboundSink>,
     stats: Arc<TransportStats>,
     shutdown: watch::Receiver<bool>,
-    tasks: &mut JoinSet<()>,
+    (tasks, runtime): (&mut JoinSet<()>, &Handle),
 ) -> Result<UdpSender, TransportError> {
+    // The socket registers with the reactor of the runtime entered here.
+    let _entered = runtime.enter();
     let bind_err = |source| TransportError::Bind {
         transport: Transport::Udp,
         addr,
@@ -77,6 +111,8 @@ pub(crate) fn spawn(
         super::mmsg::enable_packet_info(socket.as_raw_fd(), local.is_ipv6()).map_err(bind_err)?;
     }
     let (tx, rx) = mpsc::channel(config.udp_send_queue);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let direct = config.udp_direct_send.then(|| Arc::clone(&socket));
     let span = debug_span!("udp", %local);
     let reader = Reader {
         socket: Arc::clone(&socket),
@@ -86,10 +122,28 @@ pub(crate) fn spawn(
         sink,
         stats: Arc::clone(&stats),
     };
-    tasks.spawn(reader.run(shutdown.clone()).instrument(span.clone()));
-    tasks.spawn(write_loop(socket, rx, config.udp_batch, stats, shutdown).instrument(span));
+    tasks.spawn_on(
+        reader.run(shutdown.clone()).instrument(span.clone()),
+        runtime,
+    );
+    tasks.spawn_on(
+        write_loop(
+            socket,
+            (rx, Arc::clone(&queued)),
+            config.udp_batch,
+            stats,
+            shutdown,
+        )
+        .instrument(span),
+        runtime,
+    );
     debug!(%local, "UDP socket bound");
-    Ok(UdpSender { local, tx })
+    Ok(UdpSender {
+        local,
+        tx,
+        direct,
+        queued,
+    })
 }
 
 /// Creates the socket with socket2 so that IPv6 sockets are v6-only and buffers are large.
@@ -235,7 +289,7 @@ impl Batch {
 
 async fn write_loop(
     socket: Arc<UdpSocket>,
-    mut rx: mpsc::Receiver<(SocketAddr, Bytes)>,
+    (mut rx, queued): (mpsc::Receiver<(SocketAddr, Bytes)>, Arc<AtomicUsize>),
     batch: usize,
     stats: Arc<TransportStats>,
     mut shutdown: watch::Receiver<bool>,
@@ -258,6 +312,7 @@ async fn write_loop(
                 Ok(n) => {
                     trace!(count = n, "datagrams sent");
                     sent += n.max(1);
+                    queued.fetch_sub(n.max(1), Ordering::AcqRel);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
@@ -268,6 +323,7 @@ async fn write_loop(
                         debug!(%peer, error = %e, "UDP send failed; datagram dropped");
                     }
                     sent += 1;
+                    queued.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
