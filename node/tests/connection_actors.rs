@@ -12,8 +12,10 @@ use sipmesh_test_support::{Harness, RawClient, ViaTransport, free_port};
 /// The binary under test.
 const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
 
-/// How long the binding may outlive the panic.
-const GONE_WITHIN: Duration = Duration::from_secs(1);
+/// How long the binding may outlive the panic: a bound on the wait, not a speed figure (the
+/// supervisor handles the failure in 0.3-0.6 s on a quiet machine, over 1 s when the suite's
+/// other tests load both cores; the time taken is printed).
+const GONE_WITHIN: Duration = Duration::from_secs(5);
 
 fn start(test: &str) -> Harness {
     Harness::try_start(SIPMESH, test, |options| {
@@ -51,7 +53,7 @@ fn bound(raw: &mut RawClient, ip: IpAddr, user: &str, attempt: u32) -> bool {
         .set("From", format!("<{aor}>;tag=q{attempt}"))
         .without("Contact");
     let answer = raw
-        .request(&query, Duration::from_secs(1))
+        .request(&query, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("binding query {attempt}: {e}"))
         .unwrap_or_else(|| panic!("binding query {attempt} unanswered"));
     assert_eq!(answer.status(), Some(200), "{}", answer.start_line());
