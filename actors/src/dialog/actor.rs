@@ -19,6 +19,11 @@
 //! after [`VISIT_IDLE`]; at the dialog timeout it stops at once, without BYE. A dialog confirmed
 //! at a node that is not its placement owner is handed over ([`DialogMsg::HandOver`]) once the
 //! 2xx is out: the owner adopts it and this actor becomes a visitor.
+//!
+//! Record revisions (issue 5, stale copies): the actor keeps the [`Revision`] of its copy and
+//! presents it with every write; a write refused because another node rewrote the record
+//! since ([`DialogStoreError::Outdated`]) is redone on the reloaded record with the event
+//! applied again, at most [`OUTDATED_RETRIES`] times, so a visitor's change is never undone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -241,7 +246,9 @@ impl Actor for DialogActor {
                         match save_record(state, &d).await {
                             Err(DialogStoreError::Outdated) if attempt < OUTDATED_RETRIES => {
                                 debug!("record rewritten elsewhere: media state re-applied");
-                                reload(state).await;
+                                if reload(state).await != Reloaded::Found {
+                                    break;
+                                }
                             }
                             Err(e) => {
                                 warn!(error = %e, "storing the media state failed");
@@ -374,10 +381,20 @@ async fn ensure_loaded(state: &mut DialogActorState) {
     }
 }
 
+/// What [`reload`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Reloaded {
+    /// The record (and its revision) replaced the actor's copy.
+    Found,
+    /// No record: the dialog ended elsewhere (or expired).
+    Gone,
+    /// The read failed (logged): the copy is kept.
+    Failed,
+}
+
 /// Reads the record of the actor's dialog again, with its revision (after a write refused as
-/// [`DialogStoreError::Outdated`], or an adoption); true when it was found. A failed read keeps
-/// the copy (logged).
-async fn reload(state: &mut DialogActorState) -> bool {
+/// [`DialogStoreError::Outdated`], or an adoption).
+async fn reload(state: &mut DialogActorState) -> Reloaded {
     let id = state
         .dialog
         .as_ref()
@@ -386,12 +403,12 @@ async fn reload(state: &mut DialogActorState) -> bool {
         Ok(Some((d, rev))) => {
             state.dialog = Some(d);
             state.rev = rev;
-            true
+            Reloaded::Found
         }
-        Ok(None) => false,
+        Ok(None) => Reloaded::Gone,
         Err(e) => {
             warn!(error = %e, "reloading the dialog record failed");
-            false
+            Reloaded::Failed
         }
     }
 }
@@ -412,9 +429,13 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
                     attempt,
                     "record rewritten elsewhere: reloaded, event re-applied"
                 );
-                if !reload(state).await {
-                    info!("the dialog record is gone (ended elsewhere)");
-                    return (Next::Stop, true);
+                match reload(state).await {
+                    Reloaded::Found => {}
+                    Reloaded::Gone => {
+                        info!("the dialog record is gone (ended elsewhere)");
+                        return (Next::Stop, true);
+                    }
+                    Reloaded::Failed => return (Next::Continue, false),
                 }
             }
             Applied::Outdated => {
