@@ -594,7 +594,7 @@ fn schedule_hand_over(myself: &ActorRef<DialogMsg>, state: &DialogActorState) {
 }
 
 /// Tells the owner (lease key `owner`) to adopt the dialog; once the owner holds the record's
-/// claim ([`hand_over_check`]), this actor is a visitor (no dialog timer). Nobody listening (no subscription: Sentinel, Cluster URLs; the
+/// claim ([`hand_over_check`]), this actor is a visitor (no dialog timer). Nobody listening (no subscription: Cluster URLs, a Sentinel failover under way; the
 /// owner just died): the dialog stays here until a rebalance moves it.
 async fn hand_over(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, owner: &str) {
     if state.visitor.load(Ordering::Relaxed) {
