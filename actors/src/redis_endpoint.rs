@@ -84,7 +84,8 @@ pub struct RedisEndpoint {
 
 #[derive(Clone)]
 enum Inner {
-    Single(ConnectionManager),
+    /// The connection and a client of the same server (for subscriptions).
+    Single(ConnectionManager, Client),
     Sentinel(sentinel::SentinelLink),
     Cluster(ClusterConnection),
 }
@@ -92,7 +93,7 @@ enum Inner {
 impl std::fmt::Debug for RedisEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self.inner {
-            Inner::Single(_) => "RedisEndpoint(single)",
+            Inner::Single(..) => "RedisEndpoint(single)",
             Inner::Sentinel(_) => "RedisEndpoint(sentinel)",
             Inner::Cluster(_) => "RedisEndpoint(cluster)",
         })
@@ -113,9 +114,9 @@ impl RedisEndpoint {
                     .set_max_delay(sentinel::MAX_DELAY)
                     .set_number_of_retries(3)
                     .set_pipeline_buffer_size(config.pipeline_buffer.max(1));
-                let conn = ConnectionManager::new_lazy_with_config(client, manager_config)
+                let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
                     .map_err(EndpointError::Client)?;
-                Inner::Single(conn)
+                Inner::Single(conn, client)
             }
             EndpointUrl::Sentinel(s) => Inner::Sentinel(
                 sentinel::SentinelLink::spawn(&s, config).map_err(EndpointError::Client)?,
@@ -128,9 +129,20 @@ impl RedisEndpoint {
     /// `"single"`, `"sentinel"` or `"cluster"`.
     pub fn kind(&self) -> &'static str {
         match self.inner {
-            Inner::Single(_) => "single",
+            Inner::Single(..) => "single",
             Inner::Sentinel(_) => "sentinel",
             Inner::Cluster(_) => "cluster",
+        }
+    }
+
+    /// Where a pub/sub subscription of this endpoint goes (it needs a connection of its own):
+    /// the single server, or the master the sentinels name now, followed across failovers.
+    /// `None` on a Redis Cluster (not supported: channels are not slot-routed there).
+    pub fn subscription_target(&self) -> Option<SubscriptionTarget> {
+        match &self.inner {
+            Inner::Single(_, client) => Some(SubscriptionTarget(Target::Single(client.clone()))),
+            Inner::Sentinel(link) => Some(SubscriptionTarget(Target::Sentinel(link.watch()))),
+            Inner::Cluster(_) => None,
         }
     }
 
@@ -138,6 +150,53 @@ impl RedisEndpoint {
     /// hash slot.
     pub fn is_cluster(&self) -> bool {
         matches!(self.inner, Inner::Cluster(_))
+    }
+}
+
+/// The server a subscription goes to ([`RedisEndpoint::subscription_target`]).
+pub struct SubscriptionTarget(Target);
+
+/// The kinds of [`SubscriptionTarget`].
+enum Target {
+    /// A single server.
+    Single(Client),
+    /// The master of a Sentinel service, as published by the endpoint's driver task.
+    Sentinel(tokio::sync::watch::Receiver<Option<sentinel::Live>>),
+}
+
+impl std::fmt::Debug for SubscriptionTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Target::Single(_) => "SubscriptionTarget(single)",
+            Target::Sentinel(_) => "SubscriptionTarget(sentinel)",
+        })
+    }
+}
+
+impl SubscriptionTarget {
+    /// A client of the server to subscribe on now; with Sentinel, waits until a master is
+    /// known (`None` once the endpoint is gone).
+    pub async fn current(&mut self) -> Option<Client> {
+        match &mut self.0 {
+            Target::Single(client) => Some(client.clone()),
+            Target::Sentinel(rx) => {
+                let live = rx.wait_for(Option::is_some).await.ok()?;
+                live.as_ref().map(|l| l.client.clone())
+            }
+        }
+    }
+
+    /// Resolves when the server given by the last [`current`](Self::current) is no longer
+    /// the one to use (Sentinel: the master was lost or replaced); never for a single server.
+    pub async fn moved(&mut self) {
+        match &mut self.0 {
+            Target::Single(_) => std::future::pending().await,
+            Target::Sentinel(rx) => {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
     }
 }
 
@@ -169,7 +228,7 @@ fn cluster_connection(
 impl ConnectionLike for RedisEndpoint {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.inner {
-            Inner::Single(c) => c.req_packed_command(cmd),
+            Inner::Single(c, _) => c.req_packed_command(cmd),
             Inner::Sentinel(c) => c.req_packed_command(cmd),
             Inner::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -182,7 +241,7 @@ impl ConnectionLike for RedisEndpoint {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.inner {
-            Inner::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Inner::Single(c, _) => c.req_packed_commands(pipeline, offset, count),
             Inner::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
             Inner::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
@@ -190,7 +249,7 @@ impl ConnectionLike for RedisEndpoint {
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Single(c) => c.get_db(),
+            Inner::Single(c, _) => c.get_db(),
             Inner::Sentinel(c) => c.get_db(),
             Inner::Cluster(c) => c.get_db(),
         }

@@ -352,10 +352,9 @@ async fn a_stale_owner_of_one_dialog_is_refused_and_writes_nothing() {
     let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = Arc::clone(&notices);
     let follower = b.clone();
-    let url = server.url();
     let follow = tokio::spawn(async move {
         follower
-            .follow_notices(&url, |n| seen.lock().expect("lock").push(n))
+            .follow_notices(|n| seen.lock().expect("lock").push(n))
             .await;
     });
     let index_b = b.own_index().expect("index");

@@ -2,7 +2,8 @@
 //! (test-support `RedisSentinelSetup`): a SIGKILLed master is followed to the promoted replica
 //! without a new store, calls fail fast (never hang) meanwhile, a binding written with `WAIT`
 //! before the kill is still there, and scripts are reloaded on the new master. Also measures
-//! what `WAIT 1` costs on REGISTER throughput (numbers printed, for docs/REDIS.md).
+//! what `WAIT 1` costs on REGISTER throughput (numbers printed, for docs/REDIS.md). The dialog
+//! store's owner notices (issue 5) follow the master across a failover.
 
 #[path = "support/requests.rs"]
 mod requests;
@@ -10,10 +11,14 @@ mod requests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sipmesh_actors::dialog::{DialogStore, RedisDialogStore};
+use sipmesh_actors::dialog::redis::notice::Notice;
+use sipmesh_actors::dialog::{DialogStore, RedisDialogStore, WriteRole};
+use sipmesh_actors::fence::{Fence, FixedEpoch};
 use sipmesh_actors::location::{LocationStore, RedisLocationStore, RedisStoreConfig};
 use sipmesh_actors::redis_endpoint::ReplicaWait;
-use sipmesh_protocol::dialog::DialogId;
+use sipmesh_protocol::dialog::{
+    DialogConfig, DialogEvent, DialogId, DialogSnapshot, DialogState, Leg,
+};
 use sipmesh_protocol::registrar::RegistrarPolicy;
 use sipmesh_test_support::RedisSentinelSetup;
 
@@ -295,4 +300,159 @@ async fn replica_wait_cost() {
             pct(99),
         );
     }
+}
+
+/// A dialog store of node `node` on the Sentinel URL, fenced at epoch 1 (the lease key is set
+/// on the master by the caller).
+fn fenced_dialog_store(setup: &RedisSentinelSetup, node: &str) -> RedisDialogStore {
+    let config = RedisStoreConfig {
+        timeout: Duration::from_secs(2),
+        ..RedisStoreConfig::new(setup.url())
+    };
+    RedisDialogStore::new(&config, "sipmesh:dlg:")
+        .unwrap_or_else(|e| panic!("store: {e}"))
+        .with_fence(Some(Fence::new(
+            format!("sipmesh:node:{node}"),
+            Arc::new(FixedEpoch(Some(1))),
+        )))
+}
+
+/// Polls `ok` until it holds, at most `limit`.
+async fn until(what: &str, limit: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Owner notices (issue 5) on a Sentinel URL: node B subscribes on the master the sentinels
+/// name and gets an "ended" notice when node A removes B's dialog; after a failover it
+/// subscribes again on the promoted replica, and the notices of writes there reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialog_owner_notices_follow_a_sentinel_failover() {
+    log();
+    let setup = RedisSentinelSetup::start("actors-sentinel-notices");
+    for node in ["a", "b"] {
+        setup
+            .master()
+            .cli(&["SET", &format!("sipmesh:node:{node}"), "1"]);
+    }
+    setup.wait_replicated();
+    let a = fenced_dialog_store(&setup, "a");
+    let b = fenced_dialog_store(&setup, "b");
+    let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&notices);
+    let follower = b.clone();
+    let follow = tokio::spawn(async move {
+        follower
+            .follow_notices(|n| seen.lock().expect("lock").push(n))
+            .await;
+    });
+    let channel = b.own_index().expect("B's owner index");
+    let subscribed = |server: &sipmesh_test_support::RedisServer| {
+        server
+            .cli(&["PUBSUB", "NUMSUB", &channel])
+            .lines()
+            .nth(1)
+            .is_some_and(|n| n.trim() == "1")
+    };
+    until(
+        "B subscribed on the master",
+        Duration::from_secs(5),
+        async || subscribed(setup.master()),
+    )
+    .await;
+
+    // B runs a dialog; a BYE through A removes it and tells B.
+    let ended = |call: &str| Notice::Ended(DialogId::new(call, "a1", "b1"));
+    let first = dialog_record("before@host");
+    b.save_as(&first, WriteRole::Owner)
+        .await
+        .expect("B's record");
+    assert_eq!(a.remove_as(&first.id, WriteRole::Visitor).await, Ok(true));
+    until(
+        "the first ended notice",
+        Duration::from_secs(5),
+        async || {
+            notices
+                .lock()
+                .expect("lock")
+                .contains(&ended("before@host"))
+        },
+    )
+    .await;
+
+    // Failover: the replica is promoted, the old master demoted.
+    let out = setup.sentinel_cli(&["SENTINEL", "FAILOVER", "mymaster"]);
+    assert!(out.contains("OK"), "SENTINEL FAILOVER: {out}");
+    let started = Instant::now();
+    until("the promotion", Duration::from_secs(15), async || {
+        setup.master_port_by_sentinel() == Some(setup.replica().port())
+    })
+    .await;
+    let port = setup.replica().port().to_string();
+    let out = setup.master().cli(&["REPLICAOF", "127.0.0.1", &port]);
+    assert!(out.contains("OK"), "REPLICAOF: {out}");
+    until(
+        "B subscribed on the new master",
+        Duration::from_secs(10),
+        async || subscribed(setup.replica()),
+    )
+    .await;
+    println!(
+        "sentinel notices: B subscribed on the new master {:?} after SENTINEL FAILOVER",
+        started.elapsed()
+    );
+
+    // The same on the new master (writes retried while the stores move over).
+    let second = dialog_record("after@host");
+    until(
+        "B's record on the new master",
+        Duration::from_secs(10),
+        async || b.save_as(&second, WriteRole::Owner).await.is_ok(),
+    )
+    .await;
+    until(
+        "A's removal on the new master",
+        Duration::from_secs(10),
+        async || a.remove_as(&second.id, WriteRole::Visitor).await.is_ok(),
+    )
+    .await;
+    until(
+        "the ended notice after the failover",
+        Duration::from_secs(5),
+        async || notices.lock().expect("lock").contains(&ended("after@host")),
+    )
+    .await;
+    // A hand-over reaches B too.
+    b.save_as(&second, WriteRole::Owner)
+        .await
+        .expect("B's record again");
+    assert_eq!(a.hand_over(&second.id, "sipmesh:node:b").await, Ok(true));
+    follow.abort();
+}
+
+/// A confirmed dialog record of call `call`.
+fn dialog_record(call: &str) -> DialogState {
+    let leg = |tag: &str| Leg {
+        uri: format!("sip:{tag}@example.com"),
+        tag: tag.to_owned(),
+        target: Some(format!("sip:{tag}@192.0.2.1")),
+        route_set: Vec::new(),
+        cseq: Some(1),
+        flow: None,
+        allow: None,
+    };
+    DialogState::from_event(
+        &DialogEvent::Confirmed(Box::new(DialogSnapshot {
+            id: DialogId::new(call, "a1", "b1"),
+            caller: leg("a1"),
+            callee: leg("b1"),
+            session_expires: None,
+        })),
+        std::time::SystemTime::now(),
+        &DialogConfig::default(),
+    )
+    .expect("dialog state")
 }

@@ -167,18 +167,12 @@ pub async fn run(
             )
             .map_err(|e| anyhow::anyhow!("dialog store for takeover: {e}"))?
             .with_fence(engine_config.fence.clone());
-            // Hand-overs and "ended" notices need a subscription: single-server URLs only.
-            let single = ["redis://", "rediss://", "redis+unix://"]
-                .iter()
-                .any(|scheme| redis.url.starts_with(scheme));
-            let notices = single.then(|| {
-                takeover::follow_notices(
-                    store.clone(),
-                    redis.url.clone(),
-                    engine.dialogs(),
-                    engine.media(),
-                )
-            });
+            // Hand-overs and "ended" notices need a subscription: single-server and Sentinel
+            // URLs (not a Redis Cluster, where the store keeps no owner index).
+            let notices = store
+                .own_index()
+                .is_some()
+                .then(|| takeover::follow_notices(store.clone(), engine.dialogs(), engine.media()));
             Some((
                 takeover::start(
                     membership.clone(),

@@ -130,13 +130,13 @@ pub fn start(
     })
 }
 
-/// Follows this node's owner notices (single-server URL `url`) until aborted: an `adopt` reads
+/// Follows this node's owner notices (on the single server or the Sentinel master of the
+/// store's URL) until aborted: an `adopt` reads
 /// the record and adopts it (its media watch moves here too), an `ended` stops the dialog's
 /// actor (no BYE, no write: the record is gone). Also makes a dialog handed over from here
 /// stop its media session tasks here.
 pub fn follow_notices(
     store: RedisDialogStore,
-    url: String,
     dialogs: Dialogs,
     media: Option<MediaSessions>,
 ) -> JoinHandle<()> {
@@ -152,7 +152,7 @@ pub fn follow_notices(
         // The subscription only queues; reading a record is done here, one at a time.
         let follow = tokio::spawn(async move {
             reader
-                .follow_notices(&url, |n| {
+                .follow_notices(|n| {
                     let _ = tx.send(n);
                 })
                 .await;

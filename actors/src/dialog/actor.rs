@@ -19,6 +19,11 @@
 //! after [`VISIT_IDLE`]; at the dialog timeout it stops at once, without BYE. A dialog confirmed
 //! at a node that is not its placement owner is handed over ([`DialogMsg::HandOver`]) once the
 //! 2xx is out: the owner adopts it and this actor becomes a visitor.
+//!
+//! Record revisions (issue 5, stale copies): the actor keeps the [`Revision`] of its copy and
+//! presents it with every write; a write refused because another node rewrote the record
+//! since ([`DialogStoreError::Outdated`]) is redone on the reloaded record with the event
+//! applied again, at most [`OUTDATED_RETRIES`] times, so a visitor's change is never undone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +40,8 @@ use sipmesh_protocol::dialog::{
 use super::handle::{OwnerOf, TimeoutHook};
 use super::retry::RemovalRetry;
 use super::store::{
-    DialogStore, DialogStoreError, TimeLeft, WriteRole, load_either, time_left_either,
+    DialogStore, DialogStoreError, Revision, TimeLeft, WriteRole, load_revised_either,
+    time_left_either,
 };
 
 /// How long a visitor lives without an event.
@@ -48,6 +54,10 @@ pub const HANDOVER_DELAY: Duration = Duration::from_millis(50);
 
 /// How long after a delivered hand-over the owner must hold the record's claim.
 pub const HANDOVER_CHECK: Duration = Duration::from_millis(250);
+
+/// How many times a write refused as [`DialogStoreError::Outdated`] is redone on a reloaded
+/// record before the event's write is given up (logged; the record keeps the other write).
+pub const OUTDATED_RETRIES: usize = 3;
 
 /// A record refreshed elsewhere by less than this when the owner's timer fires still ends
 /// (the timer's own jitter is well below it).
@@ -135,6 +145,9 @@ pub struct DialogArgs {
 pub struct DialogActorState {
     id: DialogId,
     dialog: Option<DialogState>,
+    /// The stored revision `dialog` corresponds to (None: unknown, or the store keeps none);
+    /// presented with every write so a record rewritten elsewhere is not overwritten.
+    rev: Option<Revision>,
     /// The store was read (or need not be).
     loaded: bool,
     store: Arc<dyn DialogStore>,
@@ -172,6 +185,7 @@ impl Actor for DialogActor {
         Ok(DialogActorState {
             id: args.id,
             dialog: None,
+            rev: None,
             loaded: args.start == Start::Fresh,
             store: args.store,
             config: args.config,
@@ -208,25 +222,39 @@ impl Actor for DialogActor {
             match msg {
                 DialogMsg::SetMediaState(session, negotiation) => {
                     ensure_loaded(state).await;
-                    if let Some(d) = &mut state.dialog {
+                    for attempt in 0..=OUTDATED_RETRIES {
+                        let Some(d) = &mut state.dialog else {
+                            break;
+                        };
                         let mut changed = false;
-                        if let Some(m) = session
+                        if let Some(m) = &session
                             && d.media_session.as_deref() != Some(m.as_str())
                         {
-                            d.media_session = Some(m);
+                            d.media_session = Some(m.clone());
                             changed = true;
                         }
-                        if let Some(n) = negotiation
-                            && d.media_negotiation.as_ref() != Some(&n)
+                        if let Some(n) = &negotiation
+                            && d.media_negotiation.as_ref() != Some(n)
                         {
-                            d.media_negotiation = Some(n);
+                            d.media_negotiation = Some(n.clone());
                             changed = true;
                         }
-                        if changed && d.phase == DialogPhase::Confirmed {
-                            let d = d.clone();
-                            if let Err(e) = save_record(state, &d).await {
-                                warn!(error = %e, "storing the media state failed");
+                        if !changed || d.phase != DialogPhase::Confirmed {
+                            break;
+                        }
+                        let d = d.clone();
+                        match save_record(state, &d).await {
+                            Err(DialogStoreError::Outdated) if attempt < OUTDATED_RETRIES => {
+                                debug!("record rewritten elsewhere: media state re-applied");
+                                if reload(state).await != Reloaded::Found {
+                                    break;
+                                }
                             }
+                            Err(e) => {
+                                warn!(error = %e, "storing the media state failed");
+                                break;
+                            }
+                            Ok(()) => break,
                         }
                     }
                 }
@@ -249,6 +277,9 @@ impl Actor for DialogActor {
                         warn!(error = %e, "writing the adopted dialog record failed");
                     }
                     state.dialog = Some(*dialog);
+                    // The claim left the stored fields alone: read them (and their revision)
+                    // back, they may be newer than the copy the adoption came with.
+                    reload(state).await;
                     arm_timer_after(&myself, state, remaining);
                 }
                 DialogMsg::Release => {
@@ -336,23 +367,96 @@ async fn ensure_loaded(state: &mut DialogActorState) {
         return;
     }
     state.loaded = true;
-    match load_either(state.store.as_ref(), &state.id).await {
-        Ok(Some(d)) => {
+    match load_revised_either(state.store.as_ref(), &state.id).await {
+        Ok(Some((d, rev))) => {
             debug!(
                 phase = d.phase.as_str(),
                 "dialog record loaded from the store"
             );
             state.dialog = Some(d);
+            state.rev = rev;
         }
         Ok(None) => debug!("no stored record for the dialog"),
         Err(e) => warn!(error = %e, "loading the dialog record failed"),
     }
 }
 
+/// What [`reload`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Reloaded {
+    /// The record (and its revision) replaced the actor's copy.
+    Found,
+    /// No record: the dialog ended elsewhere (or expired).
+    Gone,
+    /// The read failed (logged): the copy is kept.
+    Failed,
+}
+
+/// Reads the record of the actor's dialog again, with its revision (after a write refused as
+/// [`DialogStoreError::Outdated`], or an adoption).
+async fn reload(state: &mut DialogActorState) -> Reloaded {
+    let id = state
+        .dialog
+        .as_ref()
+        .map_or_else(|| state.id.clone(), |d| d.id.clone());
+    match load_revised_either(state.store.as_ref(), &id).await {
+        Ok(Some((d, rev))) => {
+            state.dialog = Some(d);
+            state.rev = rev;
+            Reloaded::Found
+        }
+        Ok(None) => Reloaded::Gone,
+        Err(e) => {
+            warn!(error = %e, "reloading the dialog record failed");
+            Reloaded::Failed
+        }
+    }
+}
+
 /// Folds one event in and mirrors the result to the store; also says whether the store
-/// holds what it should (false only when a write failed).
+/// holds what it should (false only when a write failed). A write refused because another
+/// node rewrote the record since this actor read it ([`DialogStoreError::Outdated`]) is redone
+/// on the reloaded record, at most [`OUTDATED_RETRIES`] times.
 async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool) {
     ensure_loaded(state).await;
+    let mut attempt = 0;
+    loop {
+        match apply_event(state, &ev).await {
+            Applied::Done(next, stored) => return (next, stored),
+            Applied::Outdated if attempt < OUTDATED_RETRIES => {
+                attempt += 1;
+                debug!(
+                    attempt,
+                    "record rewritten elsewhere: reloaded, event re-applied"
+                );
+                match reload(state).await {
+                    Reloaded::Found => {}
+                    Reloaded::Gone => {
+                        info!("the dialog record is gone (ended elsewhere)");
+                        return (Next::Stop, true);
+                    }
+                    Reloaded::Failed => return (Next::Continue, false),
+                }
+            }
+            Applied::Outdated => {
+                warn!("the dialog record keeps changing elsewhere: this event's write given up");
+                return (Next::Continue, false);
+            }
+        }
+    }
+}
+
+/// What [`apply_event`] did.
+enum Applied {
+    /// Applied (and stored, when the flag says so).
+    Done(Next, bool),
+    /// The write was refused as [`DialogStoreError::Outdated`]: nothing stored.
+    Outdated,
+}
+
+/// One attempt of [`on_event`].
+async fn apply_event(state: &mut DialogActorState, ev: &DialogEvent) -> Applied {
+    let ev = ev.clone();
     let wall = SystemTime::now();
     let (save, end) = match &mut state.dialog {
         None => match DialogState::from_event(&ev, wall, &state.config) {
@@ -366,7 +470,7 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
                 if matches!(ev, DialogEvent::Terminated { .. }) {
                     remove(state, &ev.id().clone(), WriteRole::Visitor).await;
                 }
-                return (Next::Stop, true);
+                return Applied::Done(Next::Stop, true);
             }
         },
         Some(d) => {
@@ -393,18 +497,19 @@ async fn on_event(state: &mut DialogActorState, ev: DialogEvent) -> (Next, bool)
             };
             remove(state, &id, role).await;
         }
-        return (Next::Stop, true);
+        return Applied::Done(Next::Stop, true);
     }
     if save && let Some(d) = state.dialog.clone() {
         match save_record(state, &d).await {
             Ok(()) => debug!(phase = d.phase.as_str(), "dialog record stored"),
+            Err(DialogStoreError::Outdated) => return Applied::Outdated,
             Err(e) => {
                 warn!(error = %e, "storing the dialog record failed");
-                return (Next::Continue, false);
+                return Applied::Done(Next::Continue, false);
             }
         }
     }
-    (Next::Continue, true)
+    Applied::Done(Next::Continue, true)
 }
 
 /// What [`remove`] did.
@@ -444,17 +549,28 @@ fn role(state: &DialogActorState) -> WriteRole {
     }
 }
 
-/// Writes the record in this actor's role; an owner write refused as stale is redone as a
-/// visitor's and the actor becomes a visitor (another node runs the dialog now).
-async fn save_record(state: &DialogActorState, d: &DialogState) -> Result<(), DialogStoreError> {
-    match state.store.save_as(d, role(state)).await {
+/// Writes the record in this actor's role, presenting the revision this actor last saw (and
+/// keeping the one written); an owner write refused as stale is redone as a visitor's and the
+/// actor becomes a visitor (another node runs the dialog now).
+async fn save_record(
+    state: &mut DialogActorState,
+    d: &DialogState,
+) -> Result<(), DialogStoreError> {
+    let written = match state.store.save_checked(d, role(state), state.rev).await {
         Err(DialogStoreError::StaleOwner) => {
             info!("another node owns the dialog now: this node only visits it");
             state.visitor.store(true, Ordering::Relaxed);
-            state.store.save_as(d, WriteRole::Visitor).await
+            state
+                .store
+                .save_checked(d, WriteRole::Visitor, state.rev)
+                .await
         }
         other => other,
+    }?;
+    if written.is_some() {
+        state.rev = written;
     }
+    Ok(())
 }
 
 /// After a confirmation at a node that is not the dialog's placement owner: hand it over
@@ -478,7 +594,7 @@ fn schedule_hand_over(myself: &ActorRef<DialogMsg>, state: &DialogActorState) {
 }
 
 /// Tells the owner (lease key `owner`) to adopt the dialog; once the owner holds the record's
-/// claim ([`hand_over_check`]), this actor is a visitor (no dialog timer). Nobody listening (no subscription: Sentinel, Cluster URLs; the
+/// claim ([`hand_over_check`]), this actor is a visitor (no dialog timer). Nobody listening (no subscription: Cluster URLs, a Sentinel failover under way; the
 /// owner just died): the dialog stays here until a rebalance moves it.
 async fn hand_over(myself: &ActorRef<DialogMsg>, state: &mut DialogActorState, owner: &str) {
     if state.visitor.load(Ordering::Relaxed) {
@@ -544,11 +660,7 @@ async fn at_timeout(state: &mut DialogActorState) -> AtTimeout {
     };
     match time_left_either(state.store.as_ref(), &id).await {
         Ok(TimeLeft::Left(left)) if left > REFRESH_SLACK => {
-            match load_either(state.store.as_ref(), &id).await {
-                Ok(Some(d)) => state.dialog = Some(d),
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "reloading the refreshed dialog record failed"),
-            }
+            reload(state).await;
             AtTimeout::RefreshedElsewhere(left)
         }
         Ok(TimeLeft::Gone) => AtTimeout::EndedElsewhere,

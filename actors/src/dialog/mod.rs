@@ -38,4 +38,4 @@ mod tests;
 pub use handle::{DialogHookError, Dialogs, OwnerCheck, OwnerOf, TimeoutHook};
 pub use memory::MemoryDialogStore;
 pub use redis::RedisDialogStore;
-pub use store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, TimeLeft, WriteRole};
+pub use store::{DialogStore, DialogStoreError, EXPIRY_MARGIN, Revision, TimeLeft, WriteRole};

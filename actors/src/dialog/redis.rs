@@ -26,6 +26,12 @@
 //! claims". Hand-overs and "ended" notices go over the owner index's pub/sub channel
 //! ([`notice`]).
 //!
+//! Record revisions (issue 5): every fenced write of the fields bumps the record's `rev` field;
+//! [`DialogStore::save_checked`] presents the revision its writer last saw and is refused with
+//! `STALE_REV` ([`DialogStoreError::Outdated`], nothing written) when another node rewrote the
+//! record since, so the dialog actor reloads and re-applies its event (docs/REDIS.md, "Record
+//! revisions").
+//!
 //! On a Redis Cluster the record key is hash-tagged, `P{<id>}`, and the fence cannot read the
 //! lease key (another slot): it checks a per-record fencing token instead
 //! (`redis/fence_cluster.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
@@ -49,7 +55,7 @@ mod cluster_index;
 mod index;
 pub mod notice;
 use super::store::{
-    DialogStore, DialogStoreError, EXPIRY_MARGIN, StoreFuture, TimeLeft, WriteRole,
+    DialogStore, DialogStoreError, EXPIRY_MARGIN, Revision, StoreFuture, TimeLeft, WriteRole,
 };
 pub use index::IndexedRecord;
 
@@ -64,6 +70,10 @@ const FENCED_REMOVE_LUA: &str = include_str!("redis/fenced_remove.lua");
 
 /// Error code of a write refused because another live node holds the record's owner claim.
 pub const STALE_OWNER_CODE: &str = "STALE_OWNER";
+
+/// Error code of a write refused because the stored record has another [`Revision`] than the
+/// writer presented (another node rewrote it since the writer read it).
+pub const STALE_REV_CODE: &str = "STALE_REV";
 
 /// Default key prefix of dialog records.
 pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
@@ -169,6 +179,9 @@ impl RedisDialogStore {
                 if e.code() == Some(STALE_OWNER_CODE) {
                     return DialogStoreError::StaleOwner;
                 }
+                if e.code() == Some(STALE_REV_CODE) {
+                    return DialogStoreError::Outdated;
+                }
                 DialogStoreError::Unavailable(if is_stale_epoch(&e) {
                     UnavailableReason::Fenced
                 } else if e.is_timeout() {
@@ -190,24 +203,26 @@ impl RedisDialogStore {
         &self,
         call: ::redis::ScriptInvocation<'_>,
         conn: &mut RedisEndpoint,
-    ) -> Result<(), DialogStoreError> {
+    ) -> Result<i64, DialogStoreError> {
         let wait = self
             .replica_wait
             .as_ref()
             .and_then(|w| w.due().map(|c| (w, c)));
-        let wait_reply = self
+        let (written, wait_reply) = self
             .bounded(async {
-                call.invoke_async::<()>(conn).await?;
+                let written = call.invoke_async::<i64>(conn).await?;
                 match &wait {
-                    Some((_, cmd)) => Ok(Some(cmd.query_async::<::redis::Value>(conn).await)),
-                    None => Ok(None),
+                    Some((_, cmd)) => {
+                        Ok((written, Some(cmd.query_async::<::redis::Value>(conn).await)))
+                    }
+                    None => Ok((written, None)),
                 }
             })
             .await?;
         if let (Some((waiter, _)), Some(reply)) = (wait, wait_reply) {
             waiter.check(&reply);
         }
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -217,6 +232,15 @@ impl DialogStore for RedisDialogStore {
     }
 
     fn save_as<'a>(&'a self, state: &'a DialogState, role: WriteRole) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.save_checked(state, role, None).await.map(|_| ()) })
+    }
+
+    fn save_checked<'a>(
+        &'a self,
+        state: &'a DialogState,
+        role: WriteRole,
+        seen: Option<Revision>,
+    ) -> StoreFuture<'a, Option<Revision>> {
         Box::pin(async move {
             let fence = self.fence_check()?;
             let key = self.key(&state.id);
@@ -237,13 +261,17 @@ impl DialogStore for RedisDialogStore {
                     call.key(self.index_key_of(&fence.lease_key))
                         .key(self.owners_key());
                 }
-                call.arg(fence.epoch).arg(ttl_ms).arg(role.as_str());
+                call.arg(fence.epoch)
+                    .arg(ttl_ms)
+                    .arg(role.as_str())
+                    .arg(seen.map_or(String::new(), |r| r.0.to_string()));
                 // A claim (single server) of a stored record moves the owner only; the fields
                 // are used when there is no record.
                 for (field, value) in &fields {
                     call.arg(field).arg(value);
                 }
-                return self.write_then_wait(call, &mut conn).await;
+                let rev = self.write_then_wait(call, &mut conn).await?;
+                return Ok(u64::try_from(rev).ok().filter(|r| *r > 0).map(Revision));
             }
             // One MULTI/EXEC: the old fields go, the new ones and the expiry land together.
             let mut pipe = ::redis::pipe();
@@ -265,9 +293,31 @@ impl DialogStore for RedisDialogStore {
                     })
                     .await?;
                 waiter.check(&wait_reply);
-                return Ok(());
+                return Ok(None);
             }
-            self.bounded(pipe.query_async::<()>(&mut conn)).await
+            self.bounded(pipe.query_async::<()>(&mut conn)).await?;
+            Ok(None)
+        })
+    }
+
+    fn load_revised<'a>(
+        &'a self,
+        id: &'a DialogId,
+    ) -> StoreFuture<'a, Option<(DialogState, Option<Revision>)>> {
+        Box::pin(async move {
+            let key = self.key(id);
+            let mut conn = self.conn.clone();
+            let cmd = ::redis::cmd("HGETALL").arg(&key).clone();
+            let fields: HashMap<String, String> = self.bounded(cmd.query_async(&mut conn)).await?;
+            if fields.is_empty() {
+                return Ok(None);
+            }
+            let rev = fields
+                .get("rev")
+                .map(|r| r.parse().map_err(|_| DialogStoreError::BadRecord("rev")))
+                .transpose()?
+                .map(Revision);
+            Ok(Some((record::decode(&fields)?, rev)))
         })
     }
 

@@ -69,8 +69,48 @@ pub trait DialogStore: Send + Sync + 'static {
         Box::pin(async { Ok(false) })
     }
 
+    /// [`save_as`](Self::save_as), checked against the record's [`Revision`] (issue 5: a
+    /// writer's copy of a shared record may be stale). With `seen` the write is refused with
+    /// [`DialogStoreError::Outdated`] (nothing written) when the stored record has another
+    /// revision; with `None` it is not checked. Returns the revision written (`None`: the store
+    /// keeps no revisions, or a visitor's write found no record). The default keeps none.
+    fn save_checked<'a>(
+        &'a self,
+        state: &'a DialogState,
+        role: WriteRole,
+        seen: Option<Revision>,
+    ) -> StoreFuture<'a, Option<Revision>> {
+        let _ = seen;
+        Box::pin(async move { self.save_as(state, role).await.map(|()| None) })
+    }
+
+    /// [`load`](Self::load) with the record's [`Revision`] (`None`: the store keeps none, or
+    /// the record has none yet).
+    fn load_revised<'a>(
+        &'a self,
+        id: &'a DialogId,
+    ) -> StoreFuture<'a, Option<(DialogState, Option<Revision>)>> {
+        Box::pin(async move { Ok(self.load(id).await?.map(|s| (s, None))) })
+    }
+
     /// `memory` or `redis`.
     fn kind(&self) -> &'static str;
+}
+
+/// The revision of a stored dialog record: the Redis store's `rev` field, bumped by every
+/// write of the record's fields (owner's or visitor's; a claim alone does not bump it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Revision(pub u64);
+
+/// [`DialogStore::load_revised`] for `id` in either orientation.
+pub async fn load_revised_either(
+    store: &dyn DialogStore,
+    id: &DialogId,
+) -> Result<Option<(DialogState, Option<Revision>)>, DialogStoreError> {
+    if let Some(found) = store.load_revised(id).await? {
+        return Ok(Some(found));
+    }
+    store.load_revised(&id.reversed()).await
 }
 
 /// Who writes a dialog record, for a store that keeps a per-record **owner claim** (the Redis
@@ -146,6 +186,10 @@ pub enum DialogStoreError {
     /// this node is a stale owner of the dialog and wrote nothing (issue 5, per-key fencing).
     #[error("another node owns the dialog record")]
     StaleOwner,
+    /// The stored record has another [`Revision`] than the writer last saw (another node
+    /// rewrote it since): nothing was written; reload, re-apply, write again.
+    #[error("the stored dialog record changed since it was read")]
+    Outdated,
     /// A stored record could not be read back (field `0` is missing or malformed).
     #[error("stored dialog record has a bad field: {0}")]
     BadRecord(&'static str),

@@ -30,10 +30,12 @@ pub(super) const MAX_DELAY: Duration = Duration::from_millis(400);
 
 /// The current master connection.
 #[derive(Clone)]
-struct Live {
+pub(super) struct Live {
     /// Increases with every new connection.
     generation: u64,
     conn: MultiplexedConnection,
+    /// A client of that master, for connections of their own (a pub/sub subscription).
+    pub(super) client: ::redis::Client,
 }
 
 /// A handle on the master of a Sentinel-monitored service. Cheap to clone.
@@ -73,6 +75,12 @@ impl SentinelLink {
             timeout: config.timeout,
             db: url.db,
         })
+    }
+
+    /// The published master (`None` while one is looked for), for a subscription that must
+    /// follow it.
+    pub(super) fn watch(&self) -> watch::Receiver<Option<Live>> {
+        self.current.clone()
     }
 
     /// The current master connection, waiting at most `timeout` for one.
@@ -196,9 +204,9 @@ async fn drive(
             let conn = master
                 .get_multiplexed_async_connection_with_config(&conn_config)
                 .await?;
-            Ok::<_, RedisError>((addr, conn))
+            Ok::<_, RedisError>((addr, conn, master))
         };
-        let (addr, conn) = match tokio::time::timeout(resolve_bound, attempt).await {
+        let (addr, conn, master) = match tokio::time::timeout(resolve_bound, attempt).await {
             Ok(Ok(found)) => found,
             failed => {
                 let error = match failed {
@@ -222,6 +230,7 @@ async fn drive(
         tx.send_replace(Some(Live {
             generation,
             conn: conn.clone(),
+            client: master,
         }));
         loop {
             tokio::select! {

@@ -6,41 +6,53 @@
 -- KEYS[3], KEYS[4] (single server only): this node's owner index `P by-owner:<lease key>` and the
 -- set of all owner indexes `P owners` (docs/REDIS.md, "Dialog owner index"); the record moves
 -- from its previous owner's index (its `owner` field) to this one.
--- ARGV[1] epoch, ARGV[2] key lifetime (ms), ARGV[3] role, ARGV[4..] field, value, ...
+-- ARGV[1] epoch, ARGV[2] key lifetime (ms), ARGV[3] role, ARGV[4] the revision the writer last
+-- saw ('' = unchecked), ARGV[5..] field, value, ...
 -- Roles (single server only; "Per-dialog owner claims"): `own` must hold the record's `claim`
 -- (or create it, or replace a claim whose lease is gone or has another epoch), else the error
--- STALE_OWNER; `claim` takes the claim and the index entry, leaving the stored fields and expiry
--- alone (with no record it writes the given fields, as `own`); `visit` rewrites the fields but keeps `owner` and `claim`
--- (returns 0 and writes nothing when there is no record).
--- Returns 1 (or 0 as above), or the error STALE_EPOCH / STALE_OWNER (nothing written).
+-- STALE_OWNER; `claim` takes the claim and the index entry, leaving the stored fields, revision
+-- and expiry alone (with no record it writes the given fields, as `own`); `visit` rewrites the
+-- fields but keeps `owner` and `claim` (returns 0 and writes nothing when there is no record).
+-- Revisions ("Record revisions"): the `rev` field counts the writes of the fields; a write that
+-- presents a revision (not a claim of a stored record) is refused with STALE_REV when the stored
+-- record has another one, and every write of the fields stores the next one.
+-- Returns the record's revision after the write (0: nothing written), or the error STALE_EPOCH /
+-- STALE_OWNER / STALE_REV (nothing written).
 if not fence_ok() then
   return redis.error_reply('STALE_EPOCH the epoch is not the current lease epoch')
 end
 local role = ARGV[3]
 local previous = false
 local claim = false
+local exists = redis.call('EXISTS', KEYS[1]) == 1
 if KEYS[3] then
   previous = redis.call('HGET', KEYS[1], 'owner')
   claim = redis.call('HGET', KEYS[1], 'claim')
   if role == 'own' and claimed_by_other(claim) then
     return redis.error_reply('STALE_OWNER ' .. claim .. ' owns the dialog')
   end
-  if role == 'visit' and redis.call('EXISTS', KEYS[1]) == 0 then
+  if role == 'visit' and not exists then
     return 0
   end
 end
-if KEYS[3] and role == 'claim' and redis.call('EXISTS', KEYS[1]) == 1 then
+local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') or 0
+if KEYS[3] and role == 'claim' and exists then
   redis.call('HSET', KEYS[1], 'owner', KEYS[3], 'claim', my_claim())
   if previous and previous ~= KEYS[3] then
     redis.call('SREM', previous, KEYS[1])
   end
   redis.call('SADD', KEYS[3], KEYS[1])
   redis.call('SADD', KEYS[4], KEYS[3])
-  return 1
+  return rev
 end
+if exists and ARGV[4] ~= '' and tonumber(ARGV[4]) ~= rev then
+  return redis.error_reply('STALE_REV the record is at revision ' .. rev)
+end
+rev = rev + 1
 redis.call('DEL', KEYS[1])
-if #ARGV > 3 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #ARGV > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+  redis.call('HSET', KEYS[1], 'rev', rev)
   if KEYS[3] and role == 'visit' then
     if previous then redis.call('HSET', KEYS[1], 'owner', previous) end
     if claim then redis.call('HSET', KEYS[1], 'claim', claim) end
@@ -55,5 +67,6 @@ if #ARGV > 3 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 elseif previous then
   redis.call('SREM', previous, KEYS[1])
+  return 0
 end
-return 1
+return rev

@@ -9,15 +9,17 @@
 //! - `ended <record key>`: published by the remove script when a node removes a record whose
 //!   `owner` is another node (a BYE through a visitor); that owner stops its actor.
 //!
-//! Only on single-server URLs (a subscription needs one server); elsewhere a hand-over reaches
-//! nobody and the creating node keeps the dialog (the rebalance moves it later), and an ended
-//! dialog's actor stops at its own timer (the record is gone), as before.
+//! On single-server and Sentinel URLs (the subscription follows the master the sentinels name,
+//! [`RedisEndpoint::subscription_target`](crate::redis_endpoint::RedisEndpoint::subscription_target));
+//! on a Redis Cluster a hand-over reaches nobody and the creating node keeps the dialog (the
+//! rebalance moves it later), and an ended dialog's actor stops at its own timer (the record is
+//! gone), as before.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use sipmesh_protocol::dialog::DialogId;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::super::store::{DialogStoreError, EXPIRY_MARGIN};
 use super::{IndexedRecord, RedisDialogStore};
@@ -79,26 +81,40 @@ impl RedisDialogStore {
         &self.prefix
     }
 
-    /// Follows this node's owner-index channel on the single server at `url` and calls
-    /// `on_notice` for every notice, until the task is aborted; a lost subscription is opened
-    /// again after 0.5 s. Does nothing (returns at once) without an owner index.
-    pub async fn follow_notices(&self, url: &str, mut on_notice: impl FnMut(Notice)) {
+    /// Follows this node's owner-index channel on the server holding the records (a single
+    /// server, or the master the sentinels name, followed across failovers: the subscription
+    /// is opened again on the new master as soon as the store's endpoint connects to it) and
+    /// calls `on_notice` for every notice, until the task is aborted; a lost subscription is
+    /// opened again after 0.5 s. Does nothing (returns at once) without an owner index (or on a
+    /// Redis Cluster).
+    pub async fn follow_notices(&self, mut on_notice: impl FnMut(Notice)) {
         let Some(channel) = self.own_index() else {
             return;
         };
-        let client = match ::redis::Client::open(url) {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(error = %e, "no dialog owner notices: bad Redis URL");
-                return;
-            }
+        let Some(mut target) = self.conn.subscription_target() else {
+            return;
         };
         loop {
+            let Some(client) = target.current().await else {
+                return;
+            };
             match client.get_async_pubsub().await {
                 Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
                     Ok(()) => {
+                        debug!("following dialog owner notices");
                         let mut messages = pubsub.on_message();
-                        while let Some(m) = messages.next().await {
+                        let moved = loop {
+                            let m = tokio::select! {
+                                m = messages.next() => m,
+                                () = target.moved() => {
+                                    debug!("the Redis master changed: subscribing again");
+                                    break true;
+                                }
+                            };
+                            let Some(m) = m else {
+                                debug!("dialog owner notice subscription lost");
+                                break false;
+                            };
                             let Ok(text) = m.get_payload::<String>() else {
                                 continue;
                             };
@@ -106,8 +122,10 @@ impl RedisDialogStore {
                                 Some(n) => on_notice(n),
                                 None => debug!(%text, "ignoring a malformed dialog notice"),
                             }
+                        };
+                        if moved {
+                            continue;
                         }
-                        debug!("dialog owner notice subscription lost");
                     }
                     Err(e) => debug!(error = %e, "subscribing to dialog owner notices failed"),
                 },
