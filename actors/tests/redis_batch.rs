@@ -211,7 +211,6 @@ async fn batched_equals_one_by_one(fence: Option<u64>) {
         .into_iter()
         .map(|(r, at)| {
             let store = store_many.clone();
-            let policy = policy.clone();
             tokio::spawn(async move { outcome(&store.register(r, &policy, at).await) })
         })
         .collect();

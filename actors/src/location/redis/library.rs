@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(lib.matches("local x = 1").count(), 1);
         let many = s.many_command();
         assert!(many.is_some());
-        let many = many.unwrap_or_else(Cmd::new);
+        let many = many.unwrap_or_default();
         assert!(std::ptr::eq(
             s.entry_of(&many),
             s.many.as_ref().map_or(&s.one, |m| m)
