@@ -2,7 +2,8 @@
 //! REGISTERs of one pipelined batch, for many AORs and with repeated AORs, go as one `FCALL`
 //! and leave the same stored state (values, expiry index, counter, connection index) and give
 //! the same outcomes as the same REGISTERs applied one by one; one REGISTER's error (CSeq order,
-//! contact limit) leaves the others alone; the fence is checked once for the whole call.
+//! contact limit) leaves the others alone; the fence is checked once for the whole call; without
+//! Redis Functions the batch goes as one `EVALSHA` of the same body.
 
 #[path = "support/requests.rs"]
 mod requests;
@@ -273,4 +274,53 @@ async fn a_stale_fence_refuses_the_whole_call() {
     }
     let left = server.cli(&["KEYS", "sipmesh:loc:*"]);
     assert!(left.trim().is_empty(), "written while fenced: {left}");
+}
+
+#[tokio::test]
+async fn without_functions_a_batch_goes_as_one_evalsha() {
+    // A Redis < 7, played by a 7.0 server with both commands renamed away: the store falls back
+    // to EVALSHA, and the several-AORs call loads its own script on NOSCRIPT.
+    let server = RedisServer::start_with(&[
+        "--rename-command",
+        "FCALL",
+        "",
+        "--rename-command",
+        "FUNCTION",
+        "",
+    ]);
+    let store = store_on(&server, None).await;
+    warm_up(&store).await;
+    let policy = policy();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let who = aor(&format!("e{}", i % 20));
+            let r = req(
+                &who,
+                "c",
+                1 + i / 20,
+                vec![contact(format!("sip:e{i}@x.invalid"), None)],
+            );
+            tokio::spawn(async move { store.register(r, &policy, t0()).await })
+        })
+        .collect();
+    for (i, done) in join_all(tasks).await.into_iter().enumerate() {
+        assert!(matches!(done, Ok(Ok(_))), "REGISTER #{i}: {done:?}");
+    }
+    for i in 0..20 {
+        let found = store
+            .lookup(&aor(&format!("e{i}")), t0())
+            .await
+            .unwrap_or_else(|e| panic!("lookup: {e}"));
+        assert_eq!(found.len(), 2, "bindings of e{i}");
+    }
+    let stats = server.cli(&["INFO", "commandstats"]);
+    let calls: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    // The warm-up (NOSCRIPT + retry), then the batch (NOSCRIPT for the second script + retry).
+    assert!((3..=4).contains(&calls), "EVALSHA calls: {calls}\n{stats}");
 }
