@@ -8,6 +8,9 @@
 //! first, in the same order as [`apply_register`](sipmesh_protocol::registrar::apply_register),
 //! and the script gets finished binding records. URI equivalence (RFC 3261 §19.1.4) is a Lua
 //! port of [`contact_uris_equivalent`](sipmesh_protocol::registrar::contact_uris_equivalent).
+//! On a single server or Sentinel the REGISTERs of one pipelined batch go as one call of the
+//! several-AORs function (`redis/register_many.lua`, the same rules per AOR, one reply each; see
+//! `redis/batch.rs`).
 //!
 //! Key layout of a single server or Sentinel (see `docs/REDIS.md`; Redis Cluster: `redis/cluster.rs`),
 //! with the configurable prefix `P` (default `sipmesh:loc:`):
