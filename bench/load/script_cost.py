@@ -20,8 +20,11 @@ server runs under valgrind's callgrind and ``Ir`` = instructions per call (deter
 fewer ``--users``, it is ~50x slower).
 
 Usage: bench/load/script_cost.py [--users 10000] [--refreshes 5] [--repeat 3] [--callgrind]
-[--fcall]. With ``--fcall`` the register script is loaded as a Redis Functions library
-(``FUNCTION LOAD``) and called with ``FCALL``, as the store does on Redis >= 7.
+[--fcall] [--many N]. With ``--fcall`` the register script is loaded as a Redis Functions library
+(``FUNCTION LOAD``) and called with ``FCALL``, as the store does on Redis >= 7. With ``--many N``
+(implies ``--fcall``) the REGISTERs go N per call of the several-AORs function
+(``register_many.lua``), as the store sends the REGISTERs of one batch; the figures are then
+per REGISTER, not per call.
 Median of ``--repeat`` fresh servers; all runs printed. Needs ``redis-server`` on PATH.
 """
 
@@ -45,9 +48,10 @@ PREFIX = "sipmesh:loc:"
 def script_text() -> str:
     """The register script as RedisLocationStore::new composes it."""
     common = (REDIS_DIR / "common.lua").read_text()
+    rules = (REDIS_DIR / "register_rules.lua").read_text()
     layout = (REDIS_DIR / "layout_single.lua").read_text()
     body = (REDIS_DIR / "register.lua").read_text()
-    return f"{common}\n{layout}\n{body}"
+    return f"{common}\n{rules}\n{layout}\n{body}"
 
 
 def library_text() -> tuple[str, str]:
@@ -55,14 +59,33 @@ def library_text() -> tuple[str, str]:
     (``actors/src/location/redis/library.rs``): the helpers once at load time, sharing the
     ``KEYS``/``ARGV`` upvalues that each call sets. Returns (library, function name)."""
     common = (REDIS_DIR / "common.lua").read_text()
+    rules = (REDIS_DIR / "register_rules.lua").read_text()
     layout = (REDIS_DIR / "layout_single.lua").read_text()
     body = (REDIS_DIR / "register.lua").read_text()
+    many = (REDIS_DIR / "register_many.lua").read_text()
     return (
-        "#!lua name=sipmesh_bench\nlocal KEYS, ARGV\n" + common
+        "#!lua name=sipmesh_bench\nlocal KEYS, ARGV\n" + common + "\n" + rules
         + "\nredis.register_function('sipmesh_register', function(keys, args)\n"
-        + "KEYS, ARGV = keys, args\n" + layout + "\n" + body + "\nend)\n",
+        + "KEYS, ARGV = keys, args\n" + layout + "\n" + body + "\nend)\n"
+        + "redis.register_function('sipmesh_register_many', function(keys, args)\n"
+        + "KEYS, ARGV = keys, args\n" + many + "\nend)\n",
         "sipmesh_register",
     )
+
+
+def register_many_cmd(users: list[int], call_ids: list[str], now_ms: list[int],
+                      expires_s: int) -> bytes:
+    """One call of the several-AORs function for `users` (register_many.lua's arguments)."""
+    keys: list[str] = [PREFIX + "exp", PREFIX + "count"]
+    args: list[str | int] = [PREFIX + "conn:", ""]
+    for user, call_id, now in zip(users, call_ids, now_ms):
+        aor = f"sip:user{user:05d}@bench.sipmesh.test"
+        contact = f"sip:user{user:05d}@127.0.0.1:5070"
+        rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
+        keys += [PREFIX + "aor:" + aor, PREFIX + "closed:" + aor]
+        args += [now, "L", call_id, 1, 10, aor, 1,
+                 now + expires_s * 1000, call_id, 1, contact, "", "", "", rest]
+    return resp("FCALL", "sipmesh_register_many", len(keys), *keys, *args)
 
 
 def resp(*args: bytes | str | int) -> bytes:
@@ -177,9 +200,13 @@ class Meter:
                            stdout=subprocess.DEVNULL)
         self.cpu0 = cpu_seconds(self.pid)
 
-    def stop(self) -> dict:
+    def stop(self, per_call: int = 1) -> dict:
+        """The figures per REGISTER: per call / `per_call` (REGISTERs per call; the last
+        call of a round may hold fewer, which this ignores)."""
         cpu = cpu_seconds(self.pid) - self.cpu0
         wall, calls = usec_per_call(self.conn, self.verb)
+        wall /= per_call
+        calls *= per_call
         out = {"wall": wall, "cpu": cpu / max(calls, 1) * 1e6}
         if self.callgrind:
             subprocess.run(["callgrind_control", "-d", str(self.pid)], check=True,
@@ -206,7 +233,7 @@ def free_port() -> int:
 
 def one_run(users: int, refreshes: int, callgrind: bool = False,
             text: str | None = None, refresh_text: str | None = None,
-            fcall: bool = False) -> dict:
+            fcall: bool = False, many: int = 1) -> dict:
     """One fresh server. `text` replaces the register script (experiments), `refresh_text`
     the script of the refresh phase only. `fcall`: the register script as a function library
     called with ``FCALL`` instead of ``EVALSHA``."""
@@ -260,17 +287,23 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
         meter.start()
         conn.pipeline(empty_cmds)
         figures["empty"] = meter.stop()
-        cmds = [register_cmd(sha, u, f"c{u}-0", now, 3600, verb) for u in range(users)]
+        def round_cmds(r: int, at: int, fn: str) -> list[bytes]:
+            if many <= 1:
+                return [register_cmd(fn, u, f"c{u}-{r}", at + u // 100, 3600, verb)
+                        for u in range(users)]
+            groups = [list(range(u, min(u + many, users))) for u in range(0, users, many)]
+            return [register_many_cmd(g, [f"c{u}-{r}" for u in g], [at + u // 100 for u in g],
+                                      3600) for g in groups]
+
+        per = max(many, 1)
         meter.start()
-        conn.pipeline(cmds)
-        figures["first"] = meter.stop()
+        conn.pipeline(round_cmds(0, now, sha))
+        figures["first"] = meter.stop(per)
         meter.start()
         for r in range(1, refreshes + 1):
             # One refresh per AOR per round, each a second later than the round before.
-            at = now + r * 1000
-            conn.pipeline([register_cmd(refresh_sha, u, f"c{u}-{r}", at + u // 100, 3600, verb)
-                           for u in range(users)])
-        figures["refresh"] = meter.stop()
+            conn.pipeline(round_cmds(r, now + r * 1000, refresh_sha))
+        figures["refresh"] = meter.stop(per)
         if conn.errors:
             raise RuntimeError(f"{conn.errors} error replies, first: {conn.first_error!r}")
         return figures
@@ -289,10 +322,15 @@ def main() -> int:
                         help="run redis-server under callgrind and report instructions/call")
     parser.add_argument("--fcall", action="store_true",
                         help="the register script as a function library, called with FCALL")
+    parser.add_argument("--many", type=int, default=1,
+                        help="REGISTERs per call of the several-AORs function (implies --fcall)")
     args = parser.parse_args()
-    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=args.fcall)
+    fcall = args.fcall or args.many > 1
+    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=fcall, many=args.many)
             for _ in range(args.repeat)]
-    verb = "FCALL" if args.fcall else "EVALSHA"
+    verb = "FCALL" if fcall else "EVALSHA"
+    if args.many > 1:
+        verb = f"REGISTER ({args.many}/FCALL)"
     units = {"wall": "wall µs", "cpu": "CPU µs", "ir": "Ir"}
     for kind in ("first", "refresh", "empty"):
         for unit, label in units.items():

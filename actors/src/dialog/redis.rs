@@ -252,7 +252,7 @@ impl DialogStore for RedisDialogStore {
                 if self.cluster {
                     let fence_key = self.fence_key(&state.id, &fence);
                     return self
-                        .cluster_fenced_save(&key, fence_key, &fence, ttl_ms, &fields, role)
+                        .cluster_fenced_save(&key, fence_key, &fence, ttl_ms, &fields, role, seen)
                         .await;
                 }
                 let mut call = self.fenced_save.prepare_invoke();

@@ -8,6 +8,9 @@
 //! first, in the same order as [`apply_register`](sipmesh_protocol::registrar::apply_register),
 //! and the script gets finished binding records. URI equivalence (RFC 3261 §19.1.4) is a Lua
 //! port of [`contact_uris_equivalent`](sipmesh_protocol::registrar::contact_uris_equivalent).
+//! On a single server or Sentinel the REGISTERs of one pipelined batch go as one call of the
+//! several-AORs function (`redis/register_many.lua`, the same rules per AOR, one reply each; see
+//! `redis/batch.rs`).
 //!
 //! Key layout of a single server or Sentinel (see `docs/REDIS.md`; Redis Cluster: `redis/cluster.rs`),
 //! with the configurable prefix `P` (default `sipmesh:loc:`):
@@ -48,6 +51,7 @@ mod cluster;
 mod codec;
 mod library;
 mod msgpack;
+mod register_call;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -70,8 +74,16 @@ use crate::redis_endpoint::{
 
 /// Shared Lua helpers, prepended to every script.
 const COMMON_LUA: &str = include_str!("redis/common.lua");
-/// The REGISTER script.
+/// The prelude of the register library: the shared helpers and the REGISTER rules.
+const REGISTER_PRELUDE_LUA: &str = concat!(
+    include_str!("redis/common.lua"),
+    "\n",
+    include_str!("redis/register_rules.lua")
+);
+/// The REGISTER script (one AOR).
 const REGISTER_LUA: &str = include_str!("redis/register.lua");
+/// Several REGISTERs in one call (single server or Sentinel).
+const REGISTER_MANY_LUA: &str = include_str!("redis/register_many.lua");
 /// The expiry sweep script.
 const SWEEP_LUA: &str = include_str!("redis/sweep.lua");
 /// The connection-removal script.
@@ -263,15 +275,30 @@ impl RedisLocationStore {
                 config.cluster_buckets,
             ))
         });
+        let keys = Keys::new(&config.key_prefix);
+        let register_script = match &cluster {
+            Some(layout) => Arc::clone(&layout.register),
+            None => Arc::new(library::RegisterScript::with_many(
+                REGISTER_PRELUDE_LUA,
+                &format!("{LAYOUT_SINGLE_LUA}\n{REGISTER_LUA}"),
+                REGISTER_MANY_LUA,
+            )),
+        };
         let batch = batch::Batcher::spawn(
             conn.clone(),
             config.max_in_flight.max(1),
             config.replica_wait.map(ReplicaWaiter::new),
+            Arc::new(register_call::SingleRegister {
+                script: Arc::clone(&register_script),
+                expiry: keys.expiry.clone(),
+                count: keys.count.clone(),
+                connection: keys.connection.clone(),
+            }),
         );
         Ok(Self {
             batch,
             conn,
-            keys: Arc::new(Keys::new(&config.key_prefix)),
+            keys: Arc::new(keys),
             scope: Arc::from(config.connection_scope.as_str()),
             timeout: config.timeout,
             sweep_batch: config.sweep_batch.max(1),
@@ -279,13 +306,7 @@ impl RedisLocationStore {
                 .unwrap_or(u64::MAX)
                 .max(1),
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
-            register_script: match &cluster {
-                Some(layout) => Arc::clone(&layout.register),
-                None => Arc::new(library::RegisterScript::new(
-                    COMMON_LUA,
-                    &format!("{LAYOUT_SINGLE_LUA}\n{REGISTER_LUA}"),
-                )),
-            },
+            register_script,
             cluster,
             sweep_script: script(SWEEP_LUA),
             remove_connection_script: script(REMOVE_CONNECTION_LUA),
@@ -479,13 +500,8 @@ impl RedisLocationStore {
 
     /// Runs `cmd` in the next pipelined batch, with a permit and within the timeout; `write`
     /// marks a command that the batch's `WAIT` (if configured) must cover.
-    async fn batched(
-        &self,
-        cmd: ::redis::Cmd,
-        script: Option<&Arc<library::RegisterScript>>,
-        write: bool,
-    ) -> Result<Value, StoreError> {
-        let query = self.batch.query(cmd, script.cloned(), write);
+    async fn batched(&self, request: batch::Request, write: bool) -> Result<Value, StoreError> {
+        let query = self.batch.query(request, write);
         let reply = self
             .bounded(async {
                 query.await.map_err(|batch::Closed| {
@@ -633,50 +649,25 @@ impl LocationStore for RedisLocationStore {
             let started = tokio::time::Instant::now();
             let plan = plan?;
             let fence = self.fence_check()?;
-            let mut cmd = self.register_script.command();
-            match &self.cluster {
+            let reply = match &self.cluster {
                 None => {
-                    cmd.arg(if fence.is_some() { 5 } else { 4 })
-                        .arg(self.keys.aor(&req.aor))
-                        .arg(&self.keys.expiry)
-                        .arg(&self.keys.count)
-                        .arg(self.keys.closed(&req.aor));
-                    if let Some(fence) = &fence {
-                        cmd.arg(&*fence.lease_key);
-                    }
+                    let call = register_call::RegisterCall {
+                        aor_key: self.keys.aor(&req.aor),
+                        closed_key: self.keys.closed(&req.aor),
+                        now_ms: codec::millis(now),
+                        mode: plan.mode,
+                        call_id: req.call_id.clone(),
+                        cseq: req.cseq,
+                        max_contacts,
+                        aor: req.aor.clone(),
+                        fence,
+                        contacts: plan.contacts,
+                    };
+                    self.batched(batch::Request::Register(call), true).await?
                 }
                 Some(layout) => {
-                    cmd.arg(if fence.is_some() { 3 } else { 2 })
-                        .arg(layout.aor_key(&req.aor))
-                        .arg(layout.closed_key(&req.aor));
-                    if fence.is_some() {
-                        cmd.arg(layout.fence_key(&req.aor));
-                    }
-                }
-            }
-            cmd.arg(codec::millis(now))
-                .arg(plan.mode)
-                .arg(req.call_id.as_ref())
-                .arg(req.cseq)
-                .arg(max_contacts)
-                .arg(req.aor.as_bytes());
-            match (&self.cluster, &fence) {
-                (None, _) => cmd.arg(&self.keys.connection),
-                (Some(_), Some(fence)) => cmd.arg(&*fence.lease_key),
-                (Some(_), None) => cmd.arg(""),
-            };
-            match &fence {
-                Some(fence) => cmd.arg(fence.epoch),
-                None => cmd.arg(""),
-            };
-            for items in &plan.contacts {
-                for item in items {
-                    cmd.arg(item.as_slice());
-                }
-            }
-            let reply = match &self.cluster {
-                None => self.batched(cmd, Some(&self.register_script), true).await?,
-                Some(_) => {
+                    let cmd =
+                        layout.register_command(&req, &plan, now, max_contacts, fence.as_ref());
                     self.bounded(library::query(
                         &mut self.conn.clone(),
                         &cmd,
@@ -738,7 +729,7 @@ impl LocationStore for RedisLocationStore {
                 let mut conn = self.conn.clone();
                 self.bounded(cmd.query_async::<Value>(&mut conn)).await?
             } else {
-                self.batched(cmd, None, false).await?
+                self.batched(batch::Request::Cmd(cmd), false).await?
             };
             let mut bindings = match reply {
                 Value::Nil => Vec::new(),

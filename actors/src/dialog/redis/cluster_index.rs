@@ -40,7 +40,7 @@ use std::pin::Pin;
 
 use futures_util::future::{join, try_join_all};
 
-use super::super::store::{DialogStoreError, WriteRole};
+use super::super::store::{DialogStoreError, Revision, WriteRole};
 use super::RedisDialogStore;
 use crate::fence::FenceCheck;
 
@@ -86,24 +86,28 @@ impl RedisDialogStore {
         ttl_ms: i64,
         fields: &[(String, String)],
         role: WriteRole,
-    ) -> Result<(), DialogStoreError> {
+        seen: Option<Revision>,
+    ) -> Result<Option<Revision>, DialogStoreError> {
+        let seen = seen.map_or(String::new(), |r| r.0.to_string());
+        let revision = |rev: i64| u64::try_from(rev).ok().filter(|r| *r > 0).map(Revision);
         if role == WriteRole::Visitor {
             // The record keeps the index it names; a record that is gone stays gone.
             let Some(named) = self.named_index(key).await? else {
-                return Ok(());
+                return Ok(None);
             };
             let mut call = self.fenced_save.prepare_invoke();
             call.key(key)
                 .key(fence_key)
                 .arg(fence.epoch)
                 .arg(ttl_ms)
-                .arg(role.as_str());
+                .arg(role.as_str())
+                .arg(&seen);
             for (field, value) in fields {
                 call.arg(field).arg(value);
             }
             call.arg(OWNER_FIELD).arg(&named);
             let mut conn = self.conn.clone();
-            return self.write_then_wait(call, &mut conn).await;
+            return self.write_then_wait(call, &mut conn).await.map(revision);
         }
         // An adoption keeps the record's expiry (its timer follows the time left since the
         // last refresh), as the single-server take does.
@@ -135,13 +139,14 @@ impl RedisDialogStore {
             .key(fence_key)
             .arg(fence.epoch)
             .arg(ttl_ms)
-            .arg(role.as_str());
+            .arg(role.as_str())
+            .arg(&seen);
         for (field, value) in fields {
             call.arg(field).arg(value);
         }
         call.arg(OWNER_FIELD).arg(&own);
         let mut conn = self.conn.clone();
-        self.write_then_wait(call, &mut conn).await?;
+        let written = self.write_then_wait(call, &mut conn).await?;
         let relisted = async {
             let mut conn = self.conn.clone();
             let add = ::redis::cmd("SADD").arg(&own).arg(key).clone();
@@ -155,7 +160,7 @@ impl RedisDialogStore {
             }
         };
         let (relisted, unlisted) = join(relisted, unlisted).await;
-        relisted.and(unlisted)
+        relisted.and(unlisted).map(|()| revision(written))
     }
 
     /// A fenced remove on a Cluster (rule 2): the record goes, then its entry in the index it

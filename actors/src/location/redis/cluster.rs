@@ -28,12 +28,17 @@
 mod repair;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
-use sipmesh_protocol::registrar::Aor;
+use sipmesh_protocol::registrar::{Aor, RegisterRequest};
 
 use super::library::RegisterScript;
-use super::{COMMON_LUA, REGISTER_LUA, RedisLocationStore, bad_reply, bytes_of};
+use super::{
+    COMMON_LUA, REGISTER_LUA, REGISTER_PRELUDE_LUA, RedisLocationStore, RegisterPlan, bad_reply,
+    bytes_of, codec,
+};
+use crate::fence::FenceCheck;
 use crate::location::store::{StoreError, StoreStats};
 use crate::redis_endpoint::RedisEndpoint;
 
@@ -130,7 +135,7 @@ impl ClusterLayout {
             prefix: prefix.to_owned(),
             buckets: buckets.max(1),
             register: Arc::new(RegisterScript::new(
-                COMMON_LUA,
+                REGISTER_PRELUDE_LUA,
                 &format!("{LAYOUT_CLUSTER_LUA}\n{REGISTER_LUA}"),
             )),
             remove_flow: script(REMOVE_FLOW_AOR_LUA),
@@ -142,6 +147,40 @@ impl ClusterLayout {
     /// The key prefix `P`.
     pub(super) fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The register call (`register.lua` after `layout_cluster.lua`) for `req`.
+    pub(super) fn register_command(
+        &self,
+        req: &RegisterRequest,
+        plan: &RegisterPlan,
+        now: SystemTime,
+        max_contacts: usize,
+        fence: Option<&FenceCheck>,
+    ) -> Cmd {
+        let mut cmd = self.register.command();
+        cmd.arg(if fence.is_some() { 3 } else { 2 })
+            .arg(self.aor_key(&req.aor))
+            .arg(self.closed_key(&req.aor));
+        if fence.is_some() {
+            cmd.arg(self.fence_key(&req.aor));
+        }
+        cmd.arg(codec::millis(now))
+            .arg(plan.mode)
+            .arg(req.call_id.as_ref())
+            .arg(req.cseq)
+            .arg(max_contacts)
+            .arg(req.aor.as_bytes());
+        match fence {
+            Some(fence) => cmd.arg(&*fence.lease_key).arg(fence.epoch),
+            None => cmd.arg("").arg(""),
+        };
+        for items in &plan.contacts {
+            for item in items {
+                cmd.arg(item.as_slice());
+            }
+        }
+        cmd
     }
 
     /// `P{<AOR>}<suffix>`.

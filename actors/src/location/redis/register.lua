@@ -1,7 +1,4 @@
--- One REGISTER applied atomically to one AOR: RFC 3261 §10.3 steps 6-8, the same rules as
--- sipmesh_protocol::registrar::apply_register. Request-only checks (q-values, Min-Expires,
--- wildcard form) were done by the caller before this runs; here are the checks that need the
--- stored state (CSeq order, contact limit) and the update itself.
+-- One REGISTER applied atomically to one AOR: the rules of register_rules.lua, then the write.
 --
 -- The KEYS and the key-naming ARGV come from the layout prepended before this body
 -- (layout_single.lua or layout_cluster.lua: AOR_KEY, fence_ok, commit); the rules are the same.
@@ -15,60 +12,10 @@
 
 if not fence_ok() then return stale_epoch() end
 
-local now = tonumber(ARGV[1])
-local mode = ARGV[2]
-local call_id = ARGV[3]
-
-local old = decode_set(redis.call('GET', AOR_KEY))
-local live = live_at(old, now)
-local changed = #live ~= #old
-
--- Call-ID/CSeq order (RFC 3261 §10.3 step 7) for a removal or an update. The CSeq argument is
--- converted only when a live binding has the same Call-ID: number parsing (strtod) is a
--- measurable share of the script, and a REGISTER with a new Call-ID never needs it.
-if mode ~= 'Q' then
-  local cseq
-  for _, b in ipairs(live) do
-    if b[CALL_ID] == call_id then
-      cseq = cseq or tonumber(ARGV[4])
-      if cseq <= b[CSEQ] then return { 'CSEQ' } end
-    end
-  end
-end
-
-local working = live
-if mode == 'S' then
-  if #live > 0 then changed = true end
-  working = {}
-elseif mode == 'L' then
-  local before = #live
-  for i = 9, #ARGV, ITEMS do
-    local c = binding_from_args(i)
-    local found
-    for j, b in ipairs(working) do
-      if same_binding(b, c) then
-        found = j
-        break
-      end
-    end
-    if c[EXP] == 0 then
-      if found then
-        table.remove(working, found)
-        changed = true
-      end
-    else
-      if found then
-        working[found] = c
-      else
-        working[#working + 1] = c
-      end
-      changed = true
-    end
-  end
-  if #working > before and #working > tonumber(ARGV[5]) then return { 'MAX' } end
-end
-
-if changed then
+local status, old, working =
+  register_rules(AOR_KEY, tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5], 9, #ARGV)
+if status == 'CSEQ' or status == 'MAX' then return { status } end
+if status then
   return { 'OK', 1, commit(old, working) }
 end
 return { 'OK', 0, encode_set(working) }
