@@ -157,7 +157,7 @@ impl RedisDialogStore {
 
     /// The second key of a fenced script: the lease key, or on a Cluster this node's fencing
     /// token of the record, `P{<id>}fence:<lease key>`.
-    fn fence_key(&self, id: &DialogId, fence: &FenceCheck) -> String {
+    pub(super) fn fence_key(&self, id: &DialogId, fence: &FenceCheck) -> String {
         if self.cluster {
             format!("{}fence:{}", self.key(id), fence.lease_key)
         } else {
@@ -250,9 +250,8 @@ impl DialogStore for RedisDialogStore {
             let mut conn = self.conn.clone();
             if let Some(fence) = fence {
                 if self.cluster {
-                    let fence_key = self.fence_key(&state.id, &fence);
                     return self
-                        .cluster_fenced_save(&key, fence_key, &fence, ttl_ms, &fields, role, seen)
+                        .cluster_fenced_save(state, &fence, ttl_ms, role, seen)
                         .await;
                 }
                 let mut call = self.fenced_save.prepare_invoke();

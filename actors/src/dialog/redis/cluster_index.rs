@@ -41,6 +41,9 @@ use std::pin::Pin;
 use futures_util::future::{join, try_join_all};
 
 use super::super::store::{DialogStoreError, Revision, WriteRole};
+use sipmesh_protocol::dialog::DialogState;
+
+use super::super::record;
 use super::RedisDialogStore;
 use crate::fence::FenceCheck;
 
@@ -76,18 +79,19 @@ impl RedisDialogStore {
         Ok(())
     }
 
-    /// A fenced save on a Cluster (rules 1 and 2 of the module doc): `fields` are the record's,
-    /// `ttl_ms` its key lifetime.
+    /// A fenced save on a Cluster (rules 1 and 2 of the module doc) of `state`'s record, with
+    /// key lifetime `ttl_ms`, by a writer in `role` that last saw revision `seen`.
     pub(super) async fn cluster_fenced_save(
         &self,
-        key: &str,
-        fence_key: String,
+        state: &DialogState,
         fence: &FenceCheck,
         ttl_ms: i64,
-        fields: &[(String, String)],
         role: WriteRole,
         seen: Option<Revision>,
     ) -> Result<Option<Revision>, DialogStoreError> {
+        let key = &self.key(&state.id);
+        let fence_key = self.fence_key(&state.id, fence);
+        let fields = &record::encode(state);
         let seen = seen.map_or(String::new(), |r| r.0.to_string());
         let revision = |rev: i64| u64::try_from(rev).ok().filter(|r| *r > 0).map(Revision);
         if role == WriteRole::Visitor {
