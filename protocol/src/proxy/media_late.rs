@@ -73,6 +73,18 @@ impl LateOffer {
     }
 }
 
+/// What to do with the answer to a late offer ([`Core::late_answer`]).
+pub(super) enum LateAnswer {
+    /// The call's media is not relayed: the request goes on as it came.
+    NotRelayed,
+    /// The same answer was rewritten before: forward the request with this SDP.
+    Repeat(Bytes),
+    /// The answer is with rtpengine already: absorb this request.
+    InFlight,
+    /// Send this answer to rtpengine, and park the request until it replies.
+    Ask(Box<Request>),
+}
+
 /// Late offers of one dialog: (Call-ID, caller's tag, callee's tag).
 pub(super) type DialogKey = (String, String, String);
 
@@ -174,29 +186,16 @@ impl Core {
         let stateless = LegKind::of(origin.transport, Some(&body));
         let callee = LegKind::of(towards, None);
         let profile = call_profile(global, msg, origin.transport);
-        if !self.media.late.offers.contains_key(&dialog) && !profile.relays(stateless, callee) {
-            return false;
-        }
-        let offer = self.media.late.entry(now, dialog.clone(), || {
-            LateOffer::unseen(now, stateless, callee, profile)
-        });
-        if let Some((original, rewritten)) = &offer.answered
-            && *original == body
+        let request = match self.late_answer(now, dialog.clone(), body, stateless, callee, profile)
         {
-            let sdp = rewritten.clone();
-            self.forward_ack(now, msg, &Ok(sdp), origin, key);
-            return true;
-        }
-        if offer.answering {
-            return true;
-        }
-        offer.answering = true;
-        let options = offer.profile.options_towards(offer.callee, offer.caller);
-        let request = Request::Answer(SdpRequest {
-            call: CallRef::new(&dialog.0, &dialog.2).with_to_tag(&dialog.1),
-            sdp: body,
-            options,
-        });
+            LateAnswer::NotRelayed => return false,
+            LateAnswer::Repeat(sdp) => {
+                self.forward_ack(now, msg, &Ok(sdp), origin, key);
+                return true;
+            }
+            LateAnswer::InFlight => return true,
+            LateAnswer::Ask(request) => *request,
+        };
         let token = self.new_id();
         debug!("late answer in the ACK to rtpengine");
         self.media.parked.insert(
@@ -213,6 +212,42 @@ impl Core {
             request,
         });
         true
+    }
+
+    /// The answer `body` to the late offer of `dialog` (in an ACK, or a PRACK after an offer in
+    /// a reliable 18x), between legs `caller` and `callee`: what to do with its request.
+    pub(super) fn late_answer(
+        &mut self,
+        now: Instant,
+        dialog: DialogKey,
+        body: Bytes,
+        caller: LegKind,
+        callee: LegKind,
+        profile: MediaProfiles,
+    ) -> LateAnswer {
+        if !self.media.late.offers.contains_key(&dialog) && !profile.relays(caller, callee) {
+            return LateAnswer::NotRelayed;
+        }
+        let offer = self.media.late.entry(now, dialog.clone(), || {
+            LateOffer::unseen(now, caller, callee, profile)
+        });
+        if let Some((original, rewritten)) = &offer.answered
+            && *original == body
+        {
+            // The same answer again (a new transaction: a retransmission is absorbed by its
+            // server transaction before it gets here).
+            return LateAnswer::Repeat(rewritten.clone());
+        }
+        if offer.answering {
+            return LateAnswer::InFlight;
+        }
+        offer.answering = true;
+        let options = offer.profile.options_towards(offer.callee, offer.caller);
+        LateAnswer::Ask(Box::new(Request::Answer(SdpRequest {
+            call: CallRef::new(&dialog.0, &dialog.2).with_to_tag(&dialog.1),
+            sdp: body,
+            options,
+        })))
     }
 
     /// rtpengine's answer for a parked ACK: forwarded with it, or as it came on a failure

@@ -29,13 +29,12 @@ use tracing::{debug, warn};
 use crate::header::HeaderName;
 use crate::media::{LegKind, has_sdp, replace_body};
 use crate::message::Message;
-use crate::ng::{CallRef, Request, SdpRequest};
 
 use super::MediaFailure;
 use super::core::{Core, Output};
 use super::forward::{ForwardPlan, Target};
 use super::media::{Parked, call_profile};
-use super::media_late::{DialogKey, LateOffer};
+use super::media_late::{DialogKey, LateAnswer};
 
 /// A reliable provisional response (RFC 3262 §3): `Require: 100rel` and an `RSeq`.
 pub(super) fn is_reliable(msg: &Message) -> bool {
@@ -83,31 +82,15 @@ impl Core {
         let caller = LegKind::of(plan.origin.transport, Some(&body));
         let callee = LegKind::of(first.destination.transport, None);
         let profile = call_profile(global, msg, plan.origin.transport);
-        if !self.media.late.offers.contains_key(&dialog) && !profile.relays(caller, callee) {
-            return false;
-        }
-        let offer = self.media.late.entry(now, dialog.clone(), || {
-            LateOffer::unseen(now, caller, callee, profile)
-        });
-        if let Some((original, rewritten)) = &offer.answered
-            && *original == body
-        {
-            // Another PRACK with the same answer (a new transaction: a retransmission is
-            // absorbed by its server transaction before it gets here).
-            let sdp = rewritten.clone();
-            self.forward_prack(now, server, msg, plan.clone(), targets.to_vec(), &Ok(sdp));
-            return true;
-        }
-        if offer.answering {
-            return true;
-        }
-        offer.answering = true;
-        let options = offer.profile.options_towards(offer.callee, offer.caller);
-        let request = Request::Answer(SdpRequest {
-            call: CallRef::new(&dialog.0, &dialog.2).with_to_tag(&dialog.1),
-            sdp: body,
-            options,
-        });
+        let request = match self.late_answer(now, dialog.clone(), body, caller, callee, profile) {
+            LateAnswer::NotRelayed => return false,
+            LateAnswer::Repeat(sdp) => {
+                self.forward_prack(now, server, msg, plan.clone(), targets.to_vec(), &Ok(sdp));
+                return true;
+            }
+            LateAnswer::InFlight => return true,
+            LateAnswer::Ask(request) => *request,
+        };
         let token = self.new_id();
         debug!("answer in the PRACK to rtpengine");
         self.media.parked.insert(
