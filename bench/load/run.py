@@ -275,7 +275,13 @@ class SipmeshRedis(Sipmesh):
                 self.stop()
                 raise BenchError("redis-server did not answer PING within 10 s")
             time.sleep(0.1)
-        super().start()
+        try:
+            super().start()
+        except BaseException:
+            # A node that cannot start must not leave its redis-server behind: the next run
+            # would find the port taken and write into this one's data.
+            self.stop()
+            raise
 
     def stop(self) -> None:
         super().stop()
