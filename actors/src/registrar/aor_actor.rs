@@ -2,7 +2,8 @@
 //! caches its bindings, owns their one expiry timer, and stops itself when idle.
 //!
 //! ```text
-//!  pre_start: load bindings from the store ──► cache (invalid if the store did not answer)
+//!  pre_start: load bindings from the store ──► cache (invalid if the store did not answer;
+//!             skipped over a networked store when the first job is a REGISTER)
 //!  Job(Register) ─► store.register (deadline) ─► cache := outcome.bindings ─► reply
 //!  Job(Lookup)   ─► cache if valid and flow-free, else store.lookup (+ flows_closed) ─► reply
 //!  Expire{gen}   ─► stale gen? ignore : prune cache, re-arm at the next earliest expiry
@@ -92,8 +93,9 @@ pub(crate) struct AorArgs<S: LocationStore> {
     pub(crate) core: SharedCore,
     /// Held while one of its jobs runs, here or on a caller's task (see `driver`).
     pub(crate) gate: Arc<tokio::sync::Mutex<()>>,
-    /// The gate, held from the spawn until the AOR is loaded.
-    pub(crate) loading: tokio::sync::OwnedMutexGuard<()>,
+    /// The gate, held from the spawn until the AOR is loaded; `None`: start without loading
+    /// (the first job is a REGISTER, whose outcome fills the cache).
+    pub(crate) loading: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 /// The state of an AOR actor.
@@ -123,10 +125,12 @@ impl<S: LocationStore> Actor for AorActor<S> {
         args: AorArgs<S>,
     ) -> Result<AorState<S>, ActorProcessingErr> {
         let span = tracing::info_span!("aor", aor = %args.aor);
-        load(&args.directory, &args.aor, &args.core, &myself, false)
-            .instrument(span.clone())
-            .await;
-        drop(args.loading);
+        if let Some(loading) = args.loading {
+            load(&args.directory, &args.aor, &args.core, &myself, false)
+                .instrument(span.clone())
+                .await;
+            drop(loading);
+        }
         Ok(AorState {
             aor: args.aor,
             directory: args.directory,

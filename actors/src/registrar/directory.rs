@@ -66,9 +66,11 @@ pub(crate) struct Directory<S: LocationStore> {
     pub(crate) config: RegistrarConfig,
     /// This directory, for the actors and jobs it creates.
     myself: Weak<Self>,
-    /// The runtime AOR actors and plain store calls run on when requests come from another
-    /// one (the node's signalling thread, issue 6): the store's connections and their I/O then
-    /// stay on it. Unset: wherever the request comes from (the shard drives store calls itself).
+    /// The runtime AOR actors (and plain store calls no caller drives) run on when requests
+    /// come from another one (the node's signalling thread, issue 6): the store's connections
+    /// and their I/O then stay on it. Unset: wherever the request comes from. A call the caller
+    /// drives (see `driver`) is polled on the caller's thread either way; it only talks to the
+    /// store's connection tasks through channels.
     home: OnceLock<tokio::runtime::Handle>,
 }
 
@@ -163,9 +165,12 @@ impl<S: LocationStore> Directory<S> {
             if let Some(work) = job.take() {
                 let store = Arc::clone(&self.store);
                 let call = run_stateless_async(store, work, self.config.clock.now());
-                match (self.home.get(), driver) {
-                    (Some(home), _) => drop(home.spawn(call)),
-                    (None, Some(driver)) => driver.push(call),
+                // Driven by the caller when it can (as an idle actor's job is, see `drive`):
+                // spawning it on the home runtime would cost two cross-thread wake-ups more
+                // (signalling thread → worker → signalling thread) on top of the store's own.
+                match (driver, self.home.get()) {
+                    (Some(driver), _) => driver.push(call),
+                    (None, Some(home)) => drop(home.spawn(call)),
                     (None, None) => drop(tokio::spawn(call)),
                 }
             }
@@ -173,7 +178,15 @@ impl<S: LocationStore> Directory<S> {
         }
         for _ in 0..2 {
             if !map.contains_key(&aor) {
-                let Some(entry) = self.spawn(&aor) else { break };
+                // Over a networked store, an actor started by a REGISTER skips its load: the
+                // REGISTER's outcome (the AOR's full set of bindings) fills its cache, and the
+                // store read would only be overwritten (one `GET` per new actor saved).
+                let load = S::COMPLETES_INLINE
+                    || job.sent_to.is_some()
+                    || !matches!(job.peek(), Some(Work::Register { .. }));
+                let Some(entry) = self.spawn(&aor, load) else {
+                    break;
+                };
                 map.insert(aor.clone(), entry);
             }
             let Some(entry) = map.get_mut(&aor) else {
@@ -321,15 +334,19 @@ impl<S: LocationStore> Directory<S> {
         self.shard(aor).get(aor).map(|e| e.actor.clone())
     }
 
-    fn spawn(&self, aor: &Aor) -> Option<Entry> {
+    /// Spawns the AOR's actor; `load`: it reads the AOR's bindings before its first job
+    /// (without, its cache starts unknown and the first job, a REGISTER, fills it).
+    fn spawn(&self, aor: &Aor, load: bool) -> Option<Entry> {
         let supervisor = self.supervisor.get()?.clone();
         let directory = self.myself.upgrade()?;
         let done = Arc::new(AtomicU64::new(0));
         let core = AorCore::new(self.config.cache_lookups, 2 * self.config.idle_after);
         let gate = Arc::new(tokio::sync::Mutex::new(()));
         // Held by the actor until it has loaded the AOR: no job is driven before that.
-        let Ok(loading) = Arc::clone(&gate).try_lock_owned() else {
-            return None;
+        let loading = match load.then(|| Arc::clone(&gate).try_lock_owned()) {
+            Some(Ok(guard)) => Some(guard),
+            Some(Err(_)) => return None,
+            None => None,
         };
         let args = AorArgs {
             aor: aor.clone(),
@@ -394,7 +411,7 @@ impl<S: LocationStore> Directory<S> {
         let mut map = self.shard(&aor);
         if map.get(&aor).is_some_and(|e| e.actor.get_id() == id) {
             map.remove(&aor);
-            if let Some(entry) = self.spawn(&aor) {
+            if let Some(entry) = self.spawn(&aor, true) {
                 map.insert(aor.clone(), entry);
             }
         }

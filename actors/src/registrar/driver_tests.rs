@@ -3,6 +3,7 @@
 //! the ones that queue at the actor meanwhile.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,9 +17,10 @@ use crate::location::{LocationStore, MemoryLocationStore, StoreError, StoreStats
 
 use super::tests::requests::{aor, contact, req};
 
-/// The memory store behind one yield per call: answers later, like a networked store.
+/// The memory store behind one yield per call: answers later, like a networked store; counts
+/// its lookups.
 #[derive(Debug, Default)]
-struct LaterStore(MemoryLocationStore);
+struct LaterStore(MemoryLocationStore, AtomicUsize);
 
 impl LocationStore for LaterStore {
     async fn register(
@@ -36,6 +38,7 @@ impl LocationStore for LaterStore {
         aor: &Aor,
         now: std::time::SystemTime,
     ) -> Result<Vec<Binding>, StoreError> {
+        self.1.fetch_add(1, Ordering::Relaxed);
         tokio::task::yield_now().await;
         self.0.lookup(aor, now).await
     }
@@ -228,4 +231,61 @@ async fn a_driven_call_dropped_unfinished_answers_503_and_frees_the_actor() {
             .map(|o| o.bindings.len()),
         Ok(2)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_started_by_a_register_reads_nothing_and_caches_the_outcome() {
+    let r = registrar().await;
+    let bob = aor("bob");
+    // A binding the node has no actor for (another node wrote it, or an actor that stopped).
+    let seeded = r
+        .store()
+        .0
+        .register(
+            one(&bob, "b0", "sip:b0@192.0.2.2"),
+            &policy(),
+            std::time::SystemTime::now(),
+        )
+        .await;
+    assert!(seeded.is_ok());
+    assert!(!r.has_actor(&bob));
+
+    let mut driver = Driver::new();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    r.register_driven(
+        one(&bob, "b1", "sip:b1@192.0.2.2"),
+        policy(),
+        &mut driver,
+        move |res| {
+            let _ = tx.send(res.map(|o| o.bindings.len()));
+        },
+    );
+    // The new actor does not load the AOR first, so the caller drives the REGISTER at once.
+    assert!(r.has_actor(&bob));
+    assert_eq!(driver.len(), 1);
+    assert_eq!(drive(&mut driver, &mut rx, 1).await, [Ok(2)]);
+    assert_eq!(r.store().1.load(Ordering::Relaxed), 0, "no store read");
+
+    // The outcome (the AOR's whole set, the seeded binding included) is the actor's cache.
+    until_idle(&r, &bob).await;
+    let (lookup_tx, mut lookup_rx) = mpsc::unbounded_channel();
+    r.lookup_driven(bob.clone(), &mut driver, move |res| {
+        let _ = lookup_tx.send(res.map(|b| b.len()));
+    });
+    assert!(driver.is_empty());
+    assert_eq!(lookup_rx.try_recv().ok(), Some(Ok(2)));
+    assert_eq!(
+        r.store().1.load(Ordering::Relaxed),
+        0,
+        "served from the cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actor_started_by_a_lookup_loads_the_aor() {
+    let r = registrar().await;
+    let carol = aor("carol");
+    assert_eq!(r.lookup(&carol).await, Ok(Vec::new()));
+    // The load at start, then (the cache empty) nothing more: the lookup is served from it.
+    assert!(r.store().1.load(Ordering::Relaxed) >= 1);
 }
