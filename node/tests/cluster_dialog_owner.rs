@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sipmesh_cluster::NodeId;
 use sipmesh_cluster::placement::owner_of;
-use sipmesh_test_support::{RawRequest, UdpPeer, ViaTransport};
+use sipmesh_test_support::UdpPeer;
 
 mod cluster_support;
 
@@ -133,21 +133,7 @@ fn a_dialog_confirmed_at_a_non_owner_moves_to_its_owner_and_a_bye_elsewhere_stop
 
 /// An UPDATE from alice through node `node`, answered 200 by bob.
 fn refresh(c: &Cluster, node: usize, alice: &UdpPeer, bob: &UdpPeer, call: &Call, cseq: u32) {
-    let update = RawRequest::new(
-        "UPDATE",
-        &format!("sip:bob@{}", bob.local_addr()),
-        ViaTransport::Udp,
-        alice.local_addr(),
-    )
-    .set("Route", call.route.clone())
-    .set(
-        "From",
-        format!("<sip:alice@{DOMAIN}>;tag={}", call.alice_tag),
-    )
-    .set("To", format!("<sip:bob@{DOMAIN}>;tag={}", call.bob_tag))
-    .set("Call-ID", call.call_id.clone())
-    .set("CSeq", format!("{cseq} UPDATE"))
-    .header("Contact", format!("<sip:alice@{}>", alice.local_addr()));
+    let update = call.update(alice, bob, cseq);
     alice
         .send(c.nodes[node].udp_addr(), &update.to_bytes())
         .unwrap_or_else(|e| panic!("{e}"));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sipmesh_cluster::NodeId;
 use sipmesh_cluster::placement::owner_of;
-use sipmesh_test_support::{RawMessage, RawRequest, UdpPeer, ViaTransport};
+use sipmesh_test_support::{RawMessage, UdpPeer};
 
 mod cluster_support;
 
@@ -40,21 +40,7 @@ fn owned_by_node1(alice: &UdpPeer, from: usize) -> usize {
 /// Alice refreshes the call with an UPDATE through node `node`; bob answers 200. Panics on a
 /// BYE to either of them (the dialog must not have timed out).
 fn refresh(c: &Cluster, node: usize, alice: &UdpPeer, bob: &UdpPeer, call: &Call, cseq: u32) {
-    let update = RawRequest::new(
-        "UPDATE",
-        &format!("sip:bob@{}", bob.local_addr()),
-        ViaTransport::Udp,
-        alice.local_addr(),
-    )
-    .set("Route", call.route.clone())
-    .set(
-        "From",
-        format!("<sip:alice@{DOMAIN}>;tag={}", call.alice_tag),
-    )
-    .set("To", format!("<sip:bob@{DOMAIN}>;tag={}", call.bob_tag))
-    .set("Call-ID", call.call_id.clone())
-    .set("CSeq", format!("{cseq} UPDATE"))
-    .header("Contact", format!("<sip:alice@{}>", alice.local_addr()));
+    let update = call.update(alice, bob, cseq);
     alice
         .send(c.nodes[node].udp_addr(), &update.to_bytes())
         .unwrap_or_else(|e| panic!("{e}"));

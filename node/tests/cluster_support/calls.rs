@@ -74,6 +74,25 @@ pub(crate) struct Call {
 }
 
 impl Call {
+    /// An in-dialog UPDATE from `alice` to `bob` (a dialog refresh), CSeq `cseq`.
+    pub(crate) fn update(&self, alice: &UdpPeer, bob: &UdpPeer, cseq: u32) -> RawRequest {
+        RawRequest::new(
+            "UPDATE",
+            &format!("sip:bob@{}", bob.local_addr()),
+            ViaTransport::Udp,
+            alice.local_addr(),
+        )
+        .set("Route", self.route.clone())
+        .set(
+            "From",
+            format!("<sip:alice@{DOMAIN}>;tag={}", self.alice_tag),
+        )
+        .set("To", format!("<sip:bob@{DOMAIN}>;tag={}", self.bob_tag))
+        .set("Call-ID", self.call_id.clone())
+        .set("CSeq", format!("{cseq} UPDATE"))
+        .header("Contact", format!("<sip:alice@{}>", alice.local_addr()))
+    }
+
     pub(crate) fn key(&self) -> String {
         format!(
             "sipmesh:dlg:{};{};{}",
