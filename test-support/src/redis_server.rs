@@ -1,7 +1,7 @@
 //! A real `redis-server` (Debian package `redis-server`) on a free loopback port, started for
 //! one test with persistence off and killed when dropped. A missing binary fails the test.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,15 +14,14 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-/// A loopback port nobody listens on right now.
+/// A 127.0.0.1 port nobody listens on right now (see [`crate::free_port`]).
 pub(crate) fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("no local address: {e}"))
-        .port()
+    crate::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
+
+/// How many ports [`RedisServer::start_with`] tries when another process took the port
+/// between the pick and the server's bind.
+const START_ATTEMPTS: usize = 5;
 
 impl RedisServer {
     /// Starts a server and waits until it accepts connections.
@@ -38,8 +37,17 @@ impl RedisServer {
             extra: args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
         };
-        server.restart();
-        server
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => {
+                    failures.push(e);
+                    server.port = free_port();
+                }
+            }
+        }
+        panic!("redis-server did not start: {}", failures.join("; "));
     }
 
     /// The server's port on 127.0.0.1.
@@ -75,7 +83,20 @@ impl RedisServer {
     }
 
     /// Starts the server again on the same port (empty: persistence is off).
+    ///
+    /// # Panics
+    ///
+    /// When the server does not come up on its port (or another process's server answers
+    /// there).
     pub fn restart(&mut self) {
+        if let Err(e) = self.spawn() {
+            panic!("redis-server did not restart: {e}");
+        }
+    }
+
+    /// Kills the current server, starts one on `self.port` and waits until it is the one
+    /// answering there (its `process_id` is the child's).
+    fn spawn(&mut self) -> Result<(), String> {
         self.stop();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
@@ -92,8 +113,35 @@ impl RedisServer {
                      install the Debian package with `apt-get install redis-server`"
                 )
             });
+        let pid = child.id();
         self.child = Some(child);
-        wait_listening(self.port);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!("port {}: redis-server exited ({status})", self.port));
+            }
+            let info = redis_cli(self.port, &["INFO", "server"]);
+            if let Some(answering) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .map(str::trim)
+            {
+                if answering == pid.to_string() {
+                    return Ok(());
+                }
+                self.stop();
+                return Err(format!(
+                    "port {}: another redis-server (pid {answering}) answers there",
+                    self.port
+                ));
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!("port {}: not listening within 5 s", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
