@@ -235,41 +235,9 @@ impl ClientInviteTx {
             ClientInviteState::Accepted | ClientInviteState::Terminated => {}
         }
     }
-
-    /// The next message to send to the peer. Drain it after every call, also once terminated
-    /// (the final ACK is queued as the transaction terminates on a reliable transport).
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transmits.pop_front()
-    }
-
-    /// The instant at which `handle_timeout` must next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next_timeout()
-    }
-
-    /// The next event for the TU.
-    pub fn poll_event(&mut self) -> Option<TxEvent> {
-        self.events.pop_front()
-    }
-
-    /// The current state.
-    pub fn state(&self) -> ClientInviteState {
-        self.state
-    }
-
-    /// Whether the transaction has terminated.
-    pub fn is_terminated(&self) -> bool {
-        self.state == ClientInviteState::Terminated
-    }
-
-    /// Moves to Terminated, stopping every timer and telling the TU.
-    fn terminate(&mut self) {
-        self.timers.stop_all();
-        self.state = ClientInviteState::Terminated;
-        self.events.push_back(TxEvent::Terminated);
-    }
 }
+
+super::machine_outputs!(ClientInviteTx, ClientInviteState);
 
 #[cfg(test)]
 mod tests {

@@ -53,6 +53,52 @@
 //! [`key`] matches messages to transactions (§17.1.3, §17.2.3); [`TimerTable`] holds the
 //! deadlines; [`TimerConfig`] the RFC 3261 intervals.
 
+/// The output side every machine shares: `poll_transmit`, `poll_timeout`, `poll_event`,
+/// `state`, `is_terminated` and the private `terminate`, for a machine `$tx` with fields
+/// `state: $state`, `timers: TimerTable`, `transmits: VecDeque<Bytes>` and
+/// `events: VecDeque<TxEvent>`, whose `$state` has a `Terminated` variant.
+macro_rules! machine_outputs {
+    ($tx:ident, $state:ident) => {
+        impl $tx {
+            /// The next message to send to the peer. Drain it after every call, also once
+            /// terminated (a client INVITE queues its final ACK as it terminates on a reliable
+            /// transport).
+            #[must_use]
+            pub fn poll_transmit(&mut self) -> Option<Bytes> {
+                self.transmits.pop_front()
+            }
+
+            /// The instant at which `handle_timeout` must next be called.
+            pub fn poll_timeout(&self) -> Option<Instant> {
+                self.timers.next_timeout()
+            }
+
+            /// The next event for the TU.
+            pub fn poll_event(&mut self) -> Option<TxEvent> {
+                self.events.pop_front()
+            }
+
+            /// The current state.
+            pub fn state(&self) -> $state {
+                self.state
+            }
+
+            /// Whether the transaction has terminated.
+            pub fn is_terminated(&self) -> bool {
+                self.state == $state::Terminated
+            }
+
+            /// Moves to Terminated, stopping every timer and telling the TU.
+            fn terminate(&mut self) {
+                self.timers.stop_all();
+                self.state = $state::Terminated;
+                self.events.push_back(TxEvent::Terminated);
+            }
+        }
+    };
+}
+use machine_outputs;
+
 mod client_invite;
 mod client_non_invite;
 mod config;
