@@ -228,34 +228,8 @@ impl Runner {
         self.swarm.topo.set_up(victim, false);
         let fault_at = Instant::now();
         block_in_place(|| self.cluster.kill(victim));
-        let seed = self.seed();
-        let limit = Duration::from_millis(self.cli.service_limit_ms);
-        let flow_check = self.swarm.has(Capability::Flow480);
-        let (service, flow) = tokio::join!(
-            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT),
-            async {
-                if flow_check {
-                    checks::flow_480(
-                        &self.swarm,
-                        &self.checker,
-                        &orphans,
-                        Duration::from_secs(4),
-                        seed,
-                    )
-                    .await
-                } else {
-                    None
-                }
-            }
-        );
-        self.judge_service(&mut p, service, limit);
-        p.flow_480_seen = flow;
-        if flow == Some(false) {
-            p.violations.push(format!(
-                "requests to {} (flow held by the dead node) got no 480 before it re-registered",
-                orphans.first().map(|a| a.aor()).unwrap_or_default()
-            ));
-        }
+        self.await_recovery(&mut p, victim, fault_at, &orphans, "dead")
+            .await;
         // Dialogs held across the kill are ended while the node is still dead: through the
         // survivors only.
         self.after_fault(&held).await;
@@ -304,35 +278,9 @@ impl Runner {
         self.swarm.topo.set_up(victim, false);
         let fault_at = Instant::now();
         block_in_place(|| self.cluster.freeze(victim, true));
-        let limit = Duration::from_millis(self.cli.service_limit_ms);
-        let seed = self.seed();
-        let flow_check = self.swarm.has(Capability::Flow480);
         let orphan_agents: Vec<Arc<Agent>> = orphans.iter().map(|(a, _)| Arc::clone(a)).collect();
-        let (service, flow) = tokio::join!(
-            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT),
-            async {
-                if flow_check {
-                    checks::flow_480(
-                        &self.swarm,
-                        &self.checker,
-                        &orphan_agents,
-                        Duration::from_secs(4),
-                        seed,
-                    )
-                    .await
-                } else {
-                    None
-                }
-            }
-        );
-        self.judge_service(&mut p, service, limit);
-        p.flow_480_seen = flow;
-        if flow == Some(false) {
-            p.violations.push(format!(
-                "requests to {} (flow held by the frozen node) got no 480 before it re-registered",
-                orphan_agents.first().map(|a| a.aor()).unwrap_or_default()
-            ));
-        }
+        self.await_recovery(&mut p, victim, fault_at, &orphan_agents, "frozen")
+            .await;
         let mut fence = FenceCheck {
             declared_dead_by_survivors: block_in_place(|| {
                 self.cluster
@@ -428,6 +376,47 @@ impl Runner {
     fn pick_victim(&mut self) -> NodeIx {
         let nodes: Vec<NodeIx> = (0..self.cluster.len()).collect();
         nodes.choose(&mut self.rng).copied().unwrap_or(0)
+    }
+
+    /// After a fault on `victim` at `fault_at`: waits for full service and, with the flow
+    /// capability, for 480s to `orphans` (users whose flow the victim held) at the same time,
+    /// and judges both into `p`; `how` names the victim's state in a violation.
+    async fn await_recovery(
+        &mut self,
+        p: &mut PhaseReport,
+        victim: usize,
+        fault_at: Instant,
+        orphans: &[Arc<Agent>],
+        how: &str,
+    ) {
+        let seed = self.seed();
+        let limit = Duration::from_millis(self.cli.service_limit_ms);
+        let flow_check = self.swarm.has(Capability::Flow480);
+        let (service, flow) = tokio::join!(
+            checks::service_restored(&self.swarm, victim, fault_at, PROBE_LIMIT),
+            async {
+                if flow_check {
+                    checks::flow_480(
+                        &self.swarm,
+                        &self.checker,
+                        orphans,
+                        Duration::from_secs(4),
+                        seed,
+                    )
+                    .await
+                } else {
+                    None
+                }
+            }
+        );
+        self.judge_service(p, service, limit);
+        p.flow_480_seen = flow;
+        if flow == Some(false) {
+            p.violations.push(format!(
+                "requests to {} (flow held by the {how} node) got no 480 before it re-registered",
+                orphans.first().map(|a| a.aor()).unwrap_or_default()
+            ));
+        }
     }
 
     fn judge_service(&self, p: &mut PhaseReport, service: Option<Duration>, limit: Duration) {
