@@ -34,18 +34,84 @@ fn record_routes(m: &Message) -> Vec<String> {
         .collect()
 }
 
-/// The browser registers as `web` over WS, the way JsSIP does.
+/// The dialog fields of a test request: From and To values (with their tags) and Call-ID.
+struct Dialog<'a> {
+    from: &'a str,
+    to: &'a str,
+    call_id: &'a str,
+}
+
+/// alice (tag `a1`) to `web`, without and with the browser's tag `b1`.
+const ALICE_TO_WEB: (&str, &str) = ("<sip:alice@example.com>;tag=a1", "<sip:web@example.com>");
+const ALICE_TO_WEB_CONFIRMED: (&str, &str) = (
+    "<sip:alice@example.com>;tag=a1",
+    "<sip:web@example.com>;tag=b1",
+);
+
+/// A request without body: `start` is the method and Request-URI, `via` the Via value after
+/// `SIP/2.0/`, `cseq` like `2 BYE`, and `more` further header lines, each ending in `\n`.
+fn request(start: &str, via: &str, d: &Dialog<'_>, cseq: &str, more: &str) -> String {
+    format!(
+        "{start} SIP/2.0\nVia: SIP/2.0/{via}\nMax-Forwards: 70\n{more}From: {}\nTo: {}\n\
+         Call-ID: {}\nCSeq: {cseq}\nContent-Length: 0\n\n",
+        d.from, d.to, d.call_id
+    )
+}
+
+/// A request from alice over UDP (Via branch `branch`) with `(from, to)` of `parties`.
+fn from_alice(
+    start: &str,
+    branch: &str,
+    parties: (&str, &str),
+    call_id: &str,
+    cseq: &str,
+    more: &str,
+) -> String {
+    let (from, to) = parties;
+    let d = Dialog { from, to, call_id };
+    request(
+        start,
+        &format!("UDP {ALICE};branch={branch}"),
+        &d,
+        cseq,
+        more,
+    )
+}
+
+/// A `Route:` line with the two values `first`, `second`.
+fn route(first: &str, second: &str) -> String {
+    format!("Route: {first}, {second}\n")
+}
+
+/// The first request in `out` (what the core forwarded); panics with `what` when none.
+fn forwarded<'a>(out: &'a [(Destination, Message)], what: &str) -> &'a (Destination, Message) {
+    out.iter()
+        .find(|(_, m)| m.is_request())
+        .unwrap_or_else(|| panic!("{what}: nothing forwarded: {out:?}"))
+}
+
+/// The final (≥ 200) status codes in `out`, in order.
+fn finals(out: &[(Destination, Message)]) -> Vec<u16> {
+    out.iter()
+        .filter_map(|(_, m)| m.status().map(|s| s.0))
+        .filter(|c| *c >= 200)
+        .collect()
+}
+
+/// The REGISTER of the browser as `web` over WS, the way JsSIP writes it.
+fn browser_register() -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKwr1\n\
+         Max-Forwards: 69\nFrom: <sip:web@example.com>;tag=w\nTo: <sip:web@example.com>\n\
+         Call-ID: wreg\nCSeq: 1 REGISTER\n\
+         Contact: <{BROWSER_CONTACT}>;+sip.instance=\"<urn:uuid:0001>\";reg-id=1;expires=600\n\
+         Supported: path, outbound, gruu\nContent-Length: 0\n\n"
+    )
+}
+
+/// The browser registers as `web` over WS.
 fn register_browser(h: &mut Harness) {
-    h.recv_from(
-        ws_origin(),
-        &format!(
-            "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKwr1\n\
-             Max-Forwards: 69\nFrom: <sip:web@example.com>;tag=w\nTo: <sip:web@example.com>\n\
-             Call-ID: wreg\nCSeq: 1 REGISTER\n\
-             Contact: <{BROWSER_CONTACT}>;+sip.instance=\"<urn:uuid:0001>\";reg-id=1;expires=600\n\
-             Supported: path, outbound, gruu\nContent-Length: 0\n\n"
-        ),
-    );
+    h.recv_from(ws_origin(), &browser_register());
     let out = h.take();
     assert_eq!(status(&out[0].1), 200, "{}", text(&out[0].1));
     assert_eq!(
@@ -82,19 +148,20 @@ fn expect_over_flow(d: &Destination) {
 fn udp_caller_reaches_browser_and_bye_follows_the_flow_token() {
     let mut h = Harness::new();
     register_browser(&mut h);
+    let contact = format!("Contact: <sip:alice@{ALICE}>\n");
     h.recv(
         ALICE,
-        &format!(
-            "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKf1\nMax-Forwards: 70\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: flow-1\nCSeq: 1 INVITE\n\
-             Contact: <sip:alice@{ALICE}>\nContent-Length: 0\n\n"
+        &from_alice(
+            "INVITE sip:web@example.com",
+            "z9hG4bKf1",
+            ALICE_TO_WEB,
+            "flow-1",
+            "1 INVITE",
+            &contact,
         ),
     );
     let out = h.take();
-    let (dest, fwd) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("INVITE forwarded");
+    let (dest, fwd) = forwarded(&out, "INVITE");
     expect_over_flow(dest);
     assert_eq!(fwd.request_uri_raw(), Some(BROWSER_CONTACT.as_bytes()));
     let rr = record_routes(fwd);
@@ -119,33 +186,33 @@ fn udp_caller_reaches_browser_and_bye_follows_the_flow_token() {
         out.iter()
             .any(|(d, m)| m.status().map(|s| s.0) == Some(200) && d.addr == addr(ALICE))
     );
+    let back = route(&rr[1], &rr[0]);
     h.recv(
         ALICE,
-        &format!(
-            "BYE {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKf2\nMax-Forwards: 70\n\
-             Route: {}, {}\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: flow-1\nCSeq: 2 BYE\n\
-             Content-Length: 0\n\n",
-            rr[1], rr[0]
+        &from_alice(
+            &format!("BYE {BROWSER_CONTACT}"),
+            "z9hG4bKf2",
+            ALICE_TO_WEB_CONFIRMED,
+            "flow-1",
+            "2 BYE",
+            &back,
         ),
     );
     let out = h.take();
-    let (dest, bye) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("BYE forwarded, not refused for its .invalid host");
+    let (dest, bye) = forwarded(&out, "BYE, not refused for its .invalid host");
     expect_over_flow(dest);
     assert!(bye.header(&HeaderName::Route).is_none(), "{}", text(bye));
 
     // The ACK for the 2xx takes the same way (stateless, §16.11).
     h.recv(
         ALICE,
-        &format!(
-            "ACK {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKf3\nMax-Forwards: 70\n\
-             Route: {}, {}\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: flow-1\nCSeq: 1 ACK\n\
-             Content-Length: 0\n\n",
-            rr[1], rr[0]
+        &from_alice(
+            &format!("ACK {BROWSER_CONTACT}"),
+            "z9hG4bKf3",
+            ALICE_TO_WEB_CONFIRMED,
+            "flow-1",
+            "1 ACK",
+            &back,
         ),
     );
     let out = h.take();
@@ -157,12 +224,21 @@ fn udp_caller_reaches_browser_and_bye_follows_the_flow_token() {
 fn browser_calls_udp_and_the_callee_bye_returns_over_the_flow() {
     let mut h = Harness::new();
     h.register("bob", BOB, 1);
+    let web = "<sip:web@example.com>;tag=w1";
+    let browser_via = "WS df7jal23ls0d.invalid;branch=";
+    let web_to_bob = Dialog {
+        from: web,
+        to: "<sip:bob@example.com>",
+        call_id: "flow-2",
+    };
     h.recv_from(
         ws_origin(),
-        &format!(
-            "INVITE sip:bob@example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKw1\n\
-             Max-Forwards: 70\nFrom: <sip:web@example.com>;tag=w1\nTo: <sip:bob@example.com>\nCall-ID: flow-2\n\
-             CSeq: 1 INVITE\nContact: <{BROWSER_CONTACT};ob>\nContent-Length: 0\n\n"
+        &request(
+            "INVITE sip:bob@example.com",
+            &format!("{browser_via}z9hG4bKw1"),
+            &web_to_bob,
+            "1 INVITE",
+            &format!("Contact: <{BROWSER_CONTACT};ob>\n"),
         ),
     );
     let out = h.take();
@@ -170,10 +246,7 @@ fn browser_calls_udp_and_the_callee_bye_returns_over_the_flow() {
         .iter()
         .find(|(_, m)| m.status().map(|s| s.0) == Some(100));
     assert!(trying.is_some_and(|(d, _)| d.connection == Some(CONN)));
-    let (dest, fwd) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("INVITE forwarded");
+    let (dest, fwd) = forwarded(&out, "INVITE");
     assert_eq!((dest.transport, dest.addr), (Transport::Udp, addr(BOB)));
     let rr = record_routes(fwd);
     assert_eq!(
@@ -182,39 +255,41 @@ fn browser_calls_udp_and_the_callee_bye_returns_over_the_flow() {
         "UDP-facing value on top for the callee; WS-facing one with the token below"
     );
     // The callee's BYE: its route set is the Record-Route in order.
+    let bob_to_web = Dialog {
+        from: "<sip:bob@example.com>;tag=b1",
+        to: web,
+        call_id: "flow-2",
+    };
     h.recv(
         BOB,
-        &format!(
-            "BYE {BROWSER_CONTACT};ob SIP/2.0\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bKb2\nMax-Forwards: 70\n\
-             Route: {}, {}\n\
-             From: <sip:bob@example.com>;tag=b1\nTo: <sip:web@example.com>;tag=w1\nCall-ID: flow-2\nCSeq: 1 BYE\n\
-             Content-Length: 0\n\n",
-            rr[0], rr[1]
+        &request(
+            &format!("BYE {BROWSER_CONTACT};ob"),
+            &format!("UDP {BOB};branch=z9hG4bKb2"),
+            &bob_to_web,
+            "1 BYE",
+            &route(&rr[0], &rr[1]),
         ),
     );
     let out = h.take();
-    let (dest, _) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("BYE forwarded over the flow");
-    expect_over_flow(dest);
+    expect_over_flow(&forwarded(&out, "BYE over the flow").0);
     // The browser's own in-dialog request carries its own token: it is ignored, and the
     // Request-URI (bob's contact) is the next hop.
+    let confirmed = Dialog {
+        to: "<sip:bob@example.com>;tag=b1",
+        ..web_to_bob
+    };
     h.recv_from(
         ws_origin(),
-        &format!(
-            "BYE sip:bob@{BOB} SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKw3\nMax-Forwards: 70\n\
-             Route: {}, {}\n\
-             From: <sip:web@example.com>;tag=w1\nTo: <sip:bob@example.com>;tag=b1\nCall-ID: flow-2\nCSeq: 2 BYE\n\
-             Content-Length: 0\n\n",
-            rr[1], rr[0]
+        &request(
+            &format!("BYE sip:bob@{BOB}"),
+            &format!("{browser_via}z9hG4bKw3"),
+            &confirmed,
+            "2 BYE",
+            &route(&rr[1], &rr[0]),
         ),
     );
     let out = h.take();
-    let (dest, _) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("BYE forwarded to bob");
+    let (dest, _) = forwarded(&out, "BYE to bob");
     assert_eq!((dest.transport, dest.addr), (Transport::Udp, addr(BOB)));
 }
 
@@ -227,17 +302,23 @@ fn two_browsers_on_one_listener_get_one_token_each() {
         connection: Some(ConnectionId(6)),
         ..ws_origin()
     };
+    let other = Dialog {
+        from: "<sip:other@example.com>;tag=o1",
+        to: "<sip:web@example.com>",
+        call_id: "flow-3",
+    };
     h.recv_from(
         caller,
-        "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/WS x.invalid;branch=z9hG4bKw9\n\
-         Max-Forwards: 70\nFrom: <sip:other@example.com>;tag=o1\nTo: <sip:web@example.com>\nCall-ID: flow-3\n\
-         CSeq: 1 INVITE\nContact: <sip:o@x.invalid;transport=ws>\nContent-Length: 0\n\n",
+        &request(
+            "INVITE sip:web@example.com",
+            "WS x.invalid;branch=z9hG4bKw9",
+            &other,
+            "1 INVITE",
+            "Contact: <sip:o@x.invalid;transport=ws>\n",
+        ),
     );
     let out = h.take();
-    let (dest, fwd) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("INVITE forwarded");
+    let (dest, fwd) = forwarded(&out, "INVITE");
     expect_over_flow(dest);
     let rr = record_routes(fwd);
     assert_eq!(rr.len(), 2, "same listener, two flows: {rr:?}");
@@ -251,10 +332,13 @@ fn aor_whose_flows_closed_gets_480() {
     h.flows_closed = true;
     h.recv(
         ALICE,
-        &format!(
-            "MESSAGE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm1\nMax-Forwards: 70\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: m-1\nCSeq: 1 MESSAGE\n\
-             Content-Length: 0\n\n"
+        &from_alice(
+            "MESSAGE sip:web@example.com",
+            "z9hG4bKm1",
+            ALICE_TO_WEB,
+            "m-1",
+            "1 MESSAGE",
+            "",
         ),
     );
     let out = h.take();
@@ -268,18 +352,17 @@ fn aor_ignores_the_port_of_our_own_domain() {
     register_browser(&mut h);
     h.recv(
         ALICE,
-        &format!(
-            "MESSAGE sip:web@example.com:43182 SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm2\nMax-Forwards: 70\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com:43182>\nCall-ID: m-2\nCSeq: 1 MESSAGE\n\
-             Content-Length: 0\n\n"
+        &from_alice(
+            "MESSAGE sip:web@example.com:43182",
+            "z9hG4bKm2",
+            (ALICE_TO_WEB.0, "<sip:web@example.com:43182>"),
+            "m-2",
+            "1 MESSAGE",
+            "",
         ),
     );
     let out = h.take();
-    let (dest, _) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("MESSAGE forwarded to the browser");
-    expect_over_flow(dest);
+    expect_over_flow(&forwarded(&out, "MESSAGE to the browser").0);
 }
 
 #[test]
@@ -288,10 +371,13 @@ fn pending_invite_over_a_flow_that_closes_gets_480_at_once() {
     register_browser(&mut h);
     h.recv(
         ALICE,
-        &format!(
-            "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKc1\nMax-Forwards: 70\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: closed-1\nCSeq: 1 INVITE\n\
-             Contact: <sip:alice@{ALICE}>\nContent-Length: 0\n\n"
+        &from_alice(
+            "INVITE sip:web@example.com",
+            "z9hG4bKc1",
+            ALICE_TO_WEB,
+            "closed-1",
+            "1 INVITE",
+            &format!("Contact: <sip:alice@{ALICE}>\n"),
         ),
     );
     let out = h.take();
@@ -306,21 +392,38 @@ fn pending_invite_over_a_flow_that_closes_gets_480_at_once() {
     h.core.handle_connection_closed(h.now, CONN);
     h.pump();
     let out = h.take();
-    let codes: Vec<u16> = out
-        .iter()
-        .filter_map(|(_, m)| m.status().map(|s| s.0))
-        .collect();
-    assert_eq!(codes, vec![480], "answered at once, not after Timer B");
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        finals(&out),
+        vec![480],
+        "answered at once, not after Timer B"
+    );
     assert_eq!(out[0].0.addr, addr(ALICE));
 }
 
 /// A BYE from the UDP side whose Route names the browser's flow with `token`.
 fn bye_with_token(token: &str, branch: &str) -> String {
-    format!(
-        "BYE {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch={branch}\nMax-Forwards: 70\n\
-         Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:8080;transport=ws;lr;ob;flow={token}>\n\
-         From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: forged-1\nCSeq: 2 BYE\n\
-         Content-Length: 0\n\n"
+    in_dialog_with_token("BYE", token, branch, "forged-1", "2 BYE")
+}
+
+/// An in-dialog `method` from the UDP side whose Route names the browser's flow with `token`.
+fn in_dialog_with_token(
+    method: &str,
+    token: &str,
+    branch: &str,
+    call_id: &str,
+    cseq: &str,
+) -> String {
+    from_alice(
+        &format!("{method} {BROWSER_CONTACT}"),
+        branch,
+        ALICE_TO_WEB_CONFIRMED,
+        call_id,
+        cseq,
+        &route(
+            "<sip:127.0.0.1:5060;lr>",
+            &format!("<sip:127.0.0.1:8080;transport=ws;lr;ob;flow={token}>"),
+        ),
     )
 }
 
@@ -343,11 +446,7 @@ fn genuine_token_is_followed() {
     register_browser(&mut h);
     h.recv(ALICE, &bye_with_token(&browser_token(), "z9hG4bKg1"));
     let out = h.take();
-    let (dest, _) = out
-        .iter()
-        .find(|(_, m)| m.is_request())
-        .expect("BYE forwarded over the flow");
-    expect_over_flow(dest);
+    expect_over_flow(&forwarded(&out, "BYE over the flow").0);
 }
 
 #[test]
@@ -399,12 +498,7 @@ fn ack_with_a_forged_token_is_dropped() {
     .encode(&FlowTokenKey::new([1; FlowTokenKey::LEN]));
     h.recv(
         ALICE,
-        &format!(
-            "ACK {BROWSER_CONTACT} SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKxa\nMax-Forwards: 70\n\
-             Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:8080;transport=ws;lr;ob;flow={forged}>\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>;tag=b1\nCall-ID: forged-2\nCSeq: 1 ACK\n\
-             Content-Length: 0\n\n"
-        ),
+        &in_dialog_with_token("ACK", &forged, "z9hG4bKxa", "forged-2", "1 ACK"),
     );
     assert!(h.take().is_empty(), "a forged ACK goes nowhere");
 }
@@ -457,22 +551,19 @@ fn a_flow_held_by_another_node_is_sent_there_and_480_when_unreachable() {
             connection: Some(remote_conn),
             ..ws_origin()
         },
-        &format!(
-            "REGISTER sip:example.com SIP/2.0\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKwr1\n\
-             Max-Forwards: 69\nFrom: <sip:web@example.com>;tag=w\nTo: <sip:web@example.com>\n\
-             Call-ID: wreg\nCSeq: 1 REGISTER\n\
-             Contact: <{BROWSER_CONTACT}>;+sip.instance=\"<urn:uuid:0001>\";reg-id=1;expires=600\n\
-             Supported: path, outbound, gruu\nContent-Length: 0\n\n"
-        ),
+        &browser_register(),
     );
     h.remote.clear();
     h.take();
     h.recv(
         ALICE,
-        &format!(
-            "INVITE sip:web@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKr1\nMax-Forwards: 70\n\
-             From: <sip:alice@example.com>;tag=a1\nTo: <sip:web@example.com>\nCall-ID: remote-1\nCSeq: 1 INVITE\n\
-             Contact: <sip:alice@{ALICE}>\nContent-Length: 0\n\n"
+        &from_alice(
+            "INVITE sip:web@example.com",
+            "z9hG4bKr1",
+            ALICE_TO_WEB,
+            "remote-1",
+            "1 INVITE",
+            &format!("Contact: <sip:alice@{ALICE}>\n"),
         ),
     );
     assert!(
@@ -495,13 +586,11 @@ fn a_flow_held_by_another_node_is_sent_there_and_480_when_unreachable() {
 
     h.core.handle_flow_unreachable(h.now, remote_conn);
     h.pump();
-    let codes: Vec<u16> = h
-        .take()
-        .iter()
-        .filter_map(|(_, m)| m.status().map(|s| s.0))
-        .filter(|c| *c >= 200)
-        .collect();
-    assert_eq!(codes, vec![480], "answered at once, not after Timer B");
+    assert_eq!(
+        finals(&h.take()),
+        vec![480],
+        "answered at once, not after Timer B"
+    );
 }
 
 /// A TCP UA registered through node 2 without outbound (no `;ob`, no instance): its Contact is
@@ -534,10 +623,13 @@ fn a_reused_tcp_connection_whose_holder_is_gone_is_redialled_but_a_flow_is_not()
         h.take();
         h.recv(
             ALICE,
-            &format!(
-                "MESSAGE sip:tcp@example.com SIP/2.0\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKm1\nMax-Forwards: 70\n\
-                 From: <sip:alice@example.com>;tag=a1\nTo: <sip:tcp@example.com>\nCall-ID: redial-1\nCSeq: 1 MESSAGE\n\
-                 Content-Length: 0\n\n"
+            &from_alice(
+                "MESSAGE sip:tcp@example.com",
+                "z9hG4bKm1",
+                (ALICE_TO_WEB.0, "<sip:tcp@example.com>"),
+                "redial-1",
+                "1 MESSAGE",
+                "",
             ),
         );
         let (to, d, _) = h.remote.pop().expect("a remote transmit first");
@@ -547,18 +639,14 @@ fn a_reused_tcp_connection_whose_holder_is_gone_is_redialled_but_a_flow_is_not()
         h.core.handle_flow_unreachable(h.now, remote_conn);
         h.pump();
         let out = h.take();
-        let finals: Vec<u16> = out
-            .iter()
-            .filter_map(|(_, m)| m.status().map(|s| s.0))
-            .filter(|c| *c >= 200)
-            .collect();
+        let codes = finals(&out);
         let sent: Vec<&Destination> = out
             .iter()
             .filter(|(_, m)| m.is_request())
             .map(|(d, _)| d)
             .collect();
         if redialled {
-            assert!(finals.is_empty(), "no 480: {finals:?}");
+            assert!(codes.is_empty(), "no 480: {codes:?}");
             assert_eq!(sent.len(), 1, "the MESSAGE sent again");
             assert_eq!(sent[0].transport, Transport::Tcp);
             assert_eq!(sent[0].addr, addr(UA));
@@ -572,15 +660,13 @@ fn a_reused_tcp_connection_whose_holder_is_gone_is_redialled_but_a_flow_is_not()
             // after Timer F.
             h.core.handle_redial_closed(h.now, addr(UA));
             h.pump();
-            let finals: Vec<u16> = h
-                .take()
-                .iter()
-                .filter_map(|(_, m)| m.status().map(|s| s.0))
-                .filter(|c| *c >= 200)
-                .collect();
-            assert_eq!(finals, vec![480], "a failed dial is answered at once");
+            assert_eq!(
+                finals(&h.take()),
+                vec![480],
+                "a failed dial is answered at once"
+            );
         } else {
-            assert_eq!(finals, vec![480], "a flow is never redialled");
+            assert_eq!(codes, vec![480], "a flow is never redialled");
             assert!(sent.is_empty());
         }
     }
