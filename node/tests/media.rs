@@ -239,7 +239,7 @@ fn stopped_instance_is_out_within_two_seconds_and_back_when_it_answers() {
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
 
-use sipmesh_test_support::sdp::BROWSER_OFFER;
+use sipmesh_test_support::sdp::{BROWSER_ANSWER, BROWSER_OFFER};
 
 mod ws {
     //! A hand-driven browser-like SIP client over WebSocket (RFC 7118).
@@ -351,19 +351,7 @@ fn next_invite(browser: &mut ws::WsClient) -> String {
 fn browser_over_ws_calls_a_legacy_phone_through_rtpengine() {
     let test = "media::browser_to_phone";
     let (_dir, rtp) = daemons(test, &["rtpengine"]);
-    let mut ws_addr = None;
-    let harness = Harness::try_start(SIPMESH, test, |o| {
-        let ws = std::net::SocketAddr::new(o.ip, sipmesh_test_support::free_port(o.ip));
-        ws_addr = Some(ws);
-        o.extra_args.extend([
-            "--rtpengine".to_owned(),
-            spec(&rtp[0], 1),
-            "--listen".to_owned(),
-            format!("ws:{ws}"),
-        ]);
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
+    let (harness, ws_addr) = node_with_ws(test, &rtp[0]);
     // The legacy phone checks that it is offered plain RTP/AVP on rtpengine's ports.
     let uas = registered_uas(&harness, "uas_call_media.xml", 0, 1);
     let ip = harness.ip();
@@ -561,24 +549,6 @@ fn the_instance_is_recorded_in_the_dialog_record_in_redis() {
     rtp[0].assert_no_calls(LIST_EMPTY);
 }
 
-/// A browser's answer to rtpengine's WebRTC offer (DTLS `active`, one host candidate).
-const BROWSER_ANSWER: &str = "v=0\r\n\
-o=- 1357924680 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-m=audio 50002 UDP/TLS/RTP/SAVPF 0\r\n\
-c=IN IP4 127.0.0.1\r\n\
-a=candidate:1 1 udp 2122260223 127.0.0.1 50002 typ host generation 0\r\n\
-a=ice-ufrag:Wxyz\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00\r\n\
-a=setup:active\r\n\
-a=mid:0\r\n\
-a=sendrecv\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:0 PCMU/8000\r\n";
-
 /// A response to `req` (a request received as text): Vias, Record-Route, From, Call-ID and
 /// CSeq copied, To with `to_tag` when it has none, a Contact and an optional SDP body.
 fn respond(req: &str, code: u16, reason: &str, to_tag: &str, sdp: Option<&str>) -> String {
@@ -622,23 +592,29 @@ fn respond(req: &str, code: u16, reason: &str, to_tag: &str, sdp: Option<&str>) 
     out
 }
 
-#[test]
-fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
-    let test = "media::phone_to_browser";
-    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+/// A node using `rtp` that also listens on WS (a free port); returns it with the WS address.
+fn node_with_ws(test: &str, rtp: &Rtpengine) -> (Harness, std::net::SocketAddr) {
     let mut ws_addr = None;
     let harness = Harness::try_start(SIPMESH, test, |o| {
         let ws = std::net::SocketAddr::new(o.ip, sipmesh_test_support::free_port(o.ip));
         ws_addr = Some(ws);
         o.extra_args.extend([
             "--rtpengine".to_owned(),
-            spec(&rtp[0], 1),
+            spec(rtp, 1),
             "--listen".to_owned(),
             format!("ws:{ws}"),
         ]);
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
+    (harness, ws_addr)
+}
+
+#[test]
+fn legacy_phone_calls_a_browser_over_ws_through_rtpengine() {
+    let test = "media::phone_to_browser";
+    let (_dir, rtp) = daemons(test, &["rtpengine"]);
+    let (harness, ws_addr) = node_with_ws(test, &rtp[0]);
     let ip = harness.ip();
     let mut browser = ws::WsClient::connect(ws_addr);
     register_ws_bob(&mut browser, ip, "b0b0b0");
@@ -716,19 +692,7 @@ fn a_first_offer_to_a_frozen_instance_moves_the_call_to_another() {
 fn forking_to_a_browser_and_a_phone_offers_each_its_own_kind() {
     let test = "media::fork_kinds";
     let (_dir, rtp) = daemons(test, &["rtpengine"]);
-    let mut ws_addr = None;
-    let harness = Harness::try_start(SIPMESH, test, |o| {
-        let ws = std::net::SocketAddr::new(o.ip, sipmesh_test_support::free_port(o.ip));
-        ws_addr = Some(ws);
-        o.extra_args.extend([
-            "--rtpengine".to_owned(),
-            spec(&rtp[0], 1),
-            "--listen".to_owned(),
-            format!("ws:{ws}"),
-        ]);
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let ws_addr = ws_addr.unwrap_or_else(|| panic!("the option hook did not run"));
+    let (harness, ws_addr) = node_with_ws(test, &rtp[0]);
     let ip = harness.ip();
     // The phone (SIPp) checks that its offer is plain RTP/AVP on rtpengine's ports; it answers
     // after 300 ms.

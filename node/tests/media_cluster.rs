@@ -26,25 +26,7 @@ const SETTLE: Duration = Duration::from_secs(8);
 /// How long a deleted session may take to leave rtpengine's `list`.
 const LIST_EMPTY: Duration = Duration::from_secs(3);
 
-use sipmesh_test_support::sdp::BROWSER_OFFER;
-
-/// A browser's answer to rtpengine's WebRTC offer (DTLS `active`, one host candidate).
-const BROWSER_ANSWER: &str = "v=0\r\n\
-o=- 1357924680 2 IN IP4 127.0.0.1\r\n\
-s=-\r\n\
-t=0 0\r\n\
-a=group:BUNDLE 0\r\n\
-m=audio 50002 UDP/TLS/RTP/SAVPF 0\r\n\
-c=IN IP4 127.0.0.1\r\n\
-a=candidate:1 1 udp 2122260223 127.0.0.1 50002 typ host generation 0\r\n\
-a=ice-ufrag:Wxyz\r\n\
-a=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
-a=fingerprint:sha-256 11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00\r\n\
-a=setup:active\r\n\
-a=mid:0\r\n\
-a=sendrecv\r\n\
-a=rtcp-mux\r\n\
-a=rtpmap:0 PCMU/8000\r\n";
+use sipmesh_test_support::sdp::{BROWSER_ANSWER, BROWSER_OFFER};
 
 /// A legacy phone's plain RTP/AVP SDP (offer or answer) for media at `ip:port`.
 fn phone_sdp(ip: IpAddr, port: u16) -> String {
