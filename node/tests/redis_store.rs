@@ -1,13 +1,15 @@
-//! The node with `--redis`: registrations live in a real `redis-server` (started by the test),
-//! so they survive a node restart (a MESSAGE, and a SIPp call whose UAS registered before the
-//! node was killed), and a Redis outage gives 503 + Retry-After within 1 s, with service back
-//! once Redis returns (issue 4).
+//! The node with `--redis`: registrations live in a real `redis-server` or a real 3-master
+//! Redis Cluster (`redis+cluster://…`), both started by the test, so they survive a node
+//! restart (a MESSAGE, and a SIPp call whose UAS registered before the node was killed), and a
+//! Redis outage gives 503 + Retry-After within 1 s, with service back once Redis returns
+//! (issue 4).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sipmesh_test_support::{
-    Harness, RawMessage, RawRequest, RedisServer, SippTransport, UdpPeer, ViaTransport,
+    Harness, RawMessage, RawRequest, RedisCluster, RedisServer, SippTransport, UdpPeer,
+    ViaTransport,
 };
 
 /// The binary under test.
@@ -15,8 +17,7 @@ const SIPMESH: &str = env!("CARGO_BIN_EXE_sipmesh");
 
 const DOMAIN: &str = "redis.example.com";
 
-fn node(test: &str, redis: &RedisServer) -> Harness {
-    let url = redis.url();
+fn node(test: &str, url: String) -> Harness {
     Harness::try_start(SIPMESH, test, |o| {
         o.domains.push(DOMAIN.to_owned());
         o.extra_args.extend(["--redis".to_owned(), url]);
@@ -35,39 +36,28 @@ fn register(peer: &UdpPeer, node: SocketAddr, user: &str, cseq: u32) -> Option<R
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn a_registration_survives_a_node_restart() {
-    let redis = RedisServer::start();
-    let first = node("redis-restart-1", &redis);
-    let bob = bind(&first);
-    let ok = register(&bob, first.node().udp_addr(), "bob", 1);
-    assert_eq!(
-        ok.as_ref().and_then(RawMessage::status),
-        Some(200),
-        "{ok:?}"
-    );
-    drop(first); // the node process is killed
-
-    let second = node("redis-restart-2", &redis);
-    let alice = bind(&second);
+/// Sends a MESSAGE for bob through `harness` and checks that bob's peer gets it and the sender
+/// the 200.
+fn message_reaches_bob(harness: &Harness, bob: &UdpPeer, text: &str) {
+    let alice = bind(harness);
     let message = RawRequest::new(
         "MESSAGE",
         &format!("sip:bob@{DOMAIN}"),
         ViaTransport::Udp,
         alice.local_addr(),
     )
-    .body("text/plain", "hello after a restart");
+    .body("text/plain", text);
     alice
-        .send(second.node().udp_addr(), &message.to_bytes())
+        .send(harness.node().udp_addr(), &message.to_bytes())
         .unwrap_or_else(|e| panic!("{e}"));
     let Some((delivered, from)) = bob.recv_from(Duration::from_secs(3)) else {
         panic!(
             "the MESSAGE never reached bob's binding\n{}",
-            second.node().log_tail()
+            harness.node().log_tail()
         );
     };
     assert_eq!(delivered.method(), Some("MESSAGE"));
-    assert_eq!(delivered.body(), b"hello after a restart");
+    assert_eq!(delivered.body(), text.as_bytes());
     bob.send(from, &delivered.reply(200, "OK"))
         .unwrap_or_else(|e| panic!("{e}"));
     let answer = alice.recv_final(Duration::from_secs(3));
@@ -78,13 +68,32 @@ fn a_registration_survives_a_node_restart() {
     );
 }
 
-/// SIPp UAS registers as bob, the node is killed (SIGKILL) and started again on the same
-/// ports against the same Redis; a SIPp call (INVITE/180/200/ACK, BYE along the recorded route)
-/// then reaches bob's binding. With the in-memory store the binding would be gone (404).
-#[test]
-fn a_call_reaches_a_binding_registered_before_a_crash() {
-    let redis = RedisServer::start();
-    let mut harness = node("redis-restart-call", &redis);
+/// bob registers through a node on `url` (`test`: names of the two nodes' test dirs); the node
+/// is killed and a second one on the same store routes a MESSAGE to bob. `stored` checks the
+/// store between the two.
+fn a_registration_survives_a_restart_on(test: &str, url: &str, stored: impl FnOnce()) {
+    let first = node(&format!("{test}-1"), url.to_owned());
+    let bob = bind(&first);
+    let ok = register(&bob, first.node().udp_addr(), "bob", 1);
+    assert_eq!(
+        ok.as_ref().and_then(RawMessage::status),
+        Some(200),
+        "{ok:?}\n{}",
+        first.node().log_tail()
+    );
+    stored();
+    message_reaches_bob(&first, &bob, "hello before a restart");
+    drop(first); // the node process is killed
+
+    let second = node(&format!("{test}-2"), url.to_owned());
+    message_reaches_bob(&second, &bob, "hello after a restart");
+}
+
+/// SIPp UAS registers as bob, the node on `url` is killed (SIGKILL) and started again on the
+/// same ports against the same store; a SIPp call (INVITE/180/200/ACK, BYE along the recorded
+/// route) then reaches bob's binding. With the in-memory store the binding would be gone (404).
+fn a_call_reaches_a_binding_registered_before_a_crash_on(test: &str, url: String) {
+    let mut harness = node(test, url);
     let transport = SippTransport::Udp;
     let uas = harness.spawn_uas("uas_call.xml", transport);
     harness.run_ok(harness.register("bob.csv", uas.local_addr(), transport));
@@ -104,9 +113,40 @@ fn a_call_reaches_a_binding_registered_before_a_crash() {
 }
 
 #[test]
+fn a_registration_survives_a_node_restart() {
+    let redis = RedisServer::start();
+    a_registration_survives_a_restart_on("redis-restart", &redis.url(), || {
+        let stored = redis.cli(&["EXISTS", &format!("sipmesh:loc:aor:sip:bob@{DOMAIN}")]);
+        assert_eq!(stored.trim(), "1", "AOR key in Redis");
+    });
+}
+
+#[test]
+fn a_registration_on_a_redis_cluster_is_routed_and_survives_a_restart() {
+    let cluster = RedisCluster::start("rcluster-node-restart", 3);
+    a_registration_survives_a_restart_on("rcluster-restart", &cluster.url(), || {
+        // Under the hash-tagged AOR key.
+        let stored = cluster.cli(&["EXISTS", &format!("sipmesh:loc:{{sip:bob@{DOMAIN}}}aor")]);
+        assert_eq!(stored.trim(), "1", "AOR key in the cluster");
+    });
+}
+
+#[test]
+fn a_call_reaches_a_binding_registered_before_a_crash() {
+    let redis = RedisServer::start();
+    a_call_reaches_a_binding_registered_before_a_crash_on("redis-restart-call", redis.url());
+}
+
+#[test]
+fn a_call_over_a_redis_cluster_reaches_a_binding_registered_before_a_crash() {
+    let cluster = RedisCluster::start("rcluster-node-call", 3);
+    a_call_reaches_a_binding_registered_before_a_crash_on("rcluster-restart-call", cluster.url());
+}
+
+#[test]
 fn redis_outage_gives_503_fast_and_service_returns() {
     let mut redis = RedisServer::start();
-    let harness = node("redis-outage", &redis);
+    let harness = node("redis-outage", redis.url());
     let carol = bind(&harness);
     let node_addr = harness.node().udp_addr();
     let ok = register(&carol, node_addr, "carol", 1);
