@@ -317,9 +317,10 @@ VMSTAT_KEYS = ("thp_fault_alloc", "compact_stall", "allocstall_normal", "allocst
 
 
 def fault_counters(pids: list[int]) -> dict[str, int]:
-    """Minor/major page faults of the server's processes, and the system's THP faults and
-    direct compaction/reclaim stalls (/proc/vmstat: every process, but with THP in `madvise`
-    mode only regions advised MADV_HUGEPAGE, such as mimalloc's arenas, take THP faults)."""
+    """Minor/major page faults and THP-backed KiB (AnonHugePages) of the server's processes,
+    and the system's THP faults and direct compaction/reclaim stalls (/proc/vmstat: every
+    process; with THP in `madvise` mode only regions advised MADV_HUGEPAGE, such as mimalloc's
+    arenas, take THP faults)."""
     out = {"minflt": 0, "majflt": 0}
     for pid in pids:
         try:
@@ -328,6 +329,12 @@ def fault_counters(pids: list[int]) -> dict[str, int]:
             continue
         out["minflt"] += int(fields[7])
         out["majflt"] += int(fields[9])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("AnonHugePages:"):
+                    out["node_thp_kb"] = out.get("node_thp_kb", 0) + int(line.split()[1])
+        except (OSError, ValueError):
+            pass
     try:
         for line in Path("/proc/vmstat").read_text().splitlines():
             name, _, value = line.partition(" ")
