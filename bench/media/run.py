@@ -35,6 +35,7 @@ call and no leaked session, 1 otherwise, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import struct
 import os
@@ -200,6 +201,10 @@ class Setup:
     failed: int = 0
     leaked: int = 0
     error: str | None = None
+    # The server's busiest threads over the run (/proc/PID/task/TID/schedstat), per call.
+    threads: str = ""
+    # Page faults of the server and the system's THP faults / allocation stalls over the run.
+    faults: str = ""
 
     def pct(self, q: float) -> float | None:
         if not self.times_ms:
@@ -251,6 +256,107 @@ class Capture:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+class PerfSched:
+    """`perf sched record -a` around one run (``--perf-sched``), for bench/media/breakdown.py.
+
+    Recorded on CLOCK_MONOTONIC (this kernel refuses CLOCK_REALTIME for perf events); the text
+    written next to the data (``perf sched timehist``) starts with the realtime - monotonic
+    offset, so the analysis can line the threads' timelines up with the capture's timestamps.
+    """
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "PerfSched":
+        self.data.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            ["perf", "sched", "record", "-g", "-k", "mono", "-a", "-o", str(self.data)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.data.with_suffix(".log"), "wb"), start_new_session=True,
+        )
+        deadline = time.monotonic() + 5.0
+        while not self.data.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise load.BenchError(f"perf did not start (see {self.data.with_suffix('.log')})")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(timeout=60)
+        offset = time.time() - time.clock_gettime(time.CLOCK_MONOTONIC)
+        text = subprocess.run(["perf", "sched", "timehist", "-g", "--state", "-i", str(self.data)],
+                              capture_output=True, text=True, check=False).stdout
+        self.data.with_suffix(".txt").write_text(f"offset {offset:.6f}\n{text}")
+        self.data.unlink(missing_ok=True)  # hundreds of MB; the text is what is used
+
+
+def thread_schedstat(pids: list[int]) -> dict[str, list[int]]:
+    """Per thread name (tid appended when repeated): [run ns, run-queue wait ns, timeslices]
+    from /proc/PID/task/TID/schedstat."""
+    out: dict[str, list[int]] = {}
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                name = (task / "comm").read_text().strip()
+                values = [int(v) for v in (task / "schedstat").read_text().split()[:3]]
+            except (OSError, ValueError):
+                continue
+            key = name if name not in out else f"{name}/{task.name}"
+            out[key] = values
+    return out
+
+
+VMSTAT_KEYS = ("thp_fault_alloc", "compact_stall", "allocstall_normal", "allocstall_movable")
+
+
+def fault_counters(pids: list[int]) -> dict[str, int]:
+    """Minor/major page faults and THP-backed KiB (AnonHugePages) of the server's processes,
+    and the system's THP faults and direct compaction/reclaim stalls (/proc/vmstat: every
+    process; with THP in `madvise` mode only regions advised MADV_HUGEPAGE, such as mimalloc's
+    arenas, take THP faults)."""
+    out = {"minflt": 0, "majflt": 0}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        out["minflt"] += int(fields[7])
+        out["majflt"] += int(fields[9])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("AnonHugePages:"):
+                    out["node_thp_kb"] = out.get("node_thp_kb", 0) + int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name in VMSTAT_KEYS:
+                out[name] = int(value)
+    except OSError:
+        pass
+    return out
+
+
+def schedstat_delta(before: dict[str, list[int]], after: dict[str, list[int]],
+                    calls: int) -> str:
+    """Threads' CPU and run-queue wait over a run, per call, largest run-queue wait first."""
+    rows = []
+    for name, (run, wait, slices) in after.items():
+        b = before.get(name, [0, 0, 0])
+        rows.append((wait - b[1], run - b[0], slices - b[2], name))
+    rows.sort(reverse=True)
+    per = max(1, calls)
+    return "; ".join(f"{name}: cpu {run / per / 1e3:.1f} us/call, queued {wait / per / 1e3:.1f}"
+                     f" us/call, {slices / per:.1f} slices/call"
+                     for wait, run, slices, name in rows[:4] if slices > 0)
 
 
 def sip_packets(path: Path):
@@ -343,9 +449,20 @@ def run_target(target: str, args: argparse.Namespace, workdir: Path, run: int,
                 "-key", "domain", load.DOMAIN, "-key", "callee", load.CALLEE,
             ]
             pcap = workdir / f"{tag}.pcap"
-            with Capture(pcap), open(workdir / f"{tag}.sipp.out", "wb") as out:
+            perf = (PerfSched(workdir / f"{tag}.sched.data") if args.perf_sched and server
+                    else contextlib.nullcontext())
+            pids = load.session_pids(server.proc.pid) if server and server.proc else []
+            before = thread_schedstat(pids)
+            faults_before = fault_counters(pids)
+            with Capture(pcap), perf, open(workdir / f"{tag}.sipp.out", "wb") as out:
                 subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                stderr=subprocess.STDOUT, timeout=180, check=False, cwd=workdir)
+                after = thread_schedstat(pids)
+                faults_after = fault_counters(pids)
+            if pids:
+                setup.threads = schedstat_delta(before, after, args.calls)
+                setup.faults = " ".join(f"{k}={faults_after.get(k, 0) - v}"
+                                        for k, v in faults_before.items())
             successful, failed, _ = load.parse_stat_file(stat)
             setup.failed = failed + max(0, args.calls - successful - failed)
             setup.times_ms = setup_times(pcap)
@@ -381,14 +498,20 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--rate", type=int, default=100, help="calls per second offered")
     parser.add_argument("--limit", type=int, default=50, help="calls in flight at most")
-    parser.add_argument("--target", choices=("sipmesh", "kamailio", "both"), default="both")
+    parser.add_argument("--target", choices=("sipmesh", "kamailio", "both", "all"),
+                        default="both", help="all = both")
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--sipmesh-bin", type=Path, default=REPO / "target/release/sipmesh")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--perf-sched", action="store_true",
+                        help="record `perf sched` during each proxy's run (RUN.sched.txt, for "
+                             "bench/media/breakdown.py --sched)")
     args = parser.parse_args()
 
-    targets = ["direct"] + (["sipmesh", "kamailio"] if args.target == "both" else [args.target])
-    needed = ["sipp", "rtpengine", "tcpdump"] + (["kamailio", "kamcmd"] if "kamailio" in targets else [])
+    targets = ["direct"] + (["sipmesh", "kamailio"] if args.target in ("both", "all")
+                            else [args.target])
+    needed = (["sipp", "rtpengine", "tcpdump"] + (["perf"] if args.perf_sched else [])
+              + (["kamailio", "kamcmd"] if "kamailio" in targets else []))
     for tool in needed:
         if shutil.which(tool) is None:
             print(f"error: {tool} not found in PATH", file=sys.stderr)
@@ -420,6 +543,9 @@ def main() -> int:
                          f"p50={p50:.3f} ms p99={p99:.3f} ms calls={len(s.times_ms)}")
                 print(f"run {run} {target:9} {shown} failed={s.failed} leaked={s.leaked}",
                       flush=True)
+                if s.threads:
+                    print(f"    threads: {s.threads}", flush=True)
+                    print(f"    faults: {s.faults}", flush=True)
 
     def median(target: str, q: float) -> float | None:
         values = [s.pct(q) for s in results[target] if s.error is None]

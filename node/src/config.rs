@@ -130,6 +130,10 @@ pub struct Cli {
     /// empty, rather than always through the socket's writer task (default true).
     #[arg(long = "udp-direct-send", value_name = "BOOL")]
     pub udp_direct_send: Option<bool>,
+    /// Allow transparent huge pages for the node's heap (default false: a huge-page fault
+    /// stalls the signalling thread for milliseconds; see `sipmesh_node::memory`).
+    #[arg(long = "transparent-huge-pages", value_name = "BOOL")]
+    pub transparent_huge_pages: Option<bool>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -232,6 +236,8 @@ pub struct RawConfig {
     pub signalling_thread: Option<bool>,
     /// Direct UDP sends from the shards.
     pub udp_direct_send: Option<bool>,
+    /// Transparent huge pages for the node's heap.
+    pub transparent_huge_pages: Option<bool>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -374,6 +380,9 @@ pub struct NodeConfig {
     /// Whether the signalling hot path runs on a thread of its own
     /// ([`crate::signalling::SignallingThread`]).
     pub signalling_thread: bool,
+    /// Whether the process keeps transparent huge pages ([`crate::memory`]); applied by the
+    /// binary at startup.
+    pub transparent_huge_pages: bool,
 }
 
 impl Cli {
@@ -426,6 +435,9 @@ impl Cli {
         }
         if self.signalling_thread.is_some() {
             raw.signalling_thread = self.signalling_thread;
+        }
+        if self.transparent_huge_pages.is_some() {
+            raw.transparent_huge_pages = self.transparent_huge_pages;
         }
         if self.udp_direct_send.is_some() {
             raw.udp_direct_send = self.udp_direct_send;
@@ -528,6 +540,9 @@ impl TryFrom<RawConfig> for NodeConfig {
             signalling_thread: raw
                 .signalling_thread
                 .unwrap_or(crate::signalling::DEFAULT_SIGNALLING_THREAD),
+            transparent_huge_pages: raw
+                .transparent_huge_pages
+                .unwrap_or(crate::memory::DEFAULT_TRANSPARENT_HUGE_PAGES),
             cluster,
             tls: tls.clone(),
             ws: ws.clone(),
@@ -888,6 +903,16 @@ mod tests {
         let config = cli.into_config().unwrap();
         assert!(config.signalling_thread);
         assert!(!config.engine.udp_direct_send);
+    }
+
+    #[test]
+    fn transparent_huge_pages_off_unless_configured() {
+        let default = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert!(!default.transparent_huge_pages);
+        let raw: RawConfig = toml::from_str("transparent_huge_pages = true\n").unwrap();
+        assert!(NodeConfig::try_from(raw).unwrap().transparent_huge_pages);
+        let cli = Cli::try_parse_from(["sipmesh", "--transparent-huge-pages", "true"]).unwrap();
+        assert!(cli.into_config().unwrap().transparent_huge_pages);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod dev_cert;
 pub mod fenced_flows;
 pub mod index_repair;
 pub mod lost_flows;
+pub mod memory;
 pub mod signalling;
 pub mod takeover;
 

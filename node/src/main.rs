@@ -38,11 +38,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let config = cli.into_config()?;
+    // Before the runtimes start: every heap fault from here on is a 4 KiB one (issue 6).
+    let thp = sipmesh_node::memory::set_transparent_huge_pages(config.transparent_huge_pages);
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_filter.clone());
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter)?)
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = thp {
+        tracing::warn!(error = %e, "transparent huge pages setting not applied");
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = config.workers {
         runtime.worker_threads(n);
