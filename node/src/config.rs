@@ -130,6 +130,11 @@ pub struct Cli {
     /// empty, rather than always through the socket's writer task (default true).
     #[arg(long = "udp-direct-send", value_name = "BOOL")]
     pub udp_direct_send: Option<bool>,
+    /// With the signalling thread and `--redis`: run the location store's Redis connection and
+    /// its pipelining on the signalling thread too, so a REGISTER's store call never leaves it
+    /// (see docs/PERFORMANCE.md, session 6).
+    #[arg(long = "redis-on-signalling-thread", value_name = "BOOL")]
+    pub redis_on_signalling_thread: Option<bool>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -232,6 +237,8 @@ pub struct RawConfig {
     pub signalling_thread: Option<bool>,
     /// Direct UDP sends from the shards.
     pub udp_direct_send: Option<bool>,
+    /// The location store's Redis connection on the signalling thread.
+    pub redis_on_signalling_thread: Option<bool>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -430,6 +437,9 @@ impl Cli {
         if self.udp_direct_send.is_some() {
             raw.udp_direct_send = self.udp_direct_send;
         }
+        if self.redis_on_signalling_thread.is_some() {
+            raw.redis_on_signalling_thread = self.redis_on_signalling_thread;
+        }
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
         }
@@ -580,6 +590,9 @@ impl TryFrom<RawConfig> for NodeConfig {
                 // Set by `run` when `signalling_thread` is on (it owns the thread).
                 signalling: None,
                 udp_direct_send: raw.udp_direct_send.unwrap_or(true),
+                location_on_signalling: raw
+                    .redis_on_signalling_thread
+                    .unwrap_or(crate::signalling::DEFAULT_REDIS_ON_SIGNALLING),
             },
         })
     }
@@ -888,6 +901,24 @@ mod tests {
         let config = cli.into_config().unwrap();
         assert!(config.signalling_thread);
         assert!(!config.engine.udp_direct_send);
+    }
+
+    #[test]
+    fn redis_on_the_signalling_thread_from_toml_and_command_line() {
+        let default = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert_eq!(
+            default.engine.location_on_signalling,
+            crate::signalling::DEFAULT_REDIS_ON_SIGNALLING
+        );
+        let raw: RawConfig = toml::from_str("redis_on_signalling_thread = false\n").unwrap();
+        assert!(
+            !NodeConfig::try_from(raw)
+                .unwrap()
+                .engine
+                .location_on_signalling
+        );
+        let cli = Cli::try_parse_from(["sipmesh", "--redis-on-signalling-thread", "true"]).unwrap();
+        assert!(cli.into_config().unwrap().engine.location_on_signalling);
     }
 
     #[test]

@@ -19,6 +19,10 @@ use tokio::sync::oneshot;
 /// Whether a node runs its signalling on a thread of its own unless configured otherwise.
 pub const DEFAULT_SIGNALLING_THREAD: bool = true;
 
+/// Whether the location store's Redis connection and pipelining run on the signalling thread
+/// (with `--redis`) unless configured otherwise (session 6, issue 4; docs/PERFORMANCE.md).
+pub const DEFAULT_REDIS_ON_SIGNALLING: bool = true;
+
 /// How long the runtime's blocking work may still run when it stops.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(100);
 
