@@ -2,9 +2,11 @@
 //! SIP signalling hot path (issue 6).
 //!
 //! The engine puts its UDP readers and writers, transaction shards, media sessions and
-//! rtpengine ng clients on it ([`EngineConfig::signalling`]); the registrar, dialog actors,
-//! Redis clients, stream connections, admin and cluster layer stay on the node's multi-thread
-//! runtime. A call's datagrams and task hops then wake this one thread instead of unparking
+//! rtpengine ng clients on it ([`EngineConfig::signalling`]), and with `--redis` the location
+//! store's Redis connection and pipelining collector too (session 6,
+//! [`DEFAULT_REDIS_ON_SIGNALLING`]: a REGISTER the shard drives then never leaves this thread);
+//! the registrar's AOR actors, dialog actors, the dialog store's Redis client, stream
+//! connections, admin and cluster layer stay on the node's multi-thread runtime. A call's datagrams and task hops then wake this one thread instead of unparking
 //! whichever worker is idle (with two workers a call cost ≈ 28 thread wake-ups, with one ≈ 11;
 //! see docs/PERFORMANCE.md), while Redis work still gets the other cores.
 //!

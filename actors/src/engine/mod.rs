@@ -155,7 +155,8 @@ impl ShardSpawn<'_> {
             .await
             .map_err(|e| EngineError::Registrar(e.to_string()))?;
         if self.config.signalling.is_some() {
-            // The shards run elsewhere: the AOR actors and the store's connections stay here.
+            // The shards run elsewhere: the AOR actors stay here (and the store's connections,
+            // unless `location_on_signalling` put them on the shards' runtime).
             registrar.keep_on(tokio::runtime::Handle::current());
         }
         let stats_store = store.clone();
