@@ -12,7 +12,12 @@ median over ``--runs`` of
 * the read and write system calls per REGISTER of the node and of redis-server (from
   /proc/PID/io; redis-server reads once per arriving batch, so its reads per REGISTER are
   about 1 / the pipeline fill),
-* the achieved rate (indicative only on a busy machine).
+* the achieved rate (indicative only on a busy machine),
+* with ``--threads``: the node's CPU per REGISTER and its share of a core over the SIPp run
+  per thread name (``/proc/PID/task/*/stat``, threads of one name summed, e.g. the tokio
+  workers), SIPp's CPU per REGISTER, and the machine's idle share of all cores over the run
+  (``/proc/stat``): whether the run is bound by the CPU, by one thread, or by neither
+  (latency: SIPp's in-flight limit).
 
 With ``--compare-bin OTHER`` the runs alternate between ``--sipmesh-bin`` and OTHER (A, B, A,
 B, ...), so both binaries see the same machine load; the medians are printed per binary.
@@ -27,7 +32,9 @@ It does not build: run ``cargo build --release -p sipmesh-node`` first.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import time
 import sys
 import tempfile
 from pathlib import Path
@@ -37,9 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench  # noqa: E402  (bench/load/run.py)
 
 
-def one_run(server: bench.Sipmesh, workdir: Path, users: Path, run: int, total: int) -> dict:
+def one_run(server: bench.Sipmesh, workdir: Path, users: Path, run: int, total: int,
+            limit: int | None = None) -> dict:
     tag = f"cpu{run}-{server.name}"
     load = dict(bench.LOAD["register"], total=total)
+    if limit is not None:
+        load["limit"] = limit
     keys = {"domain": bench.DOMAIN, "callee": bench.CALLEE, "expires": "3600"}
     server.start()
     try:
@@ -49,8 +59,14 @@ def one_run(server: bench.Sipmesh, workdir: Path, users: Path, run: int, total: 
         redis = getattr(server, "redis", None)
         redis0 = bench.cpu_seconds([redis.pid]) if redis is not None else 0.0
         redis_io0 = syscalls(redis.pid) if redis is not None else (0, 0)
+        threads0 = thread_cpu(server.proc.pid)
+        idle0 = machine_idle()
+        wall0 = time.monotonic()
         res = bench.run_uac(workdir, tag, "register.xml", server.port,
                             bench.UAC_PORT_BASE[server.name], users, load, keys)
+        wall = time.monotonic() - wall0
+        idle = machine_idle() - idle0
+        threads1 = thread_cpu(server.proc.pid)
         node = bench.cpu_seconds([server.proc.pid]) - node0
         node_io = syscalls(server.proc.pid)
         redis_cpu = (bench.cpu_seconds([redis.pid]) - redis0) if redis is not None else 0.0
@@ -58,7 +74,15 @@ def one_run(server: bench.Sipmesh, workdir: Path, users: Path, run: int, total: 
     finally:
         server.stop()
     ok = max(res.successful, 1)
+    threads = {name: threads1[name] - threads0.get(name, 0.0) for name in threads1}
     return {
+        "threads_us": {name: cpu / ok * 1e6 for name, cpu in threads.items()},
+        "threads_cores": {name: cpu / wall for name, cpu in threads.items()},
+        "sipp_us": res.cpu_s / ok * 1e6,
+        "sipp_cores": res.cpu_s / wall,
+        "node_cores": node / wall,
+        "redis_cores": redis_cpu / wall,
+        "idle_share": idle / wall / (os.cpu_count() or 1),
         "node_us": node / ok * 1e6,
         "redis_us": redis_cpu / ok * 1e6,
         "node_rd": (node_io[0] - node_io0[0]) / ok,
@@ -68,6 +92,27 @@ def one_run(server: bench.Sipmesh, workdir: Path, users: Path, run: int, total: 
         "rate": res.rate,
         "failed": res.failed,
     }
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """User + system CPU seconds of `pid`'s live threads so far, summed per thread name."""
+    ticks: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        rest = stat.rsplit(")", 1)[-1].split()
+        ticks[name] = ticks.get(name, 0) + int(rest[11]) + int(rest[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return {name: t / hz for name, t in ticks.items()}
+
+
+def machine_idle() -> float:
+    """Idle + iowait seconds of all CPUs so far (/proc/stat, first line)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def syscalls(pid: int) -> tuple[int, int]:
@@ -91,6 +136,12 @@ def main() -> int:
                         help="a second binary; runs alternate between the two")
     parser.add_argument("--redis-unix", action="store_true",
                         help="the node reaches Redis over a Unix-domain socket, not TCP")
+    parser.add_argument("--limit", type=int,
+                        help="SIPp's in-flight limit (-l; default: run.py's register phase, 500): "
+                             "a higher one tells whether the rate is bound by latency")
+    parser.add_argument("--threads", action="store_true",
+                        help="also print the node's CPU per thread name, SIPp's CPU and the "
+                             "machine's idle share")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sipmesh-cpu-"))
@@ -110,7 +161,7 @@ def main() -> int:
                     server = bench.Sipmesh(workdir, bench.PORTS[target], binary)
                 label = f"{target} [{binary}]" if args.compare_bin else target
                 try:
-                    fig = one_run(server, workdir, users, run, args.total)
+                    fig = one_run(server, workdir, users, run, args.total, args.limit)
                 except bench.BenchError as err:
                     print(f"{label} run {run}: FAILED: {err}", flush=True)
                     return 1
@@ -120,6 +171,15 @@ def main() -> int:
                       f"syscalls/REGISTER node r {fig['node_rd']:.2f} w {fig['node_wr']:.2f}, "
                       f"redis r {fig['redis_rd']:.3f} w {fig['redis_wr']:.3f}, "
                       f"{fig['failed']} failed", flush=True)
+                if args.threads:
+                    per = ", ".join(
+                        f"{name} {fig['threads_us'][name]:.1f} µs ({fig['threads_cores'][name]:.2f})"
+                        for name in sorted(fig["threads_us"], key=lambda n: -fig["threads_us"][n])
+                        if fig["threads_us"][name] > 0.05)
+                    print(f"  threads µs/REGISTER (cores): {per}; node {fig['node_cores']:.2f} "
+                          f"cores, redis {fig['redis_cores']:.2f}, sipp {fig['sipp_us']:.1f} "
+                          f"µs/REGISTER ({fig['sipp_cores']:.2f}), machine idle "
+                          f"{fig['idle_share'] * 100:.0f} %", flush=True)
         for binary in binaries:
             label = f"{target} [{binary}]" if args.compare_bin else target
             keys = ("node_us", "redis_us", "rate", "redis_rd")

@@ -134,6 +134,11 @@ pub struct Cli {
     /// stalls the signalling thread for milliseconds; see `sipmesh_node::memory`).
     #[arg(long = "transparent-huge-pages", value_name = "BOOL")]
     pub transparent_huge_pages: Option<bool>,
+    /// With the signalling thread and `--redis`: run the location store's Redis connection and
+    /// its pipelining on the signalling thread too, so a REGISTER's store call never leaves it
+    /// (see docs/PERFORMANCE.md, session 6).
+    #[arg(long = "redis-on-signalling-thread", value_name = "BOOL")]
+    pub redis_on_signalling_thread: Option<bool>,
 }
 
 /// Subcommands of the `sipmesh` binary.
@@ -238,6 +243,8 @@ pub struct RawConfig {
     pub udp_direct_send: Option<bool>,
     /// Transparent huge pages for the node's heap.
     pub transparent_huge_pages: Option<bool>,
+    /// The location store's Redis connection on the signalling thread.
+    pub redis_on_signalling_thread: Option<bool>,
 }
 
 /// `[media]` section: rtpengine instances and flags.
@@ -442,6 +449,9 @@ impl Cli {
         if self.udp_direct_send.is_some() {
             raw.udp_direct_send = self.udp_direct_send;
         }
+        if self.redis_on_signalling_thread.is_some() {
+            raw.redis_on_signalling_thread = self.redis_on_signalling_thread;
+        }
         if self.node_id.is_some() {
             raw.cluster.node_id = self.node_id;
         }
@@ -595,6 +605,9 @@ impl TryFrom<RawConfig> for NodeConfig {
                 // Set by `run` when `signalling_thread` is on (it owns the thread).
                 signalling: None,
                 udp_direct_send: raw.udp_direct_send.unwrap_or(true),
+                location_on_signalling: raw
+                    .redis_on_signalling_thread
+                    .unwrap_or(crate::signalling::DEFAULT_REDIS_ON_SIGNALLING),
             },
         })
     }
@@ -913,6 +926,24 @@ mod tests {
         assert!(NodeConfig::try_from(raw).unwrap().transparent_huge_pages);
         let cli = Cli::try_parse_from(["sipmesh", "--transparent-huge-pages", "true"]).unwrap();
         assert!(cli.into_config().unwrap().transparent_huge_pages);
+    }
+
+    #[test]
+    fn redis_on_the_signalling_thread_from_toml_and_command_line() {
+        let default = NodeConfig::try_from(RawConfig::default()).unwrap();
+        assert_eq!(
+            default.engine.location_on_signalling,
+            crate::signalling::DEFAULT_REDIS_ON_SIGNALLING
+        );
+        let raw: RawConfig = toml::from_str("redis_on_signalling_thread = false\n").unwrap();
+        assert!(
+            !NodeConfig::try_from(raw)
+                .unwrap()
+                .engine
+                .location_on_signalling
+        );
+        let cli = Cli::try_parse_from(["sipmesh", "--redis-on-signalling-thread", "true"]).unwrap();
+        assert!(cli.into_config().unwrap().engine.location_on_signalling);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! SIP signalling hot path (issue 6).
 //!
 //! The engine puts its UDP readers and writers, transaction shards, media sessions and
-//! rtpengine ng clients on it ([`EngineConfig::signalling`]); the registrar, dialog actors,
-//! Redis clients, stream connections, admin and cluster layer stay on the node's multi-thread
-//! runtime. A call's datagrams and task hops then wake this one thread instead of unparking
+//! rtpengine ng clients on it ([`EngineConfig::signalling`]), and with `--redis` the location
+//! store's Redis connection and pipelining collector too (session 6,
+//! [`DEFAULT_REDIS_ON_SIGNALLING`]: a REGISTER the shard drives then never leaves this thread);
+//! the registrar's AOR actors, dialog actors, the dialog store's Redis client, stream
+//! connections, admin and cluster layer stay on the node's multi-thread runtime. A call's datagrams and task hops then wake this one thread instead of unparking
 //! whichever worker is idle (with two workers a call cost ≈ 28 thread wake-ups, with one ≈ 11;
 //! see docs/PERFORMANCE.md), while Redis work still gets the other cores.
 //!
@@ -18,6 +20,10 @@ use tokio::sync::oneshot;
 
 /// Whether a node runs its signalling on a thread of its own unless configured otherwise.
 pub const DEFAULT_SIGNALLING_THREAD: bool = true;
+
+/// Whether the location store's Redis connection and pipelining run on the signalling thread
+/// (with `--redis`) unless configured otherwise (session 6, issue 4; docs/PERFORMANCE.md).
+pub const DEFAULT_REDIS_ON_SIGNALLING: bool = true;
 
 /// How long the runtime's blocking work may still run when it stops.
 const SHUTDOWN_WAIT: Duration = Duration::from_millis(100);

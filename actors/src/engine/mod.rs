@@ -117,6 +117,11 @@ pub struct EngineConfig {
     /// UDP datagrams go straight from the shard to the kernel while the socket's queue is empty
     /// ([`TransportConfig::udp_direct_send`]).
     pub udp_direct_send: bool,
+    /// With `signalling` and `redis`: the location store's Redis connection, its pipelining
+    /// collector and their tasks run on the signalling runtime too (session 6, issue 4), so a
+    /// REGISTER the shard drives never crosses to a worker thread and back (no wake-up per
+    /// batch). False: they run on the runtime that calls [`Engine::start`].
+    pub location_on_signalling: bool,
 }
 
 /// Starts the shards and the expiry sweeper over one store type.
@@ -150,7 +155,8 @@ impl ShardSpawn<'_> {
             .await
             .map_err(|e| EngineError::Registrar(e.to_string()))?;
         if self.config.signalling.is_some() {
-            // The shards run elsewhere: the AOR actors and the store's connections stay here.
+            // The shards run elsewhere: the AOR actors stay here (and the store's connections,
+            // unless `location_on_signalling` put them on the shards' runtime).
             registrar.keep_on(tokio::runtime::Handle::current());
         }
         let stats_store = store.clone();
@@ -387,9 +393,18 @@ impl Engine {
         };
         let (store_kind, started) = match &config.redis {
             Some(redis) => {
-                let store = RedisLocationStore::new(redis)
-                    .map_err(EngineError::Redis)?
-                    .with_fence(config.fence.clone());
+                let store = match (&config.signalling, config.location_on_signalling) {
+                    (Some(runtime), true) => {
+                        let redis = redis.clone();
+                        runtime
+                            .spawn(async move { location_store_here(&redis).await })
+                            .await
+                            .map_err(EngineError::Signalling)?
+                    }
+                    _ => RedisLocationStore::new(redis),
+                }
+                .map_err(EngineError::Redis)?
+                .with_fence(config.fence.clone());
                 // No cached lookups: past the actor cap an AOR is written by plain store calls
                 // too, and in a cluster other nodes write it; the actor's copy could be stale.
                 let registrar = RegistrarConfig {
@@ -520,6 +535,25 @@ const TRANSPORT_FLUSH: Duration = Duration::from_millis(100);
 /// How often expired bindings are removed. Lookups never return an expired binding, so this
 /// only bounds how long the memory of a binding outlives it.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Longest wait at start for the location store's first PING on the signalling runtime.
+const LOCATION_WARM_UP: Duration = Duration::from_secs(1);
+
+/// A Redis location store whose tasks (the pipelining collector, the connection's driver) run
+/// on the calling runtime: created here and connected once from here with a PING, because the
+/// connection's driver task is spawned by whichever task first uses the lazy connection (the
+/// expiry sweeper would otherwise, on a worker). A server that does not answer within
+/// [`LOCATION_WARM_UP`] does not stop the start: the store connects lazily, as without this
+/// (its connection's tasks then start wherever it is first used).
+async fn location_store_here(
+    redis: &RedisStoreConfig,
+) -> Result<RedisLocationStore, crate::location::RedisStoreError> {
+    match tokio::time::timeout(LOCATION_WARM_UP, RedisLocationStore::connect(redis)).await {
+        Ok(Ok(store)) => Ok(store),
+        // Unreachable for now (or a URL error, which `new` reports again).
+        Ok(Err(_)) | Err(_) => RedisLocationStore::new(redis),
+    }
+}
 
 async fn sweep_expired<S: LocationStore>(store: Arc<S>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);

@@ -68,7 +68,8 @@ pub(crate) struct Directory<S: LocationStore> {
     myself: Weak<Self>,
     /// The runtime AOR actors (and plain store calls no caller drives) run on when requests
     /// come from another one (the node's signalling thread, issue 6): the store's connections
-    /// and their I/O then stay on it. Unset: wherever the request comes from. A call the caller
+    /// and their I/O then stay on it, unless the engine created the store on the signalling
+    /// runtime (`EngineConfig::location_on_signalling`, session 6). Unset: wherever the request comes from. A call the caller
     /// drives (see `driver`) is polled on the caller's thread either way; it only talks to the
     /// store's connection tasks through channels.
     home: OnceLock<tokio::runtime::Handle>,
