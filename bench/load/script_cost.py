@@ -73,18 +73,48 @@ def library_text() -> tuple[str, str]:
     )
 
 
+def mp_uint(v: int) -> bytes:
+    """A non-negative integer as cmsgpack.pack writes it (the shortest form)."""
+    if v < 0x80:
+        return bytes([v])
+    for tag, size in ((0xcc, 1), (0xcd, 2), (0xce, 4), (0xcf, 8)):
+        if v < 1 << (8 * size):
+            return bytes([tag]) + v.to_bytes(size, "big")
+    raise ValueError(v)
+
+
+def mp_str(v: str | bytes) -> bytes:
+    """A string as cmsgpack.pack writes it."""
+    b = v.encode() if isinstance(v, str) else v
+    n = len(b)
+    if n < 32:
+        return bytes([0xa0 | n]) + b
+    for tag, size in ((0xd9, 1), (0xda, 2), (0xdb, 4)):
+        if n < 1 << (8 * size):
+            return bytes([tag]) + n.to_bytes(size, "big") + b
+    raise ValueError(n)
+
+
+def contact_arg(expires_at: int, call_id: str, cseq: int, contact: str, rest: str) -> bytes:
+    """One Contact's script argument (codec.rs `binding_args`): the AOR value of that binding
+    alone, encoded as cmsgpack.pack encodes it: expiry, Call-ID, CSeq, contact, instance,
+    reg-id, connection, rest."""
+    return (b"\x91\x98" + mp_uint(expires_at) + mp_str(call_id) + mp_uint(cseq) + mp_str(contact)
+            + mp_str("") + mp_str("") + mp_str("") + mp_str(rest))
+
+
 def register_many_cmd(users: list[int], call_ids: list[str], now_ms: list[int],
                       expires_s: int) -> bytes:
     """One call of the several-AORs function for `users` (register_many.lua's arguments)."""
     keys: list[str] = [PREFIX + "exp", PREFIX + "count"]
-    args: list[str | int] = [PREFIX + "conn:", ""]
+    args: list[str | int | bytes] = [PREFIX + "conn:", ""]
     for user, call_id, now in zip(users, call_ids, now_ms):
         aor = f"sip:user{user:05d}@bench.sipmesh.test"
         contact = f"sip:user{user:05d}@127.0.0.1:5070"
         rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
         keys += [PREFIX + "aor:" + aor, PREFIX + "closed:" + aor]
         args += [now, "L", call_id, 1, 10, aor, 1,
-                 now + expires_s * 1000, call_id, 1, contact, "", "", "", rest]
+                 contact_arg(now + expires_s * 1000, call_id, 1, contact, rest)]
     return resp("FCALL", "sipmesh_register_many", len(keys), *keys, *args)
 
 
@@ -168,7 +198,7 @@ def register_cmd(sha: str, user: int, call_id: str, now_ms: int, expires_s: int,
         verb, sha, 4, PREFIX + "aor:" + aor, PREFIX + "exp", PREFIX + "count",
         PREFIX + "closed:" + aor,
         now_ms, "L", call_id, 1, 10, aor, PREFIX + "conn:", "",
-        now_ms + expires_s * 1000, call_id, 1, contact, "", "", "", rest,
+        contact_arg(now_ms + expires_s * 1000, call_id, 1, contact, rest),
     )
 
 
@@ -225,6 +255,21 @@ class Meter:
         return out
 
 
+def annotate_dump(dump: Path, top: int) -> str:
+    """The `top` functions of a callgrind dump by exclusive and by inclusive instructions."""
+    parts = []
+    for inclusive in ("no", "yes"):
+        text = subprocess.run(
+            ["callgrind_annotate", f"--inclusive={inclusive}", f"--threshold=100", str(dump)],
+            check=True, capture_output=True, text=True).stdout
+        lines = [l for l in text.splitlines() if l.strip()]
+        start = next((i for i, l in enumerate(lines) if "file:function" in l), 0)
+        label = "inclusive" if inclusive == "yes" else "exclusive (self)"
+        parts.append(f"-- refresh phase, {label}, top {top}:\n"
+                     + "\n".join(lines[start + 1:start + 1 + top]))
+    return "\n".join(parts)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,7 +278,7 @@ def free_port() -> int:
 
 def one_run(users: int, refreshes: int, callgrind: bool = False,
             text: str | None = None, refresh_text: str | None = None,
-            fcall: bool = False, many: int = 1) -> dict:
+            fcall: bool = False, many: int = 1, annotate: int = 0) -> dict:
     """One fresh server. `text` replaces the register script (experiments), `refresh_text`
     the script of the refresh phase only. `fcall`: the register script as a function library
     called with ``FCALL`` instead of ``EVALSHA``."""
@@ -242,7 +287,7 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
     workdir = tempfile.mkdtemp(prefix="sipmesh-script-cost-")
     out = Path(workdir) / "callgrind.out"
     wrap = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             "--collect-atstart=no",
+             "--collect-atstart=no", "--dump-instr=yes",
              "--toggle-collect=" + ("fcallCommand" if fcall else "evalShaCommand")]
             if callgrind else [])
     proc = subprocess.Popen(
@@ -304,6 +349,10 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
             # One refresh per AOR per round, each a second later than the round before.
             conn.pipeline(round_cmds(r, now + r * 1000, refresh_sha))
         figures["refresh"] = meter.stop(per)
+        if callgrind and annotate:
+            dump = Path(f"{out}.{meter.dumps}")
+            figures["annotate"] = annotate_dump(dump, annotate)
+            shutil.copy(dump, Path(tempfile.gettempdir()) / "sipmesh-script-cost-refresh.callgrind")
         if conn.errors:
             raise RuntimeError(f"{conn.errors} error replies, first: {conn.first_error!r}")
         return figures
@@ -324,9 +373,14 @@ def main() -> int:
                         help="the register script as a function library, called with FCALL")
     parser.add_argument("--many", type=int, default=1,
                         help="REGISTERs per call of the several-AORs function (implies --fcall)")
+    parser.add_argument("--annotate", type=int, default=0, metavar="N",
+                        help="with --callgrind: print the N costliest functions of the refresh "
+                             "phase (callgrind_annotate, self and inclusive), last run; the dump "
+                             "is kept as $TMPDIR/sipmesh-script-cost-refresh.callgrind")
     args = parser.parse_args()
     fcall = args.fcall or args.many > 1
-    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=fcall, many=args.many)
+    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=fcall, many=args.many,
+                    annotate=args.annotate)
             for _ in range(args.repeat)]
     verb = "FCALL" if fcall else "EVALSHA"
     if args.many > 1:
@@ -341,6 +395,8 @@ def main() -> int:
             med = statistics.median(values)
             med_s = f"{med:.2f}" if unit != "ir" else f"{med:.0f}"
             print(f"{kind:8s} {label:8s}/{verb} median {med_s}  (runs: {shown})")
+    if "annotate" in runs[-1]:
+        print(runs[-1]["annotate"])
     return 0
 
 
