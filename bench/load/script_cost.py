@@ -20,11 +20,13 @@ server runs under valgrind's callgrind and ``Ir`` = instructions per call (deter
 fewer ``--users``, it is ~50x slower).
 
 Usage: bench/load/script_cost.py [--users 10000] [--refreshes 5] [--repeat 3] [--callgrind]
-[--fcall] [--many N]. With ``--fcall`` the register script is loaded as a Redis Functions library
-(``FUNCTION LOAD``) and called with ``FCALL``, as the store does on Redis >= 7. With ``--many N``
-(implies ``--fcall``) the REGISTERs go N per call of the several-AORs function
-(``register_many.lua``), as the store sends the REGISTERs of one batch; the figures are then
-per REGISTER, not per call.
+[--fcall] [--many N] [--same-call-id] [--annotate N]. With ``--fcall`` the register script is
+loaded as a Redis Functions library (``FUNCTION LOAD``) and called with ``FCALL``, as the store
+does on Redis >= 7. With ``--many N`` (implies ``--fcall``) the REGISTERs go N per call of the
+several-AORs function (``register_many.lua``), as the store sends the REGISTERs of one batch;
+the figures are then per REGISTER, not per call. ``--same-call-id`` refreshes as a UA does (its
+Call-ID, the next CSeq) instead of a new Call-ID per REGISTER. ``--annotate N`` (with
+``--callgrind``) prints the N costliest functions of the refresh phase (callgrind_annotate).
 Median of ``--repeat`` fresh servers; all runs printed. Needs ``redis-server`` on PATH.
 """
 
@@ -104,7 +106,7 @@ def contact_arg(expires_at: int, call_id: str, cseq: int, contact: str, rest: st
 
 
 def register_many_cmd(users: list[int], call_ids: list[str], now_ms: list[int],
-                      expires_s: int) -> bytes:
+                      expires_s: int, cseq: int = 1) -> bytes:
     """One call of the several-AORs function for `users` (register_many.lua's arguments)."""
     keys: list[str] = [PREFIX + "exp", PREFIX + "count"]
     args: list[str | int | bytes] = [PREFIX + "conn:", ""]
@@ -113,8 +115,8 @@ def register_many_cmd(users: list[int], call_ids: list[str], now_ms: list[int],
         contact = f"sip:user{user:05d}@127.0.0.1:5070"
         rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
         keys += [PREFIX + "aor:" + aor, PREFIX + "closed:" + aor]
-        args += [now, "L", call_id, 1, 10, aor, 1,
-                 contact_arg(now + expires_s * 1000, call_id, 1, contact, rest)]
+        args += [now, "L", call_id, cseq, 10, aor, 1,
+                 contact_arg(now + expires_s * 1000, call_id, cseq, contact, rest)]
     return resp("FCALL", "sipmesh_register_many", len(keys), *keys, *args)
 
 
@@ -190,15 +192,15 @@ def rest_field(*fields: str) -> str:
 
 
 def register_cmd(sha: str, user: int, call_id: str, now_ms: int, expires_s: int,
-                 verb: str = "EVALSHA") -> bytes:
+                 verb: str = "EVALSHA", cseq: int = 1) -> bytes:
     aor = f"sip:user{user:05d}@bench.sipmesh.test"
     contact = f"sip:user{user:05d}@127.0.0.1:5070"
     rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
     return resp(
         verb, sha, 4, PREFIX + "aor:" + aor, PREFIX + "exp", PREFIX + "count",
         PREFIX + "closed:" + aor,
-        now_ms, "L", call_id, 1, 10, aor, PREFIX + "conn:", "",
-        contact_arg(now_ms + expires_s * 1000, call_id, 1, contact, rest),
+        now_ms, "L", call_id, cseq, 10, aor, PREFIX + "conn:", "",
+        contact_arg(now_ms + expires_s * 1000, call_id, cseq, contact, rest),
     )
 
 
@@ -278,7 +280,8 @@ def free_port() -> int:
 
 def one_run(users: int, refreshes: int, callgrind: bool = False,
             text: str | None = None, refresh_text: str | None = None,
-            fcall: bool = False, many: int = 1, annotate: int = 0) -> dict:
+            fcall: bool = False, many: int = 1, annotate: int = 0,
+            same_call_id: bool = False) -> dict:
     """One fresh server. `text` replaces the register script (experiments), `refresh_text`
     the script of the refresh phase only. `fcall`: the register script as a function library
     called with ``FCALL`` instead of ``EVALSHA``."""
@@ -333,12 +336,17 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
         conn.pipeline(empty_cmds)
         figures["empty"] = meter.stop()
         def round_cmds(r: int, at: int, fn: str) -> list[bytes]:
+            # A new Call-ID per REGISTER (as SIPp's benchmark scenario sends), or with
+            # --same-call-id one Call-ID per AOR and the CSeq counting up (RFC 3261 §10.2.4).
+            def call_id(u: int) -> str:
+                return f"c{u}" if same_call_id else f"c{u}-{r}"
+            cseq = r + 1 if same_call_id else 1
             if many <= 1:
-                return [register_cmd(fn, u, f"c{u}-{r}", at + u // 100, 3600, verb)
+                return [register_cmd(fn, u, call_id(u), at + u // 100, 3600, verb, cseq)
                         for u in range(users)]
             groups = [list(range(u, min(u + many, users))) for u in range(0, users, many)]
-            return [register_many_cmd(g, [f"c{u}-{r}" for u in g], [at + u // 100 for u in g],
-                                      3600) for g in groups]
+            return [register_many_cmd(g, [call_id(u) for u in g], [at + u // 100 for u in g],
+                                      3600, cseq) for g in groups]
 
         per = max(many, 1)
         meter.start()
@@ -377,10 +385,13 @@ def main() -> int:
                         help="with --callgrind: print the N costliest functions of the refresh "
                              "phase (callgrind_annotate, self and inclusive), last run; the dump "
                              "is kept as $TMPDIR/sipmesh-script-cost-refresh.callgrind")
+    parser.add_argument("--same-call-id", action="store_true",
+                        help="refresh with the AOR's Call-ID and the next CSeq (as a UA does) "
+                             "instead of a new Call-ID per REGISTER")
     args = parser.parse_args()
     fcall = args.fcall or args.many > 1
     runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=fcall, many=args.many,
-                    annotate=args.annotate)
+                    annotate=args.annotate, same_call_id=args.same_call_id)
             for _ in range(args.repeat)]
     verb = "FCALL" if fcall else "EVALSHA"
     if args.many > 1:

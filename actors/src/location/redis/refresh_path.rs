@@ -60,7 +60,7 @@ fn register(
     mode: &str,
     call_id: &str,
     cseq: u32,
-    contacts: &[Vec<u8>],
+    contacts: &[&[u8]],
 ) -> Value {
     let script = format!("{REGISTER_PRELUDE_LUA}\n{LAYOUT_SINGLE_LUA}\n{REGISTER_LUA}");
     let mut cmd = ::redis::cmd("EVAL");
@@ -79,7 +79,7 @@ fn register(
         .arg("t:conn:")
         .arg("");
     for c in contacts {
-        cmd.arg(c.as_slice());
+        cmd.arg(*c);
     }
     cmd.query(conn)
         .unwrap_or_else(|e| panic!("register script: {e}"))
@@ -165,7 +165,7 @@ fn location_plain_refresh_is_one_write_of_the_argument() {
     let mut conn = connect(&server);
     let b = binding("sip:alice@192.0.2.1:5070", "first@ua", 1);
     let first = arg(&b, T0_MS + 3_600_000);
-    let reply = register(&mut conn, T0_MS, "L", "first@ua", 1, &[first.clone()]);
+    let reply = register(&mut conn, T0_MS, "L", "first@ua", 1, &[&first]);
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
     assert_eq!(
         stored(&mut conn),
@@ -178,14 +178,7 @@ fn location_plain_refresh_is_one_write_of_the_argument() {
     let mut r = b.clone();
     r.call_id = Bytes::from_static(b"second@ua");
     let refresh = arg(&r, T0_MS + 3_601_000);
-    let reply = register(
-        &mut conn,
-        T0_MS + 1_000,
-        "L",
-        "second@ua",
-        1,
-        &[refresh.clone()],
-    );
+    let reply = register(&mut conn, T0_MS + 1_000, "L", "second@ua", 1, &[&refresh]);
     assert_eq!(reply, Value::BulkString(refresh.clone()));
     assert_eq!(stored(&mut conn), refresh);
     assert_eq!(score(&mut conn), score0, "the index keeps its lower bound");
@@ -198,19 +191,12 @@ fn location_plain_refresh_is_one_write_of_the_argument() {
     let mut same = r.clone();
     same.cseq = 2;
     let next = arg(&same, T0_MS + 3_602_000);
-    let reply = register(
-        &mut conn,
-        T0_MS + 2_000,
-        "L",
-        "second@ua",
-        2,
-        &[next.clone()],
-    );
+    let reply = register(&mut conn, T0_MS + 2_000, "L", "second@ua", 2, &[&next]);
     assert_eq!(reply, Value::BulkString(next.clone()));
     for cseq in [2, 1] {
         same.cseq = cseq;
         let again = arg(&same, T0_MS + 3_603_000);
-        let reply = register(&mut conn, T0_MS + 3_000, "L", "second@ua", cseq, &[again]);
+        let reply = register(&mut conn, T0_MS + 3_000, "L", "second@ua", cseq, &[&again]);
         assert_eq!(status(&reply), Some(&b"CSEQ"[..]), "{reply:?}");
         assert_eq!(stored(&mut conn), next, "a refused refresh writes nothing");
     }
@@ -218,14 +204,7 @@ fn location_plain_refresh_is_one_write_of_the_argument() {
     let mut other = r;
     other.call_id = Bytes::from_static(b"secont@ua");
     let renamed = arg(&other, T0_MS + 3_604_000);
-    let reply = register(
-        &mut conn,
-        T0_MS + 4_000,
-        "L",
-        "secont@ua",
-        1,
-        &[renamed.clone()],
-    );
+    let reply = register(&mut conn, T0_MS + 4_000, "L", "secont@ua", 1, &[&renamed]);
     assert_eq!(reply, Value::BulkString(renamed));
 
     // A Call-ID longer than 31 bytes (a `str 8` item) takes the fast path too.
@@ -233,16 +212,9 @@ fn location_plain_refresh_is_one_write_of_the_argument() {
     let mut long = b;
     long.call_id = Bytes::from(long_id.clone());
     let long_arg = arg(&long, T0_MS + 3_605_000);
-    let reply = register(
-        &mut conn,
-        T0_MS + 5_000,
-        "L",
-        &long_id,
-        1,
-        &[long_arg.clone()],
-    );
+    let reply = register(&mut conn, T0_MS + 5_000, "L", &long_id, 1, &[&long_arg]);
     assert_eq!(reply, Value::BulkString(long_arg.clone()));
-    let reply = register(&mut conn, T0_MS + 6_000, "L", &long_id, 1, &[long_arg]);
+    let reply = register(&mut conn, T0_MS + 6_000, "L", &long_id, 1, &[&long_arg]);
     assert_eq!(status(&reply), Some(&b"CSEQ"[..]), "{reply:?}");
 }
 
@@ -258,11 +230,11 @@ fn location_what_the_fast_path_leaves_to_the_rules() {
         "L",
         "c@ua",
         1,
-        &[arg(&b, exp)]
+        &[&arg(&b, exp)]
     )));
 
     // An earlier expiry: the rules move the index score forward.
-    let mut r = b.clone();
+    let mut r = b;
     r.cseq = 2;
     let reply = register(
         &mut conn,
@@ -270,7 +242,7 @@ fn location_what_the_fast_path_leaves_to_the_rules() {
         "L",
         "c@ua",
         2,
-        &[arg(&r, exp - 60_000)],
+        &[&arg(&r, exp - 60_000)],
     );
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
     assert_eq!(
@@ -282,26 +254,26 @@ fn location_what_the_fast_path_leaves_to_the_rules() {
     r.cseq = 3;
     r.source.remote = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 2), 5070));
     let moved = arg(&r, exp);
-    let reply = register(&mut conn, T0_MS + 2, "L", "c@ua", 3, &[moved.clone()]);
+    let reply = register(&mut conn, T0_MS + 2, "L", "c@ua", 3, &[&moved]);
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
     assert_eq!(stored(&mut conn), moved);
 
     // Another Contact: a second binding.
     let other = binding("sip:alice@192.0.2.3:5070", "c@ua", 4);
-    let reply = register(&mut conn, T0_MS + 3, "L", "c@ua", 4, &[arg(&other, exp)]);
+    let reply = register(&mut conn, T0_MS + 3, "L", "c@ua", 4, &[&arg(&other, exp)]);
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
     let two = decode_set(&Bytes::from(stored(&mut conn))).map(|s| s.len());
     assert_eq!(two, Ok(2));
 
     // Two bindings stored: never the fast path, even for a plain refresh of one of them.
     r.cseq = 5;
-    let reply = register(&mut conn, T0_MS + 4, "L", "c@ua", 5, &[arg(&r, exp + 1)]);
+    let reply = register(&mut conn, T0_MS + 4, "L", "c@ua", 5, &[&arg(&r, exp + 1)]);
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
 
     // Removal of the second one, then a refresh after the stored binding expired.
     let mut gone = other;
     gone.cseq = 6;
-    let reply = register(&mut conn, T0_MS + 5, "L", "c@ua", 6, &[arg(&gone, 0)]);
+    let reply = register(&mut conn, T0_MS + 5, "L", "c@ua", 6, &[&arg(&gone, 0)]);
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
     r.cseq = 7;
     let late = exp + 10_000;
@@ -311,13 +283,13 @@ fn location_what_the_fast_path_leaves_to_the_rules() {
         "L",
         "c@ua",
         7,
-        &[arg(&r, late + 3_600_000)],
+        &[&arg(&r, late + 3_600_000)],
     );
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
 
     // A removal of the only binding, and a query: both for the rules.
     r.cseq = 8;
-    let reply = register(&mut conn, late + 1, "L", "c@ua", 8, &[arg(&r, 0)]);
+    let reply = register(&mut conn, late + 1, "L", "c@ua", 8, &[&arg(&r, 0)]);
     assert_eq!(status(&reply), Some(&b"OK"[..]), "{reply:?}");
     assert_eq!(get(&mut conn, &["EXISTS", AOR_KEY]), Value::Int(0));
     assert_eq!(
