@@ -96,7 +96,7 @@ local function refresh_value(stored, now, mode, call_id, first, last)
     return nil
   end
   local a1, a2, a3, f1, f2, f3, f4, f5, f6, f7, f8 = string.byte(arg, 1, 11)
-  if a1 ~= 0x91 or a2 ~= 0x98 or a3 ~= 0xcf then return nil end
+  if a1 ~= 0x91 or a2 ~= 0x98 or a3 ~= 0xcf or f8 == nil then return nil end
   local new_exp = ((((((f1 * 256 + f2) * 256 + f3) * 256 + f4) * 256 + f5) * 256 + f6) * 256
     + f7) * 256 + f8
   if new_exp < old_exp then return nil end
