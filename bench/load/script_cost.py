@@ -20,11 +20,13 @@ server runs under valgrind's callgrind and ``Ir`` = instructions per call (deter
 fewer ``--users``, it is ~50x slower).
 
 Usage: bench/load/script_cost.py [--users 10000] [--refreshes 5] [--repeat 3] [--callgrind]
-[--fcall] [--many N]. With ``--fcall`` the register script is loaded as a Redis Functions library
-(``FUNCTION LOAD``) and called with ``FCALL``, as the store does on Redis >= 7. With ``--many N``
-(implies ``--fcall``) the REGISTERs go N per call of the several-AORs function
-(``register_many.lua``), as the store sends the REGISTERs of one batch; the figures are then
-per REGISTER, not per call.
+[--fcall] [--many N] [--same-call-id] [--annotate N]. With ``--fcall`` the register script is
+loaded as a Redis Functions library (``FUNCTION LOAD``) and called with ``FCALL``, as the store
+does on Redis >= 7. With ``--many N`` (implies ``--fcall``) the REGISTERs go N per call of the
+several-AORs function (``register_many.lua``), as the store sends the REGISTERs of one batch;
+the figures are then per REGISTER, not per call. ``--same-call-id`` refreshes as a UA does (its
+Call-ID, the next CSeq) instead of a new Call-ID per REGISTER. ``--annotate N`` (with
+``--callgrind``) prints the N costliest functions of the refresh phase (callgrind_annotate).
 Median of ``--repeat`` fresh servers; all runs printed. Needs ``redis-server`` on PATH.
 """
 
@@ -73,18 +75,48 @@ def library_text() -> tuple[str, str]:
     )
 
 
+def mp_uint(v: int) -> bytes:
+    """A non-negative integer as cmsgpack.pack writes it (the shortest form)."""
+    if v < 0x80:
+        return bytes([v])
+    for tag, size in ((0xcc, 1), (0xcd, 2), (0xce, 4), (0xcf, 8)):
+        if v < 1 << (8 * size):
+            return bytes([tag]) + v.to_bytes(size, "big")
+    raise ValueError(v)
+
+
+def mp_str(v: str | bytes) -> bytes:
+    """A string as cmsgpack.pack writes it."""
+    b = v.encode() if isinstance(v, str) else v
+    n = len(b)
+    if n < 32:
+        return bytes([0xa0 | n]) + b
+    for tag, size in ((0xd9, 1), (0xda, 2), (0xdb, 4)):
+        if n < 1 << (8 * size):
+            return bytes([tag]) + n.to_bytes(size, "big") + b
+    raise ValueError(n)
+
+
+def contact_arg(expires_at: int, call_id: str, cseq: int, contact: str, rest: str) -> bytes:
+    """One Contact's script argument (codec.rs `binding_args`): the AOR value of that binding
+    alone, encoded as cmsgpack.pack encodes it: expiry, Call-ID, CSeq, contact, instance,
+    reg-id, connection, rest."""
+    return (b"\x91\x98" + mp_uint(expires_at) + mp_str(call_id) + mp_uint(cseq) + mp_str(contact)
+            + mp_str("") + mp_str("") + mp_str("") + mp_str(rest))
+
+
 def register_many_cmd(users: list[int], call_ids: list[str], now_ms: list[int],
-                      expires_s: int) -> bytes:
+                      expires_s: int, cseq: int = 1) -> bytes:
     """One call of the several-AORs function for `users` (register_many.lua's arguments)."""
     keys: list[str] = [PREFIX + "exp", PREFIX + "count"]
-    args: list[str | int] = [PREFIX + "conn:", ""]
+    args: list[str | int | bytes] = [PREFIX + "conn:", ""]
     for user, call_id, now in zip(users, call_ids, now_ms):
         aor = f"sip:user{user:05d}@bench.sipmesh.test"
         contact = f"sip:user{user:05d}@127.0.0.1:5070"
         rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
         keys += [PREFIX + "aor:" + aor, PREFIX + "closed:" + aor]
-        args += [now, "L", call_id, 1, 10, aor, 1,
-                 now + expires_s * 1000, call_id, 1, contact, "", "", "", rest]
+        args += [now, "L", call_id, cseq, 10, aor, 1,
+                 contact_arg(now + expires_s * 1000, call_id, cseq, contact, rest)]
     return resp("FCALL", "sipmesh_register_many", len(keys), *keys, *args)
 
 
@@ -160,15 +192,15 @@ def rest_field(*fields: str) -> str:
 
 
 def register_cmd(sha: str, user: int, call_id: str, now_ms: int, expires_s: int,
-                 verb: str = "EVALSHA") -> bytes:
+                 verb: str = "EVALSHA", cseq: int = 1) -> bytes:
     aor = f"sip:user{user:05d}@bench.sipmesh.test"
     contact = f"sip:user{user:05d}@127.0.0.1:5070"
     rest = rest_field("1000", "UDP", "127.0.0.1:5070", "127.0.0.1:5060")
     return resp(
         verb, sha, 4, PREFIX + "aor:" + aor, PREFIX + "exp", PREFIX + "count",
         PREFIX + "closed:" + aor,
-        now_ms, "L", call_id, 1, 10, aor, PREFIX + "conn:", "",
-        now_ms + expires_s * 1000, call_id, 1, contact, "", "", "", rest,
+        now_ms, "L", call_id, cseq, 10, aor, PREFIX + "conn:", "",
+        contact_arg(now_ms + expires_s * 1000, call_id, cseq, contact, rest),
     )
 
 
@@ -225,6 +257,21 @@ class Meter:
         return out
 
 
+def annotate_dump(dump: Path, top: int) -> str:
+    """The `top` functions of a callgrind dump by exclusive and by inclusive instructions."""
+    parts = []
+    for inclusive in ("no", "yes"):
+        text = subprocess.run(
+            ["callgrind_annotate", f"--inclusive={inclusive}", f"--threshold=100", str(dump)],
+            check=True, capture_output=True, text=True).stdout
+        lines = [l for l in text.splitlines() if l.strip()]
+        start = next((i for i, l in enumerate(lines) if "file:function" in l), 0)
+        label = "inclusive" if inclusive == "yes" else "exclusive (self)"
+        parts.append(f"-- refresh phase, {label}, top {top}:\n"
+                     + "\n".join(lines[start + 1:start + 1 + top]))
+    return "\n".join(parts)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,7 +280,8 @@ def free_port() -> int:
 
 def one_run(users: int, refreshes: int, callgrind: bool = False,
             text: str | None = None, refresh_text: str | None = None,
-            fcall: bool = False, many: int = 1) -> dict:
+            fcall: bool = False, many: int = 1, annotate: int = 0,
+            same_call_id: bool = False) -> dict:
     """One fresh server. `text` replaces the register script (experiments), `refresh_text`
     the script of the refresh phase only. `fcall`: the register script as a function library
     called with ``FCALL`` instead of ``EVALSHA``."""
@@ -242,7 +290,7 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
     workdir = tempfile.mkdtemp(prefix="sipmesh-script-cost-")
     out = Path(workdir) / "callgrind.out"
     wrap = (["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-             "--collect-atstart=no",
+             "--collect-atstart=no", "--dump-instr=yes",
              "--toggle-collect=" + ("fcallCommand" if fcall else "evalShaCommand")]
             if callgrind else [])
     proc = subprocess.Popen(
@@ -288,12 +336,17 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
         conn.pipeline(empty_cmds)
         figures["empty"] = meter.stop()
         def round_cmds(r: int, at: int, fn: str) -> list[bytes]:
+            # A new Call-ID per REGISTER (as SIPp's benchmark scenario sends), or with
+            # --same-call-id one Call-ID per AOR and the CSeq counting up (RFC 3261 §10.2.4).
+            def call_id(u: int) -> str:
+                return f"c{u}" if same_call_id else f"c{u}-{r}"
+            cseq = r + 1 if same_call_id else 1
             if many <= 1:
-                return [register_cmd(fn, u, f"c{u}-{r}", at + u // 100, 3600, verb)
+                return [register_cmd(fn, u, call_id(u), at + u // 100, 3600, verb, cseq)
                         for u in range(users)]
             groups = [list(range(u, min(u + many, users))) for u in range(0, users, many)]
-            return [register_many_cmd(g, [f"c{u}-{r}" for u in g], [at + u // 100 for u in g],
-                                      3600) for g in groups]
+            return [register_many_cmd(g, [call_id(u) for u in g], [at + u // 100 for u in g],
+                                      3600, cseq) for g in groups]
 
         per = max(many, 1)
         meter.start()
@@ -304,6 +357,10 @@ def one_run(users: int, refreshes: int, callgrind: bool = False,
             # One refresh per AOR per round, each a second later than the round before.
             conn.pipeline(round_cmds(r, now + r * 1000, refresh_sha))
         figures["refresh"] = meter.stop(per)
+        if callgrind and annotate:
+            dump = Path(f"{out}.{meter.dumps}")
+            figures["annotate"] = annotate_dump(dump, annotate)
+            shutil.copy(dump, Path(tempfile.gettempdir()) / "sipmesh-script-cost-refresh.callgrind")
         if conn.errors:
             raise RuntimeError(f"{conn.errors} error replies, first: {conn.first_error!r}")
         return figures
@@ -324,9 +381,17 @@ def main() -> int:
                         help="the register script as a function library, called with FCALL")
     parser.add_argument("--many", type=int, default=1,
                         help="REGISTERs per call of the several-AORs function (implies --fcall)")
+    parser.add_argument("--annotate", type=int, default=0, metavar="N",
+                        help="with --callgrind: print the N costliest functions of the refresh "
+                             "phase (callgrind_annotate, self and inclusive), last run; the dump "
+                             "is kept as $TMPDIR/sipmesh-script-cost-refresh.callgrind")
+    parser.add_argument("--same-call-id", action="store_true",
+                        help="refresh with the AOR's Call-ID and the next CSeq (as a UA does) "
+                             "instead of a new Call-ID per REGISTER")
     args = parser.parse_args()
     fcall = args.fcall or args.many > 1
-    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=fcall, many=args.many)
+    runs = [one_run(args.users, args.refreshes, args.callgrind, fcall=fcall, many=args.many,
+                    annotate=args.annotate, same_call_id=args.same_call_id)
             for _ in range(args.repeat)]
     verb = "FCALL" if fcall else "EVALSHA"
     if args.many > 1:
@@ -341,6 +406,8 @@ def main() -> int:
             med = statistics.median(values)
             med_s = f"{med:.2f}" if unit != "ir" else f"{med:.0f}"
             print(f"{kind:8s} {label:8s}/{verb} median {med_s}  (runs: {shown})")
+    if "annotate" in runs[-1]:
+        print(runs[-1]["annotate"])
     return 0
 
 

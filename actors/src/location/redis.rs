@@ -51,6 +51,8 @@ mod cluster;
 mod codec;
 mod library;
 mod msgpack;
+#[cfg(test)]
+mod refresh_path;
 mod register_call;
 
 use std::sync::Arc;
@@ -256,9 +258,9 @@ impl std::fmt::Debug for RedisLocationStore {
 struct RegisterPlan {
     /// `Q`, `S` or `L` (see `register.lua`).
     mode: &'static str,
-    /// The script arguments of each Contact, [`codec::BINDING_ITEMS`] each (expiry 0 =
+    /// The script arguments of each Contact, [`codec::CONTACT_ARGS`] each (expiry 0 =
     /// removal).
-    contacts: Vec<[Vec<u8>; codec::BINDING_ITEMS]>,
+    contacts: Vec<[Vec<u8>; codec::CONTACT_ARGS]>,
     /// Path values for the 200 OK.
     response_path: Vec<Bytes>,
 }
@@ -676,8 +678,13 @@ impl LocationStore for RedisLocationStore {
                     .await?
                 }
             };
-            let Value::Array(mut reply) = reply else {
-                return Err(bad_reply("register script reply"));
+            let mut reply = match reply {
+                // The refresh fast path answers with the new AOR value alone: {'OK', 1, value}.
+                value @ Value::BulkString(_) => {
+                    vec![Value::BulkString(b"OK".to_vec()), Value::Int(1), value]
+                }
+                Value::Array(reply) => reply,
+                _ => return Err(bad_reply("register script reply")),
             };
             // The AOR value is taken out of the reply, not copied: the decoded bindings share
             // its buffer.

@@ -7,7 +7,10 @@
 //! transport token, remote address, local address, then one field per `Path` value. Optional
 //! fields are empty when absent and `=value` when present, so `Some("")` and `None` stay
 //! distinct. The scripts read the first seven items and carry the rest opaquely. A REGISTER
-//! passes each Contact to the script as the same eight items, as eight arguments.
+//! passes each Contact to the script as one argument: the AOR value that binding alone would
+//! make, in the forms `cmsgpack.pack` picks, so that a refresh of an AOR's only binding stores
+//! that argument as it is, without the script decoding or encoding anything (docs/REDIS.md,
+//! "Script cost").
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -16,7 +19,7 @@ use bytes::Bytes;
 use sipmesh_protocol::peer::{ConnectionId, Transport};
 use sipmesh_protocol::registrar::{Binding, Source};
 
-use super::msgpack::{MsgpackError, Reader};
+use super::msgpack::{MsgpackError, Reader, write};
 
 /// Why stored bytes could not be read back as bindings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -62,8 +65,11 @@ pub(super) fn connection_text(scope: &str, connection: ConnectionId) -> String {
     format!("{scope}:{}", connection.0)
 }
 
-/// Number of script arguments (and stored items) per binding.
+/// Number of stored items per binding.
 pub(super) const BINDING_ITEMS: usize = 8;
+
+/// Number of script arguments per Contact (`binding_args`).
+pub(super) const CONTACT_ARGS: usize = 1;
 
 fn opt(field: Option<&[u8]>) -> Vec<u8> {
     field.map_or_else(Vec::new, |v| {
@@ -74,13 +80,16 @@ fn opt(field: Option<&[u8]>) -> Vec<u8> {
     })
 }
 
-/// The eight items of one binding, as REGISTER script arguments. `expires_at_ms` overrides the
-/// binding's expiry (0 marks a removal). `scope` namespaces the connection id.
+/// One binding as its REGISTER script argument: the AOR value holding this binding alone (an
+/// array of one array of the eight stored items), each item in the form `cmsgpack.pack` writes
+/// for it (`msgpack::write`), so the bytes are what the script would store for it.
+/// `expires_at_ms` overrides the binding's expiry (0 marks a removal). `scope` namespaces the
+/// connection id.
 pub(super) fn binding_args(
     b: &Binding,
     expires_at_ms: u64,
     scope: &str,
-) -> [Vec<u8>; BINDING_ITEMS] {
+) -> [Vec<u8>; CONTACT_ARGS] {
     // A binding that is not a flow (`Binding::is_flow`) keeps its connection with a `~` suffix:
     // the scripts leave it out of the connection index, so the connection going removes flows
     // only, as in the memory store.
@@ -99,20 +108,32 @@ pub(super) fn binding_args(
     for p in &b.path {
         put(&mut rest, p);
     }
-    [
-        expires_at_ms.to_string().into_bytes(),
-        b.call_id.to_vec(),
-        b.cseq.to_string().into_bytes(),
-        b.contact.to_vec(),
-        opt(b.instance.as_deref()),
-        opt(b
-            .reg_id
-            .map(|r| r.to_string())
-            .as_deref()
-            .map(str::as_bytes)),
-        opt(connection.as_deref().map(str::as_bytes)),
-        rest,
-    ]
+    let instance = opt(b.instance.as_deref());
+    let reg_id = opt(b
+        .reg_id
+        .map(|r| r.to_string())
+        .as_deref()
+        .map(str::as_bytes));
+    let connection = opt(connection.as_deref().map(str::as_bytes));
+    let mut out = Vec::with_capacity(
+        32 + b.call_id.len()
+            + b.contact.len()
+            + instance.len()
+            + reg_id.len()
+            + connection.len()
+            + rest.len(),
+    );
+    write::array(&mut out, 1);
+    write::array(&mut out, BINDING_ITEMS);
+    write::uint(&mut out, expires_at_ms);
+    write::bytes(&mut out, &b.call_id);
+    write::uint(&mut out, u64::from(b.cseq));
+    write::bytes(&mut out, &b.contact);
+    write::bytes(&mut out, &instance);
+    write::bytes(&mut out, &reg_id);
+    write::bytes(&mut out, &connection);
+    write::bytes(&mut out, &rest);
+    [out]
 }
 
 /// Splits `data` into its netstring fields.
@@ -226,7 +247,6 @@ pub(super) fn decode_set(value: &Bytes) -> Result<Vec<Binding>, CodecError> {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use super::super::msgpack::write;
     use super::*;
 
     #[test]
@@ -249,20 +269,14 @@ mod tests {
                 connection: Some(ConnectionId(u64::MAX)),
             },
         };
-        let items = binding_args(&b, millis(b.expires_at), "node-a:1");
-        // What the scripts store: cmsgpack packs the expiry and CSeq as numbers.
+        let [arg] = binding_args(&b, millis(b.expires_at), "node-a:1");
+        // The argument is the one-binding value; two bindings are the same items twice.
+        let value = Bytes::from(arg.clone());
+        assert_eq!(decode_set(&value), Ok(vec![b.clone()]));
         let mut set = Vec::new();
         write::array(&mut set, 2);
         for _ in 0..2 {
-            write::array(&mut set, BINDING_ITEMS);
-            for (i, item) in items.iter().enumerate() {
-                if i == 0 || i == 2 {
-                    let n = std::str::from_utf8(item).ok().and_then(|s| s.parse().ok());
-                    write::uint(&mut set, n.unwrap_or_else(|| panic!("numeric item {i}")));
-                } else {
-                    write::bytes(&mut set, item);
-                }
-            }
+            set.extend_from_slice(arg.get(1..).unwrap_or_default());
         }
         assert_eq!(decode_set(&Bytes::from(set)), Ok(vec![b.clone(), b]));
     }

@@ -4,10 +4,11 @@
 -- bindings, each an array of eight items: expires_at_ms (number), call_id, cseq (number),
 -- contact, instance, reg_id, connection, rest. Optional items are "" when absent and
 -- "=" .. value when present; `rest` is carried opaquely. cmsgpack decodes and encodes a value
--- in one C call (Lua string scanning measured about 5 µs per binding).
+-- in one C call (Lua string scanning measured about 5 µs per binding). A REGISTER passes each
+-- Contact as one argument: the AOR value that binding alone would make, encoded as
+-- cmsgpack.pack encodes it (codec.rs, binding_args).
 
 local EXP, CALL_ID, CSEQ, CONTACT, INSTANCE, REG_ID, CONN = 1, 2, 3, 4, 5, 6, 7
-local ITEMS = 8
 
 -- The bindings of an AOR value (false or nil when the key does not exist).
 local function decode_set(value)
@@ -22,12 +23,20 @@ local function encode_set(set)
   return cmsgpack.pack(set)
 end
 
--- A binding from ITEMS script arguments starting at ARGV[i].
-local function binding_from_args(i)
-  return {
-    tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3],
-    ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7],
-  }
+-- The binding of a Contact argument (the binding alone, encoded as a one-binding AOR value).
+local function binding_from_arg(arg)
+  return cmsgpack.unpack(arg)[1]
+end
+
+-- A non-negative integer item from its first bytes (tag t, then b1..b4), in the forms
+-- cmsgpack.pack writes up to 32 bits: its value and its length in bytes, or nil.
+local function uint32_item(t, b1, b2, b3, b4)
+  if t == nil then return nil end
+  if t < 0x80 then return t, 1 end
+  if t == 0xcc and b1 then return b1, 2 end
+  if t == 0xcd and b2 then return b1 * 256 + b2, 3 end
+  if t == 0xce and b4 then return ((b1 * 256 + b2) * 256 + b3) * 256 + b4, 5 end
+  return nil
 end
 
 -- RFC 3261 §19.1.4 URI equivalence: a port of sipmesh_protocol::registrar::contact_uris_equivalent.

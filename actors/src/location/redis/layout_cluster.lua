@@ -18,3 +18,7 @@ local function commit(old, new)
   local fx = index_effects(old, new)
   return value, fx[1], fx[2], fx[3], fx[4], fx[5]
 end
+
+-- No refresh fast path: the buckets keep exact scores, so a refresh returns index effects
+-- (commit), which need the decoded bindings.
+local commit_refresh = nil

@@ -15,3 +15,9 @@ end
 local function commit(old, new)
   return store_aor(KEYS[1], ARGV[6], old, new, KEYS[2], KEYS[3], ARGV[7], KEYS[4])
 end
+
+-- Writes the value of a refresh found by refresh_value (the index stays as it is).
+local function commit_refresh(value)
+  redis.call('SET', KEYS[1], value)
+  return value
+end

@@ -132,30 +132,56 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A writer for the same subset, for tests and tools that build stored values.
-#[cfg(test)]
+/// A writer for the same subset that writes each item in the form `cmsgpack.pack` chooses
+/// (the shortest one): a binding the node encodes is byte for byte what the scripts would store
+/// for it, which the scripts' refresh fast path relies on (docs/REDIS.md, "Script cost").
 pub(super) mod write {
-    /// Appends an array header.
+    /// Appends an array header (`fixarray`, `array 16`, `array 32`).
     pub(crate) fn array(out: &mut Vec<u8>, len: usize) {
         if len < 16 {
             out.push(0x90 | len as u8);
+        } else if let Ok(n) = u16::try_from(len) {
+            out.push(0xdc);
+            out.extend_from_slice(&n.to_be_bytes());
         } else {
             out.push(0xdd);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
         }
     }
 
-    /// Appends a byte string.
+    /// Appends a byte string as a MessagePack `str` (`fixstr`, `str 8`, `str 16`, `str 32`).
     pub(crate) fn bytes(out: &mut Vec<u8>, v: &[u8]) {
-        out.push(0xdb);
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        let len = v.len();
+        if len < 32 {
+            out.push(0xa0 | len as u8);
+        } else if let Ok(n) = u8::try_from(len) {
+            out.extend_from_slice(&[0xd9, n]);
+        } else if let Ok(n) = u16::try_from(len) {
+            out.push(0xda);
+            out.extend_from_slice(&n.to_be_bytes());
+        } else {
+            out.push(0xdb);
+            out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        }
         out.extend_from_slice(v);
     }
 
-    /// Appends an unsigned integer.
+    /// Appends an unsigned integer (`positive fixint`, `uint 8/16/32/64`).
     pub(crate) fn uint(out: &mut Vec<u8>, v: u64) {
-        out.push(0xcf);
-        out.extend_from_slice(&v.to_be_bytes());
+        if v < 0x80 {
+            out.push(v as u8);
+        } else if let Ok(n) = u8::try_from(v) {
+            out.extend_from_slice(&[0xcc, n]);
+        } else if let Ok(n) = u16::try_from(v) {
+            out.push(0xcd);
+            out.extend_from_slice(&n.to_be_bytes());
+        } else if let Ok(n) = u32::try_from(v) {
+            out.push(0xce);
+            out.extend_from_slice(&n.to_be_bytes());
+        } else {
+            out.push(0xcf);
+            out.extend_from_slice(&v.to_be_bytes());
+        }
     }
 }
 
@@ -190,6 +216,50 @@ mod tests {
         let mut r = Reader::new(&data);
         assert_eq!(r.uint(), Ok(1_764_000_000_000));
         assert!(r.uint().is_err());
+    }
+
+    #[test]
+    fn writer_picks_the_shortest_form_and_reads_back() {
+        let mut out = Vec::new();
+        for v in [
+            0,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            4_294_967_295,
+            1_764_000_000_000,
+        ] {
+            out.clear();
+            write::uint(&mut out, v);
+            let expected_len = match v {
+                0..=127 => 1,
+                128..=255 => 2,
+                256..=65_535 => 3,
+                65_536..=4_294_967_295 => 5,
+                _ => 9,
+            };
+            assert_eq!(out.len(), expected_len, "{v}");
+            let data = Bytes::from(out.clone());
+            assert_eq!(Reader::new(&data).uint(), Ok(v));
+        }
+        for (len, header) in [(0, 1), (31, 1), (32, 2), (255, 2), (256, 3), (65_536, 5)] {
+            out.clear();
+            let text = vec![b'x'; len];
+            write::bytes(&mut out, &text);
+            assert_eq!(out.len(), len + header, "{len}");
+            let data = Bytes::from(out.clone());
+            assert_eq!(Reader::new(&data).bytes().as_deref(), Ok(&text[..]));
+        }
+        for (len, header) in [(0, 1), (15, 1), (16, 3), (65_536, 5)] {
+            out.clear();
+            write::array(&mut out, len);
+            assert_eq!(out.len(), header, "{len}");
+            let data = Bytes::from(out.clone());
+            assert_eq!(Reader::new(&data).array(), Ok(len));
+        }
     }
 
     #[test]

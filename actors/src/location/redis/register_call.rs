@@ -12,7 +12,7 @@ use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
 use bytes::Bytes;
 use sipmesh_protocol::registrar::Aor;
 
-use super::codec::BINDING_ITEMS;
+use super::codec::CONTACT_ARGS;
 use super::library::RegisterScript;
 use crate::fence::FenceCheck;
 
@@ -38,7 +38,7 @@ pub(super) struct RegisterCall {
     /// The lease check of this write (None: unfenced).
     pub(super) fence: Option<FenceCheck>,
     /// The script arguments of each Contact (expiry 0 = removal).
-    pub(super) contacts: Vec<[Vec<u8>; BINDING_ITEMS]>,
+    pub(super) contacts: Vec<[Vec<u8>; CONTACT_ARGS]>,
 }
 
 /// The single-server keys every REGISTER shares, and the script.
