@@ -45,9 +45,8 @@ fn candidate() -> u16 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let seq = PICKS.fetch_add(1, Ordering::Relaxed);
-    let mut z = nanos
-        ^ (u64::from(std::process::id()) << 32)
-        ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z =
+        nanos ^ (u64::from(std::process::id()) << 32) ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;

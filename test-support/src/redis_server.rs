@@ -119,7 +119,10 @@ impl RedisServer {
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 self.child = None;
-                return Err(format!("port {}: redis-server exited ({status})", self.port));
+                return Err(format!(
+                    "port {}: redis-server exited ({status})",
+                    self.port
+                ));
             }
             let info = redis_cli(self.port, &["INFO", "server"]);
             if let Some(answering) = info
