@@ -64,7 +64,7 @@ fn exact_copy_succeeds_with_the_stored_bindings_and_no_change() {
     );
     let stored = applied(&[], &r, t0());
     // The copy reaches another node 4 s later, from the same UA but another local socket.
-    let mut copy = r.clone();
+    let mut copy = r;
     copy.source.local = "198.51.100.2:5060"
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
@@ -118,7 +118,7 @@ fn same_cseq_with_other_contacts_or_expiry_is_still_refused() {
             q
         },
         {
-            let mut path = r.clone();
+            let mut path = r;
             path.path = vec![Bytes::from_static(b"<sip:edge;lr>")];
             path
         },
@@ -189,7 +189,7 @@ fn queries_wildcards_and_refused_requests_are_never_repeats() {
     let stored = applied(&[], &r, t0());
     let mut query = r.clone();
     query.contacts = RequestContacts::None;
-    let mut star = r.clone();
+    let mut star = r;
     star.contacts = RequestContacts::Star;
     star.expires_header = Some(0);
     let brief = req("c1", 1, vec![ce("sip:a@h", 10)]);
