@@ -258,7 +258,7 @@ impl SipmeshNode {
         signal_group(&self.child, if frozen { "STOP" } else { "CONT" });
         if frozen {
             assert!(
-                crate::process::wait_stopped(self.child.id(), Duration::from_secs(5)),
+                process::wait_stopped(self.child.id(), Duration::from_secs(5)),
                 "the node did not stop within 5 s of SIGSTOP"
             );
         }
