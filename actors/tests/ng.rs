@@ -327,7 +327,15 @@ async fn concurrent_offers_and_deletes() {
 /// cache; the client takes the first reply and ignores the duplicates. One call results.
 #[tokio::test]
 async fn stalled_daemon_gets_retransmissions_and_runs_the_offer_once() {
-    let (daemon, client) = setup("ng_stalled_daemon").await;
+    let (daemon, direct) = setup("ng_stalled_daemon").await;
+    // The client talks to the daemon through a relay that counts the copies of the offer, so
+    // the daemon is thawed once it holds the first copy and two retransmissions (sent 100 and
+    // 300 ms after it), however late the timers fire on a loaded machine: a fixed 350 ms
+    // freeze raced the second retransmission under load (one duplicate seen, not two).
+    let relay = CountingRelay::start(daemon.ng_addr()).await;
+    let client = NgClient::connect(relay.addr, policy())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let call = CallRef::new("stalled-1@test", "f");
     daemon.freeze(true);
     let offer = {
@@ -339,21 +347,96 @@ async fn stalled_daemon_gets_retransmissions_and_runs_the_offer_once() {
         let client = &client;
         async move { client.request(request).await }
     };
-    // The stall is the scenario: 350 ms covers the first two retransmissions (100, 300 ms),
-    // well inside the 1 s deadline.
     let thaw = async {
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while relay.offers() < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         daemon.freeze(false);
     };
     let (outcome, ()) = tokio::join!(offer, thaw);
     let offer = outcome.unwrap_or_else(|e| panic!("offer: {e}\n{}", daemon.log()));
     assert!(offer.sdp.is_some());
-    assert_eq!(calls(&client).await, ["stalled-1@test"]);
-    let log = daemon.log();
-    // rtpengine logs the first copy as received and the retransmissions as duplicates.
+    assert_eq!(calls(&direct).await, ["stalled-1@test"]);
+    // rtpengine logs the first copy as received and the retransmissions as duplicates; its
+    // worker threads may log the last copy after the `list` above: poll the log for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = daemon.log();
+        if log.matches("as a duplicate").count() >= 2 || Instant::now() > deadline {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(log.matches("Received command 'offer'").count(), 1, "{log}");
     let duplicates = log.matches("as a duplicate").count();
     assert!(duplicates >= 2, "expected 2 retransmissions, log:\n{log}");
     client.request(Request::Delete(call)).await.unwrap();
     assert!(calls(&client).await.is_empty());
+}
+
+/// A UDP relay between an ng client and the daemon that counts the `offer` requests it
+/// forwarded (first copies and retransmissions alike).
+struct CountingRelay {
+    /// Where the client sends.
+    addr: std::net::SocketAddr,
+    offers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingRelay {
+    async fn start(daemon: std::net::SocketAddr) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::net::UdpSocket;
+
+        let ip = daemon.ip();
+        let front = UdpSocket::bind((ip, sipmesh_test_support::free_port(ip)))
+            .await
+            .unwrap_or_else(|e| panic!("relay front: {e}"));
+        let back = UdpSocket::bind((ip, sipmesh_test_support::free_port(ip)))
+            .await
+            .unwrap_or_else(|e| panic!("relay back: {e}"));
+        back.connect(daemon)
+            .await
+            .unwrap_or_else(|e| panic!("relay connect: {e}"));
+        let addr = front.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let offers = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&offers);
+        let task = tokio::spawn(async move {
+            let mut client = None;
+            let mut up = vec![0u8; 65_535];
+            let mut down = vec![0u8; 65_535];
+            loop {
+                tokio::select! {
+                    Ok((n, from)) = front.recv_from(&mut up) => {
+                        let datagram = up.get(..n).unwrap_or_default();
+                        client = Some(from);
+                        let sent = back.send(datagram).await.is_ok();
+                        // Counted once forwarded: a thaw must find the copy at the daemon.
+                        if sent && datagram.windows(14).any(|w| w == b"command5:offer") {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Ok(n) = back.recv(&mut down) => {
+                        if let Some(to) = client {
+                            let _ = front.send_to(down.get(..n).unwrap_or_default(), to).await;
+                        }
+                    }
+                }
+            }
+        });
+        Self { addr, offers, task }
+    }
+
+    /// The offers forwarded so far.
+    fn offers(&self) -> usize {
+        self.offers.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -53,18 +53,27 @@ fn requests() -> Vec<(RegisterRequest, SystemTime)> {
         let at = t0() + Duration::from_millis(i * 10);
         let kind = next(8);
         let seq = cseq.get_mut(user).map_or(0, |c| {
-            // kind 1 repeats the CSeq of the Call-ID's last REGISTER: out of order.
+            // kind 1 repeats the CSeq of the Call-ID's last REGISTER with another Contact: out
+            // of order.
             if kind != 1 {
                 *c += 1;
             }
             *c
         });
         let mut r = match kind {
-            0..=2 => req(
+            0 | 2 => req(
                 &who,
                 "main",
                 seq,
                 vec![contact(format!("sip:u{user}@a.invalid"), None)],
+            ),
+            // Another Contact than the REGISTER whose CSeq it repeats: a conflicting request,
+            // not a copy of an applied one (which would succeed, `is_applied_repeat`).
+            1 => req(
+                &who,
+                "main",
+                seq,
+                vec![contact(format!("sip:u{user}@r{i}.invalid"), None)],
             ),
             3 => req(
                 &who,

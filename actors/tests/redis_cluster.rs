@@ -63,6 +63,7 @@ async fn registrar_cases_on_a_cluster() {
         contact_limit,
         query_and_path,
         flows_closed_after_remove_connection,
+        applied_repeat_succeeds_without_a_write,
     );
     for seed in 0..2 {
         let s = store(&cluster, &format!("seed{seed}:")).await;

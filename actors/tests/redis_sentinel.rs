@@ -20,7 +20,7 @@ use sipmesh_protocol::dialog::{
     DialogConfig, DialogEvent, DialogId, DialogSnapshot, DialogState, Leg,
 };
 use sipmesh_protocol::registrar::RegistrarPolicy;
-use sipmesh_test_support::RedisSentinelSetup;
+use sipmesh_test_support::{RedisSentinelSetup, free_port, test_ip};
 
 use requests::{aor, contact, req, t0};
 
@@ -134,11 +134,11 @@ async fn location_store_follows_a_sentinel_failover() {
 /// lazily), and every call fails as unavailable within the timeout instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_sentinels_give_unavailable_fast() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let config = RedisStoreConfig::new(format!("redis+sentinel://127.0.0.1:{port}/mymaster"));
+    // A harness port on this test's own loopback address: nobody else listens there (a port
+    // picked with bind(0) on 127.0.0.1 and released could be any process's next listener).
+    let ip = test_ip("redis_sentinel::unreachable_sentinels_give_unavailable_fast");
+    let port = free_port(ip);
+    let config = RedisStoreConfig::new(format!("redis+sentinel://{ip}:{port}/mymaster"));
     let store = RedisLocationStore::new(&config).unwrap_or_else(|e| panic!("{e}"));
     let policy = RegistrarPolicy::default();
     for cseq in 1..=3 {

@@ -69,6 +69,7 @@ both_stores!(
     contact_limit,
     query_and_path,
     flows_closed_after_remove_connection,
+    applied_repeat_succeeds_without_a_write,
 );
 
 #[tokio::test]

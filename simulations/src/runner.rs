@@ -210,7 +210,7 @@ impl Runner {
         };
         tokio::time::sleep(self.phase_len / 3).await;
         let held = self.before_fault(&mut p).await;
-        let victim = self.pick_victim();
+        let victim = self.pick_kill_victim();
         let orphans: Vec<Arc<Agent>> = self
             .swarm
             .agents
@@ -417,6 +417,31 @@ impl Runner {
                 orphans.first().map(|a| a.aor()).unwrap_or_default()
             ));
         }
+    }
+
+    /// The node to SIGKILL: with `flow-480` on, one of the nodes that holds a reachable TCP/WS
+    /// agent, so the 480 check has a user to probe. Stream agents move when a node closes
+    /// their connections (a node fenced for a moment on a loaded machine closes them all, and
+    /// they reconnect elsewhere), so a node picked blindly may hold none by now. Falls back to
+    /// any node.
+    fn pick_kill_victim(&mut self) -> NodeIx {
+        let mut nodes: Vec<NodeIx> = (0..self.cluster.len()).collect();
+        if self.swarm.has(Capability::Flow480) {
+            let holding: Vec<NodeIx> = nodes
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    self.swarm
+                        .agents
+                        .iter()
+                        .any(|a| a.transport.is_stream() && a.home() == n && a.reachable())
+                })
+                .collect();
+            if !holding.is_empty() {
+                nodes = holding;
+            }
+        }
+        nodes.choose(&mut self.rng).copied().unwrap_or(0)
     }
 
     fn judge_service(&self, p: &mut PhaseReport, service: Option<Duration>, limit: Duration) {

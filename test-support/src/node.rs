@@ -256,6 +256,12 @@ impl SipmeshNode {
     /// nothing, like a node stuck in a long GC pause or a swap storm.
     pub fn freeze(&self, frozen: bool) {
         signal_group(&self.child, if frozen { "STOP" } else { "CONT" });
+        if frozen {
+            assert!(
+                process::wait_stopped(self.child.id(), Duration::from_secs(5)),
+                "the node did not stop within 5 s of SIGSTOP"
+            );
+        }
     }
 
     /// The options the node was started with.

@@ -63,6 +63,49 @@ pub(crate) fn signal_group(child: &Child, signal: &str) {
         .status();
 }
 
+/// Waits until every thread of process `pid` is stopped (state `T` in
+/// `/proc/<pid>/task/*/stat`), at most `limit`; true when they are.
+///
+/// `kill -STOP` returns once the signal is queued; the threads stop when they next leave the
+/// kernel. On a loaded machine a request sent right after could still be served by a thread
+/// that had not stopped yet (seen with rtpengine: an offer answered 8 ms "into" a freeze), so a
+/// freeze waits for the stop to be real.
+pub(crate) fn wait_stopped(pid: u32, limit: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if all_threads_stopped(pid) {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Whether `/proc/<pid>/task` lists threads and each one's state is `T` (stopped) or `t`.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat.get(end + 1..))
+            .and_then(|rest| rest.split_whitespace().next());
+        if !matches!(state, Some("T" | "t")) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Stops `child` and its group: SIGTERM, a short grace period, then SIGKILL; reaps it.
 pub(crate) fn stop(child: &mut Child) {
     if matches!(child.try_wait(), Ok(Some(_))) {

@@ -80,6 +80,12 @@ impl RedisServer {
             .status()
             .unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(status.success(), "kill failed: {status}");
+        if frozen {
+            assert!(
+                crate::process::wait_stopped(child.id(), Duration::from_secs(5)),
+                "redis-server did not stop within 5 s of SIGSTOP"
+            );
+        }
     }
 
     /// Starts the server again on the same port (empty: persistence is off).

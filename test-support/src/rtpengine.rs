@@ -87,6 +87,12 @@ impl Rtpengine {
             .status()
             .unwrap_or_else(|e| panic!("kill: {e}"));
         assert!(status.success(), "kill failed: {status}");
+        if frozen {
+            assert!(
+                crate::process::wait_stopped(child.id(), Duration::from_secs(5)),
+                "rtpengine did not stop within 5 s of SIGSTOP"
+            );
+        }
     }
 
     /// Starts the daemon again on the same address (with no calls) and waits for a pong.

@@ -5,8 +5,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, Socket, Type};
+
 use crate::raw_message::find;
-use crate::{HarnessError, RawMessage, RawRequest};
+use crate::{HarnessError, RawMessage, RawRequest, free_port};
 
 /// One TCP connection to the node.
 #[derive(Debug)]
@@ -23,9 +25,21 @@ pub struct TcpPeer {
 
 impl TcpPeer {
     /// Connects to `to` within `wait`.
+    ///
+    /// To a loopback `to`, the connection comes from a port [`free_port`] picks on `to`'s own
+    /// address, not from the kernel's ephemeral range on 127.0.0.1: Linux hands one ephemeral
+    /// port to several outgoing connections with different destinations, so a test that later
+    /// listens on its peer's address (a UA the node dials, `cluster_redial`) could find it
+    /// taken by any other process's connection (`Address already in use`). The socket has
+    /// `SO_REUSEADDR`, so listening on the same address after it closed never waits for
+    /// `TIME_WAIT`.
     pub fn connect(to: SocketAddr, wait: Duration) -> Result<Self, HarnessError> {
-        let stream = TcpStream::connect_timeout(&to, wait)
-            .map_err(|e| HarnessError::io(format!("connecting to {to}"), e))?;
+        let stream = if to.ip().is_loopback() {
+            Self::connect_from(SocketAddr::new(to.ip(), free_port(to.ip())), to, wait)?
+        } else {
+            TcpStream::connect_timeout(&to, wait)
+                .map_err(|e| HarnessError::io(format!("connecting to {to}"), e))?
+        };
         let local = stream
             .local_addr()
             .map_err(|e| HarnessError::io("reading the TCP socket's address", e))?;
@@ -37,6 +51,26 @@ impl TcpPeer {
             buf: Vec::new(),
             closed: false,
         })
+    }
+
+    /// A stream from `local` (bound with `SO_REUSEADDR`) to `to`, connected within `wait`.
+    fn connect_from(
+        local: SocketAddr,
+        to: SocketAddr,
+        wait: Duration,
+    ) -> Result<TcpStream, HarnessError> {
+        let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| HarnessError::io("creating a TCP socket", e))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| HarnessError::io("setting SO_REUSEADDR", e))?;
+        socket
+            .bind(&local.into())
+            .map_err(|e| HarnessError::io(format!("binding {local}"), e))?;
+        socket
+            .connect_timeout(&to.into(), wait)
+            .map_err(|e| HarnessError::io(format!("connecting to {to} from {local}"), e))?;
+        Ok(socket.into())
     }
 
     /// Waits up to `wait` for a connection on `listener` (a UA the node dials) and wraps it.

@@ -45,6 +45,11 @@
 //! layout above. On a Redis Cluster (`redis+cluster://`) every key a script touches must be in one
 //! hash slot, so the store switches to the Cluster layout of `redis/cluster.rs` (hash-tagged AOR
 //! keys, bucketed indexes updated after the AOR script; the same registrar rules).
+//!
+//! A REGISTER the script refuses for its CSeq is checked once more here: when the stored
+//! bindings record exactly its result (a retransmission whose transaction died with another
+//! node, [`is_applied_repeat`](sipmesh_protocol::registrar::is_applied_repeat)), it gets 200
+//! with those bindings and nothing is written.
 
 mod batch;
 mod cluster;
@@ -62,7 +67,8 @@ use ::redis::{RedisError, Script, Value};
 use bytes::Bytes;
 use sipmesh_protocol::peer::ConnectionId;
 use sipmesh_protocol::registrar::{
-    Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest, RegistrarPolicy, RequestContacts,
+    Aor, Binding, RegisterError, RegisterOutcome, RegisterRequest, RegistrarPolicy,
+    RequestContacts, is_applied_repeat,
 };
 use tokio::sync::Semaphore;
 
@@ -605,6 +611,36 @@ impl RedisLocationStore {
     }
 }
 
+impl RedisLocationStore {
+    /// The answer to a REGISTER the script refused for its CSeq: 200 with the stored bindings
+    /// when they record exactly this request's result (a copy whose transaction died with
+    /// another node, [`is_applied_repeat`]), else the 400. Nothing is written. The check reads
+    /// the AOR after the script: a REGISTER landing in between can only turn a repeat back into
+    /// the 400 the plain rule gives, never make another request pass.
+    async fn applied_repeat(
+        &self,
+        req: &RegisterRequest,
+        policy: &RegistrarPolicy,
+        now: SystemTime,
+        response_path: Vec<Bytes>,
+    ) -> Result<RegisterOutcome, StoreError> {
+        let bindings = self.lookup(&req.aor, now).await?;
+        if is_applied_repeat(&bindings, req, policy, now) {
+            tracing::debug!(
+                cseq = req.cseq,
+                "REGISTER copy already applied: 200, no write"
+            );
+            Ok(RegisterOutcome {
+                bindings,
+                changed: false,
+                response_path,
+            })
+        } else {
+            Err(RegisterError::CSeqOutOfOrder.into())
+        }
+    }
+}
+
 /// Maps a client error to the 503 cause (a write refused by the epoch check: fenced).
 fn unavailable(e: RedisError) -> StoreError {
     if is_stale_epoch(&e) {
@@ -647,6 +683,7 @@ impl LocationStore for RedisLocationStore {
     ) -> impl Future<Output = Result<RegisterOutcome, StoreError>> + Send {
         let plan = self.plan(&req, policy, now);
         let max_contacts = policy.max_contacts;
+        let policy = *policy;
         async move {
             let started = tokio::time::Instant::now();
             let plan = plan?;
@@ -713,7 +750,8 @@ impl LocationStore for RedisLocationStore {
                     })
                 }
                 [status] if bytes_of(status) == Some(b"CSEQ") => {
-                    Err(RegisterError::CSeqOutOfOrder.into())
+                    self.applied_repeat(&req, &policy, now, plan.response_path)
+                        .await
                 }
                 [status] if bytes_of(status) == Some(b"MAX") => {
                     Err(RegisterError::TooManyContacts { max: max_contacts }.into())

@@ -48,6 +48,49 @@ fn refused(e: RegisterError) -> Option<StoreError> {
     Some(StoreError::Register(e))
 }
 
+/// A copy of an applied REGISTER (same Call-ID, CSeq and Contacts; its transaction died with
+/// another node) gets the stored bindings back, unchanged and unwritten; another REGISTER with
+/// that CSeq is still refused (`sipmesh_protocol::registrar::is_applied_repeat`).
+pub(crate) async fn applied_repeat_succeeds_without_a_write<S: LocationStore>(store: &S) {
+    let erin = aor("erin");
+    let first = req(
+        &erin,
+        "c1",
+        3,
+        vec![contact("sip:e@h1", None), contact("sip:e@h2", Some(600))],
+    );
+    let stored = register(store, first.clone(), t0())
+        .await
+        .unwrap_or_else(|e| panic!("first copy: {e}"));
+    let mut copy = first.clone();
+    copy.source = source(Some(9));
+    let again = register(store, copy, t0() + Duration::from_secs(5)).await;
+    assert_eq!(
+        again.as_ref().map(|o| (&o.bindings, o.changed)),
+        Ok((&stored.bindings, false)),
+        "the copy 5 s later"
+    );
+    // The bindings still carry the first copy's expiry and source.
+    assert_eq!(
+        store.lookup(&erin, t0()).await.ok().as_ref(),
+        Some(&stored.bindings)
+    );
+    let other = req(&erin, "c1", 3, vec![contact("sip:e@h1", None)]);
+    assert_eq!(
+        register(store, other, t0() + Duration::from_secs(5))
+            .await
+            .err(),
+        refused(RegisterError::CSeqOutOfOrder)
+    );
+    // After the retransmission window it is a stale request like any other.
+    assert_eq!(
+        register(store, first, t0() + Duration::from_secs(60))
+            .await
+            .err(),
+        refused(RegisterError::CSeqOutOfOrder)
+    );
+}
+
 /// Add, lookup, and a refused REGISTER that changes nothing.
 pub(crate) async fn register_lookup_and_error_leaves_state_alone<S: LocationStore>(store: &S) {
     let alice = aor("alice");

@@ -19,7 +19,9 @@
 //! order"). This is slightly stricter than §10.3 step 7, which checks only the binding a Contact
 //! updates: it also refuses a stale REGISTER that would re-add a contact a later REGISTER of the
 //! same Call-ID removed. A UA that follows §10.2 (CSeq increases within a Call-ID) is never
-//! refused. Bindings with another Call-ID are simply replaced or removed. Queries (no Contact)
+//! refused. The one exception is an exact copy of a REGISTER whose result the bindings already
+//! record ([`is_applied_repeat`], a retransmission that outlived its transaction on a failed
+//! node): it succeeds with the current bindings and changes nothing. Bindings with another Call-ID are simply replaced or removed. Queries (no Contact)
 //! are not checked. Two Contacts of one request that name the same binding are applied in order
 //! (the last wins).
 //!
@@ -34,6 +36,7 @@ use crate::registrar::binding::Binding;
 use crate::registrar::contact_uri::contact_uris_equivalent;
 use crate::registrar::error::RegisterError;
 use crate::registrar::policy::RegistrarPolicy;
+use crate::registrar::repeat::is_applied_repeat;
 use crate::registrar::request::{ContactInput, RegisterRequest, RequestContacts};
 
 /// The result of a successful REGISTER.
@@ -110,6 +113,11 @@ pub fn apply_register(
     }
 
     if out_of_order(&live, req) {
+        // A copy of a REGISTER already applied (its transaction died with another node):
+        // answered with the current bindings, nothing written.
+        if is_applied_repeat(&live, req, policy, now) {
+            return Ok(outcome(live, pruned));
+        }
         return Err(RegisterError::CSeqOutOfOrder);
     }
     let before = live.len();
@@ -175,7 +183,7 @@ fn out_of_order(live: &[Binding], req: &RegisterRequest) -> bool {
 }
 
 /// Whether Contact `c` names stored binding `b` (see the module documentation).
-fn same_binding(b: &Binding, c: &ContactInput) -> bool {
+pub(crate) fn same_binding(b: &Binding, c: &ContactInput) -> bool {
     match (&c.instance, c.reg_id) {
         (Some(instance), Some(reg_id)) => {
             b.reg_id == Some(reg_id) && b.instance.as_ref() == Some(instance)

@@ -16,6 +16,7 @@
 //! - [`request`]: the REGISTER as plain data ([`RegisterRequest`], [`ContactInput`], [`Source`]).
 //! - [`binding`]: a stored binding ([`Binding`]) and the 200 OK `Contact` values.
 //! - [`apply`]: the §10.3 steps 6–8 algorithm ([`apply_register`]).
+//! - [`repeat`]: recognising a copy of a REGISTER already applied ([`is_applied_repeat`]).
 //! - [`targets`]: ordering bindings by q-value for forking ([`targets_in_order`]).
 //! - [`error`]: [`RegisterError`] with its status code and reason phrase.
 
@@ -25,6 +26,7 @@ pub mod binding;
 pub mod contact_uri;
 pub mod error;
 pub mod policy;
+pub mod repeat;
 pub mod request;
 pub mod targets;
 
@@ -34,5 +36,6 @@ pub use binding::{Binding, contact_header_values, remaining};
 pub use contact_uri::contact_uris_equivalent;
 pub use error::RegisterError;
 pub use policy::{PolicyError, RegistrarPolicy};
+pub use repeat::is_applied_repeat;
 pub use request::{ContactInput, RegisterRequest, RequestContacts, Source};
 pub use targets::targets_in_order;
