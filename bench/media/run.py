@@ -496,7 +496,7 @@ def run_target(target: str, args: argparse.Namespace, workdir: Path, run: int,
             pids = load.session_pids(server.proc.pid) if server and server.proc else []
             # Unmeasured warm-up calls against the same server, in chunks of --calls (each
             # chunk's faults are reported: heap growth vs steady state).
-            left, chunk = args.warmup, 0
+            left, chunk = (args.warmup if server is not None else 0), 0
             while left > 0:
                 n, chunk = min(left, args.calls), chunk + 1
                 left -= n
