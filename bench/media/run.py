@@ -24,6 +24,12 @@ milliseconds, too coarse here). For every call, matched by Call-ID:
 so the callee's own answer time is subtracted call by call. The ``direct`` target is the
 floor of that method (no proxy: the same packets, only the kernel in between).
 
+``--warmup N`` first sends N unmeasured calls through the same server (in chunks of
+``--calls``, each chunk's page faults printed): a fresh node's heap grows for about 50 s at
+100 calls/s (completed transactions are kept 32 s), so the default cold run measures that
+growth; Kamailio allocates its shared memory pool at start. Per run the script prints the
+server's minor faults, those of the node's signalling thread, both per call, and its RSS.
+
 After each target the script asks rtpengine for its call list (ng ``list`` with a limit):
 a sipmesh or Kamailio run that leaves sessions behind is reported as a failure.
 
@@ -205,6 +211,8 @@ class Setup:
     threads: str = ""
     # Page faults of the server and the system's THP faults / allocation stalls over the run.
     faults: str = ""
+    # Per warm-up chunk (--warmup): its fault counts, and the RSS before the measured run.
+    warmup: list[str] = field(default_factory=list)
 
     def pct(self, q: float) -> float | None:
         if not self.times_ms:
@@ -313,6 +321,9 @@ def thread_schedstat(pids: list[int]) -> dict[str, list[int]]:
     return out
 
 
+# The node's signalling thread (node/src/signalling.rs `THREAD_NAME`).
+SIGNAL_THREAD = "sipmesh-signal"
+
 VMSTAT_KEYS = ("thp_fault_alloc", "compact_stall", "allocstall_normal", "allocstall_movable")
 
 
@@ -329,6 +340,15 @@ def fault_counters(pids: list[int]) -> dict[str, int]:
             continue
         out["minflt"] += int(fields[7])
         out["majflt"] += int(fields[9])
+        # The node's signalling thread alone: the faults that can delay a call's messages.
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                if (task / "comm").read_text().strip() != SIGNAL_THREAD:
+                    continue
+                stat = (task / "stat").read_text().rsplit(")", 1)[-1].split()
+                out["signal_minflt"] = out.get("signal_minflt", 0) + int(stat[7])
+            except (OSError, ValueError, IndexError):
+                continue
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("AnonHugePages:"):
@@ -343,6 +363,30 @@ def fault_counters(pids: list[int]) -> dict[str, int]:
     except OSError:
         pass
     return out
+
+
+def rss_kb(pids: list[int]) -> int:
+    """Resident set size of the server's processes, KiB (VmRSS)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def fault_delta(before: dict[str, int], after: dict[str, int], calls: int) -> str:
+    """Counter changes over a run; the node's and its signalling thread's minor faults also
+    per call."""
+    text = " ".join(f"{k}={after.get(k, 0) - v}" for k, v in before.items())
+    per = max(1, calls)
+    for key in ("minflt", "signal_minflt"):
+        if key in before:
+            text += f" {key}_per_call={(after.get(key, 0) - before[key]) / per:.2f}"
+    return text
 
 
 def schedstat_delta(before: dict[str, list[int]], after: dict[str, list[int]],
@@ -439,19 +483,40 @@ def run_target(target: str, args: argparse.Namespace, workdir: Path, run: int,
                     raise load.BenchError(f"{tag}: registering the UAS failed")
             remote = (f"{load.SERVER_IP}:{server.port}" if server is not None
                       else f"{load.UAS_IP}:{uas_port}")
+            def sipp(stat: Path, calls: int) -> list[str]:
+                return [
+                    "sipp", remote, "-sf", str(load.SCENARIOS / "call_uac.xml"),
+                    "-inf", str(users), "-i", load.UAC_IP, "-p", str(UAC_PORT[target]),
+                    "-m", str(calls), "-r", str(args.rate), "-l", str(args.limit),
+                    "-nd", "-nostdin", "-recv_timeout", "5000", "-timeout", "120s",
+                    "-trace_stat", "-stf", str(stat), "-fd", "1",
+                    "-key", "domain", load.DOMAIN, "-key", "callee", load.CALLEE,
+                ]
+
+            pids = load.session_pids(server.proc.pid) if server and server.proc else []
+            # Unmeasured warm-up calls against the same server, in chunks of --calls (each
+            # chunk's faults are reported: heap growth vs steady state).
+            left, chunk = (args.warmup if server is not None else 0), 0
+            while left > 0:
+                n, chunk = min(left, args.calls), chunk + 1
+                left -= n
+                before_w = fault_counters(pids)
+                with open(workdir / f"{tag}.warmup{chunk}.sipp.out", "wb") as out:
+                    subprocess.run(sipp(workdir / f"{tag}.warmup{chunk}.stat.csv", n),
+                                   stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, timeout=180, check=False,
+                                   cwd=workdir)
+                if pids:
+                    setup.warmup.append(f"warm-up {chunk} ({n} calls): "
+                                        f"{fault_delta(before_w, fault_counters(pids), n)} "
+                                        f"rss_kb={rss_kb(pids)}")
             stat = workdir / f"{tag}.stat.csv"
-            cmd = [
-                "sipp", remote, "-sf", str(load.SCENARIOS / "call_uac.xml"),
-                "-inf", str(users), "-i", load.UAC_IP, "-p", str(UAC_PORT[target]),
-                "-m", str(args.calls), "-r", str(args.rate), "-l", str(args.limit),
-                "-nd", "-nostdin", "-recv_timeout", "5000", "-timeout", "120s",
-                "-trace_stat", "-stf", str(stat), "-fd", "1",
-                "-key", "domain", load.DOMAIN, "-key", "callee", load.CALLEE,
-            ]
+            cmd = sipp(stat, args.calls)
             pcap = workdir / f"{tag}.pcap"
             perf = (PerfSched(workdir / f"{tag}.sched.data") if args.perf_sched and server
                     else contextlib.nullcontext())
-            pids = load.session_pids(server.proc.pid) if server and server.proc else []
+            if pids:
+                setup.warmup.append(f"rss_kb before the run={rss_kb(pids)}")
             before = thread_schedstat(pids)
             faults_before = fault_counters(pids)
             with Capture(pcap), perf, open(workdir / f"{tag}.sipp.out", "wb") as out:
@@ -461,8 +526,8 @@ def run_target(target: str, args: argparse.Namespace, workdir: Path, run: int,
                 faults_after = fault_counters(pids)
             if pids:
                 setup.threads = schedstat_delta(before, after, args.calls)
-                setup.faults = " ".join(f"{k}={faults_after.get(k, 0) - v}"
-                                        for k, v in faults_before.items())
+                setup.faults = (fault_delta(faults_before, faults_after, args.calls)
+                                + f" rss_kb={rss_kb(pids)}")
             successful, failed, _ = load.parse_stat_file(stat)
             setup.failed = failed + max(0, args.calls - successful - failed)
             setup.times_ms = setup_times(pcap)
@@ -503,6 +568,11 @@ def main() -> int:
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--sipmesh-bin", type=Path, default=REPO / "target/release/sipmesh")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--warmup", type=int, default=0,
+                        help="unmeasured calls through each server before its measured run "
+                             "(same node; run in chunks of --calls, each chunk's page faults "
+                             "printed). Kamailio pre-allocates its shared memory at start, so "
+                             "a warmed-up node is the like-for-like comparison of the tails")
     parser.add_argument("--perf-sched", action="store_true",
                         help="record `perf sched` during each proxy's run (RUN.sched.txt, for "
                              "bench/media/breakdown.py --sched)")
@@ -543,6 +613,8 @@ def main() -> int:
                          f"p50={p50:.3f} ms p99={p99:.3f} ms calls={len(s.times_ms)}")
                 print(f"run {run} {target:9} {shown} failed={s.failed} leaked={s.leaked}",
                       flush=True)
+                for line in s.warmup:
+                    print(f"    {line}", flush=True)
                 if s.threads:
                     print(f"    threads: {s.threads}", flush=True)
                     print(f"    faults: {s.faults}", flush=True)
