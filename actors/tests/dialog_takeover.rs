@@ -165,6 +165,8 @@ async fn a_removal_refused_while_fenced_is_retried_once_the_lease_is_back() {
         .expect("dialogs");
     let d = dialog("fenced@host");
     let key = store.key(&d.id);
+    // The record exists (an adoption does not re-create a record that is gone: it ended).
+    store.save(&d).await.expect("save");
     dialogs.adopt(d.clone(), Duration::from_secs(600));
     until("the adopted record indexed", Duration::from_secs(5), || {
         scard(&server, &index) == 1

@@ -703,3 +703,50 @@ async fn the_flow_sweep_goes_on_past_a_dead_master_and_reports_it() {
     assert!(emptied > 0, "nothing removed on the live masters");
     assert!(took < Duration::from_secs(15), "{took:?}");
 }
+
+/// Ended dialogs stay ended on a Cluster too (docs/REDIS.md "Ended records are not
+/// re-created"): after a BYE's removal at node b, node c's late adoption and node a's owner
+/// write presenting its seen revision write nothing (`Ended`), and leave no index entry; a
+/// fresh dialog's first save still creates its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_dialog_is_not_recreated_on_a_cluster() {
+    use sipmesh_actors::dialog::{Revision, WriteRole};
+    let cluster = RedisCluster::start("an_ended_dialog_is_not_recreated_on_a_cluster", 3);
+    let a = fenced_dialogs(&cluster, "a");
+    let b = fenced_dialogs(&cluster, "b");
+    let c = fenced_dialogs(&cluster, "c");
+    let d = dialog_state("ended-cluster@host");
+    let key = a.key(&d.id);
+    let first = a
+        .save_checked(&d, WriteRole::Owner, None)
+        .await
+        .unwrap_or_else(|e| panic!("first save: {e}"));
+    assert_eq!(first, Some(Revision(1)));
+    assert_eq!(b.remove_as(&d.id, WriteRole::Visitor).await, Ok(true));
+    assert_eq!(
+        c.save_checked(&d, WriteRole::Take, None).await,
+        Err(DialogStoreError::Ended)
+    );
+    assert_eq!(
+        a.save_checked(&d, WriteRole::Owner, first).await,
+        Err(DialogStoreError::Ended)
+    );
+    assert_eq!(
+        b.save_checked(&d, WriteRole::Visitor, first).await,
+        Ok(None)
+    );
+    assert_eq!(
+        cluster.cli(&["EXISTS", &key]).trim(),
+        "0",
+        "nothing re-created"
+    );
+    for store in [&a, &b, &c] {
+        let index = store.own_index().expect("index");
+        assert_eq!(scard(&cluster, &index), 0, "{index} lists no ended dialog");
+    }
+    let fresh = dialog_state("fresh-cluster@host");
+    assert_eq!(
+        a.save_checked(&fresh, WriteRole::Owner, None).await,
+        Ok(Some(Revision(1)))
+    );
+}

@@ -24,6 +24,8 @@
 //! presents it with every write; a write refused because another node rewrote the record
 //! since ([`DialogStoreError::Outdated`]) is redone on the reloaded record with the event
 //! applied again, at most [`OUTDATED_RETRIES`] times, so a visitor's change is never undone.
+//! A write or adoption that finds the record gone ([`DialogStoreError::Ended`]: a BYE through
+//! another node removed it after this actor read it) stops the actor, without BYE or write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -250,6 +252,11 @@ impl Actor for DialogActor {
                                     break;
                                 }
                             }
+                            Err(DialogStoreError::Ended) => {
+                                info!("the dialog record is gone (ended elsewhere): stopped");
+                                myself.stop(Some("ended elsewhere".to_owned()));
+                                break;
+                            }
                             Err(e) => {
                                 warn!(error = %e, "storing the media state failed");
                                 break;
@@ -273,8 +280,15 @@ impl Actor for DialogActor {
                         debug!("visitor promoted: this node owns the dialog now");
                     }
                     state.loaded = true;
-                    if let Err(e) = state.store.save_as(&dialog, WriteRole::Take).await {
-                        warn!(error = %e, "writing the adopted dialog record failed");
+                    match state.store.save_as(&dialog, WriteRole::Take).await {
+                        Err(DialogStoreError::Ended) => {
+                            // Removed (a BYE elsewhere) after the rebalance or notice read it.
+                            info!("the adopted dialog had ended: stopped");
+                            myself.stop(Some("ended elsewhere".to_owned()));
+                            return;
+                        }
+                        Err(e) => warn!(error = %e, "writing the adopted dialog record failed"),
+                        Ok(()) => {}
                     }
                     state.dialog = Some(*dialog);
                     // The claim left the stored fields alone: read them (and their revision)
@@ -503,6 +517,10 @@ async fn apply_event(state: &mut DialogActorState, ev: &DialogEvent) -> Applied 
         match save_record(state, &d).await {
             Ok(()) => debug!(phase = d.phase.as_str(), "dialog record stored"),
             Err(DialogStoreError::Outdated) => return Applied::Outdated,
+            Err(DialogStoreError::Ended) => {
+                info!("the dialog record is gone (ended elsewhere): not re-created");
+                return Applied::Done(Next::Stop, true);
+            }
             Err(e) => {
                 warn!(error = %e, "storing the dialog record failed");
                 return Applied::Done(Next::Continue, false);

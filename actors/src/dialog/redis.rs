@@ -32,6 +32,11 @@
 //! record since, so the dialog actor reloads and re-applies its event (docs/REDIS.md, "Record
 //! revisions").
 //!
+//! Ended records stay ended (issue 5): a take, or a write presenting a revision its writer saw,
+//! does not re-create a record that is gone (removed after a BYE elsewhere): the script writes
+//! nothing and the call fails with [`DialogStoreError::Ended`]; only a dialog's first save
+//! creates its record (docs/REDIS.md, "Ended records are not re-created").
+//!
 //! On a Redis Cluster the record key is hash-tagged, `P{<id>}`, and the fence cannot read the
 //! lease key (another slot): it checks a per-record fencing token instead
 //! (`redis/fence_cluster.lua`; docs/REDIS.md, "Fenced writes on a Cluster").
@@ -74,6 +79,10 @@ pub const STALE_OWNER_CODE: &str = "STALE_OWNER";
 /// Error code of a write refused because the stored record has another [`Revision`] than the
 /// writer presented (another node rewrote it since the writer read it).
 pub const STALE_REV_CODE: &str = "STALE_REV";
+
+/// What `fenced_save.lua` returns when the record is gone and the write (a take, or a write
+/// presenting a seen revision) must not re-create it: the dialog ended.
+pub(super) const ENDED: i64 = -1;
 
 /// Default key prefix of dialog records.
 pub const DEFAULT_PREFIX: &str = "sipmesh:dlg:";
@@ -270,6 +279,9 @@ impl DialogStore for RedisDialogStore {
                     call.arg(field).arg(value);
                 }
                 let rev = self.write_then_wait(call, &mut conn).await?;
+                if rev == ENDED {
+                    return Err(DialogStoreError::Ended);
+                }
                 return Ok(u64::try_from(rev).ok().filter(|r| *r > 0).map(Revision));
             }
             // One MULTI/EXEC: the old fields go, the new ones and the expiry land together.

@@ -72,8 +72,11 @@ pub trait DialogStore: Send + Sync + 'static {
     /// [`save_as`](Self::save_as), checked against the record's [`Revision`] (issue 5: a
     /// writer's copy of a shared record may be stale). With `seen` the write is refused with
     /// [`DialogStoreError::Outdated`] (nothing written) when the stored record has another
-    /// revision; with `None` it is not checked. Returns the revision written (`None`: the store
-    /// keeps no revisions, or a visitor's write found no record). The default keeps none.
+    /// revision; with `None` it is not checked. A missing record is re-created only by an
+    /// owner's write with `None` (the first save); an owner's write with `seen`, or a take,
+    /// gets [`DialogStoreError::Ended`] (nothing written). Returns the revision written
+    /// (`None`: the store keeps no revisions, or a visitor's write found no record). The
+    /// default keeps none.
     fn save_checked<'a>(
         &'a self,
         state: &'a DialogState,
@@ -119,11 +122,14 @@ pub async fn load_revised_either(
 pub enum WriteRole {
     /// The node running the dialog's actor and timer: the write must present the record's
     /// claim (or create it, or replace a claim whose node lost that lease), else it is
-    /// refused with [`DialogStoreError::StaleOwner`] and nothing is written.
+    /// refused with [`DialogStoreError::StaleOwner`] and nothing is written. Only a write
+    /// presenting no [`Revision`] (the dialog's first save) creates a missing record; one
+    /// presenting a revision gets [`DialogStoreError::Ended`].
     Owner,
     /// An adoption (failover, rebalance, hand-over): the claim passes to this node whoever
-    /// held it. Only the record's claim changes; its fields and expiry stay as stored (a
-    /// record that is not there is written, as by the owner).
+    /// held it. Only the record's claim changes; its fields and expiry stay as stored. A
+    /// record that is not there is not re-created ([`DialogStoreError::Ended`]: the dialog
+    /// ended after the adopter read it).
     Take,
     /// A visitor (an in-dialog request at a node that does not run the dialog): the record is
     /// refreshed or removed and keeps the recorded claim; a refresh of a record that is gone
@@ -190,6 +196,12 @@ pub enum DialogStoreError {
     /// rewrote it since): nothing was written; reload, re-apply, write again.
     #[error("the stored dialog record changed since it was read")]
     Outdated,
+    /// The record is gone (removed after a BYE through another node, or expired) and this
+    /// write would have re-created it: an adoption's claim, or a write presenting a
+    /// [`Revision`] its writer had seen. Nothing was written; the dialog has ended (docs/REDIS.md,
+    /// "Ended records are not re-created").
+    #[error("the dialog record is gone: the dialog ended")]
+    Ended,
     /// A stored record could not be read back (field `0` is missing or malformed).
     #[error("stored dialog record has a bad field: {0}")]
     BadRecord(&'static str),

@@ -25,7 +25,9 @@
 //!
 //! An adoption ([`WriteRole::Take`]) rewrites the record from the adopter's copy but keeps its
 //! time left (`PTTL` read first), so the adopted dialog's timeout still counts from its last
-//! refresh. A visitor's save (an in-dialog request at a node that does not run the dialog,
+//! refresh; a record that is gone by then is not re-created ([`DialogStoreError::Ended`]; the
+//! script checks it atomically, as on a single server), nor is one by an owner's write that
+//! presents a revision. A visitor's save (an in-dialog request at a node that does not run the dialog,
 //! [`WriteRole::Visitor`]) touches no index: it keeps the record's `owner` field, and does not
 //! recreate a record that is gone, as on a single server. The claim rule ("Per-dialog owner
 //! claims") is not checked on a Cluster: the claimant's lease is in another slot.
@@ -151,6 +153,12 @@ impl RedisDialogStore {
         call.arg(OWNER_FIELD).arg(&own);
         let mut conn = self.conn.clone();
         let written = self.write_then_wait(call, &mut conn).await?;
+        if written == super::ENDED {
+            // The dialog ended: take back this write's first `SADD` (a reader would drop the
+            // entry anyway, rule 3) and re-list nothing.
+            self.unlist(&own, key).await?;
+            return Err(DialogStoreError::Ended);
+        }
         let relisted = async {
             let mut conn = self.conn.clone();
             let add = ::redis::cmd("SADD").arg(&own).arg(key).clone();

@@ -9,15 +9,19 @@
 -- ARGV[1] epoch, ARGV[2] key lifetime (ms), ARGV[3] role, ARGV[4] the revision the writer last
 -- saw ('' = unchecked), ARGV[5..] field, value, ...
 -- Roles (single server only; "Per-dialog owner claims"): `own` must hold the record's `claim`
--- (or create it, or replace a claim whose lease is gone or has another epoch), else the error
--- STALE_OWNER; `claim` takes the claim and the index entry, leaving the stored fields, revision
--- and expiry alone (with no record it writes the given fields, as `own`); `visit` rewrites the
--- fields but keeps `owner` and `claim` (returns 0 and writes nothing when there is no record).
+-- (or replace a claim whose lease is gone or has another epoch), else the error STALE_OWNER;
+-- `claim` takes the claim and the index entry, leaving the stored fields, revision and expiry
+-- alone; `visit` rewrites the fields but keeps `owner` and `claim`.
+-- Ended dialogs stay ended ("Ended records are not re-created", single server and Cluster): only
+-- the first save of a dialog (role `own`, no revision presented) creates a record. With no
+-- record, `visit` writes nothing and returns 0; a `claim`, or an `own` write that presents a
+-- revision (its writer loaded or wrote the record: it was removed since, after a BYE elsewhere,
+-- or expired), writes nothing and returns -1.
 -- Revisions ("Record revisions"): the `rev` field counts the writes of the fields; a write that
 -- presents a revision (not a claim of a stored record) is refused with STALE_REV when the stored
 -- record has another one, and every write of the fields stores the next one.
--- Returns the record's revision after the write (0: nothing written), or the error STALE_EPOCH /
--- STALE_OWNER / STALE_REV (nothing written).
+-- Returns the record's revision after the write (0: nothing written; -1: the record is gone,
+-- the dialog ended), or the error STALE_EPOCH / STALE_OWNER / STALE_REV (nothing written).
 if not fence_ok() then
   return redis.error_reply('STALE_EPOCH the epoch is not the current lease epoch')
 end
@@ -31,9 +35,10 @@ if KEYS[3] then
   if role == 'own' and claimed_by_other(claim) then
     return redis.error_reply('STALE_OWNER ' .. claim .. ' owns the dialog')
   end
-  if role == 'visit' and not exists then
-    return 0
-  end
+end
+if not exists then
+  if role == 'visit' then return 0 end
+  if role == 'claim' or ARGV[4] ~= '' then return -1 end
 end
 local rev = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') or 0
 if KEYS[3] and role == 'claim' and exists then
