@@ -1,8 +1,13 @@
-//! Record revisions (issue 5, stale owner copies) against a real `redis-server` (Debian
-//! package; a missing binary fails the test): every fenced write of a dialog record bumps its
-//! `rev` field, a write presenting an older revision is refused (`STALE_REV`, nothing written),
-//! and the owner's actor, whose copy a visitor at another node made stale, reloads and
-//! re-applies its event instead of overwriting the visitor's change.
+//! Record revisions and ended records (issue 5, stale owner copies) against a real
+//! `redis-server` (Debian package; a missing binary fails the test): every fenced write of a
+//! dialog record bumps its `rev` field, a write presenting an older revision is refused
+//! (`STALE_REV`, nothing written), and the owner's actor, whose copy a visitor at another node
+//! made stale, reloads and re-applies its event instead of overwriting the visitor's change.
+//! Ended dialogs stay ended (docs/REDIS.md "Ended records are not re-created"): once a BYE
+//! through another node removed a record, a late adoption (`take`) or owner write presenting
+//! the revision its writer had seen writes nothing and reports [`DialogStoreError::Ended`], and
+//! the dialog's actor stops instead of living on; a dialog's first save still creates its
+//! record.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -193,4 +198,108 @@ async fn a_visitors_dialog_change_survives_a_later_owner_event() {
     assert!(on_a.runs_timer(&id));
     on_a.stop();
     on_b.stop();
+}
+
+#[tokio::test]
+async fn a_late_claim_or_revised_write_does_not_recreate_an_ended_dialog() {
+    let server = RedisServer::start();
+    let a = store(&server, "a");
+    let b = store(&server, "b");
+    let c = store(&server, "c");
+    let d = dialog("ended@host");
+    let key = a.key(&d.id);
+
+    // A's first save creates the record (no revision presented).
+    let first = a
+        .save_checked(&d, WriteRole::Owner, None)
+        .await
+        .expect("first save");
+    assert_eq!(first, Some(Revision(1)));
+    // C (an adopter) and A's actor hold copies; then a BYE through B removes the record.
+    let (copy, seen) = c.load_revised(&d.id).await.expect("load").expect("record");
+    assert_eq!(seen, first);
+    assert_eq!(b.remove_as(&d.id, WriteRole::Visitor).await, Ok(true));
+    assert_eq!(server.cli(&["EXISTS", &key]).trim(), "0");
+
+    // The late claim (C's adoption) and A's owner write with its seen revision write nothing.
+    assert_eq!(
+        c.save_checked(&copy, WriteRole::Take, None).await,
+        Err(DialogStoreError::Ended)
+    );
+    assert_eq!(
+        c.save_checked(&copy, WriteRole::Take, seen).await,
+        Err(DialogStoreError::Ended)
+    );
+    assert_eq!(
+        a.save_checked(&d, WriteRole::Owner, first).await,
+        Err(DialogStoreError::Ended)
+    );
+    // A visitor's refresh writes nothing either (as before), without an error.
+    assert_eq!(b.save_checked(&d, WriteRole::Visitor, seen).await, Ok(None));
+    assert_eq!(
+        server.cli(&["EXISTS", &key]).trim(),
+        "0",
+        "nothing re-created"
+    );
+    for node in ["a", "b", "c"] {
+        let index = format!("sipmesh:dlg:by-owner:sipmesh:node:{node}");
+        assert_eq!(
+            server.cli(&["SISMEMBER", &index, &key]).trim(),
+            "0",
+            "{node}'s index does not list the ended dialog"
+        );
+    }
+
+    // A fresh dialog's first save (no revision) still creates its record.
+    let fresh = dialog("fresh@host");
+    assert_eq!(
+        a.save_checked(&fresh, WriteRole::Owner, None).await,
+        Ok(Some(Revision(1)))
+    );
+    assert_eq!(server.cli(&["EXISTS", &a.key(&fresh.id)]).trim(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_actor_stops_when_its_late_write_or_claim_finds_the_dialog_ended() {
+    let server = RedisServer::start();
+    let a = store(&server, "a");
+    let b = store(&server, "b");
+    let on_a = Dialogs::start(Arc::new(a.clone()), DialogConfig::default())
+        .await
+        .expect("dialogs at A");
+    on_a.set_owner_check(Arc::new(|_: &DialogId| true));
+
+    // Two dialogs confirmed and run at A (no "ended" notices here: no subscription).
+    let refreshed = DialogId::new("late-refresh@host", "a1", "b1");
+    let adopted = DialogId::new("late-claim@host", "a1", "b1");
+    for id in [&refreshed, &adopted] {
+        on_a.handle(DialogEvent::Confirmed(Box::new(snapshot(&id.call_id))));
+        until("A's record", async || {
+            a.load(id).await.ok().flatten().is_some()
+        })
+        .await;
+        assert!(on_a.runs_timer(id));
+    }
+    let (adopted_copy, _) = a
+        .load_revised(&adopted)
+        .await
+        .expect("load")
+        .expect("record");
+
+    // BYEs through B remove both records; A has not heard.
+    for id in [&refreshed, &adopted] {
+        assert_eq!(b.remove_as(id, WriteRole::Visitor).await, Ok(true));
+    }
+
+    // A re-INVITE through A (its write presents the revision it saw) and a late adoption.
+    on_a.handle(refresh(refreshed.reversed(), 5, "sip:b1@203.0.113.9"));
+    on_a.adopt(adopted_copy, Duration::from_secs(60));
+    until("both actors stopped", async || {
+        !on_a.is_live(&refreshed) && !on_a.is_live(&adopted)
+    })
+    .await;
+    for id in [&refreshed, &adopted] {
+        assert_eq!(a.load(id).await, Ok(None), "the ended dialog stays ended");
+    }
+    on_a.stop();
 }
